@@ -1,0 +1,17 @@
+/* backprop: train multi-layer perceptrons by backpropagation on the CPU or an NVIDIA GPU. */
+#ifndef BACKPROP_H
+#define BACKPROP_H
+
+#define BP_VERSION_MAJOR 0
+#define BP_VERSION_MINOR 1
+#define BP_VERSION_PATCH 0
+
+#include "status.h"
+#include "device.h"
+#include "tensor.h"
+#include "loss.h"
+#include "model.h"
+#include "optim.h"
+#include "train.h"
+
+#endif

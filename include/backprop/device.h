@@ -1,0 +1,58 @@
+/* Devices: where tensors live and kernels run.
+ *
+ * Names: "cpu", "cuda" (GPU 0), "cuda:N", "auto" (CUDA when a GPU is present, else the CPU). */
+#ifndef BACKPROP_DEVICE_H
+#define BACKPROP_DEVICE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "export.h"
+#include "status.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct bp_device bp_device;
+
+typedef enum bp_device_kind { BP_DEVICE_CPU = 0, BP_DEVICE_CUDA = 1 } bp_device_kind;
+
+/* Memory counters of a device handle, for tests and benchmarks. */
+typedef struct bp_device_stats {
+    uint64_t alloc_count; /* successful allocations since the device was opened */
+    uint64_t free_count;
+    size_t bytes_in_use;
+    size_t peak_bytes;
+    size_t memory_limit; /* 0: none */
+} bp_device_stats;
+
+/* Opens a device by name. Returns NULL and sets *status (when not NULL) on failure, e.g. "cuda"
+ * in a build without CUDA, or on a machine without a GPU. */
+BP_API bp_device *bp_device_open(const char *name, bp_status *status);
+
+/* Closes a device. Everything created on it must be freed first. NULL is allowed. */
+BP_API void bp_device_close(bp_device *device);
+
+BP_API bp_device_kind bp_device_get_kind(const bp_device *device);
+
+/* The resolved name, e.g. "cpu" or "cuda:0" (never "auto"). */
+BP_API const char *bp_device_name(const bp_device *device);
+
+/* Waits until all work queued on the device has finished. */
+BP_API bp_status bp_device_synchronize(bp_device *device);
+
+/* 1 when the build has the backend and it can run here (a GPU is present for "cuda"). */
+BP_API int bp_device_available(const char *name);
+
+/* Caps the bytes this handle may hold at once (0 removes the cap). An allocation past the cap
+ * fails with BP_ERR_OUT_OF_MEMORY and a message naming the sizes. */
+BP_API bp_status bp_device_set_memory_limit(bp_device *device, size_t bytes);
+
+BP_API bp_status bp_device_get_stats(const bp_device *device, bp_device_stats *stats);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

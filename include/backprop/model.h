@@ -1,0 +1,108 @@
+/* Multi-layer perceptrons.
+ *
+ * A model is a stack of n_layers linear layers. Layer l maps widths[l] features to widths[l+1],
+ * then applies activations[l], then (in training mode) dropout with probability dropout[l].
+ * Weights are [out, in] like PyTorch's nn.Linear. All parameters live in one flat buffer in
+ * PyTorch state_dict order: W0, b0, W1, b1, ...; gradients live in a second buffer of the same
+ * layout. */
+#ifndef BACKPROP_MODEL_H
+#define BACKPROP_MODEL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "device.h"
+#include "loss.h"
+#include "tensor.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct bp_model bp_model;
+
+typedef enum bp_activation {
+    BP_ACT_IDENTITY = 0,
+    BP_ACT_RELU = 1,
+    BP_ACT_LEAKY_RELU = 2, /* slope from bp_mlp_config.leaky_slope */
+    BP_ACT_SIGMOID = 3,
+    BP_ACT_TANH = 4,
+    BP_ACT_GELU = 5,      /* x * Phi(x), the erf form */
+    BP_ACT_GELU_TANH = 6, /* the tanh approximation, PyTorch's approximate="tanh" */
+    BP_ACT_SILU = 7,
+    BP_ACT_COUNT_ = 8
+} bp_activation;
+
+typedef enum bp_init {
+    BP_INIT_TORCH_DEFAULT = 0, /* nn.Linear: W, b ~ U(-1/sqrt(in), 1/sqrt(in)) */
+    BP_INIT_HE_UNIFORM = 1,    /* W ~ U(-sqrt(6/in), sqrt(6/in)), b = 0 */
+    BP_INIT_HE_NORMAL = 2,     /* W ~ N(0, 2/in), b = 0 */
+    BP_INIT_XAVIER_UNIFORM = 3, /* W ~ U(-sqrt(6/(in+out)), +), b = 0 */
+    BP_INIT_XAVIER_NORMAL = 4,  /* W ~ N(0, 2/(in+out)), b = 0 */
+    BP_INIT_COUNT_ = 5
+} bp_init;
+
+typedef enum bp_mode { BP_MODE_INFERENCE = 0, BP_MODE_TRAINING = 1 } bp_mode;
+
+typedef struct bp_mlp_config {
+    int n_layers;                     /* linear layers, >= 1 */
+    const int *widths;                /* n_layers + 1 widths, each >= 1 */
+    const bp_activation *activations; /* n_layers entries; NULL: ReLU between, identity last */
+    const float *dropout;             /* n_layers probabilities in [0, 1); NULL: none */
+    float leaky_slope;                /* negative slope of BP_ACT_LEAKY_RELU */
+    bp_init init;
+    uint64_t seed;  /* initial weights and dropout masks */
+    int max_batch;  /* largest batch a call may pass; the workspace is sized for it once */
+} bp_mlp_config;
+
+/* Defaults: activations NULL, no dropout, leaky_slope 0.01, torch-default init, seed 0,
+ * max_batch 256. widths must outlive the call to bp_model_create only. */
+BP_API bp_mlp_config bp_mlp_config_default(int n_layers, const int *widths);
+
+/* Builds a model on device with initial weights from config.seed (the same on every device). The
+ * config's arrays are copied. NULL and *status on failure. */
+BP_API bp_model *bp_model_create(bp_device *device, const bp_mlp_config *config,
+                                 bp_status *status);
+BP_API void bp_model_free(bp_model *model);
+
+BP_API bp_device *bp_model_device(const bp_model *model);
+BP_API int bp_model_n_layers(const bp_model *model);
+BP_API int bp_model_width(const bp_model *model, int index); /* index 0..n_layers */
+BP_API int bp_model_max_batch(const bp_model *model);
+BP_API size_t bp_model_n_params(const bp_model *model);
+
+/* Offsets (in floats) of layer's weight [out, in] and bias [out] in the flat buffers. */
+BP_API bp_status bp_model_layer_offsets(const bp_model *model, int layer, size_t *weight_offset,
+                                        size_t *bias_offset);
+
+/* Flat parameter and gradient buffers to and from host memory; count must be n_params. */
+BP_API bp_status bp_model_get_params(const bp_model *model, float *host, size_t count);
+BP_API bp_status bp_model_set_params(bp_model *model, const float *host, size_t count);
+BP_API bp_status bp_model_get_grads(const bp_model *model, float *host, size_t count);
+
+/* Runs the model on x ([batch, widths[0]], batch <= max_batch). Training mode applies dropout
+ * and keeps what backward needs. out, when not NULL, receives the output [batch, widths[n]]. */
+BP_API bp_status bp_model_forward(bp_model *model, const bp_tensor *x, bp_mode mode,
+                                  bp_tensor *out);
+
+/* Loss of the last forward against target and its gradient with respect to the output (kept
+ * for backward). *value, when value is not NULL, receives the mean loss (this waits for the
+ * device); NULL keeps the device running ahead. */
+BP_API bp_status bp_model_loss(bp_model *model, const bp_loss_config *loss,
+                               const bp_tensor *target, float *value);
+
+/* Backpropagates the loss gradient of the last training forward, adding parameter gradients
+ * into the gradient buffer. dx, when not NULL, receives the gradient with respect to the
+ * input ([batch, widths[0]]). */
+BP_API bp_status bp_model_backward(bp_model *model, bp_tensor *dx);
+
+BP_API bp_status bp_model_zero_grad(bp_model *model);
+
+/* The global L2 norm of all gradients. Waits for the device. */
+BP_API bp_status bp_model_grad_norm(bp_model *model, float *norm);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

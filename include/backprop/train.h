@@ -1,0 +1,28 @@
+/* One call for a whole training step. */
+#ifndef BACKPROP_TRAIN_H
+#define BACKPROP_TRAIN_H
+
+#include "model.h"
+#include "optim.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Zeroes the gradients, then for each of the optimizer's accum_steps micro-batches (the rows of
+ * x split as evenly as possible) runs forward (training mode), loss and backward, weighting each
+ * so the gradient is that of the mean loss over all rows; then bp_optimizer_step.
+ * *loss, when not NULL, receives the mean loss over the batch.
+ *
+ * Checks that the loss and the gradient norm are finite (one small read from the device per
+ * step); when not, returns BP_ERR_NON_FINITE with the place (a non-finite input names its row
+ * and column) and leaves the parameters and optimizer as they were. */
+BP_API bp_status bp_train_step(bp_model *model, bp_optimizer *optimizer,
+                               const bp_loss_config *loss, const bp_tensor *x,
+                               const bp_tensor *target, float *loss_value);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

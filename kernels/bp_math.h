@@ -1,0 +1,184 @@
+/* Per-element math shared by the CPU backend and the CUDA kernels.
+ *
+ * Activations and their derivatives, loss elements, optimizer update rules and the
+ * counter-based random generator are written once here, so the CPU tests exercise the
+ * arithmetic the GPU runs. Plain C11 and CUDA C++; no state. */
+#ifndef BP_KERNELS_MATH_H
+#define BP_KERNELS_MATH_H
+
+#include <math.h>
+#include <stdint.h>
+
+#include "backprop/model.h"
+
+#if defined(__CUDACC__)
+#define BP_HD static __host__ __device__ __forceinline__
+#else
+#define BP_HD static inline
+#endif
+
+/* ---- activations ---------------------------------------------------------------------- */
+
+#define BP_SQRT1_2F 0.70710678118654752440f
+#define BP_INV_SQRT_2PIF 0.39894228040143267794f
+#define BP_SQRT_2_OVER_PIF 0.79788456080286535588f
+#define BP_GELU_TANH_C 0.044715f
+
+/* Never overflows: exp of a non-positive argument only. */
+BP_HD float bp_sigmoidf(float x) {
+    if (x >= 0.0f) return 1.0f / (1.0f + expf(-x));
+    float e = expf(x);
+    return e / (1.0f + e);
+}
+
+BP_HD float bp_act_forward(float x, bp_activation act, float slope) {
+    switch (act) {
+    case BP_ACT_RELU: return x < 0.0f ? 0.0f : x; /* NaN passes through, as in PyTorch */
+    case BP_ACT_LEAKY_RELU: return x < 0.0f ? slope * x : x;
+    case BP_ACT_SIGMOID: return bp_sigmoidf(x);
+    case BP_ACT_TANH: return tanhf(x);
+    case BP_ACT_GELU: return 0.5f * x * (1.0f + erff(x * BP_SQRT1_2F));
+    case BP_ACT_GELU_TANH: {
+        float u = BP_SQRT_2_OVER_PIF * (x + BP_GELU_TANH_C * x * x * x);
+        return 0.5f * x * (1.0f + tanhf(u));
+    }
+    case BP_ACT_SILU: return x * bp_sigmoidf(x);
+    default: return x;
+    }
+}
+
+/* d act / d z at z; at z = 0 ReLU takes 0 and leaky ReLU the slope, like PyTorch. */
+BP_HD float bp_act_derivative(float z, bp_activation act, float slope) {
+    switch (act) {
+    case BP_ACT_RELU: return z > 0.0f ? 1.0f : 0.0f;
+    case BP_ACT_LEAKY_RELU: return z > 0.0f ? 1.0f : slope;
+    case BP_ACT_SIGMOID: {
+        float s = bp_sigmoidf(z);
+        return s * (1.0f - s);
+    }
+    case BP_ACT_TANH: {
+        float t = tanhf(z);
+        return 1.0f - t * t;
+    }
+    case BP_ACT_GELU: {
+        float cdf = 0.5f * (1.0f + erff(z * BP_SQRT1_2F));
+        return cdf + z * BP_INV_SQRT_2PIF * expf(-0.5f * z * z);
+    }
+    case BP_ACT_GELU_TANH: {
+        float z2 = z * z;
+        float t = tanhf(BP_SQRT_2_OVER_PIF * (z + BP_GELU_TANH_C * z2 * z));
+        float du = BP_SQRT_2_OVER_PIF * (1.0f + 3.0f * BP_GELU_TANH_C * z2);
+        return 0.5f * (1.0f + t) + 0.5f * z * (1.0f - t * t) * du;
+    }
+    case BP_ACT_SILU: {
+        float s = bp_sigmoidf(z);
+        return s * (1.0f + z * (1.0f - s));
+    }
+    default: return 1.0f;
+    }
+}
+
+/* ---- loss elements -------------------------------------------------------------------- */
+
+/* Squared error of one element; *grad = d/dpred. */
+BP_HD float bp_mse_elem(float pred, float target, float *grad) {
+    float d = pred - target;
+    *grad = 2.0f * d;
+    return d * d;
+}
+
+/* Binary cross-entropy of sigmoid(z) against t, in the form that never overflows:
+ * max(z, 0) - z t + log(1 + exp(-|z|)); *grad = sigmoid(z) - t. */
+BP_HD float bp_bce_logits_elem(float z, float t, float *grad) {
+    *grad = bp_sigmoidf(z) - t;
+    return fmaxf(z, 0.0f) - z * t + log1pf(expf(-fabsf(z)));
+}
+
+/* Cross-entropy target weight of class j: (1 - s) [j == label] + s / classes. */
+BP_HD float bp_xent_target(int j, int label, float smoothing, int classes) {
+    return (j == label ? 1.0f - smoothing : 0.0f) + smoothing / (float)classes;
+}
+
+/* Gradient of one logit, given the row's log-sum-exp lse: softmax_j - q_j. The row's loss is
+ * sum_j q_j (lse - z_j). */
+BP_HD float bp_xent_grad_elem(float z, float lse, float q) {
+    return expf(z - lse) - q;
+}
+
+/* ---- optimizer update rules (PyTorch's, see include/backprop/optim.h) -------------------- */
+
+/* Scale (norm clipping), then clamp (value clipping) one gradient. */
+BP_HD float bp_grad_prepare(float g, float scale, float clip_value) {
+    g *= scale;
+    if (clip_value > 0.0f) g = fminf(fmaxf(g, -clip_value), clip_value);
+    return g;
+}
+
+/* SGD; buf is read and written only when momentum != 0. */
+BP_HD float bp_sgd_elem(float p, float g, float *buf, float lr, float weight_decay,
+                        float momentum, float dampening, int nesterov, int first_step) {
+    if (weight_decay != 0.0f) g = g + weight_decay * p;
+    if (momentum != 0.0f) {
+        float b = first_step ? g : momentum * *buf + (1.0f - dampening) * g;
+        *buf = b;
+        g = nesterov ? g + momentum * b : b;
+    }
+    return p - lr * g;
+}
+
+/* Adam (decoupled = 0) or AdamW (decoupled = 1; decay_factor = 1 - lr * wd). */
+BP_HD float bp_adam_elem(float p, float g, float *m, float *v, float weight_decay,
+                         int decoupled, float decay_factor, float one_minus_beta1, float beta2,
+                         float one_minus_beta2, float eps, float step_size, float bc2_sqrt) {
+    if (decoupled)
+        p = p * decay_factor;
+    else if (weight_decay != 0.0f)
+        g = g + weight_decay * p;
+    float mm = *m + one_minus_beta1 * (g - *m);
+    float vv = *v * beta2 + one_minus_beta2 * g * g;
+    *m = mm;
+    *v = vv;
+    float denom = sqrtf(vv) / bc2_sqrt + eps;
+    return p - step_size * (mm / denom);
+}
+
+/* ---- counter-based random numbers (Philox4x32-10) ------------------------------------- */
+
+BP_HD uint32_t bp_mulhi32(uint32_t a, uint32_t b, uint32_t *lo) {
+    uint64_t p = (uint64_t)a * (uint64_t)b;
+    *lo = (uint32_t)p;
+    return (uint32_t)(p >> 32);
+}
+
+/* Four 32-bit random words for counter (c0..c3) under key (k0, k1). */
+BP_HD void bp_philox4x32(uint32_t c[4], uint32_t k0, uint32_t k1) {
+    for (int round = 0; round < 10; ++round) {
+        uint32_t lo0, lo1;
+        uint32_t hi0 = bp_mulhi32(0xD2511F53u, c[0], &lo0);
+        uint32_t hi1 = bp_mulhi32(0xCD9E8D57u, c[2], &lo1);
+        uint32_t n0 = hi1 ^ c[1] ^ k0, n2 = hi0 ^ c[3] ^ k1;
+        c[0] = n0;
+        c[1] = lo1;
+        c[2] = n2;
+        c[3] = lo0;
+        k0 += 0x9E3779B9u;
+        k1 += 0xBB67AE85u;
+    }
+}
+
+/* Word i of the stream (seed, stream): words come in blocks of four per counter value. */
+BP_HD uint32_t bp_random_u32(uint64_t seed, uint64_t stream, uint64_t i) {
+    uint64_t block = i >> 2;
+    uint32_t c[4] = {(uint32_t)block, (uint32_t)(block >> 32), (uint32_t)stream,
+                     (uint32_t)(stream >> 32)};
+    bp_philox4x32(c, (uint32_t)seed, (uint32_t)(seed >> 32));
+    return c[i & 3];
+}
+
+/* Dropout keeps element i when its 24-bit draw is at least threshold = round(p * 2^24):
+ * integer arithmetic only, so every device draws the same mask. */
+BP_HD int bp_dropout_keep(uint64_t seed, uint64_t stream, uint64_t i, uint32_t threshold) {
+    return (bp_random_u32(seed, stream, i) >> 8) >= threshold;
+}
+
+#endif

@@ -1,0 +1,156 @@
+#include <stdlib.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "core/device_internal.h"
+#include "core/error.h"
+
+static const bp_backend_ops *cuda_ops(void) {
+#ifdef BP_HAVE_CUDA
+    return &bp_cuda_ops;
+#else
+    return NULL;
+#endif
+}
+
+/* Parses "cpu", "cuda", "cuda:N", "auto" into ops and an index. */
+static bp_status parse_name(const char *name, const bp_backend_ops **ops, int *index) {
+    *index = 0;
+    if (strcmp(name, "cpu") == 0) {
+        *ops = &bp_cpu_ops;
+        return BP_OK;
+    }
+    if (strcmp(name, "auto") == 0) {
+        const bp_backend_ops *cuda = cuda_ops();
+        *ops = cuda && cuda->device_count() > 0 ? cuda : &bp_cpu_ops;
+        return BP_OK;
+    }
+    if (strncmp(name, "cuda", 4) == 0 && (name[4] == '\0' || name[4] == ':')) {
+        if (name[4] == ':') {
+            char *end = NULL;
+            long n = strtol(name + 5, &end, 10);
+            if (name[5] == '\0' || *end != '\0' || n < 0 || n > 1024)
+                return bp_error(BP_ERR_INVALID_ARGUMENT,
+                                "bp_device_open: '%s' is not a device; expected cuda:N with N a "
+                                "GPU index",
+                                name);
+            *index = (int)n;
+        }
+        *ops = cuda_ops();
+        if (!*ops)
+            return bp_error(BP_ERR_UNSUPPORTED,
+                            "bp_device_open: '%s' asked for CUDA, but this build of backprop has "
+                            "no CUDA backend (configure with -DBP_CUDA=ON)",
+                            name);
+        return BP_OK;
+    }
+    return bp_error(BP_ERR_INVALID_ARGUMENT,
+                    "bp_device_open: unknown device '%s'; expected cpu, cuda, cuda:N or auto",
+                    name);
+}
+
+bp_device *bp_device_open(const char *name, bp_status *status) {
+    if (!name) {
+        bp_set_status(status, bp_error(BP_ERR_INVALID_ARGUMENT, "bp_device_open: name is NULL"));
+        return NULL;
+    }
+    const bp_backend_ops *ops = NULL;
+    int index = 0;
+    bp_status st = parse_name(name, &ops, &index);
+    if (st != BP_OK) {
+        bp_set_status(status, st);
+        return NULL;
+    }
+    bp_device *d = calloc(1, sizeof *d);
+    if (!d) {
+        bp_set_status(status, bp_error(BP_ERR_OUT_OF_MEMORY, "bp_device_open: no host memory"));
+        return NULL;
+    }
+    d->ops = ops;
+    d->index = index;
+    d->kind = ops == &bp_cpu_ops ? BP_DEVICE_CPU : BP_DEVICE_CUDA;
+    if (d->kind == BP_DEVICE_CPU)
+        snprintf(d->name, sizeof d->name, "cpu");
+    else
+        snprintf(d->name, sizeof d->name, "cuda:%d", index);
+    st = ops->init(d, index);
+    if (st != BP_OK) {
+        free(d);
+        bp_set_status(status, st);
+        return NULL;
+    }
+    bp_set_status(status, BP_OK);
+    return d;
+}
+
+void bp_device_close(bp_device *device) {
+    if (!device) return;
+    device->ops->destroy(device);
+    free(device);
+}
+
+bp_device_kind bp_device_get_kind(const bp_device *device) {
+    return device ? device->kind : BP_DEVICE_CPU;
+}
+
+const char *bp_device_name(const bp_device *device) {
+    return device ? device->name : "";
+}
+
+bp_status bp_device_synchronize(bp_device *device) {
+    if (!device)
+        return bp_error(BP_ERR_INVALID_ARGUMENT, "bp_device_synchronize: device is NULL");
+    return device->ops->synchronize(device);
+}
+
+int bp_device_available(const char *name) {
+    const bp_backend_ops *ops = NULL;
+    int index = 0;
+    if (!name || parse_name(name, &ops, &index) != BP_OK) return 0;
+    if (ops == &bp_cpu_ops) return 1;
+    return ops->device_count() > index;
+}
+
+bp_status bp_device_set_memory_limit(bp_device *device, size_t bytes) {
+    if (!device)
+        return bp_error(BP_ERR_INVALID_ARGUMENT, "bp_device_set_memory_limit: device is NULL");
+    device->stats.memory_limit = bytes;
+    return BP_OK;
+}
+
+bp_status bp_device_get_stats(const bp_device *device, bp_device_stats *stats) {
+    if (!device || !stats)
+        return bp_error(BP_ERR_INVALID_ARGUMENT, "bp_device_get_stats: %s is NULL",
+                        device ? "stats" : "device");
+    *stats = device->stats;
+    return BP_OK;
+}
+
+bp_status bp_dev_alloc(bp_device *device, size_t bytes, const char *what, void **out) {
+    *out = NULL;
+    bp_device_stats *s = &device->stats;
+    if (s->memory_limit && (bytes > s->memory_limit || s->bytes_in_use > s->memory_limit - bytes))
+        return bp_error(BP_ERR_OUT_OF_MEMORY,
+                        "%s: %zu bytes on %s would exceed the memory limit of %zu bytes (%zu in "
+                        "use)",
+                        what, bytes, device->name, s->memory_limit, s->bytes_in_use);
+    bp_status st = device->ops->alloc(device, bytes, out);
+    if (st != BP_OK) {
+        char detail[512];
+        snprintf(detail, sizeof detail, "%s", bp_last_error());
+        *out = NULL;
+        return bp_error(st, "%s: allocating %zu bytes on %s failed: %s", what, bytes,
+                        device->name, detail);
+    }
+    s->alloc_count++;
+    s->bytes_in_use += bytes;
+    if (s->bytes_in_use > s->peak_bytes) s->peak_bytes = s->bytes_in_use;
+    return BP_OK;
+}
+
+void bp_dev_free(bp_device *device, void *ptr, size_t bytes) {
+    if (!ptr) return;
+    device->ops->free(device, ptr);
+    device->stats.free_count++;
+    device->stats.bytes_in_use -= bytes;
+}

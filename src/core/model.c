@@ -1,0 +1,290 @@
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/device_internal.h"
+#include "core/error.h"
+#include "core/model_internal.h"
+#include "core/tensor_internal.h"
+
+bp_mlp_config bp_mlp_config_default(int n_layers, const int *widths) {
+    bp_mlp_config c;
+    memset(&c, 0, sizeof c);
+    c.n_layers = n_layers;
+    c.widths = widths;
+    c.leaky_slope = 0.01f;
+    c.init = BP_INIT_TORCH_DEFAULT;
+    c.max_batch = 256;
+    return c;
+}
+
+/* The largest width a model may have; keeps every size product inside int for BLAS. */
+#define BP_MAX_WIDTH (1 << 24)
+
+static bp_status check_config(const bp_mlp_config *c) {
+    const char *fn = "bp_model_create";
+    if (c->n_layers < 1 || c->n_layers > 1024)
+        return bp_error(BP_ERR_INVALID_ARGUMENT, "%s: n_layers is %d, expected 1..1024", fn,
+                        c->n_layers);
+    if (!c->widths) return bp_error(BP_ERR_INVALID_ARGUMENT, "%s: widths is NULL", fn);
+    for (int i = 0; i <= c->n_layers; ++i)
+        if (c->widths[i] < 1 || c->widths[i] > BP_MAX_WIDTH)
+            return bp_error(BP_ERR_INVALID_ARGUMENT, "%s: widths[%d] is %d, expected 1..%d", fn,
+                            i, c->widths[i], BP_MAX_WIDTH);
+    for (int i = 0; c->activations && i < c->n_layers; ++i)
+        if ((unsigned)c->activations[i] >= BP_ACT_COUNT_)
+            return bp_error(BP_ERR_INVALID_ARGUMENT, "%s: activations[%d] is %d, not an activation",
+                            fn, i, (int)c->activations[i]);
+    for (int i = 0; c->dropout && i < c->n_layers; ++i)
+        if (!(c->dropout[i] >= 0.0f && c->dropout[i] < 1.0f))
+            return bp_error(BP_ERR_INVALID_ARGUMENT, "%s: dropout[%d] is %g, expected [0, 1)", fn,
+                            i, (double)c->dropout[i]);
+    if ((unsigned)c->init >= BP_INIT_COUNT_)
+        return bp_error(BP_ERR_INVALID_ARGUMENT, "%s: init is %d, not an init scheme", fn,
+                        (int)c->init);
+    if (!isfinite(c->leaky_slope))
+        return bp_error(BP_ERR_INVALID_ARGUMENT, "%s: leaky_slope is not finite", fn);
+    if (c->max_batch < 1 || c->max_batch > BP_MAX_WIDTH)
+        return bp_error(BP_ERR_INVALID_ARGUMENT, "%s: max_batch is %d, expected 1..%d", fn,
+                        c->max_batch, BP_MAX_WIDTH);
+    return BP_OK;
+}
+
+static void setup_layers(bp_model *m, const bp_mlp_config *c) {
+    size_t off = 0;
+    for (int l = 0; l < m->n_layers; ++l) {
+        bp_layer *L = &m->layers[l];
+        L->in = c->widths[l];
+        L->out = c->widths[l + 1];
+        L->act = c->activations ? c->activations[l]
+                                : (l + 1 < m->n_layers ? BP_ACT_RELU : BP_ACT_IDENTITY);
+        L->dropout = c->dropout ? c->dropout[l] : 0.0f;
+        L->drop_threshold = (uint32_t)llround((double)L->dropout * 16777216.0);
+        L->drop_scale = (float)(1.0 / (1.0 - (double)L->dropout));
+        L->w_off = off;
+        off += (size_t)L->in * (size_t)L->out;
+        L->b_off = off;
+        off += (size_t)L->out;
+    }
+    m->n_params = off;
+}
+
+/* Carves the workspace block into its buffers; with base NULL only measures. */
+static size_t layout_workspace(bp_model *m, char *base) {
+    size_t off = 0, b = (size_t)m->max_batch, widest = 0;
+#define BP_TAKE(ptr, nfloats)                                                                  \
+    do {                                                                                       \
+        (ptr) = base ? (float *)(base + off) : NULL;                                           \
+        off += ((size_t)(nfloats) * sizeof(float) + 255) & ~(size_t)255;                       \
+    } while (0)
+    for (int l = 0; l < m->n_layers; ++l) {
+        bp_layer *L = &m->layers[l];
+        BP_TAKE(L->z, b * (size_t)L->out);
+        if (bp_layer_has_own_output(L))
+            BP_TAKE(L->a, b * (size_t)L->out);
+        else
+            L->a = L->z;
+        if ((size_t)L->out > widest) widest = (size_t)L->out;
+    }
+    BP_TAKE(m->dout, b * (size_t)m->widths[m->n_layers]);
+    BP_TAKE(m->dbuf[0], b * widest);
+    BP_TAKE(m->dbuf[1], b * widest);
+    BP_TAKE(m->row_loss, b);
+    BP_TAKE(m->scalars, BP_SCALAR_COUNT);
+#undef BP_TAKE
+    return off;
+}
+
+static bp_status alloc_buffers(bp_model *m) {
+    size_t bytes = m->n_params * sizeof(float);
+    bp_status st = bp_dev_alloc(m->device, bytes, "bp_model_create: parameters", (void **)&m->params);
+    if (st == BP_OK)
+        st = bp_dev_alloc(m->device, bytes, "bp_model_create: gradients", (void **)&m->grads);
+    m->workspace_bytes = layout_workspace(m, NULL);
+    if (st == BP_OK)
+        st = bp_dev_alloc(m->device, m->workspace_bytes, "bp_model_create: workspace",
+                          &m->workspace);
+    if (st == BP_OK) layout_workspace(m, m->workspace);
+    return st;
+}
+
+static bp_status init_weights(bp_model *m, bp_init init) {
+    float *host = malloc(m->n_params * sizeof(float));
+    if (!host) return bp_error(BP_ERR_OUT_OF_MEMORY, "bp_model_create: no host memory for init");
+    bp_init_params(m, init, host);
+    bp_status st = m->device->ops->upload(m->device, m->params, host, m->n_params * sizeof(float));
+    free(host);
+    if (st == BP_OK) st = m->device->ops->fill(m->device, m->grads, 0.0f, m->n_params);
+    return st;
+}
+
+bp_model *bp_model_create(bp_device *device, const bp_mlp_config *config, bp_status *status) {
+    bp_status st = BP_OK;
+    if (!device)
+        st = bp_error(BP_ERR_INVALID_ARGUMENT, "bp_model_create: device is NULL");
+    else if (!config)
+        st = bp_error(BP_ERR_INVALID_ARGUMENT, "bp_model_create: config is NULL");
+    else
+        st = check_config(config);
+    bp_model *m = NULL;
+    if (st == BP_OK) {
+        m = calloc(1, sizeof *m);
+        if (m) m->widths = malloc(sizeof(int) * (size_t)(config->n_layers + 1));
+        if (m) m->layers = calloc((size_t)config->n_layers, sizeof(bp_layer));
+        if (!m || !m->widths || !m->layers)
+            st = bp_error(BP_ERR_OUT_OF_MEMORY, "bp_model_create: no host memory");
+    }
+    if (st == BP_OK) {
+        m->device = device;
+        m->n_layers = config->n_layers;
+        memcpy(m->widths, config->widths, sizeof(int) * (size_t)(config->n_layers + 1));
+        m->leaky_slope = config->leaky_slope;
+        m->seed = config->seed;
+        m->max_batch = config->max_batch;
+        setup_layers(m, config);
+        st = alloc_buffers(m);
+    }
+    if (st == BP_OK) st = init_weights(m, config->init);
+    bp_set_status(status, st);
+    if (st != BP_OK) {
+        bp_model_free(m);
+        return NULL;
+    }
+    return m;
+}
+
+void bp_model_free(bp_model *model) {
+    if (!model) return;
+    if (model->device) {
+        size_t bytes = model->n_params * sizeof(float);
+        bp_dev_free(model->device, model->params, bytes);
+        bp_dev_free(model->device, model->grads, bytes);
+        bp_dev_free(model->device, model->workspace, model->workspace_bytes);
+    }
+    free(model->widths);
+    free(model->layers);
+    free(model);
+}
+
+bp_device *bp_model_device(const bp_model *model) {
+    return model ? model->device : NULL;
+}
+
+int bp_model_n_layers(const bp_model *model) {
+    return model ? model->n_layers : 0;
+}
+
+int bp_model_width(const bp_model *model, int index) {
+    if (!model || index < 0 || index > model->n_layers) return 0;
+    return model->widths[index];
+}
+
+int bp_model_max_batch(const bp_model *model) {
+    return model ? model->max_batch : 0;
+}
+
+size_t bp_model_n_params(const bp_model *model) {
+    return model ? model->n_params : 0;
+}
+
+bp_status bp_model_layer_offsets(const bp_model *model, int layer, size_t *weight_offset,
+                                 size_t *bias_offset) {
+    if (!model) return bp_error(BP_ERR_INVALID_ARGUMENT, "bp_model_layer_offsets: model is NULL");
+    if (layer < 0 || layer >= model->n_layers)
+        return bp_error(BP_ERR_INVALID_ARGUMENT,
+                        "bp_model_layer_offsets: layer %d is out of range [0, %d)", layer,
+                        model->n_layers);
+    if (weight_offset) *weight_offset = model->layers[layer].w_off;
+    if (bias_offset) *bias_offset = model->layers[layer].b_off;
+    return BP_OK;
+}
+
+static bp_status check_flat(const char *fn, const bp_model *m, const void *host, size_t count) {
+    if (!m) return bp_error(BP_ERR_INVALID_ARGUMENT, "%s: model is NULL", fn);
+    if (!host) return bp_error(BP_ERR_INVALID_ARGUMENT, "%s: host pointer is NULL", fn);
+    if (count != m->n_params)
+        return bp_error(BP_ERR_SHAPE_MISMATCH, "%s: count is %zu, the model has %zu parameters",
+                        fn, count, m->n_params);
+    return BP_OK;
+}
+
+bp_status bp_model_get_params(const bp_model *model, float *host, size_t count) {
+    bp_status st = check_flat("bp_model_get_params", model, host, count);
+    if (st != BP_OK) return st;
+    return model->device->ops->download(model->device, host, model->params, count * sizeof(float));
+}
+
+bp_status bp_model_get_grads(const bp_model *model, float *host, size_t count) {
+    bp_status st = check_flat("bp_model_get_grads", model, host, count);
+    if (st != BP_OK) return st;
+    return model->device->ops->download(model->device, host, model->grads, count * sizeof(float));
+}
+
+/* Names flat index i as "layer L weight [r, c]" or "layer L bias [r]". */
+static void name_param(const bp_model *m, size_t i, char *buf, size_t size) {
+    for (int l = 0; l < m->n_layers; ++l) {
+        const bp_layer *L = &m->layers[l];
+        if (i < L->b_off) {
+            size_t k = i - L->w_off;
+            snprintf(buf, size, "layer %d weight [%zu, %zu]", l, k / (size_t)L->in,
+                     k % (size_t)L->in);
+            return;
+        }
+        if (i < L->b_off + (size_t)L->out) {
+            snprintf(buf, size, "layer %d bias [%zu]", l, i - L->b_off);
+            return;
+        }
+    }
+    snprintf(buf, size, "index %zu", i);
+}
+
+bp_status bp_model_set_params(bp_model *model, const float *host, size_t count) {
+    bp_status st = check_flat("bp_model_set_params", model, host, count);
+    if (st != BP_OK) return st;
+    for (size_t i = 0; i < count; ++i)
+        if (!isfinite(host[i])) {
+            char where[96];
+            name_param(model, i, where, sizeof where);
+            return bp_error(BP_ERR_NON_FINITE,
+                            "bp_model_set_params: value %zu (%s) is %g; parameters unchanged", i,
+                            where, (double)host[i]);
+        }
+    return model->device->ops->upload(model->device, model->params, host, count * sizeof(float));
+}
+
+int bp_model_find_nonfinite_grad(bp_model *m, char *buf, size_t size) {
+    float *host = malloc(m->n_params * sizeof(float));
+    if (!host) return 0;
+    int found = 0;
+    if (m->device->ops->download(m->device, host, m->grads, m->n_params * sizeof(float)) == BP_OK)
+        for (size_t i = 0; i < m->n_params && !found; ++i)
+            if (!isfinite(host[i])) {
+                name_param(m, i, buf, size);
+                found = 1;
+            }
+    free(host);
+    return found;
+}
+
+bp_status bp_model_read_scalars(bp_model *m, float out[BP_SCALAR_COUNT]) {
+    return m->device->ops->download(m->device, out, m->scalars, sizeof(float) * BP_SCALAR_COUNT);
+}
+
+bp_status bp_model_zero_grad(bp_model *model) {
+    if (!model) return bp_error(BP_ERR_INVALID_ARGUMENT, "bp_model_zero_grad: model is NULL");
+    return model->device->ops->fill(model->device, model->grads, 0.0f, model->n_params);
+}
+
+bp_status bp_model_grad_norm(bp_model *model, float *norm) {
+    if (!model || !norm)
+        return bp_error(BP_ERR_INVALID_ARGUMENT, "bp_model_grad_norm: %s is NULL",
+                        model ? "norm" : "model");
+    const bp_backend_ops *ops = model->device->ops;
+    float s[BP_SCALAR_COUNT];
+    bp_status st = ops->sum_squares(model->device, model->n_params, model->grads,
+                                    model->scalars + BP_SCALAR_NORM2);
+    if (st == BP_OK) st = bp_model_read_scalars(model, s);
+    if (st == BP_OK) *norm = (float)sqrt((double)s[BP_SCALAR_NORM2]);
+    return st;
+}

@@ -1,0 +1,102 @@
+/* One training step: micro-batches of forward, loss and backward, then the optimizer. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "core/error.h"
+#include "core/model_internal.h"
+#include "core/optim_internal.h"
+#include "core/tensor_internal.h"
+
+static bp_status check_step_args(bp_model *m, bp_optimizer *o, const bp_loss_config *loss,
+                                 const bp_tensor *x, const bp_tensor *target) {
+    const char *fn = "bp_train_step";
+    if (!m || !o)
+        return bp_error(BP_ERR_INVALID_ARGUMENT, "%s: %s is NULL", fn, m ? "optimizer" : "model");
+    if (o->model != m)
+        return bp_error(BP_ERR_INVALID_ARGUMENT,
+                        "%s: the optimizer was created for another model", fn);
+    int k = o->config.accum_steps;
+    bp_status st = bp_check_tensor(fn, "x", x, m->device, BP_F32, m->widths[0],
+                                   (int64_t)m->max_batch * k);
+    if (st != BP_OK) return st;
+    if (x->rows < k)
+        return bp_error(BP_ERR_SHAPE_MISMATCH,
+                        "%s: x has %lld rows, fewer than accum_steps %d micro-batches", fn,
+                        (long long)x->rows, k);
+    return bp_check_loss_args(fn, m, loss, target, x->rows);
+}
+
+/* Names the first non-finite value of a host copy of t ("x[3, 17] is nan"); 0 when none. */
+static int find_nonfinite(const bp_tensor *t, const char *name, char *buf, size_t size) {
+    if (t->dtype != BP_F32) return 0;
+    size_t n = (size_t)t->rows * (size_t)t->cols;
+    float *host = malloc(n * sizeof(float));
+    int found = 0;
+    if (host && bp_tensor_download(t, host, n) == BP_OK)
+        for (size_t i = 0; i < n && !found; ++i)
+            if (!isfinite(host[i])) {
+                snprintf(buf, size, "%s[%zu, %zu] is %g", name, i / (size_t)t->cols,
+                         i % (size_t)t->cols, (double)host[i]);
+                found = 1;
+            }
+    free(host);
+    return found;
+}
+
+static bp_status report_nonfinite(bp_model *m, const bp_optimizer *o, const bp_tensor *x,
+                                  const bp_tensor *target, float loss) {
+    char where[160];
+    if (find_nonfinite(x, "x", where, sizeof where) ||
+        find_nonfinite(target, "target", where, sizeof where))
+        return bp_error(BP_ERR_NON_FINITE,
+                        "bp_train_step: %s at step %lld; parameters and optimizer unchanged",
+                        where, (long long)o->steps);
+    if (!isfinite(loss))
+        return bp_error(BP_ERR_NON_FINITE,
+                        "bp_train_step: the loss is %g at step %lld (the outputs overflowed; "
+                        "is the learning rate too high?); parameters and optimizer unchanged",
+                        (double)loss, (long long)o->steps);
+    snprintf(where, sizeof where, "unknown place");
+    bp_model_find_nonfinite_grad(m, where, sizeof where);
+    return bp_error(BP_ERR_NON_FINITE,
+                    "bp_train_step: the gradient of %s is non-finite at step %lld; parameters "
+                    "and optimizer unchanged",
+                    where, (long long)o->steps);
+}
+
+/* Runs micro-batch i of k over the rows of x and target. */
+static bp_status micro_batch(bp_model *m, const bp_loss_config *loss, const bp_tensor *x,
+                             const bp_tensor *target, int i, int k, float grad_scale) {
+    int64_t rows = x->rows, lo = rows * i / k, hi = rows * (i + 1) / k;
+    const float *xr = (const float *)x->data + lo * x->cols;
+    const char *tr = (const char *)target->data + (size_t)(lo * target->cols) * 4;
+    bp_status st = bp_model_forward_rows(m, xr, (int)(hi - lo), BP_MODE_TRAINING);
+    if (st == BP_OK) st = bp_model_loss_rows(m, loss, tr, grad_scale, i > 0);
+    if (st == BP_OK) st = bp_model_backward_rows(m, NULL);
+    return st;
+}
+
+bp_status bp_train_step(bp_model *model, bp_optimizer *optimizer, const bp_loss_config *loss,
+                        const bp_tensor *x, const bp_tensor *target, float *loss_value) {
+    bp_status st = check_step_args(model, optimizer, loss, x, target);
+    if (st != BP_OK) return st;
+    const bp_backend_ops *ops = model->device->ops;
+    int k = optimizer->config.accum_steps, cols = model->widths[model->n_layers];
+    double denom = loss->kind == BP_LOSS_CROSS_ENTROPY ? (double)x->rows : (double)x->rows * cols;
+    st = bp_model_zero_grad(model);
+    for (int i = 0; i < k && st == BP_OK; ++i)
+        st = micro_batch(model, loss, x, target, i, k, (float)(1.0 / denom));
+    if (st == BP_OK)
+        st = ops->sum_squares(model->device, model->n_params, model->grads,
+                              model->scalars + BP_SCALAR_NORM2);
+    float s[BP_SCALAR_COUNT];
+    if (st == BP_OK) st = bp_model_read_scalars(model, s);
+    if (st != BP_OK) return st;
+    float value = (float)((double)s[BP_SCALAR_LOSS] / denom);
+    double norm = sqrt((double)s[BP_SCALAR_NORM2]);
+    if (!isfinite(value) || !isfinite(norm))
+        return report_nonfinite(model, optimizer, x, target, value);
+    if (loss_value) *loss_value = value;
+    return bp_optimizer_apply(optimizer, norm);
+}

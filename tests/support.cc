@@ -1,0 +1,51 @@
+#include "support.h"
+
+#include <limits>
+
+namespace bpt {
+
+std::vector<std::string> all_backends() {
+    return {"cpu", "cuda"};
+}
+
+bp_device *open_or_reason(const std::string &name, std::string *why) {
+    bp_status st = BP_OK;
+    bp_device *d = bp_device_open(name.c_str(), &st);
+    if (!d)
+        *why = "backend '" + name + "' is not available here: " + bp_last_error();
+    return d;
+}
+
+double rel_err(const float *out, const double *ref, size_t n) {
+    double num = 0.0, den = 0.0;
+    for (size_t i = 0; i < n; ++i) {
+        if (!std::isfinite(out[i])) return std::numeric_limits<double>::infinity();
+        double d = (double)out[i] - ref[i];
+        num += d * d;
+        den += ref[i] * ref[i];
+    }
+    return den > 0.0 ? std::sqrt(num / den) : std::sqrt(num);
+}
+
+double rel_err(const std::vector<float> &out, const std::vector<double> &ref) {
+    if (out.size() != ref.size()) return std::numeric_limits<double>::infinity();
+    return rel_err(out.data(), ref.data(), out.size());
+}
+
+double rel_err(const std::vector<float> &out, const std::vector<float> &ref) {
+    return rel_err(out, to_double(ref));
+}
+
+std::vector<float> uniform(size_t n, float lo, float hi, uint32_t seed) {
+    std::mt19937 gen(seed);
+    std::uniform_real_distribution<float> dist(lo, hi);
+    std::vector<float> v(n);
+    for (auto &x : v) x = dist(gen);
+    return v;
+}
+
+std::vector<double> to_double(const std::vector<float> &v) {
+    return std::vector<double>(v.begin(), v.end());
+}
+
+} // namespace bpt
