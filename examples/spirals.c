@@ -9,8 +9,8 @@
 #include <stdlib.h>
 
 #define PER_CLASS 500
-#define N (2 * PER_CLASS)
-#define BATCH 100
+#define N         (2 * PER_CLASS)
+#define BATCH     100
 
 /* Spiral points with a little noise from a fixed xorshift generator. */
 static void make_spirals(float *x, int32_t *y) {
@@ -33,7 +33,8 @@ static double accuracy(bp_model *m, bp_tensor *tx, bp_tensor *out, const int32_t
         bp_tensor_download(out, logits, N * 2) != BP_OK)
         return -1.0;
     int right = 0;
-    for (int i = 0; i < N; ++i) right += (logits[2 * i + 1] > logits[2 * i]) == (y[i] == 1);
+    for (int i = 0; i < N; ++i)
+        right += (logits[2 * i + 1] > logits[2 * i]) == (y[i] == 1);
     return (double)right / N;
 }
 

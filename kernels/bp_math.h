@@ -19,10 +19,10 @@
 
 /* ---- activations ---------------------------------------------------------------------- */
 
-#define BP_SQRT1_2F 0.70710678118654752440f
-#define BP_INV_SQRT_2PIF 0.39894228040143267794f
+#define BP_SQRT1_2F        0.70710678118654752440f
+#define BP_INV_SQRT_2PIF   0.39894228040143267794f
 #define BP_SQRT_2_OVER_PIF 0.79788456080286535588f
-#define BP_GELU_TANH_C 0.044715f
+#define BP_GELU_TANH_C     0.044715f
 
 /* Never overflows: exp of a non-positive argument only. */
 BP_HD float bp_sigmoidf(float x) {
@@ -33,25 +33,34 @@ BP_HD float bp_sigmoidf(float x) {
 
 BP_HD float bp_act_forward(float x, bp_activation act, float slope) {
     switch (act) {
-    case BP_ACT_RELU: return x < 0.0f ? 0.0f : x; /* NaN passes through, as in PyTorch */
-    case BP_ACT_LEAKY_RELU: return x < 0.0f ? slope * x : x;
-    case BP_ACT_SIGMOID: return bp_sigmoidf(x);
-    case BP_ACT_TANH: return tanhf(x);
-    case BP_ACT_GELU: return 0.5f * x * (1.0f + erff(x * BP_SQRT1_2F));
+    case BP_ACT_RELU:
+        return x < 0.0f ? 0.0f : x; /* NaN passes through, as in PyTorch */
+    case BP_ACT_LEAKY_RELU:
+        return x < 0.0f ? slope * x : x;
+    case BP_ACT_SIGMOID:
+        return bp_sigmoidf(x);
+    case BP_ACT_TANH:
+        return tanhf(x);
+    case BP_ACT_GELU:
+        return 0.5f * x * (1.0f + erff(x * BP_SQRT1_2F));
     case BP_ACT_GELU_TANH: {
         float u = BP_SQRT_2_OVER_PIF * (x + BP_GELU_TANH_C * x * x * x);
         return 0.5f * x * (1.0f + tanhf(u));
     }
-    case BP_ACT_SILU: return x * bp_sigmoidf(x);
-    default: return x;
+    case BP_ACT_SILU:
+        return x * bp_sigmoidf(x);
+    default:
+        return x;
     }
 }
 
 /* d act / d z at z; at z = 0 ReLU takes 0 and leaky ReLU the slope, like PyTorch. */
 BP_HD float bp_act_derivative(float z, bp_activation act, float slope) {
     switch (act) {
-    case BP_ACT_RELU: return z > 0.0f ? 1.0f : 0.0f;
-    case BP_ACT_LEAKY_RELU: return z > 0.0f ? 1.0f : slope;
+    case BP_ACT_RELU:
+        return z > 0.0f ? 1.0f : 0.0f;
+    case BP_ACT_LEAKY_RELU:
+        return z > 0.0f ? 1.0f : slope;
     case BP_ACT_SIGMOID: {
         float s = bp_sigmoidf(z);
         return s * (1.0f - s);
@@ -74,7 +83,8 @@ BP_HD float bp_act_derivative(float z, bp_activation act, float slope) {
         float s = bp_sigmoidf(z);
         return s * (1.0f + z * (1.0f - s));
     }
-    default: return 1.0f;
+    default:
+        return 1.0f;
     }
 }
 
@@ -115,8 +125,8 @@ BP_HD float bp_grad_prepare(float g, float scale, float clip_value) {
 }
 
 /* SGD; buf is read and written only when momentum != 0. */
-BP_HD float bp_sgd_elem(float p, float g, float *buf, float lr, float weight_decay,
-                        float momentum, float dampening, int nesterov, int first_step) {
+BP_HD float bp_sgd_elem(float p, float g, float *buf, float lr, float weight_decay, float momentum,
+                        float dampening, int nesterov, int first_step) {
     if (weight_decay != 0.0f) g = g + weight_decay * p;
     if (momentum != 0.0f) {
         float b = first_step ? g : momentum * *buf + (1.0f - dampening) * g;
@@ -127,8 +137,8 @@ BP_HD float bp_sgd_elem(float p, float g, float *buf, float lr, float weight_dec
 }
 
 /* Adam (decoupled = 0) or AdamW (decoupled = 1; decay_factor = 1 - lr * wd). */
-BP_HD float bp_adam_elem(float p, float g, float *m, float *v, float weight_decay,
-                         int decoupled, float decay_factor, float one_minus_beta1, float beta2,
+BP_HD float bp_adam_elem(float p, float g, float *m, float *v, float weight_decay, int decoupled,
+                         float decay_factor, float one_minus_beta1, float beta2,
                          float one_minus_beta2, float eps, float step_size, float bc2_sqrt) {
     if (decoupled)
         p = p * decay_factor;

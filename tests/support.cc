@@ -11,8 +11,7 @@ std::vector<std::string> all_backends() {
 bp_device *open_or_reason(const std::string &name, std::string *why) {
     bp_status st = BP_OK;
     bp_device *d = bp_device_open(name.c_str(), &st);
-    if (!d)
-        *why = "backend '" + name + "' is not available here: " + bp_last_error();
+    if (!d) *why = "backend '" + name + "' is not available here: " + bp_last_error();
     return d;
 }
 
@@ -40,7 +39,8 @@ std::vector<float> uniform(size_t n, float lo, float hi, uint32_t seed) {
     std::mt19937 gen(seed);
     std::uniform_real_distribution<float> dist(lo, hi);
     std::vector<float> v(n);
-    for (auto &x : v) x = dist(gen);
+    for (auto &x : v)
+        x = dist(gen);
     return v;
 }
 

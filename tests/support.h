@@ -31,16 +31,18 @@ std::vector<double> to_double(const std::vector<float> &v);
 // Closes a device at the end of a scope; declare it before anything created on the device.
 struct DeviceGuard {
     bp_device *device;
-    ~DeviceGuard() { bp_device_close(device); }
+    ~DeviceGuard() {
+        bp_device_close(device);
+    }
 };
 
 } // namespace bpt
 
 // Opens the parameter's backend into `dev`, or skips the test with the reason.
-#define BPT_OPEN_OR_SKIP(dev, name)                                                              \
-    bp_device *dev = nullptr;                                                                    \
-    do {                                                                                         \
-        std::string why_;                                                                        \
-        dev = bpt::open_or_reason(name, &why_);                                                  \
-        if (!dev) GTEST_SKIP() << why_;                                                          \
+#define BPT_OPEN_OR_SKIP(dev, name)                                                                \
+    bp_device *dev = nullptr;                                                                      \
+    do {                                                                                           \
+        std::string why_;                                                                          \
+        dev = bpt::open_or_reason(name, &why_);                                                    \
+        if (!dev) GTEST_SKIP() << why_;                                                            \
     } while (0)

@@ -93,8 +93,8 @@ TEST_P(BadInput, NullHandles) {
                  "x is NULL");
     expect_error(bp_train_step(model, opt, &ce, x, nullptr, nullptr), BP_ERR_INVALID_ARGUMENT,
                  "target is NULL");
-    expect_error(bp_model_forward(nullptr, x, BP_MODE_TRAINING, nullptr),
-                 BP_ERR_INVALID_ARGUMENT, "model is NULL");
+    expect_error(bp_model_forward(nullptr, x, BP_MODE_TRAINING, nullptr), BP_ERR_INVALID_ARGUMENT,
+                 "model is NULL");
     expect_error(bp_model_forward(model, nullptr, BP_MODE_TRAINING, nullptr),
                  BP_ERR_INVALID_ARGUMENT, "x is NULL");
     expect_error(bp_model_backward(nullptr, nullptr), BP_ERR_INVALID_ARGUMENT, "model is NULL");
@@ -247,8 +247,7 @@ TEST_P(BadInput, BackwardWithoutForward) {
     ASSERT_NE(fresh, nullptr);
     expect_error(bp_model_backward(fresh, nullptr), BP_ERR_INVALID_ARGUMENT,
                  "needs a training-mode bp_model_forward");
-    expect_error(bp_model_loss(fresh, &ce, y, nullptr), BP_ERR_INVALID_ARGUMENT,
-                 "no forward pass");
+    expect_error(bp_model_loss(fresh, &ce, y, nullptr), BP_ERR_INVALID_ARGUMENT, "no forward pass");
     bp_model_free(fresh);
 }
 

@@ -71,7 +71,8 @@ TEST_P(Convergence, XorReachesFullAccuracy) {
     ASSERT_EQ(bp_tensor_upload(r.y, y.data(), y.size()), BP_OK);
     bp_loss_config ce = {BP_LOSS_CROSS_ENTROPY, 0.0f};
     float loss = 0;
-    for (int i = 0; i < 300; ++i) ASSERT_EQ(bp_train_step(r.model, r.opt, &ce, r.x, r.y, &loss), BP_OK);
+    for (int i = 0; i < 300; ++i)
+        ASSERT_EQ(bp_train_step(r.model, r.opt, &ce, r.x, r.y, &loss), BP_OK);
     EXPECT_EQ(class_accuracy(r, y), 1.0);
     EXPECT_LT(loss, 0.05f); // well past the 0.69 of chance
 }
@@ -101,7 +102,8 @@ TEST_P(Convergence, SpiralsReach99Percent) {
     ASSERT_EQ(bp_tensor_upload(r.x, x.data(), x.size()), BP_OK);
     ASSERT_EQ(bp_tensor_upload(r.y, y.data(), y.size()), BP_OK);
     bp_loss_config ce = {BP_LOSS_CROSS_ENTROPY, 0.0f};
-    for (int i = 0; i < 1500; ++i) ASSERT_EQ(bp_train_step(r.model, r.opt, &ce, r.x, r.y, nullptr), BP_OK) << bp_last_error();
+    for (int i = 0; i < 1500; ++i)
+        ASSERT_EQ(bp_train_step(r.model, r.opt, &ce, r.x, r.y, nullptr), BP_OK) << bp_last_error();
     EXPECT_GE(class_accuracy(r, y), 0.99);
 }
 
@@ -118,7 +120,8 @@ TEST_P(Convergence, SmoothRegressionReachesStatedMse) {
         y[i] = std::sin(x[2 * i]) * std::cos(x[2 * i + 1]);
         mean += y[i] / n;
     }
-    for (int i = 0; i < n; ++i) var += (y[i] - mean) * (y[i] - mean) / n;
+    for (int i = 0; i < n; ++i)
+        var += (y[i] - mean) * (y[i] - mean) / n;
     Trainer r;
     bp_optim_config oc = bp_optim_config_default(BP_OPTIM_ADAM);
     oc.lr = 5e-3f;
@@ -127,7 +130,8 @@ TEST_P(Convergence, SmoothRegressionReachesStatedMse) {
     ASSERT_EQ(bp_tensor_upload(r.y, y.data(), y.size()), BP_OK);
     bp_loss_config mse = {BP_LOSS_MSE, 0.0f};
     float loss = 0;
-    for (int i = 0; i < 1500; ++i) ASSERT_EQ(bp_train_step(r.model, r.opt, &mse, r.x, r.y, &loss), BP_OK);
+    for (int i = 0; i < 1500; ++i)
+        ASSERT_EQ(bp_train_step(r.model, r.opt, &mse, r.x, r.y, &loss), BP_OK);
     // The target's variance is about 0.2; 1e-3 means the fit explains > 99.5% of it.
     EXPECT_LT(loss, 1e-3f) << "target variance " << var;
 }

@@ -29,12 +29,14 @@ std::vector<float> train_100(bp_device *dev, uint64_t seed) {
     if (o && x && y) {
         auto xs = bpt::uniform((size_t)rows * 20, -1.0f, 1.0f, 5);
         std::vector<int32_t> ys(rows);
-        for (int i = 0; i < rows; ++i) ys[i] = i % 5;
+        for (int i = 0; i < rows; ++i)
+            ys[i] = i % 5;
         bp_tensor_upload(x, xs.data(), xs.size());
         bp_tensor_upload(y, ys.data(), ys.size());
         bp_loss_config ce = {BP_LOSS_CROSS_ENTROPY, 0.05f};
         bool ok = true;
-        for (int s = 0; s < 100 && ok; ++s) ok = bp_train_step(m, o, &ce, x, y, nullptr) == BP_OK;
+        for (int s = 0; s < 100 && ok; ++s)
+            ok = bp_train_step(m, o, &ce, x, y, nullptr) == BP_OK;
         EXPECT_TRUE(ok) << bp_last_error();
         params.resize(bp_model_n_params(m));
         EXPECT_EQ(bp_model_get_params(m, params.data(), params.size()), BP_OK);

@@ -40,13 +40,15 @@ TEST_P(Memory, TrainingStepAllocatesNothing) {
     ASSERT_TRUE(o && x && y);
     auto xs = bpt::uniform(64 * 12, -1, 1, 4);
     std::vector<int32_t> ys(64);
-    for (int i = 0; i < 64; ++i) ys[i] = i % 3;
+    for (int i = 0; i < 64; ++i)
+        ys[i] = i % 3;
     ASSERT_EQ(bp_tensor_upload(x, xs.data(), xs.size()), BP_OK);
     ASSERT_EQ(bp_tensor_upload(y, ys.data(), ys.size()), BP_OK);
     bp_loss_config ce = {BP_LOSS_CROSS_ENTROPY, 0.1f};
     bp_device_stats before = stats_of(dev);
     float loss = 0, norm = 0;
-    for (int s = 0; s < 5; ++s) ASSERT_EQ(bp_train_step(m, o, &ce, x, y, &loss), BP_OK);
+    for (int s = 0; s < 5; ++s)
+        ASSERT_EQ(bp_train_step(m, o, &ce, x, y, &loss), BP_OK);
     ASSERT_EQ(bp_model_grad_norm(m, &norm), BP_OK);
     bp_device_stats after = stats_of(dev);
     EXPECT_EQ(after.alloc_count, before.alloc_count);
@@ -87,8 +89,9 @@ TEST_P(Memory, AllocationFailureAtEachPointIsCleanAndNamesSizes) {
         if (!o) {
             ++failures;
             EXPECT_EQ(st, BP_ERR_OUT_OF_MEMORY);
-            EXPECT_THAT(std::string(bp_last_error()), HasSubstr("would exceed the memory limit of " +
-                                                                std::to_string(limit) + " bytes"));
+            EXPECT_THAT(
+                std::string(bp_last_error()),
+                HasSubstr("would exceed the memory limit of " + std::to_string(limit) + " bytes"));
         }
         bp_optimizer_free(o);
         bp_model_free(m);

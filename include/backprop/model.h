@@ -34,9 +34,9 @@ typedef enum bp_activation {
 } bp_activation;
 
 typedef enum bp_init {
-    BP_INIT_TORCH_DEFAULT = 0, /* nn.Linear: W, b ~ U(-1/sqrt(in), 1/sqrt(in)) */
-    BP_INIT_HE_UNIFORM = 1,    /* W ~ U(-sqrt(6/in), sqrt(6/in)), b = 0 */
-    BP_INIT_HE_NORMAL = 2,     /* W ~ N(0, 2/in), b = 0 */
+    BP_INIT_TORCH_DEFAULT = 0,  /* nn.Linear: W, b ~ U(-1/sqrt(in), 1/sqrt(in)) */
+    BP_INIT_HE_UNIFORM = 1,     /* W ~ U(-sqrt(6/in), sqrt(6/in)), b = 0 */
+    BP_INIT_HE_NORMAL = 2,      /* W ~ N(0, 2/in), b = 0 */
     BP_INIT_XAVIER_UNIFORM = 3, /* W ~ U(-sqrt(6/(in+out)), +), b = 0 */
     BP_INIT_XAVIER_NORMAL = 4,  /* W ~ N(0, 2/(in+out)), b = 0 */
     BP_INIT_COUNT_ = 5
@@ -51,8 +51,8 @@ typedef struct bp_mlp_config {
     const float *dropout;             /* n_layers probabilities in [0, 1); NULL: none */
     float leaky_slope;                /* negative slope of BP_ACT_LEAKY_RELU */
     bp_init init;
-    uint64_t seed;  /* initial weights and dropout masks */
-    int max_batch;  /* largest batch a call may pass; the workspace is sized for it once */
+    uint64_t seed; /* initial weights and dropout masks */
+    int max_batch; /* largest batch a call may pass; the workspace is sized for it once */
 } bp_mlp_config;
 
 /* Defaults: activations NULL, no dropout, leaky_slope 0.01, torch-default init, seed 0,
@@ -61,8 +61,7 @@ BP_API bp_mlp_config bp_mlp_config_default(int n_layers, const int *widths);
 
 /* Builds a model on device with initial weights from config.seed (the same on every device). The
  * config's arrays are copied. NULL and *status on failure. */
-BP_API bp_model *bp_model_create(bp_device *device, const bp_mlp_config *config,
-                                 bp_status *status);
+BP_API bp_model *bp_model_create(bp_device *device, const bp_mlp_config *config, bp_status *status);
 BP_API void bp_model_free(bp_model *model);
 
 BP_API bp_device *bp_model_device(const bp_model *model);
@@ -88,8 +87,8 @@ BP_API bp_status bp_model_forward(bp_model *model, const bp_tensor *x, bp_mode m
 /* Loss of the last forward against target and its gradient with respect to the output (kept
  * for backward). *value, when value is not NULL, receives the mean loss (this waits for the
  * device); NULL keeps the device running ahead. */
-BP_API bp_status bp_model_loss(bp_model *model, const bp_loss_config *loss,
-                               const bp_tensor *target, float *value);
+BP_API bp_status bp_model_loss(bp_model *model, const bp_loss_config *loss, const bp_tensor *target,
+                               float *value);
 
 /* Backpropagates the loss gradient of the last training forward, adding parameter gradients
  * into the gradient buffer. dx, when not NULL, receives the gradient with respect to the

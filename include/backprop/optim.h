@@ -28,7 +28,11 @@ extern "C" {
 
 typedef struct bp_optimizer bp_optimizer;
 
-typedef enum bp_optim_kind { BP_OPTIM_SGD = 0, BP_OPTIM_ADAM = 1, BP_OPTIM_ADAMW = 2 } bp_optim_kind;
+typedef enum bp_optim_kind {
+    BP_OPTIM_SGD = 0,
+    BP_OPTIM_ADAM = 1,
+    BP_OPTIM_ADAMW = 2
+} bp_optim_kind;
 
 typedef enum bp_schedule_kind {
     BP_SCHEDULE_CONSTANT = 0,

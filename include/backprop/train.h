@@ -17,9 +17,8 @@ extern "C" {
  * Checks that the loss and the gradient norm are finite (one small read from the device per
  * step); when not, returns BP_ERR_NON_FINITE with the place (a non-finite input names its row
  * and column) and leaves the parameters and optimizer as they were. */
-BP_API bp_status bp_train_step(bp_model *model, bp_optimizer *optimizer,
-                               const bp_loss_config *loss, const bp_tensor *x,
-                               const bp_tensor *target, float *loss_value);
+BP_API bp_status bp_train_step(bp_model *model, bp_optimizer *optimizer, const bp_loss_config *loss,
+                               const bp_tensor *x, const bp_tensor *target, float *loss_value);
 
 #ifdef __cplusplus
 }

@@ -63,9 +63,9 @@ typedef struct bp_backend_ops {
 
     /* C[m,n] = alpha * op(A) op(B) + beta * C, row-major; op(A) is [m,k], op(B) is [k,n];
      * lda, ldb, ldc are the row strides of A, B, C as stored. */
-    bp_status (*gemm)(bp_device *device, int trans_a, int trans_b, int m, int n, int k,
-                      float alpha, const float *a, int lda, const float *b, int ldb, float beta,
-                      float *c, int ldc);
+    bp_status (*gemm)(bp_device *device, int trans_a, int trans_b, int m, int n, int k, float alpha,
+                      const float *a, int lda, const float *b, int ldb, float beta, float *c,
+                      int ldc);
 
     /* z[r,c] += bias[c]; a[r,c] = act(z[r,c]). bias may be NULL (no bias). a may equal z only
      * for BP_ACT_IDENTITY. */
@@ -86,13 +86,12 @@ typedef struct bp_backend_ops {
     /* Losses, one pass: row_loss[r] = the loss of row r summed over its columns (not
      * averaged); grad = grad_scale * d(row_loss)/d(input). grad may be NULL (value only). */
     bp_status (*softmax_xent)(bp_device *device, int rows, int cols, const float *logits,
-                              const int32_t *labels, float smoothing, float grad_scale,
-                              float *grad, float *row_loss);
-    bp_status (*mse)(bp_device *device, int rows, int cols, const float *pred,
-                     const float *target, float grad_scale, float *grad, float *row_loss);
+                              const int32_t *labels, float smoothing, float grad_scale, float *grad,
+                              float *row_loss);
+    bp_status (*mse)(bp_device *device, int rows, int cols, const float *pred, const float *target,
+                     float grad_scale, float *grad, float *row_loss);
     bp_status (*bce_logits)(bp_device *device, int rows, int cols, const float *logits,
-                            const float *target, float grad_scale, float *grad,
-                            float *row_loss);
+                            const float *target, float grad_scale, float *grad, float *row_loss);
 
     /* Checks labels are in [0, classes); *bad_index receives the first bad row or -1. Reads
      * back to the host (waits). */

@@ -98,8 +98,7 @@ const char *bp_device_name(const bp_device *device) {
 }
 
 bp_status bp_device_synchronize(bp_device *device) {
-    if (!device)
-        return bp_error(BP_ERR_INVALID_ARGUMENT, "bp_device_synchronize: device is NULL");
+    if (!device) return bp_error(BP_ERR_INVALID_ARGUMENT, "bp_device_synchronize: device is NULL");
     return device->ops->synchronize(device);
 }
 
@@ -139,8 +138,8 @@ bp_status bp_dev_alloc(bp_device *device, size_t bytes, const char *what, void *
         char detail[512];
         snprintf(detail, sizeof detail, "%s", bp_last_error());
         *out = NULL;
-        return bp_error(st, "%s: allocating %zu bytes on %s failed: %s", what, bytes,
-                        device->name, detail);
+        return bp_error(st, "%s: allocating %zu bytes on %s failed: %s", what, bytes, device->name,
+                        detail);
     }
     s->alloc_count++;
     s->bytes_in_use += bytes;

@@ -23,15 +23,24 @@ void bp_clear_error(void) {
 
 const char *bp_status_string(bp_status status) {
     switch (status) {
-    case BP_OK: return "ok";
-    case BP_ERR_INVALID_ARGUMENT: return "invalid argument";
-    case BP_ERR_SHAPE_MISMATCH: return "shape mismatch";
-    case BP_ERR_OUT_OF_MEMORY: return "out of memory";
-    case BP_ERR_DEVICE: return "device error";
-    case BP_ERR_IO: return "I/O error";
-    case BP_ERR_CORRUPT_FILE: return "corrupt file";
-    case BP_ERR_UNSUPPORTED: return "unsupported";
-    case BP_ERR_NON_FINITE: return "non-finite value";
+    case BP_OK:
+        return "ok";
+    case BP_ERR_INVALID_ARGUMENT:
+        return "invalid argument";
+    case BP_ERR_SHAPE_MISMATCH:
+        return "shape mismatch";
+    case BP_ERR_OUT_OF_MEMORY:
+        return "out of memory";
+    case BP_ERR_DEVICE:
+        return "device error";
+    case BP_ERR_IO:
+        return "I/O error";
+    case BP_ERR_CORRUPT_FILE:
+        return "corrupt file";
+    case BP_ERR_UNSUPPORTED:
+        return "unsupported";
+    case BP_ERR_NON_FINITE:
+        return "non-finite value";
     }
     return "unknown status";
 }

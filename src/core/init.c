@@ -28,7 +28,8 @@ static void fill_uniform(float *w, size_t n, double bound, uint64_t seed, uint64
 }
 
 static void fill_normal(float *w, size_t n, double std, uint64_t seed, uint64_t stream) {
-    for (size_t i = 0; i < n; ++i) w[i] = (float)(std * normal01(seed, stream, i));
+    for (size_t i = 0; i < n; ++i)
+        w[i] = (float)(std * normal01(seed, stream, i));
 }
 
 static void init_layer(const bp_layer *L, int l, bp_init init, uint64_t seed, float *host) {
@@ -37,22 +38,30 @@ static void init_layer(const bp_layer *L, int l, bp_init init, uint64_t seed, fl
     uint64_t ws = BP_INIT_STREAM | (uint64_t)(2 * l), bs = ws + 1;
     float *w = host + L->w_off, *b = host + L->b_off;
     switch (init) {
-    case BP_INIT_HE_UNIFORM: fill_uniform(w, nw, sqrt(6.0 / fan_in), seed, ws); break;
-    case BP_INIT_HE_NORMAL: fill_normal(w, nw, sqrt(2.0 / fan_in), seed, ws); break;
+    case BP_INIT_HE_UNIFORM:
+        fill_uniform(w, nw, sqrt(6.0 / fan_in), seed, ws);
+        break;
+    case BP_INIT_HE_NORMAL:
+        fill_normal(w, nw, sqrt(2.0 / fan_in), seed, ws);
+        break;
     case BP_INIT_XAVIER_UNIFORM:
         fill_uniform(w, nw, sqrt(6.0 / (fan_in + fan_out)), seed, ws);
         break;
     case BP_INIT_XAVIER_NORMAL:
         fill_normal(w, nw, sqrt(2.0 / (fan_in + fan_out)), seed, ws);
         break;
-    default: fill_uniform(w, nw, 1.0 / sqrt(fan_in), seed, ws); break;
+    default:
+        fill_uniform(w, nw, 1.0 / sqrt(fan_in), seed, ws);
+        break;
     }
     if (init == BP_INIT_TORCH_DEFAULT)
         fill_uniform(b, (size_t)L->out, 1.0 / sqrt(fan_in), seed, bs);
     else
-        for (int i = 0; i < L->out; ++i) b[i] = 0.0f;
+        for (int i = 0; i < L->out; ++i)
+            b[i] = 0.0f;
 }
 
 void bp_init_params(const bp_model *m, bp_init init, float *host) {
-    for (int l = 0; l < m->n_layers; ++l) init_layer(&m->layers[l], l, init, m->seed, host);
+    for (int l = 0; l < m->n_layers; ++l)
+        init_layer(&m->layers[l], l, init, m->seed, host);
 }

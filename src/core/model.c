@@ -30,8 +30,8 @@ static bp_status check_config(const bp_mlp_config *c) {
     if (!c->widths) return bp_error(BP_ERR_INVALID_ARGUMENT, "%s: widths is NULL", fn);
     for (int i = 0; i <= c->n_layers; ++i)
         if (c->widths[i] < 1 || c->widths[i] > BP_MAX_WIDTH)
-            return bp_error(BP_ERR_INVALID_ARGUMENT, "%s: widths[%d] is %d, expected 1..%d", fn,
-                            i, c->widths[i], BP_MAX_WIDTH);
+            return bp_error(BP_ERR_INVALID_ARGUMENT, "%s: widths[%d] is %d, expected 1..%d", fn, i,
+                            c->widths[i], BP_MAX_WIDTH);
     for (int i = 0; c->activations && i < c->n_layers; ++i)
         if ((unsigned)c->activations[i] >= BP_ACT_COUNT_)
             return bp_error(BP_ERR_INVALID_ARGUMENT, "%s: activations[%d] is %d, not an activation",
@@ -73,10 +73,10 @@ static void setup_layers(bp_model *m, const bp_mlp_config *c) {
 /* Carves the workspace block into its buffers; with base NULL only measures. */
 static size_t layout_workspace(bp_model *m, char *base) {
     size_t off = 0, b = (size_t)m->max_batch, widest = 0;
-#define BP_TAKE(ptr, nfloats)                                                                  \
-    do {                                                                                       \
-        (ptr) = base ? (float *)(base + off) : NULL;                                           \
-        off += ((size_t)(nfloats) * sizeof(float) + 255) & ~(size_t)255;                       \
+#define BP_TAKE(ptr, nfloats)                                                                      \
+    do {                                                                                           \
+        (ptr) = base ? (float *)(base + off) : NULL;                                               \
+        off += ((size_t)(nfloats) * sizeof(float) + 255) & ~(size_t)255;                           \
     } while (0)
     for (int l = 0; l < m->n_layers; ++l) {
         bp_layer *L = &m->layers[l];
@@ -98,7 +98,8 @@ static size_t layout_workspace(bp_model *m, char *base) {
 
 static bp_status alloc_buffers(bp_model *m) {
     size_t bytes = m->n_params * sizeof(float);
-    bp_status st = bp_dev_alloc(m->device, bytes, "bp_model_create: parameters", (void **)&m->params);
+    bp_status st =
+        bp_dev_alloc(m->device, bytes, "bp_model_create: parameters", (void **)&m->params);
     if (st == BP_OK)
         st = bp_dev_alloc(m->device, bytes, "bp_model_create: gradients", (void **)&m->grads);
     m->workspace_bytes = layout_workspace(m, NULL);
@@ -204,8 +205,8 @@ static bp_status check_flat(const char *fn, const bp_model *m, const void *host,
     if (!m) return bp_error(BP_ERR_INVALID_ARGUMENT, "%s: model is NULL", fn);
     if (!host) return bp_error(BP_ERR_INVALID_ARGUMENT, "%s: host pointer is NULL", fn);
     if (count != m->n_params)
-        return bp_error(BP_ERR_SHAPE_MISMATCH, "%s: count is %zu, the model has %zu parameters",
-                        fn, count, m->n_params);
+        return bp_error(BP_ERR_SHAPE_MISMATCH, "%s: count is %zu, the model has %zu parameters", fn,
+                        count, m->n_params);
     return BP_OK;
 }
 

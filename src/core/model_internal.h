@@ -34,13 +34,13 @@ struct bp_model {
     float *params, *grads; /* device memory, n_params each */
     void *workspace;       /* one block: layer z/a, dout, two gradient buffers, row losses */
     size_t workspace_bytes;
-    float *dout;      /* loss gradient, [max_batch, widths[n]] */
-    float *dbuf[2];   /* gradients between layers */
-    float *row_loss;  /* [max_batch] */
-    float *scalars;   /* BP_SCALAR_COUNT */
+    float *dout;     /* loss gradient, [max_batch, widths[n]] */
+    float *dbuf[2];  /* gradients between layers */
+    float *row_loss; /* [max_batch] */
+    float *scalars;  /* BP_SCALAR_COUNT */
 
     /* What the last forward left for loss and backward. */
-    const float *x;  /* input of the last training forward (the caller's tensor) */
+    const float *x; /* input of the last training forward (the caller's tensor) */
     int batch;
     int trained_forward; /* the last forward was in training mode */
     int have_loss;

@@ -24,9 +24,9 @@ bp_optim_config bp_optim_config_default(bp_optim_kind kind) {
     return c;
 }
 
-#define BP_CHECK(cond, ...)                                                                     \
-    do {                                                                                        \
-        if (!(cond)) return bp_error(BP_ERR_INVALID_ARGUMENT, __VA_ARGS__);                     \
+#define BP_CHECK(cond, ...)                                                                        \
+    do {                                                                                           \
+        if (!(cond)) return bp_error(BP_ERR_INVALID_ARGUMENT, __VA_ARGS__);                        \
     } while (0)
 
 static bp_status check_schedule(const char *fn, const bp_schedule *s) {
@@ -44,8 +44,8 @@ static bp_status check_schedule(const char *fn, const bp_schedule *s) {
         BP_CHECK(s->total_steps > s->warmup_steps,
                  "%s: cosine schedule needs total_steps (%lld) > warmup_steps (%lld)", fn,
                  (long long)s->total_steps, (long long)s->warmup_steps);
-        BP_CHECK(s->min_lr >= 0.0f && isfinite(s->min_lr), "%s: min_lr is %g, expected >= 0",
-                 fn, (double)s->min_lr);
+        BP_CHECK(s->min_lr >= 0.0f && isfinite(s->min_lr), "%s: min_lr is %g, expected >= 0", fn,
+                 (double)s->min_lr);
     }
     return BP_OK;
 }
@@ -56,10 +56,10 @@ bp_status bp_check_optim_config(const char *fn, const bp_optim_config *c) {
     BP_CHECK(c->lr > 0.0f && isfinite(c->lr), "%s: lr is %g, expected > 0", fn, (double)c->lr);
     BP_CHECK(c->weight_decay >= 0.0f && isfinite(c->weight_decay),
              "%s: weight_decay is %g, expected >= 0", fn, (double)c->weight_decay);
-    BP_CHECK(c->momentum >= 0.0f && c->momentum < 1.0f, "%s: momentum is %g, expected [0, 1)",
-             fn, (double)c->momentum);
-    BP_CHECK(c->dampening >= 0.0f && c->dampening <= 1.0f,
-             "%s: dampening is %g, expected [0, 1]", fn, (double)c->dampening);
+    BP_CHECK(c->momentum >= 0.0f && c->momentum < 1.0f, "%s: momentum is %g, expected [0, 1)", fn,
+             (double)c->momentum);
+    BP_CHECK(c->dampening >= 0.0f && c->dampening <= 1.0f, "%s: dampening is %g, expected [0, 1]",
+             fn, (double)c->dampening);
     BP_CHECK(!c->nesterov || (c->momentum > 0.0f && c->dampening == 0.0f),
              "%s: nesterov needs momentum > 0 and dampening 0", fn);
     if (c->kind != BP_OPTIM_SGD) {
@@ -101,8 +101,7 @@ bp_optimizer *bp_optimizer_create(bp_model *model, const bp_optim_config *config
         o->config = *config;
         o->state_size = state_floats(config, model->n_params);
         if (o->state_size)
-            st = bp_dev_alloc(model->device, o->state_size * sizeof(float), fn,
-                              (void **)&o->state);
+            st = bp_dev_alloc(model->device, o->state_size * sizeof(float), fn, (void **)&o->state);
         if (st == BP_OK && o->state_size)
             st = model->device->ops->fill(model->device, o->state, 0.0f, o->state_size);
     }
@@ -126,16 +125,18 @@ double bp_schedule_lr(const bp_optim_config *c, int64_t t) {
     if (t < s->warmup_steps) return base * (double)(t + 1) / (double)s->warmup_steps;
     int64_t u = t - s->warmup_steps;
     switch (s->kind) {
-    case BP_SCHEDULE_STEP: return base * pow((double)s->gamma, (double)(u / s->step_size));
+    case BP_SCHEDULE_STEP:
+        return base * pow((double)s->gamma, (double)(u / s->step_size));
     case BP_SCHEDULE_COSINE: {
         double span = (double)(s->total_steps - s->warmup_steps);
-        double frac = (double)(u < s->total_steps - s->warmup_steps ? u : s->total_steps -
-                                                                              s->warmup_steps) /
-                      span;
+        double frac =
+            (double)(u < s->total_steps - s->warmup_steps ? u : s->total_steps - s->warmup_steps) /
+            span;
         double lo = s->min_lr;
         return lo + (base - lo) * (1.0 + cos(3.14159265358979323846 * frac)) / 2.0;
     }
-    default: return base;
+    default:
+        return base;
     }
 }
 
@@ -243,8 +244,8 @@ bp_status bp_optimizer_set_state(bp_optimizer *optimizer, const float *host, siz
                         (long long)steps);
     for (size_t i = 0; i < count; ++i)
         if (!isfinite(host[i]))
-            return bp_error(BP_ERR_NON_FINITE, "%s: state value %zu is %g; state unchanged", fn,
-                            i, (double)host[i]);
+            return bp_error(BP_ERR_NON_FINITE, "%s: state value %zu is %g; state unchanged", fn, i,
+                            (double)host[i]);
     bp_device *d = optimizer->model->device;
     if (count) st = d->ops->upload(d, optimizer->state, host, count * sizeof(float));
     if (st == BP_OK) optimizer->steps = steps;

@@ -45,11 +45,11 @@ bp_status bp_model_forward(bp_model *model, const bp_tensor *x, bp_mode mode, bp
     if (!model) return bp_error(BP_ERR_INVALID_ARGUMENT, "%s: model is NULL", fn);
     if (mode != BP_MODE_TRAINING && mode != BP_MODE_INFERENCE)
         return bp_error(BP_ERR_INVALID_ARGUMENT, "%s: mode is %d, not a mode", fn, (int)mode);
-    bp_status st = bp_check_tensor(fn, "x", x, model->device, BP_F32, model->widths[0],
-                                   model->max_batch);
+    bp_status st =
+        bp_check_tensor(fn, "x", x, model->device, BP_F32, model->widths[0], model->max_batch);
     if (st == BP_OK && out) {
-        st = bp_check_tensor(fn, "out", out, model->device, BP_F32,
-                             model->widths[model->n_layers], model->max_batch);
+        st = bp_check_tensor(fn, "out", out, model->device, BP_F32, model->widths[model->n_layers],
+                             model->max_batch);
         if (st == BP_OK && out->rows != x->rows)
             st = bp_error(BP_ERR_SHAPE_MISMATCH, "%s: out has %lld rows, x has %lld", fn,
                           (long long)out->rows, (long long)x->rows);
@@ -70,9 +70,8 @@ bp_status bp_check_loss_args(const char *fn, const bp_model *m, const bp_loss_co
     switch (loss->kind) {
     case BP_LOSS_CROSS_ENTROPY:
         if (!(loss->label_smoothing >= 0.0f && loss->label_smoothing <= 1.0f))
-            return bp_error(BP_ERR_INVALID_ARGUMENT,
-                            "%s: label_smoothing is %g, expected [0, 1]", fn,
-                            (double)loss->label_smoothing);
+            return bp_error(BP_ERR_INVALID_ARGUMENT, "%s: label_smoothing is %g, expected [0, 1]",
+                            fn, (double)loss->label_smoothing);
         st = bp_check_tensor(fn, "target", target, m->device, BP_I32, 1, INT64_MAX);
         break;
     case BP_LOSS_MSE:

@@ -93,8 +93,7 @@ static const char *dtype_name(bp_dtype d) {
 }
 
 bp_status bp_check_tensor(const char *fn, const char *name, const bp_tensor *t,
-                          const bp_device *device, bp_dtype dtype, int64_t cols,
-                          int64_t max_rows) {
+                          const bp_device *device, bp_dtype dtype, int64_t cols, int64_t max_rows) {
     if (!t) return bp_error(BP_ERR_INVALID_ARGUMENT, "%s: %s is NULL", fn, name);
     if (t->device != device)
         return bp_error(BP_ERR_INVALID_ARGUMENT, "%s: %s is on %s, the model is on %s", fn, name,

@@ -15,7 +15,6 @@ struct bp_tensor {
 /* Checks a tensor argument of call `fn` named `name`: not NULL, on device, of dtype, with
  * `cols` columns (cols < 0: any) and at most max_rows rows. */
 bp_status bp_check_tensor(const char *fn, const char *name, const bp_tensor *t,
-                          const bp_device *device, bp_dtype dtype, int64_t cols,
-                          int64_t max_rows);
+                          const bp_device *device, bp_dtype dtype, int64_t cols, int64_t max_rows);
 
 #endif

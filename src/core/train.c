@@ -14,11 +14,11 @@ static bp_status check_step_args(bp_model *m, bp_optimizer *o, const bp_loss_con
     if (!m || !o)
         return bp_error(BP_ERR_INVALID_ARGUMENT, "%s: %s is NULL", fn, m ? "optimizer" : "model");
     if (o->model != m)
-        return bp_error(BP_ERR_INVALID_ARGUMENT,
-                        "%s: the optimizer was created for another model", fn);
+        return bp_error(BP_ERR_INVALID_ARGUMENT, "%s: the optimizer was created for another model",
+                        fn);
     int k = o->config.accum_steps;
-    bp_status st = bp_check_tensor(fn, "x", x, m->device, BP_F32, m->widths[0],
-                                   (int64_t)m->max_batch * k);
+    bp_status st =
+        bp_check_tensor(fn, "x", x, m->device, BP_F32, m->widths[0], (int64_t)m->max_batch * k);
     if (st != BP_OK) return st;
     if (x->rows < k)
         return bp_error(BP_ERR_SHAPE_MISMATCH,
@@ -50,8 +50,8 @@ static bp_status report_nonfinite(bp_model *m, const bp_optimizer *o, const bp_t
     if (find_nonfinite(x, "x", where, sizeof where) ||
         find_nonfinite(target, "target", where, sizeof where))
         return bp_error(BP_ERR_NON_FINITE,
-                        "bp_train_step: %s at step %lld; parameters and optimizer unchanged",
-                        where, (long long)o->steps);
+                        "bp_train_step: %s at step %lld; parameters and optimizer unchanged", where,
+                        (long long)o->steps);
     if (!isfinite(loss))
         return bp_error(BP_ERR_NON_FINITE,
                         "bp_train_step: the loss is %g at step %lld (the outputs overflowed; "

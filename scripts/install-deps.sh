@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Installs the Debian packages backprop needs to build and test, only those missing.
+set -euo pipefail
+
+packages=(cmake make g++ gcc clang libomp-dev pkg-config libopenblas-dev
+          libgtest-dev libgmock-dev python3 python3-numpy python3-torch)
+
+missing=()
+for p in "${packages[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -eq 0 ]; then
+    exit 0
+fi
+echo "installing: ${missing[*]}"
+sudo=""
+if [ "$(id -u)" -ne 0 ]; then
+    command -v sudo >/dev/null || { echo "install-deps: need root or sudo to install ${missing[*]}" >&2; exit 1; }
+    sudo=sudo
+fi
+$sudo apt-get update -qq
+DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"
