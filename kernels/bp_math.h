@@ -176,19 +176,31 @@ BP_HD void bp_philox4x32(uint32_t c[4], uint32_t k0, uint32_t k1) {
     }
 }
 
-/* Word i of the stream (seed, stream): words come in blocks of four per counter value. */
-BP_HD uint32_t bp_random_u32(uint64_t seed, uint64_t stream, uint64_t i) {
-    uint64_t block = i >> 2;
-    uint32_t c[4] = {(uint32_t)block, (uint32_t)(block >> 32), (uint32_t)stream,
-                     (uint32_t)(stream >> 32)};
-    bp_philox4x32(c, (uint32_t)seed, (uint32_t)(seed >> 32));
-    return c[i & 3];
+/* The four words of block `block` of the stream (seed, stream): words 4*block .. 4*block+3. */
+BP_HD void bp_random_block(uint64_t seed, uint64_t stream, uint64_t block, uint32_t w[4]) {
+    w[0] = (uint32_t)block;
+    w[1] = (uint32_t)(block >> 32);
+    w[2] = (uint32_t)stream;
+    w[3] = (uint32_t)(stream >> 32);
+    bp_philox4x32(w, (uint32_t)seed, (uint32_t)(seed >> 32));
 }
 
-/* Dropout keeps element i when its 24-bit draw is at least threshold = round(p * 2^24):
+/* Word i of the stream (seed, stream). */
+BP_HD uint32_t bp_random_u32(uint64_t seed, uint64_t stream, uint64_t i) {
+    uint32_t w[4];
+    bp_random_block(seed, stream, i >> 2, w);
+    return w[i & 3];
+}
+
+/* Dropout keeps an element when its 24-bit draw is at least threshold = round(p * 2^24):
  * integer arithmetic only, so every device draws the same mask. */
+BP_HD int bp_dropout_keep_word(uint32_t word, uint32_t threshold) {
+    return (word >> 8) >= threshold;
+}
+
+/* Whether dropout keeps element i of the stream (seed, stream). */
 BP_HD int bp_dropout_keep(uint64_t seed, uint64_t stream, uint64_t i, uint32_t threshold) {
-    return (bp_random_u32(seed, stream, i) >> 8) >= threshold;
+    return bp_dropout_keep_word(bp_random_u32(seed, stream, i), threshold);
 }
 
 #endif

@@ -80,7 +80,8 @@ BP_API bp_status bp_model_set_params(bp_model *model, const float *host, size_t 
 BP_API bp_status bp_model_get_grads(const bp_model *model, float *host, size_t count);
 
 /* Runs the model on x ([batch, widths[0]], batch <= max_batch). Training mode applies dropout
- * and keeps what backward needs. out, when not NULL, receives the output [batch, widths[n]]. */
+ * and keeps what backward needs: x itself is read again by backward, so it must stay alive and
+ * unchanged until then. out, when not NULL, receives the output [batch, widths[n]]. */
 BP_API bp_status bp_model_forward(bp_model *model, const bp_tensor *x, bp_mode mode,
                                   bp_tensor *out);
 

@@ -62,7 +62,7 @@ typedef struct bp_backend_ops {
     bp_status (*synchronize)(bp_device *device);
 
     /* C[m,n] = alpha * op(A) op(B) + beta * C, row-major; op(A) is [m,k], op(B) is [k,n];
-     * lda, ldb, ldc are the row strides of A, B, C as stored. */
+     * lda, ldb, ldc are the row strides of A, B, C as stored. With beta 0, C is not read. */
     bp_status (*gemm)(bp_device *device, int trans_a, int trans_b, int m, int n, int k, float alpha,
                       const float *a, int lda, const float *b, int ldb, float beta, float *c,
                       int ldc);
@@ -76,7 +76,7 @@ typedef struct bp_backend_ops {
     bp_status (*act_backward)(bp_device *device, size_t n, const float *z, const float *da,
                               float *dz, bp_activation act, float slope);
 
-    /* out[c] = beta * out[c] + sum_r x[r,c]; beta is 0 or 1. */
+    /* out[c] = beta * out[c] + sum_r x[r,c]; beta is 0 or 1, and with 0 out is not read. */
     bp_status (*col_sum)(bp_device *device, int rows, int cols, const float *x, float beta,
                          float *out);
 

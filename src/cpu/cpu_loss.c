@@ -1,0 +1,88 @@
+/* Losses: each row's loss summed over its columns, and grad_scale times its gradient, in one
+ * call. grad may be the input itself: every element is read before it is written. */
+#include <math.h>
+
+#include "cpu/cpu_internal.h"
+#include "kernels/bp_math.h"
+
+/* Log-sum-exp of a row, stable: the largest logit is taken out before exp. */
+static float row_lse(int cols, const float *z) {
+    float m = bp_cpu_row_max(z, cols);
+    double s = 0.0;
+    for (int j = 0; j < cols; ++j)
+        s += expf(z[j] - m);
+    return m + (float)log(s);
+}
+
+static float xent_row(int cols, const float *z, int label, float smoothing, float grad_scale,
+                      float *grad) {
+    float lse = row_lse(cols, z);
+    double loss = 0.0;
+    for (int j = 0; j < cols; ++j) {
+        float q = bp_xent_target(j, label, smoothing, cols);
+        /* Skipping q = 0 keeps a -inf logit outside the target from making 0 * inf = NaN. */
+        if (q != 0.0f) loss += (double)q * ((double)lse - (double)z[j]);
+    }
+    if (grad)
+        for (int j = 0; j < cols; ++j)
+            grad[j] = grad_scale *
+                      bp_xent_grad_elem(z[j], lse, bp_xent_target(j, label, smoothing, cols));
+    return (float)loss;
+}
+
+bp_status bp_cpu_softmax_xent(bp_device *device, int rows, int cols, const float *logits,
+                              const int32_t *labels, float smoothing, float grad_scale, float *grad,
+                              float *row_loss) {
+    (void)device;
+    if (cols <= 0) return BP_OK;
+#pragma omp parallel for schedule(static) if (bp_cpu_parallel(rows, cols))
+    for (int r = 0; r < rows; ++r) {
+        size_t o = (size_t)r * (size_t)cols;
+        row_loss[r] =
+            xent_row(cols, logits + o, labels[r], smoothing, grad_scale, grad ? grad + o : NULL);
+    }
+    return BP_OK;
+}
+
+static float mse_row(int cols, const float *pred, const float *target, float grad_scale,
+                     float *grad) {
+    double loss = 0.0;
+    for (int j = 0; j < cols; ++j) {
+        float g;
+        loss += bp_mse_elem(pred[j], target[j], &g);
+        if (grad) grad[j] = grad_scale * g;
+    }
+    return (float)loss;
+}
+
+bp_status bp_cpu_mse(bp_device *device, int rows, int cols, const float *pred, const float *target,
+                     float grad_scale, float *grad, float *row_loss) {
+    (void)device;
+#pragma omp parallel for schedule(static) if (bp_cpu_parallel(rows, cols))
+    for (int r = 0; r < rows; ++r) {
+        size_t o = (size_t)r * (size_t)cols;
+        row_loss[r] = mse_row(cols, pred + o, target + o, grad_scale, grad ? grad + o : NULL);
+    }
+    return BP_OK;
+}
+
+static float bce_row(int cols, const float *z, const float *target, float grad_scale, float *grad) {
+    double loss = 0.0;
+    for (int j = 0; j < cols; ++j) {
+        float g;
+        loss += bp_bce_logits_elem(z[j], target[j], &g);
+        if (grad) grad[j] = grad_scale * g;
+    }
+    return (float)loss;
+}
+
+bp_status bp_cpu_bce_logits(bp_device *device, int rows, int cols, const float *logits,
+                            const float *target, float grad_scale, float *grad, float *row_loss) {
+    (void)device;
+#pragma omp parallel for schedule(static) if (bp_cpu_parallel(rows, cols))
+    for (int r = 0; r < rows; ++r) {
+        size_t o = (size_t)r * (size_t)cols;
+        row_loss[r] = bce_row(cols, logits + o, target + o, grad_scale, grad ? grad + o : NULL);
+    }
+    return BP_OK;
+}

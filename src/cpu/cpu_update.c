@@ -1,0 +1,70 @@
+/* The optimizer step: one pass over the flat parameter buffer.
+ *
+ * Each loop works on a firstprivate copy of the arguments: a thread's own copy cannot alias the
+ * parameters it writes, so the compiler keeps the fields in registers and vectorises, where
+ * through the caller's pointer it would reload every field after every store. */
+#include "core/error.h"
+#include "cpu/cpu_internal.h"
+#include "kernels/bp_math.h"
+
+/* Plain SGD has no momentum buffer; bp_sgd_elem then never touches buf, but &m[i] on a NULL m
+ * would already be undefined, so a dummy stands in. */
+static void sgd_plain(const bp_update_args *args) {
+    bp_update_args u = *args;
+#pragma omp parallel for schedule(static) firstprivate(u) if (u.n >= BP_CPU_PAR_MIN)
+    for (size_t i = 0; i < u.n; ++i) {
+        float unused = 0.0f;
+        float g = bp_grad_prepare(u.grad[i], u.grad_scale, u.clip_value);
+        u.param[i] = bp_sgd_elem(u.param[i], g, &unused, u.lr, u.weight_decay, 0.0f, u.dampening,
+                                 u.nesterov, u.first_step);
+    }
+}
+
+static void sgd_momentum(const bp_update_args *args) {
+    bp_update_args u = *args;
+#pragma omp parallel for schedule(static) firstprivate(u) if (u.n >= BP_CPU_PAR_MIN)
+    for (size_t i = 0; i < u.n; ++i) {
+        float g = bp_grad_prepare(u.grad[i], u.grad_scale, u.clip_value);
+        u.param[i] = bp_sgd_elem(u.param[i], g, &u.m[i], u.lr, u.weight_decay, u.momentum,
+                                 u.dampening, u.nesterov, u.first_step);
+    }
+}
+
+static void adam(const bp_update_args *args) {
+    bp_update_args u = *args;
+    int decoupled = u.kind == BP_OPTIM_ADAMW;
+#pragma omp parallel for schedule(static) firstprivate(u) if (u.n >= BP_CPU_PAR_MIN)
+    for (size_t i = 0; i < u.n; ++i) {
+        float g = bp_grad_prepare(u.grad[i], u.grad_scale, u.clip_value);
+        u.param[i] = bp_adam_elem(u.param[i], g, &u.m[i], &u.v[i], u.weight_decay, decoupled,
+                                  u.decay_factor, u.one_minus_beta1, u.beta2, u.one_minus_beta2,
+                                  u.eps, u.step_size, u.bc2_sqrt);
+    }
+}
+
+/* The state buffers are checked because a missing one would be a crash, not a wrong number. */
+bp_status bp_cpu_update(bp_device *device, const bp_update_args *args) {
+    (void)device;
+    switch (args->kind) {
+    case BP_OPTIM_SGD:
+        if (args->momentum == 0.0f) {
+            sgd_plain(args);
+            return BP_OK;
+        }
+        if (!args->m)
+            return bp_error(BP_ERR_INVALID_ARGUMENT,
+                            "cpu update: SGD with momentum %g needs a momentum buffer, m is NULL",
+                            (double)args->momentum);
+        sgd_momentum(args);
+        return BP_OK;
+    case BP_OPTIM_ADAM:
+    case BP_OPTIM_ADAMW:
+        if (!args->m || !args->v)
+            return bp_error(BP_ERR_INVALID_ARGUMENT, "cpu update: Adam needs m and v, %s is NULL",
+                            args->m ? "v" : "m");
+        adam(args);
+        return BP_OK;
+    }
+    return bp_error(BP_ERR_INVALID_ARGUMENT, "cpu update: unknown optimizer kind %d",
+                    (int)args->kind);
+}
