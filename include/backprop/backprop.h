@@ -13,5 +13,7 @@
 #include "model.h"
 #include "optim.h"
 #include "train.h"
+#include "data.h"
+#include "checkpoint.h"
 
 #endif

@@ -70,6 +70,17 @@ BP_API int bp_model_width(const bp_model *model, int index); /* index 0..n_layer
 BP_API int bp_model_max_batch(const bp_model *model);
 BP_API size_t bp_model_n_params(const bp_model *model);
 
+/* The configuration a model was built with (for checkpoints and summaries). */
+BP_API bp_activation bp_model_activation(const bp_model *model, int layer);
+BP_API float bp_model_dropout(const bp_model *model, int layer);
+BP_API float bp_model_leaky_slope(const bp_model *model);
+BP_API uint64_t bp_model_seed(const bp_model *model);
+
+/* Training forwards run so far: the counter that picks each dropout mask. A checkpoint keeps
+ * it so a resumed run draws the masks an uninterrupted run would. */
+BP_API uint64_t bp_model_rng_counter(const bp_model *model);
+BP_API bp_status bp_model_set_rng_counter(bp_model *model, uint64_t counter);
+
 /* Offsets (in floats) of layer's weight [out, in] and bias [out] in the flat buffers. */
 BP_API bp_status bp_model_layer_offsets(const bp_model *model, int layer, size_t *weight_offset,
                                         size_t *bias_offset);

@@ -189,6 +189,35 @@ size_t bp_model_n_params(const bp_model *model) {
     return model ? model->n_params : 0;
 }
 
+bp_activation bp_model_activation(const bp_model *model, int layer) {
+    if (!model || layer < 0 || layer >= model->n_layers) return BP_ACT_IDENTITY;
+    return model->layers[layer].act;
+}
+
+float bp_model_dropout(const bp_model *model, int layer) {
+    if (!model || layer < 0 || layer >= model->n_layers) return 0.0f;
+    return model->layers[layer].dropout;
+}
+
+float bp_model_leaky_slope(const bp_model *model) {
+    return model ? model->leaky_slope : 0.0f;
+}
+
+uint64_t bp_model_seed(const bp_model *model) {
+    return model ? model->seed : 0;
+}
+
+uint64_t bp_model_rng_counter(const bp_model *model) {
+    return model ? model->forward_calls : 0;
+}
+
+bp_status bp_model_set_rng_counter(bp_model *model, uint64_t counter) {
+    if (!model)
+        return bp_error(BP_ERR_INVALID_ARGUMENT, "bp_model_set_rng_counter: model is NULL");
+    model->forward_calls = counter;
+    return BP_OK;
+}
+
 bp_status bp_model_layer_offsets(const bp_model *model, int layer, size_t *weight_offset,
                                  size_t *bias_offset) {
     if (!model) return bp_error(BP_ERR_INVALID_ARGUMENT, "bp_model_layer_offsets: model is NULL");
