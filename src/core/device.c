@@ -74,6 +74,13 @@ bp_device *bp_device_open(const char *name, bp_status *status) {
     else
         snprintf(d->name, sizeof d->name, "cuda:%d", index);
     st = ops->init(d, index);
+    if (st != BP_OK && ops != &bp_cpu_ops && strcmp(name, "auto") == 0) {
+        /* "auto" promises a working device: a GPU this build cannot use means the CPU. */
+        d->ops = &bp_cpu_ops;
+        d->kind = BP_DEVICE_CPU;
+        snprintf(d->name, sizeof d->name, "cpu");
+        st = bp_cpu_ops.init(d, 0);
+    }
     if (st != BP_OK) {
         free(d);
         bp_set_status(status, st);

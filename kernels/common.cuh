@@ -1,0 +1,108 @@
+// Launch geometry and deterministic reductions shared by the kernels.
+//
+// Every reduction here combines values in an order fixed by the thread layout alone: a warp
+// combines its lanes with an xor butterfly, then one warp combines the warps' results the same
+// way. No atomics, so a kernel gives bitwise the same result on every run and every GPU.
+#ifndef BP_KERNELS_COMMON_CUH
+#define BP_KERNELS_COMMON_CUH
+
+#include <cuda_runtime.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <type_traits>
+
+#include "backprop/model.h"
+
+namespace bp_cu {
+
+constexpr int kWarp = 32;
+constexpr unsigned kFullMask = 0xffffffffu;
+
+// Element-wise kernels: 256 threads a block, grid-stride loops over at most kMaxBlocks
+// blocks (enough to fill any current GPU several times over; more blocks only add overhead).
+constexpr int kThreads = 256;
+constexpr unsigned kMaxBlocks = 8192;
+
+inline unsigned grid_for(size_t n) {
+    size_t blocks = (n + kThreads - 1) / kThreads;
+    return blocks < kMaxBlocks ? (unsigned)blocks : kMaxBlocks;
+}
+
+struct SumOp {
+    template <typename T> __device__ __forceinline__ T operator()(T a, T b) const {
+        return a + b;
+    }
+};
+
+struct MaxOp {
+    __device__ __forceinline__ float operator()(float a, float b) const {
+        return fmaxf(a, b);
+    }
+};
+
+struct MinOp {
+    __device__ __forceinline__ long long operator()(long long a, long long b) const {
+        return a < b ? a : b;
+    }
+};
+
+// Combines v over the 32 lanes of a warp; every lane gets the result. With an xor butterfly
+// lane i computes op(v_i, v_j) while lane j computes op(v_j, v_i): the operations used here
+// commute bitwise, so all lanes hold the same bits at every step.
+template <typename T, typename Op> __device__ __forceinline__ T warp_allreduce(T v, Op op) {
+#pragma unroll
+    for (int offset = kWarp / 2; offset > 0; offset /= 2)
+        v = op(v, __shfl_xor_sync(kFullMask, v, offset));
+    return v;
+}
+
+// Combines v over a group of GROUP threads (32: one warp; a multiple of 32 up to 1024: the
+// whole block, GROUP == blockDim.x); every thread gets the result. `smem` holds GROUP / 32
+// values and may be reused by the next call: the leading barrier keeps a fast warp from
+// overwriting it while a slow one still reads the previous result.
+template <int GROUP, typename T, typename Op>
+__device__ __forceinline__ T group_allreduce(T v, Op op, T identity, T *smem) {
+    static_assert(GROUP % kWarp == 0 && GROUP <= 1024, "GROUP is whole warps of one block");
+    v = warp_allreduce(v, op);
+    if constexpr (GROUP == kWarp) {
+        (void)identity;
+        (void)smem;
+        return v;
+    } else {
+        const int warp = threadIdx.x / kWarp, lane = threadIdx.x % kWarp;
+        __syncthreads();
+        if (lane == 0) smem[warp] = v;
+        __syncthreads();
+        T w = lane < GROUP / kWarp ? smem[lane] : identity;
+        return warp_allreduce(w, op);
+    }
+}
+
+// Calls launch(std::integral_constant<int, ACT>{}) with the activation as a compile-time
+// constant, so each kernel instance folds bp_act_forward's switch away. Unknown values take the
+// identity, as bp_act_forward's default does.
+template <typename Launch> cudaError_t dispatch_activation(bp_activation act, Launch &&launch) {
+    switch (act) {
+    case BP_ACT_RELU:
+        return launch(std::integral_constant<int, BP_ACT_RELU>{});
+    case BP_ACT_LEAKY_RELU:
+        return launch(std::integral_constant<int, BP_ACT_LEAKY_RELU>{});
+    case BP_ACT_SIGMOID:
+        return launch(std::integral_constant<int, BP_ACT_SIGMOID>{});
+    case BP_ACT_TANH:
+        return launch(std::integral_constant<int, BP_ACT_TANH>{});
+    case BP_ACT_GELU:
+        return launch(std::integral_constant<int, BP_ACT_GELU>{});
+    case BP_ACT_GELU_TANH:
+        return launch(std::integral_constant<int, BP_ACT_GELU_TANH>{});
+    case BP_ACT_SILU:
+        return launch(std::integral_constant<int, BP_ACT_SILU>{});
+    default:
+        return launch(std::integral_constant<int, BP_ACT_IDENTITY>{});
+    }
+}
+
+} // namespace bp_cu
+
+#endif

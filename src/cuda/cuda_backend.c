@@ -1,0 +1,30 @@
+/* The CUDA backend's table. Every entry is implemented (none is NULL); semantics are those
+ * documented in core/backend.h, the same as the CPU backend's. */
+#include "cuda/cuda_internal.h"
+
+const bp_backend_ops bp_cuda_ops = {
+    .name = "cuda",
+    .init = bp_cuda_init,
+    .destroy = bp_cuda_destroy,
+    .device_count = bp_cuda_device_count,
+    .alloc = bp_cuda_alloc,
+    .free = bp_cuda_free,
+    .upload = bp_cuda_upload,
+    .download = bp_cuda_download,
+    .copy = bp_cuda_copy,
+    .fill = bp_cuda_fill,
+    .synchronize = bp_cuda_synchronize,
+    .gemm = bp_cuda_gemm,
+    .bias_act_forward = bp_cuda_bias_act_forward,
+    .act_backward = bp_cuda_act_backward,
+    .col_sum = bp_cuda_col_sum,
+    .softmax = bp_cuda_softmax,
+    .softmax_xent = bp_cuda_softmax_xent,
+    .mse = bp_cuda_mse,
+    .bce_logits = bp_cuda_bce_logits,
+    .check_labels = bp_cuda_check_labels,
+    .sum = bp_cuda_sum,
+    .sum_squares = bp_cuda_sum_squares,
+    .dropout = bp_cuda_dropout,
+    .update = bp_cuda_update,
+};

@@ -1,0 +1,123 @@
+/* The CUDA backend's private state and error helpers (host side, C11). */
+#ifndef BP_CUDA_INTERNAL_H
+#define BP_CUDA_INTERNAL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cublas_v2.h>
+#include <cuda_runtime_api.h>
+
+#include "core/backend.h"
+#include "core/error.h"
+
+/* Host-to-device copies go through BP_CUDA_STAGE_SLOTS pinned buffers of BP_CUDA_STAGE_BYTES
+ * each, used in turn (see cuda_memory.c). */
+#define BP_CUDA_STAGE_SLOTS 2
+#define BP_CUDA_STAGE_BYTES ((size_t)4 << 20)
+
+/* Internal switch for TF32 GEMMs (CUBLAS_TF32_TENSOR_OP_MATH). Off: GEMMs are plain fp32, as
+ * the float64 reference tests expect. A future public compute-mode option sets it per
+ * device. */
+#define BP_CUDA_ALLOW_TF32_DEFAULT 0
+
+typedef struct bp_cuda_impl {
+    int index;           /* the CUDA device ordinal */
+    cudaStream_t stream; /* non-blocking: every op of this device is queued here */
+    cublasHandle_t blas; /* bound to stream */
+    int allow_tf32;      /* see BP_CUDA_ALLOW_TF32_DEFAULT */
+    void *blas_workspace;
+    size_t blas_workspace_bytes;
+    /* Own stream-ordered pool (NULL where the device has none: plain cudaMalloc/cudaFree). */
+    cudaMemPool_t pool;
+    void *scratch; /* BP_CU_SCRATCH_BYTES: partials of sum, sum_squares, check_labels */
+    /* Pinned staging for uploads, allocated on the first upload. */
+    void *stage[BP_CUDA_STAGE_SLOTS];
+    cudaEvent_t stage_done[BP_CUDA_STAGE_SLOTS]; /* recorded after the slot's last copy */
+    int stage_next;
+    int64_t *host_result; /* pinned, one value read back by check_labels */
+} bp_cuda_impl;
+
+static inline bp_cuda_impl *bp_cuda_impl_of(const bp_device *device) {
+    return (bp_cuda_impl *)device->impl;
+}
+
+/* Sets bp_last_error() to "<call> on <device>: <CUDA's message> (<error name>)", with the call
+ * formatted from fmt, clears CUDA's record of the (non-sticky) error so later launch checks do
+ * not see it again, and returns BP_ERR_OUT_OF_MEMORY for cudaErrorMemoryAllocation, else
+ * BP_ERR_DEVICE. */
+bp_status bp_cuda_fail(const bp_device *device, cudaError_t err, const char *fmt, ...)
+    BP_PRINTF(3, 4);
+
+/* The same for a cuBLAS status: ALLOC_FAILED is BP_ERR_OUT_OF_MEMORY, INVALID_VALUE
+ * BP_ERR_INVALID_ARGUMENT, the rest BP_ERR_DEVICE. */
+bp_status bp_cublas_fail(const bp_device *device, cublasStatus_t st, const char *fmt, ...)
+    BP_PRINTF(3, 4);
+
+/* Returns from the calling function with bp_cuda_fail(...) when expr is not cudaSuccess. */
+#define BP_CUDA_TRY(device, expr, ...)                                                             \
+    do {                                                                                           \
+        cudaError_t bp_cuda_err_ = (expr);                                                         \
+        if (bp_cuda_err_ != cudaSuccess) return bp_cuda_fail((device), bp_cuda_err_, __VA_ARGS__); \
+    } while (0)
+
+/* The same for an expression of type cublasStatus_t. */
+#define BP_CUBLAS_TRY(device, expr, ...)                                                           \
+    do {                                                                                           \
+        cublasStatus_t bp_cublas_st_ = (expr);                                                     \
+        if (bp_cublas_st_ != CUBLAS_STATUS_SUCCESS)                                                \
+            return bp_cublas_fail((device), bp_cublas_st_, __VA_ARGS__);                           \
+    } while (0)
+
+/* Makes the device current on the calling thread (the runtime's current device is per thread,
+ * and the stream, pool and cuBLAS handle belong to this one). Every entry point calls it. */
+bp_status bp_cuda_enter(const bp_device *device);
+
+/* Returns from the calling function when bp_cuda_enter fails. */
+#define BP_CUDA_ENTER(device)                                                                      \
+    do {                                                                                           \
+        bp_status bp_enter_st_ = bp_cuda_enter(device);                                            \
+        if (bp_enter_st_ != BP_OK) return bp_enter_st_;                                            \
+    } while (0)
+
+/* Entry points, in cuda_device.c, cuda_memory.c, cuda_blas.c and cuda_ops.c. */
+bp_status bp_cuda_init(bp_device *device, int index);
+void bp_cuda_destroy(bp_device *device);
+int bp_cuda_device_count(void);
+bp_status bp_cuda_synchronize(bp_device *device);
+
+bp_status bp_cuda_alloc(bp_device *device, size_t bytes, void **out);
+void bp_cuda_free(bp_device *device, void *ptr);
+bp_status bp_cuda_upload(bp_device *device, void *dst, const void *host, size_t bytes);
+bp_status bp_cuda_download(bp_device *device, void *host, const void *src, size_t bytes);
+bp_status bp_cuda_copy(bp_device *device, void *dst, const void *src, size_t bytes);
+void bp_cuda_release_staging(bp_cuda_impl *impl);
+
+bp_status bp_cuda_gemm(bp_device *device, int trans_a, int trans_b, int m, int n, int k,
+                       float alpha, const float *a, int lda, const float *b, int ldb, float beta,
+                       float *c, int ldc);
+
+bp_status bp_cuda_fill(bp_device *device, float *dst, float value, size_t n);
+bp_status bp_cuda_bias_act_forward(bp_device *device, int rows, int cols, const float *bias,
+                                   float *z, float *a, bp_activation act, float slope);
+bp_status bp_cuda_act_backward(bp_device *device, size_t n, const float *z, const float *da,
+                               float *dz, bp_activation act, float slope);
+bp_status bp_cuda_col_sum(bp_device *device, int rows, int cols, const float *x, float beta,
+                          float *out);
+bp_status bp_cuda_softmax(bp_device *device, int rows, int cols, const float *x, float *y);
+bp_status bp_cuda_softmax_xent(bp_device *device, int rows, int cols, const float *logits,
+                               const int32_t *labels, float smoothing, float grad_scale,
+                               float *grad, float *row_loss);
+bp_status bp_cuda_mse(bp_device *device, int rows, int cols, const float *pred, const float *target,
+                      float grad_scale, float *grad, float *row_loss);
+bp_status bp_cuda_bce_logits(bp_device *device, int rows, int cols, const float *logits,
+                             const float *target, float grad_scale, float *grad, float *row_loss);
+bp_status bp_cuda_check_labels(bp_device *device, int rows, const int32_t *labels, int classes,
+                               int64_t *bad_index);
+bp_status bp_cuda_sum(bp_device *device, size_t n, const float *x, float *out);
+bp_status bp_cuda_sum_squares(bp_device *device, size_t n, const float *x, float *out);
+bp_status bp_cuda_dropout(bp_device *device, size_t n, const float *x, float *y, uint64_t seed,
+                          uint64_t stream, uint32_t threshold, float scale);
+bp_status bp_cuda_update(bp_device *device, const bp_update_args *args);
+
+#endif

@@ -1,0 +1,157 @@
+/* The kernel-backed entries of the table: each makes the device current, skips empty work (a
+ * launch of zero blocks is an error) and queues its launcher from kernels/ on the device's
+ * stream, naming the kernel and its sizes if the launch fails. Only check_labels waits. */
+#include "cuda/cuda_internal.h"
+#include "cuda/launch.h"
+
+static cudaStream_t stream_of(const bp_device *device) {
+    return bp_cuda_impl_of(device)->stream;
+}
+
+bp_status bp_cuda_fill(bp_device *device, float *dst, float value, size_t n) {
+    if (n == 0) return BP_OK;
+    BP_CUDA_ENTER(device);
+    BP_CUDA_TRY(device, bp_cu_fill(stream_of(device), dst, value, n), "fill kernel (n=%zu)", n);
+    return BP_OK;
+}
+
+bp_status bp_cuda_bias_act_forward(bp_device *device, int rows, int cols, const float *bias,
+                                   float *z, float *a, bp_activation act, float slope) {
+    if (rows <= 0 || cols <= 0) return BP_OK;
+    if (!bias && act == BP_ACT_IDENTITY && a == z) return BP_OK; /* nothing to do */
+    BP_CUDA_ENTER(device);
+    BP_CUDA_TRY(device,
+                bp_cu_bias_act_forward(stream_of(device), rows, cols, bias, z, a, act, slope),
+                "bias_act_forward kernel (rows=%d, cols=%d, activation %d)", rows, cols, (int)act);
+    return BP_OK;
+}
+
+bp_status bp_cuda_act_backward(bp_device *device, size_t n, const float *z, const float *da,
+                               float *dz, bp_activation act, float slope) {
+    if (n == 0) return BP_OK;
+    BP_CUDA_ENTER(device);
+    BP_CUDA_TRY(device, bp_cu_act_backward(stream_of(device), n, z, da, dz, act, slope),
+                "act_backward kernel (n=%zu, activation %d)", n, (int)act);
+    return BP_OK;
+}
+
+bp_status bp_cuda_col_sum(bp_device *device, int rows, int cols, const float *x, float beta,
+                          float *out) {
+    if (cols <= 0) return BP_OK;
+    if (rows < 0) rows = 0; /* no rows: out = beta * out, still one pass over the columns */
+    BP_CUDA_ENTER(device);
+    BP_CUDA_TRY(device, bp_cu_col_sum(stream_of(device), rows, cols, x, beta, out),
+                "col_sum kernel (rows=%d, cols=%d)", rows, cols);
+    return BP_OK;
+}
+
+bp_status bp_cuda_softmax(bp_device *device, int rows, int cols, const float *x, float *y) {
+    if (rows <= 0 || cols <= 0) return BP_OK;
+    BP_CUDA_ENTER(device);
+    BP_CUDA_TRY(device, bp_cu_softmax(stream_of(device), rows, cols, x, y),
+                "softmax kernel (rows=%d, cols=%d)", rows, cols);
+    return BP_OK;
+}
+
+bp_status bp_cuda_softmax_xent(bp_device *device, int rows, int cols, const float *logits,
+                               const int32_t *labels, float smoothing, float grad_scale,
+                               float *grad, float *row_loss) {
+    if (rows <= 0 || cols <= 0) return BP_OK;
+    BP_CUDA_ENTER(device);
+    BP_CUDA_TRY(device,
+                bp_cu_softmax_xent(stream_of(device), rows, cols, logits, labels, smoothing,
+                                   grad_scale, grad, row_loss),
+                "softmax_xent kernel (rows=%d, classes=%d)", rows, cols);
+    return BP_OK;
+}
+
+bp_status bp_cuda_mse(bp_device *device, int rows, int cols, const float *pred, const float *target,
+                      float grad_scale, float *grad, float *row_loss) {
+    if (rows <= 0 || cols <= 0) return BP_OK;
+    BP_CUDA_ENTER(device);
+    BP_CUDA_TRY(device,
+                bp_cu_mse(stream_of(device), rows, cols, pred, target, grad_scale, grad, row_loss),
+                "mse kernel (rows=%d, cols=%d)", rows, cols);
+    return BP_OK;
+}
+
+bp_status bp_cuda_bce_logits(bp_device *device, int rows, int cols, const float *logits,
+                             const float *target, float grad_scale, float *grad, float *row_loss) {
+    if (rows <= 0 || cols <= 0) return BP_OK;
+    BP_CUDA_ENTER(device);
+    BP_CUDA_TRY(
+        device,
+        bp_cu_bce_logits(stream_of(device), rows, cols, logits, target, grad_scale, grad, row_loss),
+        "bce_logits kernel (rows=%d, cols=%d)", rows, cols);
+    return BP_OK;
+}
+
+/* A scan on the device, then an 8-byte read back into pinned memory (this entry waits). */
+bp_status bp_cuda_check_labels(bp_device *device, int rows, const int32_t *labels, int classes,
+                               int64_t *bad_index) {
+    *bad_index = -1;
+    if (rows <= 0) return BP_OK;
+    BP_CUDA_ENTER(device);
+    bp_cuda_impl *impl = bp_cuda_impl_of(device);
+    int64_t *first = NULL;
+    BP_CUDA_TRY(device,
+                bp_cu_check_labels(impl->stream, rows, labels, classes, impl->scratch, &first),
+                "check_labels kernels (rows=%d, classes=%d)", rows, classes);
+    BP_CUDA_TRY(device,
+                cudaMemcpyAsync(impl->host_result, first, sizeof *first, cudaMemcpyDeviceToHost,
+                                impl->stream),
+                "check_labels: cudaMemcpyAsync(device to host, %zu bytes)", sizeof *first);
+    BP_CUDA_TRY(device, cudaStreamSynchronize(impl->stream), "check_labels: cudaStreamSynchronize");
+    *bad_index = *impl->host_result == INT64_MAX ? -1 : *impl->host_result;
+    return BP_OK;
+}
+
+/* n = 0 still launches (the grid is fixed), so *out becomes 0. */
+static bp_status reduce(bp_device *device, size_t n, const float *x, int squares, float *out) {
+    BP_CUDA_ENTER(device);
+    bp_cuda_impl *impl = bp_cuda_impl_of(device);
+    BP_CUDA_TRY(device, bp_cu_sum(impl->stream, n, x, squares, impl->scratch, out),
+                "%s kernels (n=%zu)", squares ? "sum_squares" : "sum", n);
+    return BP_OK;
+}
+
+bp_status bp_cuda_sum(bp_device *device, size_t n, const float *x, float *out) {
+    return reduce(device, n, x, 0, out);
+}
+
+bp_status bp_cuda_sum_squares(bp_device *device, size_t n, const float *x, float *out) {
+    return reduce(device, n, x, 1, out);
+}
+
+bp_status bp_cuda_dropout(bp_device *device, size_t n, const float *x, float *y, uint64_t seed,
+                          uint64_t stream, uint32_t threshold, float scale) {
+    if (n == 0) return BP_OK;
+    BP_CUDA_ENTER(device);
+    BP_CUDA_TRY(device, bp_cu_dropout(stream_of(device), n, x, y, seed, stream, threshold, scale),
+                "dropout kernel (n=%zu)", n);
+    return BP_OK;
+}
+
+static bp_status check_update(const bp_update_args *args) {
+    if (!args->param || !args->grad)
+        return bp_error(BP_ERR_INVALID_ARGUMENT, "update: %s is NULL",
+                        args->param ? "grad" : "param");
+    int adam = args->kind == BP_OPTIM_ADAM || args->kind == BP_OPTIM_ADAMW;
+    if (!adam && args->kind != BP_OPTIM_SGD)
+        return bp_error(BP_ERR_INVALID_ARGUMENT, "update: unknown optimizer kind %d",
+                        (int)args->kind);
+    if (adam && (!args->m || !args->v))
+        return bp_error(BP_ERR_INVALID_ARGUMENT, "update: Adam needs both moment buffers");
+    if (!adam && args->momentum != 0.0f && !args->m)
+        return bp_error(BP_ERR_INVALID_ARGUMENT, "update: SGD with momentum needs its buffer");
+    return BP_OK;
+}
+
+bp_status bp_cuda_update(bp_device *device, const bp_update_args *args) {
+    bp_status st = check_update(args);
+    if (st != BP_OK || args->n == 0) return st;
+    BP_CUDA_ENTER(device);
+    BP_CUDA_TRY(device, bp_cu_update(stream_of(device), args),
+                "update kernel (optimizer %d, n=%zu)", (int)args->kind, args->n);
+    return BP_OK;
+}

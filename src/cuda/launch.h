@@ -1,0 +1,73 @@
+/* Kernel launchers: the seam between the host code in src/cuda (C11) and the device code in
+ * kernels/ (CUDA C++). Each launcher queues its kernel(s) on `stream` and returns
+ * cudaGetLastError() taken right after the launch, so a bad configuration is reported by the
+ * launcher that caused it. They never synchronize and never allocate.
+ *
+ * Callers pass sizes > 0 (a launch of zero blocks is an error); the entry points in src/cuda
+ * return early on empty work. */
+#ifndef BP_CUDA_LAUNCH_H
+#define BP_CUDA_LAUNCH_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cuda_runtime_api.h>
+
+#include "core/backend.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Blocks of the first pass of sum, sum_squares and check_labels. A constant, not a function of
+ * the GPU, so the partition of the input (hence the rounding) is the same on every device. */
+#define BP_CU_REDUCE_BLOCKS 512
+
+/* Bytes of scratch the reductions need: one 8-byte partial per block and one 8-byte result. */
+#define BP_CU_SCRATCH_BYTES ((size_t)(BP_CU_REDUCE_BLOCKS + 1) * 8)
+
+/* cudaSuccess when this build holds a kernel image the current device can run. */
+cudaError_t bp_cu_probe(void);
+
+cudaError_t bp_cu_fill(cudaStream_t stream, float *dst, float value, size_t n);
+
+cudaError_t bp_cu_bias_act_forward(cudaStream_t stream, int rows, int cols, const float *bias,
+                                   float *z, float *a, bp_activation act, float slope);
+
+cudaError_t bp_cu_act_backward(cudaStream_t stream, size_t n, const float *z, const float *da,
+                               float *dz, bp_activation act, float slope);
+
+cudaError_t bp_cu_dropout(cudaStream_t stream, size_t n, const float *x, float *y, uint64_t seed,
+                          uint64_t rng_stream, uint32_t threshold, float scale);
+
+cudaError_t bp_cu_col_sum(cudaStream_t stream, int rows, int cols, const float *x, float beta,
+                          float *out);
+
+/* *out = sum of x (squares = 0) or of x^2 (squares = 1); scratch: BP_CU_SCRATCH_BYTES. */
+cudaError_t bp_cu_sum(cudaStream_t stream, size_t n, const float *x, int squares, void *scratch,
+                      float *out);
+
+/* *result (device memory in scratch) = the first row with a label outside [0, classes), or
+ * INT64_MAX when none. */
+cudaError_t bp_cu_check_labels(cudaStream_t stream, int rows, const int32_t *labels, int classes,
+                               void *scratch, int64_t **result);
+
+cudaError_t bp_cu_softmax(cudaStream_t stream, int rows, int cols, const float *x, float *y);
+
+cudaError_t bp_cu_softmax_xent(cudaStream_t stream, int rows, int cols, const float *logits,
+                               const int32_t *labels, float smoothing, float grad_scale,
+                               float *grad, float *row_loss);
+
+cudaError_t bp_cu_mse(cudaStream_t stream, int rows, int cols, const float *pred,
+                      const float *target, float grad_scale, float *grad, float *row_loss);
+
+cudaError_t bp_cu_bce_logits(cudaStream_t stream, int rows, int cols, const float *logits,
+                             const float *target, float grad_scale, float *grad, float *row_loss);
+
+cudaError_t bp_cu_update(cudaStream_t stream, const bp_update_args *args);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

@@ -1,0 +1,141 @@
+// CUDA held to the CPU: the same seed gives the same initial weights and dropout masks, and a
+// whole training run follows the CPU's losses step by step. Skipped without a GPU.
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "support.h"
+
+namespace {
+
+struct Run {
+    std::vector<float> losses, params;
+};
+
+// 50 steps of AdamW with dropout and clipping, batch `rows`, on `dev`.
+Run train(bp_device *dev, int rows, int steps, bp_loss_kind kind) {
+    Run run;
+    int widths[] = {37, 65, 33, 10}; // widths not multiples of 32
+    float drop[] = {0.25f, 0.1f, 0.0f};
+    bp_activation acts[] = {BP_ACT_GELU, BP_ACT_SILU, BP_ACT_IDENTITY};
+    bp_mlp_config cfg = bp_mlp_config_default(3, widths);
+    cfg.dropout = drop;
+    cfg.activations = acts;
+    cfg.seed = 2024;
+    cfg.max_batch = rows;
+    bp_model *m = bp_model_create(dev, &cfg, nullptr);
+    bp_optim_config oc = bp_optim_config_default(BP_OPTIM_ADAMW);
+    oc.clip_norm = 1.0f;
+    bp_optimizer *o = m ? bp_optimizer_create(m, &oc, nullptr) : nullptr;
+    bp_tensor *x = bp_tensor_create(dev, BP_F32, rows, 37, nullptr);
+    bool ce = kind == BP_LOSS_CROSS_ENTROPY;
+    bp_tensor *y = bp_tensor_create(dev, ce ? BP_I32 : BP_F32, rows, ce ? 1 : 10, nullptr);
+    EXPECT_TRUE(o && x && y) << bp_last_error();
+    if (o && x && y) {
+        auto xs = bpt::uniform((size_t)rows * 37, -1.0f, 1.0f, 17);
+        std::vector<int32_t> labels(rows);
+        for (int i = 0; i < rows; ++i)
+            labels[i] = (i * 7) % 10;
+        auto values = bpt::uniform((size_t)rows * 10, 0.0f, 1.0f, 18);
+        EXPECT_EQ(bp_tensor_upload(x, xs.data(), xs.size()), BP_OK);
+        if (ce)
+            EXPECT_EQ(bp_tensor_upload(y, labels.data(), labels.size()), BP_OK);
+        else
+            EXPECT_EQ(bp_tensor_upload(y, values.data(), values.size()), BP_OK);
+        bp_loss_config loss = {kind, ce ? 0.1f : 0.0f};
+        for (int s = 0; s < steps; ++s) {
+            float v = NAN;
+            EXPECT_EQ(bp_train_step(m, o, &loss, x, y, &v), BP_OK) << bp_last_error();
+            run.losses.push_back(v);
+        }
+        run.params.resize(bp_model_n_params(m));
+        EXPECT_EQ(bp_model_get_params(m, run.params.data(), run.params.size()), BP_OK);
+    }
+    bp_tensor_free(x);
+    bp_tensor_free(y);
+    bp_optimizer_free(o);
+    bp_model_free(m);
+    return run;
+}
+
+class CrossDevice : public ::testing::TestWithParam<int> {
+  protected:
+    void SetUp() override {
+        std::string why;
+        cuda = bpt::open_or_reason("cuda", &why);
+        if (!cuda) GTEST_SKIP() << why;
+        cpu = bp_device_open("cpu", nullptr);
+        ASSERT_NE(cpu, nullptr);
+    }
+    void TearDown() override {
+        bp_device_close(cuda);
+        bp_device_close(cpu);
+    }
+    bp_device *cuda = nullptr, *cpu = nullptr;
+};
+
+TEST_P(CrossDevice, SameSeedSameInitialWeights) {
+    Run a = train(cpu, GetParam(), 0, BP_LOSS_CROSS_ENTROPY);
+    Run b = train(cuda, GetParam(), 0, BP_LOSS_CROSS_ENTROPY);
+    ASSERT_EQ(a.params.size(), b.params.size());
+    // Init runs on the host for every device: bitwise equal.
+    EXPECT_EQ(std::memcmp(a.params.data(), b.params.data(), a.params.size() * sizeof(float)), 0);
+}
+
+TEST_P(CrossDevice, FiftyStepsFollowTheCpu) {
+    for (bp_loss_kind kind : {BP_LOSS_CROSS_ENTROPY, BP_LOSS_MSE}) {
+        Run a = train(cpu, GetParam(), 50, kind);
+        Run b = train(cuda, GetParam(), 50, kind);
+        ASSERT_EQ(a.losses.size(), 50u);
+        ASSERT_EQ(b.losses.size(), 50u);
+        // fp32 on both, the same dropout masks: only summation order and libm ulps differ, so
+        // per-step losses agree to 1e-5 relative (the bound for fp32).
+        for (int s = 0; s < 50; ++s)
+            EXPECT_NEAR(b.losses[s], a.losses[s], 1e-5 * std::fabs(a.losses[s]))
+                << "loss kind " << kind << ", step " << s;
+        // Weights drift a little more than losses over 50 Adam steps: 1e-4 relative.
+        EXPECT_LT(bpt::rel_err(b.params, a.params), 1e-4);
+    }
+}
+
+TEST_P(CrossDevice, TwoCudaRunsAreBitwiseEqual) {
+    Run a = train(cuda, GetParam(), 20, BP_LOSS_CROSS_ENTROPY);
+    Run b = train(cuda, GetParam(), 20, BP_LOSS_CROSS_ENTROPY);
+    ASSERT_FALSE(a.params.empty());
+    EXPECT_EQ(std::memcmp(a.params.data(), b.params.data(), a.params.size() * sizeof(float)), 0);
+    EXPECT_EQ(std::memcmp(a.losses.data(), b.losses.data(), a.losses.size() * sizeof(float)), 0);
+}
+
+// Odd batch sizes: 1, 7, 1000 and 4097 rows.
+INSTANTIATE_TEST_SUITE_P(Rows, CrossDevice, ::testing::Values(1, 7, 1000, 4097));
+
+TEST(CudaDevice, OutOfMemoryIsAClearError) {
+    std::string why;
+    bp_device *cuda = bpt::open_or_reason("cuda", &why);
+    if (!cuda) GTEST_SKIP() << why;
+    bp_status st = BP_OK;
+    // 2^30 x 2^10 floats = 4 TiB: more than any GPU holds.
+    bp_tensor *t = bp_tensor_create(cuda, BP_F32, (int64_t)1 << 30, 1024, &st);
+    EXPECT_EQ(t, nullptr);
+    EXPECT_EQ(st, BP_ERR_OUT_OF_MEMORY) << bp_last_error();
+    EXPECT_THAT(std::string(bp_last_error()), ::testing::HasSubstr("4398046511104 bytes"));
+    // The device still works afterwards.
+    bp_tensor *small = bp_tensor_create(cuda, BP_F32, 4, 4, &st);
+    EXPECT_NE(small, nullptr) << bp_last_error();
+    bp_tensor_free(small);
+    bp_device_close(cuda);
+}
+
+TEST(CudaDevice, AutoPicksCudaWhenPresent) {
+    bp_device *dev = bp_device_open("auto", nullptr);
+    ASSERT_NE(dev, nullptr);
+    EXPECT_EQ(bp_device_get_kind(dev),
+              bp_device_available("cuda") ? BP_DEVICE_CUDA : BP_DEVICE_CPU);
+    bp_device_close(dev);
+}
+
+} // namespace
