@@ -12,13 +12,13 @@
 
 namespace {
 
-struct Run {
+struct Trace {
     std::vector<float> losses, params;
 };
 
 // 50 steps of AdamW with dropout and clipping, batch `rows`, on `dev`.
-Run train(bp_device *dev, int rows, int steps, bp_loss_kind kind) {
-    Run run;
+Trace train(bp_device *dev, int rows, int steps, bp_loss_kind kind) {
+    Trace run;
     int widths[] = {37, 65, 33, 10}; // widths not multiples of 32
     float drop[] = {0.25f, 0.1f, 0.0f};
     bp_activation acts[] = {BP_ACT_GELU, BP_ACT_SILU, BP_ACT_IDENTITY};
@@ -79,8 +79,8 @@ class CrossDevice : public ::testing::TestWithParam<int> {
 };
 
 TEST_P(CrossDevice, SameSeedSameInitialWeights) {
-    Run a = train(cpu, GetParam(), 0, BP_LOSS_CROSS_ENTROPY);
-    Run b = train(cuda, GetParam(), 0, BP_LOSS_CROSS_ENTROPY);
+    Trace a = train(cpu, GetParam(), 0, BP_LOSS_CROSS_ENTROPY);
+    Trace b = train(cuda, GetParam(), 0, BP_LOSS_CROSS_ENTROPY);
     ASSERT_EQ(a.params.size(), b.params.size());
     // Init runs on the host for every device: bitwise equal.
     EXPECT_EQ(std::memcmp(a.params.data(), b.params.data(), a.params.size() * sizeof(float)), 0);
@@ -88,8 +88,8 @@ TEST_P(CrossDevice, SameSeedSameInitialWeights) {
 
 TEST_P(CrossDevice, FiftyStepsFollowTheCpu) {
     for (bp_loss_kind kind : {BP_LOSS_CROSS_ENTROPY, BP_LOSS_MSE}) {
-        Run a = train(cpu, GetParam(), 50, kind);
-        Run b = train(cuda, GetParam(), 50, kind);
+        Trace a = train(cpu, GetParam(), 50, kind);
+        Trace b = train(cuda, GetParam(), 50, kind);
         ASSERT_EQ(a.losses.size(), 50u);
         ASSERT_EQ(b.losses.size(), 50u);
         // fp32 on both, the same dropout masks: only summation order and libm ulps differ, so
@@ -103,8 +103,8 @@ TEST_P(CrossDevice, FiftyStepsFollowTheCpu) {
 }
 
 TEST_P(CrossDevice, TwoCudaRunsAreBitwiseEqual) {
-    Run a = train(cuda, GetParam(), 20, BP_LOSS_CROSS_ENTROPY);
-    Run b = train(cuda, GetParam(), 20, BP_LOSS_CROSS_ENTROPY);
+    Trace a = train(cuda, GetParam(), 20, BP_LOSS_CROSS_ENTROPY);
+    Trace b = train(cuda, GetParam(), 20, BP_LOSS_CROSS_ENTROPY);
     ASSERT_FALSE(a.params.empty());
     EXPECT_EQ(std::memcmp(a.params.data(), b.params.data(), a.params.size() * sizeof(float)), 0);
     EXPECT_EQ(std::memcmp(a.losses.data(), b.losses.data(), a.losses.size() * sizeof(float)), 0);
