@@ -4,6 +4,10 @@
 
 #include "core/backend.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 typedef struct bp_layer {
     int in, out;
     bp_activation act;
@@ -71,5 +75,9 @@ int bp_model_find_nonfinite_grad(bp_model *m, char *buf, size_t size);
 
 /* Host-side initial weights (see include/backprop/model.h), in the flat layout. */
 void bp_init_params(const bp_model *m, bp_init init, float *host);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

@@ -4,6 +4,10 @@
 
 #include "core/backend.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 struct bp_optimizer {
     bp_model *model;
     bp_optim_config config;
@@ -19,5 +23,9 @@ double bp_schedule_lr(const bp_optim_config *config, int64_t t);
 
 /* Clips by the given global gradient norm and updates; refuses a non-finite norm. */
 bp_status bp_optimizer_apply(bp_optimizer *optimizer, double norm);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

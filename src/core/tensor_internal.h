@@ -4,6 +4,10 @@
 
 #include "core/backend.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 struct bp_tensor {
     bp_device *device;
     bp_dtype dtype;
@@ -16,5 +20,9 @@ struct bp_tensor {
  * `cols` columns (cols < 0: any) and at most max_rows rows. */
 bp_status bp_check_tensor(const char *fn, const char *name, const bp_tensor *t,
                           const bp_device *device, bp_dtype dtype, int64_t cols, int64_t max_rows);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif
