@@ -1,15 +1,12 @@
 /* The whole-network float64 reference; see ref_mlp.h. Written from the formulas: naive loops,
- * no BLAS, nothing from kernels/ or the library. */
+ * no BLAS, nothing from kernels/ or the library; the activations are ref_ops.c's. */
 #include "ref_mlp.h"
 
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
-#define MLP_SQRT1_2        0.70710678118654752440 /* 1 / sqrt(2) */
-#define MLP_INV_SQRT_2PI   0.39894228040143267794 /* 1 / sqrt(2 pi) */
-#define MLP_SQRT_2_OVER_PI 0.79788456080286535588 /* sqrt(2 / pi) */
-#define MLP_GELU_C         0.044715
+#include "ref_ops.h"
 
 static int mlp_valid(const bpref_mlp *net) {
     if (!net || net->n_layers < 1 || !net->widths || !net->activations) return 0;
@@ -41,70 +38,6 @@ size_t bpref_mlp_n_preacts(const bpref_mlp *net, int batch) {
     return n * (size_t)batch;
 }
 
-static double mlp_sigmoid(double x) {
-    if (x >= 0.0) return 1.0 / (1.0 + exp(-x));
-    double e = exp(x);
-    return e / (1.0 + e);
-}
-
-double bpref_mlp_act(bp_activation act, double z, double slope) {
-    switch (act) {
-    case BP_ACT_IDENTITY:
-        return z;
-    case BP_ACT_RELU:
-        return z > 0.0 ? z : 0.0;
-    case BP_ACT_LEAKY_RELU:
-        return z > 0.0 ? z : slope * z;
-    case BP_ACT_SIGMOID:
-        return mlp_sigmoid(z);
-    case BP_ACT_TANH:
-        return tanh(z);
-    case BP_ACT_GELU:
-        return 0.5 * z * (1.0 + erf(z * MLP_SQRT1_2));
-    case BP_ACT_GELU_TANH:
-        return 0.5 * z * (1.0 + tanh(MLP_SQRT_2_OVER_PI * (z + MLP_GELU_C * z * z * z)));
-    case BP_ACT_SILU:
-        return z * mlp_sigmoid(z);
-    default:
-        return NAN;
-    }
-}
-
-double bpref_mlp_act_grad(bp_activation act, double z, double slope) {
-    switch (act) {
-    case BP_ACT_IDENTITY:
-        return 1.0;
-    case BP_ACT_RELU:
-        return z > 0.0 ? 1.0 : 0.0;
-    case BP_ACT_LEAKY_RELU:
-        return z > 0.0 ? 1.0 : slope;
-    case BP_ACT_SIGMOID: {
-        double s = mlp_sigmoid(z);
-        return s * (1.0 - s);
-    }
-    case BP_ACT_TANH: {
-        double t = tanh(z);
-        return 1.0 - t * t;
-    }
-    case BP_ACT_GELU:
-        /* d/dz z Phi(z) = Phi(z) + z phi(z) */
-        return 0.5 * (1.0 + erf(z * MLP_SQRT1_2)) + z * MLP_INV_SQRT_2PI * exp(-0.5 * z * z);
-    case BP_ACT_GELU_TANH: {
-        /* u = c1 (z + c2 z^3): d/dz 0.5 z (1 + tanh u) = 0.5 (1 + t) + 0.5 z (1 - t^2) u' */
-        double t = tanh(MLP_SQRT_2_OVER_PI * (z + MLP_GELU_C * z * z * z));
-        double du = MLP_SQRT_2_OVER_PI * (1.0 + 3.0 * MLP_GELU_C * z * z);
-        return 0.5 * (1.0 + t) + 0.5 * z * (1.0 - t * t) * du;
-    }
-    case BP_ACT_SILU: {
-        /* d/dz z s(z) = s + z s (1 - s) */
-        double s = mlp_sigmoid(z);
-        return s + z * s * (1.0 - s);
-    }
-    default:
-        return NAN;
-    }
-}
-
 /* z[b, o] = sum_i a[b, i] W[o, i] + bias[o] for one layer. */
 static void mlp_linear(int batch, int in, int out, const double *w, const double *bias,
                        const double *a, double *z) {
@@ -130,7 +63,7 @@ static void mlp_run(const bpref_mlp *net, const double *params, const double *x,
         double *z = zs + off, *a = as + off;
         mlp_linear(batch, in, out, params + w_off, params + b_off, a_prev, z);
         for (size_t k = 0; k < (size_t)batch * out; ++k)
-            a[k] = bpref_mlp_act(net->activations[l], z[k], net->leaky_slope);
+            a[k] = bpref_act(z[k], net->activations[l], net->leaky_slope);
         a_prev = a;
         off += (size_t)batch * out;
     }
@@ -199,7 +132,7 @@ double bpref_mlp_loss_value(const bpref_mlp_loss *loss, int batch, int cols, con
             /* -(t log s + (1-t) log(1-s)) with log s = -log(1+e^-z), log(1-s) = -z - log(1+e^-z),
              * rewritten as max(z,0) - z t + log(1 + e^-|z|) so nothing overflows */
             total += (z > 0.0 ? z : 0.0) - z * t + log1p(exp(-fabs(z)));
-            if (dout) dout[k] = (mlp_sigmoid(z) - t) / (double)n;
+            if (dout) dout[k] = (bpref_act(z, BP_ACT_SIGMOID, 0.0) - t) / (double)n;
         }
         return total / (double)n;
     }
@@ -240,7 +173,7 @@ double bpref_mlp_backward(const bpref_mlp *net, const double *params, const doub
         const double *w = params + w_off;
         /* delta = dL/dz = dL/da * act'(z) */
         for (size_t k = 0; k < (size_t)batch * outw; ++k)
-            delta[k] = da[k] * bpref_mlp_act_grad(net->activations[l], z[k], net->leaky_slope);
+            delta[k] = da[k] * bpref_act_derivative(z[k], net->activations[l], net->leaky_slope);
         if (dparams) {
             /* dW[o, i] = sum_b delta[b, o] a_prev[b, i]; db[o] = sum_b delta[b, o] */
             for (int o = 0; o < outw; ++o) {

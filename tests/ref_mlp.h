@@ -1,10 +1,12 @@
 /* An independent float64 reference for a whole MLP: forward, the three losses, backward.
  *
  * Written from the math in include/backprop/model.h and loss.h; nothing here calls
- * kernels/bp_math.h, tests/ref_ops.h or the library (only the public enums are shared). Layer l
- * computes z = a W_l^T + b_l with W_l stored [out, in] row-major, then a = act_l(z); there is no
- * dropout. Parameters are one flat buffer in PyTorch state_dict order: W0, b0, W1, b1, ...
- * Row-major [batch, features] throughout. */
+ * kernels/bp_math.h or the library (only the public enums are shared). The activations and their
+ * derivatives are those of the op reference, bpref_act and bpref_act_derivative in
+ * tests/ref_ops.h, likewise written from the formulas. Layer l computes z = a W_l^T + b_l with
+ * W_l stored [out, in] row-major, then a = act_l(z); there is no dropout. Parameters are one
+ * flat buffer in PyTorch state_dict order: W0, b0, W1, b1, ... Row-major [batch, features]
+ * throughout. */
 #ifndef BP_TESTS_REF_MLP_H
 #define BP_TESTS_REF_MLP_H
 
@@ -43,12 +45,6 @@ void bpref_mlp_layer_offsets(const bpref_mlp *net, int layer, size_t *weight_off
 
 /* Number of pre-activations of all layers for a batch: batch * (widths[1] + ... + widths[n]). */
 size_t bpref_mlp_n_preacts(const bpref_mlp *net, int batch);
-
-/* The activation and its derivative in double. ReLU'(0) = 0 and leaky ReLU'(0) = slope, as
- * PyTorch. GELU is x Phi(x) (erf form); GELU_TANH is 0.5 x (1 + tanh(sqrt(2/pi)(x + 0.044715
- * x^3))); SiLU is x sigmoid(x). */
-double bpref_mlp_act(bp_activation act, double z, double slope);
-double bpref_mlp_act_grad(bp_activation act, double z, double slope);
 
 /* Forward pass of x [batch, widths[0]]. out (may be NULL) receives [batch, widths[n]];
  * preacts (may be NULL) receives the pre-activations z of every layer, layer by layer, each

@@ -23,7 +23,7 @@ void bpref_gemm(int trans_a, int trans_b, int m, int n, int k, double alpha, con
 
 /* act(x) and d act / dx at x. ReLU' (0) = 0, leaky ReLU' (0) = slope, as PyTorch. GELU is the
  * erf form 0.5 x (1 + erf(x / sqrt 2)); GELU_TANH is 0.5 x (1 + tanh(sqrt(2/pi)(x + 0.044715
- * x^3))); SiLU is x sigmoid(x). */
+ * x^3))); SiLU is x sigmoid(x). The whole-network reference (ref_mlp.c) uses these too. */
 double bpref_act(double x, bp_activation act, double slope);
 double bpref_act_derivative(double x, bp_activation act, double slope);
 

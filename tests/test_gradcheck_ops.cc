@@ -12,91 +12,21 @@
 #include <cstdint>
 #include <cstring>
 #include <functional>
-#include <limits>
-#include <random>
 #include <string>
 #include <vector>
 
 #include "core/backend.h"
-#include "core/device_internal.h"
 #include "ref_ops.h"
-#include "support.h"
+#include "support_ops.h"
 
 namespace {
 
-// A block of device memory from bp_dev_alloc, freed on scope exit.
-class GcBuf {
-  public:
-    GcBuf(bp_device *dev, size_t bytes) : dev_(dev), bytes_(bytes) {
-        bp_status st = bp_dev_alloc(dev, bytes, "test_gradcheck_ops buffer", &ptr_);
-        if (st != BP_OK) {
-            ADD_FAILURE() << "bp_dev_alloc(" << bytes << "): " << bp_last_error();
-            ptr_ = nullptr;
-        }
-    }
-    template <class T>
-    GcBuf(bp_device *dev, const std::vector<T> &host) : GcBuf(dev, host.size() * sizeof(T)) {
-        put(host);
-    }
-    GcBuf(const GcBuf &) = delete;
-    GcBuf &operator=(const GcBuf &) = delete;
-    ~GcBuf() {
-        bp_dev_free(dev_, ptr_, bytes_);
-    }
-    float *f() const {
-        return static_cast<float *>(ptr_);
-    }
-    int32_t *i32() const {
-        return static_cast<int32_t *>(ptr_);
-    }
-    template <class T> void put(const std::vector<T> &host) {
-        ASSERT_LE(host.size() * sizeof(T), bytes_);
-        bp_status st = dev_->ops->upload(dev_, ptr_, host.data(), host.size() * sizeof(T));
-        ASSERT_EQ(BP_OK, st) << bp_last_error();
-    }
-    std::vector<float> get(size_t n) const {
-        std::vector<float> host(n, std::numeric_limits<float>::quiet_NaN());
-        bp_status st = dev_->ops->download(dev_, host.data(), ptr_, n * sizeof(float));
-        EXPECT_EQ(BP_OK, st) << bp_last_error();
-        return host;
-    }
-
-  private:
-    bp_device *dev_;
-    void *ptr_ = nullptr;
-    size_t bytes_;
-};
-
-#define GC_OK(expr)                                                                                \
-    do {                                                                                           \
-        bp_status st_ = (expr);                                                                    \
-        ASSERT_EQ(BP_OK, st_) << #expr << ": " << bp_last_error();                                 \
-    } while (0)
-
-const char *act_name(bp_activation act) {
-    static const char *const names[] = {"identity", "relu", "leaky_relu", "sigmoid",
-                                        "tanh",     "gelu", "gelu_tanh",  "silu"};
-    return names[act];
-}
+using bpt::act_name;
+using bpt::DevBuf;
 
 const float kSlope = 0.07f;
 
-class GradCheckTest : public ::testing::TestWithParam<std::string> {
-  protected:
-    void SetUp() override {
-        BPT_OPEN_OR_SKIP(d, GetParam());
-        dev = d;
-        ops = dev->ops;
-    }
-    void TearDown() override {
-        if (dev) {
-            EXPECT_EQ(0u, dev->stats.bytes_in_use);
-            bp_device_close(dev);
-        }
-    }
-    bp_device *dev = nullptr;
-    const bp_backend_ops *ops = nullptr;
-};
+class GradCheckTest : public bpt::BackendOpsTest {};
 
 // ---- activations --------------------------------------------------------------------------
 
@@ -142,14 +72,14 @@ TEST_P(GradCheckTest, EveryActivationDerivativeMatchesFiniteDifferences) {
 
         // The backend's derivative, da = 1.
         std::vector<float> ones(n, 1.0f);
-        GcBuf dz(dev, z), dda(dev, ones), ddz(dev, n * sizeof(float));
-        GC_OK(ops->act_backward(dev, n, dz.f(), dda.f(), ddz.f(), act, kSlope));
+        DevBuf dz(dev, z), dda(dev, ones), ddz(dev, n * sizeof(float));
+        BPT_OPS_OK(ops->act_backward(dev, n, dz.f(), dda.f(), ddz.f(), act, kSlope));
         auto deriv = ddz.get(n);
 
         // Central differences of the backend's forward, in fp32.
-        GcBuf dzp(dev, zp), dzm(dev, zm), dap(dev, n * sizeof(float)), dam(dev, n * sizeof(float));
-        GC_OK(ops->bias_act_forward(dev, 1, (int)n, nullptr, dzp.f(), dap.f(), act, kSlope));
-        GC_OK(ops->bias_act_forward(dev, 1, (int)n, nullptr, dzm.f(), dam.f(), act, kSlope));
+        DevBuf dzp(dev, zp), dzm(dev, zm), dap(dev, n * sizeof(float)), dam(dev, n * sizeof(float));
+        BPT_OPS_OK(ops->bias_act_forward(dev, 1, (int)n, nullptr, dzp.f(), dap.f(), act, kSlope));
+        BPT_OPS_OK(ops->bias_act_forward(dev, 1, (int)n, nullptr, dzm.f(), dam.f(), act, kSlope));
         auto ap = dap.get(n), am = dam.get(n);
         std::vector<double> fd32(n), fd64(n), ref_deriv(n);
         for (size_t i = 0; i < n; ++i) {
@@ -258,14 +188,11 @@ TEST_P(GradCheckTest, EveryLossGradientMatchesFiniteDifferences) {
         p.x = bpt::uniform(n, -2.0f, 2.0f, seed += 3);
         p.target = kind == kBce ? bpt::uniform(n, 0.0f, 1.0f, seed + 1)
                                 : bpt::uniform(n, -1.0f, 1.0f, seed + 1);
-        std::mt19937 gen(seed + 2);
-        std::uniform_int_distribution<int32_t> lab(0, cols - 1);
-        for (int r = 0; r < rows; ++r)
-            p.label.push_back(lab(gen));
+        p.label = bpt::random_labels(rows, cols, seed + 2);
 
-        GcBuf dx(dev, p.x), dt(dev, p.target), dl(dev, p.label), dg(dev, n * sizeof(float)),
+        DevBuf dx(dev, p.x), dt(dev, p.target), dl(dev, p.label), dg(dev, n * sizeof(float)),
             dloss(dev, rows * sizeof(float));
-        GC_OK(backend_loss(dev, p, dx.f(), dt.f(), dl.i32(), dg.f(), dloss.f()));
+        BPT_OPS_OK(backend_loss(dev, p, dx.f(), dt.f(), dl.i32(), dg.f(), dloss.f()));
         auto grad = dg.get(n);
 
         // fp32 central differences of the backend's summed row losses, one element at a time.
@@ -280,11 +207,11 @@ TEST_P(GradCheckTest, EveryLossGradientMatchesFiniteDifferences) {
             xm[i] -= h;
             double lp = 0.0, lm = 0.0;
             dx.put(xp);
-            GC_OK(backend_loss(dev, p, dx.f(), dt.f(), dl.i32(), nullptr, dloss.f()));
+            BPT_OPS_OK(backend_loss(dev, p, dx.f(), dt.f(), dl.i32(), nullptr, dloss.f()));
             for (float v : dloss.get(rows))
                 lp += v;
             dx.put(xm);
-            GC_OK(backend_loss(dev, p, dx.f(), dt.f(), dl.i32(), nullptr, dloss.f()));
+            BPT_OPS_OK(backend_loss(dev, p, dx.f(), dt.f(), dl.i32(), nullptr, dloss.f()));
             for (float v : dloss.get(rows))
                 lm += v;
             fd32[i] = (lp - lm) / ((double)xp[i] - (double)xm[i]);
@@ -317,11 +244,7 @@ TEST_P(GradCheckTest, EveryLossGradientMatchesFiniteDifferences) {
     }
 }
 
-std::string param_name(const ::testing::TestParamInfo<std::string> &info) {
-    return info.param;
-}
-
 INSTANTIATE_TEST_SUITE_P(Backends, GradCheckTest, ::testing::ValuesIn(bpt::all_backends()),
-                         param_name);
+                         bpt::backend_param_name);
 
 } // namespace

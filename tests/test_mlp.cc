@@ -15,30 +15,16 @@
 #include <vector>
 
 #include "ref_mlp.h"
+#include "ref_ops.h"
 #include "support.h"
+#include "support_model.h"
 
 namespace {
 
-#define MLP_OK(call) ASSERT_EQ(BP_OK, (call)) << #call << ": " << bp_last_error()
-
-struct DeviceDel {
-    void operator()(bp_device *d) const {
-        bp_device_close(d);
-    }
-};
-struct ModelDel {
-    void operator()(bp_model *m) const {
-        bp_model_free(m);
-    }
-};
-struct TensorDel {
-    void operator()(bp_tensor *t) const {
-        bp_tensor_free(t);
-    }
-};
-using DevicePtr = std::unique_ptr<bp_device, DeviceDel>;
-using ModelPtr = std::unique_ptr<bp_model, ModelDel>;
-using TensorPtr = std::unique_ptr<bp_tensor, TensorDel>;
+using bpt::DevicePtr;
+using bpt::ModelPtr;
+using bpt::TensorPtr;
+using bpt::upload_f32;
 
 const bp_activation kActs[] = {BP_ACT_IDENTITY, BP_ACT_RELU, BP_ACT_LEAKY_RELU, BP_ACT_SIGMOID,
                                BP_ACT_TANH,     BP_ACT_GELU, BP_ACT_GELU_TANH,  BP_ACT_SILU};
@@ -87,6 +73,20 @@ struct Case {
         return widths.back();
     }
 };
+
+// Whether pred(k) holds for some pre-activation k of a ReLU or leaky-ReLU layer, k indexing
+// the case's pre-activations as bpref_mlp_forward lays them out (layer by layer).
+template <class Pred> bool any_kinked_preact(const Case &c, Pred pred) {
+    size_t off = 0;
+    for (size_t l = 0; l + 1 < c.widths.size(); ++l) {
+        size_t n = (size_t)c.batch * c.widths[l + 1];
+        if (has_kink(c.acts[l]))
+            for (size_t k = off; k < off + n; ++k)
+                if (pred(k)) return true;
+        off += n;
+    }
+    return false;
+}
 
 size_t count_params(const std::vector<int> &w) {
     size_t n = 0;
@@ -154,6 +154,21 @@ double ref_loss_only(const Case &c, const std::vector<double> &params,
     return bpref_mlp_loss_value(&loss, c.batch, c.n_out(), out.data(), nullptr);
 }
 
+// (f(v + h e_i) - f(v - h e_i)) / 2h for every coordinate i of v, in double.
+template <class F>
+std::vector<double> central_differences(const std::vector<double> &v, double h, F f) {
+    std::vector<double> fd(v.size()), w = v;
+    for (size_t i = 0; i < v.size(); ++i) {
+        w[i] = v[i] + h;
+        double lp = f(w);
+        w[i] = v[i] - h;
+        double lm = f(w);
+        w[i] = v[i];
+        fd[i] = (lp - lm) / (2.0 * h);
+    }
+    return fd;
+}
+
 // ||a - b|| / ||b|| in double; infinity on NaN/Inf, as bpt::rel_err.
 double rel_err_d(const std::vector<double> &a, const std::vector<double> &b) {
     if (a.size() != b.size()) return std::numeric_limits<double>::infinity();
@@ -183,25 +198,6 @@ void make_model(bp_device *dev, const Case &c, int max_batch, ModelPtr *model, u
     ASSERT_NE(nullptr, model->get()) << bp_status_string(st) << ": " << bp_last_error();
 }
 
-void upload_f32(bp_device *dev, int64_t rows, int64_t cols, const std::vector<float> &host,
-                TensorPtr *t) {
-    bp_status st = BP_OK;
-    t->reset(bp_tensor_create(dev, BP_F32, rows, cols, &st));
-    ASSERT_NE(nullptr, t->get()) << bp_last_error();
-    MLP_OK(bp_tensor_upload(t->get(), host.data(), host.size()));
-}
-
-void make_target(bp_device *dev, const Case &c, TensorPtr *t) {
-    if (c.loss.kind == BP_LOSS_CROSS_ENTROPY) {
-        bp_status st = BP_OK;
-        t->reset(bp_tensor_create(dev, BP_I32, c.batch, 1, &st));
-        ASSERT_NE(nullptr, t->get()) << bp_last_error();
-        MLP_OK(bp_tensor_upload(t->get(), c.labels.data(), c.labels.size()));
-    } else {
-        ASSERT_NO_FATAL_FAILURE(upload_f32(dev, c.batch, c.n_out(), c.target, t));
-    }
-}
-
 // Library forward (in `mode`) and loss on inputs x; out and loss may be NULL. The model keeps
 // a pointer to the input tensor for backward (src/core/pass.c), so a caller that will call
 // backward passes keep_x to hold the tensor alive until then.
@@ -210,18 +206,17 @@ void lib_forward_loss(bp_model *m, bp_device *dev, const Case &c, const std::vec
                       TensorPtr *keep_x = nullptr) {
     TensorPtr tx, tout, tt;
     ASSERT_NO_FATAL_FAILURE(upload_f32(dev, c.batch, c.n_in(), x, &tx));
-    bp_status st = BP_OK;
-    tout.reset(bp_tensor_create(dev, BP_F32, c.batch, c.n_out(), &st));
-    ASSERT_NE(nullptr, tout.get()) << bp_last_error();
-    MLP_OK(bp_model_forward(m, tx.get(), mode, tout.get()));
+    ASSERT_NO_FATAL_FAILURE(bpt::new_tensor(dev, BP_F32, c.batch, c.n_out(), &tout));
+    BPT_OK(bp_model_forward(m, tx.get(), mode, tout.get()));
     if (out) {
         out->assign((size_t)c.batch * c.n_out(), 0.0f);
-        MLP_OK(bp_tensor_download(tout.get(), out->data(), out->size()));
+        BPT_OK(bp_tensor_download(tout.get(), out->data(), out->size()));
     }
     if (loss) {
-        ASSERT_NO_FATAL_FAILURE(make_target(dev, c, &tt));
+        ASSERT_NO_FATAL_FAILURE(
+            bpt::upload_target(dev, c.loss.kind, c.batch, c.n_out(), c.target, c.labels, &tt));
         bp_loss_config lc{c.loss.kind, c.loss.smoothing};
-        MLP_OK(bp_model_loss(m, &lc, tt.get(), loss));
+        BPT_OK(bp_model_loss(m, &lc, tt.get(), loss));
     }
     if (keep_x) *keep_x = std::move(tx);
 }
@@ -231,18 +226,16 @@ void lib_backward(bp_model *m, bp_device *dev, const Case &c, std::vector<float>
                   std::vector<float> *dx) {
     TensorPtr tdx;
     if (dx) {
-        bp_status st = BP_OK;
-        tdx.reset(bp_tensor_create(dev, BP_F32, c.batch, c.n_in(), &st));
-        ASSERT_NE(nullptr, tdx.get()) << bp_last_error();
+        ASSERT_NO_FATAL_FAILURE(bpt::new_tensor(dev, BP_F32, c.batch, c.n_in(), &tdx));
     }
-    MLP_OK(bp_model_backward(m, tdx.get()));
+    BPT_OK(bp_model_backward(m, tdx.get()));
     if (grads) {
         grads->assign(bp_model_n_params(m), 0.0f);
-        MLP_OK(bp_model_get_grads(m, grads->data(), grads->size()));
+        BPT_OK(bp_model_get_grads(m, grads->data(), grads->size()));
     }
     if (dx) {
         dx->assign((size_t)c.batch * c.n_in(), 0.0f);
-        MLP_OK(bp_tensor_download(tdx.get(), dx->data(), dx->size()));
+        BPT_OK(bp_tensor_download(tdx.get(), dx->data(), dx->size()));
     }
 }
 
@@ -253,7 +246,7 @@ struct LibOut {
 
 // zero_grad, forward (training), loss, backward.
 void lib_eval(bp_model *m, bp_device *dev, const Case &c, LibOut *r) {
-    MLP_OK(bp_model_zero_grad(m));
+    BPT_OK(bp_model_zero_grad(m));
     TensorPtr x;
     ASSERT_NO_FATAL_FAILURE(
         lib_forward_loss(m, dev, c, c.x, BP_MODE_TRAINING, &r->out, &r->loss, &x));
@@ -263,11 +256,18 @@ void lib_eval(bp_model *m, bp_device *dev, const Case &c, LibOut *r) {
 // Sets the case's parameters and reads them back (the reference runs on what the model holds).
 void set_case_params(bp_model *m, const Case &c, std::vector<float> *held) {
     ASSERT_EQ(c.params.size(), bp_model_n_params(m));
-    MLP_OK(bp_model_set_params(m, c.params.data(), c.params.size()));
+    BPT_OK(bp_model_set_params(m, c.params.data(), c.params.size()));
     held->assign(c.params.size(), 0.0f);
-    MLP_OK(bp_model_get_params(m, held->data(), held->size()));
+    BPT_OK(bp_model_get_params(m, held->data(), held->size()));
     ASSERT_EQ(0, std::memcmp(held->data(), c.params.data(), c.params.size() * sizeof(float)))
         << "get_params does not return what set_params stored";
+}
+
+// A model for the case (make_model) holding the case's parameters (set_case_params).
+void make_case_model(bp_device *dev, const Case &c, int max_batch, ModelPtr *model,
+                     std::vector<float> *held) {
+    ASSERT_NO_FATAL_FAILURE(make_model(dev, c, max_batch, model));
+    ASSERT_NO_FATAL_FAILURE(set_case_params(model->get(), c, held));
 }
 
 std::string case_name(const Case &c) {
@@ -303,9 +303,8 @@ TEST_P(MlpTest, ForwardLossBackwardMatchReference) {
     for (const Case &c : all_cases(6)) {
         SCOPED_TRACE(case_name(c));
         ModelPtr model;
-        ASSERT_NO_FATAL_FAILURE(make_model(dev.get(), c, 32, &model));
         std::vector<float> params;
-        ASSERT_NO_FATAL_FAILURE(set_case_params(model.get(), c, &params));
+        ASSERT_NO_FATAL_FAILURE(make_case_model(dev.get(), c, 32, &model, &params));
         RefOut ref = ref_eval(c, bpt::to_double(params), bpt::to_double(c.x));
         ASSERT_TRUE(std::isfinite(ref.loss));
 
@@ -364,9 +363,8 @@ TEST_P(MlpTest, FiniteDifferencesOfLibraryLoss) {
     for (const Case &c : all_cases(6)) {
         SCOPED_TRACE(case_name(c));
         ModelPtr model;
-        ASSERT_NO_FATAL_FAILURE(make_model(dev.get(), c, 8, &model));
         std::vector<float> params;
-        ASSERT_NO_FATAL_FAILURE(set_case_params(model.get(), c, &params));
+        ASSERT_NO_FATAL_FAILURE(make_case_model(dev.get(), c, 8, &model, &params));
         LibOut lib;
         ASSERT_NO_FATAL_FAILURE(lib_eval(model.get(), dev.get(), c, &lib));
 
@@ -387,15 +385,7 @@ TEST_P(MlpTest, FiniteDifferencesOfLibraryLoss) {
             if (!kinked) return false;
             bpref_mlp_forward(&net, bpt::to_double(p).data(), bpt::to_double(x).data(), c.batch,
                               nullptr, z1.data());
-            size_t off = 0;
-            for (int l = 0; l < net.n_layers; ++l) {
-                size_t n = (size_t)c.batch * c.widths[l + 1];
-                if (has_kink(c.acts[l]))
-                    for (size_t k = off; k < off + n; ++k)
-                        if ((z0[k] > 0.0) != (z1[k] > 0.0)) return true;
-                off += n;
-            }
-            return false;
+            return any_kinked_preact(c, [&](size_t k) { return (z0[k] > 0.0) != (z1[k] > 0.0); });
         };
 
         // ~30 parameters: every 17th (prime stride, so rows, columns and biases of every layer
@@ -421,17 +411,17 @@ TEST_P(MlpTest, FiniteDifferencesOfLibraryLoss) {
                 continue;
             }
             float lp = 0, lm = 0;
-            MLP_OK(bp_model_set_params(model.get(), pp.data(), pp.size()));
+            BPT_OK(bp_model_set_params(model.get(), pp.data(), pp.size()));
             ASSERT_NO_FATAL_FAILURE(
                 lib_forward_loss(model.get(), dev.get(), c, c.x, BP_MODE_TRAINING, nullptr, &lp));
-            MLP_OK(bp_model_set_params(model.get(), pm.data(), pm.size()));
+            BPT_OK(bp_model_set_params(model.get(), pm.data(), pm.size()));
             ASSERT_NO_FATAL_FAILURE(
                 lib_forward_loss(model.get(), dev.get(), c, c.x, BP_MODE_TRAINING, nullptr, &lm));
             // The step actually taken, in case p +- h rounded.
             fd_p.push_back(((double)lp - lm) / ((double)pp[i] - pm[i]));
             an_p.push_back(lib.grads[i]);
         }
-        MLP_OK(bp_model_set_params(model.get(), params.data(), params.size()));
+        BPT_OK(bp_model_set_params(model.get(), params.data(), params.size()));
         for (size_t i = 0; i < c.x.size(); ++i) {
             std::vector<float> xp = c.x, xm = c.x;
             xp[i] = c.x[i] + h;
@@ -474,9 +464,8 @@ TEST_P(MlpTest, GradientAccumulationAndZeroGrad) {
                                     kLosses[0], 6, 52)}) {
         SCOPED_TRACE(case_name(c));
         ModelPtr model;
-        ASSERT_NO_FATAL_FAILURE(make_model(dev.get(), c, 8, &model));
         std::vector<float> params;
-        ASSERT_NO_FATAL_FAILURE(set_case_params(model.get(), c, &params));
+        ASSERT_NO_FATAL_FAILURE(make_case_model(dev.get(), c, 8, &model, &params));
         LibOut once;
         ASSERT_NO_FATAL_FAILURE(lib_eval(model.get(), dev.get(), c, &once));
         // A second forward/loss/backward without zero_grad: the gradient doubles. Tolerance
@@ -505,15 +494,15 @@ TEST_P(MlpTest, GradientAccumulationAndZeroGrad) {
         EXPECT_LT(bpt::rel_err(thrice, doubled), 1e-6) << "three backwards do not add up";
 
         // zero_grad: every gradient exactly zero.
-        MLP_OK(bp_model_zero_grad(model.get()));
+        BPT_OK(bp_model_zero_grad(model.get()));
         std::vector<float> g(once.grads.size(), 1.0f);
-        MLP_OK(bp_model_get_grads(model.get(), g.data(), g.size()));
+        BPT_OK(bp_model_get_grads(model.get(), g.data(), g.size()));
         size_t nonzero = 0;
         for (float v : g)
             nonzero += v != 0.0f;
         EXPECT_EQ(0u, nonzero) << "gradients left after zero_grad";
         float norm = -1.0f;
-        MLP_OK(bp_model_grad_norm(model.get(), &norm));
+        BPT_OK(bp_model_grad_norm(model.get(), &norm));
         EXPECT_EQ(0.0f, norm);
         // After zero_grad, one more pass gives the single-pass gradient again, bitwise (the
         // design promises determinism).
@@ -527,7 +516,7 @@ TEST_P(MlpTest, GradientAccumulationAndZeroGrad) {
         double sq = 0.0;
         for (float v : once.grads)
             sq += (double)v * v;
-        MLP_OK(bp_model_grad_norm(model.get(), &norm));
+        BPT_OK(bp_model_grad_norm(model.get(), &norm));
         EXPECT_LT(rel_err_scalar(norm, std::sqrt(sq)), 1e-6);
     }
 }
@@ -551,7 +540,7 @@ TEST_P(MlpTest, LayerOffsetsMatchLayout) {
     EXPECT_EQ(496u, bpref_mlp_n_params(&net));
     for (int l = 0; l < 3; ++l) {
         size_t w = 12345, b = 12345, rw, rb;
-        MLP_OK(bp_model_layer_offsets(model.get(), l, &w, &b));
+        BPT_OK(bp_model_layer_offsets(model.get(), l, &w, &b));
         EXPECT_EQ(expect_w[l], w) << "layer " << l;
         EXPECT_EQ(expect_b[l], b) << "layer " << l;
         bpref_mlp_layer_offsets(&net, l, &rw, &rb);
@@ -570,7 +559,7 @@ TEST_P(MlpTest, LayerOffsetsMatchLayout) {
     std::copy(bias.begin(), bias.end(), p.begin() + 491);
     auto b0 = bpt::uniform(17, -1.0f, 1.0f, 63); // gives layer 1 a non-zero input
     std::copy(b0.begin(), b0.end(), p.begin() + 221);
-    MLP_OK(bp_model_set_params(model.get(), p.data(), p.size()));
+    BPT_OK(bp_model_set_params(model.get(), p.data(), p.size()));
     std::vector<float> out;
     ASSERT_NO_FATAL_FAILURE(
         lib_forward_loss(model.get(), dev.get(), c, c.x, BP_MODE_INFERENCE, &out, nullptr));
@@ -581,7 +570,7 @@ TEST_P(MlpTest, LayerOffsetsMatchLayout) {
     p[436 + 2 * 11 + 4] = 1.0f;
     auto b1 = bpt::uniform(11, -1.0f, 1.0f, 64);
     std::copy(b1.begin(), b1.end(), p.begin() + 425);
-    MLP_OK(bp_model_set_params(model.get(), p.data(), p.size()));
+    BPT_OK(bp_model_set_params(model.get(), p.data(), p.size()));
     ASSERT_NO_FATAL_FAILURE(
         lib_forward_loss(model.get(), dev.get(), c, c.x, BP_MODE_INFERENCE, &out, nullptr));
     // a0 = tanh(b0) for every row, a1[:, 4] = tanh(b1[4]) (W1 is zero).
@@ -666,10 +655,10 @@ TEST_P(MlpTest, InitSchemes) {
         size_t n = bp_model_n_params(model.get());
         ASSERT_EQ((size_t)512 * 256 + 256 + 256 * 128 + 128, n);
         std::vector<float> p(n);
-        MLP_OK(bp_model_get_params(model.get(), p.data(), n));
+        BPT_OK(bp_model_get_params(model.get(), p.data(), n));
         std::vector<size_t> w_off(2), b_off(2);
         for (int l = 0; l < 2; ++l) {
-            MLP_OK(bp_model_layer_offsets(model.get(), l, &w_off[l], &b_off[l]));
+            BPT_OK(bp_model_layer_offsets(model.get(), l, &w_off[l], &b_off[l]));
             double in = widths[l], out = widths[l + 1];
             size_t nw = (size_t)widths[l] * widths[l + 1];
             const float *w = p.data() + w_off[l], *b = p.data() + b_off[l];
@@ -731,10 +720,10 @@ TEST_P(MlpTest, InitSchemes) {
         // Same seed: bitwise the same parameters; another seed: different ones.
         ASSERT_NO_FATAL_FAILURE(create(dev.get(), 42, &same));
         std::vector<float> q(n);
-        MLP_OK(bp_model_get_params(same.get(), q.data(), n));
+        BPT_OK(bp_model_get_params(same.get(), q.data(), n));
         EXPECT_EQ(0, std::memcmp(p.data(), q.data(), n * sizeof(float))) << "same seed";
         ASSERT_NO_FATAL_FAILURE(create(dev.get(), 43, &other));
-        MLP_OK(bp_model_get_params(other.get(), q.data(), n));
+        BPT_OK(bp_model_get_params(other.get(), q.data(), n));
         size_t equal = 0;
         for (size_t i = 0; i < n; ++i)
             equal += p[i] == q[i] && p[i] != 0.0f;
@@ -743,7 +732,7 @@ TEST_P(MlpTest, InitSchemes) {
         if (cpu) {
             ModelPtr on_cpu;
             ASSERT_NO_FATAL_FAILURE(create(cpu.get(), 42, &on_cpu));
-            MLP_OK(bp_model_get_params(on_cpu.get(), q.data(), n));
+            BPT_OK(bp_model_get_params(on_cpu.get(), q.data(), n));
             EXPECT_EQ(0, std::memcmp(p.data(), q.data(), n * sizeof(float)))
                 << GetParam() << " and cpu initial weights differ";
         }
@@ -758,9 +747,8 @@ TEST_P(MlpTest, BatchSizesUpToMaxBatch) {
     Case base = make_case({13, 17, 11, 5}, {BP_ACT_SILU, BP_ACT_LEAKY_RELU, BP_ACT_IDENTITY},
                           kLosses[2], 1, 71);
     ModelPtr model;
-    ASSERT_NO_FATAL_FAILURE(make_model(dev.get(), base, max_batch, &model));
     std::vector<float> params;
-    ASSERT_NO_FATAL_FAILURE(set_case_params(model.get(), base, &params));
+    ASSERT_NO_FATAL_FAILURE(make_case_model(dev.get(), base, max_batch, &model, &params));
     uint32_t seed = 80;
     // 7 after 16: a smaller batch after a larger one must not read stale rows.
     for (int batch : {1, 7, 16, 7, 1, 3}) {
@@ -780,9 +768,7 @@ TEST_P(MlpTest, BatchSizesUpToMaxBatch) {
     Case big = make_case(base.widths, base.acts, base.loss, max_batch + 1, 99);
     TensorPtr tx, tout;
     ASSERT_NO_FATAL_FAILURE(upload_f32(dev.get(), big.batch, big.n_in(), big.x, &tx));
-    bp_status st = BP_OK;
-    tout.reset(bp_tensor_create(dev.get(), BP_F32, big.batch, big.n_out(), &st));
-    ASSERT_NE(nullptr, tout.get());
+    ASSERT_NO_FATAL_FAILURE(bpt::new_tensor(dev.get(), BP_F32, big.batch, big.n_out(), &tout));
     EXPECT_NE(BP_OK, bp_model_forward(model.get(), tx.get(), BP_MODE_TRAINING, tout.get()))
         << "a batch of max_batch + 1 rows was accepted";
 }
@@ -811,38 +797,17 @@ TEST(MlpReference, BackwardMatchesFiniteDifferences) {
             std::vector<double> z(bpref_mlp_n_preacts(&net, c.batch));
             ASSERT_EQ(0, bpref_mlp_forward(&net, bpt::to_double(c.params).data(),
                                            bpt::to_double(c.x).data(), c.batch, nullptr, z.data()));
-            ok = true;
-            size_t off = 0;
-            for (int l = 0; l < net.n_layers; ++l) {
-                size_t n = (size_t)c.batch * c.widths[l + 1];
-                if (has_kink(c.acts[l]))
-                    for (size_t k = off; k < off + n; ++k)
-                        ok = ok && std::fabs(z[k]) >= 1e-3;
-                off += n;
-            }
+            ok = !any_kinked_preact(c, [&](size_t k) { return !(std::fabs(z[k]) >= 1e-3); });
         }
         ASSERT_TRUE(ok) << "no seed keeps the pre-activations away from the kinks";
         std::vector<double> p = bpt::to_double(c.params), x = bpt::to_double(c.x);
         RefOut ref = ref_eval(c, p, x);
         ASSERT_TRUE(std::isfinite(ref.loss));
         EXPECT_DOUBLE_EQ(ref.loss, ref_loss_only(c, p, x));
-        std::vector<double> fd_p(p.size()), fd_x(x.size());
-        for (size_t i = 0; i < p.size(); ++i) {
-            std::vector<double> q = p;
-            q[i] = p[i] + h;
-            double lp = ref_loss_only(c, q, x);
-            q[i] = p[i] - h;
-            double lm = ref_loss_only(c, q, x);
-            fd_p[i] = (lp - lm) / (2.0 * h);
-        }
-        for (size_t i = 0; i < x.size(); ++i) {
-            std::vector<double> y = x;
-            y[i] = x[i] + h;
-            double lp = ref_loss_only(c, p, y);
-            y[i] = x[i] - h;
-            double lm = ref_loss_only(c, p, y);
-            fd_x[i] = (lp - lm) / (2.0 * h);
-        }
+        std::vector<double> fd_p = central_differences(
+            p, h, [&](const std::vector<double> &q) { return ref_loss_only(c, q, x); });
+        std::vector<double> fd_x = central_differences(
+            x, h, [&](const std::vector<double> &y) { return ref_loss_only(c, p, y); });
         // Tolerance 1e-7: truncation h^2 f'''/6 ~ 1e-11 and rounding 1e-16 |L| / h ~ 1e-11 per
         // coordinate, against gradient norms ~1e-1: ~1e-9 observed. Any wrong derivative term
         // is off by far more.
@@ -858,16 +823,16 @@ TEST(MlpReference, BackwardMatchesFiniteDifferences) {
 // does not merely agree with itself.
 TEST(MlpReference, HandComputedValues) {
     const double s = 0.1;
-    EXPECT_DOUBLE_EQ(-0.2, bpref_mlp_act(BP_ACT_LEAKY_RELU, -2.0, s));
-    EXPECT_DOUBLE_EQ(0.0, bpref_mlp_act(BP_ACT_RELU, -2.0, s));
-    EXPECT_DOUBLE_EQ(0.5, bpref_mlp_act(BP_ACT_SIGMOID, 0.0, s));
+    EXPECT_DOUBLE_EQ(-0.2, bpref_act(-2.0, BP_ACT_LEAKY_RELU, s));
+    EXPECT_DOUBLE_EQ(0.0, bpref_act(-2.0, BP_ACT_RELU, s));
+    EXPECT_DOUBLE_EQ(0.5, bpref_act(0.0, BP_ACT_SIGMOID, s));
     // Phi(1) = 0.8413447460685429; 0.5 (1 + tanh(sqrt(2/pi) 1.044715)) = 0.8411919906082768.
-    EXPECT_NEAR(0.8413447460685429, bpref_mlp_act(BP_ACT_GELU, 1.0, s), 1e-15);
-    EXPECT_NEAR(0.8411919906082768, bpref_mlp_act(BP_ACT_GELU_TANH, 1.0, s), 1e-15);
-    EXPECT_NEAR(0.7310585786300049, bpref_mlp_act(BP_ACT_SILU, 1.0, s), 1e-15);
-    EXPECT_DOUBLE_EQ(0.0, bpref_mlp_act_grad(BP_ACT_RELU, 0.0, s));
-    EXPECT_DOUBLE_EQ(s, bpref_mlp_act_grad(BP_ACT_LEAKY_RELU, 0.0, s));
-    EXPECT_DOUBLE_EQ(0.5, bpref_mlp_act_grad(BP_ACT_GELU, 0.0, s));
+    EXPECT_NEAR(0.8413447460685429, bpref_act(1.0, BP_ACT_GELU, s), 1e-15);
+    EXPECT_NEAR(0.8411919906082768, bpref_act(1.0, BP_ACT_GELU_TANH, s), 1e-15);
+    EXPECT_NEAR(0.7310585786300049, bpref_act(1.0, BP_ACT_SILU, s), 1e-15);
+    EXPECT_DOUBLE_EQ(0.0, bpref_act_derivative(0.0, BP_ACT_RELU, s));
+    EXPECT_DOUBLE_EQ(s, bpref_act_derivative(0.0, BP_ACT_LEAKY_RELU, s));
+    EXPECT_DOUBLE_EQ(0.5, bpref_act_derivative(0.0, BP_ACT_GELU, s));
     // Cross-entropy of logits (0, 0) with label 1: log 2; with smoothing 0.2 still log 2 (both
     // classes equally likely); logits (0, log 3), label 1, s = 0.2: q = (0.1, 0.9),
     // p = (1/4, 3/4): -(0.1 log 0.25 + 0.9 log 0.75).

@@ -7,74 +7,19 @@
 #include <cstdint>
 #include <cstring>
 #include <limits>
-#include <random>
 #include <string>
 #include <vector>
 
 #include "core/backend.h"
-#include "core/device_internal.h"
 #include "kernels/bp_math.h"
 #include "ref_ops.h"
-#include "support.h"
+#include "support_ops.h"
 
 namespace {
 
-// A block of device memory from bp_dev_alloc, freed on scope exit.
-class DevBuf {
-  public:
-    DevBuf(bp_device *dev, size_t bytes) : dev_(dev), bytes_(bytes) {
-        bp_status st = bp_dev_alloc(dev, bytes, "test_ops buffer", &ptr_);
-        if (st != BP_OK) {
-            ADD_FAILURE() << "bp_dev_alloc(" << bytes << "): " << bp_last_error();
-            ptr_ = nullptr;
-        }
-    }
-    template <class T>
-    DevBuf(bp_device *dev, const std::vector<T> &host) : DevBuf(dev, host.size() * sizeof(T)) {
-        put(host);
-    }
-    DevBuf(const DevBuf &) = delete;
-    DevBuf &operator=(const DevBuf &) = delete;
-    ~DevBuf() {
-        bp_dev_free(dev_, ptr_, bytes_);
-    }
-
-    float *f() const {
-        return static_cast<float *>(ptr_);
-    }
-    int32_t *i32() const {
-        return static_cast<int32_t *>(ptr_);
-    }
-
-    template <class T> void put(const std::vector<T> &host) {
-        ASSERT_LE(host.size() * sizeof(T), bytes_);
-        bp_status st = dev_->ops->upload(dev_, ptr_, host.data(), host.size() * sizeof(T));
-        ASSERT_EQ(BP_OK, st) << bp_last_error();
-    }
-    std::vector<float> get(size_t n) const {
-        std::vector<float> host(n, std::numeric_limits<float>::quiet_NaN());
-        bp_status st = dev_->ops->download(dev_, host.data(), ptr_, n * sizeof(float));
-        EXPECT_EQ(BP_OK, st) << bp_last_error();
-        return host;
-    }
-
-  private:
-    bp_device *dev_;
-    void *ptr_ = nullptr;
-    size_t bytes_;
-};
-
-#define OPS_OK(expr)                                                                               \
-    do {                                                                                           \
-        bp_status st_ = (expr);                                                                    \
-        ASSERT_EQ(BP_OK, st_) << #expr << ": " << bp_last_error();                                 \
-    } while (0)
-
-const char *act_name(bp_activation act) {
-    static const char *const names[] = {"identity", "relu", "leaky_relu", "sigmoid",
-                                        "tanh",     "gelu", "gelu_tanh",  "silu"};
-    return names[act];
-}
+using bpt::act_name;
+using bpt::DevBuf;
+using bpt::random_labels;
 
 // Tolerance of an element-wise activation (forward or derivative) in fp32 against float64.
 // Piecewise-linear ones: one rounding of z + bias and of slope * z or da * slope, so a few ulp
@@ -106,38 +51,33 @@ std::vector<float> act_inputs(size_t n, uint32_t seed) {
     return n >= 100 ? bpt::uniform(n, -4.0f, 4.0f, seed) : bpt::uniform(n, -0.5f, 2.0f, seed);
 }
 
-std::vector<int32_t> random_labels(size_t n, int classes, uint32_t seed) {
-    std::mt19937 gen(seed);
-    std::uniform_int_distribution<int32_t> dist(0, classes - 1);
-    std::vector<int32_t> v(n);
-    for (auto &x : v)
-        x = dist(gen);
-    return v;
-}
-
 bool all_finite(const std::vector<float> &v) {
     for (float x : v)
         if (!std::isfinite(x)) return false;
     return true;
 }
 
-class OpsTest : public ::testing::TestWithParam<std::string> {
-  protected:
-    void SetUp() override {
-        BPT_OPEN_OR_SKIP(d, GetParam());
-        dev = d;
-        ops = dev->ops;
-    }
-    void TearDown() override {
-        if (dev) {
-            // Every test frees what it allocates; a leak here is a bug in the test helpers.
-            EXPECT_EQ(0u, dev->stats.bytes_in_use);
-            bp_device_close(dev);
-        }
-    }
-    bp_device *dev = nullptr;
-    const bp_backend_ops *ops = nullptr;
+// A shape and the half-width of the interval its inputs are drawn from.
+struct RangeCase {
+    int rows, cols;
+    float range;
 };
+
+// The row losses and, when dg is not NULL, the gradient that a loss op wrote: all finite, and
+// within loss_tol and grad_tol (norm-wise relative) of the reference's lref [rows], gref [n].
+void expect_loss_outputs(const DevBuf &dloss, const std::vector<double> &lref, double loss_tol,
+                         const DevBuf *dg, const std::vector<double> &gref, double grad_tol) {
+    auto loss = dloss.get(lref.size());
+    EXPECT_TRUE(all_finite(loss));
+    EXPECT_LE(bpt::rel_err(loss, lref), loss_tol) << "row_loss";
+    if (dg) {
+        auto g = dg->get(gref.size());
+        EXPECT_TRUE(all_finite(g));
+        EXPECT_LE(bpt::rel_err(g, gref), grad_tol) << "grad";
+    }
+}
+
+class OpsTest : public bpt::BackendOpsTest {};
 
 // ---- memory: upload, download, copy, fill, synchronize ------------------------------------
 
@@ -150,25 +90,25 @@ TEST_P(OpsTest, MemoryRoundTripCopyFillSynchronize) {
         // upload then download: bitwise the same.
         EXPECT_EQ(0, std::memcmp(x.data(), a.get(n).data(), n * sizeof(float))) << "round trip";
         // copy: bitwise (below: a copy into an offset leaves what lies before it alone).
-        OPS_OK(ops->copy(dev, b.f(), a.f(), n * sizeof(float)));
+        BPT_OPS_OK(ops->copy(dev, b.f(), a.f(), n * sizeof(float)));
         EXPECT_EQ(0, std::memcmp(x.data(), b.get(n).data(), n * sizeof(float))) << "copy";
         // fill: every element is the value, nothing past n is written.
         const float value = -1.75f;
-        OPS_OK(ops->fill(dev, b.f(), value, n - n / 2));
+        BPT_OPS_OK(ops->fill(dev, b.f(), value, n - n / 2));
         auto filled = b.get(n);
         size_t wrong = 0;
         for (size_t i = 0; i < n; ++i)
             wrong += filled[i] != (i < n - n / 2 ? value : x[i]);
         EXPECT_EQ(0u, wrong) << "fill of the first " << n - n / 2 << " elements";
         if (n > 1) {
-            OPS_OK(ops->copy(dev, b.f() + n / 2, a.f(), (n - n / 2) * sizeof(float)));
+            BPT_OPS_OK(ops->copy(dev, b.f() + n / 2, a.f(), (n - n / 2) * sizeof(float)));
             auto part = b.get(n);
             wrong = 0;
             for (size_t i = 0; i < n; ++i)
                 wrong += part[i] != (i < n / 2 ? value : x[i - n / 2]);
             EXPECT_EQ(0u, wrong) << "copy into an offset";
         }
-        OPS_OK(ops->synchronize(dev));
+        BPT_OPS_OK(ops->synchronize(dev));
     }
 }
 
@@ -191,8 +131,8 @@ void run_gemm_case(bp_device *dev, int ta, int tb, GemmShape s, float alpha, flo
     auto b = bpt::uniform((size_t)b_rows * ldb, -1.0f, 1.0f, seed + 1);
     auto c = bpt::uniform((size_t)s.m * ldc, -1.0f, 1.0f, seed + 2);
     DevBuf da(dev, a), db(dev, b), dc(dev, c);
-    OPS_OK(dev->ops->gemm(dev, ta, tb, s.m, s.n, s.k, alpha, da.f(), lda, db.f(), ldb, beta, dc.f(),
-                          ldc));
+    BPT_OPS_OK(dev->ops->gemm(dev, ta, tb, s.m, s.n, s.k, alpha, da.f(), lda, db.f(), ldb, beta,
+                              dc.f(), ldc));
     auto out = dc.get(c.size());
 
     auto ref = bpt::to_double(c);
@@ -237,7 +177,7 @@ TEST_P(OpsTest, GemmBetaZeroDoesNotReadC) {
     auto b = bpt::uniform(k * n, -1.0f, 1.0f, 302);
     std::vector<float> c(m * n, std::numeric_limits<float>::quiet_NaN());
     DevBuf da(dev, a), db(dev, b), dc(dev, c);
-    OPS_OK(ops->gemm(dev, 0, 0, m, n, k, 1.0f, da.f(), k, db.f(), n, 0.0f, dc.f(), n));
+    BPT_OPS_OK(ops->gemm(dev, 0, 0, m, n, k, 1.0f, da.f(), k, db.f(), n, 0.0f, dc.f(), n));
     std::vector<double> ref(m * n, 0.0);
     auto ad = bpt::to_double(a), bd = bpt::to_double(b);
     bpref_gemm(0, 0, m, n, k, 1.0, ad.data(), k, bd.data(), n, 0.0, ref.data(), n);
@@ -251,12 +191,12 @@ TEST_P(OpsTest, GemmEmptyK) {
     auto c = bpt::uniform(m * n, -1.0f, 1.0f, 310);
     std::vector<float> a(1, 1.0f), b(1, 1.0f); // never read
     DevBuf da(dev, a), db(dev, b), dc(dev, c);
-    OPS_OK(ops->gemm(dev, 0, 0, m, n, 0, 1.0f, da.f(), 1, db.f(), n, 0.5f, dc.f(), n));
+    BPT_OPS_OK(ops->gemm(dev, 0, 0, m, n, 0, 1.0f, da.f(), 1, db.f(), n, 0.5f, dc.f(), n));
     auto out = dc.get(m * n);
     for (int i = 0; i < m * n; ++i)
         EXPECT_EQ(0.5f * c[i], out[i]) << i;
     dc.put(std::vector<float>(m * n, std::numeric_limits<float>::quiet_NaN()));
-    OPS_OK(ops->gemm(dev, 0, 0, m, n, 0, 1.0f, da.f(), 1, db.f(), n, 0.0f, dc.f(), n));
+    BPT_OPS_OK(ops->gemm(dev, 0, 0, m, n, 0, 1.0f, da.f(), 1, db.f(), n, 0.0f, dc.f(), n));
     out = dc.get(m * n);
     for (int i = 0; i < m * n; ++i)
         EXPECT_EQ(0.0f, out[i]) << i;
@@ -279,8 +219,8 @@ TEST_P(OpsTest, BiasActForwardEveryActivation) {
                 auto bias = n >= 100 ? bpt::uniform(cols, -1.0f, 1.0f, seed + 1)
                                      : bpt::uniform(cols, -0.25f, 0.25f, seed + 1);
                 DevBuf dz(dev, z), db(dev, bias), da(dev, n * sizeof(float));
-                OPS_OK(ops->bias_act_forward(dev, rows, cols, with_bias ? db.f() : nullptr, dz.f(),
-                                             da.f(), act, kSlope));
+                BPT_OPS_OK(ops->bias_act_forward(dev, rows, cols, with_bias ? db.f() : nullptr,
+                                                 dz.f(), da.f(), act, kSlope));
                 auto zr = bpt::to_double(z), bd = bpt::to_double(bias);
                 std::vector<double> ar(n);
                 bpref_bias_act_forward(rows, cols, with_bias ? bd.data() : nullptr, zr.data(),
@@ -300,8 +240,8 @@ TEST_P(OpsTest, BiasActForwardIdentityInPlace) {
         auto z = bpt::uniform(n, -3.0f, 3.0f, 500 + rows);
         auto bias = bpt::uniform(cols, -1.0f, 1.0f, 600 + rows);
         DevBuf dz(dev, z), db(dev, bias);
-        OPS_OK(ops->bias_act_forward(dev, rows, cols, db.f(), dz.f(), dz.f(), BP_ACT_IDENTITY,
-                                     kSlope));
+        BPT_OPS_OK(ops->bias_act_forward(dev, rows, cols, db.f(), dz.f(), dz.f(), BP_ACT_IDENTITY,
+                                         kSlope));
         auto zr = bpt::to_double(z), bd = bpt::to_double(bias);
         bpref_bias_act_forward(rows, cols, bd.data(), zr.data(), zr.data(), BP_ACT_IDENTITY,
                                kSlope);
@@ -321,7 +261,7 @@ TEST_P(OpsTest, ActBackwardEveryActivation) {
                 auto g = bpt::uniform(n, -2.0f, 2.0f, seed + 1);
                 DevBuf dzb(dev, z), dab(dev, g), dout(dev, n * sizeof(float));
                 float *dz = alias ? dab.f() : dout.f();
-                OPS_OK(ops->act_backward(dev, n, dzb.f(), dab.f(), dz, act, kSlope));
+                BPT_OPS_OK(ops->act_backward(dev, n, dzb.f(), dab.f(), dz, act, kSlope));
                 auto zr = bpt::to_double(z), gr = bpt::to_double(g);
                 std::vector<double> ref(n);
                 bpref_act_backward(n, zr.data(), gr.data(), ref.data(), act, kSlope);
@@ -352,7 +292,7 @@ TEST_P(OpsTest, ColSum) {
                             ? std::vector<float>(cols, std::numeric_limits<float>::quiet_NaN())
                             : bpt::uniform(cols, -5.0f, 5.0f, seed + 1);
             DevBuf dx(dev, x), dout(dev, out0);
-            OPS_OK(ops->col_sum(dev, rows, cols, dx.f(), beta, dout.f()));
+            BPT_OPS_OK(ops->col_sum(dev, rows, cols, dx.f(), beta, dout.f()));
             auto out = dout.get(cols);
             auto ref = bpt::to_double(out0);
             auto xd = bpt::to_double(x);
@@ -362,21 +302,17 @@ TEST_P(OpsTest, ColSum) {
             EXPECT_LE(bpt::rel_err(out, ref), rows < 1000 ? 1e-6 : 1e-5);
             // Deterministic: a second identical call gives the same bits.
             dout.put(out0);
-            OPS_OK(ops->col_sum(dev, rows, cols, dx.f(), beta, dout.f()));
+            BPT_OPS_OK(ops->col_sum(dev, rows, cols, dx.f(), beta, dout.f()));
             EXPECT_EQ(0, std::memcmp(out.data(), dout.get(cols).data(), cols * sizeof(float)));
         }
     }
 }
 
 TEST_P(OpsTest, Softmax) {
-    struct Case {
-        int rows, cols;
-        float range;
-    };
-    const Case cases[] = {{1, 1, 5.0f},    {7, 10, 5.0f},  {1000, 13, 5.0f},
-                          {3, 1000, 5.0f}, {7, 13, 80.0f}, {4097, 3, 10.0f}};
+    const RangeCase cases[] = {{1, 1, 5.0f},    {7, 10, 5.0f},  {1000, 13, 5.0f},
+                               {3, 1000, 5.0f}, {7, 13, 80.0f}, {4097, 3, 10.0f}};
     uint32_t seed = 1100;
-    for (const Case &cs : cases) {
+    for (const RangeCase &cs : cases) {
         for (int in_place = 0; in_place < 2; ++in_place) {
             size_t n = (size_t)cs.rows * cs.cols;
             SCOPED_TRACE(::testing::Message() << "rows=" << cs.rows << " cols=" << cs.cols
@@ -384,7 +320,7 @@ TEST_P(OpsTest, Softmax) {
             auto x = bpt::uniform(n, -cs.range, cs.range, seed += 2);
             DevBuf dx(dev, x), dy(dev, n * sizeof(float));
             float *y = in_place ? dx.f() : dy.f();
-            OPS_OK(ops->softmax(dev, cs.rows, cs.cols, dx.f(), y));
+            BPT_OPS_OK(ops->softmax(dev, cs.rows, cs.cols, dx.f(), y));
             auto out = in_place ? dx.get(n) : dy.get(n);
             auto xd = bpt::to_double(x);
             std::vector<double> ref(n);
@@ -400,14 +336,10 @@ TEST_P(OpsTest, Softmax) {
 // ---- losses -------------------------------------------------------------------------------
 
 TEST_P(OpsTest, SoftmaxXent) {
-    struct Case {
-        int rows, cols;
-        float range;
-    };
-    const Case cases[] = {{1, 1, 3.0f},    {7, 10, 3.0f},  {1000, 13, 3.0f},
-                          {4097, 3, 3.0f}, {7, 13, 80.0f}, {5, 100, 80.0f}};
+    const RangeCase cases[] = {{1, 1, 3.0f},    {7, 10, 3.0f},  {1000, 13, 3.0f},
+                               {4097, 3, 3.0f}, {7, 13, 80.0f}, {5, 100, 80.0f}};
     uint32_t seed = 1300;
-    for (const Case &cs : cases) {
+    for (const RangeCase &cs : cases) {
         for (float smoothing : {0.0f, 0.1f}) {
             for (float scale : {1.0f, 0.37f}) {
                 for (int with_grad = 0; with_grad < 2; ++with_grad) {
@@ -420,24 +352,17 @@ TEST_P(OpsTest, SoftmaxXent) {
                     auto labels = random_labels(cs.rows, cs.cols, seed + 1);
                     DevBuf dz(dev, z), dl(dev, labels), dg(dev, n * sizeof(float)),
                         dloss(dev, cs.rows * sizeof(float));
-                    OPS_OK(ops->softmax_xent(dev, cs.rows, cs.cols, dz.f(), dl.i32(), smoothing,
-                                             scale, with_grad ? dg.f() : nullptr, dloss.f()));
+                    BPT_OPS_OK(ops->softmax_xent(dev, cs.rows, cs.cols, dz.f(), dl.i32(), smoothing,
+                                                 scale, with_grad ? dg.f() : nullptr, dloss.f()));
                     auto zd = bpt::to_double(z);
                     std::vector<double> gref(n), lref(cs.rows);
                     bpref_softmax_xent(cs.rows, cs.cols, zd.data(), labels.data(), smoothing, scale,
                                        gref.data(), lref.data());
-                    auto loss = dloss.get(cs.rows);
                     // Row loss: lse - z_j in fp32 with logits up to |80| (ulp(80)/2 = 4e-6
                     // absolute on losses of order 1..100) and a log of a sum of cols terms: 1e-5.
-                    EXPECT_TRUE(all_finite(loss));
-                    EXPECT_LE(bpt::rel_err(loss, lref), 1e-5) << "row_loss";
-                    if (with_grad) {
-                        auto g = dg.get(n);
-                        EXPECT_TRUE(all_finite(g));
-                        // softmax - q: expf(z - lse) within a few ulp of its argument's
-                        // rounding: 1e-5.
-                        EXPECT_LE(bpt::rel_err(g, gref), 1e-5) << "grad";
-                    }
+                    // Gradient, softmax - q: expf(z - lse) within a few ulp of its argument's
+                    // rounding: 1e-5.
+                    expect_loss_outputs(dloss, lref, 1e-5, with_grad ? &dg : nullptr, gref, 1e-5);
                 }
             }
         }
@@ -458,8 +383,8 @@ TEST_P(OpsTest, Mse) {
                 auto t = bpt::uniform(n, -2.0f, 2.0f, seed + 1);
                 DevBuf dp(dev, p), dt(dev, t), dg(dev, n * sizeof(float)),
                     dloss(dev, rows * sizeof(float));
-                OPS_OK(ops->mse(dev, rows, cols, dp.f(), dt.f(), scale,
-                                with_grad ? dg.f() : nullptr, dloss.f()));
+                BPT_OPS_OK(ops->mse(dev, rows, cols, dp.f(), dt.f(), scale,
+                                    with_grad ? dg.f() : nullptr, dloss.f()));
                 auto pd = bpt::to_double(p), td = bpt::to_double(t);
                 std::vector<double> gref(n), lref(rows);
                 bpref_mse(rows, cols, pd.data(), td.data(), scale, gref.data(), lref.data());
@@ -475,14 +400,10 @@ TEST_P(OpsTest, Mse) {
 }
 
 TEST_P(OpsTest, BceLogits) {
-    struct Case {
-        int rows, cols;
-        float range;
-    };
-    const Case cases[] = {
+    const RangeCase cases[] = {
         {1, 1, 4.0f}, {7, 13, 4.0f}, {1000, 10, 4.0f}, {4097, 3, 4.0f}, {7, 13, 100.0f}};
     uint32_t seed = 1700;
-    for (const Case &cs : cases) {
+    for (const RangeCase &cs : cases) {
         for (float scale : {1.0f, 0.37f}) {
             for (int with_grad = 0; with_grad < 2; ++with_grad) {
                 size_t n = (size_t)cs.rows * cs.cols;
@@ -493,23 +414,16 @@ TEST_P(OpsTest, BceLogits) {
                 auto t = bpt::uniform(n, 0.0f, 1.0f, seed + 1);
                 DevBuf dz(dev, z), dt(dev, t), dg(dev, n * sizeof(float)),
                     dloss(dev, cs.rows * sizeof(float));
-                OPS_OK(ops->bce_logits(dev, cs.rows, cs.cols, dz.f(), dt.f(), scale,
-                                       with_grad ? dg.f() : nullptr, dloss.f()));
+                BPT_OPS_OK(ops->bce_logits(dev, cs.rows, cs.cols, dz.f(), dt.f(), scale,
+                                           with_grad ? dg.f() : nullptr, dloss.f()));
                 auto zd = bpt::to_double(z), td = bpt::to_double(t);
                 std::vector<double> gref(n), lref(cs.rows);
                 bpref_bce_logits(cs.rows, cs.cols, zd.data(), td.data(), scale, gref.data(),
                                  lref.data());
-                auto loss = dloss.get(cs.rows);
-                // max(z,0) - z t + log1p(exp(-|z|)): a few ulp of terms up to |z| (100), summed
-                // over <= 13 columns; log1pf/expf 1-2 ulp: 1e-5.
-                EXPECT_TRUE(all_finite(loss));
-                EXPECT_LE(bpt::rel_err(loss, lref), 1e-5) << "row_loss";
-                if (with_grad) {
-                    auto g = dg.get(n);
-                    EXPECT_TRUE(all_finite(g));
-                    // sigmoid(z) - t: expf 1-2 ulp, one subtraction: 1e-6.
-                    EXPECT_LE(bpt::rel_err(g, gref), 1e-6) << "grad";
-                }
+                // Row loss, max(z,0) - z t + log1p(exp(-|z|)): a few ulp of terms up to |z|
+                // (100), summed over <= 13 columns; log1pf/expf 1-2 ulp: 1e-5. Gradient,
+                // sigmoid(z) - t: expf 1-2 ulp, one subtraction: 1e-6.
+                expect_loss_outputs(dloss, lref, 1e-5, with_grad ? &dg : nullptr, gref, 1e-6);
             }
         }
     }
@@ -522,7 +436,7 @@ TEST_P(OpsTest, CheckLabels) {
     good[rows - 1] = classes - 1;
     DevBuf dl(dev, good);
     int64_t bad = 12345;
-    OPS_OK(ops->check_labels(dev, rows, dl.i32(), classes, &bad));
+    BPT_OPS_OK(ops->check_labels(dev, rows, dl.i32(), classes, &bad));
     EXPECT_EQ(-1, bad) << "all labels in [0, classes)";
 
     auto neg = good;
@@ -530,7 +444,7 @@ TEST_P(OpsTest, CheckLabels) {
     neg[800] = -7; // the first bad row is reported
     dl.put(neg);
     bad = 12345;
-    OPS_OK(ops->check_labels(dev, rows, dl.i32(), classes, &bad));
+    BPT_OPS_OK(ops->check_labels(dev, rows, dl.i32(), classes, &bad));
     EXPECT_EQ(517, bad) << "negative label";
 
     auto big = good;
@@ -538,20 +452,20 @@ TEST_P(OpsTest, CheckLabels) {
     big[600] = 1 << 30;
     dl.put(big);
     bad = 12345;
-    OPS_OK(ops->check_labels(dev, rows, dl.i32(), classes, &bad));
+    BPT_OPS_OK(ops->check_labels(dev, rows, dl.i32(), classes, &bad));
     EXPECT_EQ(3, bad) << "label == classes";
 
     auto last = good;
     last[rows - 1] = classes + 4; // the very last row is checked too
     dl.put(last);
     bad = 12345;
-    OPS_OK(ops->check_labels(dev, rows, dl.i32(), classes, &bad));
+    BPT_OPS_OK(ops->check_labels(dev, rows, dl.i32(), classes, &bad));
     EXPECT_EQ(rows - 1, bad) << "bad label on the last row";
 
     std::vector<int32_t> one = {classes - 1};
     DevBuf d1(dev, one);
     bad = 12345;
-    OPS_OK(ops->check_labels(dev, 1, d1.i32(), classes, &bad));
+    BPT_OPS_OK(ops->check_labels(dev, 1, d1.i32(), classes, &bad));
     EXPECT_EQ(-1, bad) << "one row, label classes - 1";
 }
 
@@ -567,9 +481,9 @@ TEST_P(OpsTest, SumAndSumSquares) {
         DevBuf dx(dev, x), dout(dev, sizeof(float));
         auto xd = bpt::to_double(x);
 
-        OPS_OK(ops->sum(dev, n, dx.f(), dout.f()));
+        BPT_OPS_OK(ops->sum(dev, n, dx.f(), dout.f()));
         auto s1 = dout.get(1);
-        OPS_OK(ops->sum(dev, n, dx.f(), dout.f()));
+        BPT_OPS_OK(ops->sum(dev, n, dx.f(), dout.f()));
         auto s2 = dout.get(1);
         std::vector<double> ref = {bpref_sum(n, xd.data())};
         // Accumulated in double (error ~n * 1e-16 = 1e-10), then rounded once to float: half
@@ -577,9 +491,9 @@ TEST_P(OpsTest, SumAndSumSquares) {
         EXPECT_LE(bpt::rel_err(s1, ref), 2e-7) << "sum";
         EXPECT_EQ(0, std::memcmp(s1.data(), s2.data(), sizeof(float))) << "sum not deterministic";
 
-        OPS_OK(ops->sum_squares(dev, n, dx.f(), dout.f()));
+        BPT_OPS_OK(ops->sum_squares(dev, n, dx.f(), dout.f()));
         auto q1 = dout.get(1);
-        OPS_OK(ops->sum_squares(dev, n, dx.f(), dout.f()));
+        BPT_OPS_OK(ops->sum_squares(dev, n, dx.f(), dout.f()));
         auto q2 = dout.get(1);
         std::vector<double> qref = {bpref_sum_squares(n, xd.data())};
         EXPECT_LE(bpt::rel_err(q1, qref), 2e-7) << "sum_squares"; // as for sum
@@ -600,7 +514,7 @@ TEST_P(OpsTest, Dropout) {
     auto x = bpt::uniform(n, 0.25f, 2.0f, 2300);
     DevBuf dx(dev, x), dy(dev, n * sizeof(float));
 
-    OPS_OK(ops->dropout(dev, n, dx.f(), dy.f(), seed, stream, threshold, scale));
+    BPT_OPS_OK(ops->dropout(dev, n, dx.f(), dy.f(), seed, stream, threshold, scale));
     auto y = dy.get(n);
 
     // Known values: element i is kept iff bp_dropout_keep(seed, stream, i, threshold), the
@@ -626,7 +540,7 @@ TEST_P(OpsTest, Dropout) {
 
     // The same (seed, stream) gives the same mask, bitwise.
     DevBuf dy2(dev, n * sizeof(float));
-    OPS_OK(ops->dropout(dev, n, dx.f(), dy2.f(), seed, stream, threshold, scale));
+    BPT_OPS_OK(ops->dropout(dev, n, dx.f(), dy2.f(), seed, stream, threshold, scale));
     auto y2 = dy2.get(n);
     EXPECT_EQ(0, std::memcmp(y.data(), y2.data(), n * sizeof(float))) << "same seed, stream";
 
@@ -634,7 +548,7 @@ TEST_P(OpsTest, Dropout) {
     // 2 q (1-q) n positions (42% here, sd ~ 0.05%); accept 40%..44%.
     for (int which = 0; which < 2; ++which) {
         uint64_t s2 = which ? seed + 1 : seed, st2 = which ? stream : stream + 1;
-        OPS_OK(ops->dropout(dev, n, dx.f(), dy2.f(), s2, st2, threshold, scale));
+        BPT_OPS_OK(ops->dropout(dev, n, dx.f(), dy2.f(), s2, st2, threshold, scale));
         auto y3 = dy2.get(n);
         size_t differ = 0;
         for (size_t i = 0; i < n; ++i)
@@ -647,7 +561,7 @@ TEST_P(OpsTest, Dropout) {
     // kept, 0 where it was dropped.
     auto g = bpt::uniform(n, -2.0f, -0.25f, 2301);
     DevBuf dg(dev, g);
-    OPS_OK(ops->dropout(dev, n, dg.f(), dg.f(), seed, stream, threshold, scale));
+    BPT_OPS_OK(ops->dropout(dev, n, dg.f(), dg.f(), seed, stream, threshold, scale));
     auto gy = dg.get(n);
     mismatches = 0;
     for (size_t i = 0; i < n; ++i) {
@@ -657,7 +571,7 @@ TEST_P(OpsTest, Dropout) {
     EXPECT_EQ(0u, mismatches) << "gradient mask differs from the forward mask";
 
     // threshold 0 keeps everything: y = x * scale.
-    OPS_OK(ops->dropout(dev, 7, dx.f(), dy2.f(), seed, stream, 0, 2.0f));
+    BPT_OPS_OK(ops->dropout(dev, 7, dx.f(), dy2.f(), seed, stream, 0, 2.0f));
     auto all = dy2.get(7);
     for (size_t i = 0; i < 7; ++i)
         EXPECT_EQ(x[i] * 2.0f, all[i]) << i;
@@ -673,11 +587,13 @@ struct OptimCase {
     float grad_scale, clip_value;
 };
 
+// Adam's hyper-parameters in every case (the defaults).
+const float kBeta1 = 0.9f, kBeta2 = 0.999f, kEps = 1e-8f;
+
 // The vtable arguments for step t, computed on the host as the core does (in double, then
 // rounded to float).
 bp_update_args make_args(const OptimCase &c, int64_t t, size_t n, float *p, const float *g,
                          float *m, float *v) {
-    const float beta1 = 0.9f, beta2 = 0.999f, eps = 1e-8f;
     bp_update_args a;
     std::memset(&a, 0, sizeof a);
     a.kind = c.kind;
@@ -694,13 +610,13 @@ bp_update_args make_args(const OptimCase &c, int64_t t, size_t n, float *p, cons
     a.dampening = c.dampening;
     a.nesterov = c.nesterov;
     a.first_step = t == 1;
-    a.beta1 = beta1;
-    a.beta2 = beta2;
-    a.eps = eps;
-    a.one_minus_beta1 = (float)(1.0 - (double)beta1);
-    a.one_minus_beta2 = (float)(1.0 - (double)beta2);
-    a.step_size = (float)((double)c.lr / (1.0 - std::pow((double)beta1, (double)t)));
-    a.bc2_sqrt = (float)std::sqrt(1.0 - std::pow((double)beta2, (double)t));
+    a.beta1 = kBeta1;
+    a.beta2 = kBeta2;
+    a.eps = kEps;
+    a.one_minus_beta1 = (float)(1.0 - (double)kBeta1);
+    a.one_minus_beta2 = (float)(1.0 - (double)kBeta2);
+    a.step_size = (float)((double)c.lr / (1.0 - std::pow((double)kBeta1, (double)t)));
+    a.bc2_sqrt = (float)std::sqrt(1.0 - std::pow((double)kBeta2, (double)t));
     a.decay_factor = (float)(1.0 - (double)c.lr * (double)c.weight_decay);
     return a;
 }
@@ -714,9 +630,9 @@ bpref_optim ref_config(const OptimCase &c) {
     o.momentum = c.momentum;
     o.dampening = c.dampening;
     o.nesterov = c.nesterov;
-    o.beta1 = 0.9f; // the float hyper-parameters, exactly as the device sees them
-    o.beta2 = 0.999f;
-    o.eps = 1e-8f;
+    o.beta1 = kBeta1; // the float hyper-parameters, exactly as the device sees them
+    o.beta2 = kBeta2;
+    o.eps = kEps;
     o.grad_scale = c.grad_scale;
     o.clip_value = c.clip_value;
     return o;
@@ -758,7 +674,7 @@ TEST_P(OpsTest, UpdateThreeStepsEveryOptimizer) {
                 auto gd = bpt::to_double(g);
                 bp_update_args args = make_args(c, t, n, dp.f(), dg.f(), has_m ? dm.f() : nullptr,
                                                 sgd ? nullptr : dv.f());
-                OPS_OK(ops->update(dev, &args));
+                BPT_OPS_OK(ops->update(dev, &args));
                 bpref_optim_step(&ro, t, n, pr.data(), gd.data(), mr.data(), vr.data());
                 // Parameters: a few fp32 roundings per step on values of order 1: 1e-6.
                 EXPECT_LE(bpt::rel_err(dp.get(n), pr), 1e-6) << "param";
@@ -796,7 +712,7 @@ TEST_P(OpsTest, ActBackwardAtTheKink) {
         std::vector<float> z = {0.0f, -0.0f, 0.5f, -0.5f, 0.0f};
         auto da = bpt::uniform(z.size(), 0.5f, 2.0f, 2700);
         DevBuf dz(dev, z), dda(dev, da), dout(dev, z.size() * sizeof(float));
-        OPS_OK(ops->act_backward(dev, z.size(), dz.f(), dda.f(), dout.f(), act, kSlope));
+        BPT_OPS_OK(ops->act_backward(dev, z.size(), dz.f(), dda.f(), dout.f(), act, kSlope));
         auto out = dout.get(z.size());
         for (size_t i = 0; i < z.size(); ++i) {
             float want = da[i] * (float)bpref_act_derivative(z[i], act, kSlope);
@@ -805,10 +721,7 @@ TEST_P(OpsTest, ActBackwardAtTheKink) {
     }
 }
 
-std::string param_name(const ::testing::TestParamInfo<std::string> &info) {
-    return info.param;
-}
-
-INSTANTIATE_TEST_SUITE_P(Backends, OpsTest, ::testing::ValuesIn(bpt::all_backends()), param_name);
+INSTANTIATE_TEST_SUITE_P(Backends, OpsTest, ::testing::ValuesIn(bpt::all_backends()),
+                         bpt::backend_param_name);
 
 } // namespace

@@ -15,35 +15,14 @@
 
 #include "ref_mlp.h"
 #include "support.h"
+#include "support_model.h"
 
 namespace {
 
-#define OPT_OK(call) ASSERT_EQ(BP_OK, (call)) << #call << ": " << bp_last_error()
-
-struct DeviceDel {
-    void operator()(bp_device *d) const {
-        bp_device_close(d);
-    }
-};
-struct ModelDel {
-    void operator()(bp_model *m) const {
-        bp_model_free(m);
-    }
-};
-struct OptimDel {
-    void operator()(bp_optimizer *o) const {
-        bp_optimizer_free(o);
-    }
-};
-struct TensorDel {
-    void operator()(bp_tensor *t) const {
-        bp_tensor_free(t);
-    }
-};
-using DevicePtr = std::unique_ptr<bp_device, DeviceDel>;
-using ModelPtr = std::unique_ptr<bp_model, ModelDel>;
-using OptimPtr = std::unique_ptr<bp_optimizer, OptimDel>;
-using TensorPtr = std::unique_ptr<bp_tensor, TensorDel>;
+using bpt::DevicePtr;
+using bpt::ModelPtr;
+using bpt::OptimPtr;
+using bpt::TensorPtr;
 
 // ---- the optimizer of optim.h in double ----------------------------------------------------
 
@@ -168,7 +147,7 @@ void make_model(bp_device *dev, ModelPtr *model, std::vector<float> *params, uin
     ASSERT_NE(nullptr, model->get()) << bp_last_error();
     // Fresh random parameters, set through the API.
     *params = bpt::uniform(bp_model_n_params(model->get()), -0.6f, 0.6f, seed);
-    OPT_OK(bp_model_set_params(model->get(), params->data(), params->size()));
+    BPT_OK(bp_model_set_params(model->get(), params->data(), params->size()));
 }
 
 void make_optimizer(bp_model *m, const bp_optim_config &cfg, OptimPtr *opt) {
@@ -178,31 +157,21 @@ void make_optimizer(bp_model *m, const bp_optim_config &cfg, OptimPtr *opt) {
 }
 
 void upload_batch(bp_device *dev, const Batch &b, TensorPtr *x, TensorPtr *t) {
-    bp_status st = BP_OK;
-    x->reset(bp_tensor_create(dev, BP_F32, b.rows, kWidths[0], &st));
-    ASSERT_NE(nullptr, x->get()) << bp_last_error();
-    OPT_OK(bp_tensor_upload(x->get(), b.x.data(), b.x.size()));
-    if (b.loss.kind == BP_LOSS_CROSS_ENTROPY) {
-        t->reset(bp_tensor_create(dev, BP_I32, b.rows, 1, &st));
-        ASSERT_NE(nullptr, t->get()) << bp_last_error();
-        OPT_OK(bp_tensor_upload(t->get(), b.labels.data(), b.labels.size()));
-    } else {
-        t->reset(bp_tensor_create(dev, BP_F32, b.rows, kWidths[3], &st));
-        ASSERT_NE(nullptr, t->get()) << bp_last_error();
-        OPT_OK(bp_tensor_upload(t->get(), b.target.data(), b.target.size()));
-    }
+    ASSERT_NO_FATAL_FAILURE(bpt::upload_f32(dev, b.rows, kWidths[0], b.x, x));
+    ASSERT_NO_FATAL_FAILURE(
+        bpt::upload_target(dev, b.loss.kind, b.rows, kWidths[3], b.target, b.labels, t));
 }
 
 // zero_grad, forward (training), loss, backward; the gradients read back into *grads.
 void compute_grads(bp_model *m, bp_device *dev, const Batch &b, std::vector<float> *grads) {
     TensorPtr x, t;
     ASSERT_NO_FATAL_FAILURE(upload_batch(dev, b, &x, &t));
-    OPT_OK(bp_model_zero_grad(m));
-    OPT_OK(bp_model_forward(m, x.get(), BP_MODE_TRAINING, nullptr));
-    OPT_OK(bp_model_loss(m, &b.loss, t.get(), nullptr));
-    OPT_OK(bp_model_backward(m, nullptr));
+    BPT_OK(bp_model_zero_grad(m));
+    BPT_OK(bp_model_forward(m, x.get(), BP_MODE_TRAINING, nullptr));
+    BPT_OK(bp_model_loss(m, &b.loss, t.get(), nullptr));
+    BPT_OK(bp_model_backward(m, nullptr));
     grads->assign(bp_model_n_params(m), 0.0f);
-    OPT_OK(bp_model_get_grads(m, grads->data(), grads->size()));
+    BPT_OK(bp_model_get_grads(m, grads->data(), grads->size()));
 }
 
 std::vector<float> get_params(bp_model *m) {
@@ -348,7 +317,7 @@ TEST_P(OptimTest, UpdatesMatchReference) {
             SCOPED_TRACE("step " + std::to_string(s + 1));
             ASSERT_NO_FATAL_FAILURE(compute_grads(model.get(), dev.get(), batches[s], &g));
             EXPECT_EQ(s, bp_optimizer_steps(opt.get()));
-            OPT_OK(bp_optimizer_step(opt.get()));
+            BPT_OK(bp_optimizer_step(opt.get()));
             ref.step(p_ref, g);
             unclipped.step(p_unclipped, g);
             std::vector<float> p = get_params(model.get());
@@ -421,7 +390,7 @@ TEST_P(OptimTest, Schedules) {
             Batch b = make_batch(6, {BP_LOSS_CROSS_ENTROPY, 0.0f}, seed + 50 + t);
             std::vector<float> g;
             ASSERT_NO_FATAL_FAILURE(compute_grads(model.get(), dev.get(), b, &g));
-            OPT_OK(bp_optimizer_step(opt.get()));
+            BPT_OK(bp_optimizer_step(opt.get()));
             std::vector<float> q = get_params(model.get());
             std::vector<double> want_p(p.size());
             for (size_t i = 0; i < p.size(); ++i)
@@ -453,14 +422,14 @@ TEST_P(OptimTest, StepCountingAndNonFinite) {
     std::vector<float> g;
     for (int s = 1; s <= 3; ++s) {
         ASSERT_NO_FATAL_FAILURE(compute_grads(model.get(), dev.get(), b, &g));
-        OPT_OK(bp_optimizer_step(opt.get()));
+        BPT_OK(bp_optimizer_step(opt.get()));
         EXPECT_EQ(s, bp_optimizer_steps(opt.get()));
     }
     // train_step counts one optimizer step per call.
     TensorPtr x, t;
     ASSERT_NO_FATAL_FAILURE(upload_batch(dev.get(), b, &x, &t));
     float loss = 0;
-    OPT_OK(bp_train_step(model.get(), opt.get(), &b.loss, x.get(), t.get(), &loss));
+    BPT_OK(bp_train_step(model.get(), opt.get(), &b.loss, x.get(), t.get(), &loss));
     EXPECT_EQ(4, bp_optimizer_steps(opt.get()));
 
     // A NaN in the input makes the gradients NaN: the step must fail with BP_ERR_NON_FINITE and
@@ -468,13 +437,13 @@ TEST_P(OptimTest, StepCountingAndNonFinite) {
     std::vector<float> before = get_params(model.get());
     std::vector<float> state(bp_optimizer_state_size(opt.get())), state_after(state.size());
     int64_t steps = -1;
-    OPT_OK(bp_optimizer_get_state(opt.get(), state.data(), state.size(), &steps));
+    BPT_OK(bp_optimizer_get_state(opt.get(), state.data(), state.size(), &steps));
     Batch bad = b;
     bad.x[5] = std::numeric_limits<float>::quiet_NaN();
     TensorPtr xb, tb;
     ASSERT_NO_FATAL_FAILURE(upload_batch(dev.get(), bad, &xb, &tb));
-    OPT_OK(bp_model_zero_grad(model.get()));
-    OPT_OK(bp_model_forward(model.get(), xb.get(), BP_MODE_TRAINING, nullptr));
+    BPT_OK(bp_model_zero_grad(model.get()));
+    BPT_OK(bp_model_forward(model.get(), xb.get(), BP_MODE_TRAINING, nullptr));
     if (bp_model_loss(model.get(), &bad.loss, tb.get(), nullptr) == BP_OK &&
         bp_model_backward(model.get(), nullptr) == BP_OK) {
         EXPECT_EQ(BP_ERR_NON_FINITE, bp_optimizer_step(opt.get()));
@@ -482,7 +451,7 @@ TEST_P(OptimTest, StepCountingAndNonFinite) {
         std::vector<float> after = get_params(model.get());
         EXPECT_EQ(0, std::memcmp(before.data(), after.data(), before.size() * sizeof(float)))
             << "a failed step changed the parameters";
-        OPT_OK(bp_optimizer_get_state(opt.get(), state_after.data(), state.size(), &steps));
+        BPT_OK(bp_optimizer_get_state(opt.get(), state_after.data(), state.size(), &steps));
         EXPECT_EQ(0, std::memcmp(state.data(), state_after.data(), state.size() * sizeof(float)))
             << "a failed step changed the optimizer state";
         EXPECT_EQ(4, steps);
@@ -530,13 +499,13 @@ TEST_P(OptimTest, StateRoundTrip) {
         for (int s = 0; s < 3; ++s) {
             Batch b = make_batch(6, {BP_LOSS_CROSS_ENTROPY, 0.1f}, seed + s);
             ASSERT_NO_FATAL_FAILURE(compute_grads(model.get(), dev.get(), b, &g));
-            OPT_OK(bp_optimizer_step(opt.get()));
+            BPT_OK(bp_optimizer_step(opt.get()));
         }
         // Saved: parameters, state, steps.
         std::vector<float> p3 = get_params(model.get());
         std::vector<float> state(bp_optimizer_state_size(opt.get()) + 1, 0.0f);
         int64_t steps = -1;
-        OPT_OK(bp_optimizer_get_state(opt.get(), state.data(), state.size() - 1, &steps));
+        BPT_OK(bp_optimizer_get_state(opt.get(), state.data(), state.size() - 1, &steps));
         state.pop_back();
         EXPECT_EQ(3, steps);
         float lr3 = bp_optimizer_lr(opt.get());
@@ -549,25 +518,25 @@ TEST_P(OptimTest, StateRoundTrip) {
         // The step after the save.
         Batch next = make_batch(6, {BP_LOSS_CROSS_ENTROPY, 0.1f}, seed + 3);
         ASSERT_NO_FATAL_FAILURE(compute_grads(model.get(), dev.get(), next, &g));
-        OPT_OK(bp_optimizer_step(opt.get()));
+        BPT_OK(bp_optimizer_step(opt.get()));
         std::vector<float> p4 = get_params(model.get());
         // One more step so the optimizer's state has moved on before the restore.
         ASSERT_NO_FATAL_FAILURE(compute_grads(model.get(), dev.get(), next, &g));
-        OPT_OK(bp_optimizer_step(opt.get()));
+        BPT_OK(bp_optimizer_step(opt.get()));
 
         // Restore into the same optimizer.
-        OPT_OK(bp_model_set_params(model.get(), p3.data(), n));
-        OPT_OK(bp_optimizer_set_state(opt.get(), state.data(), state.size(), 3));
+        BPT_OK(bp_model_set_params(model.get(), p3.data(), n));
+        BPT_OK(bp_optimizer_set_state(opt.get(), state.data(), state.size(), 3));
         EXPECT_EQ(3, bp_optimizer_steps(opt.get()));
         EXPECT_EQ(lr3, bp_optimizer_lr(opt.get()));
         std::vector<float> state_back(state.size() + 1);
         int64_t steps_back = -1;
-        OPT_OK(bp_optimizer_get_state(opt.get(), state_back.data(), state.size(), &steps_back));
+        BPT_OK(bp_optimizer_get_state(opt.get(), state_back.data(), state.size(), &steps_back));
         EXPECT_TRUE(std::equal(state.begin(), state.end(), state_back.begin()))
             << "get_state after set_state returns something else";
         EXPECT_EQ(3, steps_back);
         ASSERT_NO_FATAL_FAILURE(compute_grads(model.get(), dev.get(), next, &g));
-        OPT_OK(bp_optimizer_step(opt.get()));
+        BPT_OK(bp_optimizer_step(opt.get()));
         std::vector<float> p4_same = get_params(model.get());
         EXPECT_EQ(0, std::memcmp(p4.data(), p4_same.data(), n * sizeof(float)))
             << "restored state on the same optimizer: the next step differs";
@@ -575,12 +544,12 @@ TEST_P(OptimTest, StateRoundTrip) {
         // Restore into a new optimizer (a checkpoint loaded into a fresh run).
         OptimPtr fresh;
         ASSERT_NO_FATAL_FAILURE(make_optimizer(model.get(), cfg, &fresh));
-        OPT_OK(bp_model_set_params(model.get(), p3.data(), n));
-        OPT_OK(bp_optimizer_set_state(fresh.get(), state.data(), state.size(), 3));
+        BPT_OK(bp_model_set_params(model.get(), p3.data(), n));
+        BPT_OK(bp_optimizer_set_state(fresh.get(), state.data(), state.size(), 3));
         EXPECT_EQ(3, bp_optimizer_steps(fresh.get()));
         EXPECT_EQ(lr3, bp_optimizer_lr(fresh.get()));
         ASSERT_NO_FATAL_FAILURE(compute_grads(model.get(), dev.get(), next, &g));
-        OPT_OK(bp_optimizer_step(fresh.get()));
+        BPT_OK(bp_optimizer_step(fresh.get()));
         std::vector<float> p4_fresh = get_params(model.get());
         EXPECT_EQ(0, std::memcmp(p4.data(), p4_fresh.data(), n * sizeof(float)))
             << "restored state on a new optimizer: the next step differs";
@@ -627,7 +596,7 @@ TEST_P(OptimTest, AccumStepsMatchFullBatch) {
                 ModelPtr model;
                 std::vector<float> unused;
                 ASSERT_NO_FATAL_FAILURE(make_model(dev.get(), &model, &unused, seed + 2));
-                OPT_OK(bp_model_set_params(model.get(), p0.data(), p0.size()));
+                BPT_OK(bp_model_set_params(model.get(), p0.data(), p0.size()));
                 // Stale gradients from another batch.
                 std::vector<float> stale;
                 ASSERT_NO_FATAL_FAILURE(
@@ -640,7 +609,7 @@ TEST_P(OptimTest, AccumStepsMatchFullBatch) {
                 TensorPtr x, t;
                 ASSERT_NO_FATAL_FAILURE(upload_batch(dev.get(), b, &x, &t));
                 float loss = -1.0f;
-                OPT_OK(bp_train_step(model.get(), opt.get(), &lc, x.get(), t.get(), &loss));
+                BPT_OK(bp_train_step(model.get(), opt.get(), &lc, x.get(), t.get(), &loss));
                 EXPECT_EQ(1, bp_optimizer_steps(opt.get()));
                 std::vector<float> p = get_params(model.get());
                 // Against the reference: the gradient tolerance of test_mlp (2e-5) plus the

@@ -1,0 +1,28 @@
+#include "support_model.h"
+
+namespace bpt {
+
+void new_tensor(bp_device *dev, bp_dtype dtype, int64_t rows, int64_t cols, TensorPtr *t) {
+    bp_status st = BP_OK;
+    t->reset(bp_tensor_create(dev, dtype, rows, cols, &st));
+    ASSERT_NE(nullptr, t->get()) << bp_last_error();
+}
+
+void upload_f32(bp_device *dev, int64_t rows, int64_t cols, const std::vector<float> &host,
+                TensorPtr *t) {
+    ASSERT_NO_FATAL_FAILURE(new_tensor(dev, BP_F32, rows, cols, t));
+    BPT_OK(bp_tensor_upload(t->get(), host.data(), host.size()));
+}
+
+void upload_target(bp_device *dev, bp_loss_kind kind, int64_t rows, int64_t cols,
+                   const std::vector<float> &target, const std::vector<int32_t> &labels,
+                   TensorPtr *t) {
+    if (kind == BP_LOSS_CROSS_ENTROPY) {
+        ASSERT_NO_FATAL_FAILURE(new_tensor(dev, BP_I32, rows, 1, t));
+        BPT_OK(bp_tensor_upload(t->get(), labels.data(), labels.size()));
+    } else {
+        ASSERT_NO_FATAL_FAILURE(upload_f32(dev, rows, cols, target, t));
+    }
+}
+
+} // namespace bpt
