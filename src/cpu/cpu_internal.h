@@ -7,9 +7,11 @@
 
 #include "core/backend.h"
 
-/* Loops over fewer elements than this run on one thread: below it, waking the team costs more
- * than the work saves. */
-#define BP_CPU_PAR_MIN ((size_t)32768)
+/* Loops over fewer elements than this run on one thread. Element-wise work is a small share of
+ * a step, and an OpenMP team that wakes for it keeps spinning afterwards on the cores the BLAS
+ * threads need for the next GEMM: at 32768 elements a 784-512-256-10 step ran 4x slower than
+ * on one thread (2 cores, OpenBLAS pthreads). */
+#define BP_CPU_PAR_MIN ((size_t)1 << 20)
 
 /* Whether a rows x cols loop is worth a thread team. */
 static inline int bp_cpu_parallel(int rows, int cols) {
