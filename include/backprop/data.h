@@ -1,8 +1,19 @@
 /* Datasets in host memory, and batches prepared for a device.
  *
- * A dataset holds n samples: features as float32 [n, features] (row-major) and targets, either
- * class indices (int32 [n]) or values (float32 [n, width]) for regression and BCE. Loaders name
- * the file and the position (byte offset, row and column) of anything wrong in it. */
+ * A dataset holds n >= 1 samples: features as float32 [n, features] (row-major) and targets,
+ * either class indices (int32 [n]) or values (float32 [n, width]) for regression and BCE. Every
+ * feature and target is finite.
+ *
+ * Loaders return NULL and set *status on failure, with one line in bp_last_error() naming the
+ * call, the file and the position: "byte offset N" for binary files ("uncompressed byte offset"
+ * inside gzip), "line L, column C" (1-based) for CSV. Statuses: BP_ERR_IO when the file cannot
+ * be opened or read; BP_ERR_CORRUPT_FILE for bad content (wrong magic, truncated data, a header
+ * claiming more data than the file holds, trailing bytes, a non-numeric cell, a row with the
+ * wrong number of columns, label and sample counts that differ); BP_ERR_NON_FINITE for NaN or
+ * Inf; BP_ERR_UNSUPPORTED for a valid file in a form not read here (an NPY dtype, Fortran
+ * order); BP_ERR_INVALID_ARGUMENT for bad options. Nothing is allocated on a header's word
+ * alone: claims are checked against the file's size, and compressed data is read in growing
+ * chunks. */
 #ifndef BACKPROP_DATA_H
 #define BACKPROP_DATA_H
 
@@ -23,9 +34,10 @@ typedef enum bp_target_kind {
     BP_TARGET_VALUES = 1 /* float32 values per sample */
 } bp_target_kind;
 
-/* IDX files (the MNIST format), gzip-compressed or not. images: unsigned-byte IDX of rank >= 2
- * ([n, ...], each sample flattened); labels: unsigned-byte IDX vector [n]. Pixel values are
- * kept as they are (0..255); scale with bp_dataset_fit_scaling. */
+/* IDX files (the MNIST format), gzip-compressed (detected by the bytes 1f 8b) or not. images:
+ * unsigned-byte IDX of rank >= 2 (magic 0x00000803 for [n, rows, cols]; each sample flattened);
+ * labels: unsigned-byte IDX vector [n] (magic 0x00000801). Pixel values are kept as they are
+ * (0..255); scale with bp_dataset_fit_scaling. Classes: 1 + the largest label. */
 BP_API bp_dataset *bp_dataset_load_idx(const char *images_path, const char *labels_path,
                                        bp_status *status);
 
@@ -36,26 +48,39 @@ typedef enum bp_csv_target {
 } bp_csv_target;
 
 typedef struct bp_csv_options {
-    char delimiter;           /* 0: ',' */
-    int header;               /* -1: detect (a non-numeric cell in the first row), 0: no, 1: yes */
-    const char *targets;      /* target columns, comma-separated header names or 0-based
-                                 indices ("label", "0", "y1,y2"); NULL: the last column */
+    char delimiter;      /* 0: ',' */
+    int header;          /* -1: detect (a non-numeric cell in the first row), 0: no, 1: yes */
+    const char *targets; /* target columns, comma-separated header names or 0-based
+                            indices ("label", "0", "y1,y2"; a negative index counts from the
+                            end, "-1" is the last); a header name wins over an index, and the
+                            whole string is first tried as one name (for a name with a comma);
+                            NULL: the last column. The other columns are the features. */
     bp_csv_target target_kind;
 } bp_csv_options;
 
+/* delimiter ',', header -1 (detect), targets NULL (the last column), BP_CSV_CLASS_INDEX. */
 BP_API bp_csv_options bp_csv_options_default(void);
 
+/* A CSV file (gzip-compressed or not): one sample per line; LF or CRLF line ends; blank lines
+ * skipped; blanks around cells ignored; fields may be quoted ("a, b", "" for a quote) but may not
+ * span lines. Every cell but the header's must be a number (strtod, so the C locale's decimal
+ * point). options NULL: the defaults. Classes: the number of target columns for one-hot, else
+ * 1 + the largest label. */
 BP_API bp_dataset *bp_dataset_load_csv(const char *path, const bp_csv_options *options,
                                        bp_status *status);
 
-/* NumPy .npy files in C order. features: float32, float64, uint8 or int64, [n, ...] (each
- * sample flattened); targets: integers [n] for BP_TARGET_CLASS, or numbers [n] / [n, k] for
- * BP_TARGET_VALUES. */
+/* NumPy .npy files (format 1.0, 2.0 or 3.0) in C order; fortran_order True is BP_ERR_UNSUPPORTED.
+ * dtypes: float32, float64 and integers of 1, 2, 4 or 8 bytes, little- or big-endian ('<f4',
+ * '<f8', '|u1', '<i4', '<i8', ...); others are BP_ERR_UNSUPPORTED. features: [n, ...] (each
+ * sample flattened; [n] is one feature); targets: [n] or [n, 1] of integers >= 0 (or floats
+ * holding such integers) for BP_TARGET_CLASS, or numbers [n] / [n, k, ...] (flattened to width
+ * k...) for BP_TARGET_VALUES. Classes: 1 + the largest label. */
 BP_API bp_dataset *bp_dataset_load_npy(const char *features_path, const char *targets_path,
                                        bp_target_kind kind, bp_status *status);
 
 /* A dataset from caller memory (copied). targets: int32 [n] for classes, float [n, width] for
- * values (width 1 for classes). */
+ * values (width 1 for classes). Class indices must be >= 0 (BP_ERR_INVALID_ARGUMENT), features
+ * and values finite (BP_ERR_NON_FINITE naming the row and column). */
 BP_API bp_dataset *bp_dataset_from_memory(int64_t n, int features, const float *x,
                                           bp_target_kind kind, int width, const void *targets,
                                           bp_status *status);
@@ -66,12 +91,18 @@ BP_API int64_t bp_dataset_size(const bp_dataset *dataset);
 BP_API int bp_dataset_features(const bp_dataset *dataset);
 BP_API bp_target_kind bp_dataset_target_kind(const bp_dataset *dataset);
 BP_API int bp_dataset_target_width(const bp_dataset *dataset); /* 1 for classes */
-BP_API int bp_dataset_classes(const bp_dataset *dataset);      /* 1 + largest label; 0: values */
+BP_API int bp_dataset_classes(const bp_dataset *dataset);      /* see the loaders; 0: values */
 BP_API const float *bp_dataset_features_data(const bp_dataset *dataset);
 BP_API const void *bp_dataset_targets_data(const bp_dataset *dataset);
 
 /* A seeded shuffle of the rows, then the first n - round(n * val_fraction) rows train and the
- * rest validate. Both outputs are new datasets; the input is unchanged. */
+ * rest validate. val_fraction in (0, 1), and each part must get at least one row. Both outputs
+ * are new datasets that keep the input's class count; the input is unchanged.
+ *
+ * The shuffle (also the loader's, with another stream) is Fisher-Yates over the identity
+ * 0..n-1 driven by bp_random_u32 (kernels/bp_math.h): step k = 0..n-2 swaps position
+ * i = n-1-k with j = r mod (i + 1), where r = word 2k | word 2k+1 << 32 of the stream
+ * (seed, 0xC000000000000000). */
 BP_API bp_status bp_dataset_split(const bp_dataset *dataset, double val_fraction, uint64_t seed,
                                   bp_dataset **train, bp_dataset **val);
 
@@ -90,9 +121,13 @@ BP_API bp_status bp_dataset_fit_scaling(const bp_dataset *train, bp_scaling_kind
 BP_API bp_status bp_dataset_apply_scaling(bp_dataset *dataset, const float *offset,
                                           const float *scale);
 
-/* Batches for a device. A background thread gathers the next batch (in the epoch's order)
- * while the current one trains. The epoch's order comes from the counter-based generator keyed
- * by (seed, epoch): the same on every device, and the same after a resume. */
+/* Batches for a device. A background thread gathers the next batch (in the epoch's order) into
+ * host memory while the current one trains; bp_loader_next uploads it on the caller's thread.
+ * Without shuffle the order is 0..n-1; with shuffle it is the permutation of the split's recipe
+ * above on the stream 0xC000000000000001 + epoch: the same on every device, and the same after a
+ * resume. The dataset is borrowed: it must outlive the loader and not change while an epoch
+ * runs. Every buffer and device tensor is allocated in bp_loader_create, so a training loop
+ * allocates nothing per step. Call a loader's functions from one thread at a time. */
 typedef struct bp_loader bp_loader;
 
 BP_API bp_loader *bp_loader_create(const bp_dataset *dataset, bp_device *device, int batch,
@@ -102,12 +137,15 @@ BP_API void bp_loader_free(bp_loader *loader);
 /* Batches per epoch: ceil(n / batch); the last one may be smaller. */
 BP_API int64_t bp_loader_batches(const bp_loader *loader);
 
-/* Starts epoch `epoch` (0-based) at batch `first_batch` (0 unless resuming mid-epoch). */
+/* Starts epoch `epoch` (0-based, < 2^40) at batch `first_batch` (0 unless resuming mid-epoch;
+ * 0..bp_loader_batches(), the last meaning nothing is left). Drops whatever the previous epoch
+ * had not handed out. */
 BP_API bp_status bp_loader_start_epoch(bp_loader *loader, int64_t epoch, int64_t first_batch);
 
 /* The next batch of the epoch: *x ([rows, features]) and *y (int32 [rows, 1] or float
  * [rows, width]) are tensors the loader owns, valid until the next call. At the end of the epoch
- * returns BP_OK with *x and *y set to NULL. */
+ * returns BP_OK with *x and *y set to NULL. Before the first bp_loader_start_epoch:
+ * BP_ERR_INVALID_ARGUMENT. When the upload fails the batch stays current (a retry sends it). */
 BP_API bp_status bp_loader_next(bp_loader *loader, const bp_tensor **x, const bp_tensor **y);
 
 #ifdef __cplusplus
