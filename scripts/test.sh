@@ -6,6 +6,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install-deps.sh
+# PyTorch + safetensors for the checkpoint interop test (skipped, with the reason, without them).
+bash scripts/python-env.sh || echo "test.sh: no safetensors venv; the PyTorch interop test will say why it skips"
 build=${BUILD_DIR:-build}
 if [ -z "${CMAKE_CUDA_COMPILER:-}" ] && [ -x /usr/local/cuda/bin/nvcc ]; then
     export CUDACXX=/usr/local/cuda/bin/nvcc

@@ -1,16 +1,37 @@
 /* Checkpoints in the safetensors format.
  *
- * Tensors are named like the state_dict of the equivalent PyTorch nn.Sequential: each layer is
- * an nn.Linear, followed by its activation module (none for identity) and an nn.Dropout when
- * its probability is above 0, so a 784-512-10 ReLU model with dropout 0.2 on the hidden layer
- * writes "0.weight", "0.bias", "3.weight", "3.bias". Optimizer state is written as tensors
- * under "optimizer." (filter them out before load_state_dict). The model configuration, the
- * optimizer configuration and step, the dropout counter and the caller's own entries are
- * string metadata.
+ * Tensors (all F32) are named like the state_dict of the equivalent PyTorch nn.Sequential: each
+ * layer is an nn.Linear, followed by its activation module (none for identity) and an
+ * nn.Dropout when its probability is above 0, so a 784-512-10 ReLU model with dropout 0.2 on
+ * the hidden layer writes "0.weight" [512, 784], "0.bias" [512], "3.weight", "3.bias".
  *
- * Saving is atomic: the file is written beside the target, flushed with fsync and renamed
- * over it, so a crash or a full disk never leaves a truncated checkpoint, and on failure the
- * previous file is untouched. */
+ * Optimizer state is written per parameter under "optimizer.", with PyTorch's state names:
+ * "optimizer.<param>.momentum_buffer" for SGD with momentum, "optimizer.<param>.exp_avg" and
+ * "optimizer.<param>.exp_avg_sq" for Adam and AdamW (e.g. "optimizer.3.weight.exp_avg");
+ * plain SGD has none. Caller arrays (bp_checkpoint_save_arrays) are 1-D tensors "run.<name>".
+ * Drop the "optimizer." and "run." keys before load_state_dict.
+ *
+ * String metadata ("__metadata__"); floats printed with %.9g so they read back exactly:
+ *   format "backprop-checkpoint", version "1"
+ *   model.n_layers "2", model.widths "784,512,10", model.activations "relu,identity" (identity,
+ *   relu, leaky_relu, sigmoid, tanh, gelu, gelu_tanh, silu), model.dropout "0.200000003,0",
+ *   model.leaky_slope, model.seed, model.rng_counter (bp_model_rng_counter), model.max_batch
+ *   with an optimizer: optimizer.kind (sgd, adam, adamw), optimizer.lr, .momentum, .dampening,
+ *   .nesterov (0/1), .weight_decay, .beta1, .beta2, .eps, .clip_norm, .clip_value,
+ *   .accum_steps, optimizer.schedule.kind (constant, step, cosine), optimizer.schedule.
+ *   warmup_steps, .step_size, .gamma, .total_steps, .min_lr, and optimizer.steps
+ *   the caller's entries: run.<key>
+ * The initial-weight scheme is not recorded: a loaded model has its weights.
+ *
+ * Saving is atomic: the file is written beside the target as "<path>.tmp.<pid>", flushed with
+ * fsync, renamed over the target and the directory fsync'd, so a crash or a full disk never
+ * leaves a truncated checkpoint, and on failure the previous file is untouched and the
+ * temporary file removed. (Two threads of one process must not save to the same path at once.)
+ *
+ * Loading checks the file against itself and the metadata (every tensor present, with the shape
+ * the widths imply, nothing unexpected) and names the file and the tensor or key on failure:
+ * BP_ERR_IO for the file system, BP_ERR_CORRUPT_FILE for the content, BP_ERR_UNSUPPORTED for a
+ * newer format version. */
 #ifndef BACKPROP_CHECKPOINT_H
 #define BACKPROP_CHECKPOINT_H
 
@@ -24,29 +45,52 @@
 extern "C" {
 #endif
 
-/* One caller metadata entry, stored as the safetensors metadata key "run.<key>". */
+/* One caller metadata entry, stored as the safetensors metadata key "run.<key>". Keys must be
+ * non-empty and distinct; keys and values valid UTF-8. */
 typedef struct bp_meta_entry {
     const char *key;
     const char *value;
 } bp_meta_entry;
 
-/* Writes model (and optimizer, when not NULL) to path atomically. */
+/* One caller float array (e.g. the feature scaling), stored as the F32 tensor "run.<name>"
+ * [count]. Names must be non-empty and distinct. */
+typedef struct bp_meta_array {
+    const char *name;
+    const float *values;
+    size_t count;
+} bp_meta_array;
+
+/* Writes model (and optimizer, when not NULL; it must belong to model) to path atomically. */
 BP_API bp_status bp_checkpoint_save(const char *path, const bp_model *model,
                                     const bp_optimizer *optimizer, const bp_meta_entry *meta,
                                     size_t n_meta);
 
+/* bp_checkpoint_save, with float arrays as well. */
+BP_API bp_status bp_checkpoint_save_arrays(const char *path, const bp_model *model,
+                                           const bp_optimizer *optimizer, const bp_meta_entry *meta,
+                                           size_t n_meta, const bp_meta_array *arrays,
+                                           size_t n_arrays);
+
 /* A model rebuilt from a checkpoint on device, with its weights and dropout counter; the
- * workspace is sized for max_batch rows. NULL and *status on failure. */
+ * workspace is sized for max_batch rows (<= 0: the max_batch it was saved with). NULL and
+ * *status on failure. */
 BP_API bp_model *bp_checkpoint_load_model(const char *path, bp_device *device, int max_batch,
                                           bp_status *status);
 
-/* An optimizer for model with the configuration, state and step count from the checkpoint. */
+/* An optimizer for model with the configuration, state and step count from the checkpoint.
+ * model must have the checkpoint's widths (e.g. from bp_checkpoint_load_model). A checkpoint
+ * saved without an optimizer gives NULL and BP_ERR_INVALID_ARGUMENT. */
 BP_API bp_optimizer *bp_checkpoint_load_optimizer(const char *path, bp_model *model,
                                                   bp_status *status);
 
 /* The caller metadata entry key (without "run."), as a malloc'd string the caller frees;
  * NULL with BP_OK in *status when the checkpoint has no such entry. */
 BP_API char *bp_checkpoint_get_meta(const char *path, const char *key, bp_status *status);
+
+/* The caller array name (without "run.") as a malloc'd copy the caller frees, its length in
+ * *count; NULL with BP_OK in *status (and *count 0) when the checkpoint has no such array. */
+BP_API float *bp_checkpoint_get_array(const char *path, const char *name, size_t *count,
+                                      bp_status *status);
 
 #ifdef __cplusplus
 }

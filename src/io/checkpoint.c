@@ -1,0 +1,907 @@
+/* Checkpoints: a model, its optimizer and the caller's entries as one safetensors file. The
+ * format (tensor names, metadata keys) is documented in include/backprop/checkpoint.h. */
+#define _POSIX_C_SOURCE 200809L
+
+#include "backprop/checkpoint.h"
+
+#include <errno.h>
+#include <locale.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/error.h"
+#include "core/model_internal.h"
+#include "core/optim_internal.h"
+#include "io/safetensors.h"
+
+#define CKPT_FORMAT     "backprop-checkpoint"
+#define CKPT_VERSION    1
+#define CKPT_MAX_LAYERS 1024      /* bp_model_create's limit */
+#define CKPT_MAX_WIDTH  (1 << 24) /* bp_model_create's limit */
+
+static const char *const act_names[BP_ACT_COUNT_] = {"identity", "relu", "leaky_relu", "sigmoid",
+                                                     "tanh",     "gelu", "gelu_tanh",  "silu"};
+static const char *const kind_names[] = {"sgd", "adam", "adamw"};
+static const char *const schedule_names[] = {"constant", "step", "cosine"};
+
+/* The model as a checkpoint describes it. */
+typedef struct ckpt_model {
+    int n_layers;
+    int *widths;         /* n_layers + 1 */
+    bp_activation *acts; /* n_layers */
+    float *dropout;      /* n_layers */
+    float leaky_slope;
+    uint64_t seed, rng_counter;
+    int max_batch;
+} ckpt_model;
+
+static void ckpt_model_free(ckpt_model *cm) {
+    free(cm->widths);
+    free(cm->acts);
+    free(cm->dropout);
+}
+
+static bp_status ckpt_model_alloc(ckpt_model *cm, int n_layers, const char *path) {
+    cm->n_layers = n_layers;
+    cm->widths = calloc((size_t)n_layers + 1, sizeof *cm->widths);
+    cm->acts = calloc((size_t)n_layers, sizeof *cm->acts);
+    cm->dropout = calloc((size_t)n_layers, sizeof *cm->dropout);
+    if (!cm->widths || !cm->acts || !cm->dropout)
+        return bp_error(BP_ERR_OUT_OF_MEMORY, "%s: no host memory", path);
+    return BP_OK;
+}
+
+/* "784-512-10", for messages. */
+static void describe(const ckpt_model *cm, char *buf, size_t size) {
+    size_t n = 0;
+    buf[0] = '\0';
+    for (int i = 0; i <= cm->n_layers && n + 16 < size; ++i)
+        n += (size_t)snprintf(buf + n, size - n, "%s%d", i ? "-" : "", cm->widths[i]);
+    if (cm->n_layers >= 0 && n + 16 >= size) snprintf(buf + n, size - n, "...");
+}
+
+/* Numbers in the metadata are C-locale text ("0.5", never "0,5", which would also split a
+ * list) whatever LC_NUMERIC the application set; uselocale changes this thread only. */
+typedef struct c_numeric {
+    locale_t c, old;
+} c_numeric;
+
+static void c_numeric_enter(c_numeric *g) {
+    g->c = newlocale(LC_NUMERIC_MASK, "C", (locale_t)0);
+    g->old = g->c ? uselocale(g->c) : (locale_t)0;
+}
+
+static void c_numeric_leave(c_numeric *g) {
+    if (!g->c) return;
+    uselocale(g->old);
+    freelocale(g->c);
+}
+
+/* ---- the tensor plan: names, shapes and places in a flat host buffer ---------------------- */
+
+typedef struct plan_item {
+    char name[64];
+    int ndim;
+    uint64_t shape[2];
+    size_t offset; /* floats into the flat buffer */
+} plan_item;
+
+typedef struct plan {
+    plan_item *items;
+    size_t n;
+    size_t floats; /* the flat buffer's length */
+} plan;
+
+/* The state buffers an optimizer keeps, in bp_optimizer_get_state's order. */
+static int state_names(const bp_optim_config *c, const char *names[2]) {
+    if (c->kind == BP_OPTIM_SGD) {
+        names[0] = "momentum_buffer";
+        return c->momentum != 0.0f ? 1 : 0;
+    }
+    names[0] = "exp_avg";
+    names[1] = "exp_avg_sq";
+    return 2;
+}
+
+static void plan_add(plan *p, const char *name, int ndim, uint64_t d0, uint64_t d1, size_t offset) {
+    plan_item *it = &p->items[p->n++];
+    snprintf(it->name, sizeof it->name, "%s", name);
+    it->ndim = ndim;
+    it->shape[0] = d0;
+    it->shape[1] = d1;
+    it->offset = offset;
+}
+
+/* Parameters in the flat layout W0, b0, W1, b1, ... (see model.h); with suffix, the state
+ * tensors "optimizer.<param>.<suffix>" at base + the parameter's offset. */
+static void plan_params(plan *p, const ckpt_model *cm, const char *suffix, size_t base) {
+    char name[64];
+    size_t off = 0;
+    int seq = 0; /* the nn.Sequential index of layer l's Linear */
+    for (int l = 0; l < cm->n_layers; ++l) {
+        uint64_t in = (uint64_t)cm->widths[l], out = (uint64_t)cm->widths[l + 1];
+        const char *pre = suffix ? "optimizer." : "", *dot = suffix ? "." : "";
+        snprintf(name, sizeof name, "%s%d.weight%s%s", pre, seq, dot, suffix ? suffix : "");
+        plan_add(p, name, 2, out, in, base + off);
+        off += (size_t)(in * out);
+        snprintf(name, sizeof name, "%s%d.bias%s%s", pre, seq, dot, suffix ? suffix : "");
+        plan_add(p, name, 1, out, 0, base + off);
+        off += (size_t)out;
+        seq += 1 + (cm->acts[l] != BP_ACT_IDENTITY) + (cm->dropout[l] > 0.0f);
+    }
+    p->floats = base + off;
+}
+
+/* The model's tensors, or (config not NULL) the optimizer state's. */
+static bp_status make_plan(plan *p, const ckpt_model *cm, const bp_optim_config *config,
+                           const char *path) {
+    const char *names[2] = {NULL, NULL};
+    int n_state = config ? state_names(config, names) : 1;
+    p->n = 0;
+    p->floats = 0;
+    p->items = malloc(sizeof *p->items * 2 * (size_t)cm->n_layers * (size_t)n_state + 1);
+    if (!p->items) return bp_error(BP_ERR_OUT_OF_MEMORY, "%s: no host memory", path);
+    if (!config) plan_params(p, cm, NULL, 0);
+    for (int s = 0; config && s < n_state; ++s)
+        plan_params(p, cm, names[s], p->floats);
+    return BP_OK;
+}
+
+static void format_dims(int ndim, const uint64_t *shape, char *buf, size_t size) {
+    if (ndim == 1)
+        snprintf(buf, size, "[%llu]", (unsigned long long)shape[0]);
+    else if (ndim == 2)
+        snprintf(buf, size, "[%llu, %llu]", (unsigned long long)shape[0],
+                 (unsigned long long)shape[1]);
+    else
+        snprintf(buf, size, "a rank-%d shape", ndim);
+}
+
+/* A tensor is present, F32 and of the planned shape. */
+static bp_status check_item(const bp_st_file *f, const plan_item *it, const char *model) {
+    const bp_st_tensor *t = bp_st_find(f, it->name);
+    char want[64], got[64];
+    format_dims(it->ndim, it->shape, want, sizeof want);
+    if (!t)
+        return bp_error(BP_ERR_CORRUPT_FILE,
+                        "%s: tensor '%s' is missing (the %s model of the metadata needs it)",
+                        f->path, it->name, model);
+    if (t->dtype != BP_ST_F32)
+        return bp_error(BP_ERR_CORRUPT_FILE, "%s: tensor '%s' is %s, expected F32", f->path,
+                        it->name, bp_st_dtype_name(t->dtype));
+    int same = t->ndim == it->ndim;
+    for (int d = 0; same && d < it->ndim; ++d)
+        same = t->shape[d] == it->shape[d];
+    if (!same) {
+        format_dims(t->ndim, t->shape, got, sizeof got);
+        return bp_error(BP_ERR_CORRUPT_FILE,
+                        "%s: tensor '%s' has shape %s, the %s model of the metadata needs %s",
+                        f->path, it->name, got, model, want);
+    }
+    return BP_OK;
+}
+
+static int by_item_name(const void *a, const void *b) {
+    return strcmp(((const plan_item *)a)->name, ((const plan_item *)b)->name);
+}
+
+static int in_scope(const char *name, int optimizer_scope) {
+    int is_opt = strncmp(name, "optimizer.", 10) == 0, is_run = strncmp(name, "run.", 4) == 0;
+    return optimizer_scope ? is_opt : !is_opt && !is_run;
+}
+
+/* Every planned tensor is there, and no tensor of the plan's scope (the model's names, or
+ * "optimizer.") is left over. Sorts the plan. */
+static bp_status check_plan(const bp_st_file *f, plan *p, const ckpt_model *cm,
+                            int optimizer_scope) {
+    char model[128];
+    describe(cm, model, sizeof model);
+    for (size_t k = 0; k < p->n; ++k) {
+        bp_status st = check_item(f, &p->items[k], model);
+        if (st != BP_OK) return st;
+    }
+    if (p->n) qsort(p->items, p->n, sizeof *p->items, by_item_name);
+    for (size_t k = 0; k < f->n_tensors; ++k) {
+        const char *name = f->tensors[k].name;
+        plan_item key;
+        snprintf(key.name, sizeof key.name, "%s", name);
+        if (!in_scope(name, optimizer_scope) ||
+            (strlen(name) < sizeof key.name &&
+             bsearch(&key, p->items, p->n, sizeof key, by_item_name)))
+            continue;
+        return bp_error(
+            BP_ERR_CORRUPT_FILE, "%s: tensor '%s' is not part of the %s %s", f->path, name, model,
+            optimizer_scope ? "optimizer state of the metadata" : "model of the metadata");
+    }
+    return BP_OK;
+}
+
+static bp_status read_plan(bp_st_file *f, const plan *p, float *host) {
+    for (size_t k = 0; k < p->n; ++k) {
+        const plan_item *it = &p->items[k];
+        const bp_st_tensor *t = bp_st_find(f, it->name);
+        bp_status st = bp_st_read(f, t, host + it->offset, (size_t)(t->end - t->begin));
+        if (st != BP_OK) return st;
+    }
+    return BP_OK;
+}
+
+/* ---- reading metadata --------------------------------------------------------------------- */
+
+/* Reads metadata values; the first failure sticks, so a run of reads checks once at the end. */
+typedef struct mreader {
+    const bp_st_file *f;
+    bp_status st;
+} mreader;
+
+static const char *mr_get(mreader *r, const char *key) {
+    if (r->st != BP_OK) return NULL;
+    const char *v = bp_st_get_meta(r->f, key);
+    if (!v) r->st = bp_error(BP_ERR_CORRUPT_FILE, "%s: metadata '%s' is missing", r->f->path, key);
+    return v;
+}
+
+static void mr_bad(mreader *r, const char *key, const char *v, const char *want) {
+    if (r->st == BP_OK)
+        r->st = bp_error(BP_ERR_CORRUPT_FILE, "%s: metadata '%s' is '%.64s', expected %s",
+                         r->f->path, key, v, want);
+}
+
+/* Token s (all of it) as an integer in [lo, hi]; strtoll alone would take spaces and signs. */
+static int parse_int(const char *s, long long lo, long long hi, long long *out) {
+    if (!((*s >= '0' && *s <= '9') || (*s == '-' && s[1] >= '0' && s[1] <= '9'))) return 0;
+    char *end;
+    errno = 0;
+    long long v = strtoll(s, &end, 10);
+    if (errno || *end || v < lo || v > hi) return 0;
+    *out = v;
+    return 1;
+}
+
+static int parse_u64(const char *s, uint64_t *out) {
+    if (!(*s >= '0' && *s <= '9')) return 0;
+    char *end;
+    errno = 0;
+    unsigned long long v = strtoull(s, &end, 10);
+    if (errno || *end) return 0;
+    *out = v;
+    return 1;
+}
+
+/* A finite float as %.9g writes it; strtof rounds once, so the value comes back exactly. */
+static int parse_float(const char *s, float *out) {
+    if (!((*s >= '0' && *s <= '9') || *s == '-' || *s == '.')) return 0;
+    char *end;
+    float v = strtof(s, &end);
+    if (*end || end == s || !isfinite(v)) return 0;
+    *out = v;
+    return 1;
+}
+
+static long long mr_int(mreader *r, const char *key, long long lo, long long hi) {
+    const char *v = mr_get(r, key);
+    long long out = 0;
+    char want[96];
+    snprintf(want, sizeof want, "an integer in [%lld, %lld]", lo, hi);
+    if (v && !parse_int(v, lo, hi, &out)) mr_bad(r, key, v, want);
+    return out;
+}
+
+static uint64_t mr_u64(mreader *r, const char *key) {
+    const char *v = mr_get(r, key);
+    uint64_t out = 0;
+    if (v && !parse_u64(v, &out)) mr_bad(r, key, v, "an unsigned 64-bit integer");
+    return out;
+}
+
+static float mr_float(mreader *r, const char *key) {
+    const char *v = mr_get(r, key);
+    float out = 0.0f;
+    if (v && !parse_float(v, &out)) mr_bad(r, key, v, "a finite number");
+    return out;
+}
+
+static int find_name(const char *s, const char *const *names, int n) {
+    for (int k = 0; k < n; ++k)
+        if (strcmp(s, names[k]) == 0) return k;
+    return -1;
+}
+
+static int mr_name(mreader *r, const char *key, const char *const *names, int n, const char *want) {
+    const char *v = mr_get(r, key);
+    int k = v ? find_name(v, names, n) : 0;
+    if (k < 0) mr_bad(r, key, v, want);
+    return k < 0 ? 0 : k;
+}
+
+/* Item kinds of a comma-separated list. */
+enum { LIST_WIDTH, LIST_ACT, LIST_DROPOUT };
+
+static int parse_item(const char *tok, int kind, void *out, size_t k) {
+    long long w = 0;
+    float p = 0.0f;
+    int a;
+    switch (kind) {
+    case LIST_WIDTH:
+        if (!parse_int(tok, 1, CKPT_MAX_WIDTH, &w)) return 0;
+        ((int *)out)[k] = (int)w;
+        return 1;
+    case LIST_ACT:
+        if ((a = find_name(tok, act_names, BP_ACT_COUNT_)) < 0) return 0;
+        ((bp_activation *)out)[k] = (bp_activation)a;
+        return 1;
+    default:
+        if (!parse_float(tok, &p) || !(p >= 0.0f && p < 1.0f)) return 0;
+        ((float *)out)[k] = p;
+        return 1;
+    }
+}
+
+/* A list of exactly n items of kind into out. */
+static void mr_list(mreader *r, const char *key, int kind, void *out, int n) {
+    static const char *const wants[] = {"widths in 1..16777216", "activation names",
+                                        "probabilities in [0, 1)"};
+    const char *v = mr_get(r, key), *s = v;
+    int k = 0;
+    while (s && r->st == BP_OK) {
+        const char *comma = strchr(s, ',');
+        size_t len = comma ? (size_t)(comma - s) : strlen(s);
+        char tok[48];
+        if (k >= n || len >= sizeof tok) break;
+        memcpy(tok, s, len);
+        tok[len] = '\0';
+        if (!parse_item(tok, kind, out, (size_t)k)) break;
+        k++;
+        s = comma ? comma + 1 : NULL;
+    }
+    if (!v || r->st != BP_OK) return;
+    char want[128];
+    snprintf(want, sizeof want, "%d comma-separated %s (model.n_layers is %d)", n, wants[kind],
+             kind == LIST_WIDTH ? n - 1 : n);
+    if (s || k != n) mr_bad(r, key, v, want);
+}
+
+/* format and version: this is a checkpoint we can read. */
+static bp_status check_format(const bp_st_file *f) {
+    const char *format = bp_st_get_meta(f, "format");
+    if (!format || strcmp(format, CKPT_FORMAT) != 0)
+        return bp_error(BP_ERR_CORRUPT_FILE,
+                        "%s: not a backprop checkpoint (metadata 'format' is %s%s%s, expected "
+                        "'" CKPT_FORMAT "')",
+                        f->path, format ? "'" : "", format ? format : "missing", format ? "'" : "");
+    mreader r = {f, BP_OK};
+    long long version = mr_int(&r, "version", 1, 1000000);
+    if (r.st == BP_OK && version > CKPT_VERSION)
+        return bp_error(BP_ERR_UNSUPPORTED,
+                        "%s: format version %lld is newer than this library reads (%d)", f->path,
+                        version, CKPT_VERSION);
+    return r.st;
+}
+
+static bp_status read_model_meta(const bp_st_file *f, ckpt_model *cm) {
+    mreader r = {f, BP_OK};
+    int n = (int)mr_int(&r, "model.n_layers", 1, CKPT_MAX_LAYERS);
+    if (r.st != BP_OK) return r.st;
+    bp_status st = ckpt_model_alloc(cm, n, f->path);
+    if (st != BP_OK) return st;
+    mr_list(&r, "model.widths", LIST_WIDTH, cm->widths, n + 1);
+    mr_list(&r, "model.activations", LIST_ACT, cm->acts, n);
+    mr_list(&r, "model.dropout", LIST_DROPOUT, cm->dropout, n);
+    cm->leaky_slope = mr_float(&r, "model.leaky_slope");
+    cm->seed = mr_u64(&r, "model.seed");
+    cm->rng_counter = mr_u64(&r, "model.rng_counter");
+    cm->max_batch = (int)mr_int(&r, "model.max_batch", 1, CKPT_MAX_WIDTH);
+    return r.st;
+}
+
+static void read_schedule(mreader *r, bp_schedule *s) {
+    s->kind = (bp_schedule_kind)mr_name(r, "optimizer.schedule.kind", schedule_names, 3,
+                                        "constant, step or cosine");
+    s->warmup_steps = mr_int(r, "optimizer.schedule.warmup_steps", 0, INT64_MAX);
+    s->step_size = mr_int(r, "optimizer.schedule.step_size", 0, INT64_MAX);
+    s->gamma = mr_float(r, "optimizer.schedule.gamma");
+    s->total_steps = mr_int(r, "optimizer.schedule.total_steps", 0, INT64_MAX);
+    s->min_lr = mr_float(r, "optimizer.schedule.min_lr");
+}
+
+static bp_status read_optim_meta(const bp_st_file *f, bp_optim_config *c, int64_t *steps) {
+    mreader r = {f, BP_OK};
+    memset(c, 0, sizeof *c);
+    c->kind = (bp_optim_kind)mr_name(&r, "optimizer.kind", kind_names, 3, "sgd, adam or adamw");
+    c->lr = mr_float(&r, "optimizer.lr");
+    c->momentum = mr_float(&r, "optimizer.momentum");
+    c->dampening = mr_float(&r, "optimizer.dampening");
+    c->nesterov = (int)mr_int(&r, "optimizer.nesterov", 0, 1);
+    c->weight_decay = mr_float(&r, "optimizer.weight_decay");
+    c->beta1 = mr_float(&r, "optimizer.beta1");
+    c->beta2 = mr_float(&r, "optimizer.beta2");
+    c->eps = mr_float(&r, "optimizer.eps");
+    c->clip_norm = mr_float(&r, "optimizer.clip_norm");
+    c->clip_value = mr_float(&r, "optimizer.clip_value");
+    c->accum_steps = (int)mr_int(&r, "optimizer.accum_steps", 1, 1 << 30);
+    read_schedule(&r, &c->schedule);
+    *steps = mr_int(&r, "optimizer.steps", 0, INT64_MAX);
+    if (r.st != BP_OK) return r.st;
+    /* The library's own check, with the file named: the metadata is what is wrong. */
+    if (bp_check_optim_config("optimizer metadata", c) != BP_OK) {
+        char why[512];
+        snprintf(why, sizeof why, "%s", bp_last_error());
+        return bp_error(BP_ERR_CORRUPT_FILE, "%s: %s", f->path, why);
+    }
+    return BP_OK;
+}
+
+/* ---- writing metadata --------------------------------------------------------------------- */
+
+typedef struct mlist {
+    bp_st_meta_entry *e; /* keys and values malloc'd */
+    size_t n, cap;
+    int oom;
+} mlist;
+
+static void ml_free(mlist *l) {
+    for (size_t k = 0; k < l->n; ++k) {
+        free((char *)l->e[k].key);
+        free((char *)l->e[k].value);
+    }
+    free(l->e);
+}
+
+static void ml_add_owned(mlist *l, char *key, char *value) {
+    if (!l->oom && l->n == l->cap) {
+        size_t cap = l->cap ? 2 * l->cap : 64;
+        bp_st_meta_entry *e = realloc(l->e, cap * sizeof *e);
+        if (e) {
+            l->e = e;
+            l->cap = cap;
+        }
+    }
+    if (l->oom || !key || !value || l->n == l->cap) {
+        l->oom = 1;
+        free(key);
+        free(value);
+        return;
+    }
+    l->e[l->n].key = key;
+    l->e[l->n++].value = value;
+}
+
+static void ml_add(mlist *l, const char *key, const char *fmt, ...) BP_PRINTF(3, 4);
+static void ml_add(mlist *l, const char *key, const char *fmt, ...) {
+    char buf[128];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(buf, sizeof buf, fmt, ap);
+    va_end(ap);
+    ml_add_owned(l, strdup(key), strdup(buf));
+}
+
+/* A comma-separated list of n items (at most 24 characters each). */
+static void ml_add_list(mlist *l, const char *key, const ckpt_model *cm, int kind) {
+    int n = kind == LIST_WIDTH ? cm->n_layers + 1 : cm->n_layers;
+    size_t size = (size_t)n * 24 + 1, at = 0;
+    char *buf = malloc(size);
+    for (int k = 0; buf && k < n; ++k) {
+        const char *sep = k ? "," : "";
+        if (kind == LIST_WIDTH)
+            at += (size_t)snprintf(buf + at, size - at, "%s%d", sep, cm->widths[k]);
+        else if (kind == LIST_ACT)
+            at += (size_t)snprintf(buf + at, size - at, "%s%s", sep, act_names[cm->acts[k]]);
+        else
+            at += (size_t)snprintf(buf + at, size - at, "%s%.9g", sep, (double)cm->dropout[k]);
+    }
+    ml_add_owned(l, strdup(key), buf);
+}
+
+static void ml_model(mlist *l, const ckpt_model *cm) {
+    ml_add(l, "format", "%s", CKPT_FORMAT);
+    ml_add(l, "version", "%d", CKPT_VERSION);
+    ml_add(l, "model.n_layers", "%d", cm->n_layers);
+    ml_add_list(l, "model.widths", cm, LIST_WIDTH);
+    ml_add_list(l, "model.activations", cm, LIST_ACT);
+    ml_add_list(l, "model.dropout", cm, LIST_DROPOUT);
+    ml_add(l, "model.leaky_slope", "%.9g", (double)cm->leaky_slope);
+    ml_add(l, "model.seed", "%llu", (unsigned long long)cm->seed);
+    ml_add(l, "model.rng_counter", "%llu", (unsigned long long)cm->rng_counter);
+    ml_add(l, "model.max_batch", "%d", cm->max_batch);
+}
+
+static void ml_optim(mlist *l, const bp_optim_config *c, int64_t steps) {
+    const bp_schedule *s = &c->schedule;
+    ml_add(l, "optimizer.kind", "%s", kind_names[c->kind]);
+    ml_add(l, "optimizer.lr", "%.9g", (double)c->lr);
+    ml_add(l, "optimizer.momentum", "%.9g", (double)c->momentum);
+    ml_add(l, "optimizer.dampening", "%.9g", (double)c->dampening);
+    ml_add(l, "optimizer.nesterov", "%d", c->nesterov ? 1 : 0);
+    ml_add(l, "optimizer.weight_decay", "%.9g", (double)c->weight_decay);
+    ml_add(l, "optimizer.beta1", "%.9g", (double)c->beta1);
+    ml_add(l, "optimizer.beta2", "%.9g", (double)c->beta2);
+    ml_add(l, "optimizer.eps", "%.9g", (double)c->eps);
+    ml_add(l, "optimizer.clip_norm", "%.9g", (double)c->clip_norm);
+    ml_add(l, "optimizer.clip_value", "%.9g", (double)c->clip_value);
+    ml_add(l, "optimizer.accum_steps", "%d", c->accum_steps);
+    ml_add(l, "optimizer.schedule.kind", "%s", schedule_names[s->kind]);
+    ml_add(l, "optimizer.schedule.warmup_steps", "%lld", (long long)s->warmup_steps);
+    ml_add(l, "optimizer.schedule.step_size", "%lld", (long long)s->step_size);
+    ml_add(l, "optimizer.schedule.gamma", "%.9g", (double)s->gamma);
+    ml_add(l, "optimizer.schedule.total_steps", "%lld", (long long)s->total_steps);
+    ml_add(l, "optimizer.schedule.min_lr", "%.9g", (double)s->min_lr);
+    ml_add(l, "optimizer.steps", "%lld", (long long)steps);
+}
+
+static char *prefixed(const char *prefix, const char *s) {
+    size_t a = strlen(prefix), b = strlen(s);
+    char *out = malloc(a + b + 1);
+    if (!out) return NULL;
+    memcpy(out, prefix, a);
+    memcpy(out + a, s, b + 1);
+    return out;
+}
+
+static void ml_run(mlist *l, const bp_meta_entry *meta, size_t n_meta) {
+    for (size_t k = 0; k < n_meta; ++k)
+        ml_add_owned(l, prefixed("run.", meta[k].key), strdup(meta[k].value));
+}
+
+/* ---- saving ------------------------------------------------------------------------------- */
+
+static bp_status check_save_args(const char *path, const bp_model *model, const bp_optimizer *opt,
+                                 const bp_meta_entry *meta, size_t n_meta,
+                                 const bp_meta_array *arrays, size_t n_arrays) {
+    const char *fn = "bp_checkpoint_save";
+    if (!path || !*path)
+        return bp_error(BP_ERR_INVALID_ARGUMENT, "%s: path is %s", fn, path ? "empty" : "NULL");
+    if (!model) return bp_error(BP_ERR_INVALID_ARGUMENT, "%s: %s: model is NULL", fn, path);
+    if (opt && opt->model != model)
+        return bp_error(BP_ERR_INVALID_ARGUMENT,
+                        "%s: %s: the optimizer was created for another model", fn, path);
+    if ((n_meta && !meta) || (n_arrays && !arrays))
+        return bp_error(BP_ERR_INVALID_ARGUMENT, "%s: %s: meta or arrays is NULL", fn, path);
+    for (size_t k = 0; k < n_meta; ++k)
+        if (!meta[k].key || !*meta[k].key || !meta[k].value)
+            return bp_error(BP_ERR_INVALID_ARGUMENT, "%s: %s: meta[%zu] has a %s", fn, path, k,
+                            meta[k].key && *meta[k].key ? "NULL value" : "NULL or empty key");
+    for (size_t k = 0; k < n_arrays; ++k)
+        if (!arrays[k].name || !*arrays[k].name || (arrays[k].count && !arrays[k].values))
+            return bp_error(BP_ERR_INVALID_ARGUMENT, "%s: %s: arrays[%zu] has no name or values",
+                            fn, path, k);
+    return BP_OK;
+}
+
+static bp_status describe_model(const bp_model *m, ckpt_model *cm, const char *path) {
+    bp_status st = ckpt_model_alloc(cm, m->n_layers, path);
+    if (st != BP_OK) return st;
+    for (int i = 0; i <= m->n_layers; ++i)
+        cm->widths[i] = m->widths[i];
+    for (int l = 0; l < m->n_layers; ++l) {
+        cm->acts[l] = m->layers[l].act;
+        cm->dropout[l] = m->layers[l].dropout;
+    }
+    cm->leaky_slope = m->leaky_slope;
+    cm->seed = m->seed;
+    cm->rng_counter = bp_model_rng_counter(m);
+    cm->max_batch = m->max_batch;
+    return BP_OK;
+}
+
+/* Everything a save writes, gathered on the host. */
+typedef struct save_job {
+    ckpt_model cm;
+    plan params, state;
+    float *host; /* parameters, then the optimizer state */
+    int64_t steps;
+    bp_st_entry *entries;
+    size_t n_entries;
+    mlist meta;
+} save_job;
+
+static bp_status gather(save_job *j, const char *path, const bp_model *m, const bp_optimizer *o) {
+    bp_status st = describe_model(m, &j->cm, path);
+    if (st == BP_OK) st = make_plan(&j->params, &j->cm, NULL, path);
+    if (st == BP_OK && o) st = make_plan(&j->state, &j->cm, &o->config, path);
+    size_t n_state = o ? o->state_size : 0;
+    if (st == BP_OK && !(j->host = malloc((m->n_params + n_state) * sizeof(float) + 1)))
+        st = bp_error(BP_ERR_OUT_OF_MEMORY, "%s: no host memory for %zu floats", path,
+                      m->n_params + n_state);
+    if (st == BP_OK) st = bp_model_get_params(m, j->host, m->n_params);
+    if (st == BP_OK && o) st = bp_optimizer_get_state(o, j->host + m->n_params, n_state, &j->steps);
+    return st;
+}
+
+static void add_entry(save_job *j, const char *name, int ndim, uint64_t d0, uint64_t d1,
+                      const float *data) {
+    bp_st_entry *e = &j->entries[j->n_entries++];
+    memset(e, 0, sizeof *e);
+    e->name = name;
+    e->dtype = BP_ST_F32;
+    e->ndim = ndim;
+    e->shape[0] = d0;
+    e->shape[1] = d1;
+    e->data = data;
+}
+
+/* The tensor list: parameters, optimizer state (after the parameters in the host buffer),
+ * then the caller's arrays, whose names live in names[]. */
+static bp_status make_entries(save_job *j, const bp_model *m, const bp_meta_array *arrays,
+                              size_t n_arrays, char **names, const char *path) {
+    j->entries = malloc((j->params.n + j->state.n + n_arrays + 1) * sizeof *j->entries);
+    if (!j->entries) return bp_error(BP_ERR_OUT_OF_MEMORY, "%s: no host memory", path);
+    const plan *plans[2] = {&j->params, &j->state};
+    for (int p = 0; p < 2; ++p)
+        for (size_t k = 0; k < plans[p]->n; ++k) {
+            const plan_item *it = &plans[p]->items[k];
+            size_t base = p ? m->n_params : 0;
+            add_entry(j, it->name, it->ndim, it->shape[0], it->shape[1],
+                      j->host + base + it->offset);
+        }
+    for (size_t k = 0; k < n_arrays; ++k) {
+        if (!(names[k] = prefixed("run.", arrays[k].name)))
+            return bp_error(BP_ERR_OUT_OF_MEMORY, "%s: no host memory", path);
+        add_entry(j, names[k], 1, arrays[k].count, 0, arrays[k].values);
+    }
+    return BP_OK;
+}
+
+static bp_status save_arrays(const char *path, const bp_model *model, const bp_optimizer *optimizer,
+                             const bp_meta_entry *meta, size_t n_meta, const bp_meta_array *arrays,
+                             size_t n_arrays) {
+    bp_status st = check_save_args(path, model, optimizer, meta, n_meta, arrays, n_arrays);
+    if (st != BP_OK) return st;
+    save_job j;
+    memset(&j, 0, sizeof j);
+    char **names = calloc(n_arrays + 1, sizeof *names);
+    if (!names) st = bp_error(BP_ERR_OUT_OF_MEMORY, "%s: no host memory", path);
+    if (st == BP_OK) st = gather(&j, path, model, optimizer);
+    if (st == BP_OK) st = make_entries(&j, model, arrays, n_arrays, names, path);
+    if (st == BP_OK) {
+        ml_model(&j.meta, &j.cm);
+        if (optimizer) ml_optim(&j.meta, &optimizer->config, j.steps);
+        ml_run(&j.meta, meta, n_meta);
+        if (j.meta.oom) st = bp_error(BP_ERR_OUT_OF_MEMORY, "%s: no host memory", path);
+    }
+    if (st == BP_OK) st = bp_st_save(path, j.entries, j.n_entries, j.meta.e, j.meta.n);
+    for (size_t k = 0; names && k < n_arrays; ++k)
+        free(names[k]);
+    free(names);
+    ml_free(&j.meta);
+    free(j.entries);
+    free(j.host);
+    free(j.params.items);
+    free(j.state.items);
+    ckpt_model_free(&j.cm);
+    return st;
+}
+
+bp_status bp_checkpoint_save_arrays(const char *path, const bp_model *model,
+                                    const bp_optimizer *optimizer, const bp_meta_entry *meta,
+                                    size_t n_meta, const bp_meta_array *arrays, size_t n_arrays) {
+    c_numeric g;
+    c_numeric_enter(&g);
+    bp_status st = save_arrays(path, model, optimizer, meta, n_meta, arrays, n_arrays);
+    c_numeric_leave(&g);
+    return st;
+}
+
+bp_status bp_checkpoint_save(const char *path, const bp_model *model, const bp_optimizer *optimizer,
+                             const bp_meta_entry *meta, size_t n_meta) {
+    return bp_checkpoint_save_arrays(path, model, optimizer, meta, n_meta, NULL, 0);
+}
+
+/* ---- loading ------------------------------------------------------------------------------ */
+
+static bp_status open_checkpoint(const char *fn, const char *path, bp_st_file **f) {
+    *f = NULL;
+    if (!path) return bp_error(BP_ERR_INVALID_ARGUMENT, "%s: path is NULL", fn);
+    bp_status st = bp_st_open(path, f);
+    if (st == BP_OK) st = check_format(*f);
+    if (st != BP_OK) {
+        bp_st_close(*f);
+        *f = NULL;
+    }
+    return st;
+}
+
+/* Prefixes the last error with the path, keeping its status. */
+static bp_status with_path(bp_status st, const char *path) {
+    char why[900];
+    snprintf(why, sizeof why, "%s", bp_last_error());
+    return bp_error(st, "%s: %s", path, why);
+}
+
+static bp_model *create_model(const bp_st_file *f, const ckpt_model *cm, bp_device *device,
+                              int max_batch, bp_status *st) {
+    bp_mlp_config c = bp_mlp_config_default(cm->n_layers, cm->widths);
+    c.activations = cm->acts;
+    c.dropout = cm->dropout;
+    c.leaky_slope = cm->leaky_slope;
+    c.seed = cm->seed;
+    c.max_batch = max_batch > 0 ? max_batch : cm->max_batch;
+    bp_model *m = bp_model_create(device, &c, st);
+    if (!m) *st = with_path(*st, f->path);
+    return m;
+}
+
+/* Reads the planned tensors into a flat host buffer and hands it to set(). */
+static bp_status load_params(bp_st_file *f, const plan *p, bp_model *m) {
+    float *host = malloc(p->floats * sizeof(float) + 1);
+    if (!host) return bp_error(BP_ERR_OUT_OF_MEMORY, "%s: no host memory", f->path);
+    bp_status st = p->floats == m->n_params ? BP_OK
+                                            : bp_error(BP_ERR_CORRUPT_FILE,
+                                                       "%s: internal: %zu floats planned, %zu "
+                                                       "parameters",
+                                                       f->path, p->floats, m->n_params);
+    if (st == BP_OK) st = read_plan(f, p, host);
+    if (st == BP_OK && (st = bp_model_set_params(m, host, p->floats)) != BP_OK)
+        st = with_path(st, f->path);
+    free(host);
+    return st;
+}
+
+static bp_model *load_model(const char *path, bp_device *device, int max_batch, bp_status *status) {
+    const char *fn = "bp_checkpoint_load_model";
+    bp_st_file *f = NULL;
+    ckpt_model cm;
+    plan p = {NULL, 0, 0};
+    bp_model *m = NULL;
+    memset(&cm, 0, sizeof cm);
+    bp_status st = device ? open_checkpoint(fn, path, &f)
+                          : bp_error(BP_ERR_INVALID_ARGUMENT, "%s: device is NULL", fn);
+    if (st == BP_OK) st = read_model_meta(f, &cm);
+    if (st == BP_OK) st = make_plan(&p, &cm, NULL, path);
+    if (st == BP_OK) st = check_plan(f, &p, &cm, 0);
+    if (st == BP_OK) m = create_model(f, &cm, device, max_batch, &st);
+    if (st == BP_OK) st = load_params(f, &p, m);
+    if (st == BP_OK) st = bp_model_set_rng_counter(m, cm.rng_counter);
+    if (st != BP_OK) {
+        bp_model_free(m);
+        m = NULL;
+    }
+    free(p.items);
+    ckpt_model_free(&cm);
+    bp_st_close(f);
+    bp_set_status(status, st);
+    return m;
+}
+
+/* model has the checkpoint's widths, so the state's layout is the one saved. */
+static bp_status check_same_model(const bp_st_file *f, const ckpt_model *cm, const bp_model *m) {
+    int same = m->n_layers == cm->n_layers;
+    for (int i = 0; same && i <= cm->n_layers; ++i)
+        same = m->widths[i] == cm->widths[i];
+    if (same) return BP_OK;
+    char want[128];
+    describe(cm, want, sizeof want);
+    return bp_error(BP_ERR_SHAPE_MISMATCH,
+                    "bp_checkpoint_load_optimizer: %s: the checkpoint's model is %s, the model "
+                    "given has %d layers and %zu parameters",
+                    f->path, want, m->n_layers, m->n_params);
+}
+
+static bp_status load_state(bp_st_file *f, const plan *p, bp_optimizer *o, int64_t steps) {
+    float *host = malloc(p->floats * sizeof(float) + 1);
+    if (!host) return bp_error(BP_ERR_OUT_OF_MEMORY, "%s: no host memory", f->path);
+    bp_status st = p->floats == o->state_size ? BP_OK
+                                              : bp_error(BP_ERR_CORRUPT_FILE,
+                                                         "%s: internal: %zu state floats planned, "
+                                                         "%zu allocated",
+                                                         f->path, p->floats, o->state_size);
+    if (st == BP_OK) st = read_plan(f, p, host);
+    if (st == BP_OK && (st = bp_optimizer_set_state(o, host, p->floats, steps)) != BP_OK)
+        st = with_path(st, f->path);
+    free(host);
+    return st;
+}
+
+static bp_status has_optimizer(const bp_st_file *f) {
+    if (bp_st_get_meta(f, "optimizer.kind")) return BP_OK;
+    return bp_error(BP_ERR_INVALID_ARGUMENT,
+                    "bp_checkpoint_load_optimizer: %s holds no optimizer (it was saved without "
+                    "one)",
+                    f->path);
+}
+
+static bp_optimizer *load_optimizer(const char *path, bp_model *model, bp_status *status) {
+    const char *fn = "bp_checkpoint_load_optimizer";
+    bp_st_file *f = NULL;
+    ckpt_model cm;
+    plan p = {NULL, 0, 0};
+    bp_optim_config c;
+    int64_t steps = 0;
+    bp_optimizer *o = NULL;
+    memset(&cm, 0, sizeof cm);
+    bp_status st = model ? open_checkpoint(fn, path, &f)
+                         : bp_error(BP_ERR_INVALID_ARGUMENT, "%s: model is NULL", fn);
+    if (st == BP_OK) st = read_model_meta(f, &cm);
+    if (st == BP_OK) st = check_same_model(f, &cm, model);
+    if (st == BP_OK) st = has_optimizer(f);
+    if (st == BP_OK) st = read_optim_meta(f, &c, &steps);
+    if (st == BP_OK) st = make_plan(&p, &cm, &c, path);
+    if (st == BP_OK) st = check_plan(f, &p, &cm, 1);
+    if (st == BP_OK && !(o = bp_optimizer_create(model, &c, &st))) st = with_path(st, path);
+    if (st == BP_OK) st = load_state(f, &p, o, steps);
+    if (st != BP_OK) {
+        bp_optimizer_free(o);
+        o = NULL;
+    }
+    free(p.items);
+    ckpt_model_free(&cm);
+    bp_st_close(f);
+    bp_set_status(status, st);
+    return o;
+}
+
+bp_model *bp_checkpoint_load_model(const char *path, bp_device *device, int max_batch,
+                                   bp_status *status) {
+    c_numeric g;
+    c_numeric_enter(&g);
+    bp_model *m = load_model(path, device, max_batch, status);
+    c_numeric_leave(&g);
+    return m;
+}
+
+bp_optimizer *bp_checkpoint_load_optimizer(const char *path, bp_model *model, bp_status *status) {
+    c_numeric g;
+    c_numeric_enter(&g);
+    bp_optimizer *o = load_optimizer(path, model, status);
+    c_numeric_leave(&g);
+    return o;
+}
+
+char *bp_checkpoint_get_meta(const char *path, const char *key, bp_status *status) {
+    const char *fn = "bp_checkpoint_get_meta";
+    bp_st_file *f = NULL;
+    char *name = NULL, *out = NULL;
+    bp_status st = key ? open_checkpoint(fn, path, &f)
+                       : bp_error(BP_ERR_INVALID_ARGUMENT, "%s: key is NULL", fn);
+    if (st == BP_OK && !(name = prefixed("run.", key)))
+        st = bp_error(BP_ERR_OUT_OF_MEMORY, "%s: no host memory", fn);
+    const char *v = st == BP_OK ? bp_st_get_meta(f, name) : NULL;
+    if (v && !(out = strdup(v))) st = bp_error(BP_ERR_OUT_OF_MEMORY, "%s: no host memory", fn);
+    free(name);
+    bp_st_close(f);
+    bp_set_status(status, st);
+    return out;
+}
+
+static bp_status read_array(bp_st_file *f, const bp_st_tensor *t, float **out, size_t *count) {
+    if (t->dtype != BP_ST_F32 || t->ndim != 1)
+        return bp_error(BP_ERR_CORRUPT_FILE,
+                        "%s: tensor '%s' is %s of rank %d, expected a 1-D F32 "
+                        "array",
+                        f->path, t->name, bp_st_dtype_name(t->dtype), t->ndim);
+    size_t bytes = (size_t)(t->end - t->begin);
+    float *a = malloc(bytes + 1); /* bounded by the file's size, checked at open */
+    if (!a) return bp_error(BP_ERR_OUT_OF_MEMORY, "%s: no host memory", f->path);
+    bp_status st = bp_st_read(f, t, a, bytes);
+    if (st != BP_OK) {
+        free(a);
+        return st;
+    }
+    *out = a;
+    *count = bytes / sizeof(float);
+    return BP_OK;
+}
+
+float *bp_checkpoint_get_array(const char *path, const char *name, size_t *count,
+                               bp_status *status) {
+    const char *fn = "bp_checkpoint_get_array";
+    bp_st_file *f = NULL;
+    char *full = NULL;
+    float *out = NULL;
+    size_t n = 0;
+    bp_status st = name && count ? open_checkpoint(fn, path, &f)
+                                 : bp_error(BP_ERR_INVALID_ARGUMENT, "%s: %s is NULL", fn,
+                                            name ? "count" : "name");
+    if (st == BP_OK && !(full = prefixed("run.", name)))
+        st = bp_error(BP_ERR_OUT_OF_MEMORY, "%s: no host memory", fn);
+    const bp_st_tensor *t = st == BP_OK ? bp_st_find(f, full) : NULL;
+    if (t) st = read_array(f, t, &out, &n);
+    if (count) *count = n;
+    free(full);
+    bp_st_close(f);
+    bp_set_status(status, st);
+    return out;
+}
