@@ -1,0 +1,254 @@
+/* The `backprop` command: declarations shared by its source files.
+ *
+ * Exit statuses: 0 success, 1 a runtime failure (the library's message is printed), 2 a usage
+ * error (an unknown flag, a bad value, data that does not fit the model), 130 interrupted. */
+#ifndef BP_CLI_H
+#define BP_CLI_H
+
+#include <signal.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "backprop/backprop.h"
+
+#define CLI_EXIT_OK        0
+#define CLI_EXIT_FAIL      1
+#define CLI_EXIT_USAGE     2
+#define CLI_EXIT_INTERRUPT 130
+
+#define CLI_MAX_WIDTHS 64 /* widths in --layers / --hidden */
+
+/* Subcommands, as bits so an option can belong to several. */
+enum { CMD_TRAIN = 1, CMD_EVAL = 2, CMD_PREDICT = 4, CMD_INFO = 8, CMD_LRFIND = 16, CMD_ALL = 31 };
+
+typedef struct cli_int_list {
+    int n;
+    int v[CLI_MAX_WIDTHS];
+} cli_int_list;
+
+/* Choices, in the order of the option's choice list. */
+enum { LOSS_AUTO, LOSS_CE, LOSS_MSE, LOSS_BCE };
+enum { SCALE_AUTO, SCALE_STANDARD, SCALE_MINMAX, SCALE_GLOBAL, SCALE_NONE };
+enum { TK_AUTO, TK_CLASS, TK_ONEHOT, TK_VALUES };
+enum { MON_AUTO, MON_LOSS, MON_ACC };
+enum { OUT_AUTO, OUT_CLASS, OUT_PROBS, OUT_LOGITS };
+
+/* Every option of every subcommand; the table in options.c maps names onto these fields. */
+typedef struct cli_options {
+    /* model */
+    cli_int_list layers, hidden;
+    int act, init;
+    double dropout;
+    /* loss and optimizer */
+    int loss;
+    double label_smoothing;
+    int opt;
+    double lr, wd, momentum, beta1, beta2, eps;
+    int nesterov;
+    int schedule;
+    double warmup, step_size, gamma, min_lr, clip, clip_value;
+    int accum, batch, epochs;
+    int64_t seed;
+    char *device;
+    /* data */
+    char *data, *data_dir, *train, *test, *targets, *test_targets;
+    char *train_images, *train_labels, *test_images, *test_labels;
+    char *target_column, *delimiter;
+    int target_kind, header;
+    double val_split;
+    int scale;
+    /* run */
+    char *config, *save, *resume, *metrics, *plot, *checkpoint, *output, *input;
+    int early_stop, monitor, grad_check, stop_after, quiet;
+    /* lr-find */
+    double start_lr, end_lr;
+    int steps;
+    /* predict, info */
+    int outputs, dump_weights;
+
+    /* Per option (index into the table): given by the user (file or flag), and its text. */
+    unsigned char *given;
+    char **text;
+    const char *positional; /* the one positional argument (a checkpoint) */
+} cli_options;
+
+/* ---- options.c ---- */
+const char *cli_command_name(int cmd);
+/* Parses argv (after the subcommand) into o: defaults, then --config FILE, then flags. On a
+ * usage error prints it and returns CLI_EXIT_USAGE; for --help prints help and returns -1. */
+int cli_parse(int cmd, int argc, char **argv, cli_options *o);
+void cli_options_free(cli_options *o);
+void cli_print_help(int cmd, FILE *f);
+/* Sets option name from text (source names where it came from, for messages); 0 or
+ * CLI_EXIT_USAGE. given marks it as the user's choice. */
+int cli_set_option(int cmd, cli_options *o, const char *name, const char *text, const char *source,
+                   int given);
+int cli_option_given(const cli_options *o, const char *name);
+const char *cli_option_text(const cli_options *o, const char *name);
+/* Options written into checkpoints (run.cfg.NAME) and read back on --resume. */
+int cli_option_count(void);
+const char *cli_option_name(int index);
+int cli_option_stored(int index);    /* saved in checkpoints */
+int cli_option_frozen(int index);    /* on resume the checkpoint's value wins */
+int cli_option_is_data(int index);   /* names or reads the data */
+int cli_option_is_format(int index); /* how to read data files (CSV columns, header...) */
+const char *cli_choice_name(const char *option, int value);
+
+/* ---- util.c ---- */
+double cli_now(void); /* monotonic seconds */
+void cli_usage_error(int cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void cli_fail(int cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void cli_warn(int cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Prints "backprop CMD: WHAT: <bp_last_error()>" and returns CLI_EXIT_FAIL. */
+int cli_lib_fail(int cmd, const char *what);
+char *cli_strdup(const char *s);
+int cli_has_ext(const char *path, const char *ext); /* case-insensitive suffix */
+/* Fails (naming flag) when path's folder cannot take a new file: checked before any work. */
+int cli_check_writable(int cmd, const char *flag, const char *path);
+/* A file written beside its target and renamed over it once complete. */
+typedef struct cli_atomic_file {
+    FILE *f;
+    char *tmp, *path;
+} cli_atomic_file;
+int cli_atomic_open(cli_atomic_file *a, const char *path);
+int cli_atomic_commit(cli_atomic_file *a); /* 0 on success; errno kept */
+void cli_atomic_abort(cli_atomic_file *a);
+/* Comma-separated %.9g floats, malloc'd; and back (returns the count or -1). */
+char *cli_format_floats(const float *v, size_t n);
+long cli_parse_floats(const char *s, float *out, size_t cap);
+void cli_format_duration(double seconds, char *buf, size_t size);
+uint64_t cli_fnv1a(uint64_t h, const void *data, size_t n);
+extern volatile sig_atomic_t cli_interrupted; /* set by SIGINT during training */
+void cli_catch_interrupt(int on);
+
+/* ---- data.c ---- */
+typedef struct cli_data {
+    bp_dataset *train, *val, *test;
+    char train_name[512], test_name[512]; /* for messages */
+    int features, classes;                /* classes 0 for value targets */
+    int target_width;
+    bp_target_kind kind;
+    float *offset, *scale; /* scaling, features floats each */
+    int scaling;           /* SCALE_* actually used */
+} cli_data;
+/* Whether targets are values (regression, BCE) rather than class indices: --target-kind, else
+ * the loss when known. */
+int cli_targets_are_values(const cli_options *o, bp_loss_kind loss, int loss_known);
+/* Loads the training data (and test data, when given) and splits off the validation set. */
+int cli_data_load_train(int cmd, const cli_options *o, int values, cli_data *d);
+/* Loads the data eval/predict run on: --input, --test*, or --data's test split. */
+int cli_data_load_eval(int cmd, const cli_options *o, int values, cli_data *d);
+/* Fits (or takes) the scaling and applies it to every loaded set. */
+int cli_data_scale(int cmd, cli_data *d, int scaling, const float *offset, const float *scale);
+void cli_data_free(cli_data *d);
+const char *cli_scale_name(int scaling);
+
+/* ---- evaluate.c ---- */
+typedef struct cli_eval {
+    double loss;   /* mean loss (the run's loss) */
+    double metric; /* accuracy for ce/bce, MSE for mse */
+    int64_t n;
+} cli_eval;
+/* Runs model over dataset in batches of the model's max_batch; out (optional) receives the
+ * outputs [n, width] (malloc'd by the caller). */
+int cli_evaluate(int cmd, bp_model *m, const bp_dataset *ds, const bp_loss_config *loss,
+                 cli_eval *res, float *out);
+int cli_metric_is_accuracy(bp_loss_kind kind);
+
+/* ---- progress.c ---- */
+typedef struct cli_epoch_row {
+    int epoch;
+    double train_loss, val_loss, val_metric, lr, seconds;
+    int has_val;
+} cli_epoch_row;
+typedef struct cli_history {
+    cli_epoch_row *rows;
+    int n, cap;
+} cli_history;
+int cli_history_add(cli_history *h, const cli_epoch_row *r);
+void cli_history_free(cli_history *h);
+/* Rows of an existing metrics CSV up to epoch `upto` (for --resume); missing file: none. */
+void cli_history_read_csv(cli_history *h, const char *path, int upto);
+int cli_history_write_csv(const cli_history *h, const char *path, int accuracy);
+
+typedef struct cli_progress {
+    int tty, quiet, epoch, epochs;
+    int64_t steps, step, samples, done_here; /* done_here: steps since start (not resumed) */
+    double loss_sum;
+    int64_t loss_n;
+    double start, last_draw;
+} cli_progress;
+void cli_progress_start(cli_progress *p, int epoch, int epochs, int64_t steps, int64_t first);
+void cli_progress_step(cli_progress *p, int rows, float loss);
+void cli_progress_clear(cli_progress *p);
+void cli_table_header(int accuracy);
+void cli_table_row(const cli_epoch_row *r, int accuracy);
+/* Draws loss and accuracy curves with gnuplot; a warning (not a failure) when it cannot. */
+void cli_plot_history(int cmd, const cli_history *h, const char *path, int accuracy);
+/* Runs a gnuplot script writing path (atomically); 0 on success. */
+int cli_gnuplot(int cmd, const char *script, const char *path);
+
+/* ---- runmeta.c ---- */
+/* The resumable state of a training run, kept in checkpoints as run.* metadata. */
+typedef struct cli_run_state {
+    int epoch;              /* epochs finished */
+    int64_t batch_in_epoch; /* batches of epoch `epoch` done (0 at an epoch boundary) */
+    double epoch_loss_sum;  /* loss sum and count of those batches */
+    int64_t epoch_loss_n;
+    uint64_t loader_seed;
+    int best_epoch, bad_epochs;
+    double best_metric;
+    double train_seconds;
+} cli_run_state;
+int cli_checkpoint_save(int cmd, const char *path, const bp_model *m, const bp_optimizer *opt,
+                        const cli_options *o, const cli_data *d, const bp_loss_config *loss,
+                        const cli_run_state *rs);
+/* Reads a run.KEY entry (malloc'd, NULL when absent); *failed set on an I/O error. */
+char *cli_meta_get(int cmd, const char *path, const char *key, int *failed);
+int cli_read_run_state(int cmd, const char *path, cli_run_state *rs);
+/* Reads the scaling and loss stored with a model. */
+int cli_read_model_meta(int cmd, const char *path, int features, float **offset, float **scale,
+                        int *scaling, bp_loss_config *loss);
+/* Applies the run.cfg.* options of a checkpoint under the user's: all of them (STORED_ALL, for
+ * --resume), or for eval/predict the data options (STORED_SOURCES: which files) or the format
+ * options (STORED_FORMATS: how to read them). */
+enum { STORED_ALL = 0, STORED_SOURCES = 1, STORED_FORMATS = 2 };
+int cli_apply_stored_options(int cmd, const char *path, cli_options *o, int which);
+
+/* ---- model setup (setup.c) ---- */
+int cli_open_device(int cmd, const cli_options *o, bp_device **dev);
+/* Resolves layer widths from --layers / --hidden and the data, checking they fit. */
+int cli_resolve_widths(int cmd, const cli_options *o, const cli_data *d, cli_int_list *w);
+int cli_check_model_fits(int cmd, const bp_model *m, const cli_data *d, const char *model_name);
+bp_loss_kind cli_loss_kind(const cli_options *o, const cli_data *d);
+bp_model *cli_build_model(int cmd, const cli_options *o, bp_device *dev, const cli_int_list *w);
+bp_optim_config cli_optim_config(const cli_options *o, int64_t steps_per_epoch);
+void cli_describe_model(const bp_model *m, FILE *f);
+
+/* ---- session.c: what train and lr-find share ---- */
+typedef struct cli_session {
+    int cmd;
+    cli_options o;
+    cli_data d;
+    bp_device *dev;
+    bp_model *m;
+    bp_loader *loader;
+    bp_loss_config loss;
+    int64_t steps_per_epoch;
+    cli_run_state rs; /* from --resume, else fresh */
+    int resuming;
+} cli_session;
+/* Parses the options, loads, splits and scales the data, opens the device, builds (or, with
+ * --resume, loads) the model and creates the loader. -1: --help was printed. */
+int cli_session_setup(cli_session *s, int cmd, int argc, char **argv);
+void cli_session_free(cli_session *s);
+
+/* ---- commands ---- */
+int cli_cmd_train(int argc, char **argv);
+int cli_cmd_eval(int argc, char **argv);
+int cli_cmd_predict(int argc, char **argv);
+int cli_cmd_info(int argc, char **argv);
+int cli_cmd_lrfind(int argc, char **argv);
+
+#endif

@@ -1,0 +1,324 @@
+/* Which files the flags name, loading them through the library, the validation split and the
+ * feature scaling. */
+#define _POSIX_C_SOURCE 200809L
+#include <errno.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "cli/cli.h"
+
+/* Named datasets: IDX files under /usr/share/datasets/NAME (Debian's dataset-* packages). */
+static const char *const NAMED[] = {"fashion-mnist", "mnist"};
+static const char *const IDX_FILES[4] = {"train-images-idx3-ubyte", "train-labels-idx1-ubyte",
+                                         "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"};
+
+const char *cli_scale_name(int scaling) {
+    return cli_choice_name("scale", scaling);
+}
+
+int cli_targets_are_values(const cli_options *o, bp_loss_kind loss, int loss_known) {
+    if (o->target_kind == TK_VALUES) return 1;
+    if (o->target_kind == TK_CLASS || o->target_kind == TK_ONEHOT) return 0;
+    return loss_known && loss != BP_LOSS_CROSS_ENTROPY;
+}
+
+static int readable(int cmd, const char *flag, const char *path) {
+    if (access(path, R_OK) == 0) return 0;
+    cli_fail(cmd, "%s: cannot read '%s': %s", flag, path, strerror(errno));
+    return CLI_EXIT_FAIL;
+}
+
+/* path of one file of a named dataset, the .gz when present, else the plain one. */
+static int named_file(int cmd, const cli_options *o, int which, char *path, size_t size) {
+    const char *dir = o->data_dir[0] ? o->data_dir : NULL;
+    char def[256];
+    if (!dir) snprintf(def, sizeof def, "/usr/share/datasets/%s", o->data), dir = def;
+    snprintf(path, size, "%s/%s.gz", dir, IDX_FILES[which]);
+    if (access(path, R_OK) == 0) return 0;
+    snprintf(path, size, "%s/%s", dir, IDX_FILES[which]);
+    if (access(path, R_OK) == 0) return 0;
+    cli_fail(cmd, "--data %s: cannot read '%s(.gz)': %s%s", o->data, path, strerror(errno),
+             strcmp(o->data, "fashion-mnist") == 0
+                 ? " (install Debian's dataset-fashion-mnist, or give --data-dir)"
+                 : "");
+    return CLI_EXIT_FAIL;
+}
+
+static int check_named(int cmd, const cli_options *o) {
+    for (size_t i = 0; i < sizeof NAMED / sizeof NAMED[0]; ++i)
+        if (strcmp(o->data, NAMED[i]) == 0) return 0;
+    cli_usage_error(cmd, "--data: '%s' is not a named dataset (fashion-mnist, mnist)", o->data);
+    return CLI_EXIT_USAGE;
+}
+
+static bp_dataset *load_idx(int cmd, const char *images, const char *labels, int *rc) {
+    bp_status st;
+    bp_dataset *ds = bp_dataset_load_idx(images, labels, &st);
+    if (!ds) *rc = cli_lib_fail(cmd, "");
+    return ds;
+}
+
+static bp_dataset *load_named(int cmd, const cli_options *o, int test, int *rc) {
+    char images[1024], labels[1024];
+    if ((*rc = check_named(cmd, o)) != 0) return NULL;
+    if ((*rc = named_file(cmd, o, test ? 2 : 0, images, sizeof images)) != 0) return NULL;
+    if ((*rc = named_file(cmd, o, test ? 3 : 1, labels, sizeof labels)) != 0) return NULL;
+    return load_idx(cmd, images, labels, rc);
+}
+
+static bp_dataset *load_csv(int cmd, const cli_options *o, const char *path, int values, int *rc) {
+    bp_csv_options co = bp_csv_options_default();
+    const char *delim = o->delimiter;
+    if (strcmp(delim, "tab") == 0 || strcmp(delim, "\\t") == 0) delim = "\t";
+    if (strlen(delim) != 1) {
+        cli_usage_error(cmd, "--delimiter: '%s' is not one character", o->delimiter);
+        *rc = CLI_EXIT_USAGE;
+        return NULL;
+    }
+    co.delimiter = delim[0];
+    co.header = o->header;
+    co.targets = o->target_column[0] ? o->target_column : NULL;
+    co.target_kind = values                        ? BP_CSV_VALUES
+                     : o->target_kind == TK_ONEHOT ? BP_CSV_ONE_HOT
+                                                   : BP_CSV_CLASS_INDEX;
+    bp_status st;
+    bp_dataset *ds = bp_dataset_load_csv(path, &co, &st);
+    if (!ds) *rc = cli_lib_fail(cmd, "");
+    return ds;
+}
+
+/* A data file by its extension: .csv, or .npy with a targets .npy. */
+static int known_format(const char *path) {
+    return cli_has_ext(path, ".csv") || cli_has_ext(path, ".tsv") || cli_has_ext(path, ".txt") ||
+           cli_has_ext(path, ".npy");
+}
+
+/* A data file by its extension: .csv, or .npy with a targets .npy. */
+static bp_dataset *load_file(int cmd, const cli_options *o, const char *flag, const char *path,
+                             const char *tflag, const char *targets, int values, int *rc) {
+    int train = strcmp(flag, "--train") == 0;
+    if (!known_format(path)) {
+        cli_usage_error(cmd,
+                        "%s: cannot tell the format of '%s' from its name: use .csv or .npy "
+                        "(IDX files go with --%s-images and --%s-labels)",
+                        flag, path, train ? "train" : "test", train ? "train" : "test");
+        *rc = CLI_EXIT_USAGE;
+        return NULL;
+    }
+    if ((*rc = readable(cmd, flag, path)) != 0) return NULL;
+    if (!cli_has_ext(path, ".npy")) {
+        if (targets[0]) cli_warn(cmd, "%s is ignored: %s is CSV", tflag, path);
+        return load_csv(cmd, o, path, values, rc);
+    }
+    if (!targets[0]) { /* the library reads NPY features only with their targets */
+        cli_usage_error(cmd, "%s: '%s' is NPY features; give its targets with %s FILE.npy", flag,
+                        path, tflag);
+        *rc = CLI_EXIT_USAGE;
+        return NULL;
+    }
+    if ((*rc = readable(cmd, tflag, targets)) != 0) return NULL;
+    bp_status st;
+    bp_dataset *ds =
+        bp_dataset_load_npy(path, targets, values ? BP_TARGET_VALUES : BP_TARGET_CLASS, &st);
+    if (!ds) *rc = cli_lib_fail(cmd, "");
+    return ds;
+}
+
+static int idx_pair(int cmd, const char *images, const char *labels, const char *what) {
+    if (!images[0] != !labels[0]) {
+        cli_usage_error(cmd, "--%s-images and --%s-labels go together", what, what);
+        return CLI_EXIT_USAGE;
+    }
+    return 0;
+}
+
+static int count_sources(const char *a, const char *b, const char *c) {
+    return (a[0] != 0) + (b[0] != 0) + (c[0] != 0);
+}
+
+static int load_train_set(int cmd, const cli_options *o, int values, cli_data *d) {
+    int rc = idx_pair(cmd, o->train_images, o->train_labels, "train");
+    if (rc) return rc;
+    int n = count_sources(o->data, o->train, o->train_images);
+    if (n != 1) {
+        cli_usage_error(cmd,
+                        "%s: give one of --data NAME, --train FILE, or --train-images and "
+                        "--train-labels",
+                        n ? "more than one training set" : "no training data");
+        return CLI_EXIT_USAGE;
+    }
+    bp_dataset *all = NULL;
+    if (o->data[0]) {
+        all = load_named(cmd, o, 0, &rc);
+        snprintf(d->train_name, sizeof d->train_name, "%s (train)", o->data);
+    } else if (o->train[0]) {
+        all = load_file(cmd, o, "--train", o->train, "--targets", o->targets, values, &rc);
+        snprintf(d->train_name, sizeof d->train_name, "%s", o->train);
+    } else {
+        if ((rc = readable(cmd, "--train-images", o->train_images)) ||
+            (rc = readable(cmd, "--train-labels", o->train_labels)))
+            return rc;
+        all = load_idx(cmd, o->train_images, o->train_labels, &rc);
+        snprintf(d->train_name, sizeof d->train_name, "%s", o->train_images);
+    }
+    d->train = all;
+    return all ? 0 : rc;
+}
+
+/* Test data for train: from --data, --test or the IDX pair; none is fine. */
+static int load_test_set(int cmd, const cli_options *o, int values, cli_data *d, int named) {
+    int rc = idx_pair(cmd, o->test_images, o->test_labels, "test");
+    if (rc) return rc;
+    int n = count_sources(named ? o->data : "", o->test, o->test_images);
+    if (n > 1) {
+        cli_usage_error(cmd, "more than one test set: give one of --data NAME, --test FILE, or "
+                             "--test-images and --test-labels");
+        return CLI_EXIT_USAGE;
+    }
+    if (named && o->data[0]) {
+        d->test = load_named(cmd, o, 1, &rc);
+        snprintf(d->test_name, sizeof d->test_name, "%s (test)", o->data);
+    } else if (o->test[0]) {
+        d->test =
+            load_file(cmd, o, "--test", o->test, "--test-targets", o->test_targets, values, &rc);
+        snprintf(d->test_name, sizeof d->test_name, "%s", o->test);
+    } else if (o->test_images[0]) {
+        if ((rc = readable(cmd, "--test-images", o->test_images)) ||
+            (rc = readable(cmd, "--test-labels", o->test_labels)))
+            return rc;
+        d->test = load_idx(cmd, o->test_images, o->test_labels, &rc);
+        snprintf(d->test_name, sizeof d->test_name, "%s", o->test_images);
+    }
+    return rc;
+}
+
+static int max_classes(const cli_data *d) {
+    int c = 0;
+    const bp_dataset *sets[3] = {d->train, d->val, d->test};
+    for (int i = 0; i < 3; ++i)
+        if (sets[i] && bp_dataset_classes(sets[i]) > c) c = bp_dataset_classes(sets[i]);
+    return c;
+}
+
+/* Describes what was loaded and checks the sets agree with each other. */
+static int summarize(int cmd, cli_data *d) {
+    const bp_dataset *first = d->train ? d->train : d->test;
+    d->features = bp_dataset_features(first);
+    d->kind = bp_dataset_target_kind(first);
+    d->target_width = bp_dataset_target_width(first);
+    d->classes = d->kind == BP_TARGET_CLASS ? max_classes(d) : 0;
+    if (d->train && d->test) {
+        if (bp_dataset_features(d->test) != d->features) {
+            cli_usage_error(cmd, "the test data has %d features, the training data %d",
+                            bp_dataset_features(d->test), d->features);
+            return CLI_EXIT_USAGE;
+        }
+        if (bp_dataset_target_kind(d->test) != d->kind ||
+            bp_dataset_target_width(d->test) != d->target_width) {
+            cli_usage_error(cmd,
+                            "the test data's targets (%d %s) differ from the training data's "
+                            "(%d %s)",
+                            bp_dataset_target_width(d->test),
+                            bp_dataset_target_kind(d->test) == BP_TARGET_CLASS ? "class" : "values",
+                            d->target_width, d->kind == BP_TARGET_CLASS ? "class" : "values");
+            return CLI_EXIT_USAGE;
+        }
+    }
+    return 0;
+}
+
+static int split(int cmd, const cli_options *o, cli_data *d) {
+    int64_t n = bp_dataset_size(d->train);
+    int64_t nval = (int64_t)llround((double)n * o->val_split);
+    if (o->val_split <= 0.0) return 0;
+    if (nval < 1 || nval >= n) {
+        cli_warn(cmd, "--val-split %g of %lld samples leaves no %s; training without validation",
+                 o->val_split, (long long)n, nval < 1 ? "validation set" : "training set");
+        return 0;
+    }
+    bp_dataset *train = NULL, *val = NULL;
+    /* Its own seed, so the split does not line up with the loader's epoch-0 shuffle. */
+    uint64_t seed = (uint64_t)o->seed ^ 0x9e3779b97f4a7c15ull;
+    if (bp_dataset_split(d->train, o->val_split, seed, &train, &val) != BP_OK)
+        return cli_lib_fail(cmd, "");
+    bp_dataset_free(d->train);
+    d->train = train;
+    d->val = val;
+    return 0;
+}
+
+int cli_data_load_train(int cmd, const cli_options *o, int values, cli_data *d) {
+    memset(d, 0, sizeof *d);
+    int rc = load_train_set(cmd, o, values, d);
+    if (!rc) rc = load_test_set(cmd, o, values, d, 1);
+    if (!rc) rc = summarize(cmd, d);
+    if (!rc) rc = split(cmd, o, d);
+    return rc;
+}
+
+int cli_data_load_eval(int cmd, const cli_options *o, int values, cli_data *d) {
+    memset(d, 0, sizeof *d);
+    int rc = idx_pair(cmd, o->test_images, o->test_labels, "test");
+    if (rc) return rc;
+    int n = count_sources(o->input, o->test, o->test_images) + (o->data[0] != 0);
+    if (n != 1) {
+        cli_usage_error(cmd,
+                        "%s: give one of --input FILE, --data NAME (its test set), --test "
+                        "FILE, or --test-images and --test-labels",
+                        n ? "more than one data set" : "no data");
+        return CLI_EXIT_USAGE;
+    }
+    if (o->input[0]) {
+        d->test = load_file(cmd, o, "--input", o->input, "--targets", o->targets, values, &rc);
+        snprintf(d->test_name, sizeof d->test_name, "%s", o->input);
+    } else {
+        rc = load_test_set(cmd, o, values, d, 1);
+    }
+    if (!rc && !d->test) rc = CLI_EXIT_FAIL;
+    if (!rc) rc = summarize(cmd, d);
+    return rc;
+}
+
+static bp_scaling_kind library_scaling(int scaling) {
+    switch (scaling) {
+    case SCALE_STANDARD:
+        return BP_SCALE_STANDARD;
+    case SCALE_MINMAX:
+        return BP_SCALE_MINMAX;
+    case SCALE_GLOBAL:
+        return BP_SCALE_GLOBAL;
+    default:
+        return BP_SCALE_NONE;
+    }
+}
+
+int cli_data_scale(int cmd, cli_data *d, int scaling, const float *offset, const float *scale) {
+    size_t n = (size_t)d->features;
+    d->offset = malloc(n * sizeof(float));
+    d->scale = malloc(n * sizeof(float));
+    if (!d->offset || !d->scale) return cli_fail(cmd, "out of memory"), CLI_EXIT_FAIL;
+    d->scaling = scaling;
+    if (offset) {
+        memcpy(d->offset, offset, n * sizeof(float));
+        memcpy(d->scale, scale, n * sizeof(float));
+    } else if (bp_dataset_fit_scaling(d->train, library_scaling(scaling), d->offset, d->scale) !=
+               BP_OK) {
+        return cli_lib_fail(cmd, "");
+    }
+    bp_dataset *sets[3] = {d->train, d->val, d->test};
+    for (int i = 0; i < 3; ++i)
+        if (sets[i] && bp_dataset_apply_scaling(sets[i], d->offset, d->scale) != BP_OK)
+            return cli_lib_fail(cmd, "");
+    return 0;
+}
+
+void cli_data_free(cli_data *d) {
+    bp_dataset_free(d->train);
+    bp_dataset_free(d->val);
+    bp_dataset_free(d->test);
+    free(d->offset);
+    free(d->scale);
+    memset(d, 0, sizeof *d);
+}

@@ -1,0 +1,699 @@
+/* Options: one table names every flag, its type, bounds, default, help and the subcommands that
+ * take it. Defaults, --config files, checkpoints and flags all go through cli_set_option, so a
+ * value is checked the same way wherever it comes from. */
+#define _POSIX_C_SOURCE 200809L
+#include <ctype.h>
+#include <errno.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli/cli.h"
+
+typedef enum opt_type { OT_INT, OT_FLOAT, OT_STR, OT_BOOL, OT_CHOICE, OT_LIST } opt_type;
+
+/* Flags of an option. */
+enum {
+    OF_STORE = 1,  /* written into checkpoints as run.cfg.NAME */
+    OF_FROZEN = 2, /* on --resume the checkpoint's value wins */
+    OF_DATA = 4,   /* names the data; eval/predict take them from the checkpoint when none given */
+    OF_AUTO = 8,   /* a bool that may also be "auto" (-1) */
+    OF_LO_OPEN = 16,
+    OF_HI_OPEN = 32,
+    OF_FORMAT = 64 /* how to read data files, not which: eval/predict always take them */
+};
+
+typedef struct opt_spec {
+    const char *name;
+    opt_type type;
+    size_t offset;
+    unsigned cmds, flags;
+    const char *choices; /* OT_CHOICE: "a|b|c" */
+    double lo, hi;       /* numeric bounds */
+    const char *def;     /* default as text ("" for none) */
+    const char *metavar;
+    const char *help;
+    const char *group;
+} opt_spec;
+
+#define OFF(f) offsetof(cli_options, f)
+#define T      CMD_TRAIN
+#define E      CMD_EVAL
+#define P      CMD_PREDICT
+#define I      CMD_INFO
+#define L      CMD_LRFIND
+#define BIG    1e300
+#define S      OF_STORE
+#define SF     (OF_STORE | OF_FROZEN)
+#define SD     (OF_STORE | OF_DATA)
+#define SDF    (OF_STORE | OF_DATA | OF_FORMAT)
+
+static const opt_spec SPECS[] = {
+    /* model */
+    {"layers", OT_LIST, OFF(layers), T | L, SF, NULL, 0, 0, "", "W,W,...",
+     "all widths, input first, e.g. 784,512,256,10 (default: from --hidden and the data)", "model"},
+    {"hidden", OT_LIST, OFF(hidden), T | L, SF, NULL, 0, 0, "256,128", "W,...",
+     "hidden widths; the input and output widths come from the data", "model"},
+    {"act", OT_CHOICE, OFF(act), T | L, SF,
+     "relu|leaky-relu|sigmoid|tanh|gelu|gelu-tanh|silu|identity", 0, 0, "relu", "NAME",
+     "activation of the hidden layers (the output layer has none)", "model"},
+    {"dropout", OT_FLOAT, OFF(dropout), T | L, SF | OF_HI_OPEN, NULL, 0, 1, "0", "P",
+     "dropout probability after each hidden layer", "model"},
+    {"init", OT_CHOICE, OFF(init), T | L, SF,
+     "torch|he-uniform|he-normal|xavier-uniform|xavier-normal", 0, 0, "torch", "NAME",
+     "weight initialisation", "model"},
+    /* loss and optimizer */
+    {"loss", OT_CHOICE, OFF(loss), T | L, SF, "auto|ce|mse|bce", 0, 0, "auto", "NAME",
+     "ce (softmax cross-entropy), mse or bce (with logits); auto: ce for class labels, else mse",
+     "training"},
+    {"label-smoothing", OT_FLOAT, OFF(label_smoothing), T | L, SF, NULL, 0, 1, "0.1", "S",
+     "label smoothing of cross-entropy (--loss ce only)", "training"},
+    {"opt", OT_CHOICE, OFF(opt), T | L, SF, "sgd|adam|adamw", 0, 0, "adamw", "NAME", "optimizer",
+     "training"},
+    {"lr", OT_FLOAT, OFF(lr), T, SF | OF_LO_OPEN, NULL, 0, BIG, "1e-3", "LR", "peak learning rate",
+     "training"},
+    {"wd", OT_FLOAT, OFF(wd), T | L, SF, NULL, 0, BIG, "1e-4", "WD", "weight decay", "training"},
+    {"momentum", OT_FLOAT, OFF(momentum), T | L, SF | OF_HI_OPEN, NULL, 0, 1, "0.9", "M",
+     "SGD momentum", "training"},
+    {"nesterov", OT_BOOL, OFF(nesterov), T | L, SF, NULL, 0, 1, "no", "", "Nesterov momentum (SGD)",
+     "training"},
+    {"beta1", OT_FLOAT, OFF(beta1), T | L, SF | OF_HI_OPEN, NULL, 0, 1, "0.9", "B", "Adam beta1",
+     "training"},
+    {"beta2", OT_FLOAT, OFF(beta2), T | L, SF | OF_HI_OPEN, NULL, 0, 1, "0.999", "B", "Adam beta2",
+     "training"},
+    {"eps", OT_FLOAT, OFF(eps), T | L, SF | OF_LO_OPEN, NULL, 0, BIG, "1e-8", "E", "Adam epsilon",
+     "training"},
+    {"schedule", OT_CHOICE, OFF(schedule), T, SF, "constant|step|cosine", 0, 0, "cosine", "NAME",
+     "learning-rate schedule after the warm-up", "training"},
+    {"warmup", OT_FLOAT, OFF(warmup), T, SF, NULL, 0, BIG, "0", "EPOCHS",
+     "linear warm-up, in epochs (fractions allowed)", "training"},
+    {"step-size", OT_FLOAT, OFF(step_size), T, SF | OF_LO_OPEN, NULL, 0, BIG, "1", "EPOCHS",
+     "step schedule: epochs between decays", "training"},
+    {"gamma", OT_FLOAT, OFF(gamma), T, SF | OF_LO_OPEN, NULL, 0, 1, "0.1", "G",
+     "step schedule: decay factor", "training"},
+    {"min-lr", OT_FLOAT, OFF(min_lr), T, SF, NULL, 0, BIG, "0", "LR", "cosine schedule: the floor",
+     "training"},
+    {"clip", OT_FLOAT, OFF(clip), T | L, SF, NULL, 0, BIG, "0", "NORM",
+     "clip gradients to this global L2 norm (0: off)", "training"},
+    {"clip-value", OT_FLOAT, OFF(clip_value), T | L, SF, NULL, 0, BIG, "0", "V",
+     "clip each gradient to [-V, V] (0: off)", "training"},
+    {"accum", OT_INT, OFF(accum), T | L, SF, NULL, 1, 4096, "1", "K",
+     "micro-batches per step (gradient accumulation)", "training"},
+    {"batch", OT_INT, OFF(batch), T | E | P | L, SF, NULL, 1, 1 << 20, "128", "N", "batch size",
+     "run"},
+    {"epochs", OT_INT, OFF(epochs), T, S, NULL, 1, 1000000, "12", "N", "epochs in all", "training"},
+    {"seed", OT_INT, OFF(seed), T | L, SF, NULL, 0, 9007199254740991.0, "1", "N",
+     "seed of the weights, dropout, shuffling and the validation split", "training"},
+    {"device", OT_STR, OFF(device), T | E | P | L, 0, NULL, 0, 0, "auto", "NAME",
+     "cpu, cuda, cuda:N or auto (a GPU when present)", "run"},
+    /* data */
+    {"data", OT_STR, OFF(data), T | E | P | L, SD, NULL, 0, 0, "", "NAME",
+     "a named dataset: fashion-mnist (its train and test files)", "data"},
+    {"data-dir", OT_STR, OFF(data_dir), T | E | P | L, SD, NULL, 0, 0, "", "DIR",
+     "where the named dataset lives (default /usr/share/datasets/NAME)", "data"},
+    {"train", OT_STR, OFF(train), T | L, SD, NULL, 0, 0, "", "FILE",
+     "training data: .csv, or .npy features with --targets", "data"},
+    {"targets", OT_STR, OFF(targets), T | E | P | L, SD, NULL, 0, 0, "", "FILE.npy",
+     "targets of --train (train) or of --input (eval, predict) .npy", "data"},
+    {"test", OT_STR, OFF(test), T | E | P, SD, NULL, 0, 0, "", "FILE",
+     "test data (.csv, or .npy with --test-targets)", "data"},
+    {"test-targets", OT_STR, OFF(test_targets), T | E | P, SD, NULL, 0, 0, "", "FILE.npy",
+     "targets of --test", "data"},
+    {"input", OT_STR, OFF(input), E | P, 0, NULL, 0, 0, "", "FILE",
+     "data to evaluate or predict (.csv, .npy; like --test)", "data"},
+    {"train-images", OT_STR, OFF(train_images), T | L, SD, NULL, 0, 0, "", "FILE",
+     "training images, IDX (optionally .gz)", "data"},
+    {"train-labels", OT_STR, OFF(train_labels), T | L, SD, NULL, 0, 0, "", "FILE",
+     "training labels, IDX", "data"},
+    {"test-images", OT_STR, OFF(test_images), T | E | P, SD, NULL, 0, 0, "", "FILE",
+     "test images, IDX", "data"},
+    {"test-labels", OT_STR, OFF(test_labels), T | E | P, SD, NULL, 0, 0, "", "FILE",
+     "test labels, IDX", "data"},
+    {"target-column", OT_STR, OFF(target_column), T | E | P | L, SDF, NULL, 0, 0, "", "COLS",
+     "CSV target column(s): header names or 0-based indices (default: the last)", "data"},
+    {"target-kind", OT_CHOICE, OFF(target_kind), T | E | P | L, SDF, "auto|class|onehot|values", 0,
+     0, "auto", "KIND", "CSV/NPY targets: class indices, one-hot columns or values", "data"},
+    {"header", OT_BOOL, OFF(header), T | E | P | L, SDF | OF_AUTO, NULL, 0, 1, "auto", "",
+     "the CSV files have a header row (--no-header: they do not; default: detect)", "data"},
+    {"delimiter", OT_STR, OFF(delimiter), T | E | P | L, SDF, NULL, 0, 0, ",", "C",
+     "CSV delimiter (one character; 'tab' for a tab)", "data"},
+    {"val-split", OT_FLOAT, OFF(val_split), T | L, SF | OF_HI_OPEN, NULL, 0, 1, "0.1", "F",
+     "fraction of the training data held out for validation", "data"},
+    {"scale", OT_CHOICE, OFF(scale), T | L, SF, "auto|standard|minmax|global|none", 0, 0, "auto",
+     "KIND", "feature scaling fitted on the training data (auto: global for images, else standard)",
+     "data"},
+    /* run */
+    {"config", OT_STR, OFF(config), CMD_ALL, 0, NULL, 0, 0, "", "FILE",
+     "read 'name = value' lines (the flags' names) first; flags override them", "run"},
+    {"checkpoint", OT_STR, OFF(checkpoint), E | P | I, 0, NULL, 0, 0, "", "FILE",
+     "the checkpoint (or give it as the first argument)", "run"},
+    {"save", OT_STR, OFF(save), T, 0, NULL, 0, 0, "", "FILE",
+     "save a checkpoint after every epoch (the best one with --early-stop)", "run"},
+    {"resume", OT_STR, OFF(resume), T, 0, NULL, 0, 0, "", "FILE",
+     "continue the run saved in FILE (its options are the defaults; saves back to it unless "
+     "--save)",
+     "run"},
+    {"metrics", OT_STR, OFF(metrics), T | L, 0, NULL, 0, 0, "", "FILE.csv",
+     "write the per-epoch table (lr-find: the curve) as CSV", "run"},
+    {"plot", OT_STR, OFF(plot), T | L, 0, NULL, 0, 0, "", "FILE.png",
+     "draw the curves with gnuplot", "run"},
+    {"early-stop", OT_INT, OFF(early_stop), T, S, NULL, 0, 1000000, "0", "N",
+     "stop after N epochs without a better validation metric (0: off)", "run"},
+    {"monitor", OT_CHOICE, OFF(monitor), T, S, "auto|loss|acc", 0, 0, "auto", "WHAT",
+     "the validation metric of --early-stop (auto: accuracy for classes, else loss)", "run"},
+    {"grad-check", OT_INT, OFF(grad_check), T, S, NULL, 0, 1000000000, "100", "K",
+     "every K steps check per-layer gradient norms for vanishing/exploding (0: off)", "run"},
+    {"stop-after", OT_INT, OFF(stop_after), T, 0, NULL, 0, 1000000, "0", "N",
+     "end this invocation after epoch N as if interrupted (0: run to --epochs)", "run"},
+    {"quiet", OT_BOOL, OFF(quiet), T | E | P | L, 0, NULL, 0, 1, "no", "",
+     "no progress bar or periodic lines", "run"},
+    /* lr-find */
+    {"start-lr", OT_FLOAT, OFF(start_lr), L, OF_LO_OPEN, NULL, 0, BIG, "1e-7", "LR",
+     "first learning rate of the range test", "lr-find"},
+    {"end-lr", OT_FLOAT, OFF(end_lr), L, OF_LO_OPEN, NULL, 0, BIG, "10", "LR",
+     "last learning rate of the range test", "lr-find"},
+    {"steps", OT_INT, OFF(steps), L, 0, NULL, 5, 10000000, "100", "N", "steps of the range test",
+     "lr-find"},
+    /* output */
+    {"output", OT_STR, OFF(output), P, 0, NULL, 0, 0, "", "FILE",
+     "where predictions go: .csv or .npy", "output"},
+    {"outputs", OT_CHOICE, OFF(outputs), P, 0, "auto|class|probs|logits", 0, 0, "auto", "WHAT",
+     "what to write (auto: CSV class and probabilities, NPY probabilities; values for mse)",
+     "output"},
+    {"dump-weights", OT_BOOL, OFF(dump_weights), I, 0, NULL, 0, 1, "no", "",
+     "print every parameter (%.9g, exact for float32)", "output"},
+};
+
+#undef T
+#undef E
+#undef P
+#undef I
+#undef L
+#undef S
+#undef SF
+#undef SD
+#undef SDF
+
+#define N_SPECS ((int)(sizeof SPECS / sizeof SPECS[0]))
+
+static const char *const CMD_NAMES[] = {"train", "eval", "predict", "info", "lr-find"};
+
+const char *cli_command_name(int cmd) {
+    for (int i = 0; i < 5; ++i)
+        if (cmd == 1 << i) return CMD_NAMES[i];
+    return "";
+}
+
+int cli_option_count(void) {
+    return N_SPECS;
+}
+const char *cli_option_name(int index) {
+    return SPECS[index].name;
+}
+int cli_option_stored(int index) {
+    return (SPECS[index].flags & OF_STORE) != 0;
+}
+int cli_option_frozen(int index) {
+    return (SPECS[index].flags & OF_FROZEN) != 0;
+}
+int cli_option_is_data(int index) {
+    return (SPECS[index].flags & OF_DATA) != 0;
+}
+int cli_option_is_format(int index) {
+    return (SPECS[index].flags & OF_FORMAT) != 0;
+}
+
+static int find_spec(const char *name, size_t len) {
+    for (int i = 0; i < N_SPECS; ++i)
+        if (strlen(SPECS[i].name) == len && strncmp(SPECS[i].name, name, len) == 0) return i;
+    return -1;
+}
+
+int cli_option_given(const cli_options *o, const char *name) {
+    int i = find_spec(name, strlen(name));
+    return i >= 0 && o->given && o->given[i];
+}
+
+const char *cli_option_text(const cli_options *o, const char *name) {
+    int i = find_spec(name, strlen(name));
+    return i >= 0 && o->text && o->text[i] ? o->text[i] : "";
+}
+
+/* The index of word in "a|b|c", or -1. */
+static int choice_index(const char *choices, const char *word) {
+    size_t len = strlen(word);
+    int index = 0;
+    for (const char *p = choices; *p; ++index) {
+        const char *bar = strchr(p, '|');
+        size_t n = bar ? (size_t)(bar - p) : strlen(p);
+        if (n == len && strncmp(p, word, n) == 0) return index;
+        if (!bar) break;
+        p = bar + 1;
+    }
+    return -1;
+}
+
+const char *cli_choice_name(const char *option, int value) {
+    static char bufs[8][64]; /* rotating, so one printf may hold several */
+    static int next;
+    char *buf = bufs[next++ % 8];
+    int i = find_spec(option, strlen(option));
+    if (i < 0 || !SPECS[i].choices) return "";
+    const char *p = SPECS[i].choices;
+    for (int k = 0; k < value && p; ++k) {
+        p = strchr(p, '|');
+        if (p) ++p;
+    }
+    if (!p) return "";
+    size_t n = strcspn(p, "|");
+    if (n >= sizeof bufs[0]) n = sizeof bufs[0] - 1;
+    memcpy(buf, p, n);
+    buf[n] = '\0';
+    return buf;
+}
+
+static int parse_double(const char *s, double *out) {
+    char *end;
+    errno = 0;
+    while (isspace((unsigned char)*s))
+        ++s;
+    if (!*s) return 0;
+    double v = strtod(s, &end);
+    if (end == s || *end || errno == ERANGE || !isfinite(v)) return 0;
+    *out = v;
+    return 1;
+}
+
+static int parse_int64(const char *s, int64_t *out) {
+    char *end;
+    errno = 0;
+    if (!*s) return 0;
+    long long v = strtoll(s, &end, 10);
+    if (end == s || *end || errno == ERANGE) return 0;
+    *out = (int64_t)v;
+    return 1;
+}
+
+static int parse_bool(const char *s, int allow_auto, int *out) {
+    static const char *const yes[] = {"1", "yes", "true", "on"};
+    static const char *const no[] = {"0", "no", "false", "off"};
+    for (int i = 0; i < 4; ++i) {
+        if (strcmp(s, yes[i]) == 0) return *out = 1, 1;
+        if (strcmp(s, no[i]) == 0) return *out = 0, 1;
+    }
+    if (allow_auto && strcmp(s, "auto") == 0) return *out = -1, 1;
+    return 0;
+}
+
+static int parse_list(const char *s, cli_int_list *out) {
+    cli_int_list l = {0, {0}};
+    const char *p = s;
+    if (!*s) return *out = l, 1; /* --hidden "": no hidden layer */
+    for (;;) {
+        char *end;
+        errno = 0;
+        if (!isdigit((unsigned char)*p) || l.n == CLI_MAX_WIDTHS) return 0;
+        long v = strtol(p, &end, 10);
+        if (errno == ERANGE || v < 1 || v > (1L << 24)) return 0;
+        l.v[l.n++] = (int)v;
+        if (*end == '\0') break;
+        if (*end != ',') return 0;
+        p = end + 1;
+    }
+    *out = l;
+    return 1;
+}
+
+static int device_name_ok(const char *name) {
+    if (!strcmp(name, "cpu") || !strcmp(name, "cuda") || !strcmp(name, "auto")) return 1;
+    if (strncmp(name, "cuda:", 5) != 0 || !name[5]) return 0;
+    for (const char *p = name + 5; *p; ++p)
+        if (!isdigit((unsigned char)*p)) return 0;
+    return 1;
+}
+
+/* "must be > 0" and the like, from the spec's bounds. */
+static void bounds_text(const opt_spec *s, char *buf, size_t size) {
+    const char *lo = s->flags & OF_LO_OPEN ? "(" : "[";
+    const char *hi = s->flags & OF_HI_OPEN ? ")" : "]";
+    if (s->hi >= BIG)
+        snprintf(buf, size, "%s %g", s->flags & OF_LO_OPEN ? ">" : ">=", s->lo);
+    else
+        snprintf(buf, size, "in %s%g, %g%s", lo, s->lo, s->hi, hi);
+}
+
+static int in_bounds(const opt_spec *s, double v) {
+    if (v < s->lo || (v == s->lo && (s->flags & OF_LO_OPEN))) return 0;
+    if (v > s->hi || (v == s->hi && (s->flags & OF_HI_OPEN))) return 0;
+    return 1;
+}
+
+/* Parses text for spec s into its field of o; prints a usage error naming label on failure. */
+static int set_value(int cmd, cli_options *o, const opt_spec *s, const char *text,
+                     const char *label) {
+    void *field = (char *)o + s->offset;
+    char range[96];
+    double d;
+    int64_t i64;
+    int b;
+    switch (s->type) {
+    case OT_FLOAT:
+        if (!parse_double(text, &d))
+            return cli_usage_error(cmd, "%s: '%s' is not a number", label, text), CLI_EXIT_USAGE;
+        if (!in_bounds(s, d)) {
+            bounds_text(s, range, sizeof range);
+            cli_usage_error(cmd, "%s: '%s' is out of range (must be %s)", label, text, range);
+            return CLI_EXIT_USAGE;
+        }
+        *(double *)field = d;
+        return 0;
+    case OT_INT:
+        if (!parse_int64(text, &i64))
+            return cli_usage_error(cmd, "%s: '%s' is not an integer", label, text), CLI_EXIT_USAGE;
+        if (!in_bounds(s, (double)i64)) {
+            bounds_text(s, range, sizeof range);
+            cli_usage_error(cmd, "%s: '%s' is out of range (must be %s)", label, text, range);
+            return CLI_EXIT_USAGE;
+        }
+        if (s->offset == OFF(seed))
+            *(int64_t *)field = i64;
+        else
+            *(int *)field = (int)i64;
+        return 0;
+    case OT_BOOL:
+        if (!parse_bool(text, (s->flags & OF_AUTO) != 0, &b)) {
+            cli_usage_error(cmd, "%s: '%s' is not yes or no%s", label, text,
+                            s->flags & OF_AUTO ? " or auto" : "");
+            return CLI_EXIT_USAGE;
+        }
+        *(int *)field = b;
+        return 0;
+    case OT_CHOICE:
+        if ((b = choice_index(s->choices, text)) < 0) {
+            cli_usage_error(cmd, "%s: '%s' is not one of %s", label, text, s->choices);
+            return CLI_EXIT_USAGE;
+        }
+        *(int *)field = b;
+        return 0;
+    case OT_LIST:
+        if (!parse_list(text, (cli_int_list *)field)) {
+            cli_usage_error(cmd,
+                            "%s: '%s' is not a list of widths (up to %d comma-separated "
+                            "integers >= 1)",
+                            label, text, CLI_MAX_WIDTHS);
+            return CLI_EXIT_USAGE;
+        }
+        return 0;
+    case OT_STR: {
+        if (s->offset == OFF(device) && !device_name_ok(text)) {
+            cli_usage_error(cmd, "%s: '%s' is not cpu, cuda, cuda:N or auto", label, text);
+            return CLI_EXIT_USAGE;
+        }
+        char *copy = cli_strdup(text);
+        free(*(char **)field);
+        *(char **)field = copy;
+        return 0;
+    }
+    }
+    return 0;
+}
+
+static int set_index(int cmd, cli_options *o, int index, const char *text, const char *label,
+                     int given) {
+    int rc = set_value(cmd, o, &SPECS[index], text, label);
+    if (rc) return rc;
+    free(o->text[index]);
+    o->text[index] = cli_strdup(text);
+    if (given) o->given[index] = 1;
+    return 0;
+}
+
+int cli_set_option(int cmd, cli_options *o, const char *name, const char *text, const char *source,
+                   int given) {
+    int i = find_spec(name, strlen(name));
+    if (i < 0) return cli_usage_error(cmd, "%s: unknown option '%s'", source, name), CLI_EXIT_USAGE;
+    char label[512];
+    snprintf(label, sizeof label, "%s: %s", source, name);
+    return set_index(cmd, o, i, text, label, given);
+}
+
+static int set_defaults(cli_options *o) {
+    memset(o, 0, sizeof *o);
+    o->given = calloc(N_SPECS, 1);
+    o->text = calloc(N_SPECS, sizeof(char *));
+    if (!o->given || !o->text) return CLI_EXIT_FAIL;
+    for (int i = 0; i < N_SPECS; ++i)
+        if (set_index(0, o, i, SPECS[i].def, SPECS[i].name, 0)) return CLI_EXIT_FAIL;
+    return 0;
+}
+
+void cli_options_free(cli_options *o) {
+    for (int i = 0; i < N_SPECS; ++i) {
+        if (SPECS[i].type == OT_STR) free(*(char **)((char *)o + SPECS[i].offset));
+        if (o->text) free(o->text[i]);
+    }
+    free(o->text);
+    free(o->given);
+    memset(o, 0, sizeof *o);
+}
+
+/* ---- --config FILE ---- */
+
+static char *trim(char *s) {
+    while (isspace((unsigned char)*s))
+        ++s;
+    char *e = s + strlen(s);
+    while (e > s && isspace((unsigned char)e[-1]))
+        *--e = '\0';
+    return s;
+}
+
+/* One "key = value" line; options of other subcommands are skipped, so one file can serve
+ * train and eval alike. */
+static int config_line(int cmd, cli_options *o, char *line, const char *label) {
+    char *hash = strchr(line, '#');
+    if (hash) *hash = '\0';
+    char *s = trim(line);
+    if (!*s) return 0;
+    char *eq = strchr(s, '=');
+    char *key = s, *value = NULL;
+    if (eq) *eq = '\0', value = trim(eq + 1);
+    key = trim(key);
+    if (key[0] == '-' && key[1] == '-') key += 2;
+    size_t n = strlen(value ? value : "");
+    if (value && n >= 2 && (value[0] == '"' || value[0] == '\'') && value[n - 1] == value[0])
+        value[n - 1] = '\0', ++value;
+    int i = find_spec(key, strlen(key));
+    if (i < 0) return cli_usage_error(cmd, "%s: unknown option '%s'", label, key), CLI_EXIT_USAGE;
+    if (!(SPECS[i].cmds & cmd)) return 0;
+    if (i == find_spec("config", 6))
+        return cli_usage_error(cmd, "%s: a config file cannot name another", label), CLI_EXIT_USAGE;
+    if (!value) {
+        if (SPECS[i].type != OT_BOOL)
+            return cli_usage_error(cmd, "%s: %s needs '= value'", label, key), CLI_EXIT_USAGE;
+        value = "yes";
+    }
+    char where[600];
+    snprintf(where, sizeof where, "%.500s: %.90s", label, key);
+    return set_index(cmd, o, i, value, where, 1);
+}
+
+static int read_config(int cmd, cli_options *o, const char *path) {
+    FILE *f = fopen(path, "r");
+    if (!f) {
+        cli_usage_error(cmd, "--config: cannot read '%s': %s", path, strerror(errno));
+        return CLI_EXIT_USAGE;
+    }
+    char line[4096], label[600];
+    int rc = 0;
+    for (int number = 1; !rc && fgets(line, sizeof line, f); ++number) {
+        snprintf(label, sizeof label, "%s:%d", path, number);
+        if (!strchr(line, '\n') && !feof(f)) {
+            cli_usage_error(cmd, "%s: line longer than %zu characters", label, sizeof line - 2);
+            rc = CLI_EXIT_USAGE;
+        } else {
+            rc = config_line(cmd, o, line, label);
+        }
+    }
+    fclose(f);
+    return rc;
+}
+
+/* ---- argv ---- */
+
+typedef struct flag_value {
+    int index;
+    const char *value;
+    char label[96];
+} flag_value;
+
+static int is_help(const char *a) {
+    return strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0;
+}
+
+static int unknown_flag(int cmd, const char *arg, size_t len) {
+    int i = find_spec(arg + 2, len - 2);
+    if (i >= 0) {
+        char owners[64] = "";
+        for (int c = 0; c < 5; ++c)
+            if (SPECS[i].cmds & (1 << c)) {
+                if (owners[0]) strcat(owners, ", ");
+                strcat(owners, CMD_NAMES[c]);
+            }
+        cli_usage_error(cmd, "%.*s: not an option of %s (it belongs to %s)", (int)len, arg,
+                        cli_command_name(cmd), owners);
+    } else {
+        cli_usage_error(cmd, "%.*s: unknown option (see backprop %s --help)", (int)len, arg,
+                        cli_command_name(cmd));
+    }
+    return CLI_EXIT_USAGE;
+}
+
+/* One "--name[=value]" (taking the next argument as the value when needed) into *fv. */
+static int parse_flag(int cmd, int argc, char **argv, int *k, flag_value *fv) {
+    const char *arg = argv[*k];
+    const char *eq = strchr(arg, '=');
+    size_t len = eq ? (size_t)(eq - arg) : strlen(arg);
+    int i = find_spec(arg + 2, len - 2), negated = 0;
+    if (i < 0 && len > 5 && strncmp(arg + 2, "no-", 3) == 0) {
+        i = find_spec(arg + 5, len - 5);
+        negated = i >= 0 && SPECS[i].type == OT_BOOL;
+        if (!negated) i = -1;
+    }
+    if (i < 0 || !(SPECS[i].cmds & cmd)) return unknown_flag(cmd, arg, len);
+    snprintf(fv->label, sizeof fv->label, "--%s", SPECS[i].name);
+    fv->index = i;
+    if (SPECS[i].type == OT_BOOL) {
+        if (negated && eq)
+            return cli_usage_error(cmd, "%.*s takes no value", (int)len, arg), CLI_EXIT_USAGE;
+        fv->value = negated ? "no" : eq ? eq + 1 : "yes";
+        return 0;
+    }
+    if (eq) {
+        fv->value = eq + 1;
+    } else if (*k + 1 < argc) {
+        fv->value = argv[++*k];
+    } else {
+        return cli_usage_error(cmd, "--%s needs a value (%s)", SPECS[i].name, SPECS[i].metavar),
+               CLI_EXIT_USAGE;
+    }
+    return 0;
+}
+
+static int takes_positional(int cmd) {
+    return cmd == CMD_EVAL || cmd == CMD_PREDICT || cmd == CMD_INFO;
+}
+
+int cli_parse(int cmd, int argc, char **argv, cli_options *o) {
+    if (set_defaults(o)) return cli_fail(cmd, "out of memory"), CLI_EXIT_FAIL;
+    for (int k = 0; k < argc; ++k)
+        if (is_help(argv[k]))
+            return cli_print_help(cmd, stdout), -1;
+        else if (strcmp(argv[k], "--") == 0)
+            break;
+    flag_value *fv = calloc((size_t)argc + 1, sizeof *fv);
+    if (!fv) return cli_fail(cmd, "out of memory"), CLI_EXIT_FAIL;
+    int n = 0, rc = 0, config = -1, only_positional = 0;
+    for (int k = 0; k < argc && !rc; ++k) {
+        const char *a = argv[k];
+        if (!only_positional && strcmp(a, "--") == 0) {
+            only_positional = 1;
+        } else if (!only_positional && a[0] == '-' && a[1] == '-' && a[2]) {
+            rc = parse_flag(cmd, argc, argv, &k, &fv[n]);
+            if (!rc && strcmp(SPECS[fv[n].index].name, "config") == 0) config = n;
+            ++n;
+        } else if (!only_positional && a[0] == '-' && a[1]) {
+            rc = unknown_flag(cmd, a, strlen(a));
+        } else if (takes_positional(cmd) && !o->positional) {
+            o->positional = a;
+        } else {
+            cli_usage_error(cmd, "unexpected argument '%s'", a);
+            rc = CLI_EXIT_USAGE;
+        }
+    }
+    /* The file first, so the flags override it whatever their order. */
+    if (!rc && config >= 0) rc = read_config(cmd, o, fv[config].value);
+    for (int k = 0; k < n && !rc; ++k)
+        rc = set_index(cmd, o, fv[k].index, fv[k].value, fv[k].label, 1);
+    free(fv);
+    return rc;
+}
+
+/* ---- help ---- */
+
+static const char *const CMD_SUMMARY[] = {
+    "Trains an MLP and reports a table row per epoch; optionally saves checkpoints.",
+    "Evaluates a checkpoint on test data: loss and accuracy (or MSE).",
+    "Runs a checkpoint over data and writes its outputs as CSV or NPY.",
+    "Prints a checkpoint's layers, optimizer, run state and parameter checksums.",
+    "Learning-rate range test: raises the rate exponentially and suggests one.",
+};
+
+static const char *const CMD_USAGE[] = {
+    "backprop train (--data NAME | --train FILE | --train-images F --train-labels F) [options]",
+    "backprop eval CHECKPOINT [--input FILE | --data NAME | --test-images F --test-labels F]",
+    "backprop predict CHECKPOINT --input FILE --output FILE.csv|FILE.npy [options]",
+    "backprop info CHECKPOINT [--dump-weights]",
+    "backprop lr-find [data and model options] [--start-lr 1e-7 --end-lr 10 --steps 100]",
+};
+
+/* Writes text from column col, wrapped before column HELP_WIDTH onto lines indented by
+ * HELP_INDENT. */
+#define HELP_WIDTH  100
+#define HELP_INDENT 29
+static void put_wrapped(const char *text, int col, FILE *f) {
+    int first = 1;
+    for (const char *p = text; *p;) {
+        size_t word = strcspn(p, " ");
+        if (!first && col + 1 + (int)word > HELP_WIDTH) {
+            fprintf(f, "\n%*s", HELP_INDENT, "");
+            col = HELP_INDENT;
+        } else if (!first) {
+            fputc(' ', f);
+            ++col;
+        }
+        fwrite(p, 1, word, f);
+        col += (int)word;
+        first = 0;
+        p += word;
+        while (*p == ' ')
+            ++p;
+    }
+    fputc('\n', f);
+}
+
+static void print_option(const opt_spec *s, FILE *f) {
+    char head[64], text[512];
+    if (s->type == OT_BOOL)
+        snprintf(head, sizeof head, "--%s", s->name);
+    else
+        snprintf(head, sizeof head, "--%s %s", s->name, s->metavar);
+    int n = snprintf(text, sizeof text, "%s", s->help);
+    if (s->type == OT_CHOICE && n < (int)sizeof text)
+        n += snprintf(text + n, sizeof text - (size_t)n, " [%s]", s->choices);
+    if (s->def[0] && s->type != OT_BOOL && n < (int)sizeof text)
+        snprintf(text + n, sizeof text - (size_t)n, " (default %s)", s->def);
+    int col = fprintf(f, "  %-26s ", head);
+    put_wrapped(text, col, f);
+}
+
+void cli_print_help(int cmd, FILE *f) {
+    int c = 0;
+    while (c < 5 && cmd != 1 << c)
+        ++c;
+    if (c == 5) return;
+    fprintf(f, "usage: %s\n\n%s\n", CMD_USAGE[c], CMD_SUMMARY[c]);
+    static const char *const groups[] = {"model", "training", "data", "run", "lr-find", "output"};
+    for (int g = 0; g < 6; ++g) {
+        int printed = 0;
+        for (int i = 0; i < N_SPECS; ++i) {
+            if (!(SPECS[i].cmds & cmd) || strcmp(SPECS[i].group, groups[g]) != 0) continue;
+            if (!printed++) fprintf(f, "\n%s:\n", groups[g]);
+            print_option(&SPECS[i], f);
+        }
+    }
+    fprintf(f, "\n  %-26s this text\n", "--help");
+    if (cmd == CMD_TRAIN)
+        fprintf(f, "\nExit status: 0 done, 1 a runtime failure, 2 a usage error, 130 "
+                   "interrupted.\nExample: backprop train --data fashion-mnist --save fm.st\n");
+}

@@ -1,0 +1,248 @@
+/* backprop eval and backprop predict: a checkpoint, the scaling stored with it, and data. */
+#define _POSIX_C_SOURCE 200809L
+#include <errno.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "cli/cli.h"
+
+typedef struct inference {
+    cli_options o;
+    cli_data d;
+    bp_device *dev;
+    bp_model *m;
+    bp_loss_config loss;
+    const char *ckpt;
+} inference;
+
+/* Whether the user named data files (then the checkpoint's do not apply). */
+static int any_source_given(const cli_options *o) {
+    for (int i = 0; i < cli_option_count(); ++i)
+        if (cli_option_is_data(i) && !cli_option_is_format(i) && o->given[i]) return 1;
+    return cli_option_given(o, "input");
+}
+
+static int check_output(int cmd, const cli_options *o) {
+    if (!o->output[0]) {
+        cli_usage_error(cmd, "--output FILE.csv or FILE.npy is required");
+        return CLI_EXIT_USAGE;
+    }
+    if (!cli_has_ext(o->output, ".csv") && !cli_has_ext(o->output, ".npy")) {
+        cli_usage_error(cmd, "--output: '%s' must end in .csv or .npy", o->output);
+        return CLI_EXIT_USAGE;
+    }
+    return cli_check_writable(cmd, "--output", o->output);
+}
+
+/* The checkpoint, the model on the device, and the data named by flags or, when none, by the
+ * checkpoint's own run (its test set); CSV columns, header and the like as in training unless
+ * given. */
+static int setup(inference *r, int cmd, int argc, char **argv) {
+    int rc = cli_parse(cmd, argc, argv, &r->o);
+    if (rc) return rc;
+    cli_options *o = &r->o;
+    if (cmd == CMD_PREDICT && (rc = check_output(cmd, o))) return rc; /* before any loading */
+    r->ckpt = o->positional ? o->positional : o->checkpoint;
+    if (!r->ckpt[0]) {
+        cli_usage_error(cmd, "no checkpoint: give it as the first argument or with --checkpoint");
+        return CLI_EXIT_USAGE;
+    }
+    if (access(r->ckpt, R_OK) != 0) {
+        cli_fail(cmd, "cannot read checkpoint '%s': %s", r->ckpt, strerror(errno));
+        return CLI_EXIT_FAIL;
+    }
+    if (!any_source_given(o) && (rc = cli_apply_stored_options(cmd, r->ckpt, o, STORED_SOURCES)))
+        return rc;
+    if ((rc = cli_apply_stored_options(cmd, r->ckpt, o, STORED_FORMATS))) return rc;
+    if ((rc = cli_open_device(cmd, o, &r->dev))) return rc;
+    bp_status st;
+    r->m = bp_checkpoint_load_model(r->ckpt, r->dev, o->batch, &st);
+    if (!r->m) return cli_lib_fail(cmd, "");
+    float *offset = NULL, *scale = NULL;
+    int scaling;
+    rc = cli_read_model_meta(cmd, r->ckpt, bp_model_width(r->m, 0), &offset, &scale, &scaling,
+                             &r->loss);
+    int known = (int)r->loss.kind >= 0;
+    if (!rc) rc = cli_data_load_eval(cmd, o, cli_targets_are_values(o, r->loss.kind, known), &r->d);
+    if (!rc && !known)
+        r->loss.kind = r->d.kind == BP_TARGET_CLASS ? BP_LOSS_CROSS_ENTROPY : BP_LOSS_MSE;
+    if (!rc) rc = cli_check_model_fits(cmd, r->m, &r->d, r->ckpt);
+    if (!rc) rc = cli_data_scale(cmd, &r->d, scaling, offset, scale);
+    free(offset);
+    free(scale);
+    return rc;
+}
+
+static void teardown(inference *r) {
+    bp_model_free(r->m);
+    cli_data_free(&r->d);
+    bp_device_close(r->dev);
+    cli_options_free(&r->o);
+}
+
+int cli_cmd_eval(int argc, char **argv) {
+    inference r;
+    memset(&r, 0, sizeof r);
+    int rc = setup(&r, CMD_EVAL, argc, argv);
+    if (!rc) {
+        cli_eval ev;
+        double t0 = cli_now();
+        rc = cli_evaluate(CMD_EVAL, r.m, r.d.test, &r.loss, &ev, NULL);
+        double secs = cli_now() - t0;
+        if (!rc && cli_metric_is_accuracy(r.loss.kind))
+            printf("%s: %lld samples, loss %.4f, accuracy %.2f%% (%.1f s)\n", r.d.test_name,
+                   (long long)ev.n, ev.loss, 100.0 * ev.metric, secs);
+        else if (!rc)
+            printf("%s: %lld samples, loss %.4f, MSE %.6g (%.1f s)\n", r.d.test_name,
+                   (long long)ev.n, ev.loss, ev.metric, secs);
+    }
+    teardown(&r);
+    return rc < 0 ? CLI_EXIT_OK : rc;
+}
+
+/* ---- predict: outputs to CSV or NPY ---- */
+
+typedef struct table {
+    int64_t n;
+    int k;
+    const float *z; /* raw outputs [n, k] */
+    int what;       /* OUT_CLASS, OUT_PROBS, OUT_LOGITS; OUT_AUTO resolved by the writer */
+    bp_loss_kind loss;
+} table;
+
+static int argmax(const float *z, int k) {
+    int best = 0;
+    for (int j = 1; j < k; ++j)
+        if (z[j] > z[best]) best = j;
+    return best;
+}
+
+/* Row i transformed: probabilities (softmax for ce, sigmoid for bce) or the raw outputs. */
+static void transform_row(const table *t, int64_t i, int probs, double *out) {
+    const float *z = t->z + i * t->k;
+    if (probs && t->loss == BP_LOSS_CROSS_ENTROPY) {
+        double max = z[argmax(z, t->k)], sum = 0.0;
+        for (int j = 0; j < t->k; ++j)
+            sum += out[j] = exp((double)z[j] - max);
+        for (int j = 0; j < t->k; ++j)
+            out[j] /= sum;
+    } else {
+        for (int j = 0; j < t->k; ++j)
+            out[j] = probs && t->loss == BP_LOSS_BCE_LOGITS ? 1.0 / (1.0 + exp(-(double)z[j]))
+                                                            : (double)z[j];
+    }
+}
+
+static int write_csv(const table *t, FILE *f) {
+    int cls = t->what == OUT_CLASS || (t->what == OUT_AUTO && t->loss == BP_LOSS_CROSS_ENTROPY);
+    int cols = t->what != OUT_CLASS;
+    int probs = t->what == OUT_PROBS || (t->what == OUT_AUTO && t->loss != BP_LOSS_MSE);
+    const char *prefix = probs ? "p" : t->loss == BP_LOSS_MSE ? "y" : "logit";
+    if (cls) fputs("class", f);
+    for (int j = 0; cols && j < t->k; ++j)
+        fprintf(f, "%s%s%d", cls || j ? "," : "", prefix, j);
+    fputc('\n', f);
+    double *row = malloc((size_t)t->k * sizeof(double));
+    for (int64_t i = 0; row && i < t->n; ++i) {
+        if (cls) fprintf(f, "%d", argmax(t->z + i * t->k, t->k));
+        transform_row(t, i, probs, row);
+        for (int j = 0; cols && j < t->k; ++j)
+            fprintf(f, "%s%.7g", cls || j ? "," : "", row[j]);
+        fputc('\n', f);
+    }
+    free(row);
+    return row ? 0 : -1;
+}
+
+/* NPY v1.0 header: magic, version, little-endian length, a dict padded with spaces to 64. */
+static void npy_header(FILE *f, const char *descr, int64_t n, int k, int vector) {
+    char dict[128];
+    int len;
+    if (vector)
+        len = snprintf(dict, sizeof dict,
+                       "{'descr': '%s', 'fortran_order': False, 'shape': (%lld,), }", descr,
+                       (long long)n);
+    else
+        len = snprintf(dict, sizeof dict,
+                       "{'descr': '%s', 'fortran_order': False, 'shape': (%lld, %d), }", descr,
+                       (long long)n, k);
+    int total = 10 + len + 1, pad = (64 - total % 64) % 64;
+    unsigned hlen = (unsigned)(len + pad + 1);
+    fwrite("\x93NUMPY\x01\x00", 1, 8, f);
+    fputc((int)(hlen & 0xff), f);
+    fputc((int)(hlen >> 8), f);
+    fwrite(dict, 1, (size_t)len, f);
+    for (int i = 0; i < pad; ++i)
+        fputc(' ', f);
+    fputc('\n', f);
+}
+
+static void put_le32(FILE *f, uint32_t v) {
+    unsigned char b[4] = {(unsigned char)v, (unsigned char)(v >> 8), (unsigned char)(v >> 16),
+                          (unsigned char)(v >> 24)};
+    fwrite(b, 1, 4, f);
+}
+
+static int write_npy(const table *t, FILE *f) {
+    if (t->what == OUT_CLASS) { /* int32 class indices [n] */
+        npy_header(f, "<i4", t->n, 1, 1);
+        for (int64_t i = 0; i < t->n; ++i)
+            put_le32(f, (uint32_t)argmax(t->z + i * t->k, t->k));
+        return 0;
+    }
+    int probs = t->what == OUT_PROBS || (t->what == OUT_AUTO && t->loss != BP_LOSS_MSE);
+    npy_header(f, "<f4", t->n, t->k, 0);
+    double *row = malloc((size_t)t->k * sizeof(double));
+    for (int64_t i = 0; row && i < t->n; ++i) {
+        transform_row(t, i, probs, row);
+        for (int j = 0; j < t->k; ++j) {
+            float v = (float)row[j];
+            uint32_t bits;
+            memcpy(&bits, &v, 4); /* written little-endian whatever the host */
+            put_le32(f, bits);
+        }
+    }
+    free(row);
+    return row ? 0 : -1;
+}
+
+static int write_predictions(int cmd, const cli_options *o, const table *t) {
+    cli_atomic_file a;
+    if (cli_atomic_open(&a, o->output)) {
+        cli_fail(cmd, "--output: cannot write '%s': %s", o->output, strerror(errno));
+        return CLI_EXIT_FAIL;
+    }
+    int bad = cli_has_ext(o->output, ".npy") ? write_npy(t, a.f) : write_csv(t, a.f);
+    if (bad) {
+        cli_atomic_abort(&a);
+        cli_fail(cmd, "out of memory");
+        return CLI_EXIT_FAIL;
+    }
+    if (cli_atomic_commit(&a)) {
+        cli_fail(cmd, "--output: writing '%s' failed: %s", o->output, strerror(errno));
+        return CLI_EXIT_FAIL;
+    }
+    return 0;
+}
+
+int cli_cmd_predict(int argc, char **argv) {
+    inference r;
+    memset(&r, 0, sizeof r);
+    int rc = setup(&r, CMD_PREDICT, argc, argv);
+    float *z = NULL;
+    if (!rc) {
+        int64_t n = bp_dataset_size(r.d.test);
+        int k = bp_model_width(r.m, bp_model_n_layers(r.m));
+        z = malloc((size_t)(n ? n : 1) * (size_t)k * sizeof(float));
+        if (!z) rc = (cli_fail(CMD_PREDICT, "out of memory"), CLI_EXIT_FAIL);
+        if (!rc) rc = cli_evaluate(CMD_PREDICT, r.m, r.d.test, &r.loss, NULL, z);
+        table t = {n, k, z, r.o.outputs, r.loss.kind};
+        if (!rc) rc = write_predictions(CMD_PREDICT, &r.o, &t);
+        if (!rc) printf("wrote %lld predictions to %s\n", (long long)n, r.o.output);
+    }
+    free(z);
+    teardown(&r);
+    return rc < 0 ? CLI_EXIT_OK : rc;
+}

@@ -1,0 +1,124 @@
+/* Setting up a training session (train and lr-find): options, data, scaling, device, model and
+ * loader, every check that the data fits the model done before the first step. */
+#define _POSIX_C_SOURCE 200809L
+#include <errno.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "cli/cli.h"
+
+static int resume_options(cli_session *s) {
+    cli_options *o = &s->o;
+    if (access(o->resume, R_OK) != 0) {
+        cli_fail(s->cmd, "--resume: cannot read '%s': %s", o->resume, strerror(errno));
+        return CLI_EXIT_FAIL;
+    }
+    s->resuming = 1;
+    int rc = cli_read_run_state(s->cmd, o->resume, &s->rs);
+    return rc ? rc : cli_apply_stored_options(s->cmd, o->resume, o, STORED_ALL);
+}
+
+static int check_loss(cli_session *s) {
+    const cli_data *d = &s->d;
+    int cmd = s->cmd;
+    if (s->loss.kind == BP_LOSS_CROSS_ENTROPY && d->kind != BP_TARGET_CLASS) {
+        cli_usage_error(cmd,
+                        "--loss ce needs class labels, but %s has %d target values per "
+                        "sample (use --loss mse or bce, or --target-kind class)",
+                        d->train_name, d->target_width);
+        return CLI_EXIT_USAGE;
+    }
+    if (s->loss.kind != BP_LOSS_CROSS_ENTROPY && d->kind == BP_TARGET_CLASS) {
+        cli_usage_error(cmd,
+                        "--loss %s needs target values, but %s has class labels (use "
+                        "--target-kind values)",
+                        cli_choice_name("loss", s->o.loss), d->train_name);
+        return CLI_EXIT_USAGE;
+    }
+    if (s->loss.kind != BP_LOSS_CROSS_ENTROPY && s->o.label_smoothing > 0.0 &&
+        cli_option_given(&s->o, "label-smoothing")) {
+        cli_usage_error(cmd, "--label-smoothing applies to --loss ce only");
+        return CLI_EXIT_USAGE;
+    }
+    if (s->cmd == CMD_TRAIN && s->o.early_stop > 0 && !d->val) {
+        cli_usage_error(cmd, "--early-stop needs a validation set (--val-split F > 0)");
+        return CLI_EXIT_USAGE;
+    }
+    return 0;
+}
+
+static int setup_scaling(cli_session *s) {
+    cli_options *o = &s->o;
+    if (s->resuming) {
+        float *offset = NULL, *scale = NULL;
+        int scaling;
+        bp_loss_config stored;
+        int rc = cli_read_model_meta(s->cmd, o->resume, s->d.features, &offset, &scale, &scaling,
+                                     &stored);
+        if (!rc) rc = cli_data_scale(s->cmd, &s->d, scaling, offset, scale);
+        free(offset);
+        free(scale);
+        return rc;
+    }
+    int scaling = o->scale;
+    if (scaling == SCALE_AUTO) /* images: one mean and deviation keeps pixels comparable */
+        scaling = o->data[0] || o->train_images[0] ? SCALE_GLOBAL : SCALE_STANDARD;
+    return cli_data_scale(s->cmd, &s->d, scaling, NULL, NULL);
+}
+
+static int setup_model(cli_session *s) {
+    cli_options *o = &s->o;
+    if (s->resuming) {
+        bp_status st;
+        int max_batch = (o->batch + o->accum - 1) / o->accum;
+        s->m = bp_checkpoint_load_model(o->resume, s->dev, max_batch, &st);
+        if (!s->m) return cli_lib_fail(s->cmd, "--resume");
+        return cli_check_model_fits(s->cmd, s->m, &s->d, o->resume);
+    }
+    cli_int_list w;
+    int rc = cli_resolve_widths(s->cmd, o, &s->d, &w);
+    if (rc) return rc;
+    s->m = cli_build_model(s->cmd, o, s->dev, &w);
+    return s->m ? 0 : CLI_EXIT_FAIL;
+}
+
+int cli_session_setup(cli_session *s, int cmd, int argc, char **argv) {
+    memset(s, 0, sizeof *s);
+    s->cmd = cmd;
+    int rc = cli_parse(cmd, argc, argv, &s->o);
+    if (rc) return rc;
+    cli_options *o = &s->o;
+    s->rs.best_metric = NAN;
+    if (cmd == CMD_TRAIN && o->resume[0] && (rc = resume_options(s))) return rc;
+    if ((rc = cli_check_writable(cmd, "--save", o->save)) ||
+        (rc = cli_check_writable(cmd, "--metrics", o->metrics)) ||
+        (rc = cli_check_writable(cmd, "--plot", o->plot)))
+        return rc;
+    if (!s->resuming) s->rs.loader_seed = (uint64_t)o->seed;
+    if ((rc = cli_open_device(cmd, o, &s->dev))) return rc; /* fails fast, before loading */
+    bp_loss_kind guess = cli_loss_kind(o, NULL);
+    int values = cli_targets_are_values(o, guess, o->loss != LOSS_AUTO);
+    if ((rc = cli_data_load_train(cmd, o, values, &s->d))) return rc;
+    s->loss.kind = cli_loss_kind(o, &s->d);
+    /* the default smoothing is for cross-entropy; other losses have none */
+    s->loss.label_smoothing =
+        s->loss.kind == BP_LOSS_CROSS_ENTROPY ? (float)o->label_smoothing : 0.0f;
+    if ((rc = check_loss(s)) || (rc = setup_scaling(s))) return rc;
+    if ((rc = setup_model(s))) return rc;
+    bp_status st;
+    s->loader = bp_loader_create(s->d.train, s->dev, o->batch, 1, s->rs.loader_seed, &st);
+    if (!s->loader) return cli_lib_fail(cmd, "creating the loader");
+    s->steps_per_epoch = bp_loader_batches(s->loader);
+    return 0;
+}
+
+void cli_session_free(cli_session *s) {
+    bp_loader_free(s->loader);
+    bp_model_free(s->m);
+    cli_data_free(&s->d);
+    bp_device_close(s->dev);
+    cli_options_free(&s->o);
+    memset(s, 0, sizeof *s);
+}

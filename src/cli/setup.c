@@ -1,0 +1,163 @@
+/* From options and data to a device, a model and an optimizer configuration; the checks that
+ * the model fits the data run here, before any training. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli/cli.h"
+
+int cli_open_device(int cmd, const cli_options *o, bp_device **dev) {
+    bp_status st;
+    *dev = bp_device_open(o->device, &st);
+    if (!*dev) return cli_lib_fail(cmd, "--device");
+    return 0;
+}
+
+/* The output width the data needs: its classes, or its values per sample. */
+static int data_outputs(const cli_data *d) {
+    return d->kind == BP_TARGET_CLASS ? d->classes : d->target_width;
+}
+
+/* in and out are the model's widths; who names them in messages ("--layers", "the model in
+ * X"). */
+static int check_fit(int cmd, int in, int out, const cli_data *d, const char *who) {
+    if (in != d->features) {
+        cli_usage_error(cmd, "%s: the input width %d does not match the %d features of %s", who, in,
+                        d->features, d->train ? d->train_name : d->test_name);
+        return CLI_EXIT_USAGE;
+    }
+    if (d->kind == BP_TARGET_CLASS && d->classes > out) {
+        cli_usage_error(cmd,
+                        "%s: the data has %d classes (labels up to %d) but the output layer "
+                        "has %d units",
+                        who, d->classes, d->classes - 1, out);
+        return CLI_EXIT_USAGE;
+    }
+    if (d->kind == BP_TARGET_VALUES && d->target_width != out) {
+        cli_usage_error(cmd,
+                        "%s: the output width %d does not match the %d target values per "
+                        "sample",
+                        who, out, d->target_width);
+        return CLI_EXIT_USAGE;
+    }
+    return 0;
+}
+
+int cli_resolve_widths(int cmd, const cli_options *o, const cli_data *d, cli_int_list *w) {
+    if (cli_option_given(o, "layers") || o->layers.n > 0) {
+        if (o->layers.n < 2) {
+            cli_usage_error(cmd, "--layers: needs at least an input and an output width, got %d",
+                            o->layers.n);
+            return CLI_EXIT_USAGE;
+        }
+        *w = o->layers;
+        return check_fit(cmd, w->v[0], w->v[w->n - 1], d, "--layers");
+    }
+    if (o->hidden.n + 2 > CLI_MAX_WIDTHS) {
+        cli_usage_error(cmd, "--hidden: at most %d widths", CLI_MAX_WIDTHS - 2);
+        return CLI_EXIT_USAGE;
+    }
+    int out = data_outputs(d);
+    if (out < 1) {
+        cli_usage_error(cmd, "%s: no classes or target values to learn",
+                        d->train ? d->train_name : d->test_name);
+        return CLI_EXIT_USAGE;
+    }
+    w->n = 0;
+    w->v[w->n++] = d->features;
+    for (int i = 0; i < o->hidden.n; ++i)
+        w->v[w->n++] = o->hidden.v[i];
+    w->v[w->n++] = out;
+    return 0;
+}
+
+int cli_check_model_fits(int cmd, const bp_model *m, const cli_data *d, const char *model_name) {
+    char who[1100];
+    snprintf(who, sizeof who, "the model in %s", model_name);
+    return check_fit(cmd, bp_model_width(m, 0), bp_model_width(m, bp_model_n_layers(m)), d, who);
+}
+
+bp_loss_kind cli_loss_kind(const cli_options *o, const cli_data *d) {
+    switch (o->loss) {
+    case LOSS_CE:
+        return BP_LOSS_CROSS_ENTROPY;
+    case LOSS_MSE:
+        return BP_LOSS_MSE;
+    case LOSS_BCE:
+        return BP_LOSS_BCE_LOGITS;
+    default:
+        return d && d->kind == BP_TARGET_VALUES ? BP_LOSS_MSE : BP_LOSS_CROSS_ENTROPY;
+    }
+}
+
+static const bp_activation ACTS[] = {BP_ACT_RELU, BP_ACT_LEAKY_RELU, BP_ACT_SIGMOID,
+                                     BP_ACT_TANH, BP_ACT_GELU,       BP_ACT_GELU_TANH,
+                                     BP_ACT_SILU, BP_ACT_IDENTITY};
+static const bp_init INITS[] = {BP_INIT_TORCH_DEFAULT, BP_INIT_HE_UNIFORM, BP_INIT_HE_NORMAL,
+                                BP_INIT_XAVIER_UNIFORM, BP_INIT_XAVIER_NORMAL};
+
+bp_model *cli_build_model(int cmd, const cli_options *o, bp_device *dev, const cli_int_list *w) {
+    int n = w->n - 1;
+    bp_activation acts[CLI_MAX_WIDTHS];
+    float drop[CLI_MAX_WIDTHS];
+    for (int l = 0; l < n; ++l) {
+        int hidden = l < n - 1;
+        acts[l] = hidden ? ACTS[o->act] : BP_ACT_IDENTITY;
+        drop[l] = hidden ? (float)o->dropout : 0.0f;
+    }
+    bp_mlp_config c = bp_mlp_config_default(n, w->v);
+    c.activations = acts;
+    c.dropout = drop;
+    c.init = INITS[o->init];
+    c.seed = (uint64_t)o->seed;
+    c.max_batch = (o->batch + o->accum - 1) / o->accum; /* one micro-batch at a time */
+    bp_status st;
+    bp_model *m = bp_model_create(dev, &c, &st);
+    if (!m) cli_lib_fail(cmd, "building the model");
+    return m;
+}
+
+static int64_t epochs_to_steps(double epochs, int64_t per_epoch) {
+    return (int64_t)llround(epochs * (double)per_epoch);
+}
+
+bp_optim_config cli_optim_config(const cli_options *o, int64_t steps_per_epoch) {
+    static const bp_optim_kind KINDS[] = {BP_OPTIM_SGD, BP_OPTIM_ADAM, BP_OPTIM_ADAMW};
+    bp_optim_config c = bp_optim_config_default(KINDS[o->opt]);
+    c.lr = (float)o->lr;
+    c.weight_decay = (float)o->wd;
+    if (o->opt == 0) {
+        c.momentum = (float)o->momentum;
+        c.nesterov = o->nesterov;
+        c.dampening = 0.0f;
+    }
+    c.beta1 = (float)o->beta1;
+    c.beta2 = (float)o->beta2;
+    c.eps = (float)o->eps;
+    c.clip_norm = (float)o->clip;
+    c.clip_value = (float)o->clip_value;
+    c.accum_steps = o->accum;
+    static const bp_schedule_kind SCHEDULES[] = {BP_SCHEDULE_CONSTANT, BP_SCHEDULE_STEP,
+                                                 BP_SCHEDULE_COSINE};
+    c.schedule.kind = SCHEDULES[o->schedule];
+    c.schedule.warmup_steps = epochs_to_steps(o->warmup, steps_per_epoch);
+    int64_t step = epochs_to_steps(o->step_size, steps_per_epoch);
+    c.schedule.step_size = step < 1 ? 1 : step;
+    c.schedule.gamma = (float)o->gamma;
+    c.schedule.total_steps = (int64_t)o->epochs * steps_per_epoch;
+    c.schedule.min_lr = (float)o->min_lr;
+    return c;
+}
+
+void cli_describe_model(const bp_model *m, FILE *f) {
+    int n = bp_model_n_layers(m);
+    for (int l = 0; l <= n; ++l)
+        fprintf(f, "%s%d", l ? "-" : "", bp_model_width(m, l));
+    const char *act = n > 1 ? cli_choice_name("act", 0) : "linear";
+    for (size_t k = 0; n > 1 && k < sizeof ACTS / sizeof ACTS[0]; ++k)
+        if (ACTS[k] == bp_model_activation(m, 0)) act = cli_choice_name("act", (int)k);
+    fprintf(f, " %s", act);
+    if (n > 1 && bp_model_dropout(m, 0) > 0.0f)
+        fprintf(f, ", dropout %g", (double)bp_model_dropout(m, 0));
+    fprintf(f, ", %zu parameters", bp_model_n_params(m));
+}

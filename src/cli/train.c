@@ -1,0 +1,333 @@
+/* backprop train: the epoch loop, validation, the table, early stopping, the gradient-norm
+ * monitor, checkpoints and resuming. */
+#define _POSIX_C_SOURCE 200809L
+#include <errno.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli/cli.h"
+
+#define VANISHING     1e-7
+#define EXPLODING     1e3
+#define MAX_GRAD_WARN 3 /* per layer and kind, so a sick run does not drown the table */
+
+typedef struct trainer {
+    cli_session s;
+    bp_optimizer *opt;
+    const char *save; /* --save, else the --resume file, else NULL */
+    int accuracy;     /* the metric is an accuracy (else MSE) */
+    int monitor_acc;  /* early stopping watches the metric (else the loss) */
+    cli_history hist;
+    cli_progress prog;
+    float *grads, *best;
+    int *warned; /* [layer][2] warnings given */
+    float last_lr;
+    double wall_start;
+} trainer;
+
+/* ---- the gradient-norm monitor ---- */
+
+static double layer_norm(const bp_model *m, const float *g, int l) {
+    size_t w, b;
+    bp_model_layer_offsets(m, l, &w, &b);
+    size_t nw = (size_t)bp_model_width(m, l) * (size_t)bp_model_width(m, l + 1);
+    size_t nb = (size_t)bp_model_width(m, l + 1);
+    double sum = 0.0;
+    for (size_t i = 0; i < nw; ++i)
+        sum += (double)g[w + i] * g[w + i];
+    for (size_t i = 0; i < nb; ++i)
+        sum += (double)g[b + i] * g[b + i];
+    return sqrt(sum);
+}
+
+static void grad_warn(trainer *t, int l, int kind, double norm, int epoch, int64_t step) {
+    bp_model *m = t->s.m;
+    int *count = &t->warned[2 * l + kind];
+    if (++*count > MAX_GRAD_WARN) return;
+    cli_progress_clear(&t->prog);
+    cli_warn(CMD_TRAIN, "epoch %d, step %lld: layer %d (%d -> %d) gradient norm %.3g is %s: %s%s",
+             epoch, (long long)step, l, bp_model_width(m, l), bp_model_width(m, l + 1), norm,
+             kind ? "above 1e3" : "below 1e-7",
+             kind ? "exploding gradients (try --clip 1 or a lower --lr)"
+                  : "vanishing gradients (dead units, saturated activations or too deep?)",
+             *count == MAX_GRAD_WARN ? "; further warnings for this layer suppressed" : "");
+}
+
+/* Per-layer norms from a host copy of the gradients: only every --grad-check steps, since the
+ * copy costs a device read of the whole buffer. */
+static int check_grads(trainer *t, int epoch, int64_t step) {
+    bp_model *m = t->s.m;
+    if (bp_model_get_grads(m, t->grads, bp_model_n_params(m)) != BP_OK)
+        return cli_lib_fail(CMD_TRAIN, "reading gradients");
+    for (int l = 0; l < bp_model_n_layers(m); ++l) {
+        double norm = layer_norm(m, t->grads, l);
+        if (norm < VANISHING) grad_warn(t, l, 0, norm, epoch, step);
+        if (norm > EXPLODING) grad_warn(t, l, 1, norm, epoch, step);
+    }
+    return 0;
+}
+
+/* ---- one epoch ---- */
+
+static int save(trainer *t, const cli_run_state *rs) {
+    return cli_checkpoint_save(CMD_TRAIN, t->save, t->s.m, t->opt, &t->s.o, &t->s.d, &t->s.loss,
+                               rs);
+}
+
+static int step_failed(trainer *t, bp_status st, int epoch, int64_t b) {
+    cli_progress_clear(&t->prog);
+    cli_fail(CMD_TRAIN, "epoch %d, step %lld/%lld: %s%s", epoch + 1, (long long)b + 1,
+             (long long)t->s.steps_per_epoch, bp_last_error(),
+             st == BP_ERR_NON_FINITE ? " (stopped; try a lower --lr or --clip 1)" : "");
+    return CLI_EXIT_FAIL;
+}
+
+/* Saves where the run stands mid-epoch after ^C, unless --save holds the best epoch. */
+static int interrupted(trainer *t, int epoch, int64_t b) {
+    cli_progress_clear(&t->prog);
+    cli_run_state rs = t->s.rs;
+    rs.epoch = epoch;
+    rs.batch_in_epoch = b;
+    rs.epoch_loss_sum = t->prog.loss_sum;
+    rs.epoch_loss_n = t->prog.loss_n;
+    if (t->save && t->s.o.early_stop == 0 && save(t, &rs) == 0)
+        fprintf(stderr,
+                "interrupted at epoch %d, step %lld: saved %s (continue with --resume %s)\n",
+                epoch + 1, (long long)b, t->save, t->save);
+    else
+        fprintf(stderr, "interrupted at epoch %d, step %lld\n", epoch + 1, (long long)b);
+    return CLI_EXIT_INTERRUPT;
+}
+
+static int run_epoch(trainer *t, int epoch, int64_t first, double *seconds) {
+    cli_session *s = &t->s;
+    if (bp_loader_start_epoch(s->loader, epoch, first) != BP_OK)
+        return cli_lib_fail(CMD_TRAIN, "starting the epoch");
+    cli_progress_start(&t->prog, epoch + 1, s->o.epochs, s->steps_per_epoch, first);
+    if (first > 0) { /* resumed mid-epoch: the loss of the batches already done */
+        t->prog.loss_sum = s->rs.epoch_loss_sum;
+        t->prog.loss_n = s->rs.epoch_loss_n;
+    }
+    double t0 = cli_now();
+    for (int64_t b = first;; ++b) {
+        if (cli_interrupted) {
+            s->rs.train_seconds += cli_now() - t0;
+            return interrupted(t, epoch, b);
+        }
+        const bp_tensor *x, *y;
+        if (bp_loader_next(s->loader, &x, &y) != BP_OK)
+            return cli_lib_fail(CMD_TRAIN, "loading a batch");
+        if (!x) break;
+        float loss = 0.0f;
+        t->last_lr = bp_optimizer_lr(t->opt);
+        bp_status st = bp_train_step(s->m, t->opt, &s->loss, x, y, &loss);
+        if (st != BP_OK) return step_failed(t, st, epoch, b);
+        cli_progress_step(&t->prog, (int)bp_tensor_rows(x), loss);
+        int64_t global = bp_optimizer_steps(t->opt);
+        if (s->o.grad_check > 0 && global % s->o.grad_check == 0 &&
+            check_grads(t, epoch + 1, b + 1))
+            return CLI_EXIT_FAIL;
+    }
+    *seconds = cli_now() - t0;
+    cli_progress_clear(&t->prog);
+    return 0;
+}
+
+/* ---- after each epoch ---- */
+
+/* The watched value, larger is better. */
+static double watched(const trainer *t, const cli_epoch_row *r) {
+    if (t->monitor_acc) return t->accuracy ? r->val_metric : -r->val_metric;
+    return -r->val_loss;
+}
+
+/* Early stopping and checkpoints; *stop set when patience runs out. */
+static int end_of_epoch(trainer *t, const cli_epoch_row *r, int *stop) {
+    cli_run_state *rs = &t->s.rs;
+    cli_options *o = &t->s.o;
+    rs->epoch = r->epoch;
+    rs->batch_in_epoch = 0;
+    rs->epoch_loss_sum = 0.0;
+    rs->epoch_loss_n = 0;
+    int improved = 0;
+    if (r->has_val) {
+        double v = watched(t, r);
+        improved = isnan(rs->best_metric) || v > rs->best_metric;
+        if (improved)
+            rs->best_metric = v, rs->best_epoch = r->epoch, rs->bad_epochs = 0;
+        else
+            ++rs->bad_epochs;
+    }
+    if (o->early_stop > 0 && improved &&
+        bp_model_get_params(t->s.m, t->best, bp_model_n_params(t->s.m)) != BP_OK)
+        return cli_lib_fail(CMD_TRAIN, "keeping the best parameters");
+    if (t->save && (o->early_stop == 0 || improved) && save(t, rs)) return CLI_EXIT_FAIL;
+    if (o->metrics[0] && cli_history_write_csv(&t->hist, o->metrics, t->accuracy)) {
+        cli_fail(CMD_TRAIN, "--metrics: cannot write '%s': %s", o->metrics, strerror(errno));
+        return CLI_EXIT_FAIL;
+    }
+    *stop = o->early_stop > 0 && rs->bad_epochs >= o->early_stop;
+    return 0;
+}
+
+static int validate(trainer *t, cli_epoch_row *r) {
+    if (!t->s.d.val) return 0;
+    cli_eval ev = {NAN, NAN, 0};
+    int rc = cli_evaluate(CMD_TRAIN, t->s.m, t->s.d.val, &t->s.loss, &ev, NULL);
+    r->has_val = rc == 0;
+    r->val_loss = ev.loss;
+    r->val_metric = ev.metric;
+    return rc;
+}
+
+static int epochs(trainer *t) {
+    cli_session *s = &t->s;
+    int last = s->o.epochs;
+    if (s->o.stop_after > 0 && s->o.stop_after < last) last = s->o.stop_after;
+    cli_table_header(t->accuracy);
+    for (int e = s->rs.epoch; e < last; ++e) {
+        int64_t first = e == s->rs.epoch ? s->rs.batch_in_epoch : 0;
+        cli_epoch_row r;
+        memset(&r, 0, sizeof r);
+        r.epoch = e + 1;
+        double secs = 0.0;
+        int rc = run_epoch(t, e, first, &secs);
+        if (rc) return rc;
+        s->rs.train_seconds += secs;
+        r.train_loss = t->prog.loss_n ? t->prog.loss_sum / (double)t->prog.loss_n : NAN;
+        r.lr = t->last_lr;
+        double t0 = cli_now();
+        if ((rc = validate(t, &r))) return rc;
+        r.seconds = secs + (cli_now() - t0);
+        cli_table_row(&r, t->accuracy);
+        if (cli_history_add(&t->hist, &r)) return cli_fail(CMD_TRAIN, "out of memory"), 1;
+        int stop = 0;
+        if ((rc = end_of_epoch(t, &r, &stop))) return rc;
+        if (stop) {
+            printf("early stop: no better validation %s for %d epochs; the best was epoch %d\n",
+                   t->monitor_acc ? (t->accuracy ? "accuracy" : "MSE") : "loss", s->o.early_stop,
+                   s->rs.best_epoch);
+            break;
+        }
+    }
+    return 0;
+}
+
+/* ---- setup and the end ---- */
+
+static int make_optimizer(trainer *t) {
+    cli_session *s = &t->s;
+    bp_status st;
+    if (s->resuming) {
+        t->opt = bp_checkpoint_load_optimizer(s->o.resume, s->m, &st);
+        return t->opt ? 0 : cli_lib_fail(CMD_TRAIN, "--resume");
+    }
+    bp_optim_config c = cli_optim_config(&s->o, s->steps_per_epoch);
+    if (c.schedule.kind == BP_SCHEDULE_COSINE &&
+        c.schedule.warmup_steps >= c.schedule.total_steps) {
+        cli_usage_error(CMD_TRAIN, "--warmup: %g epochs is not shorter than the run (%d epochs)",
+                        s->o.warmup, s->o.epochs);
+        return CLI_EXIT_USAGE;
+    }
+    t->opt = bp_optimizer_create(s->m, &c, &st);
+    return t->opt ? 0 : cli_lib_fail(CMD_TRAIN, "creating the optimizer");
+}
+
+static void describe(const trainer *t) {
+    const cli_session *s = &t->s;
+    const cli_options *o = &s->o;
+    printf("model: ");
+    cli_describe_model(s->m, stdout);
+    printf(" on %s\n", bp_device_name(s->dev));
+    printf("data: %s, %lld train / %lld val / %lld test samples, %d features, ", s->d.train_name,
+           (long long)bp_dataset_size(s->d.train),
+           (long long)(s->d.val ? bp_dataset_size(s->d.val) : 0),
+           (long long)(s->d.test ? bp_dataset_size(s->d.test) : 0), s->d.features);
+    if (s->d.kind == BP_TARGET_CLASS)
+        printf("%d classes, scaling %s\n", s->d.classes, cli_scale_name(s->d.scaling));
+    else
+        printf("%d targets, scaling %s\n", s->d.target_width, cli_scale_name(s->d.scaling));
+    static const char *const LOSSES[] = {"mse", "ce", "bce"};
+    printf("training: %s, lr %g, wd %g, %s schedule, batch %d, %d epochs of %lld steps, loss %s",
+           cli_choice_name("opt", o->opt), o->lr, o->wd, cli_choice_name("schedule", o->schedule),
+           o->batch, o->epochs, (long long)s->steps_per_epoch, LOSSES[s->loss.kind]);
+    if (s->loss.label_smoothing > 0.0f)
+        printf(" (label smoothing %g)", (double)s->loss.label_smoothing);
+    putchar('\n');
+    if (s->resuming)
+        printf("resuming %s at epoch %d, step %lld\n", o->resume, s->rs.epoch + 1,
+               (long long)s->rs.batch_in_epoch);
+    fflush(stdout);
+}
+
+static int finish(trainer *t) {
+    cli_session *s = &t->s;
+    if (s->o.early_stop > 0 && s->rs.best_epoch > 0 && s->rs.best_epoch != s->rs.epoch) {
+        if (bp_model_set_params(s->m, t->best, bp_model_n_params(s->m)) != BP_OK)
+            return cli_lib_fail(CMD_TRAIN, "restoring the best parameters");
+        printf("restored the best epoch (%d)%s%s\n", s->rs.best_epoch,
+               t->save ? "; its checkpoint is " : "", t->save ? t->save : "");
+    }
+    if (s->o.plot[0]) cli_plot_history(CMD_TRAIN, &t->hist, s->o.plot, t->accuracy);
+    char test[128] = "";
+    if (s->d.test) {
+        cli_eval ev;
+        if (cli_evaluate(CMD_TRAIN, s->m, s->d.test, &s->loss, &ev, NULL)) return CLI_EXIT_FAIL;
+        if (t->accuracy)
+            snprintf(test, sizeof test, "; test loss %.4f, accuracy %.2f%% (%lld samples)", ev.loss,
+                     100.0 * ev.metric, (long long)ev.n);
+        else
+            snprintf(test, sizeof test, "; test loss %.4f, MSE %.4g (%lld samples)", ev.loss,
+                     ev.metric, (long long)ev.n);
+    }
+    printf("done: %d epochs, %.1f s of training (%.1f s in all)%s\n", s->rs.epoch,
+           s->rs.train_seconds, cli_now() - t->wall_start, test);
+    if (t->save) printf("checkpoint: %s\n", t->save);
+    return 0;
+}
+
+static int prepare(trainer *t) {
+    cli_session *s = &t->s;
+    cli_options *o = &s->o;
+    t->save = o->save[0] ? o->save : s->resuming ? o->resume : NULL;
+    t->accuracy = cli_metric_is_accuracy(s->loss.kind);
+    t->monitor_acc = o->monitor == MON_AUTO ? t->accuracy : o->monitor == MON_ACC;
+    size_t n = bp_model_n_params(s->m);
+    t->grads = malloc(n * sizeof(float));
+    t->best = o->early_stop > 0 ? malloc(n * sizeof(float)) : NULL;
+    t->warned = calloc(2 * (size_t)bp_model_n_layers(s->m), sizeof(int));
+    if (!t->grads || !t->warned || (o->early_stop > 0 && !t->best))
+        return cli_fail(CMD_TRAIN, "out of memory"), CLI_EXIT_FAIL;
+    if (s->resuming && s->rs.best_epoch > 0 && t->best &&
+        bp_model_get_params(s->m, t->best, n) != BP_OK) /* the checkpoint is the best so far */
+        return cli_lib_fail(CMD_TRAIN, "");
+    if (s->resuming && o->metrics[0]) cli_history_read_csv(&t->hist, o->metrics, s->rs.epoch);
+    t->prog.quiet = o->quiet;
+    return make_optimizer(t);
+}
+
+int cli_cmd_train(int argc, char **argv) {
+    trainer t;
+    memset(&t, 0, sizeof t);
+    t.wall_start = cli_now();
+    int rc = cli_session_setup(&t.s, CMD_TRAIN, argc, argv);
+    if (!rc) rc = prepare(&t);
+    if (!rc) {
+        describe(&t);
+        if (t.s.rs.epoch >= t.s.o.epochs)
+            printf("nothing to train: the run has finished %d of %d epochs\n", t.s.rs.epoch,
+                   t.s.o.epochs);
+        cli_catch_interrupt(1);
+        rc = epochs(&t);
+        cli_catch_interrupt(0);
+    }
+    if (!rc) rc = finish(&t);
+    bp_optimizer_free(t.opt);
+    cli_history_free(&t.hist);
+    free(t.grads);
+    free(t.best);
+    free(t.warned);
+    cli_session_free(&t.s);
+    return rc < 0 ? CLI_EXIT_OK : rc;
+}

@@ -1,0 +1,211 @@
+/* Small helpers: messages, clocks, atomic files, number lists, SIGINT. */
+#define _POSIX_C_SOURCE 200809L
+#include <errno.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "cli/cli.h"
+
+double cli_now(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+}
+
+static void message(int cmd, const char *kind, const char *fmt, va_list ap) {
+    fflush(stdout); /* keep the order of table rows and messages when both go to a file */
+    const char *name = cli_command_name(cmd);
+    fprintf(stderr, "backprop%s%s: %s", name[0] ? " " : "", name, kind);
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+}
+
+void cli_usage_error(int cmd, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    message(cmd, "", fmt, ap);
+    va_end(ap);
+}
+
+void cli_fail(int cmd, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    message(cmd, "", fmt, ap);
+    va_end(ap);
+}
+
+void cli_warn(int cmd, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    message(cmd, "warning: ", fmt, ap);
+    va_end(ap);
+}
+
+int cli_lib_fail(int cmd, const char *what) {
+    const char *detail = bp_last_error();
+    if (what && what[0])
+        cli_fail(cmd, "%s: %s", what, detail[0] ? detail : "failed");
+    else
+        cli_fail(cmd, "%s", detail[0] ? detail : "failed");
+    return CLI_EXIT_FAIL;
+}
+
+char *cli_strdup(const char *s) {
+    size_t n = strlen(s) + 1;
+    char *p = malloc(n);
+    if (!p) {
+        fprintf(stderr, "backprop: out of memory\n");
+        exit(CLI_EXIT_FAIL); /* only tiny strings come here; nothing useful can go on */
+    }
+    return memcpy(p, s, n);
+}
+
+int cli_has_ext(const char *path, const char *ext) {
+    size_t n = strlen(path), m = strlen(ext);
+    return n > m && strcasecmp(path + n - m, ext) == 0;
+}
+
+/* ---- atomic files: written as .NAME.XXXXXX in the target's folder, renamed when done ---- */
+
+int cli_atomic_open(cli_atomic_file *a, const char *path) {
+    memset(a, 0, sizeof *a);
+    const char *slash = strrchr(path, '/');
+    size_t dir = slash ? (size_t)(slash - path + 1) : 0;
+    a->tmp = malloc(strlen(path) + 16);
+    if (!a->tmp) return -1;
+    snprintf(a->tmp, strlen(path) + 16, "%.*s.%s.XXXXXX", (int)dir, path, path + dir);
+    int fd = mkstemp(a->tmp);
+    if (fd >= 0) { /* mkstemp makes it 0600; give it what an ordinary create would */
+        mode_t mask = umask(0);
+        umask(mask);
+        fchmod(fd, 0666 & ~mask);
+    }
+    if (fd < 0) {
+        int e = errno;
+        free(a->tmp);
+        a->tmp = NULL;
+        errno = e;
+        return -1;
+    }
+    a->f = fdopen(fd, "w");
+    if (!a->f) {
+        int e = errno;
+        close(fd);
+        unlink(a->tmp);
+        free(a->tmp);
+        a->tmp = NULL;
+        errno = e;
+        return -1;
+    }
+    a->path = cli_strdup(path);
+    return 0;
+}
+
+int cli_atomic_commit(cli_atomic_file *a) {
+    int failed = ferror(a->f) != 0;
+    int e = failed ? EIO : 0;
+    if (fflush(a->f) != 0 && !failed) failed = 1, e = errno;
+    if (!failed && fsync(fileno(a->f)) != 0) failed = 1, e = errno;
+    if (fclose(a->f) != 0 && !failed) failed = 1, e = errno;
+    a->f = NULL;
+    if (!failed && rename(a->tmp, a->path) != 0) failed = 1, e = errno;
+    if (failed) unlink(a->tmp);
+    free(a->tmp);
+    free(a->path);
+    a->tmp = a->path = NULL;
+    errno = e;
+    return failed ? -1 : 0;
+}
+
+void cli_atomic_abort(cli_atomic_file *a) {
+    if (a->f) fclose(a->f);
+    if (a->tmp) unlink(a->tmp);
+    free(a->tmp);
+    free(a->path);
+    memset(a, 0, sizeof *a);
+}
+
+int cli_check_writable(int cmd, const char *flag, const char *path) {
+    if (!path || !path[0]) return 0;
+    const char *slash = strrchr(path, '/');
+    char dir[4096];
+    if (!slash)
+        snprintf(dir, sizeof dir, ".");
+    else
+        snprintf(dir, sizeof dir, "%.*s", slash == path ? 1 : (int)(slash - path), path);
+    if (access(dir, W_OK) == 0) return 0;
+    cli_fail(cmd, "%s: cannot write '%s': folder '%s': %s", flag, path, dir, strerror(errno));
+    return CLI_EXIT_FAIL;
+}
+
+/* ---- float lists ---- */
+
+char *cli_format_floats(const float *v, size_t n) {
+    size_t cap = n * 18 + 1;
+    char *s = malloc(cap);
+    if (!s) return NULL;
+    size_t used = 0;
+    s[0] = '\0';
+    for (size_t i = 0; i < n; ++i)
+        used += (size_t)snprintf(s + used, cap - used, "%s%.9g", i ? "," : "", (double)v[i]);
+    return s;
+}
+
+long cli_parse_floats(const char *s, float *out, size_t cap) {
+    size_t n = 0;
+    const char *p = s;
+    while (*p) {
+        char *end;
+        errno = 0;
+        double v = strtod(p, &end);
+        if (end == p || errno == ERANGE || n == cap) return -1;
+        out[n++] = (float)v;
+        if (*end == '\0') break;
+        if (*end != ',') return -1;
+        p = end + 1;
+    }
+    return (long)n;
+}
+
+void cli_format_duration(double seconds, char *buf, size_t size) {
+    if (!(seconds >= 0) || seconds > 3.6e6) {
+        snprintf(buf, size, "--:--");
+        return;
+    }
+    long s = (long)(seconds + 0.5);
+    if (s >= 3600)
+        snprintf(buf, size, "%ld:%02ld:%02ld", s / 3600, s / 60 % 60, s % 60);
+    else
+        snprintf(buf, size, "%ld:%02ld", s / 60, s % 60);
+}
+
+uint64_t cli_fnv1a(uint64_t h, const void *data, size_t n) {
+    const unsigned char *p = data;
+    for (size_t i = 0; i < n; ++i)
+        h = (h ^ p[i]) * 1099511628211ull;
+    return h;
+}
+
+/* ---- SIGINT: finish the step, save, stop ---- */
+
+volatile sig_atomic_t cli_interrupted = 0;
+
+static void on_interrupt(int sig) {
+    (void)sig;
+    if (cli_interrupted) _exit(CLI_EXIT_INTERRUPT); /* a second ^C: stop now */
+    cli_interrupted = 1;
+}
+
+void cli_catch_interrupt(int on) {
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on ? on_interrupt : SIG_DFL;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, NULL);
+}
