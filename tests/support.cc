@@ -1,6 +1,9 @@
 #include "support.h"
 
 #include <limits>
+#include <utility>
+
+#include "kernels/bp_math.h"
 
 namespace bpt {
 
@@ -46,6 +49,19 @@ std::vector<float> uniform(size_t n, float lo, float hi, uint32_t seed) {
 
 std::vector<double> to_double(const std::vector<float> &v) {
     return std::vector<double>(v.begin(), v.end());
+}
+
+std::vector<int64_t> documented_shuffle(int64_t n, uint64_t seed, uint64_t stream) {
+    std::vector<int64_t> perm(n);
+    for (int64_t i = 0; i < n; ++i)
+        perm[i] = i;
+    for (int64_t k = 0; k + 1 < n; ++k) {
+        uint64_t r = (uint64_t)bp_random_u32(seed, stream, 2 * k) |
+                     (uint64_t)bp_random_u32(seed, stream, 2 * k + 1) << 32;
+        int64_t i = n - 1 - k, j = (int64_t)(r % (uint64_t)(i + 1));
+        std::swap(perm[i], perm[j]);
+    }
+    return perm;
 }
 
 } // namespace bpt

@@ -28,6 +28,10 @@ std::vector<float> uniform(size_t n, float lo, float hi, uint32_t seed);
 
 std::vector<double> to_double(const std::vector<float> &v);
 
+// The shuffle data.h documents, computed word by word from the generator: Fisher-Yates where
+// step k swaps i = n-1-k with j = (word 2k | word 2k+1 << 32) mod (i+1) of (seed, stream).
+std::vector<int64_t> documented_shuffle(int64_t n, uint64_t seed, uint64_t stream);
+
 // Closes a device at the end of a scope; declare it before anything created on the device.
 struct DeviceGuard {
     bp_device *device;

@@ -27,6 +27,7 @@
 #include "core/optim_internal.h"
 #include "io/safetensors.h"
 #include "support.h"
+#include "support_model.h"
 
 namespace {
 
@@ -34,24 +35,9 @@ namespace fs = std::filesystem;
 
 #define CK_OK(call) ASSERT_EQ(BP_OK, (call)) << #call << ": " << bp_last_error()
 
-struct ModelDel {
-    void operator()(bp_model *m) const {
-        bp_model_free(m);
-    }
-};
-struct OptimDel {
-    void operator()(bp_optimizer *o) const {
-        bp_optimizer_free(o);
-    }
-};
-struct TensorDel {
-    void operator()(bp_tensor *t) const {
-        bp_tensor_free(t);
-    }
-};
-using ModelPtr = std::unique_ptr<bp_model, ModelDel>;
-using OptimPtr = std::unique_ptr<bp_optimizer, OptimDel>;
-using TensorPtr = std::unique_ptr<bp_tensor, TensorDel>;
+using bpt::ModelPtr;
+using bpt::OptimPtr;
+using bpt::TensorPtr;
 
 // A fresh directory, removed with everything in it at the end of the scope.
 struct TempDir {

@@ -22,7 +22,6 @@
 #include <thread>
 #include <vector>
 
-#include "kernels/bp_math.h"
 #include "support.h"
 
 namespace {
@@ -861,15 +860,7 @@ TEST(DataSplit, PartitionsDeterministically) {
 TEST(DataSplit, MatchesTheDocumentedShuffle) {
     const int64_t n = 50;
     const uint64_t seed = 0x123456789abcdefULL, stream = 0xC000000000000000ULL;
-    std::vector<int64_t> perm(n);
-    for (int64_t i = 0; i < n; ++i)
-        perm[i] = i;
-    for (int64_t k = 0; k + 1 < n; ++k) {
-        uint64_t r = (uint64_t)bp_random_u32(seed, stream, 2 * k) |
-                     (uint64_t)bp_random_u32(seed, stream, 2 * k + 1) << 32;
-        int64_t i = n - 1 - k, j = (int64_t)(r % (uint64_t)(i + 1));
-        std::swap(perm[i], perm[j]);
-    }
+    std::vector<int64_t> perm = bpt::documented_shuffle(n, seed, stream);
     DatasetPtr d = numbered(n);
     bp_dataset *tr = nullptr, *va = nullptr;
     ASSERT_EQ(bp_dataset_split(d.get(), 0.1, seed, &tr, &va), BP_OK);

@@ -14,7 +14,6 @@
 #include <thread>
 #include <vector>
 
-#include "kernels/bp_math.h"
 #include "support.h"
 
 namespace {
@@ -53,19 +52,9 @@ DatasetPtr numbered(int64_t n, int features = kFeatures) {
 }
 
 // The documented order of epoch `epoch`: Fisher-Yates on stream 0xC000000000000001 + epoch,
-// computed here word by word.
+// computed word by word in bpt::documented_shuffle.
 std::vector<int64_t> documented_order(int64_t n, uint64_t seed, int64_t epoch) {
-    const uint64_t stream = 0xC000000000000001ULL + (uint64_t)epoch;
-    std::vector<int64_t> perm(n);
-    for (int64_t i = 0; i < n; ++i)
-        perm[i] = i;
-    for (int64_t k = 0; k + 1 < n; ++k) {
-        uint64_t r = (uint64_t)bp_random_u32(seed, stream, 2 * k) |
-                     (uint64_t)bp_random_u32(seed, stream, 2 * k + 1) << 32;
-        int64_t i = n - 1 - k, j = (int64_t)(r % (uint64_t)(i + 1));
-        std::swap(perm[i], perm[j]);
-    }
-    return perm;
+    return bpt::documented_shuffle(n, seed, 0xC000000000000001ULL + (uint64_t)epoch);
 }
 
 class Loader : public ::testing::TestWithParam<std::string> {
