@@ -9,9 +9,10 @@
 extern "C" {
 #endif
 
-/* Zeroes the gradients, then for each of the optimizer's accum_steps micro-batches (the rows of
- * x split as evenly as possible) runs forward (training mode), loss and backward, weighting each
- * so the gradient is that of the mean loss over all rows; then bp_optimizer_step.
+/* For each of the optimizer's accum_steps micro-batches (the rows of x split as evenly as
+ * possible) runs forward (training mode), loss and backward, weighting each so the gradient is
+ * that of the mean loss over all rows (the first micro-batch overwrites the gradient buffer, so
+ * there is nothing to zero first); then bp_optimizer_step.
  * *loss, when not NULL, receives the mean loss over the batch.
  *
  * Checks that the loss and the gradient norm are finite (one small read from the device per

@@ -61,7 +61,10 @@ bp_status bp_model_forward_rows(bp_model *m, const float *x, int rows, bp_mode m
 bp_status bp_model_loss_rows(bp_model *m, const bp_loss_config *loss, const void *target,
                              float grad_scale, int accumulate);
 
-bp_status bp_model_backward_rows(bp_model *m, float *dx);
+/* overwrite: write the parameter gradients (GEMM beta 0) instead of adding into them, so a
+ * training step need not zero the whole gradient buffer first: that fill was a full extra pass
+ * over 4 bytes per parameter, and the GEMM then also read the zeros back. */
+bp_status bp_model_backward_rows(bp_model *m, float *dx, int overwrite);
 
 /* Validates a loss config and a target tensor against the model for call fn. */
 bp_status bp_check_loss_args(const char *fn, const bp_model *m, const bp_loss_config *loss,

@@ -162,7 +162,7 @@ static bp_status layer_dz(bp_model *m, const bp_layer *L, int l, const float *sr
     return st;
 }
 
-bp_status bp_model_backward_rows(bp_model *m, float *dx) {
+bp_status bp_model_backward_rows(bp_model *m, float *dx, int overwrite) {
     const bp_backend_ops *ops = m->device->ops;
     bp_device *d = m->device;
     int rows = m->batch;
@@ -176,10 +176,11 @@ bp_status bp_model_backward_rows(bp_model *m, float *dx) {
             st = layer_dz(m, L, l, src, dz);
         }
         const float *in = l > 0 ? m->layers[l - 1].a : m->x;
+        float beta = overwrite ? 0.0f : 1.0f;
         if (st == BP_OK)
-            st = ops->gemm(d, 1, 0, L->out, L->in, rows, 1.0f, dz, L->out, in, L->in, 1.0f,
+            st = ops->gemm(d, 1, 0, L->out, L->in, rows, 1.0f, dz, L->out, in, L->in, beta,
                            m->grads + L->w_off, L->in);
-        if (st == BP_OK) st = ops->col_sum(d, rows, L->out, dz, 1.0f, m->grads + L->b_off);
+        if (st == BP_OK) st = ops->col_sum(d, rows, L->out, dz, beta, m->grads + L->b_off);
         float *next = l > 0 ? (dz == m->dbuf[0] ? m->dbuf[1] : m->dbuf[0]) : dx;
         if (st == BP_OK && next)
             st = ops->gemm(d, 0, 0, rows, L->in, L->out, 1.0f, dz, L->out, m->params + L->w_off,
@@ -204,5 +205,5 @@ bp_status bp_model_backward(bp_model *model, bp_tensor *dx) {
             return bp_error(BP_ERR_SHAPE_MISMATCH, "%s: dx has %lld rows, the batch has %d", fn,
                             (long long)dx->rows, model->batch);
     }
-    return bp_model_backward_rows(model, dx ? dx->data : NULL);
+    return bp_model_backward_rows(model, dx ? dx->data : NULL, 0);
 }

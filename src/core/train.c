@@ -73,7 +73,9 @@ static bp_status micro_batch(bp_model *m, const bp_loss_config *loss, const bp_t
     const char *tr = (const char *)target->data + (size_t)(lo * target->cols) * 4;
     bp_status st = bp_model_forward_rows(m, xr, (int)(hi - lo), BP_MODE_TRAINING);
     if (st == BP_OK) st = bp_model_loss_rows(m, loss, tr, grad_scale, i > 0);
-    if (st == BP_OK) st = bp_model_backward_rows(m, NULL);
+    /* The first micro-batch writes the gradients every layer owns (W and b: the whole flat
+     * buffer), which stands in for zeroing it first. */
+    if (st == BP_OK) st = bp_model_backward_rows(m, NULL, i == 0);
     return st;
 }
 
@@ -84,7 +86,6 @@ bp_status bp_train_step(bp_model *model, bp_optimizer *optimizer, const bp_loss_
     const bp_backend_ops *ops = model->device->ops;
     int k = optimizer->config.accum_steps, cols = model->widths[model->n_layers];
     double denom = loss->kind == BP_LOSS_CROSS_ENTROPY ? (double)x->rows : (double)x->rows * cols;
-    st = bp_model_zero_grad(model);
     for (int i = 0; i < k && st == BP_OK; ++i)
         st = micro_batch(model, loss, x, target, i, k, (float)(1.0 / denom));
     if (st == BP_OK)
