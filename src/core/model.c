@@ -212,8 +212,7 @@ uint64_t bp_model_rng_counter(const bp_model *model) {
 }
 
 bp_status bp_model_set_rng_counter(bp_model *model, uint64_t counter) {
-    if (!model)
-        return bp_error(BP_ERR_INVALID_ARGUMENT, "bp_model_set_rng_counter: model is NULL");
+    if (!model) return bp_error(BP_ERR_INVALID_ARGUMENT, "bp_model_set_rng_counter: model is NULL");
     model->forward_calls = counter;
     return BP_OK;
 }
@@ -287,12 +286,27 @@ int bp_model_find_nonfinite_grad(bp_model *m, char *buf, size_t size) {
     float *host = malloc(m->n_params * sizeof(float));
     if (!host) return 0;
     int found = 0;
-    if (m->device->ops->download(m->device, host, m->grads, m->n_params * sizeof(float)) == BP_OK)
-        for (size_t i = 0; i < m->n_params && !found; ++i)
-            if (!isfinite(host[i])) {
-                name_param(m, i, buf, size);
-                found = 1;
-            }
+    if (m->device->ops->download(m->device, host, m->grads, m->n_params * sizeof(float)) != BP_OK) {
+        free(host);
+        return 0;
+    }
+    for (size_t i = 0; i < m->n_params && !found; ++i)
+        if (!isfinite(host[i])) {
+            name_param(m, i, buf, size);
+            found = 1;
+        }
+    if (!found && m->n_params > 0) {
+        /* Every element is finite but the squared norm overflowed float (|g| past ~1e19):
+         * name the largest element, where the run blew up, rather than no place at all. */
+        size_t big = 0;
+        for (size_t i = 1; i < m->n_params; ++i)
+            if (fabsf(host[i]) > fabsf(host[big])) big = i;
+        char name[96];
+        name_param(m, big, name, sizeof name);
+        snprintf(buf, size, "%s (|g| = %.3g; the squared norm overflows float)", name,
+                 (double)fabsf(host[big]));
+        found = 1;
+    }
     free(host);
     return found;
 }

@@ -182,7 +182,7 @@ static bp_update_args update_args(const bp_optimizer *o, float grad_scale) {
 bp_status bp_optimizer_apply(bp_optimizer *o, double norm) {
     bp_model *m = o->model;
     if (!isfinite(norm)) {
-        char where[96] = "unknown place";
+        char where[160] = "unknown place";
         bp_model_find_nonfinite_grad(m, where, sizeof where);
         return bp_error(BP_ERR_NON_FINITE,
                         "bp_optimizer_step: the gradient is non-finite at step %lld (first at "

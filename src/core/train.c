@@ -54,9 +54,10 @@ static bp_status report_nonfinite(bp_model *m, const bp_optimizer *o, const bp_t
                         (long long)o->steps);
     if (!isfinite(loss))
         return bp_error(BP_ERR_NON_FINITE,
-                        "bp_train_step: the loss is %g at step %lld (the outputs overflowed; "
-                        "is the learning rate too high?); parameters and optimizer unchanged",
-                        (double)loss, (long long)o->steps);
+                        "bp_train_step: the loss is %g at step %lld (the outputs of layer %d, "
+                        "the last, overflowed; is the learning rate too high?); parameters and "
+                        "optimizer unchanged",
+                        (double)loss, (long long)o->steps, m->n_layers - 1);
     snprintf(where, sizeof where, "unknown place");
     bp_model_find_nonfinite_grad(m, where, sizeof where);
     return bp_error(BP_ERR_NON_FINITE,

@@ -548,10 +548,9 @@ static void ml_run(mlist *l, const bp_meta_entry *meta, size_t n_meta) {
 
 /* ---- saving ------------------------------------------------------------------------------- */
 
-static bp_status check_save_args(const char *path, const bp_model *model, const bp_optimizer *opt,
-                                 const bp_meta_entry *meta, size_t n_meta,
+static bp_status check_save_args(const char *fn, const char *path, const bp_model *model,
+                                 const bp_optimizer *opt, const bp_meta_entry *meta, size_t n_meta,
                                  const bp_meta_array *arrays, size_t n_arrays) {
-    const char *fn = "bp_checkpoint_save";
     if (!path || !*path)
         return bp_error(BP_ERR_INVALID_ARGUMENT, "%s: path is %s", fn, path ? "empty" : "NULL");
     if (!model) return bp_error(BP_ERR_INVALID_ARGUMENT, "%s: %s: model is NULL", fn, path);
@@ -645,10 +644,10 @@ static bp_status make_entries(save_job *j, const bp_model *m, const bp_meta_arra
     return BP_OK;
 }
 
-static bp_status save_arrays(const char *path, const bp_model *model, const bp_optimizer *optimizer,
-                             const bp_meta_entry *meta, size_t n_meta, const bp_meta_array *arrays,
-                             size_t n_arrays) {
-    bp_status st = check_save_args(path, model, optimizer, meta, n_meta, arrays, n_arrays);
+static bp_status save_arrays(const char *fn, const char *path, const bp_model *model,
+                             const bp_optimizer *optimizer, const bp_meta_entry *meta,
+                             size_t n_meta, const bp_meta_array *arrays, size_t n_arrays) {
+    bp_status st = check_save_args(fn, path, model, optimizer, meta, n_meta, arrays, n_arrays);
     if (st != BP_OK) return st;
     save_job j;
     memset(&j, 0, sizeof j);
@@ -675,19 +674,37 @@ static bp_status save_arrays(const char *path, const bp_model *model, const bp_o
     return st;
 }
 
+/* Makes a failure's message start with the public call, as every message does ("which call,
+ * which argument"): the file-level errors below (safetensors.c, the reader) know only the path. */
+static bp_status named(bp_status st, const char *fn) {
+    size_t n = strlen(fn);
+    const char *msg = bp_last_error();
+    if (st == BP_OK || (strncmp(msg, fn, n) == 0 && msg[n] == ':')) return st;
+    char why[900];
+    snprintf(why, sizeof why, "%s", msg);
+    return bp_error(st, "%s: %s", fn, why);
+}
+
+static bp_status save_named(const char *fn, const char *path, const bp_model *model,
+                            const bp_optimizer *optimizer, const bp_meta_entry *meta, size_t n_meta,
+                            const bp_meta_array *arrays, size_t n_arrays) {
+    c_numeric g;
+    c_numeric_enter(&g);
+    bp_status st = save_arrays(fn, path, model, optimizer, meta, n_meta, arrays, n_arrays);
+    c_numeric_leave(&g);
+    return named(st, fn);
+}
+
 bp_status bp_checkpoint_save_arrays(const char *path, const bp_model *model,
                                     const bp_optimizer *optimizer, const bp_meta_entry *meta,
                                     size_t n_meta, const bp_meta_array *arrays, size_t n_arrays) {
-    c_numeric g;
-    c_numeric_enter(&g);
-    bp_status st = save_arrays(path, model, optimizer, meta, n_meta, arrays, n_arrays);
-    c_numeric_leave(&g);
-    return st;
+    return save_named("bp_checkpoint_save_arrays", path, model, optimizer, meta, n_meta, arrays,
+                      n_arrays);
 }
 
 bp_status bp_checkpoint_save(const char *path, const bp_model *model, const bp_optimizer *optimizer,
                              const bp_meta_entry *meta, size_t n_meta) {
-    return bp_checkpoint_save_arrays(path, model, optimizer, meta, n_meta, NULL, 0);
+    return save_named("bp_checkpoint_save", path, model, optimizer, meta, n_meta, NULL, 0);
 }
 
 /* ---- loading ------------------------------------------------------------------------------ */
@@ -837,16 +854,20 @@ bp_model *bp_checkpoint_load_model(const char *path, bp_device *device, int max_
                                    bp_status *status) {
     c_numeric g;
     c_numeric_enter(&g);
-    bp_model *m = load_model(path, device, max_batch, status);
+    bp_status st = BP_OK;
+    bp_model *m = load_model(path, device, max_batch, &st);
     c_numeric_leave(&g);
+    bp_set_status(status, named(st, "bp_checkpoint_load_model"));
     return m;
 }
 
 bp_optimizer *bp_checkpoint_load_optimizer(const char *path, bp_model *model, bp_status *status) {
     c_numeric g;
     c_numeric_enter(&g);
-    bp_optimizer *o = load_optimizer(path, model, status);
+    bp_status st = BP_OK;
+    bp_optimizer *o = load_optimizer(path, model, &st);
     c_numeric_leave(&g);
+    bp_set_status(status, named(st, "bp_checkpoint_load_optimizer"));
     return o;
 }
 
@@ -862,7 +883,7 @@ char *bp_checkpoint_get_meta(const char *path, const char *key, bp_status *statu
     if (v && !(out = strdup(v))) st = bp_error(BP_ERR_OUT_OF_MEMORY, "%s: no host memory", fn);
     free(name);
     bp_st_close(f);
-    bp_set_status(status, st);
+    bp_set_status(status, named(st, fn));
     return out;
 }
 
@@ -902,6 +923,6 @@ float *bp_checkpoint_get_array(const char *path, const char *name, size_t *count
     if (count) *count = n;
     free(full);
     bp_st_close(f);
-    bp_set_status(status, st);
+    bp_set_status(status, named(st, fn));
     return out;
 }
