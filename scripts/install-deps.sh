@@ -4,7 +4,8 @@ set -euo pipefail
 
 packages=(cmake make g++ gcc clang libomp-dev pkg-config libopenblas-dev
           libgtest-dev libgmock-dev zlib1g-dev python3 python3-numpy python3-torch
-          python3-venv gnuplot-nox dataset-fashion-mnist)
+          python3-venv gnuplot-nox dataset-fashion-mnist
+          libclang-rt-14-dev valgrind)  # sanitizer + libFuzzer runtimes, memcheck (sanitize.sh)
 
 missing=()
 for p in "${packages[@]}"; do

@@ -61,6 +61,7 @@ typedef struct cli_options {
     /* run */
     char *config, *save, *resume, *metrics, *plot, *checkpoint, *output, *input;
     int early_stop, monitor, grad_check, stop_after, quiet;
+    int64_t memory_limit; /* bytes the device may hold; 0: no limit */
     /* lr-find */
     double start_lr, end_lr;
     int steps;
@@ -250,5 +251,8 @@ int cli_cmd_eval(int argc, char **argv);
 int cli_cmd_predict(int argc, char **argv);
 int cli_cmd_info(int argc, char **argv);
 int cli_cmd_lrfind(int argc, char **argv);
+/* bench.c: parses its own flags (it shares no option with the others). */
+int cli_cmd_bench(int argc, char **argv);
+void cli_bench_help(FILE *f);
 
 #endif

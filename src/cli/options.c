@@ -167,6 +167,9 @@ static const opt_spec SPECS[] = {
      "end this invocation after epoch N as if interrupted (0: run to --epochs)", "run"},
     {"quiet", OT_BOOL, OFF(quiet), T | E | P | L, 0, NULL, 0, 1, "no", "",
      "no progress bar or periodic lines", "run"},
+    {"memory-limit", OT_INT, OFF(memory_limit), T | E | P | L, 0, NULL, 0, 9007199254740991.0, "0",
+     "BYTES", "fail (naming the sizes) when the device would hold more than BYTES (0: no limit)",
+     "run"},
     /* lr-find */
     {"start-lr", OT_FLOAT, OFF(start_lr), L, OF_LO_OPEN, NULL, 0, BIG, "1e-7", "LR",
      "first learning rate of the range test", "lr-find"},
@@ -375,7 +378,7 @@ static int set_value(int cmd, cli_options *o, const opt_spec *s, const char *tex
             cli_usage_error(cmd, "%s: '%s' is out of range (must be %s)", label, text, range);
             return CLI_EXIT_USAGE;
         }
-        if (s->offset == OFF(seed))
+        if (s->offset == OFF(seed) || s->offset == OFF(memory_limit))
             *(int64_t *)field = i64;
         else
             *(int *)field = (int)i64;

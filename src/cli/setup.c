@@ -10,6 +10,14 @@ int cli_open_device(int cmd, const cli_options *o, bp_device **dev) {
     bp_status st;
     *dev = bp_device_open(o->device, &st);
     if (!*dev) return cli_lib_fail(cmd, "--device");
+    /* Before anything is allocated on it, so the limit covers the model, the optimizer state,
+     * the workspace and the batches alike. */
+    if (o->memory_limit > 0 && bp_device_set_memory_limit(*dev, (size_t)o->memory_limit) != BP_OK) {
+        cli_lib_fail(cmd, "--memory-limit");
+        bp_device_close(*dev);
+        *dev = NULL;
+        return CLI_EXIT_FAIL;
+    }
     return 0;
 }
 
