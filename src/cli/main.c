@@ -11,14 +11,19 @@ typedef struct command {
     int id;
     int (*run)(int argc, char **argv);
     const char *summary;
+    void (*help)(FILE *f); /* a command outside the options table prints its own help */
 } command;
 
 static const command COMMANDS[] = {
-    {"train", CMD_TRAIN, cli_cmd_train, "train an MLP (progress, table, checkpoints, resume)"},
-    {"eval", CMD_EVAL, cli_cmd_eval, "loss and accuracy of a checkpoint on test data"},
-    {"predict", CMD_PREDICT, cli_cmd_predict, "write a checkpoint's outputs as CSV or NPY"},
-    {"info", CMD_INFO, cli_cmd_info, "layers, optimizer, run state and checksums of a checkpoint"},
-    {"lr-find", CMD_LRFIND, cli_cmd_lrfind, "learning-rate range test with a suggested rate"},
+    {"train", CMD_TRAIN, cli_cmd_train, "train an MLP (progress, table, checkpoints, resume)",
+     NULL},
+    {"eval", CMD_EVAL, cli_cmd_eval, "loss and accuracy of a checkpoint on test data", NULL},
+    {"predict", CMD_PREDICT, cli_cmd_predict, "write a checkpoint's outputs as CSV or NPY", NULL},
+    {"info", CMD_INFO, cli_cmd_info, "layers, optimizer, run state and checksums of a checkpoint",
+     NULL},
+    {"lr-find", CMD_LRFIND, cli_cmd_lrfind, "learning-rate range test with a suggested rate", NULL},
+    {"bench", 0, cli_cmd_bench, "per-op and training-step throughput with % of the device limit",
+     cli_bench_help},
 };
 #define N_COMMANDS ((int)(sizeof COMMANDS / sizeof COMMANDS[0]))
 
@@ -54,7 +59,9 @@ int main(int argc, char **argv) {
     }
     if (strcmp(name, "help") == 0) {
         const command *c = argc > 2 ? find(argv[2]) : NULL;
-        if (c)
+        if (c && c->help)
+            c->help(stdout);
+        else if (c)
             cli_print_help(c->id, stdout);
         else
             usage(stdout);

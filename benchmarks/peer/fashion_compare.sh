@@ -1,0 +1,29 @@
+#!/bin/sh
+# Fashion-MNIST end to end, ours against PyTorch, alternating for ROUNDS rounds (default 2):
+# `backprop train --data fashion-mnist` (its defaults are the model and run below) and
+# torch_fashion.py (784-256-128-10 ReLU, AdamW lr 1e-3 wd 1e-4, cosine, label smoothing 0.1,
+# batch 128, 12 epochs, 10% validation, global scaling). Prints each run's "done:" line, which
+# holds the training time, the time in all and the test accuracy.
+# usage: benchmarks/peer/fashion_compare.sh [path/to/backprop] [ROUNDS] [TORCH_THREADS]
+set -eu
+BIN=${1:-build/backprop}
+ROUNDS=${2:-2}
+THREADS=${3:-1}
+HERE=$(dirname "$0")
+echo "load before: $(cat /proc/loadavg)"
+r=1
+while [ "$r" -le "$ROUNDS" ]; do
+    # Alternate who goes first so neither always gets the quieter minute.
+    if [ $((r % 2)) -eq 1 ]; then order="ours torch"; else order="torch ours"; fi
+    for who in $order; do
+        if [ "$who" = ours ]; then
+            printf 'round %d ours:  ' "$r"
+            "$BIN" train --data fashion-mnist 2>&1 | grep '^done:'
+        else
+            printf 'round %d torch: ' "$r"
+            /usr/bin/python3 "$HERE/torch_fashion.py" --threads "$THREADS" | grep '^done:'
+        fi
+        echo "  load: $(cat /proc/loadavg)"
+    done
+    r=$((r + 1))
+done

@@ -1,0 +1,842 @@
+/* backprop bench: per-op and end-to-end training throughput, each row with its napkin math.
+ *
+ * The device limits are measured in the same run (the BLAS/cuBLAS sgemm rate at 2048^3 and a
+ * large device-to-device copy), so "% of limit" compares like with like on a loaded machine.
+ * Ops are called through the private backend table (as tests/test_ops.cc does) so that one op
+ * is timed alone; training steps go through the public API. */
+#define _POSIX_C_SOURCE 200809L
+#include <errno.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "cli/cli.h"
+#include "core/backend.h"
+
+#define CMD_BENCH 0 /* options.c does not know bench: its messages go through bench_fail */
+
+typedef struct bench_opts {
+    const char *device, *json, *configs, *only;
+    int quick, warmup, repeats;
+    int no_limits; /* for peak-memory runs: the limit buffers would stay in the heap's RSS */
+} bench_opts;
+
+/* One measured row: per-call seconds over the repeats, and the napkin math. */
+typedef struct sample_stats {
+    double median, min, max, q1, q3;
+} sample_stats;
+
+static int cmp_double(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+static double quantile(const double *sorted, int n, double q) {
+    double pos = q * (n - 1);
+    int lo = (int)pos;
+    int hi = lo + 1 < n ? lo + 1 : lo;
+    return sorted[lo] + (pos - lo) * (sorted[hi] - sorted[lo]);
+}
+
+static sample_stats summarize(double *t, int n) {
+    qsort(t, (size_t)n, sizeof *t, cmp_double);
+    sample_stats s = {quantile(t, n, 0.5), t[0], t[n - 1], quantile(t, n, 0.25),
+                      quantile(t, n, 0.75)};
+    return s;
+}
+
+/* "backprop bench: WHAT: <the library's detail>"; returns CLI_EXIT_FAIL. */
+static int bench_fail(const char *what) {
+    fflush(stdout);
+    const char *detail = bp_last_error();
+    fprintf(stderr, "backprop bench: %s: %s\n", what, detail[0] ? detail : "failed");
+    return CLI_EXIT_FAIL;
+}
+
+/* ---- JSON, written as the rows are measured ---- */
+static FILE *g_json;
+static int g_json_rows, g_json_open; /* rows written; whether the last row's brace is open */
+
+/* Starts a row; json_stats may add to it until the next row or json_end closes it. */
+static void json_row(const char *section, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+static void json_row(const char *section, const char *fmt, ...) {
+    if (!g_json) return;
+    fprintf(g_json, "%s\n    {\"section\": \"%s\", ",
+            g_json_open   ? "},"
+            : g_json_rows ? ","
+                          : "",
+            section);
+    g_json_rows++;
+    g_json_open = 1;
+    va_list ap;
+    va_start(ap, fmt);
+    vfprintf(g_json, fmt, ap);
+    va_end(ap);
+}
+
+static void json_stats(const char *name, const sample_stats *s) {
+    if (!g_json) return;
+    fprintf(g_json,
+            ", \"%s\": {\"median\": %.6e, \"min\": %.6e, \"max\": %.6e, \"q1\": %.6e, \"q3\": "
+            "%.6e}",
+            name, s->median, s->min, s->max, s->q1, s->q3);
+}
+
+static void json_end(void) {
+    fprintf(g_json, "%s\n  ]\n}\n", g_json_open ? "}" : "");
+    g_json = NULL;
+}
+
+/* ---- process memory (Linux): peak RSS since a reset, the method compare.sh uses for both ---- */
+static long proc_status_kb(const char *key) {
+    FILE *f = fopen("/proc/self/status", "r");
+    if (!f) return -1;
+    char line[256];
+    long v = -1;
+    size_t klen = strlen(key);
+    while (fgets(line, sizeof line, f))
+        if (strncmp(line, key, klen) == 0 && line[klen] == ':') {
+            v = strtol(line + klen + 1, NULL, 10);
+            break;
+        }
+    fclose(f);
+    return v;
+}
+
+/* Resets VmHWM to the current RSS (Linux >= 4.0); 0 when it worked. */
+static int reset_peak_rss(void) {
+    FILE *f = fopen("/proc/self/clear_refs", "w");
+    if (!f) return -1;
+    int ok = fputs("5", f) >= 0;
+    return (fclose(f) == 0 && ok) ? 0 : -1;
+}
+
+/* ---- timing ---- */
+typedef struct op_ctx {
+    bp_device *dev;
+    const bp_backend_ops *ops;
+} op_ctx;
+
+/* Times fn: warm-up calls, then repeats samples of `inner` calls each (inner chosen so that a
+ * sample lasts at least min_sample seconds: one call of a small op is below timer noise). */
+typedef bp_status (*op_fn)(op_ctx *c, void *arg);
+
+static int time_op(op_ctx *c, const bench_opts *o, op_fn fn, void *arg, sample_stats *out) {
+    double min_sample = o->quick ? 0.005 : 0.02;
+    for (int i = 0; i < o->warmup; ++i)
+        if (fn(c, arg) != BP_OK) return -1;
+    if (c->ops->synchronize(c->dev) != BP_OK) return -1;
+    double t0 = cli_now();
+    if (fn(c, arg) != BP_OK || c->ops->synchronize(c->dev) != BP_OK) return -1;
+    double one = cli_now() - t0;
+    int inner = one > 0 ? (int)ceil(min_sample / one) : 1000;
+    if (inner < 1) inner = 1;
+    if (inner > 1000) inner = 1000;
+    double *t = malloc((size_t)o->repeats * sizeof *t);
+    if (!t) return -1;
+    for (int r = 0; r < o->repeats; ++r) {
+        t0 = cli_now();
+        for (int i = 0; i < inner; ++i)
+            if (fn(c, arg) != BP_OK) {
+                free(t);
+                return -1;
+            }
+        if (c->ops->synchronize(c->dev) != BP_OK) {
+            free(t);
+            return -1;
+        }
+        t[r] = (cli_now() - t0) / inner;
+    }
+    *out = summarize(t, o->repeats);
+    free(t);
+    return 0;
+}
+
+/* Device buffers filled with values in [-1, 1) from a fixed host pattern (fresh-looking, not
+ * zeros: ReLU masks and softmax then do real work). */
+static float *dev_buffer(op_ctx *c, size_t n, unsigned seed) {
+    void *p = NULL;
+    if (c->ops->alloc(c->dev, n * sizeof(float) + 64, &p) != BP_OK) return NULL;
+    float *host = malloc(n * sizeof(float));
+    if (!host) {
+        c->ops->free(c->dev, p);
+        return NULL;
+    }
+    uint32_t s = 2463534242u ^ seed;
+    for (size_t i = 0; i < n; ++i) {
+        s ^= s << 13;
+        s ^= s >> 17;
+        s ^= s << 5;
+        host[i] = (float)((double)s / 2147483648.0 - 1.0);
+    }
+    c->ops->upload(c->dev, p, host, n * sizeof(float));
+    free(host);
+    return p;
+}
+
+/* ---- the ops ---- */
+typedef struct gemm_arg {
+    int ta, tb, m, n, k;
+    float *a, *b, *c;
+} gemm_arg;
+
+static bp_status run_gemm(op_ctx *c, void *p) {
+    gemm_arg *g = p;
+    int lda = g->ta ? g->m : g->k, ldb = g->tb ? g->k : g->n;
+    return c->ops->gemm(c->dev, g->ta, g->tb, g->m, g->n, g->k, 1.0f, g->a, lda, g->b, ldb, 0.0f,
+                        g->c, g->n);
+}
+
+typedef struct elt_arg {
+    int rows, cols;
+    size_t n;
+    float *x, *y, *z, *w;
+    int32_t *labels;
+    bp_update_args up;
+} elt_arg;
+
+static bp_status run_bias_act(op_ctx *c, void *p) {
+    elt_arg *e = p;
+    return c->ops->bias_act_forward(c->dev, e->rows, e->cols, e->w, e->x, e->y, BP_ACT_RELU, 0.0f);
+}
+static bp_status run_act_backward(op_ctx *c, void *p) {
+    elt_arg *e = p;
+    return c->ops->act_backward(c->dev, e->n, e->x, e->y, e->z, BP_ACT_RELU, 0.0f);
+}
+static bp_status run_xent(op_ctx *c, void *p) {
+    elt_arg *e = p;
+    return c->ops->softmax_xent(c->dev, e->rows, e->cols, e->x, e->labels, 0.1f,
+                                1.0f / (float)e->rows, e->y, e->z);
+}
+static bp_status run_col_sum(op_ctx *c, void *p) {
+    elt_arg *e = p;
+    return c->ops->col_sum(c->dev, e->rows, e->cols, e->x, 0.0f, e->y);
+}
+static bp_status run_update(op_ctx *c, void *p) {
+    elt_arg *e = p;
+    return c->ops->update(c->dev, &e->up);
+}
+static bp_status run_copy(op_ctx *c, void *p) {
+    elt_arg *e = p;
+    return c->ops->copy(c->dev, e->y, e->x, e->n * sizeof(float));
+}
+
+typedef struct limits {
+    double gemm_flops; /* FLOP/s of sgemm NN at 2048^3 */
+    double bandwidth;  /* bytes/s of a large copy, read + write counted */
+} limits;
+
+static void print_rule(void) {
+    printf("------------------------------------------------------------------------------------"
+           "----------------\n");
+}
+
+static void report_gemm(const char *tcase, int m, int n, int k, const sample_stats *s,
+                        const limits *lim) {
+    double flops = 2.0 * m * n * k, bytes = 4.0 * ((double)m * k + (double)k * n + (double)m * n);
+    double rate = flops / s->median;
+    printf("gemm %-2s %5dx%5dx%5d  %8.2f GFLOP/s  (min %.3f ms, med %.3f, max %.3f)  %.3g GFLOP "
+           "%.3g MB  %5.1f%% of sgemm limit\n",
+           tcase, m, n, k, rate / 1e9, s->min * 1e3, s->median * 1e3, s->max * 1e3, flops / 1e9,
+           bytes / 1e6, lim->gemm_flops > 0 ? 100.0 * rate / lim->gemm_flops : 0.0);
+    json_row(
+        "op",
+        "\"op\": \"gemm\", \"case\": \"%s\", \"m\": %d, \"n\": %d, \"k\": %d, \"flops\": %.6e, "
+        "\"bytes\": %.6e, \"gflops\": %.4f, \"fraction_of_limit\": %.4f",
+        tcase, m, n, k, flops, bytes, rate / 1e9,
+        lim->gemm_flops > 0 ? rate / lim->gemm_flops : 0.0);
+    json_stats("seconds", s);
+}
+
+static void report_mem(const char *name, const char *shape, double bytes, const sample_stats *s,
+                       const limits *lim) {
+    double rate = bytes / s->median;
+    printf("%-22s %-14s %8.2f GB/s   (min %.3f ms, med %.3f, max %.3f)  %.3g MB moved  %5.1f%% "
+           "of copy bandwidth\n",
+           name, shape, rate / 1e9, s->min * 1e3, s->median * 1e3, s->max * 1e3, bytes / 1e6,
+           lim->bandwidth > 0 ? 100.0 * rate / lim->bandwidth : 0.0);
+    json_row("op",
+             "\"op\": \"%s\", \"shape\": \"%s\", \"bytes\": %.6e, \"gbps\": %.4f, "
+             "\"fraction_of_limit\": %.4f",
+             name, shape, bytes, rate / 1e9, lim->bandwidth > 0 ? rate / lim->bandwidth : 0.0);
+    json_stats("seconds", s);
+}
+
+/* The sgemm rate at 2048^3 (NN), median of at least 5 samples. Measured once up front and again
+ * right before each training config, since other jobs on the machine change it by 2x within a
+ * minute: a step is compared with the rate measured next to it. */
+static int measure_sgemm(op_ctx *c, const bench_opts *o, double *rate, sample_stats *s) {
+    int n = 2048;
+    size_t nn = (size_t)n * n;
+    gemm_arg g = {0, 0, n, n, n, dev_buffer(c, nn, 1), dev_buffer(c, nn, 2), dev_buffer(c, nn, 3)};
+    bench_opts lo = *o;
+    if (lo.repeats < 5) lo.repeats = 5; /* every % column divides by this */
+    int rc = g.a && g.b && g.c ? time_op(c, &lo, run_gemm, &g, s) : -1;
+    if (rc == 0) *rate = 2.0 * n * n * n / s->median;
+    c->ops->free(c->dev, g.a);
+    c->ops->free(c->dev, g.b);
+    c->ops->free(c->dev, g.c);
+    return rc;
+}
+
+static int measure_limits(op_ctx *c, const bench_opts *o, limits *lim) {
+    sample_stats s;
+    bench_opts lo = *o;
+    if (lo.repeats < 5) lo.repeats = 5;
+    int rc = measure_sgemm(c, o, &lim->gemm_flops, &s);
+    if (rc == 0) {
+        printf("limit: sgemm NN 2048^3 %.2f GFLOP/s (min %.2f ms, med %.2f, max %.2f)\n",
+               lim->gemm_flops / 1e9, s.min * 1e3, s.median * 1e3, s.max * 1e3);
+        json_row("limit", "\"what\": \"sgemm_2048\", \"gflops\": %.4f", lim->gemm_flops / 1e9);
+        json_stats("seconds", &s);
+    }
+    if (rc) return rc;
+    /* 256 MiB each way: far past any cache, so this is DRAM (or HBM) bandwidth. On the CPU the
+     * backend's copy is one memmove on one thread, so two-thread ops can pass 100% of it. */
+    elt_arg e = {0};
+    e.n = (size_t)(o->quick ? 32 : 64) << 20;
+    e.x = dev_buffer(c, e.n, 4);
+    e.y = dev_buffer(c, e.n, 5);
+    rc = -1;
+    if (e.x && e.y && time_op(c, &lo, run_copy, &e, &s) == 0) {
+        double bytes = 2.0 * e.n * sizeof(float);
+        lim->bandwidth = bytes / s.median;
+        printf("limit: copy %zu MiB, read+write %.2f GB/s (min %.2f ms, med %.2f, max %.2f)\n",
+               e.n * sizeof(float) >> 20, lim->bandwidth / 1e9, s.min * 1e3, s.median * 1e3,
+               s.max * 1e3);
+        json_row("limit", "\"what\": \"copy\", \"bytes\": %.6e, \"gbps\": %.4f", bytes,
+                 lim->bandwidth / 1e9);
+        json_stats("seconds", &s);
+        rc = 0;
+    }
+    c->ops->free(c->dev, e.x);
+    c->ops->free(c->dev, e.y);
+    return rc;
+}
+
+static int bench_gemms(op_ctx *c, const bench_opts *o, const limits *lim) {
+    /* The three cases the passes use: forward z = x W^T (NT), weight gradient dz^T x (TN),
+     * input gradient dz W (NN). */
+    static const char *const names[] = {"NN", "NT", "TN"};
+    static const int ta[] = {0, 0, 1}, tb[] = {0, 1, 0};
+    static const int full[] = {128, 256, 512, 1024, 2048}, quick[] = {128, 256, 512};
+    const int *sizes = o->quick ? quick : full;
+    int n_sizes = o->quick ? 3 : 5;
+    size_t cap = (size_t)sizes[n_sizes - 1] * (size_t)sizes[n_sizes - 1];
+    gemm_arg g = {
+        0, 0, 0, 0, 0, dev_buffer(c, cap, 1), dev_buffer(c, cap, 2), dev_buffer(c, cap, 3)};
+    int rc = g.a && g.b && g.c ? 0 : -1;
+    for (int t = 0; t < 3 && rc == 0; ++t)
+        for (int i = 0; i < n_sizes && rc == 0; ++i) {
+            g.ta = ta[t];
+            g.tb = tb[t];
+            g.m = g.n = g.k = sizes[i];
+            sample_stats s;
+            rc = time_op(c, o, run_gemm, &g, &s);
+            if (rc == 0) report_gemm(names[t], g.m, g.n, g.k, &s, lim);
+        }
+    c->ops->free(c->dev, g.a);
+    c->ops->free(c->dev, g.b);
+    c->ops->free(c->dev, g.c);
+    return rc;
+}
+
+static int bench_elementwise(op_ctx *c, const bench_opts *o, const limits *lim) {
+    elt_arg e = {0};
+    e.rows = o->quick ? 1024 : 4096;
+    e.cols = 1024;
+    e.n = (size_t)e.rows * (size_t)e.cols;
+    e.x = dev_buffer(c, e.n, 11);
+    e.y = dev_buffer(c, e.n, 12);
+    e.z = dev_buffer(c, e.n, 13);
+    e.w = dev_buffer(c, e.n, 14);
+    void *labels = NULL;
+    int rc = -1;
+    char shape[32];
+    snprintf(shape, sizeof shape, "%dx%d", e.rows, e.cols);
+    if (!e.x || !e.y || !e.z || !e.w ||
+        c->ops->alloc(c->dev, (size_t)e.rows * sizeof(int32_t), &labels) != BP_OK)
+        goto done;
+    e.labels = labels;
+    sample_stats s;
+    /* bias+ReLU: read z and bias, write z and a; bias is one row, counted once. */
+    if (time_op(c, o, run_bias_act, &e, &s)) goto done;
+    report_mem("bias+relu forward", shape, 12.0 * e.n + 4.0 * e.cols, &s, lim);
+    /* ReLU backward: read z and da, write dz. */
+    if (time_op(c, o, run_act_backward, &e, &s)) goto done;
+    report_mem("relu backward", shape, 12.0 * e.n, &s, lim);
+    /* Column sums (bias gradient): read x, write one row. */
+    if (time_op(c, o, run_col_sum, &e, &s)) goto done;
+    report_mem("col_sum", shape, 4.0 * e.n + 4.0 * e.cols, &s, lim);
+    /* Softmax cross-entropy over 1000 classes: read logits and labels, write grad and row
+     * losses. */
+    {
+        int32_t *host = malloc((size_t)e.rows * sizeof(int32_t));
+        if (!host) goto done;
+        for (int r = 0; r < e.rows; ++r)
+            host[r] = (int32_t)((r * 7919) % 1000);
+        c->ops->upload(c->dev, labels, host, (size_t)e.rows * sizeof(int32_t));
+        free(host);
+        elt_arg x = e;
+        x.cols = 1000;
+        char xs[32];
+        snprintf(xs, sizeof xs, "%dx%d", x.rows, x.cols);
+        if (time_op(c, o, run_xent, &x, &s)) goto done;
+        report_mem("softmax-xent", xs, 8.0 * x.rows * x.cols + 8.0 * x.rows, &s, lim);
+    }
+    /* Optimizer updates over n parameters (values kept small so Adam stays finite). */
+    {
+        elt_arg u = e;
+        bp_update_args *a = &u.up;
+        memset(a, 0, sizeof *a);
+        a->n = e.n;
+        a->param = e.x;
+        a->grad = e.y;
+        a->m = e.z;
+        a->v = e.w;
+        a->grad_scale = 1.0f;
+        a->lr = 1e-6f;
+        a->kind = BP_OPTIM_SGD;
+        a->momentum = 0.9f;
+        a->v = NULL;
+        if (time_op(c, o, run_update, &u, &s)) goto done;
+        report_mem("update sgd-momentum", shape, 20.0 * e.n, &s, lim); /* r p,g,m; w p,m */
+        /* v must be non-negative for Adam: the |x| pattern is made by one abs pass on host. */
+        float *host = malloc(e.n * sizeof(float));
+        if (!host) goto done;
+        c->ops->download(c->dev, host, e.w, e.n * sizeof(float));
+        for (size_t i = 0; i < e.n; ++i)
+            host[i] = fabsf(host[i]);
+        c->ops->upload(c->dev, e.w, host, e.n * sizeof(float));
+        free(host);
+        a->kind = BP_OPTIM_ADAM;
+        a->v = e.w;
+        a->beta1 = 0.9f;
+        a->beta2 = 0.999f;
+        a->eps = 1e-8f;
+        a->one_minus_beta1 = 0.1f;
+        a->one_minus_beta2 = 0.001f;
+        a->step_size = 1e-6f;
+        a->bc2_sqrt = 1.0f;
+        if (time_op(c, o, run_update, &u, &s)) goto done;
+        report_mem("update adam", shape, 28.0 * e.n, &s, lim); /* r p,g,m,v; w p,m,v */
+    }
+    rc = 0;
+done:
+    if (rc) bench_fail("bench ops");
+    c->ops->free(c->dev, e.x);
+    c->ops->free(c->dev, e.y);
+    c->ops->free(c->dev, e.z);
+    c->ops->free(c->dev, e.w);
+    if (labels) c->ops->free(c->dev, labels);
+    return rc;
+}
+
+/* ---- end-to-end training steps ---- */
+typedef struct e2e_config {
+    const char *name;
+    int n_widths;
+    int widths[8];
+    int batch;
+    bp_optim_kind opt;
+    int gpu_only;
+} e2e_config;
+
+static const e2e_config CONFIGS[] = {
+    {"S", 3, {784, 128, 10}, 128, BP_OPTIM_SGD, 0},
+    {"M", 4, {784, 1024, 1024, 10}, 256, BP_OPTIM_ADAM, 0},
+    {"L", 5, {2048, 2048, 2048, 2048, 10}, 512, BP_OPTIM_ADAM, 0},
+    {"XL", 5, {8192, 8192, 8192, 8192, 1000}, 8192, BP_OPTIM_ADAMW, 1},
+    /* For the smoke test: a step in microseconds. */
+    {"tiny", 3, {32, 16, 4}, 8, BP_OPTIM_ADAM, 0},
+};
+#define N_CONFIGS ((int)(sizeof CONFIGS / sizeof CONFIGS[0]))
+
+static const char *optim_name(bp_optim_kind k) {
+    return k == BP_OPTIM_SGD ? "sgd-momentum" : k == BP_OPTIM_ADAM ? "adam" : "adamw";
+}
+
+/* FLOPs of one step, GEMMs only: forward 2*B*in*out per layer, backward 4*B*in*out per layer
+ * (dW and dx) less the first layer's dx (2*B*in0*out0), which nothing needs. */
+static double step_flops(const e2e_config *c) {
+    double f = 0, b = c->batch;
+    for (int l = 0; l + 1 < c->n_widths; ++l)
+        f += 6.0 * b * c->widths[l] * c->widths[l + 1];
+    return f - 2.0 * b * c->widths[0] * c->widths[1];
+}
+
+static double n_params(const e2e_config *c) {
+    double p = 0;
+    for (int l = 0; l + 1 < c->n_widths; ++l)
+        p += (double)c->widths[l] * c->widths[l + 1] + c->widths[l + 1];
+    return p;
+}
+
+/* Bytes of one step at the least: weights read twice (forward, dx), gradients read and written
+ * (dW accumulates, beta 1), the update's traffic (SGD momentum 20 B/param, Adam 28), each
+ * layer's z and a written forward and read back (z, a, plus dz written and read) backward. */
+static double step_bytes(const e2e_config *c) {
+    double p = n_params(c), act = 0;
+    for (int l = 1; l < c->n_widths; ++l)
+        act += (double)c->batch * c->widths[l];
+    double upd = c->opt == BP_OPTIM_SGD ? 20.0 : 28.0;
+    return 4.0 * p * 2 + 8.0 * p + upd * p + 4.0 * act * 5 + 4.0 * c->batch * c->widths[0];
+}
+
+static int bench_e2e(bp_device *shared, const bench_opts *o, const e2e_config *c,
+                     const limits *lim) {
+    const char *dn = bp_device_name(shared);
+    if (c->gpu_only && bp_device_get_kind(shared) != BP_DEVICE_CUDA) {
+        printf("%-4s %s batch %d %s: skipped on %s: GPU only (%.1f TFLOP and %.1f GB of optimizer "
+               "state per step; minutes per step on a CPU)\n",
+               c->name, "8192x4-1000", c->batch, optim_name(c->opt), dn, step_flops(c) / 1e12,
+               16.0 * n_params(c) / 1e9);
+        json_row("train", "\"config\": \"%s\", \"skipped\": \"GPU only\"", c->name);
+        return 0;
+    }
+    limits near = *lim;
+    if (lim->gemm_flops > 0) {
+        op_ctx oc = {shared, shared->ops};
+        sample_stats gs;
+        if (measure_sgemm(&oc, o, &near.gemm_flops, &gs)) return bench_fail("sgemm 2048");
+        printf("%-4s sgemm NN 2048^3 measured just before: %.2f GFLOP/s (min %.2f ms, med %.2f, "
+               "max %.2f)\n",
+               c->name, near.gemm_flops / 1e9, gs.min * 1e3, gs.median * 1e3, gs.max * 1e3);
+        json_row("limit", "\"what\": \"sgemm_2048\", \"before_config\": \"%s\", \"gflops\": %.4f",
+                 c->name, near.gemm_flops / 1e9);
+        json_stats("seconds", &gs);
+        lim = &near;
+    }
+    long base_kb = reset_peak_rss() == 0 ? proc_status_kb("VmRSS") : -1;
+    bp_status st = BP_OK;
+    /* A handle of its own: its peak_bytes is this config's alone. */
+    bp_device *dev = bp_device_open(dn, &st);
+    if (!dev) return bench_fail(c->name);
+    int rc = CLI_EXIT_FAIL;
+    bp_device_stats ds0;
+    bp_device_get_stats(dev, &ds0);
+    bp_mlp_config mc = bp_mlp_config_default(c->n_widths - 1, c->widths);
+    mc.max_batch = c->batch;
+    mc.seed = 1;
+    bp_model *m = bp_model_create(dev, &mc, &st);
+    bp_optim_config oc = bp_optim_config_default(c->opt);
+    if (c->opt == BP_OPTIM_SGD) oc.momentum = 0.9f;
+    bp_optimizer *opt = m ? bp_optimizer_create(m, &oc, &st) : NULL;
+    int in = c->widths[0], classes = c->widths[c->n_widths - 1];
+    bp_tensor *x = opt ? bp_tensor_create(dev, BP_F32, c->batch, in, &st) : NULL;
+    bp_tensor *y = x ? bp_tensor_create(dev, BP_I32, c->batch, 1, &st) : NULL;
+    bp_loss_config loss = {BP_LOSS_CROSS_ENTROPY, 0.0f};
+    size_t nx = (size_t)c->batch * (size_t)in;
+    float *hx = y ? malloc(nx * sizeof(float)) : NULL;
+    int32_t *hy = hx ? malloc((size_t)c->batch * sizeof(int32_t)) : NULL;
+    double *tt = NULL;
+    if (!hy) {
+        if (m && opt && x && y)
+            bench_fail("out of memory");
+        else
+            bench_fail(c->name);
+        goto done;
+    }
+    uint32_t s = 12345;
+    for (size_t i = 0; i < nx; ++i) {
+        s = s * 1664525u + 1013904223u;
+        hx[i] = (float)((s >> 8) * (1.0 / 16777216.0) * 2.0 - 1.0);
+    }
+    for (int r = 0; r < c->batch; ++r)
+        hy[r] = (int32_t)((r * 31 + 7) % classes);
+    if (bp_tensor_upload(x, hx, nx) != BP_OK ||
+        bp_tensor_upload(y, hy, (size_t)c->batch) != BP_OK) {
+        bench_fail(c->name);
+        goto done;
+    }
+    int warm = o->warmup, reps = o->repeats;
+    tt = malloc(4 * (size_t)reps * sizeof *tt);
+    if (!tt) goto done;
+    double *t_step = tt, *t_fwd = tt + reps, *t_bwd = tt + 2 * reps, *t_upd = tt + 3 * reps;
+    /* Whole steps through bp_train_step (the API a training loop calls). A sample is `inner`
+     * steps, enough to last min_sample seconds: one small step is within timer and scheduler
+     * noise. */
+    double min_sample = o->quick ? 0.02 : 0.2;
+    int inner = 1;
+    for (int r = 0; r < warm + 1; ++r) {
+        double t0 = cli_now();
+        st = bp_train_step(m, opt, &loss, x, y, NULL);
+        if (st == BP_OK) st = bp_device_synchronize(dev);
+        if (st != BP_OK) {
+            bench_fail(c->name);
+            goto done;
+        }
+        double one = cli_now() - t0;
+        inner = one > 0 ? (int)ceil(min_sample / one) : 1000;
+        inner = inner < 1 ? 1 : inner > 1000 ? 1000 : inner;
+    }
+    for (int r = 0; r < reps; ++r) {
+        double t0 = cli_now();
+        for (int i = 0; i < inner && st == BP_OK; ++i)
+            st = bp_train_step(m, opt, &loss, x, y, NULL);
+        if (st == BP_OK) st = bp_device_synchronize(dev);
+        if (st != BP_OK) {
+            bench_fail(c->name);
+            goto done;
+        }
+        t_step[r] = (cli_now() - t0) / inner;
+    }
+    /* The same step in parts: forward + loss, zero_grad + backward, grad norm + update. */
+    for (int r = 0; r < reps; ++r) {
+        t_fwd[r] = t_bwd[r] = t_upd[r] = 0;
+        for (int i = 0; i < inner; ++i) {
+            double t0 = cli_now();
+            st = bp_model_forward(m, x, BP_MODE_TRAINING, NULL);
+            if (st == BP_OK) st = bp_model_loss(m, &loss, y, NULL);
+            if (st == BP_OK) st = bp_device_synchronize(dev);
+            double t1 = cli_now();
+            if (st == BP_OK) st = bp_model_zero_grad(m);
+            if (st == BP_OK) st = bp_model_backward(m, NULL);
+            if (st == BP_OK) st = bp_device_synchronize(dev);
+            double t2 = cli_now();
+            if (st == BP_OK) st = bp_optimizer_step(opt);
+            if (st == BP_OK) st = bp_device_synchronize(dev);
+            double t3 = cli_now();
+            if (st != BP_OK) {
+                bench_fail(c->name);
+                goto done;
+            }
+            t_fwd[r] += (t1 - t0) / inner;
+            t_bwd[r] += (t2 - t1) / inner;
+            t_upd[r] += (t3 - t2) / inner;
+        }
+    }
+    sample_stats ss = summarize(t_step, reps), sf = summarize(t_fwd, reps),
+                 sb = summarize(t_bwd, reps), su = summarize(t_upd, reps);
+    bp_device_stats ds;
+    bp_device_get_stats(dev, &ds);
+    long hwm_kb = proc_status_kb("VmHWM");
+    double flops = step_flops(c), bytes = step_bytes(c), p = n_params(c);
+    double sps = c->batch / ss.median, gf = flops / ss.median;
+    /* The step cannot beat its GEMMs at the sgemm rate plus its bytes at copy bandwidth. */
+    double t_lim = (lim->gemm_flops > 0 ? flops / lim->gemm_flops : 0) +
+                   (lim->bandwidth > 0 ? bytes / lim->bandwidth : 0);
+    char layers[96] = "";
+    for (int l = 0; l < c->n_widths; ++l)
+        snprintf(layers + strlen(layers), sizeof layers - strlen(layers), "%s%d", l ? "-" : "",
+                 c->widths[l]);
+    printf("%-4s %s batch %d %s fp32 softmax-CE, %.0f params\n", c->name, layers, c->batch,
+           optim_name(c->opt), p);
+    printf("     step %.3f ms (min %.3f, max %.3f, IQR %.3f-%.3f; %d samples of %d steps): %.0f "
+           "samples/s, %.2f GFLOP/s = %.1f%% of sgemm limit\n",
+           ss.median * 1e3, ss.min * 1e3, ss.max * 1e3, ss.q1 * 1e3, ss.q3 * 1e3, reps, inner, sps,
+           gf / 1e9, lim->gemm_flops > 0 ? 100.0 * gf / lim->gemm_flops : 0.0);
+    printf("     parts (median ms): forward+loss %.3f, zero_grad+backward %.3f, norm+update %.3f\n",
+           sf.median * 1e3, sb.median * 1e3, su.median * 1e3);
+    printf("     napkin: %.4g GFLOP/step (6*B*sum(in*out) - 2*B*in0*out0), >= %.4g MB/step; "
+           "limit time %.3f ms = %.1f%% of measured\n",
+           flops / 1e9, bytes / 1e6, t_lim * 1e3, 100.0 * t_lim / ss.median);
+    printf("     memory: device peak %.2f MiB (bp_device_get_stats), process VmHWM - VmRSS at "
+           "start %.2f MiB\n",
+           (double)(ds.peak_bytes - ds0.bytes_in_use) / 1048576.0,
+           base_kb >= 0 && hwm_kb >= 0 ? (hwm_kb - base_kb) / 1024.0 : -1.0);
+    json_row("train",
+             "\"config\": \"%s\", \"layers\": \"%s\", \"batch\": %d, \"optimizer\": \"%s\", "
+             "\"params\": %.0f, \"flops_per_step\": %.6e, \"bytes_per_step\": %.6e, "
+             "\"samples_per_s\": %.3f, \"gflops\": %.4f, \"fraction_of_sgemm\": %.4f, "
+             "\"limit_seconds\": %.6e, \"device_peak_bytes\": %zu, \"process_hwm_delta_kib\": "
+             "%ld, \"warmup\": %d, \"repeats\": %d, \"steps_per_sample\": %d",
+             c->name, layers, c->batch, optim_name(c->opt), p, flops, bytes, sps, gf / 1e9,
+             lim->gemm_flops > 0 ? gf / lim->gemm_flops : 0.0, t_lim,
+             ds.peak_bytes - ds0.bytes_in_use, base_kb >= 0 && hwm_kb >= 0 ? hwm_kb - base_kb : -1L,
+             warm, reps, inner);
+    json_stats("step_seconds", &ss);
+    json_stats("forward_seconds", &sf);
+    json_stats("backward_seconds", &sb);
+    json_stats("update_seconds", &su);
+    rc = 0;
+done:
+    free(tt);
+    free(hx);
+    free(hy);
+    bp_tensor_free(x);
+    bp_tensor_free(y);
+    bp_optimizer_free(opt);
+    bp_model_free(m);
+    bp_device_close(dev);
+    return rc;
+}
+
+/* ---- the command ---- */
+static void bench_help(FILE *f) {
+    fprintf(f, "usage: backprop bench [options]\n\n"
+               "Measures the device limits (sgemm at 2048^3, copy bandwidth), per-op throughput\n"
+               "and training-step throughput, each with its FLOPs, bytes and %% of the limit.\n\n"
+               "options:\n"
+               "  --config LIST    training configs, comma-separated: S, M, L, XL, tiny\n"
+               "                   (default S,M,L,XL; XL runs on a GPU only)\n"
+               "  --only WHAT      ops (per-op only) or train (training steps only)\n"
+               "  --device NAME    cpu, cuda, cuda:N, auto (default auto)\n"
+               "  --quick          few repeats and a small sweep (a check that finishes fast)\n"
+               "  --warmup N       untimed calls before timing (default 2; --quick 1)\n"
+               "  --repeats N      timed samples per row; median, min, max, IQR (default 10)\n"
+               "  --json FILE      also write every row as JSON\n"
+               "  --no-limits      skip the limit measurements (their 256 MiB buffers stay in the\n"
+               "                   process's resident set and hide a config's peak memory)\n"
+               "  --help           this text\n");
+}
+
+static int parse_int(const char *flag, const char *v, int lo, int *out) {
+    char *end;
+    errno = 0;
+    long x = strtol(v, &end, 10);
+    if (errno || *end || end == v || x < lo || x > 1000000) {
+        fprintf(stderr, "backprop bench: %s: '%s' is not an integer >= %d\n", flag, v, lo);
+        return CLI_EXIT_USAGE;
+    }
+    *out = (int)x;
+    return 0;
+}
+
+static int parse(int argc, char **argv, bench_opts *o) {
+    *o = (bench_opts){"auto", NULL, "S,M,L,XL", NULL, 0, -1, -1, 0};
+    for (int i = 0; i < argc; ++i) {
+        const char *a = argv[i];
+        if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
+            bench_help(stdout);
+            return -1;
+        }
+        if (strcmp(a, "--quick") == 0 || strcmp(a, "--no-limits") == 0) {
+            *(a[2] == 'q' ? &o->quick : &o->no_limits) = 1;
+            continue;
+        }
+        static const char *const with_value[] = {"--config", "--only",   "--device",
+                                                 "--json",   "--warmup", "--repeats"};
+        int known = 0;
+        for (int k = 0; k < 6; ++k)
+            known |= strcmp(a, with_value[k]) == 0;
+        if (!known) {
+            fprintf(stderr, "backprop bench: %s: unknown option (see backprop bench --help)\n", a);
+            return CLI_EXIT_USAGE;
+        }
+        if (i + 1 >= argc) {
+            fprintf(stderr, "backprop bench: %s needs a value\n", a);
+            return CLI_EXIT_USAGE;
+        }
+        const char *v = argv[++i];
+        int rc = 0;
+        if (strcmp(a, "--config") == 0)
+            o->configs = v;
+        else if (strcmp(a, "--only") == 0) {
+            if (strcmp(v, "ops") && strcmp(v, "train")) {
+                fprintf(stderr, "backprop bench: --only: '%s' is not one of ops, train\n", v);
+                return CLI_EXIT_USAGE;
+            }
+            o->only = v;
+        } else if (strcmp(a, "--device") == 0)
+            o->device = v;
+        else if (strcmp(a, "--json") == 0)
+            o->json = v;
+        else if (strcmp(a, "--warmup") == 0)
+            rc = parse_int(a, v, 0, &o->warmup);
+        else
+            rc = parse_int(a, v, 1, &o->repeats);
+        if (rc) return rc;
+    }
+    if (o->warmup < 0) o->warmup = o->quick ? 1 : 2;
+    if (o->repeats < 0) o->repeats = o->quick ? 3 : 10;
+    return 0;
+}
+
+/* Resolves --config into indices of CONFIGS; 0 or a usage error. */
+static int pick_configs(const char *list, int *picked, int *n) {
+    *n = 0;
+    char buf[128];
+    snprintf(buf, sizeof buf, "%s", list);
+    for (char *save = NULL, *t = strtok_r(buf, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
+        int found = -1;
+        for (int i = 0; i < N_CONFIGS; ++i)
+            if (strcmp(CONFIGS[i].name, t) == 0) found = i;
+        if (found < 0 || *n >= N_CONFIGS) {
+            fprintf(stderr, "backprop bench: --config: '%s' is not one of S, M, L, XL, tiny\n", t);
+            return CLI_EXIT_USAGE;
+        }
+        picked[(*n)++] = found;
+    }
+    return 0;
+}
+
+int cli_cmd_bench(int argc, char **argv) {
+    bench_opts o;
+    int rc = parse(argc, argv, &o);
+    if (rc) return rc < 0 ? CLI_EXIT_OK : rc;
+    int picked[N_CONFIGS], n_picked = 0;
+    if ((rc = pick_configs(o.configs, picked, &n_picked))) return rc;
+    if (o.json && cli_check_writable(CMD_BENCH, "--json", o.json)) return CLI_EXIT_FAIL;
+    bp_status st;
+    bp_device *dev = bp_device_open(o.device, &st);
+    if (!dev) {
+        fprintf(stderr, "backprop bench: --device %s: %s\n", o.device, bp_last_error());
+        return CLI_EXIT_FAIL;
+    }
+    cli_atomic_file af = {0};
+    if (o.json) {
+        if (cli_atomic_open(&af, o.json)) {
+            fprintf(stderr, "backprop bench: --json %s: %s\n", o.json, strerror(errno));
+            bp_device_close(dev);
+            return CLI_EXIT_FAIL;
+        }
+        g_json = af.f;
+        g_json_rows = g_json_open = 0;
+    }
+    time_t now = time(NULL);
+    char date[32];
+    strftime(date, sizeof date, "%Y-%m-%dT%H:%M:%SZ", gmtime(&now));
+    const char *omp = getenv("OMP_NUM_THREADS"), *blas = getenv("OPENBLAS_NUM_THREADS");
+    printf("backprop bench on %s, %s; warm-up %d, repeats %d%s; OMP_NUM_THREADS=%s "
+           "OPENBLAS_NUM_THREADS=%s\n",
+           bp_device_name(dev), date, o.warmup, o.repeats, o.quick ? " (--quick)" : "",
+           omp ? omp : "unset", blas ? blas : "unset");
+    if (g_json)
+        fprintf(g_json,
+                "{\n  \"device\": \"%s\", \"date\": \"%s\", \"warmup\": %d, \"repeats\": %d, "
+                "\"quick\": %s, \"omp_num_threads\": \"%s\", \"openblas_num_threads\": \"%s\",\n  "
+                "\"rows\": [",
+                bp_device_name(dev), date, o.warmup, o.repeats, o.quick ? "true" : "false",
+                omp ? omp : "unset", blas ? blas : "unset");
+    op_ctx c = {dev, dev->ops};
+    limits lim = {0, 0};
+    rc = 0;
+    print_rule();
+    if (o.no_limits)
+        printf("limits: not measured (--no-limits); %% of limit columns read 0\n");
+    else if (measure_limits(&c, &o, &lim))
+        rc = bench_fail("measuring the limits");
+    if (rc == 0 && (!o.only || strcmp(o.only, "ops") == 0)) {
+        print_rule();
+        if (bench_gemms(&c, &o, &lim)) rc = bench_fail("gemm");
+        if (rc == 0 && bench_elementwise(&c, &o, &lim)) rc = CLI_EXIT_FAIL;
+    }
+    if (rc == 0 && (!o.only || strcmp(o.only, "train") == 0)) {
+        print_rule();
+        printf("training steps: FLOPs count GEMMs only: forward 2*B*in*out per layer, backward "
+               "4*B*in*out per layer\nless the first layer's dx (2*B*in0*out0)\n");
+        for (int i = 0; i < n_picked && rc == 0; ++i)
+            rc = bench_e2e(dev, &o, &CONFIGS[picked[i]], &lim);
+    }
+    if (g_json) {
+        json_end();
+        if (rc == 0) {
+            if (cli_atomic_commit(&af)) {
+                fprintf(stderr, "backprop bench: --json %s: %s\n", o.json, strerror(errno));
+                rc = CLI_EXIT_FAIL;
+            }
+        } else
+            cli_atomic_abort(&af);
+    }
+    bp_device_close(dev);
+    return rc;
+}
+
+void cli_bench_help(FILE *f) {
+    bench_help(f);
+}

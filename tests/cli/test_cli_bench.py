@@ -1,0 +1,62 @@
+#!/usr/bin/env python3
+"""backprop bench: a quick run on a tiny config exits 0 and writes valid JSON; usage errors exit 2.
+Speed is never checked here (DESIGN.md: a timing never decides a test).
+
+usage: test_cli_bench.py [path/to/backprop]"""
+import json
+import os
+
+from clitest import check, finish, run, tempdir
+
+
+def test_quick_json():
+    with tempdir() as d:
+        out = os.path.join(d, "bench.json")
+        r = run("bench", "--quick", "--config", "tiny,XL", "--repeats", "2", "--json", out,
+                timeout=240)
+        check("bench --quick --config tiny exits 0", r.rc == 0, r)
+        try:
+            with open(out) as f:
+                doc = json.load(f)
+        except (OSError, ValueError) as e:
+            check("bench --json writes valid JSON", False, e)
+            return
+        rows = doc.get("rows", [])
+        check("bench --json writes valid JSON", isinstance(rows, list) and rows, doc)
+        sections = {row.get("section") for row in rows}
+        check("the JSON has limit, op and train rows",
+              {"limit", "op", "train"} <= sections, sections)
+        tiny = [row for row in rows if row.get("config") == "tiny"]
+        check("the tiny config has a positive samples/s and its step split",
+              len(tiny) == 1 and tiny[0]["samples_per_s"] > 0 and
+              all(k in tiny[0] for k in ("forward_seconds", "backward_seconds",
+                                        "update_seconds", "device_peak_bytes")), tiny)
+        gemm = [row for row in rows if row.get("op") == "gemm"]
+        check("the GEMM sweep covers NN, NT and TN",
+              {row["case"] for row in gemm} == {"NN", "NT", "TN"}, gemm)
+        xl = [row for row in rows if row.get("config") == "XL"]
+        if doc.get("device") == "cpu":
+            check("XL is skipped on the CPU with the reason",
+                  len(xl) == 1 and "skipped" in xl[0] and "GPU only" in r.out, r)
+
+
+def test_usage():
+    r = run("bench", "--help")
+    check("bench --help exits 0 with its usage",
+          r.rc == 0 and r.out.startswith("usage: backprop bench"), r)
+    r = run("help", "bench")
+    check("'help bench' prints bench's options", r.rc == 0 and "--quick" in r.out, r)
+    r = run("bench", "--config", "XXL")
+    check("an unknown config exits 2 naming it", r.rc == 2 and "'XXL'" in r.err, r)
+    r = run("bench", "--repeats", "0")
+    check("--repeats 0 exits 2", r.rc == 2 and "--repeats" in r.err, r)
+    r = run("bench", "--bogus")
+    check("an unknown flag exits 2 naming it", r.rc == 2 and "--bogus" in r.err, r)
+    r = run("--help")
+    check("top-level --help lists bench", r.rc == 0 and "bench" in r.out, r)
+
+
+if __name__ == "__main__":
+    test_usage()
+    test_quick_json()
+    finish()
