@@ -64,4 +64,42 @@ std::vector<int64_t> documented_shuffle(int64_t n, uint64_t seed, uint64_t strea
     return perm;
 }
 
+std::vector<float> train_small(bp_device *dev, const SmallRun &r, std::string *err) {
+    int widths[] = {r.in, r.h1, r.h2, r.classes};
+    float drop[] = {0.2f, 0.1f, 0.0f};
+    bp_mlp_config cfg = bp_mlp_config_default(3, widths);
+    cfg.dropout = drop;
+    cfg.seed = r.seed;
+    cfg.max_batch = r.rows;
+    bp_model *m = bp_model_create(dev, &cfg, nullptr);
+    bp_optim_config oc = bp_optim_config_default(BP_OPTIM_ADAMW);
+    oc.clip_norm = r.clip_norm;
+    bp_optimizer *o = m ? bp_optimizer_create(m, &oc, nullptr) : nullptr;
+    bp_tensor *x = bp_tensor_create(dev, BP_F32, r.rows, r.in, nullptr);
+    bp_tensor *y = bp_tensor_create(dev, BP_I32, r.rows, 1, nullptr);
+    std::vector<float> params;
+    bool ok = o && x && y;
+    if (ok) {
+        auto xs = uniform((size_t)r.rows * r.in, -1.0f, 1.0f, r.data_seed);
+        std::vector<int32_t> ys(r.rows);
+        for (int i = 0; i < r.rows; ++i)
+            ys[i] = (i * r.label_stride + r.label_offset) % r.classes;
+        ok = bp_tensor_upload(x, xs.data(), xs.size()) == BP_OK &&
+             bp_tensor_upload(y, ys.data(), ys.size()) == BP_OK;
+        bp_loss_config ce = {BP_LOSS_CROSS_ENTROPY, r.label_smoothing};
+        for (int s = 0; s < r.steps && ok; ++s)
+            ok = bp_train_step(m, o, &ce, x, y, nullptr) == BP_OK;
+    }
+    if (ok) {
+        params.resize(bp_model_n_params(m));
+        if (bp_model_get_params(m, params.data(), params.size()) != BP_OK) params.clear();
+    }
+    if (params.empty()) *err = bp_last_error();
+    bp_tensor_free(x);
+    bp_tensor_free(y);
+    bp_optimizer_free(o);
+    bp_model_free(m);
+    return params;
+}
+
 } // namespace bpt

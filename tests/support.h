@@ -32,6 +32,20 @@ std::vector<double> to_double(const std::vector<float> &v);
 // step k swaps i = n-1-k with j = (word 2k | word 2k+1 << 32) mod (i+1) of (seed, stream).
 std::vector<int64_t> documented_shuffle(int64_t n, uint64_t seed, uint64_t stream);
 
+// A small classifier trained with AdamW and dropout on random data, for determinism and
+// concurrency checks: widths in-h1-h2-classes, labels (i * label_stride + label_offset) % classes.
+struct SmallRun {
+    int rows, in, h1, h2, classes, steps;
+    uint64_t seed;      // initial weights and dropout
+    uint32_t data_seed; // inputs
+    int label_stride, label_offset;
+    float clip_norm, label_smoothing;
+};
+
+// The final flat parameters, or empty with *err set. Touches no gtest state, so it may run on
+// any thread.
+std::vector<float> train_small(bp_device *dev, const SmallRun &run, std::string *err);
+
 // Closes a device at the end of a scope; declare it before anything created on the device.
 struct DeviceGuard {
     bp_device *device;

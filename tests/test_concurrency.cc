@@ -16,49 +16,16 @@ namespace {
 
 class Concurrency : public ::testing::TestWithParam<std::string> {};
 
-// 60 Adam steps with dropout on random data from its own device; the final flat parameters, or
-// empty with *err set. Touches no gtest state, so it may run on any thread.
+// 60 AdamW steps with dropout on random data, on a device of its own; the final flat
+// parameters, or empty with *err set. Touches no gtest state, so it may run on any thread.
 std::vector<float> train(const std::string &backend, uint64_t seed, std::string *err) {
-    std::vector<float> params;
     bp_device *dev = bp_device_open(backend.c_str(), nullptr);
     if (!dev) {
         *err = "cannot open " + backend + ": " + bp_last_error();
-        return params;
+        return {};
     }
-    const int rows = 48;
-    int widths[] = {12, 40, 24, 4};
-    float drop[] = {0.2f, 0.1f, 0.0f};
-    bp_mlp_config cfg = bp_mlp_config_default(3, widths);
-    cfg.dropout = drop;
-    cfg.seed = seed;
-    cfg.max_batch = rows;
-    bp_model *m = bp_model_create(dev, &cfg, nullptr);
-    bp_optim_config oc = bp_optim_config_default(BP_OPTIM_ADAMW);
-    bp_optimizer *o = m ? bp_optimizer_create(m, &oc, nullptr) : nullptr;
-    bp_tensor *x = bp_tensor_create(dev, BP_F32, rows, 12, nullptr);
-    bp_tensor *y = bp_tensor_create(dev, BP_I32, rows, 1, nullptr);
-    if (o && x && y) {
-        auto xs = bpt::uniform((size_t)rows * 12, -1.0f, 1.0f, (uint32_t)seed);
-        std::vector<int32_t> ys(rows);
-        for (int i = 0; i < rows; ++i)
-            ys[i] = (i * 7 + (int)seed) % 4;
-        bool ok = bp_tensor_upload(x, xs.data(), xs.size()) == BP_OK &&
-                  bp_tensor_upload(y, ys.data(), ys.size()) == BP_OK;
-        bp_loss_config ce = {BP_LOSS_CROSS_ENTROPY, 0.0f};
-        for (int s = 0; s < 60 && ok; ++s)
-            ok = bp_train_step(m, o, &ce, x, y, nullptr) == BP_OK;
-        if (ok) {
-            params.resize(bp_model_n_params(m));
-            if (bp_model_get_params(m, params.data(), params.size()) != BP_OK) params.clear();
-        }
-        if (params.empty()) *err = bp_last_error();
-    } else {
-        *err = bp_last_error();
-    }
-    bp_tensor_free(x);
-    bp_tensor_free(y);
-    bp_optimizer_free(o);
-    bp_model_free(m);
+    std::vector<float> params = bpt::train_small(
+        dev, {48, 12, 40, 24, 4, 60, seed, (uint32_t)seed, 7, (int)seed, 0.0f, 0.0f}, err);
     bp_device_close(dev);
     return params;
 }

@@ -10,41 +10,12 @@ namespace {
 
 class Determinism : public ::testing::TestWithParam<std::string> {};
 
-// 100 Adam steps with dropout on random data; returns the final flat parameters.
+// 100 AdamW steps with dropout, clipping and label smoothing on random data.
 std::vector<float> train_100(bp_device *dev, uint64_t seed) {
-    const int rows = 64;
-    int widths[] = {20, 48, 32, 5};
-    float drop[] = {0.2f, 0.1f, 0.0f};
-    bp_mlp_config cfg = bp_mlp_config_default(3, widths);
-    cfg.dropout = drop;
-    cfg.seed = seed;
-    cfg.max_batch = rows;
-    bp_model *m = bp_model_create(dev, &cfg, nullptr);
-    bp_optim_config oc = bp_optim_config_default(BP_OPTIM_ADAMW);
-    oc.clip_norm = 1.0f;
-    bp_optimizer *o = m ? bp_optimizer_create(m, &oc, nullptr) : nullptr;
-    bp_tensor *x = bp_tensor_create(dev, BP_F32, rows, 20, nullptr);
-    bp_tensor *y = bp_tensor_create(dev, BP_I32, rows, 1, nullptr);
-    std::vector<float> params;
-    if (o && x && y) {
-        auto xs = bpt::uniform((size_t)rows * 20, -1.0f, 1.0f, 5);
-        std::vector<int32_t> ys(rows);
-        for (int i = 0; i < rows; ++i)
-            ys[i] = i % 5;
-        bp_tensor_upload(x, xs.data(), xs.size());
-        bp_tensor_upload(y, ys.data(), ys.size());
-        bp_loss_config ce = {BP_LOSS_CROSS_ENTROPY, 0.05f};
-        bool ok = true;
-        for (int s = 0; s < 100 && ok; ++s)
-            ok = bp_train_step(m, o, &ce, x, y, nullptr) == BP_OK;
-        EXPECT_TRUE(ok) << bp_last_error();
-        params.resize(bp_model_n_params(m));
-        EXPECT_EQ(bp_model_get_params(m, params.data(), params.size()), BP_OK);
-    }
-    bp_tensor_free(x);
-    bp_tensor_free(y);
-    bp_optimizer_free(o);
-    bp_model_free(m);
+    std::string err;
+    std::vector<float> params =
+        bpt::train_small(dev, {64, 20, 48, 32, 5, 100, seed, 5, 1, 0, 1.0f, 0.05f}, &err);
+    EXPECT_FALSE(params.empty()) << err;
     return params;
 }
 
