@@ -42,24 +42,28 @@ __global__ void act_backward_kernel(size_t n, const float *__restrict__ z, const
         dz[i] = da[i] * bp_act_derivative(z[i], (bp_activation)ACT, slope);
 }
 
-// Inverted dropout; the mask is a function of (seed, stream, i) only, so it is bitwise the
-// CPU's and the same call on the gradient applies the same mask. y may alias x.
+// Inverted dropout; element i's mask is a function of (seed, stream, first + i) only, so it is
+// bitwise the CPU's and the same call on the gradient applies the same mask. y may alias x.
 //
-// One Philox evaluation (bp_random_block) yields the words of four consecutive elements, so a
-// thread takes the four elements 4b .. 4b+3 of block b and tests each word with
-// bp_dropout_keep_word: the same draws as bp_dropout_keep(seed, stream, i), a quarter of the
-// Philox work.
+// One Philox evaluation (bp_random_block) yields the words of four consecutive stream indices,
+// so a thread takes the indices 4b .. 4b+3 of block b (from the block holding index first) and
+// tests each word with bp_dropout_keep_word: the same draws as bp_dropout_keep(seed, stream, k),
+// a quarter of the Philox work.
 __global__ void dropout_kernel(size_t n, const float *x, float *y, uint64_t seed,
-                               uint64_t rng_stream, uint32_t threshold, float scale) {
-    const size_t blocks = n / 4 + (n % 4 != 0);
-    for (size_t b = (size_t)blockIdx.x * blockDim.x + threadIdx.x; b < blocks;
-         b += (size_t)gridDim.x * blockDim.x) {
+                               uint64_t rng_stream, uint64_t first, uint32_t threshold,
+                               float scale) {
+    const uint64_t b0 = first / 4, blocks = (first + n + 3) / 4 - b0;
+    for (uint64_t t = (uint64_t)blockIdx.x * blockDim.x + threadIdx.x; t < blocks;
+         t += (uint64_t)gridDim.x * blockDim.x) {
         uint32_t w[4];
-        bp_random_block(seed, rng_stream, b, w);
+        bp_random_block(seed, rng_stream, b0 + t, w);
 #pragma unroll
         for (unsigned k = 0; k < 4; ++k) {
-            size_t i = 4 * b + k;
-            if (i < n) y[i] = bp_dropout_keep_word(w[k], threshold) ? x[i] * scale : 0.0f;
+            uint64_t g = 4 * (b0 + t) + k; // index in the stream
+            if (g >= first && g - first < n) {
+                size_t i = (size_t)(g - first);
+                y[i] = bp_dropout_keep_word(w[k], threshold) ? x[i] * scale : 0.0f;
+            }
         }
     }
 }
@@ -109,9 +113,9 @@ extern "C" cudaError_t bp_cu_act_backward(cudaStream_t stream, size_t n, const f
 }
 
 extern "C" cudaError_t bp_cu_dropout(cudaStream_t stream, size_t n, const float *x, float *y,
-                                     uint64_t seed, uint64_t rng_stream, uint32_t threshold,
-                                     float scale) {
-    dropout_kernel<<<grid_for(n / 4 + 1), kThreads, 0, stream>>>(n, x, y, seed, rng_stream,
+                                     uint64_t seed, uint64_t rng_stream, uint64_t first,
+                                     uint32_t threshold, float scale) {
+    dropout_kernel<<<grid_for(n / 4 + 2), kThreads, 0, stream>>>(n, x, y, seed, rng_stream, first,
                                                                  threshold, scale);
     return cudaGetLastError();
 }

@@ -48,7 +48,8 @@ TEST(ApiContract, StatusStrings) {
                              BP_ERR_IO,
                              BP_ERR_CORRUPT_FILE,
                              BP_ERR_UNSUPPORTED,
-                             BP_ERR_NON_FINITE};
+                             BP_ERR_NON_FINITE,
+                             BP_ERR_REMOTE};
     for (bp_status s : all) {
         ASSERT_NE(bp_status_string(s), nullptr);
         EXPECT_STRNE(bp_status_string(s), "unknown status") << s;

@@ -514,7 +514,7 @@ TEST_P(OpsTest, Dropout) {
     auto x = bpt::uniform(n, 0.25f, 2.0f, 2300);
     DevBuf dx(dev, x), dy(dev, n * sizeof(float));
 
-    BPT_OPS_OK(ops->dropout(dev, n, dx.f(), dy.f(), seed, stream, threshold, scale));
+    BPT_OPS_OK(ops->dropout(dev, n, dx.f(), dy.f(), seed, stream, 0, threshold, scale));
     auto y = dy.get(n);
 
     // Known values: element i is kept iff bp_dropout_keep(seed, stream, i, threshold), the
@@ -540,7 +540,7 @@ TEST_P(OpsTest, Dropout) {
 
     // The same (seed, stream) gives the same mask, bitwise.
     DevBuf dy2(dev, n * sizeof(float));
-    BPT_OPS_OK(ops->dropout(dev, n, dx.f(), dy2.f(), seed, stream, threshold, scale));
+    BPT_OPS_OK(ops->dropout(dev, n, dx.f(), dy2.f(), seed, stream, 0, threshold, scale));
     auto y2 = dy2.get(n);
     EXPECT_EQ(0, std::memcmp(y.data(), y2.data(), n * sizeof(float))) << "same seed, stream";
 
@@ -548,7 +548,7 @@ TEST_P(OpsTest, Dropout) {
     // 2 q (1-q) n positions (42% here, sd ~ 0.05%); accept 40%..44%.
     for (int which = 0; which < 2; ++which) {
         uint64_t s2 = which ? seed + 1 : seed, st2 = which ? stream : stream + 1;
-        BPT_OPS_OK(ops->dropout(dev, n, dx.f(), dy2.f(), s2, st2, threshold, scale));
+        BPT_OPS_OK(ops->dropout(dev, n, dx.f(), dy2.f(), s2, st2, 0, threshold, scale));
         auto y3 = dy2.get(n);
         size_t differ = 0;
         for (size_t i = 0; i < n; ++i)
@@ -561,7 +561,7 @@ TEST_P(OpsTest, Dropout) {
     // kept, 0 where it was dropped.
     auto g = bpt::uniform(n, -2.0f, -0.25f, 2301);
     DevBuf dg(dev, g);
-    BPT_OPS_OK(ops->dropout(dev, n, dg.f(), dg.f(), seed, stream, threshold, scale));
+    BPT_OPS_OK(ops->dropout(dev, n, dg.f(), dg.f(), seed, stream, 0, threshold, scale));
     auto gy = dg.get(n);
     mismatches = 0;
     for (size_t i = 0; i < n; ++i) {
@@ -571,10 +571,23 @@ TEST_P(OpsTest, Dropout) {
     EXPECT_EQ(0u, mismatches) << "gradient mask differs from the forward mask";
 
     // threshold 0 keeps everything: y = x * scale.
-    BPT_OPS_OK(ops->dropout(dev, 7, dx.f(), dy2.f(), seed, stream, 0, 2.0f));
+    BPT_OPS_OK(ops->dropout(dev, 7, dx.f(), dy2.f(), seed, stream, 0, 0, 2.0f));
     auto all = dy2.get(7);
     for (size_t i = 0; i < 7; ++i)
         EXPECT_EQ(x[i] * 2.0f, all[i]) << i;
+
+    // An offset: pieces starting at `first` (not a multiple of 4, so the first and last Philox
+    // blocks are partial) draw the mask the whole call drew at the same stream indices.
+    for (uint64_t first : {0ull, 1ull, 5ull, 4093ull, 500002ull}) {
+        for (size_t len : {(size_t)1, (size_t)3, (size_t)7, (size_t)4099}) {
+            DevBuf piece(dev, len * sizeof(float));
+            BPT_OPS_OK(ops->dropout(dev, len, dx.f() + first, piece.f(), seed, stream, first,
+                                    threshold, scale));
+            auto got = piece.get(len);
+            EXPECT_EQ(0, std::memcmp(got.data(), y.data() + first, len * sizeof(float)))
+                << "first " << first << ", " << len << " elements";
+        }
+    }
 }
 
 // ---- optimizer update ---------------------------------------------------------------------

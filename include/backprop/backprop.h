@@ -15,5 +15,6 @@
 #include "train.h"
 #include "data.h"
 #include "checkpoint.h"
+#include "distributed.h"
 
 #endif

@@ -20,7 +20,8 @@ typedef enum bp_status {
     BP_ERR_IO = -5,
     BP_ERR_CORRUPT_FILE = -6,
     BP_ERR_UNSUPPORTED = -7,
-    BP_ERR_NON_FINITE = -8
+    BP_ERR_NON_FINITE = -8,
+    BP_ERR_REMOTE = -9 /* another rank of a data-parallel group failed (distributed.h) */
 } bp_status;
 
 /* A short, static description of a status ("invalid argument"). Never NULL. */

@@ -103,15 +103,28 @@ typedef struct bp_backend_ops {
     bp_status (*sum)(bp_device *device, size_t n, const float *x, float *out);
     bp_status (*sum_squares)(bp_device *device, size_t n, const float *x, float *out);
 
-    /* Inverted dropout: y[i] = keep(i) ? x[i] * scale : 0, keep(i) from bp_dropout_keep(seed,
-     * stream, i, threshold) in kernels/bp_math.h. y may equal x. The same call on the gradient
-     * applies the same mask. */
+    /* Inverted dropout: y[i] = keep(first + i) ? x[i] * scale : 0, keep(k) from
+     * bp_dropout_keep(seed, stream, k, threshold) in kernels/bp_math.h. y may equal x. The same
+     * call on the gradient applies the same mask. first places x in a larger batch (a
+     * micro-batch, a rank's shard), so the pieces draw the masks of the whole. */
     bp_status (*dropout)(bp_device *device, size_t n, const float *x, float *y, uint64_t seed,
-                         uint64_t stream, uint32_t threshold, float scale);
+                         uint64_t stream, uint64_t first, uint32_t threshold, float scale);
 
     /* One pass of the optimizer over the flat buffer. */
     bp_status (*update)(bp_device *device, const bp_update_args *args);
+
+    /* Collectives across the processes of a data-parallel group, on the device (optional: all
+     * NULL means the core sums through host memory over MPI). coll_id makes the group's id on
+     * rank 0 (at most BP_COLL_ID_BYTES); the core sends it to the other ranks, and every rank
+     * calls coll_init with it. coll_sum sums buf over the ranks in place, queued on the device
+     * like any op, the same result on every rank. */
+    bp_status (*coll_id)(bp_device *device, void *id, size_t size);
+    bp_status (*coll_init)(bp_device *device, const void *id, int rank, int size, void **coll);
+    bp_status (*coll_sum)(bp_device *device, void *coll, float *buf, size_t n);
+    void (*coll_free)(bp_device *device, void *coll);
 } bp_backend_ops;
+
+#define BP_COLL_ID_BYTES 128
 
 struct bp_device {
     const bp_backend_ops *ops;

@@ -41,6 +41,8 @@ const char *bp_status_string(bp_status status) {
         return "unsupported";
     case BP_ERR_NON_FINITE:
         return "non-finite value";
+    case BP_ERR_REMOTE:
+        return "another rank failed";
     }
     return "unknown status";
 }

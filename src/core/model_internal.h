@@ -48,13 +48,20 @@ struct bp_model {
     int batch;
     int trained_forward; /* the last forward was in training mode */
     int have_loss;
-    uint64_t forward_calls; /* training forwards so far: the dropout stream */
+    uint64_t forward_calls; /* training forwards (and steps) so far: the dropout streams */
     uint64_t dropout_stream;
+    int64_t dropout_row0;
     double loss_denominator;
+
+    struct bp_comm *comm; /* data-parallel group (bp_comm_attach); NULL: this process alone */
 };
 
-/* Forward on raw device rows (rows <= max_batch, checked by the caller). */
-bp_status bp_model_forward_rows(bp_model *m, const float *x, int rows, bp_mode mode);
+/* Forward on raw device rows (rows <= max_batch, checked by the caller). Training mode draws
+ * layer l's dropout mask from stream (call, l) at the indices of rows row0 .. row0+rows-1 of a
+ * larger batch: a training step passes one call for all its micro-batches and each one's first
+ * row in the step's (global) batch, so every way of cutting the batch draws the same masks. */
+bp_status bp_model_forward_rows(bp_model *m, const float *x, int rows, bp_mode mode, uint64_t call,
+                                int64_t row0);
 
 /* Loss of the last forward against target rows, gradient scaled by grad_scale / denominator.
  * accumulate: add the row-loss sum into the device scalar instead of replacing it. */

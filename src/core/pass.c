@@ -11,11 +11,11 @@ static uint64_t dropout_stream(uint64_t call, int layer) {
     return (call << 16) | (uint64_t)layer;
 }
 
-bp_status bp_model_forward_rows(bp_model *m, const float *x, int rows, bp_mode mode) {
+bp_status bp_model_forward_rows(bp_model *m, const float *x, int rows, bp_mode mode, uint64_t call,
+                                int64_t row0) {
     const bp_backend_ops *ops = m->device->ops;
     bp_device *d = m->device;
     int training = mode == BP_MODE_TRAINING;
-    uint64_t call = training ? m->forward_calls++ : 0;
     m->trained_forward = 0;
     m->have_loss = 0;
     const float *in = x;
@@ -29,7 +29,8 @@ bp_status bp_model_forward_rows(bp_model *m, const float *x, int rows, bp_mode m
                                        m->leaky_slope);
         if (st == BP_OK && training && L->drop_threshold)
             st = ops->dropout(d, (size_t)rows * (size_t)L->out, L->a, L->a, m->seed,
-                              dropout_stream(call, l), L->drop_threshold, L->drop_scale);
+                              dropout_stream(call, l), (uint64_t)row0 * (uint64_t)L->out,
+                              L->drop_threshold, L->drop_scale);
         in = L->a;
     }
     if (st != BP_OK) return st;
@@ -37,6 +38,7 @@ bp_status bp_model_forward_rows(bp_model *m, const float *x, int rows, bp_mode m
     m->batch = rows;
     m->trained_forward = training;
     m->dropout_stream = call;
+    m->dropout_row0 = row0;
     return BP_OK;
 }
 
@@ -54,7 +56,10 @@ bp_status bp_model_forward(bp_model *model, const bp_tensor *x, bp_mode mode, bp
             st = bp_error(BP_ERR_SHAPE_MISMATCH, "%s: out has %lld rows, x has %lld", fn,
                           (long long)out->rows, (long long)x->rows);
     }
-    if (st == BP_OK) st = bp_model_forward_rows(model, x->data, (int)x->rows, mode);
+    if (st == BP_OK) {
+        uint64_t call = mode == BP_MODE_TRAINING ? model->forward_calls++ : 0;
+        st = bp_model_forward_rows(model, x->data, (int)x->rows, mode, call, 0);
+    }
     if (st == BP_OK && out) {
         const bp_layer *last = &model->layers[model->n_layers - 1];
         st = model->device->ops->copy(model->device, out->data, last->a, out->bytes);
@@ -154,7 +159,8 @@ static bp_status layer_dz(bp_model *m, const bp_layer *L, int l, const float *sr
     bp_status st = BP_OK;
     if (L->drop_threshold) {
         st = ops->dropout(m->device, n, src, dz, m->seed, dropout_stream(m->dropout_stream, l),
-                          L->drop_threshold, L->drop_scale);
+                          (uint64_t)m->dropout_row0 * (uint64_t)L->out, L->drop_threshold,
+                          L->drop_scale);
         src = dz;
     }
     if (st == BP_OK && L->act != BP_ACT_IDENTITY)

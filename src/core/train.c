@@ -3,6 +3,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 
+#include "core/comm_internal.h"
 #include "core/error.h"
 #include "core/model_internal.h"
 #include "core/optim_internal.h"
@@ -44,13 +45,19 @@ static int find_nonfinite(const bp_tensor *t, const char *name, char *buf, size_
     return found;
 }
 
+/* loss is the step's mean loss (over every rank), own this process's part of it. */
 static bp_status report_nonfinite(bp_model *m, const bp_optimizer *o, const bp_tensor *x,
-                                  const bp_tensor *target, float loss) {
+                                  const bp_tensor *target, float loss, float own) {
     char where[160];
     if (find_nonfinite(x, "x", where, sizeof where) ||
         find_nonfinite(target, "target", where, sizeof where))
         return bp_error(BP_ERR_NON_FINITE,
                         "bp_train_step: %s at step %lld; parameters and optimizer unchanged", where,
+                        (long long)o->steps);
+    if (m->comm && !isfinite(loss) && isfinite(own))
+        return bp_error(BP_ERR_NON_FINITE,
+                        "bp_train_step: another rank's loss is non-finite at step "
+                        "%lld (see its message); parameters and optimizer unchanged",
                         (long long)o->steps);
     if (!isfinite(loss))
         return bp_error(BP_ERR_NON_FINITE,
@@ -66,13 +73,15 @@ static bp_status report_nonfinite(bp_model *m, const bp_optimizer *o, const bp_t
                     where, (long long)o->steps);
 }
 
-/* Runs micro-batch i of k over the rows of x and target. */
+/* Runs micro-batch i of k over the rows of x and target; x's first row is row0 of the step's
+ * (global) batch, and call is the step's dropout stream. */
 static bp_status micro_batch(bp_model *m, const bp_loss_config *loss, const bp_tensor *x,
-                             const bp_tensor *target, int i, int k, float grad_scale) {
+                             const bp_tensor *target, int i, int k, float grad_scale, uint64_t call,
+                             int64_t row0) {
     int64_t rows = x->rows, lo = rows * i / k, hi = rows * (i + 1) / k;
     const float *xr = (const float *)x->data + lo * x->cols;
     const char *tr = (const char *)target->data + (size_t)(lo * target->cols) * 4;
-    bp_status st = bp_model_forward_rows(m, xr, (int)(hi - lo), BP_MODE_TRAINING);
+    bp_status st = bp_model_forward_rows(m, xr, (int)(hi - lo), BP_MODE_TRAINING, call, row0 + lo);
     if (st == BP_OK) st = bp_model_loss_rows(m, loss, tr, grad_scale, i > 0);
     /* The first micro-batch writes the gradients every layer owns (W and b: the whole flat
      * buffer), which stands in for zeroing it first. */
@@ -80,25 +89,50 @@ static bp_status micro_batch(bp_model *m, const bp_loss_config *loss, const bp_t
     return st;
 }
 
+/* The rows of the step's whole batch and x's first row in it: x itself for one process; over
+ * a group, the ranks' batches in rank order, agreed with the others (who learn when this
+ * rank's arguments failed, and fail too). */
+static bp_status step_rows(bp_model *m, bp_status own, const bp_tensor *x, int64_t *total,
+                           int64_t *offset) {
+    if (!m || !m->comm) {
+        if (own == BP_OK) *total = x->rows, *offset = 0;
+        return own;
+    }
+    return bp_comm_step_begin(m->comm, own, own == BP_OK ? x->rows : 0, total, offset);
+}
+
+/* Sum of the loss over the group's batch (this rank's own alone without a group). */
+static bp_status step_loss(bp_model *m, float own, double *sum) {
+    *sum = own;
+    return m->comm ? bp_comm_sum(m->comm, sum, 1) : BP_OK;
+}
+
 bp_status bp_train_step(bp_model *model, bp_optimizer *optimizer, const bp_loss_config *loss,
                         const bp_tensor *x, const bp_tensor *target, float *loss_value) {
-    bp_status st = check_step_args(model, optimizer, loss, x, target);
+    int64_t total = 0, offset = 0;
+    bp_status st =
+        step_rows(model, check_step_args(model, optimizer, loss, x, target), x, &total, &offset);
     if (st != BP_OK) return st;
     const bp_backend_ops *ops = model->device->ops;
     int k = optimizer->config.accum_steps, cols = model->widths[model->n_layers];
-    double denom = loss->kind == BP_LOSS_CROSS_ENTROPY ? (double)x->rows : (double)x->rows * cols;
+    double denom = loss->kind == BP_LOSS_CROSS_ENTROPY ? (double)total : (double)total * cols;
+    uint64_t call = model->forward_calls++;
     for (int i = 0; i < k && st == BP_OK; ++i)
-        st = micro_batch(model, loss, x, target, i, k, (float)(1.0 / denom));
+        st = micro_batch(model, loss, x, target, i, k, (float)(1.0 / denom), call, offset);
+    if (st == BP_OK && model->comm) st = bp_comm_sum_grads(model->comm, model);
     if (st == BP_OK)
         st = ops->sum_squares(model->device, model->n_params, model->grads,
                               model->scalars + BP_SCALAR_NORM2);
     float s[BP_SCALAR_COUNT];
+    double loss_sum = 0.0;
     if (st == BP_OK) st = bp_model_read_scalars(model, s);
+    if (st == BP_OK) st = step_loss(model, s[BP_SCALAR_LOSS], &loss_sum);
     if (st != BP_OK) return st;
-    float value = (float)((double)s[BP_SCALAR_LOSS] / denom);
+    float value = (float)(loss_sum / denom);
     double norm = sqrt((double)s[BP_SCALAR_NORM2]);
     if (!isfinite(value) || !isfinite(norm))
-        return report_nonfinite(model, optimizer, x, target, value);
+        return report_nonfinite(model, optimizer, x, target, value,
+                                (float)((double)s[BP_SCALAR_LOSS] / denom));
     if (loss_value) *loss_value = value;
     return bp_optimizer_apply(optimizer, norm);
 }

@@ -37,7 +37,7 @@ bp_status bp_cpu_act_backward(bp_device *device, size_t n, const float *z, const
                               float *dz, bp_activation act, float slope);
 bp_status bp_cpu_softmax(bp_device *device, int rows, int cols, const float *x, float *y);
 bp_status bp_cpu_dropout(bp_device *device, size_t n, const float *x, float *y, uint64_t seed,
-                         uint64_t stream, uint32_t threshold, float scale);
+                         uint64_t stream, uint64_t first, uint32_t threshold, float scale);
 
 bp_status bp_cpu_col_sum(bp_device *device, int rows, int cols, const float *x, float beta,
                          float *out);

@@ -112,17 +112,20 @@ bp_status bp_cpu_softmax(bp_device *device, int rows, int cols, const float *x, 
 }
 
 bp_status bp_cpu_dropout(bp_device *device, size_t n, const float *x, float *y, uint64_t seed,
-                         uint64_t stream, uint32_t threshold, float scale) {
+                         uint64_t stream, uint64_t first, uint32_t threshold, float scale) {
     (void)device;
-    size_t blocks = n / 4 + (n % 4 != 0);
+    if (n == 0) return BP_OK;
+    /* One Philox block gives the words of stream indices 4b .. 4b+3; the blocks that hold
+     * first .. first+n-1, the first and last of them possibly in part. */
+    uint64_t b0 = first / 4, blocks = (first + n + 3) / 4 - b0;
 #pragma omp parallel for schedule(static) if (n >= BP_CPU_PAR_MIN)
-    for (size_t b = 0; b < blocks; ++b) {
+    for (uint64_t t = 0; t < blocks; ++t) {
         uint32_t w[4];
-        bp_random_block(seed, stream, b, w);
-        size_t lo = 4 * b;
-        size_t len = n - lo < 4 ? n - lo : 4;
-        for (size_t k = 0; k < len; ++k)
-            y[lo + k] = bp_dropout_keep_word(w[k], threshold) ? x[lo + k] * scale : 0.0f;
+        bp_random_block(seed, stream, b0 + t, w);
+        uint64_t g0 = 4 * (b0 + t);
+        uint64_t lo = g0 < first ? first : g0, hi = g0 + 4 < first + n ? g0 + 4 : first + n;
+        for (uint64_t g = lo; g < hi; ++g)
+            y[g - first] = bp_dropout_keep_word(w[g - g0], threshold) ? x[g - first] * scale : 0.0f;
     }
     return BP_OK;
 }

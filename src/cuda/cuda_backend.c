@@ -1,5 +1,6 @@
-/* The CUDA backend's table. Every entry is implemented (none is NULL); semantics are those
- * documented in core/backend.h, the same as the CPU backend's. */
+/* The CUDA backend's table. Every entry is implemented, except the collectives in a build
+ * without NCCL; semantics are those documented in core/backend.h, the same as the CPU
+ * backend's. */
 #include "cuda/cuda_internal.h"
 
 const bp_backend_ops bp_cuda_ops = {
@@ -27,4 +28,10 @@ const bp_backend_ops bp_cuda_ops = {
     .sum_squares = bp_cuda_sum_squares,
     .dropout = bp_cuda_dropout,
     .update = bp_cuda_update,
+#ifdef BP_HAVE_NCCL
+    .coll_id = bp_cuda_coll_id,
+    .coll_init = bp_cuda_coll_init,
+    .coll_sum = bp_cuda_coll_sum,
+    .coll_free = bp_cuda_coll_free,
+#endif
 };

@@ -117,7 +117,13 @@ bp_status bp_cuda_check_labels(bp_device *device, int rows, const int32_t *label
 bp_status bp_cuda_sum(bp_device *device, size_t n, const float *x, float *out);
 bp_status bp_cuda_sum_squares(bp_device *device, size_t n, const float *x, float *out);
 bp_status bp_cuda_dropout(bp_device *device, size_t n, const float *x, float *y, uint64_t seed,
-                          uint64_t stream, uint32_t threshold, float scale);
+                          uint64_t stream, uint64_t first, uint32_t threshold, float scale);
 bp_status bp_cuda_update(bp_device *device, const bp_update_args *args);
+
+/* In cuda_nccl.c, built with NCCL only. */
+bp_status bp_cuda_coll_id(bp_device *device, void *id, size_t size);
+bp_status bp_cuda_coll_init(bp_device *device, const void *id, int rank, int size, void **coll);
+bp_status bp_cuda_coll_sum(bp_device *device, void *coll, float *buf, size_t n);
+void bp_cuda_coll_free(bp_device *device, void *coll);
 
 #endif

@@ -124,11 +124,12 @@ bp_status bp_cuda_sum_squares(bp_device *device, size_t n, const float *x, float
 }
 
 bp_status bp_cuda_dropout(bp_device *device, size_t n, const float *x, float *y, uint64_t seed,
-                          uint64_t stream, uint32_t threshold, float scale) {
+                          uint64_t stream, uint64_t first, uint32_t threshold, float scale) {
     if (n == 0) return BP_OK;
     BP_CUDA_ENTER(device);
-    BP_CUDA_TRY(device, bp_cu_dropout(stream_of(device), n, x, y, seed, stream, threshold, scale),
-                "dropout kernel (n=%zu)", n);
+    BP_CUDA_TRY(device,
+                bp_cu_dropout(stream_of(device), n, x, y, seed, stream, first, threshold, scale),
+                "dropout kernel (n=%zu, first=%llu)", n, (unsigned long long)first);
     return BP_OK;
 }
 

@@ -38,7 +38,7 @@ cudaError_t bp_cu_act_backward(cudaStream_t stream, size_t n, const float *z, co
                                float *dz, bp_activation act, float slope);
 
 cudaError_t bp_cu_dropout(cudaStream_t stream, size_t n, const float *x, float *y, uint64_t seed,
-                          uint64_t rng_stream, uint32_t threshold, float scale);
+                          uint64_t rng_stream, uint64_t first, uint32_t threshold, float scale);
 
 cudaError_t bp_cu_col_sum(cudaStream_t stream, int rows, int cols, const float *x, float beta,
                           float *out);
