@@ -134,7 +134,18 @@ BP_API bp_loader *bp_loader_create(const bp_dataset *dataset, bp_device *device,
                                    int shuffle, uint64_t seed, bp_status *status);
 BP_API void bp_loader_free(bp_loader *loader);
 
-/* Batches per epoch: ceil(n / batch); the last one may be smaller. */
+/* A loader for rank `index` of `count` data-parallel ranks (distributed.h): every rank walks the
+ * same batches of `batch` rows in the same order (the same seed), and this one hands out only
+ * its piece of each, rows [B*index/count, B*(index+1)/count) of a batch of B rows, as
+ * bp_comm_shard cuts it. A last batch too small to give every rank min_rows rows (the
+ * optimizer's accum_steps) is left out of every epoch. Index 0 of 1 with min_rows 1 is
+ * bp_loader_create. */
+BP_API bp_loader *bp_loader_create_shard(const bp_dataset *dataset, bp_device *device, int batch,
+                                         int shuffle, uint64_t seed, int index, int count,
+                                         int min_rows, bp_status *status);
+
+/* Batches per epoch: ceil(n / batch) (less a last one left out, see above); the last one may
+ * be smaller. */
 BP_API int64_t bp_loader_batches(const bp_loader *loader);
 
 /* Starts epoch `epoch` (0-based, < 2^40) at batch `first_batch` (0 unless resuming mid-epoch;

@@ -60,7 +60,7 @@ typedef struct cli_options {
     int scale;
     /* run */
     char *config, *save, *resume, *metrics, *plot, *checkpoint, *output, *input;
-    int early_stop, monitor, grad_check, stop_after, quiet;
+    int early_stop, monitor, grad_check, stop_after, quiet, distributed;
     int64_t memory_limit; /* bytes the device may hold; 0: no limit */
     /* lr-find */
     double start_lr, end_lr;
@@ -239,11 +239,25 @@ typedef struct cli_session {
     int64_t steps_per_epoch;
     cli_run_state rs; /* from --resume, else fresh */
     int resuming;
+    bp_comm *comm; /* data-parallel runs (dist.c), else NULL */
 } cli_session;
 /* Parses the options, loads, splits and scales the data, opens the device, builds (or, with
  * --resume, loads) the model and creates the loader. -1: --help was printed. */
 int cli_session_setup(cli_session *s, int cmd, int argc, char **argv);
 void cli_session_free(cli_session *s);
+
+/* ---- dist.c: data-parallel runs over MPI ---- */
+extern int cli_rank, cli_ranks; /* this process's rank and the job's: 0 and 1 when alone */
+/* Joins the MPI job when --distributed is given or the launcher started several ranks: makes
+ * the comm, points "cuda" (and "auto" on a GPU machine) at this rank's GPU, and leaves the
+ * terminal and the output files to rank 0. *comm stays NULL for a run alone. */
+int cli_dist_start(int cmd, cli_options *o, bp_comm **comm);
+/* After setup, rc its result on this rank: every rank learns whether all set up; then checks
+ * that they run the same options and data, and makes the model and optimizer replicas of rank
+ * 0's. 0 or an exit status, the same on every rank. */
+int cli_dist_join(cli_session *s, bp_optimizer *opt, int rc);
+/* Whether any rank has been interrupted (^C): every rank stops at the same step. */
+int cli_dist_interrupted(bp_comm *comm);
 
 /* ---- commands ---- */
 int cli_cmd_train(int argc, char **argv);

@@ -167,6 +167,10 @@ static const opt_spec SPECS[] = {
      "end this invocation after epoch N as if interrupted (0: run to --epochs)", "run"},
     {"quiet", OT_BOOL, OFF(quiet), T | E | P | L, 0, NULL, 0, 1, "no", "",
      "no progress bar or periodic lines", "run"},
+    {"distributed", OT_BOOL, OFF(distributed), T, 0, NULL, 0, 1, "no", "",
+     "train data-parallel over the ranks of an MPI job (mpirun -np N backprop train ...); on "
+     "by itself when started as several ranks",
+     "run"},
     {"memory-limit", OT_INT, OFF(memory_limit), T | E | P | L, 0, NULL, 0, 9007199254740991.0, "0",
      "BYTES", "fail (naming the sizes) when the device would hold more than BYTES (0: no limit)",
      "run"},

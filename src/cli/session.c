@@ -92,6 +92,8 @@ int cli_session_setup(cli_session *s, int cmd, int argc, char **argv) {
     cli_options *o = &s->o;
     s->rs.best_metric = NAN;
     if (cmd == CMD_TRAIN && o->resume[0] && (rc = resume_options(s))) return rc;
+    /* Before the device (a rank's GPU) and the output files (rank 0's). */
+    if (cmd == CMD_TRAIN && (rc = cli_dist_start(cmd, o, &s->comm))) return rc;
     if ((rc = cli_check_writable(cmd, "--save", o->save)) ||
         (rc = cli_check_writable(cmd, "--metrics", o->metrics)) ||
         (rc = cli_check_writable(cmd, "--plot", o->plot)))
@@ -108,7 +110,10 @@ int cli_session_setup(cli_session *s, int cmd, int argc, char **argv) {
     if ((rc = check_loss(s)) || (rc = setup_scaling(s))) return rc;
     if ((rc = setup_model(s))) return rc;
     bp_status st;
-    s->loader = bp_loader_create(s->d.train, s->dev, o->batch, 1, s->rs.loader_seed, &st);
+    /* Every rank walks the same batches; each takes its piece, with a micro-batch per
+     * accumulation step at least. */
+    s->loader = bp_loader_create_shard(s->d.train, s->dev, o->batch, 1, s->rs.loader_seed, cli_rank,
+                                       cli_ranks, o->accum, &st);
     if (!s->loader) return cli_lib_fail(cmd, "creating the loader");
     s->steps_per_epoch = bp_loader_batches(s->loader);
     return 0;
@@ -119,6 +124,7 @@ void cli_session_free(cli_session *s) {
     bp_model_free(s->m);
     cli_data_free(&s->d);
     bp_device_close(s->dev);
+    bp_comm_free(s->comm);
     cli_options_free(&s->o);
     memset(s, 0, sizeof *s);
 }

@@ -24,6 +24,7 @@ typedef struct trainer {
     int *warned; /* [layer][2] warnings given */
     float last_lr;
     double wall_start;
+    int agreed_failure; /* every rank failed at the same step: each can end cleanly */
 } trainer;
 
 /* ---- the gradient-norm monitor ---- */
@@ -77,6 +78,10 @@ static int save(trainer *t, const cli_run_state *rs) {
 
 static int step_failed(trainer *t, bp_status st, int epoch, int64_t b) {
     cli_progress_clear(&t->prog);
+    /* The step's own checks fail on every rank at once; anything else (a device error) may have
+     * struck this rank alone. */
+    t->agreed_failure = st == BP_ERR_NON_FINITE || st == BP_ERR_REMOTE ||
+                        st == BP_ERR_INVALID_ARGUMENT || st == BP_ERR_SHAPE_MISMATCH;
     cli_fail(CMD_TRAIN, "epoch %d, step %lld/%lld: %s%s", epoch + 1, (long long)b + 1,
              (long long)t->s.steps_per_epoch, bp_last_error(),
              st == BP_ERR_NON_FINITE ? " (stopped; try a lower --lr or --clip 1)" : "");
@@ -100,6 +105,12 @@ static int interrupted(trainer *t, int epoch, int64_t b) {
     return CLI_EXIT_INTERRUPT;
 }
 
+/* Rows of batch b over all ranks (the loader hands this rank its piece). */
+static int64_t global_rows(const cli_session *s, int64_t b) {
+    int64_t n = bp_dataset_size(s->d.train), left = n - b * s->o.batch;
+    return left < s->o.batch ? left : s->o.batch;
+}
+
 static int run_epoch(trainer *t, int epoch, int64_t first, double *seconds) {
     cli_session *s = &t->s;
     if (bp_loader_start_epoch(s->loader, epoch, first) != BP_OK)
@@ -111,7 +122,7 @@ static int run_epoch(trainer *t, int epoch, int64_t first, double *seconds) {
     }
     double t0 = cli_now();
     for (int64_t b = first;; ++b) {
-        if (cli_interrupted) {
+        if (s->comm ? cli_dist_interrupted(s->comm) : cli_interrupted) {
             s->rs.train_seconds += cli_now() - t0;
             return interrupted(t, epoch, b);
         }
@@ -123,7 +134,7 @@ static int run_epoch(trainer *t, int epoch, int64_t first, double *seconds) {
         t->last_lr = bp_optimizer_lr(t->opt);
         bp_status st = bp_train_step(s->m, t->opt, &s->loss, x, y, &loss);
         if (st != BP_OK) return step_failed(t, st, epoch, b);
-        cli_progress_step(&t->prog, (int)bp_tensor_rows(x), loss);
+        cli_progress_step(&t->prog, (int)global_rows(s, b), loss);
         int64_t global = bp_optimizer_steps(t->opt);
         if (s->o.grad_check > 0 && global % s->o.grad_check == 0 &&
             check_grads(t, epoch + 1, b + 1))
@@ -291,6 +302,7 @@ static int prepare(trainer *t) {
     cli_session *s = &t->s;
     cli_options *o = &s->o;
     t->save = o->save[0] ? o->save : s->resuming ? o->resume : NULL;
+    if (cli_rank > 0) t->save = NULL; /* one writer */
     t->accuracy = cli_metric_is_accuracy(s->loss.kind);
     t->monitor_acc = o->monitor == MON_AUTO ? t->accuracy : o->monitor == MON_ACC;
     size_t n = bp_model_n_params(s->m);
@@ -313,6 +325,10 @@ int cli_cmd_train(int argc, char **argv) {
     t.wall_start = cli_now();
     int rc = cli_session_setup(&t.s, CMD_TRAIN, argc, argv);
     if (!rc) rc = prepare(&t);
+    if (t.s.comm) {
+        rc = cli_dist_join(&t.s, t.opt, rc);
+        t.agreed_failure = rc != 0;
+    }
     if (!rc) {
         describe(&t);
         if (t.s.rs.epoch >= t.s.o.epochs)
@@ -323,6 +339,9 @@ int cli_cmd_train(int argc, char **argv) {
         cli_catch_interrupt(0);
     }
     if (!rc) rc = finish(&t);
+    /* A rank that fails alone must not leave the others waiting in the next sum: end the job. */
+    if (rc > 0 && rc != CLI_EXIT_INTERRUPT && t.s.comm && !t.agreed_failure)
+        bp_comm_abort(t.s.comm, rc);
     bp_optimizer_free(t.opt);
     cli_history_free(&t.hist);
     free(t.grads);

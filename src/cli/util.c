@@ -21,9 +21,14 @@ double cli_now(void) {
 static void message(int cmd, const char *kind, const char *fmt, va_list ap) {
     fflush(stdout); /* keep the order of table rows and messages when both go to a file */
     const char *name = cli_command_name(cmd);
-    fprintf(stderr, "backprop%s%s: %s", name[0] ? " " : "", name, kind);
-    vfprintf(stderr, fmt, ap);
-    fputc('\n', stderr);
+    /* One write per message, so the lines of several ranks on one terminal do not mix. */
+    char buf[2048];
+    int n = snprintf(buf, sizeof buf, "backprop%s%s", name[0] ? " " : "", name);
+    if (cli_ranks > 1)
+        n += snprintf(buf + n, sizeof buf - (size_t)n, " (rank %d of %d)", cli_rank, cli_ranks);
+    n += snprintf(buf + n, sizeof buf - (size_t)n, ": %s", kind);
+    if (n < (int)sizeof buf - 1) vsnprintf(buf + n, sizeof buf - (size_t)n, fmt, ap);
+    fprintf(stderr, "%s\n", buf);
 }
 
 void cli_usage_error(int cmd, const char *fmt, ...) {
@@ -41,6 +46,7 @@ void cli_fail(int cmd, const char *fmt, ...) {
 }
 
 void cli_warn(int cmd, const char *fmt, ...) {
+    if (cli_rank > 0) return; /* every rank would say the same */
     va_list ap;
     va_start(ap, fmt);
     message(cmd, "warning: ", fmt, ap);

@@ -31,10 +31,11 @@ struct bp_loader {
     bp_device *device;
     int batch, shuffle;
     uint64_t seed;
+    int shard, shards; /* this loader hands out piece `shard` of `shards` of each batch */
     int64_t batches;
-    int64_t last_rows;          /* rows of the last batch */
-    bp_tensor *x_full, *y_full; /* for batches of `batch` rows (NULL when n < batch) */
-    bp_tensor *x_last, *y_last; /* for a smaller last batch (NULL when none) */
+    int64_t last_rows;          /* rows of the last (global) batch */
+    bp_tensor *x_full, *y_full; /* for (pieces of) batches of `batch` rows (NULL: n < batch) */
+    bp_tensor *x_last, *y_last; /* for a smaller last one (NULL when none) */
     int64_t *order;             /* the epoch's rows; see the header comment */
     int64_t order_epoch;        /* the epoch `order` holds; -1: identity */
     loader_slot slot[2];
@@ -51,15 +52,24 @@ struct bp_loader {
 
 /* ---- the worker -------------------------------------------------------------------------- */
 
-static int64_t batch_rows(const bp_loader *L, int64_t b) {
+/* Rows of this loader's piece of a global batch of g rows, and where the piece starts. */
+static int64_t shard_rows(const bp_loader *L, int64_t g) {
+    return g * (L->shard + 1) / L->shards - g * L->shard / L->shards;
+}
+
+static int64_t global_rows(const bp_loader *L, int64_t b) {
     return b + 1 == L->batches ? L->last_rows : L->batch;
 }
 
-/* Copies the rows of batch b, in the epoch's order, into slot s. */
+static int64_t batch_rows(const bp_loader *L, int64_t b) {
+    return shard_rows(L, global_rows(L, b));
+}
+
+/* Copies the rows of (this loader's piece of) batch b, in the epoch's order, into slot s. */
 static void gather(const bp_loader *L, int64_t b, loader_slot *s) {
     const bp_dataset *d = L->data;
     size_t xrow = (size_t)d->features, yrow = (size_t)d->width * 4;
-    const int64_t *rows = L->order + b * L->batch;
+    const int64_t *rows = L->order + b * L->batch + global_rows(L, b) * L->shard / L->shards;
     for (int64_t i = 0, n = batch_rows(L, b); i < n; ++i) {
         memcpy(s->x + (size_t)i * xrow, d->x + (size_t)rows[i] * xrow, xrow * sizeof(float));
         memcpy((char *)s->y + (size_t)i * yrow, (const char *)d->y + (size_t)rows[i] * yrow, yrow);
@@ -118,7 +128,8 @@ static bp_status create_tensors(bp_loader *L, int64_t rows, bp_tensor **x, bp_te
 /* Host memory and device tensors, all sized now so a training step allocates nothing. */
 static bp_status allocate(bp_loader *L) {
     const bp_dataset *d = L->data;
-    int64_t rows = L->batches > 1 ? L->batch : L->last_rows; /* the largest batch */
+    int64_t full = shard_rows(L, L->batch), last = shard_rows(L, L->last_rows);
+    int64_t rows = L->batches > 1 ? full : last; /* the largest batch */
     L->order = malloc((size_t)d->n * sizeof *L->order);
     for (int i = 0; i < 2; ++i) {
         L->slot[i].x = malloc((size_t)rows * (size_t)d->features * sizeof(float));
@@ -132,9 +143,10 @@ static bp_status allocate(bp_loader *L) {
         L->order[i] = i;
     L->order_epoch = -1;
     bp_status st = BP_OK;
-    if (d->n >= L->batch) st = create_tensors(L, L->batch, &L->x_full, &L->y_full);
-    if (st == BP_OK && L->last_rows != L->batch)
-        st = create_tensors(L, L->last_rows, &L->x_last, &L->y_last);
+    if (L->batches > 1 || L->last_rows == L->batch)
+        st = create_tensors(L, full, &L->x_full, &L->y_full);
+    if (st == BP_OK && (!L->x_full || last != full))
+        st = create_tensors(L, last, &L->x_last, &L->y_last);
     return st;
 }
 
@@ -152,9 +164,38 @@ static bp_status start_thread(bp_loader *L) {
     return BP_OK;
 }
 
-bp_loader *bp_loader_create(const bp_dataset *dataset, bp_device *device, int batch, int shuffle,
-                            uint64_t seed, bp_status *status) {
+static bp_status check_shard_args(const bp_dataset *d, int batch, int index, int count,
+                                  int min_rows) {
+    const char *fn = "bp_loader_create_shard";
+    if (count < 1 || index < 0 || index >= count || min_rows < 1)
+        return bp_error(BP_ERR_INVALID_ARGUMENT,
+                        "%s: shard %d of %d with min_rows %d; expected 0 <= index < count and "
+                        "min_rows >= 1",
+                        fn, index, count, min_rows);
+    if (batch / count < min_rows || d->n / count < min_rows)
+        return bp_error(BP_ERR_INVALID_ARGUMENT,
+                        "%s: a batch of %d rows (of %lld samples) cannot give each of %d ranks %d "
+                        "rows",
+                        fn, batch, (long long)d->n, count, min_rows);
+    return BP_OK;
+}
+
+/* Batches per epoch, and the rows of the last, once a last batch too small to give every rank
+ * min_rows rows is left out. */
+static void count_batches(bp_loader *L, int64_t n, int min_rows) {
+    L->batches = (n + L->batch - 1) / L->batch;
+    L->last_rows = n - (L->batches - 1) * L->batch;
+    if (L->batches > 1 && L->last_rows / L->shards < min_rows) {
+        --L->batches;
+        L->last_rows = L->batch;
+    }
+}
+
+bp_loader *bp_loader_create_shard(const bp_dataset *dataset, bp_device *device, int batch,
+                                  int shuffle, uint64_t seed, int index, int count, int min_rows,
+                                  bp_status *status) {
     bp_status st = check_create_args(dataset, device, batch);
+    if (st == BP_OK) st = check_shard_args(dataset, batch, index, count, min_rows);
     bp_loader *L = NULL;
     if (st == BP_OK && !(L = calloc(1, sizeof *L)))
         st = bp_error(BP_ERR_OUT_OF_MEMORY, "bp_loader_create: no host memory");
@@ -164,8 +205,9 @@ bp_loader *bp_loader_create(const bp_dataset *dataset, bp_device *device, int ba
         L->batch = batch;
         L->shuffle = shuffle != 0;
         L->seed = seed;
-        L->batches = (dataset->n + batch - 1) / batch;
-        L->last_rows = dataset->n - (L->batches - 1) * batch;
+        L->shard = index;
+        L->shards = count;
+        count_batches(L, dataset->n, min_rows);
         st = allocate(L);
     }
     if (st == BP_OK) st = start_thread(L);
@@ -175,6 +217,11 @@ bp_loader *bp_loader_create(const bp_dataset *dataset, bp_device *device, int ba
     }
     bp_set_status(status, st);
     return L;
+}
+
+bp_loader *bp_loader_create(const bp_dataset *dataset, bp_device *device, int batch, int shuffle,
+                            uint64_t seed, bp_status *status) {
+    return bp_loader_create_shard(dataset, device, batch, shuffle, seed, 0, 1, 1, status);
 }
 
 void bp_loader_free(bp_loader *loader) {
@@ -265,8 +312,8 @@ bp_status bp_loader_next(bp_loader *loader, const bp_tensor **x, const bp_tensor
                         fn);
     if (!s) return BP_OK; /* the end of the epoch */
     int64_t rows = batch_rows(L, b);
-    bp_tensor *tx = rows == L->batch ? L->x_full : L->x_last;
-    bp_tensor *ty = rows == L->batch ? L->y_full : L->y_last;
+    int full = L->x_full && rows == shard_rows(L, L->batch);
+    bp_tensor *tx = full ? L->x_full : L->x_last, *ty = full ? L->y_full : L->y_last;
     const bp_dataset *d = L->data;
     /* On failure the slot stays ready and the batch current, so a retry sends it again. */
     bp_status st = bp_tensor_upload(tx, s->x, (size_t)rows * (size_t)d->features);
