@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # One command for a GPU machine (no network needed): build Release with CUDA, run the whole
-# test suite, run compute-sanitizer's memcheck and racecheck over the CUDA cases, run the
+# test suite, the data-parallel suite with one MPI rank per GPU (NCCL), run compute-sanitizer's memcheck and racecheck over the CUDA cases, run the
 # benchmarks in quick mode when a benchmark binary exists, and write a short markdown report to
 # benchmarks/results/gpu-check-<date>-<short commit>.md. Exits non-zero when any part fails.
 # Budget: about 8 minutes on an H100 (each sanitizer run has its own time limit).
@@ -120,6 +120,33 @@ if [ -x "$TESTS" ]; then
     fi
 else
     record tests SKIP 0 "no test binary ($TESTS)"
+fi
+
+# ---- data-parallel on the GPUs: the MPI suite with one rank per GPU --------------------------
+# With NCCL in the build (BP_NCCL=AUTO finds it in the toolkit) this runs ncclAllReduce on each
+# GPU's stream; a build with MPI but no NCCL runs the host-staged sum instead. Tests that need 2
+# ranks skip (with the reason) on a 1-GPU machine.
+MPI_TESTS="$BUILD_DIR/tests/bp_mpi_tests"
+MPIEXEC=$(command -v mpiexec || command -v mpirun || true)
+NGPU=$(nvidia-smi -L 2>/dev/null | grep -c '^GPU')
+NCCL=$(sed -n 's/.*backprop: .*MPI \([A-Z]*\), NCCL \([A-Z]*\).*/MPI \1, NCCL \2/p' \
+    "$LOGS/configure.log" | tail -1)
+if [ ! -x "$MPI_TESTS" ]; then
+    record nccl SKIP 0 "no MPI in this build (${NCCL:-not configured}; needs libopenmpi-dev)"
+elif [ -z "$MPIEXEC" ]; then
+    record nccl SKIP 0 "no mpiexec on PATH"
+elif [ "${NGPU:-0}" -lt 1 ]; then
+    record nccl SKIP 0 "nvidia-smi lists no GPU"
+else
+    run_logged nccl env OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 \
+        BP_MPI_TEST_DEVICE=cuda timeout 300 "$MPIEXEC" --oversubscribe -np "$NGPU" "$MPI_TESTS" \
+        --gtest_color=no
+    COUNTS=$(gtest_counts "$LOGS/nccl.log")
+    if [ $RC -eq 0 ]; then
+        record nccl PASS $SECS "$NGPU rank(s), one per GPU, $NCCL: $COUNTS (rank 0's count)"
+    else
+        record nccl FAIL $SECS "$NGPU rank(s), $NCCL, exit $RC: $COUNTS"
+    fi
 fi
 
 # ---- compute-sanitizer over the CUDA cases -------------------------------------------------

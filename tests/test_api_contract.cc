@@ -296,4 +296,29 @@ TEST(ApiContract, Checkpoint) {
     bp_model_free(m);
 }
 
+// distributed.h with a NULL comm (no MPI is started: every call below refuses first). With MPI
+// built, the unsupported path is the build without it; both are checked by their messages.
+TEST(ApiContract, Distributed) {
+    EXPECT_EQ(bp_comm_rank(nullptr), 0);
+    EXPECT_EQ(bp_comm_size(nullptr), 1);
+    EXPECT_EQ(bp_comm_local_rank(nullptr), 0);
+    int64_t first = -1, count = -1;
+    bp_comm_shard(nullptr, 10, &first, &count);
+    EXPECT_EQ(first, 0);
+    EXPECT_EQ(count, 10);
+    bp_comm_shard(nullptr, 10, nullptr, nullptr);
+    double secs = -1, bytes = -1;
+    bp_comm_stats(nullptr, &secs, &bytes);
+    EXPECT_EQ(secs, 0.0);
+    EXPECT_EQ(bytes, 0.0);
+    bp_comm_free(nullptr);
+    bp_status want = bp_distributed_available() ? INVALID : BP_ERR_UNSUPPORTED;
+    EXPECT_FAILS(want, "bp_comm_attach", bp_comm_attach(nullptr, nullptr, nullptr));
+    EXPECT_FAILS(want, "bp_comm_agree", bp_comm_agree(nullptr, 1, "x"));
+    EXPECT_FAILS(want, "bp_comm_check_same", bp_comm_check_same(nullptr, "a", "b"));
+    double v = 1;
+    EXPECT_FAILS(want, "bp_comm_sum", bp_comm_sum(nullptr, &v, 1));
+    EXPECT_EQ(v, 1.0);
+}
+
 } // namespace

@@ -330,6 +330,67 @@ TEST_P(Loader, BadArguments) {
     bp_loader_free(nullptr);
 }
 
+// Shards for data-parallel ranks: piece r of every batch is rows [B*r/N, B*(r+1)/N) of the
+// single loader's batch (same seed, same epoch order), so the ranks' pieces, in rank order,
+// are the whole batch.
+TEST_P(Loader, ShardsPieceTogetherTheWholeBatch) {
+    DatasetPtr d = numbered(103);
+    const int ranks = 3;
+    LoaderPtr whole = make(d.get(), 10, 1, 42);
+    std::vector<LoaderPtr> piece;
+    for (int r = 0; r < ranks; ++r) {
+        bp_status st = BP_ERR_DEVICE;
+        piece.emplace_back(bp_loader_create_shard(d.get(), dev, 10, 1, 42, r, ranks, 1, &st));
+        ASSERT_EQ(st, BP_OK) << bp_last_error();
+        EXPECT_EQ(bp_loader_batches(piece[r].get()), 11);
+    }
+    for (int64_t e = 0; e < 2; ++e) {
+        ASSERT_EQ(bp_loader_start_epoch(whole.get(), e, 0), BP_OK);
+        for (auto &p : piece)
+            ASSERT_EQ(bp_loader_start_epoch(p.get(), e, 0), BP_OK);
+        for (int64_t b = 0; b < 11; ++b) {
+            const bp_tensor *x = nullptr, *y = nullptr;
+            ASSERT_EQ(bp_loader_next(whole.get(), &x, &y), BP_OK);
+            std::vector<int64_t> want = rows_of(x, y), got;
+            int64_t g = (int64_t)want.size();
+            for (int r = 0; r < ranks; ++r) {
+                ASSERT_EQ(bp_loader_next(piece[r].get(), &x, &y), BP_OK);
+                std::vector<int64_t> ids = rows_of(x, y);
+                EXPECT_EQ((int64_t)ids.size(), g * (r + 1) / ranks - g * r / ranks)
+                    << "epoch " << e << ", batch " << b << ", rank " << r;
+                got.insert(got.end(), ids.begin(), ids.end());
+            }
+            EXPECT_EQ(got, want) << "epoch " << e << ", batch " << b;
+        }
+    }
+}
+
+// A last batch too small to give every rank min_rows rows is left out: 103 rows in batches of
+// 10 end with 3, fewer than 2 ranks x 2 rows.
+TEST_P(Loader, ShardsLeaveOutATooSmallLastBatch) {
+    DatasetPtr d = numbered(103);
+    bp_status st = BP_ERR_DEVICE;
+    LoaderPtr l(bp_loader_create_shard(d.get(), dev, 10, 0, 1, 1, 2, 2, &st));
+    ASSERT_EQ(st, BP_OK) << bp_last_error();
+    EXPECT_EQ(bp_loader_batches(l.get()), 10);
+    std::vector<int64_t> sizes;
+    ASSERT_EQ(bp_loader_start_epoch(l.get(), 0, 0), BP_OK);
+    std::vector<int64_t> rows = drain(l.get(), &sizes);
+    EXPECT_EQ(sizes, std::vector<int64_t>(10, 5));
+    std::vector<int64_t> want;
+    for (int64_t b = 0; b < 10; ++b)
+        for (int64_t i = 5; i < 10; ++i)
+            want.push_back(b * 10 + i);
+    EXPECT_EQ(rows, want);
+    // Bad shards: index out of range, min_rows < 1, a batch too small for the ranks.
+    for (auto args : {std::vector<int>{2, 2, 1}, {-1, 2, 1}, {0, 0, 1}, {0, 2, 0}, {0, 4, 3}}) {
+        EXPECT_EQ(bp_loader_create_shard(d.get(), dev, 10, 0, 1, args[0], args[1], args[2], &st),
+                  nullptr);
+        EXPECT_EQ(st, BP_ERR_INVALID_ARGUMENT);
+        EXPECT_THAT(bp_last_error(), HasSubstr("bp_loader_create_shard"));
+    }
+}
+
 INSTANTIATE_TEST_SUITE_P(Backends, Loader, ::testing::ValuesIn(bpt::all_backends()),
                          [](const auto &info) { return info.param; });
 

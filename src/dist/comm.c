@@ -4,7 +4,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "core/comm_internal.h"
 #include "core/error.h"
@@ -278,7 +277,7 @@ static bp_status copy_replica(bp_comm *c, bp_model *m, bp_optimizer *o) {
 static bp_status setup_coll(bp_comm *c, bp_model *m) {
     const char *fn = "bp_comm_attach";
     bp_device *d = m->device;
-    if (!d->ops->coll_init || c->size == 1) return BP_OK;
+    if (!d->ops->coll_init) return BP_OK;
     if (c->coll)
         return c->coll_device == d ? BP_OK
                                    : bp_error(BP_ERR_UNSUPPORTED,
@@ -352,12 +351,6 @@ bp_status bp_comm_step_begin(bp_comm *comm, bp_status own, int64_t rows, int64_t
     return BP_OK;
 }
 
-static double now_seconds(void) {
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
-}
-
 /* MPI counts are ints: big buffers go in pieces. */
 static bp_status host_sum(bp_comm *c, float *buf, size_t n) {
     const char *fn = "bp_train_step";
@@ -371,7 +364,7 @@ static bp_status host_sum(bp_comm *c, float *buf, size_t n) {
 }
 
 bp_status bp_comm_sum_grads(bp_comm *comm, bp_model *m) {
-    double t0 = now_seconds();
+    double t0 = MPI_Wtime();
     bp_device *d = m->device;
     size_t n = m->n_params;
     bp_status st;
@@ -384,7 +377,7 @@ bp_status bp_comm_sum_grads(bp_comm *comm, bp_model *m) {
         if (st == BP_OK) st = host_sum(comm, comm->host, n);
         if (st == BP_OK) st = d->ops->upload(d, m->grads, comm->host, n * sizeof(float));
     }
-    comm->seconds += now_seconds() - t0;
+    comm->seconds += MPI_Wtime() - t0;
     comm->bytes += (double)n * sizeof(float);
     return st;
 }

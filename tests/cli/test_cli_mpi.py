@@ -68,7 +68,8 @@ def test_two_ranks_train_what_one_trains(d):
     check("two ranks train", p.returncode == 0, p.stdout + p.stderr)
     a, b = params(d, "two.st"), params(d, "one.st")
     # fp32 sums in another order (each rank's 32 rows, then the two halves): ~5e-8 here.
-    check("2-rank weights equal the single process's to 1e-6 relative (%d values)" % len(b),
+    check("2-rank weights equal the single process's to 1e-6 relative (%d values: %.2g)" %
+          (len(b), rel(a, b)),
           rel(a, b) <= 1e-6, "relative difference %g" % rel(a, b))
     check("the table is printed once, by rank 0", p.stdout.count("done: 3 epochs") == 1, p.stdout)
     acc1 = re.findall(r"accuracy ([0-9.]+)%", one.out)

@@ -6,6 +6,7 @@
 #include <mpi.h>
 
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <string>
 #include <vector>
@@ -23,14 +24,19 @@ struct Plan {
     uint64_t seed = 7;
 };
 
-// One model and optimizer on the CPU, freed at the end of the scope.
+// The device every test uses: the CPU, or with BP_MPI_TEST_DEVICE=cuda this rank's GPU
+// (cuda:<rank on its host>), which runs the NCCL path (scripts/gpu-check.sh does).
+std::string g_device = "cpu";
+
+// One model and optimizer, freed at the end of the scope.
 struct Replica {
     bp_device *dev = nullptr;
     bp_model *model = nullptr;
     bp_optimizer *opt = nullptr;
 
     Replica(const Plan &s, int hidden1) {
-        dev = bp_device_open("cpu", nullptr);
+        dev = bp_device_open(g_device.c_str(), nullptr);
+        EXPECT_NE(dev, nullptr) << g_device << ": " << bp_last_error();
         int widths[] = {s.in, hidden1, s.hidden2, s.classes};
         float drop[] = {s.dropout, s.dropout, 0.0f};
         bp_mlp_config cfg = bp_mlp_config_default(3, widths);
@@ -324,6 +330,15 @@ TEST_F(Distributed, ShardsCoverTheBatch) {
 int main(int argc, char **argv) {
     MPI_Init(&argc, &argv);
     ::testing::InitGoogleTest(&argc, argv);
+    const char *want = std::getenv("BP_MPI_TEST_DEVICE");
+    if (want && std::string(want) == "cuda") {
+        MPI_Comm node;
+        int local = 0;
+        MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, 0, MPI_INFO_NULL, &node);
+        MPI_Comm_rank(node, &local);
+        MPI_Comm_free(&node);
+        g_device = "cuda:" + std::to_string(local);
+    }
     int rc = RUN_ALL_TESTS();
     int worst = 0;
     MPI_Allreduce(&rc, &worst, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD);
