@@ -8,8 +8,6 @@
 
 #include "cli/cli.h"
 
-int cli_rank = 0, cli_ranks = 1;
-
 /* Ranks the launcher started, from its environment (OpenMPI, MPICH/Hydra and Slurm's PMI,
  * MVAPICH); 1 when none says. */
 static int launcher_ranks(void) {

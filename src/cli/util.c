@@ -12,6 +12,9 @@
 
 #include "cli/cli.h"
 
+/* Set by dist.c in a data-parallel run; messages name the rank. */
+int cli_rank = 0, cli_ranks = 1;
+
 double cli_now(void) {
     struct timespec t;
     clock_gettime(CLOCK_MONOTONIC, &t);
