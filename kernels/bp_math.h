@@ -124,14 +124,28 @@ BP_HD float bp_grad_prepare(float g, float scale, float clip_value) {
     return g;
 }
 
+/* SGD's three parts: weight decay, the momentum buffer's new value, and the direction; each a
+ * select rather than a branch, so a loop over them vectorises. */
+BP_HD float bp_sgd_decay(float g, float p, float weight_decay) {
+    return weight_decay != 0.0f ? g + weight_decay * p : g;
+}
+
+BP_HD float bp_sgd_buffer(float buf, float g, float momentum, float dampening, int first_step) {
+    return first_step ? g : momentum * buf + (1.0f - dampening) * g;
+}
+
+BP_HD float bp_sgd_direction(float g, float b, float momentum, int nesterov) {
+    return nesterov ? g + momentum * b : b;
+}
+
 /* SGD; buf is read and written only when momentum != 0. */
 BP_HD float bp_sgd_elem(float p, float g, float *buf, float lr, float weight_decay, float momentum,
                         float dampening, int nesterov, int first_step) {
-    if (weight_decay != 0.0f) g = g + weight_decay * p;
+    g = bp_sgd_decay(g, p, weight_decay);
     if (momentum != 0.0f) {
-        float b = first_step ? g : momentum * *buf + (1.0f - dampening) * g;
+        float b = bp_sgd_buffer(*buf, g, momentum, dampening, first_step);
         *buf = b;
-        g = nesterov ? g + momentum * b : b;
+        g = bp_sgd_direction(g, b, momentum, nesterov);
     }
     return p - lr * g;
 }

@@ -20,13 +20,18 @@ static void sgd_plain(const bp_update_args *args) {
     }
 }
 
+/* bp_sgd_elem's parts without its momentum branch (momentum is not 0 here), whose conditional
+ * store kept the loop from vectorising: the same arithmetic, a quarter of the instructions. */
 static void sgd_momentum(const bp_update_args *args) {
     bp_update_args u = *args;
 #pragma omp parallel for schedule(static) firstprivate(u) if (u.n >= BP_CPU_PAR_MIN)
     for (size_t i = 0; i < u.n; ++i) {
-        float g = bp_grad_prepare(u.grad[i], u.grad_scale, u.clip_value);
-        u.param[i] = bp_sgd_elem(u.param[i], g, &u.m[i], u.lr, u.weight_decay, u.momentum,
-                                 u.dampening, u.nesterov, u.first_step);
+        float p = u.param[i];
+        float g =
+            bp_sgd_decay(bp_grad_prepare(u.grad[i], u.grad_scale, u.clip_value), p, u.weight_decay);
+        float b = bp_sgd_buffer(u.m[i], g, u.momentum, u.dampening, u.first_step);
+        u.m[i] = b;
+        u.param[i] = p - u.lr * bp_sgd_direction(g, b, u.momentum, u.nesterov);
     }
 }
 
