@@ -9,12 +9,16 @@
 #define ACT_CHUNK ((size_t)4096)
 
 /* Inlined with a constant act at the call sites in bias_act_row, so the switch in
- * bp_act_forward folds away and the cheap activations vectorise. */
+ * bp_act_forward folds away and the cheap activations vectorise. `omp simd`: a may be z itself,
+ * and with the two the same the compiler's overlap check would take its scalar loop; element i
+ * reads and writes only element i, so the vector loop is right either way. */
 static inline void bias_act_span(int cols, const float *bias, float *z, float *a, bp_activation act,
                                  float slope) {
     if (bias)
+#pragma omp simd
         for (int j = 0; j < cols; ++j)
             z[j] += bias[j];
+#pragma omp simd
     for (int j = 0; j < cols; ++j)
         a[j] = bp_act_forward(z[j], act, slope);
 }
@@ -48,9 +52,11 @@ bp_status bp_cpu_bias_act_forward(bp_device *device, int rows, int cols, const f
     return BP_OK;
 }
 
-/* See bias_act_span: inlined with a constant act. */
+/* See bias_act_span: inlined with a constant act; dz is often da itself (the backward pass works
+ * in place), which without `omp simd` ran the scalar loop (13% of an S step). */
 static inline void act_backward_span(size_t n, const float *z, const float *da, float *dz,
                                      bp_activation act, float slope) {
+#pragma omp simd
     for (size_t i = 0; i < n; ++i)
         dz[i] = da[i] * bp_act_derivative(z[i], act, slope);
 }
