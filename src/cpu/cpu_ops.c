@@ -8,17 +8,28 @@
  * out of. */
 #define ACT_CHUNK ((size_t)4096)
 
-/* Inlined with a constant act at the call sites in bias_act_row, so the switch in
- * bp_act_forward folds away and the cheap activations vectorise. `omp simd`: a may be z itself,
- * and with the two the same the compiler's overlap check would take its scalar loop; element i
- * reads and writes only element i, so the vector loop is right either way. */
-static inline void bias_act_span(int cols, const float *bias, float *z, float *a, bp_activation act,
-                                 float slope) {
+static inline void add_bias(int cols, const float *bias, float *z) {
     if (bias)
-#pragma omp simd
         for (int j = 0; j < cols; ++j)
             z[j] += bias[j];
+}
+
+/* For the cheap activations, inlined with a constant act at the call sites in bias_act_row, so
+ * the switch in bp_act_forward folds away and the loop vectorises. `omp simd`: a may be z
+ * itself, and with the two the same the compiler's overlap check would take its scalar loop;
+ * element j reads and writes only element j, so the vector loop is right either way. */
+static inline void bias_act_span(int cols, const float *bias, float *z, float *a, bp_activation act,
+                                 float slope) {
+    add_bias(cols, bias, z);
 #pragma omp simd
+    for (int j = 0; j < cols; ++j)
+        a[j] = bp_act_forward(z[j], act, slope);
+}
+
+/* The others (erf, tanh, exp) keep the switch in a plain loop. */
+static void bias_act_any(int cols, const float *bias, float *z, float *a, bp_activation act,
+                         float slope) {
+    add_bias(cols, bias, z);
     for (int j = 0; j < cols; ++j)
         a[j] = bp_act_forward(z[j], act, slope);
 }
@@ -36,7 +47,7 @@ static void bias_act_row(int cols, const float *bias, float *z, float *a, bp_act
         bias_act_span(cols, bias, z, a, BP_ACT_LEAKY_RELU, slope);
         break;
     default:
-        bias_act_span(cols, bias, z, a, act, slope);
+        bias_act_any(cols, bias, z, a, act, slope);
         break;
     }
 }
@@ -61,6 +72,12 @@ static inline void act_backward_span(size_t n, const float *z, const float *da, 
         dz[i] = da[i] * bp_act_derivative(z[i], act, slope);
 }
 
+static void act_backward_any(size_t n, const float *z, const float *da, float *dz,
+                             bp_activation act, float slope) {
+    for (size_t i = 0; i < n; ++i)
+        dz[i] = da[i] * bp_act_derivative(z[i], act, slope);
+}
+
 static void act_backward_chunk(size_t n, const float *z, const float *da, float *dz,
                                bp_activation act, float slope) {
     switch (act) {
@@ -74,7 +91,7 @@ static void act_backward_chunk(size_t n, const float *z, const float *da, float 
         act_backward_span(n, z, da, dz, BP_ACT_LEAKY_RELU, slope);
         break;
     default:
-        act_backward_span(n, z, da, dz, act, slope);
+        act_backward_any(n, z, da, dz, act, slope);
         break;
     }
 }
