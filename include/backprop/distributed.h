@@ -3,9 +3,11 @@
  * Every rank builds the same model, calls bp_comm_attach, then calls bp_train_step with its own
  * shard of each global batch (rank r of N takes rows [B*r/N, B*(r+1)/N) of a batch of B rows,
  * bp_comm_shard). The step scales each rank's loss gradient by 1 / B (the global rows, found
- * with one small all-reduce that also tells every rank when another rank's arguments failed),
+ * with one small all-gather that also tells every rank when another rank's arguments failed),
  * sums the flat gradient buffer over the ranks with one all-reduce, and then every rank runs the
- * same optimizer step on the same gradients, so the replicas stay bitwise identical. Dropout
+ * same optimizer step on the same gradients, so the replicas stay bitwise identical (as long as
+ * the sum gives every rank the same bits, which Open MPI's and NCCL's do; the MPI standard
+ * only recommends it). Dropout
  * keys its masks by the row's place in the global batch, so a run on N ranks draws the masks
  * one process would.
  *
@@ -40,7 +42,8 @@ typedef struct bp_comm bp_comm;
 BP_API int bp_distributed_available(void);
 
 /* The group of all processes of the MPI job (MPI_COMM_WORLD). Initialises MPI when the caller
- * has not (and then finalizes it in bp_comm_free). Collective. NULL and *status on failure. */
+ * has not, and then finalizes it in bp_comm_free, so that comm must be freed after any other
+ * (and MPI cannot start again in the process). Collective. NULL and *status on failure. */
 BP_API bp_comm *bp_comm_create(bp_status *status);
 BP_API void bp_comm_free(bp_comm *comm);
 
