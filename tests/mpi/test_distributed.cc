@@ -160,6 +160,15 @@ void expect_matches_single_process(bp_comm *comm, const Plan &s) {
     EXPECT_EQ(bp_optimizer_steps(alone.opt), bp_optimizer_steps(dist.opt));
 }
 
+// Attaches r to the group; returns step 0's global batch, and this rank's rows of it through
+// first and count.
+Batch attach_for_first_step(bp_comm *comm, Replica &r, const Plan &s, int64_t *first,
+                            int64_t *count) {
+    EXPECT_EQ(BP_OK, bp_comm_attach(comm, r.model, r.opt)) << bp_last_error();
+    bp_comm_shard(comm, s.global_batch, first, count);
+    return global_batch(s, 0);
+}
+
 TEST_F(Distributed, SgdNesterovMatchesOneProcess) {
     Plan s;
     expect_matches_single_process(comm, s);
@@ -214,10 +223,8 @@ TEST_F(Distributed, RefusedArgumentsFailEveryRank) {
     Plan s;
     Replica r(s);
     ASSERT_NE(r.opt, nullptr) << bp_last_error();
-    ASSERT_EQ(BP_OK, bp_comm_attach(comm, r.model, r.opt)) << bp_last_error();
     int64_t first = 0, count = 0;
-    bp_comm_shard(comm, s.global_batch, &first, &count);
-    Batch b = global_batch(s, 0);
+    Batch b = attach_for_first_step(comm, r, s, &first, &count);
     Shard mine(r.dev, s, b, first, count);
     bp_tensor *wrong = bp_tensor_create(r.dev, BP_F32, count, s.in + 1, nullptr);
     bp_loss_config ce = {BP_LOSS_CROSS_ENTROPY, 0.0f};
@@ -249,10 +256,8 @@ TEST_F(Distributed, NonFiniteOnOneRankStopsEveryRank) {
     s.kind = BP_OPTIM_ADAM;
     Replica r(s);
     ASSERT_NE(r.opt, nullptr) << bp_last_error();
-    ASSERT_EQ(BP_OK, bp_comm_attach(comm, r.model, r.opt)) << bp_last_error();
     int64_t first = 0, count = 0;
-    bp_comm_shard(comm, s.global_batch, &first, &count);
-    Batch b = global_batch(s, 0);
+    Batch b = attach_for_first_step(comm, r, s, &first, &count);
     if (rank == 1) b.x[(size_t)(first + 2) * s.in + 3] = NAN;
     Shard mine(r.dev, s, b, first, count);
     bp_loss_config ce = {BP_LOSS_CROSS_ENTROPY, 0.0f};
