@@ -2,10 +2,7 @@
 #ifndef BACKPROP_H
 #define BACKPROP_H
 
-#define BP_VERSION_MAJOR 0
-#define BP_VERSION_MINOR 1
-#define BP_VERSION_PATCH 0
-
+#include "version.h"
 #include "status.h"
 #include "device.h"
 #include "tensor.h"

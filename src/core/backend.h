@@ -14,6 +14,7 @@
 #include <stdint.h>
 
 #include "backprop/backprop.h"
+#include "core/module.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -136,9 +137,13 @@ struct bp_device {
 };
 
 extern const bp_backend_ops bp_cpu_ops;
-#ifdef BP_HAVE_CUDA
-extern const bp_backend_ops bp_cuda_ops;
-#endif
+
+/* What a backend module's entry point (core/module.h) returns: the CUDA backend is the module
+ * libbackprop_cuda.so, entry bp_cuda_module_entry. */
+typedef struct bp_backend_module {
+    bp_module_header header;
+    const bp_backend_ops *ops;
+} bp_backend_module;
 
 #ifdef __cplusplus
 }

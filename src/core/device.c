@@ -4,13 +4,28 @@
 
 #include "core/device_internal.h"
 #include "core/error.h"
+#include "core/module.h"
 
-static const bp_backend_ops *cuda_ops(void) {
-#ifdef BP_HAVE_CUDA
-    return &bp_cuda_ops;
-#else
-    return NULL;
+#ifndef BP_BUILT_CUDA
+#define BP_BUILT_CUDA 0
 #endif
+
+static bp_module cuda_module = {
+    .what = "the CUDA backend",
+    .env = "BP_CUDA_MODULE",
+    .file = "libbackprop_cuda.so",
+    .entry = "bp_cuda_module_entry",
+    .built = BP_BUILT_CUDA,
+    .configure = "-DBP_CUDA=ON, with the CUDA toolkit installed",
+    .runtime_hint = "are the CUDA runtime and cuBLAS, and NCCL when the module was built with it, "
+                    "installed and on the library path?",
+};
+
+/* The CUDA backend's table, loading its module on first use; NULL (and cuda_module.reason)
+ * when this build or this machine has none. */
+static const bp_backend_ops *cuda_ops(void) {
+    const bp_backend_module *mod = bp_module_load(&cuda_module);
+    return mod ? mod->ops : NULL;
 }
 
 /* Parses "cpu", "cuda", "cuda:N", "auto" into ops and an index. */
@@ -38,10 +53,8 @@ static bp_status parse_name(const char *name, const bp_backend_ops **ops, int *i
         }
         *ops = cuda_ops();
         if (!*ops)
-            return bp_error(BP_ERR_UNSUPPORTED,
-                            "bp_device_open: '%s' asked for CUDA, but this build of backprop has "
-                            "no CUDA backend (configure with -DBP_CUDA=ON)",
-                            name);
+            return bp_error(cuda_module.status, "bp_device_open: '%s' asked for CUDA, but %s", name,
+                            cuda_module.reason);
         return BP_OK;
     }
     return bp_error(BP_ERR_INVALID_ARGUMENT,

@@ -98,7 +98,8 @@ static bp_status step_rows(bp_model *m, bp_status own, const bp_tensor *x, int64
         if (own == BP_OK) *total = x->rows, *offset = 0;
         return own;
     }
-    return bp_comm_step_begin(m->comm, own, own == BP_OK ? x->rows : 0, total, offset);
+    return bp_comm_module_of()->step_begin(m->comm, own, own == BP_OK ? x->rows : 0, total,
+                                            offset);
 }
 
 /* Sum of the loss over the group's batch (this rank's own alone without a group). */
@@ -119,7 +120,7 @@ bp_status bp_train_step(bp_model *model, bp_optimizer *optimizer, const bp_loss_
     uint64_t call = model->forward_calls++;
     for (int i = 0; i < k && st == BP_OK; ++i)
         st = micro_batch(model, loss, x, target, i, k, (float)(1.0 / denom), call, offset);
-    if (st == BP_OK && model->comm) st = bp_comm_sum_grads(model->comm, model);
+    if (st == BP_OK && model->comm) st = bp_comm_module_of()->sum_grads(model->comm, model);
     if (st == BP_OK)
         st = ops->sum_squares(model->device, model->n_params, model->grads,
                               model->scalars + BP_SCALAR_NORM2);

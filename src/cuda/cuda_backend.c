@@ -1,9 +1,16 @@
-/* The CUDA backend's table. Every entry is implemented, except the collectives in a build
+/* The CUDA backend's table, and the entry point of the module libbackprop_cuda.so that hands it
+ * to the core (core/module.h). Every entry is implemented, except the collectives in a build
  * without NCCL; semantics are those documented in core/backend.h, the same as the CPU
  * backend's. */
+#include "backprop/version.h"
 #include "cuda/cuda_internal.h"
 
-const bp_backend_ops bp_cuda_ops = {
+/* What the module was built against, for bp_build_info (set by CMake). */
+#ifndef BP_CUDA_MODULE_DETAIL
+#define BP_CUDA_MODULE_DETAIL "CUDA"
+#endif
+
+static const bp_backend_ops bp_cuda_ops = {
     .name = "cuda",
     .init = bp_cuda_init,
     .destroy = bp_cuda_destroy,
@@ -35,3 +42,14 @@ const bp_backend_ops bp_cuda_ops = {
     .coll_free = bp_cuda_coll_free,
 #endif
 };
+
+static const bp_backend_module bp_cuda_module = {
+    .header = {BP_MODULE_ABI, BP_VERSION_STRING, BP_CUDA_MODULE_DETAIL},
+    .ops = &bp_cuda_ops,
+};
+
+BP_API const void *bp_cuda_module_entry(const bp_module_host *host);
+
+const void *bp_cuda_module_entry(const bp_module_host *host) {
+    return bp_module_bind(host) ? &bp_cuda_module : NULL;
+}

@@ -1,10 +1,13 @@
-/* Data-parallel groups over MPI (see include/backprop/distributed.h). */
+/* Data-parallel groups over MPI (see include/backprop/distributed.h): the module
+ * libbackprop_mpi.so, whose table the core's public calls forward to (core/comm_internal.h).
+ * The core answers for a NULL comm, so every function here gets a comm it made. */
 #include <math.h>
 #include <mpi.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "backprop/version.h"
 #include "core/comm_internal.h"
 #include "core/error.h"
 #include "core/model_internal.h"
@@ -20,10 +23,6 @@ struct bp_comm {
     void *coll;
     double seconds, bytes; /* gradient sums so far */
 };
-
-int bp_distributed_available(void) {
-    return 1;
-}
 
 /* "MPI_Allreduce failed on rank 1 of 2: <MPI's message>". */
 static bp_status mpi_fail(const bp_comm *c, const char *fn, const char *call, int err) {
@@ -72,7 +71,9 @@ static bp_status find_ranks(bp_comm *c) {
     return BP_OK;
 }
 
-bp_comm *bp_comm_create(bp_status *status) {
+static void mpi_free(bp_comm *comm);
+
+static bp_comm *mpi_create(bp_status *status) {
     bp_comm *c = calloc(1, sizeof *c);
     if (!c) {
         bp_set_status(status, bp_error(BP_ERR_OUT_OF_MEMORY, "bp_comm_create: out of memory"));
@@ -83,13 +84,13 @@ bp_comm *bp_comm_create(bp_status *status) {
     if (st == BP_OK) st = find_ranks(c);
     bp_set_status(status, st);
     if (st != BP_OK) {
-        bp_comm_free(c);
+        mpi_free(c);
         return NULL;
     }
     return c;
 }
 
-void bp_comm_free(bp_comm *comm) {
+static void mpi_free(bp_comm *comm) {
     if (!comm) return;
     if (comm->coll) comm->coll_device->ops->coll_free(comm->coll_device, comm->coll);
     free(comm->host);
@@ -98,31 +99,24 @@ void bp_comm_free(bp_comm *comm) {
     free(comm);
 }
 
-int bp_comm_rank(const bp_comm *comm) {
-    return comm ? comm->rank : 0;
+static int mpi_rank(const bp_comm *comm) {
+    return comm->rank;
 }
 
-int bp_comm_size(const bp_comm *comm) {
-    return comm ? comm->size : 1;
+static int mpi_size(const bp_comm *comm) {
+    return comm->size;
 }
 
-int bp_comm_local_rank(const bp_comm *comm) {
-    return comm ? comm->local_rank : 0;
+static int mpi_local_rank(const bp_comm *comm) {
+    return comm->local_rank;
 }
 
-void bp_comm_shard(const bp_comm *comm, int64_t rows, int64_t *first, int64_t *count) {
-    int r = bp_comm_rank(comm), n = bp_comm_size(comm);
-    int64_t lo = rows * r / n, hi = rows * (r + 1) / n;
-    if (first) *first = lo;
-    if (count) *count = hi - lo;
-}
-
-void bp_comm_stats(const bp_comm *comm, double *allreduce_seconds, double *bytes) {
+static void mpi_stats(const bp_comm *comm, double *allreduce_seconds, double *bytes) {
     if (allreduce_seconds) *allreduce_seconds = comm ? comm->seconds : 0.0;
     if (bytes) *bytes = comm ? comm->bytes : 0.0;
 }
 
-void bp_comm_abort(bp_comm *comm, int code) {
+static void mpi_abort(bp_comm *comm, int code) {
     int initialized = 0, finalized = 0;
     MPI_Initialized(&initialized);
     MPI_Finalized(&finalized);
@@ -137,7 +131,7 @@ static bp_status first_failed(bp_comm *c, const char *fn, int ok, int *failed) {
     return BP_OK;
 }
 
-bp_status bp_comm_agree(bp_comm *comm, int ok, const char *what) {
+static bp_status mpi_agree(bp_comm *comm, int ok, const char *what) {
     const char *fn = "bp_comm_agree";
     if (!comm) return bp_error(BP_ERR_INVALID_ARGUMENT, "%s: comm is NULL", fn);
     int failed = -1;
@@ -148,7 +142,7 @@ bp_status bp_comm_agree(bp_comm *comm, int ok, const char *what) {
                     what ? what : "the work before this point", failed, comm->size);
 }
 
-bp_status bp_comm_sum(bp_comm *comm, double *values, int count) {
+static bp_status mpi_sum(bp_comm *comm, double *values, int count) {
     const char *fn = "bp_comm_sum";
     if (!comm || (!values && count > 0) || count < 0)
         return bp_error(BP_ERR_INVALID_ARGUMENT, "%s: %s", fn,
@@ -193,7 +187,7 @@ static bp_status same_text(bp_comm *c, const char *fn, const char *text, const c
                     differ, td);
 }
 
-bp_status bp_comm_check_same(bp_comm *comm, const char *text, const char *what) {
+static bp_status mpi_check_same(bp_comm *comm, const char *text, const char *what) {
     const char *fn = "bp_comm_check_same";
     if (!comm || !text)
         return bp_error(BP_ERR_INVALID_ARGUMENT, "%s: %s is NULL", fn, comm ? "text" : "comm");
@@ -305,7 +299,7 @@ static bp_status setup_coll(bp_comm *c, bp_model *m) {
                : bp_error(BP_ERR_REMOTE, "%s: rank %d could not join the group", fn, failed);
 }
 
-bp_status bp_comm_attach(bp_comm *comm, bp_model *model, bp_optimizer *optimizer) {
+static bp_status mpi_attach(bp_comm *comm, bp_model *model, bp_optimizer *optimizer) {
     const char *fn = "bp_comm_attach";
     if (!comm || !model)
         return bp_error(BP_ERR_INVALID_ARGUMENT, "%s: %s is NULL", fn, comm ? "model" : "comm");
@@ -325,8 +319,8 @@ bp_status bp_comm_attach(bp_comm *comm, bp_model *model, bp_optimizer *optimizer
 
 /* ---- the training step's part ----------------------------------------------------------- */
 
-bp_status bp_comm_step_begin(bp_comm *comm, bp_status own, int64_t rows, int64_t *total,
-                             int64_t *offset) {
+static bp_status mpi_step_begin(bp_comm *comm, bp_status own, int64_t rows, int64_t *total,
+                                int64_t *offset) {
     const char *fn = "bp_train_step";
     /* Every rank's (rows, verdict) in one all-gather: the global batch, this rank's place in
      * it, and who refused. */
@@ -363,7 +357,7 @@ static bp_status host_sum(bp_comm *c, float *buf, size_t n) {
     return BP_OK;
 }
 
-bp_status bp_comm_sum_grads(bp_comm *comm, bp_model *m) {
+static bp_status mpi_sum_grads(bp_comm *comm, bp_model *m) {
     double t0 = MPI_Wtime();
     bp_device *d = m->device;
     size_t n = m->n_params;
@@ -380,4 +374,32 @@ bp_status bp_comm_sum_grads(bp_comm *comm, bp_model *m) {
     comm->seconds += MPI_Wtime() - t0;
     comm->bytes += (double)n * sizeof(float);
     return st;
+}
+
+/* ---- the module's entry point ------------------------------------------------------------ */
+
+#define BP_MPI_DETAIL_(major, minor) "MPI " #major "." #minor
+#define BP_MPI_DETAIL(major, minor)  BP_MPI_DETAIL_(major, minor)
+
+static const bp_comm_module mpi_module = {
+    .header = {BP_MODULE_ABI, BP_VERSION_STRING, BP_MPI_DETAIL(MPI_VERSION, MPI_SUBVERSION)},
+    .create = mpi_create,
+    .free = mpi_free,
+    .rank = mpi_rank,
+    .size = mpi_size,
+    .local_rank = mpi_local_rank,
+    .attach = mpi_attach,
+    .agree = mpi_agree,
+    .check_same = mpi_check_same,
+    .sum = mpi_sum,
+    .stats = mpi_stats,
+    .abort = mpi_abort,
+    .step_begin = mpi_step_begin,
+    .sum_grads = mpi_sum_grads,
+};
+
+BP_API const void *bp_mpi_module_entry(const bp_module_host *host);
+
+const void *bp_mpi_module_entry(const bp_module_host *host) {
+    return bp_module_bind(host) ? &mpi_module : NULL;
 }
