@@ -296,6 +296,80 @@ TEST(ApiContract, Checkpoint) {
     bp_model_free(m);
 }
 
+// version.h: the run-time version is the headers' (this test is built with them), and the build
+// line names the version and every part.
+TEST(ApiContract, VersionAndBuildInfo) {
+    ASSERT_NE(bp_version(), nullptr);
+    EXPECT_STREQ(bp_version(), BP_VERSION_STRING);
+    std::string info = bp_build_info();
+    EXPECT_EQ(info.rfind(std::string("backprop ") + BP_VERSION_STRING, 0), 0u) << info;
+    for (const char *part : {"cpu: ", "cuda: ", "data-parallel: "})
+        EXPECT_NE(info.find(part), std::string::npos) << part << " missing from " << info;
+}
+
+// bp_tensor_view_rows: NULL base, rows outside the base, an empty view; a view of a view.
+TEST(ApiContract, TensorViewRows) {
+    bp_device *dev = bp_device_open("cpu", nullptr);
+    ASSERT_NE(dev, nullptr);
+    bp_tensor *t = bp_tensor_create(dev, BP_F32, 4, 3, nullptr);
+    ASSERT_NE(t, nullptr);
+    const char *fn = "bp_tensor_view_rows";
+    EXPECT_CTOR_FAILS(INVALID, fn, bp_tensor_view_rows(nullptr, 0, 1, &st),
+                      bp_tensor_view_rows(nullptr, 0, 1, nullptr));
+    EXPECT_CTOR_FAILS(BP_ERR_SHAPE_MISMATCH, fn, bp_tensor_view_rows(t, 3, 2, &st),
+                      bp_tensor_view_rows(t, 3, 2, nullptr));
+    EXPECT_CTOR_FAILS(BP_ERR_SHAPE_MISMATCH, fn, bp_tensor_view_rows(t, -1, 1, &st),
+                      bp_tensor_view_rows(t, -1, 1, nullptr));
+    EXPECT_CTOR_FAILS(BP_ERR_SHAPE_MISMATCH, fn, bp_tensor_view_rows(t, 1, 0, &st),
+                      bp_tensor_view_rows(t, 1, 0, nullptr));
+    bp_status st = BP_ERR_IO;
+    bp_tensor *v = bp_tensor_view_rows(t, 1, 3, &st);
+    ASSERT_NE(v, nullptr) << bp_last_error();
+    EXPECT_EQ(st, BP_OK);
+    bp_tensor *vv = bp_tensor_view_rows(v, 2, 1, &st);
+    ASSERT_NE(vv, nullptr) << bp_last_error();
+    EXPECT_CTOR_FAILS(BP_ERR_SHAPE_MISMATCH, fn, bp_tensor_view_rows(v, 2, 2, &st),
+                      bp_tensor_view_rows(v, 2, 2, nullptr));
+    // The view of a view is row 3 of the base: an upload through it lands there.
+    const float row[3] = {1, 2, 3};
+    EXPECT_EQ(BP_OK, bp_tensor_upload(vv, row, 3));
+    float all[12] = {0};
+    const float zero[12] = {0};
+    EXPECT_EQ(BP_OK, bp_tensor_upload(t, zero, 12));
+    EXPECT_EQ(BP_OK, bp_tensor_upload(vv, row, 3));
+    EXPECT_EQ(BP_OK, bp_tensor_download(t, all, 12));
+    EXPECT_EQ(all[9], 1.0f);
+    EXPECT_EQ(all[11], 3.0f);
+    EXPECT_EQ(all[8], 0.0f);
+    bp_tensor_free(vv);
+    bp_tensor_free(v);
+    bp_device_stats stats;
+    EXPECT_EQ(BP_OK, bp_device_get_stats(dev, &stats));
+    EXPECT_EQ(stats.bytes_in_use, (size_t)48) << "freeing a view freed its base's memory";
+    bp_tensor_free(t);
+    bp_device_close(dev);
+}
+
+// bp_model_predict: NULL model, negative rows, an unknown output, NULL buffers with rows.
+TEST(ApiContract, ModelPredict) {
+    bp_device *dev = bp_device_open("cpu", nullptr);
+    ASSERT_NE(dev, nullptr);
+    int widths[] = {3, 2};
+    bp_mlp_config cfg = bp_mlp_config_default(1, widths);
+    bp_model *m = bp_model_create(dev, &cfg, nullptr);
+    ASSERT_NE(m, nullptr);
+    float x[6] = {1, 2, 3, 4, 5, 6}, out[4];
+    const char *fn = "bp_model_predict";
+    EXPECT_FAILS(INVALID, fn, bp_model_predict(nullptr, x, 2, BP_PREDICT_LOGITS, out));
+    EXPECT_FAILS(INVALID, fn, bp_model_predict(m, x, -1, BP_PREDICT_LOGITS, out));
+    EXPECT_FAILS(INVALID, fn, bp_model_predict(m, x, 2, (bp_predict_output)9, out));
+    EXPECT_FAILS(INVALID, fn, bp_model_predict(m, nullptr, 2, BP_PREDICT_LOGITS, out));
+    EXPECT_FAILS(INVALID, fn, bp_model_predict(m, x, 2, BP_PREDICT_CLASS, nullptr));
+    EXPECT_EQ(BP_OK, bp_model_predict(m, nullptr, 0, BP_PREDICT_LOGITS, nullptr));
+    bp_model_free(m);
+    bp_device_close(dev);
+}
+
 // distributed.h with a NULL comm (no MPI is started: every call below refuses first). With MPI
 // built, the unsupported path is the build without it; both are checked by their messages.
 TEST(ApiContract, Distributed) {

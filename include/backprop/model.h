@@ -109,6 +109,25 @@ BP_API bp_status bp_model_backward(bp_model *model, bp_tensor *dx);
 
 BP_API bp_status bp_model_zero_grad(bp_model *model);
 
+/* What bp_model_predict writes for each row. */
+typedef enum bp_predict_output {
+    BP_PREDICT_LOGITS = 0,  /* the model's outputs as they are: [rows, outputs] floats */
+    BP_PREDICT_SOFTMAX = 1, /* softmax of each row (a cross-entropy model's class probabilities) */
+    BP_PREDICT_SIGMOID = 2, /* sigmoid of each output (a BCE-with-logits model's probabilities) */
+    BP_PREDICT_CLASS = 3,   /* the index of each row's largest output: [rows] int32_t (a NaN
+                               counts as largest, as in torch.argmax; ties: the first) */
+    BP_PREDICT_COUNT_ = 4
+} bp_predict_output;
+
+/* Inference from host memory to host memory: x holds rows rows of widths[0] floats (any number
+ * of rows: they go through the model max_batch at a time), out receives what `output` names
+ * (floats, or int32_t for BP_PREDICT_CLASS). Softmax and sigmoid are taken on the host in
+ * double and rounded once. No dropout. The model's parameters are not changed, but a training
+ * forward before this call must be run again before bp_model_loss. rows 0 does nothing. It
+ * allocates one input block on the device for the call (it is not a training step). */
+BP_API bp_status bp_model_predict(bp_model *model, const float *x, int64_t rows,
+                                  bp_predict_output output, void *out);
+
 /* The global L2 norm of all gradients. Waits for the device. */
 BP_API bp_status bp_model_grad_norm(bp_model *model, float *norm);
 

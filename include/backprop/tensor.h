@@ -1,6 +1,7 @@
 /* Tensors: 2-D row-major arrays ([rows, cols]) on a device.
  *
- * A tensor owns its memory. Data moves between host and device only through the copy calls. */
+ * A tensor owns its memory, except a row view (bp_tensor_view_rows), which shares the rows of
+ * another tensor. Data moves between host and device only through the copy calls. */
 #ifndef BACKPROP_TENSOR_H
 #define BACKPROP_TENSOR_H
 
@@ -24,6 +25,14 @@ typedef enum bp_dtype {
 BP_API bp_tensor *bp_tensor_create(bp_device *device, bp_dtype dtype, int64_t rows, int64_t cols,
                                    bp_status *status);
 BP_API void bp_tensor_free(bp_tensor *tensor);
+
+/* A tensor of rows [first, first + count) of base, sharing base's memory: every call that takes a
+ * tensor takes it (a forward over a short last batch, a micro-batch), and what is written
+ * through it lands in base. Freeing the view frees only the handle; base must outlive it (free
+ * the views first). A view of a view is a view of its base. NULL and *status when the rows do
+ * not lie within base (count >= 1). */
+BP_API bp_tensor *bp_tensor_view_rows(bp_tensor *base, int64_t first, int64_t count,
+                                      bp_status *status);
 
 BP_API int64_t bp_tensor_rows(const bp_tensor *tensor);
 BP_API int64_t bp_tensor_cols(const bp_tensor *tensor);

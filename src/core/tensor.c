@@ -45,8 +45,31 @@ bp_tensor *bp_tensor_create(bp_device *device, bp_dtype dtype, int64_t rows, int
 
 void bp_tensor_free(bp_tensor *tensor) {
     if (!tensor) return;
-    bp_dev_free(tensor->device, tensor->data, tensor->bytes);
+    if (!tensor->is_view) bp_dev_free(tensor->device, tensor->data, tensor->bytes);
     free(tensor);
+}
+
+bp_tensor *bp_tensor_view_rows(bp_tensor *base, int64_t first, int64_t count, bp_status *status) {
+    const char *fn = "bp_tensor_view_rows";
+    bp_status st = BP_OK;
+    if (!base)
+        st = bp_error(BP_ERR_INVALID_ARGUMENT, "%s: base is NULL", fn);
+    else if (first < 0 || count < 1 || first > base->rows || count > base->rows - first)
+        st = bp_error(BP_ERR_SHAPE_MISMATCH,
+                      "%s: rows [%lld, %lld) are not within the tensor's %lld rows (count must be "
+                      "at least 1)",
+                      fn, (long long)first, (long long)first + (long long)count,
+                      (long long)base->rows);
+    bp_tensor *v = st == BP_OK ? malloc(sizeof *v) : NULL;
+    if (st == BP_OK && !v) st = bp_error(BP_ERR_OUT_OF_MEMORY, "%s: no host memory", fn);
+    bp_set_status(status, st);
+    if (st != BP_OK) return NULL;
+    *v = *base;
+    v->is_view = 1;
+    v->rows = count;
+    v->bytes = (size_t)count * (size_t)base->cols * 4;
+    v->data = (char *)base->data + (size_t)first * (size_t)base->cols * 4;
+    return v;
 }
 
 int64_t bp_tensor_rows(const bp_tensor *tensor) {

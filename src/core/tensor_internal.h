@@ -14,6 +14,7 @@ struct bp_tensor {
     int64_t rows, cols;
     void *data; /* device memory, rows*cols elements of 4 bytes */
     size_t bytes;
+    int is_view; /* shares another tensor's memory: freeing it frees the handle only */
 };
 
 /* Checks a tensor argument of call `fn` named `name`: not NULL, on device, of dtype, with
