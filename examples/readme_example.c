@@ -24,7 +24,7 @@ int main(void) {
     bp_model *model = bp_model_create(dev, &cfg, NULL);
 
     bp_optim_config oc = bp_optim_config_default(BP_OPTIM_ADAM);
-    oc.lr = 1e-2f;
+    oc.lr = 1e-2;
     bp_optimizer *opt = model ? bp_optimizer_create(model, &oc, NULL) : NULL;
 
     float x[N * 2], y[N];

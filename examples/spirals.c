@@ -56,7 +56,7 @@ int main(int argc, char **argv) {
     cfg.seed = 7;
     cfg.max_batch = N;
     bp_optim_config oc = bp_optim_config_default(BP_OPTIM_ADAM);
-    oc.lr = 3e-3f;
+    oc.lr = 3e-3;
     bp_model *m = bp_model_create(dev, &cfg, &st);
     bp_optimizer *opt = m ? bp_optimizer_create(m, &oc, &st) : NULL;
     bp_tensor *tx = bp_tensor_create(dev, BP_F32, N, 2, &st);

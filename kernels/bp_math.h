@@ -130,8 +130,10 @@ BP_HD float bp_sgd_decay(float g, float p, float weight_decay) {
     return weight_decay != 0.0f ? g + weight_decay * p : g;
 }
 
-BP_HD float bp_sgd_buffer(float buf, float g, float momentum, float dampening, int first_step) {
-    return first_step ? g : momentum * buf + (1.0f - dampening) * g;
+/* one_minus_dampening is 1 - dampening formed in double and rounded, as torch.optim's alpha. */
+BP_HD float bp_sgd_buffer(float buf, float g, float momentum, float one_minus_dampening,
+                          int first_step) {
+    return first_step ? g : momentum * buf + one_minus_dampening * g;
 }
 
 BP_HD float bp_sgd_direction(float g, float b, float momentum, int nesterov) {
@@ -140,10 +142,10 @@ BP_HD float bp_sgd_direction(float g, float b, float momentum, int nesterov) {
 
 /* SGD; buf is read and written only when momentum != 0. */
 BP_HD float bp_sgd_elem(float p, float g, float *buf, float lr, float weight_decay, float momentum,
-                        float dampening, int nesterov, int first_step) {
+                        float one_minus_dampening, int nesterov, int first_step) {
     g = bp_sgd_decay(g, p, weight_decay);
     if (momentum != 0.0f) {
-        float b = bp_sgd_buffer(*buf, g, momentum, dampening, first_step);
+        float b = bp_sgd_buffer(*buf, g, momentum, one_minus_dampening, first_step);
         *buf = b;
         g = bp_sgd_direction(g, b, momentum, nesterov);
     }

@@ -158,15 +158,18 @@ uint32_t bits(float f) {
 
 void expect_same_config(const bp_optim_config &a, const bp_optim_config &b) {
     EXPECT_EQ(a.kind, b.kind);
-    const float fa[] = {
+    const double fa[] = {
         a.lr,  a.momentum,  a.dampening,  a.weight_decay,   a.beta1,          a.beta2,
         a.eps, a.clip_norm, a.clip_value, a.schedule.gamma, a.schedule.min_lr};
-    const float fb[] = {
+    const double fb[] = {
         b.lr,  b.momentum,  b.dampening,  b.weight_decay,   b.beta1,          b.beta2,
         b.eps, b.clip_norm, b.clip_value, b.schedule.gamma, b.schedule.min_lr};
-    for (size_t k = 0; k < sizeof fa / sizeof fa[0]; ++k)
-        EXPECT_EQ(bits(fa[k]), bits(fb[k]))
-            << "float field " << k << ": " << fa[k] << " vs " << fb[k];
+    for (size_t k = 0; k < sizeof fa / sizeof fa[0]; ++k) {
+        uint64_t ua, ub;
+        std::memcpy(&ua, &fa[k], sizeof ua);
+        std::memcpy(&ub, &fb[k], sizeof ub);
+        EXPECT_EQ(ua, ub) << "double field " << k << ": " << fa[k] << " vs " << fb[k];
+    }
     EXPECT_EQ(a.nesterov, b.nesterov);
     EXPECT_EQ(a.accum_steps, b.accum_steps);
     EXPECT_EQ(a.schedule.kind, b.schedule.kind);
@@ -176,35 +179,35 @@ void expect_same_config(const bp_optim_config &a, const bp_optim_config &b) {
 }
 
 // Optimizer configurations whose every field differs from the defaults, with values that need
-// all 9 significant digits to come back exactly.
+// all 17 significant digits of a double to come back exactly.
 std::vector<bp_optim_config> optim_configs() {
     std::vector<bp_optim_config> out;
     bp_optim_config adam = bp_optim_config_default(BP_OPTIM_ADAM);
-    adam.lr = 0.00123456791f;
-    adam.beta1 = 0.876543236f;
-    adam.beta2 = 0.998765409f;
-    adam.eps = 1.23456e-7f;
-    adam.weight_decay = 0.000321f;
-    adam.clip_norm = 0.7654321f;
+    adam.lr = 0.0012345679012345678;
+    adam.beta1 = 0.87654323456789012;
+    adam.beta2 = 0.99876540987654321;
+    adam.eps = 1.2345678901234567e-7;
+    adam.weight_decay = 0.00032100000000000001;
+    adam.clip_norm = 0.76543210987654321;
     adam.accum_steps = 2;
     adam.schedule.kind = BP_SCHEDULE_COSINE;
     adam.schedule.warmup_steps = 3;
     adam.schedule.total_steps = 40;
-    adam.schedule.min_lr = 1.0e-5f;
+    adam.schedule.min_lr = 1.0000000000000001e-5;
     out.push_back(adam);
     bp_optim_config sgd = bp_optim_config_default(BP_OPTIM_SGD);
-    sgd.lr = 0.0333333351f;
-    sgd.momentum = 0.9f;
+    sgd.lr = 1.0 / 30.0;
+    sgd.momentum = 0.9;
     sgd.nesterov = 1;
-    sgd.weight_decay = 1e-4f;
-    sgd.clip_value = 0.25f;
+    sgd.weight_decay = 1e-4;
+    sgd.clip_value = 0.25;
     sgd.schedule.kind = BP_SCHEDULE_STEP;
     sgd.schedule.step_size = 4;
-    sgd.schedule.gamma = 0.7f;
+    sgd.schedule.gamma = 0.7;
     out.push_back(sgd);
     bp_optim_config damp = bp_optim_config_default(BP_OPTIM_SGD);
-    damp.momentum = 0.5f;
-    damp.dampening = 0.3f;
+    damp.momentum = 0.5;
+    damp.dampening = 0.3;
     out.push_back(damp);
     out.push_back(bp_optim_config_default(BP_OPTIM_SGD)); // plain: no state tensors
     bp_optim_config adamw = bp_optim_config_default(BP_OPTIM_ADAMW);

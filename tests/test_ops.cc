@@ -620,10 +620,9 @@ bp_update_args make_args(const OptimCase &c, int64_t t, size_t n, float *p, cons
     a.lr = c.lr;
     a.weight_decay = c.weight_decay;
     a.momentum = c.momentum;
-    a.dampening = c.dampening;
+    a.one_minus_dampening = (float)(1.0 - (double)c.dampening);
     a.nesterov = c.nesterov;
     a.first_step = t == 1;
-    a.beta1 = kBeta1;
     a.beta2 = kBeta2;
     a.eps = kEps;
     a.one_minus_beta1 = (float)(1.0 - (double)kBeta1);

@@ -40,7 +40,7 @@ static int train(void) {
     cfg.max_batch = ROWS;
     bp_model *model = bp_model_create(dev, &cfg, NULL);
     bp_optim_config oc = bp_optim_config_default(BP_OPTIM_ADAM);
-    oc.lr = 0.05f;
+    oc.lr = 0.05;
     bp_optimizer *opt = model ? bp_optimizer_create(model, &oc, NULL) : NULL;
     float x[ROWS * 2];
     int32_t y[ROWS];

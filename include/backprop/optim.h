@@ -44,22 +44,26 @@ typedef struct bp_schedule {
     bp_schedule_kind kind;
     int64_t warmup_steps; /* linear warm-up before the schedule; 0: none */
     int64_t step_size;    /* step: steps between decays */
-    float gamma;          /* step: decay factor */
+    double gamma;         /* step: decay factor */
     int64_t total_steps;  /* cosine: steps of the whole run, warm-up included */
-    float min_lr;         /* cosine: the floor */
+    double min_lr;        /* cosine: the floor */
 } bp_schedule;
 
+/* The hyper-parameters are doubles, as PyTorch's are (Python floats): what the update needs of
+ * them (1 - beta2, lr / (1 - beta1^t), 1 - lr * weight_decay, ...) is formed in double and
+ * rounded to float once, as torch.optim does, so the moments and momentum buffers equal its own
+ * after the same steps. Write 0.999, not 0.999f: a float literal is another number. */
 typedef struct bp_optim_config {
     bp_optim_kind kind;
-    float lr;
-    float momentum;  /* SGD */
-    float dampening; /* SGD */
-    int nesterov;    /* SGD, needs momentum > 0 and dampening 0 */
-    float weight_decay;
-    float beta1, beta2, eps; /* Adam, AdamW */
-    float clip_norm;         /* > 0: clip by global norm */
-    float clip_value;        /* > 0: clip by value */
-    int accum_steps;         /* bp_train_step: micro-batches per step, >= 1 */
+    double lr;
+    double momentum;  /* SGD */
+    double dampening; /* SGD */
+    int nesterov;     /* SGD, needs momentum > 0 and dampening 0 */
+    double weight_decay;
+    double beta1, beta2, eps; /* Adam, AdamW */
+    double clip_norm;         /* > 0: clip by global norm */
+    double clip_value;        /* > 0: clip by value */
+    int accum_steps;          /* bp_train_step: micro-batches per step, >= 1 */
     bp_schedule schedule;
 } bp_optim_config;
 

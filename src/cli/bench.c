@@ -415,7 +415,6 @@ static int bench_elementwise(op_ctx *c, const bench_opts *o, const limits *lim) 
         free(host);
         a->kind = BP_OPTIM_ADAM;
         a->v = e.w;
-        a->beta1 = 0.9f;
         a->beta2 = 0.999f;
         a->eps = 1e-8f;
         a->one_minus_beta1 = 0.1f;

@@ -20,11 +20,11 @@ typedef struct curve {
 
 static bp_optimizer *range_optimizer(cli_session *s, int steps) {
     bp_optim_config c = cli_optim_config(&s->o, s->steps_per_epoch);
-    c.lr = (float)s->o.start_lr;
+    c.lr = s->o.start_lr;
     c.schedule.kind = BP_SCHEDULE_STEP;
     c.schedule.warmup_steps = 0;
     c.schedule.step_size = 1;
-    c.schedule.gamma = (float)pow(s->o.end_lr / s->o.start_lr, 1.0 / (steps - 1));
+    c.schedule.gamma = pow(s->o.end_lr / s->o.start_lr, 1.0 / (steps - 1));
     bp_status st;
     bp_optimizer *opt = bp_optimizer_create(s->m, &c, &st);
     if (!opt) cli_lib_fail(CMD_LRFIND, "creating the optimizer");

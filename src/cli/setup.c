@@ -132,18 +132,18 @@ static int64_t epochs_to_steps(double epochs, int64_t per_epoch) {
 bp_optim_config cli_optim_config(const cli_options *o, int64_t steps_per_epoch) {
     static const bp_optim_kind KINDS[] = {BP_OPTIM_SGD, BP_OPTIM_ADAM, BP_OPTIM_ADAMW};
     bp_optim_config c = bp_optim_config_default(KINDS[o->opt]);
-    c.lr = (float)o->lr;
-    c.weight_decay = (float)o->wd;
+    c.lr = o->lr;
+    c.weight_decay = o->wd;
     if (o->opt == 0) {
-        c.momentum = (float)o->momentum;
+        c.momentum = o->momentum;
         c.nesterov = o->nesterov;
-        c.dampening = 0.0f;
+        c.dampening = 0.0;
     }
-    c.beta1 = (float)o->beta1;
-    c.beta2 = (float)o->beta2;
-    c.eps = (float)o->eps;
-    c.clip_norm = (float)o->clip;
-    c.clip_value = (float)o->clip_value;
+    c.beta1 = o->beta1;
+    c.beta2 = o->beta2;
+    c.eps = o->eps;
+    c.clip_norm = o->clip;
+    c.clip_value = o->clip_value;
     c.accum_steps = o->accum;
     static const bp_schedule_kind SCHEDULES[] = {BP_SCHEDULE_CONSTANT, BP_SCHEDULE_STEP,
                                                  BP_SCHEDULE_COSINE};
@@ -151,9 +151,9 @@ bp_optim_config cli_optim_config(const cli_options *o, int64_t steps_per_epoch) 
     c.schedule.warmup_steps = epochs_to_steps(o->warmup, steps_per_epoch);
     int64_t step = epochs_to_steps(o->step_size, steps_per_epoch);
     c.schedule.step_size = step < 1 ? 1 : step;
-    c.schedule.gamma = (float)o->gamma;
+    c.schedule.gamma = o->gamma;
     c.schedule.total_steps = (int64_t)o->epochs * steps_per_epoch;
-    c.schedule.min_lr = (float)o->min_lr;
+    c.schedule.min_lr = o->min_lr;
     return c;
 }
 

@@ -33,12 +33,13 @@ typedef struct bp_update_args {
     float lr;
     float weight_decay;
     /* SGD */
-    float momentum, dampening;
+    float momentum;
+    float one_minus_dampening; /* 1 - dampening in double, rounded */
     int nesterov;
     int first_step; /* SGD: 1 on the first step (momentum buffer = g) */
     /* Adam, AdamW: step_size = lr / (1 - beta1^t), bc2_sqrt = sqrt(1 - beta2^t), from the host
      * in double then rounded to float, as PyTorch does */
-    float beta1, beta2, eps;
+    float beta2, eps;
     float one_minus_beta1, one_minus_beta2; /* 1 - beta in double, rounded */
     float step_size, bc2_sqrt;
     float decay_factor; /* AdamW: 1 - lr * weight_decay in double, rounded */

@@ -13,14 +13,14 @@ bp_optim_config bp_optim_config_default(bp_optim_kind kind) {
     bp_optim_config c;
     memset(&c, 0, sizeof c);
     c.kind = kind;
-    c.lr = kind == BP_OPTIM_SGD ? 0.01f : 0.001f;
-    c.beta1 = 0.9f;
-    c.beta2 = 0.999f;
-    c.eps = 1e-8f;
-    c.weight_decay = kind == BP_OPTIM_ADAMW ? 0.01f : 0.0f;
+    c.lr = kind == BP_OPTIM_SGD ? 0.01 : 0.001;
+    c.beta1 = 0.9;
+    c.beta2 = 0.999;
+    c.eps = 1e-8;
+    c.weight_decay = kind == BP_OPTIM_ADAMW ? 0.01 : 0.0;
     c.accum_steps = 1;
     c.schedule.kind = BP_SCHEDULE_CONSTANT;
-    c.schedule.gamma = 0.1f;
+    c.schedule.gamma = 0.1;
     return c;
 }
 
@@ -37,15 +37,15 @@ static bp_status check_schedule(const char *fn, const bp_schedule *s) {
     if (s->kind == BP_SCHEDULE_STEP) {
         BP_CHECK(s->step_size > 0, "%s: step schedule needs step_size > 0, got %lld", fn,
                  (long long)s->step_size);
-        BP_CHECK(s->gamma > 0.0f && isfinite(s->gamma), "%s: gamma is %g, expected > 0", fn,
-                 (double)s->gamma);
+        BP_CHECK(s->gamma > 0.0 && isfinite(s->gamma), "%s: gamma is %g, expected > 0", fn,
+                 s->gamma);
     }
     if (s->kind == BP_SCHEDULE_COSINE) {
         BP_CHECK(s->total_steps > s->warmup_steps,
                  "%s: cosine schedule needs total_steps (%lld) > warmup_steps (%lld)", fn,
                  (long long)s->total_steps, (long long)s->warmup_steps);
-        BP_CHECK(s->min_lr >= 0.0f && isfinite(s->min_lr), "%s: min_lr is %g, expected >= 0", fn,
-                 (double)s->min_lr);
+        BP_CHECK(s->min_lr >= 0.0 && isfinite(s->min_lr), "%s: min_lr is %g, expected >= 0", fn,
+                 s->min_lr);
     }
     return BP_OK;
 }
@@ -53,35 +53,35 @@ static bp_status check_schedule(const char *fn, const bp_schedule *s) {
 bp_status bp_check_optim_config(const char *fn, const bp_optim_config *c) {
     BP_CHECK(c->kind >= BP_OPTIM_SGD && c->kind <= BP_OPTIM_ADAMW,
              "%s: optimizer kind %d is not an optimizer", fn, (int)c->kind);
-    BP_CHECK(c->lr > 0.0f && isfinite(c->lr), "%s: lr is %g, expected > 0", fn, (double)c->lr);
-    BP_CHECK(c->weight_decay >= 0.0f && isfinite(c->weight_decay),
-             "%s: weight_decay is %g, expected >= 0", fn, (double)c->weight_decay);
-    BP_CHECK(c->momentum >= 0.0f && c->momentum < 1.0f, "%s: momentum is %g, expected [0, 1)", fn,
-             (double)c->momentum);
-    BP_CHECK(c->dampening >= 0.0f && c->dampening <= 1.0f, "%s: dampening is %g, expected [0, 1]",
-             fn, (double)c->dampening);
-    BP_CHECK(!c->nesterov || (c->momentum > 0.0f && c->dampening == 0.0f),
+    BP_CHECK(c->lr > 0.0 && isfinite(c->lr), "%s: lr is %g, expected > 0", fn, c->lr);
+    BP_CHECK(c->weight_decay >= 0.0 && isfinite(c->weight_decay),
+             "%s: weight_decay is %g, expected >= 0", fn, c->weight_decay);
+    BP_CHECK(c->momentum >= 0.0 && c->momentum < 1.0, "%s: momentum is %g, expected [0, 1)", fn,
+             c->momentum);
+    BP_CHECK(c->dampening >= 0.0 && c->dampening <= 1.0, "%s: dampening is %g, expected [0, 1]",
+             fn, c->dampening);
+    BP_CHECK(!c->nesterov || (c->momentum > 0.0 && c->dampening == 0.0),
              "%s: nesterov needs momentum > 0 and dampening 0", fn);
     if (c->kind != BP_OPTIM_SGD) {
-        BP_CHECK(c->beta1 >= 0.0f && c->beta1 < 1.0f, "%s: beta1 is %g, expected [0, 1)", fn,
-                 (double)c->beta1);
-        BP_CHECK(c->beta2 >= 0.0f && c->beta2 < 1.0f, "%s: beta2 is %g, expected [0, 1)", fn,
-                 (double)c->beta2);
-        BP_CHECK(c->eps > 0.0f && isfinite(c->eps), "%s: eps is %g, expected > 0", fn,
-                 (double)c->eps);
+        BP_CHECK(c->beta1 >= 0.0 && c->beta1 < 1.0, "%s: beta1 is %g, expected [0, 1)", fn,
+                 c->beta1);
+        BP_CHECK(c->beta2 >= 0.0 && c->beta2 < 1.0, "%s: beta2 is %g, expected [0, 1)", fn,
+                 c->beta2);
+        BP_CHECK(c->eps > 0.0 && isfinite(c->eps), "%s: eps is %g, expected > 0", fn,
+                 c->eps);
     }
-    BP_CHECK(c->clip_norm >= 0.0f && isfinite(c->clip_norm), "%s: clip_norm is %g", fn,
-             (double)c->clip_norm);
-    BP_CHECK(c->clip_value >= 0.0f && isfinite(c->clip_value), "%s: clip_value is %g", fn,
-             (double)c->clip_value);
-    BP_CHECK(!(c->clip_norm > 0.0f && c->clip_value > 0.0f),
+    BP_CHECK(c->clip_norm >= 0.0 && isfinite(c->clip_norm), "%s: clip_norm is %g", fn,
+             c->clip_norm);
+    BP_CHECK(c->clip_value >= 0.0 && isfinite(c->clip_value), "%s: clip_value is %g", fn,
+             c->clip_value);
+    BP_CHECK(!(c->clip_norm > 0.0 && c->clip_value > 0.0),
              "%s: clip_norm and clip_value are both set; choose one", fn);
     BP_CHECK(c->accum_steps >= 1, "%s: accum_steps is %d, expected >= 1", fn, c->accum_steps);
     return check_schedule(fn, &c->schedule);
 }
 
 static size_t state_floats(const bp_optim_config *c, size_t n_params) {
-    if (c->kind == BP_OPTIM_SGD) return c->momentum != 0.0f ? n_params : 0;
+    if (c->kind == BP_OPTIM_SGD) return c->momentum != 0.0 ? n_params : 0;
     return 2 * n_params;
 }
 
@@ -161,21 +161,22 @@ static bp_update_args update_args(const bp_optimizer *o, float grad_scale) {
     a.m = o->state_size ? o->state : NULL;
     a.v = c->kind != BP_OPTIM_SGD ? o->state + m->n_params : NULL;
     a.grad_scale = grad_scale;
-    a.clip_value = c->clip_value;
+    /* As torch.optim: each Python float reaches the kernel rounded to float, and each quantity
+     * derived from them is formed in double first. */
+    a.clip_value = (float)c->clip_value;
     a.lr = (float)lr;
-    a.weight_decay = c->weight_decay;
-    a.momentum = c->momentum;
-    a.dampening = c->dampening;
+    a.weight_decay = (float)c->weight_decay;
+    a.momentum = (float)c->momentum;
+    a.one_minus_dampening = (float)(1.0 - c->dampening);
     a.nesterov = c->nesterov;
     a.first_step = o->steps == 0;
-    a.beta1 = c->beta1;
-    a.beta2 = c->beta2;
-    a.eps = c->eps;
-    a.one_minus_beta1 = (float)(1.0 - (double)c->beta1);
-    a.one_minus_beta2 = (float)(1.0 - (double)c->beta2);
-    a.step_size = (float)(lr / (1.0 - pow((double)c->beta1, t)));
-    a.bc2_sqrt = (float)sqrt(1.0 - pow((double)c->beta2, t));
-    a.decay_factor = (float)(1.0 - lr * (double)c->weight_decay);
+    a.beta2 = (float)c->beta2;
+    a.eps = (float)c->eps;
+    a.one_minus_beta1 = (float)(1.0 - c->beta1);
+    a.one_minus_beta2 = (float)(1.0 - c->beta2);
+    a.step_size = (float)(lr / (1.0 - pow(c->beta1, t)));
+    a.bc2_sqrt = (float)sqrt(1.0 - pow(c->beta2, t));
+    a.decay_factor = (float)(1.0 - lr * c->weight_decay);
     return a;
 }
 
@@ -190,9 +191,9 @@ bp_status bp_optimizer_apply(bp_optimizer *o, double norm) {
                         (long long)o->steps, where);
     }
     float scale = 1.0f;
-    if (o->config.clip_norm > 0.0f) {
+    if (o->config.clip_norm > 0.0) {
         /* PyTorch's clip_grad_norm_: coefficient in fp32, clamped to 1. */
-        float coef = o->config.clip_norm / ((float)norm + 1e-6f);
+        float coef = (float)o->config.clip_norm / ((float)norm + 1e-6f);
         scale = coef < 1.0f ? coef : 1.0f;
     }
     bp_update_args a = update_args(o, scale);

@@ -15,7 +15,7 @@ static void sgd_plain(const bp_update_args *args) {
     for (size_t i = 0; i < u.n; ++i) {
         float unused = 0.0f;
         float g = bp_grad_prepare(u.grad[i], u.grad_scale, u.clip_value);
-        u.param[i] = bp_sgd_elem(u.param[i], g, &unused, u.lr, u.weight_decay, 0.0f, u.dampening,
+        u.param[i] = bp_sgd_elem(u.param[i], g, &unused, u.lr, u.weight_decay, 0.0f, u.one_minus_dampening,
                                  u.nesterov, u.first_step);
     }
 }
@@ -29,7 +29,7 @@ static void sgd_momentum(const bp_update_args *args) {
         float p = u.param[i];
         float g =
             bp_sgd_decay(bp_grad_prepare(u.grad[i], u.grad_scale, u.clip_value), p, u.weight_decay);
-        float b = bp_sgd_buffer(u.m[i], g, u.momentum, u.dampening, u.first_step);
+        float b = bp_sgd_buffer(u.m[i], g, u.momentum, u.one_minus_dampening, u.first_step);
         u.m[i] = b;
         u.param[i] = p - u.lr * bp_sgd_direction(g, b, u.momentum, u.nesterov);
     }

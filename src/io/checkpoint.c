@@ -99,7 +99,7 @@ typedef struct plan {
 static int state_names(const bp_optim_config *c, const char *names[2]) {
     if (c->kind == BP_OPTIM_SGD) {
         names[0] = "momentum_buffer";
-        return c->momentum != 0.0f ? 1 : 0;
+        return c->momentum != 0.0 ? 1 : 0;
     }
     names[0] = "exp_avg";
     names[1] = "exp_avg_sq";
@@ -281,6 +281,17 @@ static int parse_float(const char *s, float *out) {
     return 1;
 }
 
+/* A finite double as ml_add_double writes it (the optimizer's hyper-parameters): exact both
+ * ways. */
+static int parse_double(const char *s, double *out) {
+    if (!((*s >= '0' && *s <= '9') || *s == '-' || *s == '.')) return 0;
+    char *end;
+    double v = strtod(s, &end);
+    if (*end || end == s || !isfinite(v)) return 0;
+    *out = v;
+    return 1;
+}
+
 static long long mr_int(mreader *r, const char *key, long long lo, long long hi) {
     const char *v = mr_get(r, key);
     long long out = 0;
@@ -301,6 +312,13 @@ static float mr_float(mreader *r, const char *key) {
     const char *v = mr_get(r, key);
     float out = 0.0f;
     if (v && !parse_float(v, &out)) mr_bad(r, key, v, "a finite number");
+    return out;
+}
+
+static double mr_double(mreader *r, const char *key) {
+    const char *v = mr_get(r, key);
+    double out = 0.0;
+    if (v && !parse_double(v, &out)) mr_bad(r, key, v, "a finite number");
     return out;
 }
 
@@ -402,25 +420,25 @@ static void read_schedule(mreader *r, bp_schedule *s) {
                                         "constant, step or cosine");
     s->warmup_steps = mr_int(r, "optimizer.schedule.warmup_steps", 0, INT64_MAX);
     s->step_size = mr_int(r, "optimizer.schedule.step_size", 0, INT64_MAX);
-    s->gamma = mr_float(r, "optimizer.schedule.gamma");
+    s->gamma = mr_double(r, "optimizer.schedule.gamma");
     s->total_steps = mr_int(r, "optimizer.schedule.total_steps", 0, INT64_MAX);
-    s->min_lr = mr_float(r, "optimizer.schedule.min_lr");
+    s->min_lr = mr_double(r, "optimizer.schedule.min_lr");
 }
 
 static bp_status read_optim_meta(const bp_st_file *f, bp_optim_config *c, int64_t *steps) {
     mreader r = {f, BP_OK};
     memset(c, 0, sizeof *c);
     c->kind = (bp_optim_kind)mr_name(&r, "optimizer.kind", kind_names, 3, "sgd, adam or adamw");
-    c->lr = mr_float(&r, "optimizer.lr");
-    c->momentum = mr_float(&r, "optimizer.momentum");
-    c->dampening = mr_float(&r, "optimizer.dampening");
+    c->lr = mr_double(&r, "optimizer.lr");
+    c->momentum = mr_double(&r, "optimizer.momentum");
+    c->dampening = mr_double(&r, "optimizer.dampening");
     c->nesterov = (int)mr_int(&r, "optimizer.nesterov", 0, 1);
-    c->weight_decay = mr_float(&r, "optimizer.weight_decay");
-    c->beta1 = mr_float(&r, "optimizer.beta1");
-    c->beta2 = mr_float(&r, "optimizer.beta2");
-    c->eps = mr_float(&r, "optimizer.eps");
-    c->clip_norm = mr_float(&r, "optimizer.clip_norm");
-    c->clip_value = mr_float(&r, "optimizer.clip_value");
+    c->weight_decay = mr_double(&r, "optimizer.weight_decay");
+    c->beta1 = mr_double(&r, "optimizer.beta1");
+    c->beta2 = mr_double(&r, "optimizer.beta2");
+    c->eps = mr_double(&r, "optimizer.eps");
+    c->clip_norm = mr_double(&r, "optimizer.clip_norm");
+    c->clip_value = mr_double(&r, "optimizer.clip_value");
     c->accum_steps = (int)mr_int(&r, "optimizer.accum_steps", 1, 1 << 30);
     read_schedule(&r, &c->schedule);
     *steps = mr_int(&r, "optimizer.steps", 0, INT64_MAX);
@@ -479,6 +497,17 @@ static void ml_add(mlist *l, const char *key, const char *fmt, ...) {
     ml_add_owned(l, strdup(key), strdup(buf));
 }
 
+/* The shortest digits that read back as exactly v ("0.001", not 0.0010000000000000000208): the
+ * hyper-parameters as a person wrote them, and still exact. */
+static void ml_add_double(mlist *l, const char *key, double v) {
+    char buf[40];
+    for (int digits = 15; digits <= 17; ++digits) {
+        snprintf(buf, sizeof buf, "%.*g", digits, v);
+        if (strtod(buf, NULL) == v) break;
+    }
+    ml_add(l, key, "%s", buf);
+}
+
 /* A comma-separated list of n items (at most 24 characters each). */
 static void ml_add_list(mlist *l, const char *key, const ckpt_model *cm, int kind) {
     int n = kind == LIST_WIDTH ? cm->n_layers + 1 : cm->n_layers;
@@ -512,23 +541,23 @@ static void ml_model(mlist *l, const ckpt_model *cm) {
 static void ml_optim(mlist *l, const bp_optim_config *c, int64_t steps) {
     const bp_schedule *s = &c->schedule;
     ml_add(l, "optimizer.kind", "%s", kind_names[c->kind]);
-    ml_add(l, "optimizer.lr", "%.9g", (double)c->lr);
-    ml_add(l, "optimizer.momentum", "%.9g", (double)c->momentum);
-    ml_add(l, "optimizer.dampening", "%.9g", (double)c->dampening);
+    ml_add_double(l, "optimizer.lr", c->lr);
+    ml_add_double(l, "optimizer.momentum", c->momentum);
+    ml_add_double(l, "optimizer.dampening", c->dampening);
     ml_add(l, "optimizer.nesterov", "%d", c->nesterov ? 1 : 0);
-    ml_add(l, "optimizer.weight_decay", "%.9g", (double)c->weight_decay);
-    ml_add(l, "optimizer.beta1", "%.9g", (double)c->beta1);
-    ml_add(l, "optimizer.beta2", "%.9g", (double)c->beta2);
-    ml_add(l, "optimizer.eps", "%.9g", (double)c->eps);
-    ml_add(l, "optimizer.clip_norm", "%.9g", (double)c->clip_norm);
-    ml_add(l, "optimizer.clip_value", "%.9g", (double)c->clip_value);
+    ml_add_double(l, "optimizer.weight_decay", c->weight_decay);
+    ml_add_double(l, "optimizer.beta1", c->beta1);
+    ml_add_double(l, "optimizer.beta2", c->beta2);
+    ml_add_double(l, "optimizer.eps", c->eps);
+    ml_add_double(l, "optimizer.clip_norm", c->clip_norm);
+    ml_add_double(l, "optimizer.clip_value", c->clip_value);
     ml_add(l, "optimizer.accum_steps", "%d", c->accum_steps);
     ml_add(l, "optimizer.schedule.kind", "%s", schedule_names[s->kind]);
     ml_add(l, "optimizer.schedule.warmup_steps", "%lld", (long long)s->warmup_steps);
     ml_add(l, "optimizer.schedule.step_size", "%lld", (long long)s->step_size);
-    ml_add(l, "optimizer.schedule.gamma", "%.9g", (double)s->gamma);
+    ml_add_double(l, "optimizer.schedule.gamma", s->gamma);
     ml_add(l, "optimizer.schedule.total_steps", "%lld", (long long)s->total_steps);
-    ml_add(l, "optimizer.schedule.min_lr", "%.9g", (double)s->min_lr);
+    ml_add_double(l, "optimizer.schedule.min_lr", s->min_lr);
     ml_add(l, "optimizer.steps", "%lld", (long long)steps);
 }
 

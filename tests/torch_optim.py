@@ -1,0 +1,123 @@
+#!/usr/bin/env python3
+"""Continues a backprop training run in torch.optim and compares where both sides end.
+
+    torch_optim.py CHECKPOINT X LABELS ROWS STEPS OURS_PARAMS OURS_STATE [--beta2-float32]
+
+CHECKPOINT is a backprop checkpoint with its optimizer state (AdamW or SGD with momentum). The
+nn.Sequential is built from its metadata (as torch_interop.py does), its weights loaded, and a
+torch.optim optimizer made with the hyper-parameters the metadata records (optimizer.lr,
+.beta1, ...) and given the saved state: the step count and "optimizer.<param>.<state>". Then
+STEPS steps of cross-entropy (mean) on the one batch X [ROWS, in] (little-endian float32) with
+LABELS [ROWS] (int32) follow, as backprop took them after saving. OURS_PARAMS and OURS_STATE
+are backprop's parameters and optimizer state (float32, flat, in state_dict order; the state
+as bp_optimizer_get_state gives it) after those same steps.
+
+Each of parameters and every state buffer must match to ||torch - ours|| / ||ours|| <= 2e-6:
+float rounding of two implementations of the same arithmetic over a few dozen steps. The error
+the test guards against, a hyper-parameter rounded to float before 1 - beta2 is formed, is 1.3e-5
+in exp_avg_sq. --beta2-float32 makes PyTorch commit that error itself (beta2 = float32(beta2)):
+the comparison must then fail, which shows the tolerance can see it.
+
+Exit status: 0 when everything matches, 1 on a mismatch, 2 when the inputs cannot be used.
+"""
+import os
+import sys
+
+import numpy as np
+import torch
+from safetensors import safe_open
+from safetensors.torch import load_file
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from torch_interop import build  # noqa: E402
+
+TOLERANCE = 2e-6
+
+
+def make_optimizer(meta, params, beta2_float32):
+    kind = meta["optimizer.kind"]
+    lr = float(meta["optimizer.lr"])
+    wd = float(meta["optimizer.weight_decay"])
+    if kind == "adamw":
+        beta1 = float(meta["optimizer.beta1"])
+        beta2 = float(meta["optimizer.beta2"])
+        if beta2_float32:
+            beta2 = float(np.float32(beta2))
+        eps = float(meta["optimizer.eps"])
+        return torch.optim.AdamW(params, lr=lr, betas=(beta1, beta2), eps=eps, weight_decay=wd)
+    if kind == "sgd":
+        return torch.optim.SGD(params, lr=lr, momentum=float(meta["optimizer.momentum"]),
+                               dampening=float(meta["optimizer.dampening"]),
+                               nesterov=meta["optimizer.nesterov"] == "1", weight_decay=wd)
+    raise ValueError(f"optimizer {kind!r}: this check covers adamw and sgd")
+
+
+def load_state(opt, named, tensors, steps):
+    """The saved state of every parameter, in torch.optim's own keys."""
+    for name, p in named:
+        state = opt.state[p]
+        for key in ("exp_avg", "exp_avg_sq", "momentum_buffer"):
+            saved = tensors.get(f"optimizer.{name}.{key}")
+            if saved is not None:
+                state[key] = saved.clone()
+        if "exp_avg" in state:
+            state["step"] = torch.tensor(float(steps))
+
+
+def flat_state(opt, named, keys):
+    return [torch.cat([opt.state[p][k].flatten() for _, p in named]).double().numpy()
+            for k in keys]
+
+
+def rel(a, b):
+    return float(np.linalg.norm(a - b) / max(np.linalg.norm(b), 1e-30))
+
+
+def main(argv):
+    args = [a for a in argv[1:] if not a.startswith("--")]
+    beta2_float32 = "--beta2-float32" in argv
+    if len(args) != 7:
+        print(__doc__, file=sys.stderr)
+        return 2
+    path, xs, ys, rows, steps, ours_p, ours_s = args
+    rows, steps = int(rows), int(steps)
+    try:
+        tensors = load_file(path)
+        with safe_open(path, framework="pt") as f:
+            meta = f.metadata()
+        model, widths = build(meta)
+        params = {k: v for k, v in tensors.items()
+                  if not k.startswith("optimizer.") and not k.startswith("run.")}
+        model.load_state_dict(params, strict=True)
+        named = list(model.named_parameters())
+        opt = make_optimizer(meta, [p for _, p in named], beta2_float32)
+        load_state(opt, named, tensors, int(meta["optimizer.steps"]))
+        x = torch.from_numpy(np.fromfile(xs, dtype="<f4").reshape(rows, widths[0]).copy())
+        y = torch.from_numpy(np.fromfile(ys, dtype="<i4").astype(np.int64))
+        ours_params = np.fromfile(ours_p, dtype="<f4").astype(np.float64)
+        ours_state = np.fromfile(ours_s, dtype="<f4").astype(np.float64)
+    except Exception as e:  # the inputs are not what this check needs
+        print(f"torch_optim: {type(e).__name__}: {e}", file=sys.stderr)
+        return 2
+    model.train()
+    loss_fn = torch.nn.CrossEntropyLoss()
+    for _ in range(steps):
+        opt.zero_grad()
+        loss_fn(model(x), y).backward()
+        opt.step()
+    theirs_params = torch.cat([p.detach().flatten() for _, p in named]).double().numpy()
+    keys = ["exp_avg", "exp_avg_sq"] if "exp_avg" in opt.state[named[0][1]] else [
+        "momentum_buffer"]
+    theirs_state = flat_state(opt, named, keys)
+    ours_split = np.split(ours_state, len(keys))
+    errors = {"parameters": rel(theirs_params, ours_params)}
+    for k, t, o in zip(keys, theirs_state, ours_split):
+        errors[k] = rel(t, o)
+    bad = {k: e for k, e in errors.items() if not e <= TOLERANCE}
+    print("torch_optim: " + meta["optimizer.kind"] + f" after {steps} more steps: " +
+          ", ".join(f"{k} {e:.3g}" for k, e in errors.items()) + f" (tolerance {TOLERANCE:g})")
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
