@@ -18,7 +18,8 @@ configure() { # dir, sanitizer flags, build type
     local dir=$1 flags=$2 type=$3
     CC=clang CXX=clang++ cmake -S . -B "$dir" -DBP_CUDA=OFF -DCMAKE_BUILD_TYPE="$type" \
         -DCMAKE_C_FLAGS="$flags" -DCMAKE_CXX_FLAGS="$flags" \
-        -DCMAKE_EXE_LINKER_FLAGS="$flags" -DCMAKE_SHARED_LINKER_FLAGS="$flags" >/dev/null
+        -DCMAKE_EXE_LINKER_FLAGS="$flags" -DCMAKE_SHARED_LINKER_FLAGS="$flags" \
+        -DCMAKE_MODULE_LINKER_FLAGS="$flags" >/dev/null
     cmake --build "$dir" -j"$jobs"
 }
 
