@@ -1098,16 +1098,22 @@ TEST_F(CheckpointCorrupt, RandomByteFlipsNeverCrash) {
 // ---- PyTorch interop
 // -----------------------------------------------------------------------------
 
-// The venv made by scripts/python-env.sh; absent (or without torch) the test is skipped.
+// The interpreter named by BP_TORCH_PYTHON (a machine whose python3 has torch and safetensors),
+// else the venv made by scripts/python-env.sh; absent (or without torch) the test is skipped.
 std::string torch_python(std::string *why) {
-    std::string py = BP_SOURCE_DIR "/.venv-torch/bin/python";
+    const char *given = std::getenv("BP_TORCH_PYTHON");
+    bool from_env = given && given[0];
+    std::string py = from_env ? given : BP_SOURCE_DIR "/.venv-torch/bin/python";
+    std::string origin = from_env ? " (BP_TORCH_PYTHON)" : "";
+    std::string fix = from_env ? "name a python with both in BP_TORCH_PYTHON"
+                               : "run: bash scripts/python-env.sh, or set BP_TORCH_PYTHON";
     if (access(py.c_str(), X_OK) != 0) {
-        *why = py + " is absent; create it with: bash scripts/python-env.sh";
+        *why = py + origin + " is absent or not executable; " + fix;
         return "";
     }
     std::string probe = "'" + py + "' -c 'import torch, safetensors.torch' >/dev/null 2>&1";
     if (std::system(probe.c_str()) != 0) {
-        *why = py + " cannot import torch and safetensors; run: bash scripts/python-env.sh";
+        *why = py + origin + " cannot import torch and safetensors; " + fix;
         return "";
     }
     return py;
