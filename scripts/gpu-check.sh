@@ -193,7 +193,10 @@ step() {
     printf '$ %s\n' "$*" >>"$LOG"
     timeout -k 5 "$left" "$@" >>"$LOG" 2>&1
     RC=$?
-    if [ $RC -eq 124 ] || [ $RC -eq 137 ]; then TIMED_OUT=1; fi
+    # timeout's own statuses, when the cap was reached (a 137 before it is another SIGKILL).
+    if { [ $RC -eq 124 ] || [ $RC -eq 137 ]; } && [ "$SECONDS" -ge "$PART_END" ]; then
+        TIMED_OUT=1
+    fi
 }
 first_error() { grep -m1 -iE "$2" "$1" | cut -c1-200; }
 
