@@ -49,10 +49,17 @@ command -v git >/dev/null && git rev-parse --git-dir >/dev/null 2>&1 ||
 
 # ---- the Debian packages, cached -------------------------------------------------------------
 mkdir -p "$CACHE/debs"
+UPDATED=
+SUDO=
+if [ "$(id -u)" -ne 0 ] && command -v sudo >/dev/null; then SUDO=sudo; fi
 deb_of() { # package -> the cached .deb of its candidate version (downloaded when missing)
     local info ver arch file
-    info=$(apt-cache show --no-all-versions "$1" 2>/dev/null) ||
-        die "apt-cache knows no package '$1' (run apt-get update)"
+    if ! info=$(apt-cache show --no-all-versions "$1" 2>/dev/null) && [ -z "$UPDATED" ]; then
+        UPDATED=1 # a fresh machine has no package lists yet
+        $SUDO apt-get update -qq || die "apt-get update failed"
+        info=$(apt-cache show --no-all-versions "$1" 2>/dev/null) || info=
+    fi
+    [ -n "$info" ] || die "apt-cache knows no package '$1'"
     ver=$(sed -n 's/^Version: //p' <<<"$info" | head -1)
     arch=$(sed -n 's/^Architecture: //p' <<<"$info" | head -1)
     # apt-get download's name: an epoch's ':' is written %3a
