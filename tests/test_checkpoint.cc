@@ -27,6 +27,7 @@
 #include "core/optim_internal.h"
 #include "io/safetensors.h"
 #include "support.h"
+#include "support_files.h"
 #include "support_model.h"
 
 namespace {
@@ -1101,25 +1102,6 @@ TEST_F(CheckpointCorrupt, RandomByteFlipsNeverCrash) {
 // ---- PyTorch interop
 // -----------------------------------------------------------------------------
 
-// The venv made by scripts/python-env.sh; absent (or without torch) the test is skipped.
-std::string torch_python(std::string *why) {
-    std::string py = BP_SOURCE_DIR "/.venv-torch/bin/python";
-    if (access(py.c_str(), X_OK) != 0) {
-        *why = py + " is absent; create it with: bash scripts/python-env.sh";
-        return "";
-    }
-    std::string probe = "'" + py + "' -c 'import torch, safetensors.torch' >/dev/null 2>&1";
-    if (std::system(probe.c_str()) != 0) {
-        *why = py + " cannot import torch and safetensors; run: bash scripts/python-env.sh";
-        return "";
-    }
-    return py;
-}
-
-int run_exit_code(const std::string &cmd) {
-    int rc = std::system(cmd.c_str());
-    return rc != -1 && WIFEXITED(rc) ? WEXITSTATUS(rc) : -1;
-}
 
 void write_floats(const std::string &path, const std::vector<float> &v) {
     write_bytes(path, std::string(reinterpret_cast<const char *>(v.data()), v.size() * 4));
@@ -1130,7 +1112,7 @@ void write_floats(const std::string &path, const std::vector<float> &v) {
 TEST_P(Checkpoint, LoadsIntoPyTorchAndPredictsTheSame) {
     BPT_OPEN_OR_SKIP(dev, GetParam());
     bpt::DeviceGuard guard{dev};
-    std::string why, py = torch_python(&why);
+    std::string why, py = bpt::torch_python(&why);
     if (py.empty()) GTEST_SKIP() << why;
     TempDir dir;
     Net net;
@@ -1166,7 +1148,7 @@ TEST_P(Checkpoint, LoadsIntoPyTorchAndPredictsTheSame) {
     write_floats(out, ys);
     std::string cmd = "'" + py + "' '" BP_SOURCE_DIR "/tests/torch_interop.py' '" + ckpt + "' '" +
                       in + "' '" + out + "' " + std::to_string(rows);
-    EXPECT_EQ(0, run_exit_code(cmd)) << cmd;
+    EXPECT_EQ(0, bpt::run_exit_code(cmd)) << cmd;
     // The control: predictions off by 1e-4 (relative) must fail the script.
     std::vector<float> off = ys;
     for (float &v : off)
@@ -1174,7 +1156,7 @@ TEST_P(Checkpoint, LoadsIntoPyTorchAndPredictsTheSame) {
     write_floats(bad, off);
     std::string bad_cmd = "'" + py + "' '" BP_SOURCE_DIR "/tests/torch_interop.py' '" + ckpt +
                           "' '" + in + "' '" + bad + "' " + std::to_string(rows);
-    EXPECT_EQ(1, run_exit_code(bad_cmd)) << bad_cmd;
+    EXPECT_EQ(1, bpt::run_exit_code(bad_cmd)) << bad_cmd;
 }
 
 INSTANTIATE_TEST_SUITE_P(Backends, Checkpoint, ::testing::ValuesIn(bpt::all_backends()),

@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 """The training-step benchmark of `backprop bench` in PyTorch, for comparison.
 
-Same configs (S, M, L), layer sizes, batch, optimizer, fp32, softmax cross-entropy, one random
+Same configs (S, M, L; XL is for GPUs: torch_mlp_cuda.py), layer sizes, batch, optimizer, fp32, softmax cross-entropy, one random
 batch already in memory; ReLU between layers, nn.Linear's default init. Tries each thread count
 in --threads (default 1 and 2) and reports the best. Peak memory: /proc/self/status VmHWM minus
 VmRSS after the peak was reset (writing 5 to /proc/self/clear_refs) just before the data, model
@@ -21,6 +21,7 @@ CONFIGS = {
     "S": ([784, 128, 10], 128, "sgd"),
     "M": ([784, 1024, 1024, 10], 256, "adam"),
     "L": ([2048, 2048, 2048, 2048, 10], 512, "adam"),
+    "XL": ([8192, 8192, 8192, 8192, 1000], 8192, "adamw"),
     "tiny": ([32, 16, 4], 8, "adam"),
 }
 
@@ -42,22 +43,30 @@ def reset_peak():
         return False
 
 
+def make_model(widths, opt_name, device="cpu"):
+    """The MLP (ReLU between layers) and its optimizer, with backprop bench's settings."""
+    layers = []
+    for i in range(len(widths) - 1):
+        layers.append(torch.nn.Linear(widths[i], widths[i + 1]))
+        if i + 2 < len(widths):
+            layers.append(torch.nn.ReLU())
+    model = torch.nn.Sequential(*layers).to(device)
+    if opt_name == "sgd":
+        opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    elif opt_name == "adam":
+        opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    else:  # bp_optim_config_default(BP_OPTIM_ADAMW): lr 1e-3, weight decay 0.01
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.01)
+    return model, opt
+
+
 def bench(name, threads, repeats, warmup, min_sample):
     widths, batch, opt_name = CONFIGS[name]
     torch.set_num_threads(threads)
     torch.manual_seed(1)
     reset_peak()
     base = proc_kb("VmRSS")
-    layers = []
-    for i in range(len(widths) - 1):
-        layers.append(torch.nn.Linear(widths[i], widths[i + 1]))
-        if i + 2 < len(widths):
-            layers.append(torch.nn.ReLU())
-    model = torch.nn.Sequential(*layers)
-    if opt_name == "sgd":
-        opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-    else:
-        opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    model, opt = make_model(widths, opt_name)
     x = torch.rand(batch, widths[0]) * 2 - 1
     y = torch.randint(0, widths[-1], (batch,))
     loss_fn = torch.nn.CrossEntropyLoss()

@@ -486,6 +486,52 @@ static double step_bytes(const e2e_config *c) {
     return 4.0 * p * 2 + 8.0 * p + upd * p + 4.0 * act * 5 + 4.0 * c->batch * c->widths[0];
 }
 
+/* The GEMMs of one training step at the shapes the passes give them, one after another: per
+ * layer the forward z = x W^T (NT: B x out x in), the weight gradient dz^T x (TN: out x in x B)
+ * and, past the first layer, the input gradient dz W (NN: B x in x out). Their time is what the
+ * step would take if nothing but these GEMMs ran, on the backend's own GEMM (cuBLAS on CUDA). */
+typedef struct gemm_set {
+    int n;
+    gemm_arg g[3 * 7];
+} gemm_set;
+
+static bp_status run_gemm_set(op_ctx *c, void *p) {
+    gemm_set *s = p;
+    bp_status st = BP_OK;
+    for (int i = 0; i < s->n && st == BP_OK; ++i)
+        st = run_gemm(c, &s->g[i]);
+    return st;
+}
+
+/* Times the step's GEMMs on the shared device; *rate is the step's GEMM FLOPs over their time. */
+static int measure_step_gemms(op_ctx *c, const bench_opts *o, const e2e_config *cf, double *rate,
+                              sample_stats *s, int *n_gemms) {
+    size_t cap = 0;
+    for (int l = 0; l + 1 < cf->n_widths; ++l) {
+        size_t in = (size_t)cf->widths[l], out = (size_t)cf->widths[l + 1], b = (size_t)cf->batch;
+        size_t biggest = in * out > b * in ? in * out : b * in;
+        if (b * out > biggest) biggest = b * out;
+        if (biggest > cap) cap = biggest;
+    }
+    float *x = dev_buffer(c, cap, 21), *w = dev_buffer(c, cap, 22), *z = dev_buffer(c, cap, 23);
+    gemm_set set = {0};
+    for (int l = 0; l + 1 < cf->n_widths; ++l) {
+        int in = cf->widths[l], out = cf->widths[l + 1], b = cf->batch;
+        set.g[set.n++] = (gemm_arg){0, 1, b, out, in, x, w, z};            /* forward, NT */
+        set.g[set.n++] = (gemm_arg){1, 0, out, in, b, z, x, w};            /* weight gradient, TN */
+        if (l > 0) set.g[set.n++] = (gemm_arg){0, 0, b, in, out, z, w, x}; /* input gradient */
+    }
+    bench_opts lo = *o;
+    if (lo.repeats < 5) lo.repeats = 5;
+    int rc = x && w && z ? time_op(c, &lo, run_gemm_set, &set, s) : -1;
+    if (rc == 0) *rate = step_flops(cf) / s->median;
+    *n_gemms = set.n;
+    c->ops->free(c->dev, x);
+    c->ops->free(c->dev, w);
+    c->ops->free(c->dev, z);
+    return rc;
+}
+
 static int bench_e2e(bp_device *shared, const bench_opts *o, const e2e_config *c,
                      const limits *lim) {
     const char *dn = bp_device_name(shared);
@@ -498,6 +544,7 @@ static int bench_e2e(bp_device *shared, const bench_opts *o, const e2e_config *c
         return 0;
     }
     limits near = *lim;
+    double step_gemm_rate = 0; /* FLOP/s of this config's own GEMM shapes, measured here */
     if (lim->gemm_flops > 0) {
         op_ctx oc = {shared, shared->ops};
         sample_stats gs;
@@ -507,6 +554,17 @@ static int bench_e2e(bp_device *shared, const bench_opts *o, const e2e_config *c
                c->name, near.gemm_flops / 1e9, gs.min * 1e3, gs.median * 1e3, gs.max * 1e3);
         json_row("limit", "\"what\": \"sgemm_2048\", \"before_config\": \"%s\", \"gflops\": %.4f",
                  c->name, near.gemm_flops / 1e9);
+        json_stats("seconds", &gs);
+        int n_gemms = 0;
+        if (measure_step_gemms(&oc, o, c, &step_gemm_rate, &gs, &n_gemms))
+            return bench_fail("sgemm at the step's shapes");
+        printf("%-4s sgemm at the step's %d GEMM shapes, same run: %.2f GFLOP/s (%.4g ms for "
+               "all; min %.4g, max %.4g)\n",
+               c->name, n_gemms, step_gemm_rate / 1e9, gs.median * 1e3, gs.min * 1e3, gs.max * 1e3);
+        json_row("limit",
+                 "\"what\": \"sgemm_step_shapes\", \"before_config\": \"%s\", \"gemms\": %d, "
+                 "\"gflops\": %.4f",
+                 c->name, n_gemms, step_gemm_rate / 1e9);
         json_stats("seconds", &gs);
         lim = &near;
     }
@@ -629,6 +687,10 @@ static int bench_e2e(bp_device *shared, const bench_opts *o, const e2e_config *c
            "samples/s, %.2f GFLOP/s = %.1f%% of sgemm limit\n",
            ss.median * 1e3, ss.min * 1e3, ss.max * 1e3, ss.q1 * 1e3, ss.q3 * 1e3, reps, inner, sps,
            gf / 1e9, lim->gemm_flops > 0 ? 100.0 * gf / lim->gemm_flops : 0.0);
+    if (step_gemm_rate > 0)
+        printf("     %.1f%% of the sgemm rate at the step's own GEMM shapes (their time alone: "
+               "%.4g ms)\n",
+               100.0 * gf / step_gemm_rate, flops / step_gemm_rate * 1e3);
     printf("     parts (median ms): forward+loss %.3f, zero_grad+backward %.3f, norm+update %.3f\n",
            sf.median * 1e3, sb.median * 1e3, su.median * 1e3);
     printf("     napkin: %.4g GFLOP/step (6*B*sum(in*out) - 2*B*in0*out0), >= %.4g MB/step; "
@@ -642,10 +704,12 @@ static int bench_e2e(bp_device *shared, const bench_opts *o, const e2e_config *c
              "\"config\": \"%s\", \"layers\": \"%s\", \"batch\": %d, \"optimizer\": \"%s\", "
              "\"params\": %.0f, \"flops_per_step\": %.6e, \"bytes_per_step\": %.6e, "
              "\"samples_per_s\": %.3f, \"gflops\": %.4f, \"fraction_of_sgemm\": %.4f, "
+             "\"fraction_of_step_shape_sgemm\": %.4f, "
              "\"limit_seconds\": %.6e, \"device_peak_bytes\": %zu, \"process_hwm_delta_kib\": "
              "%ld, \"warmup\": %d, \"repeats\": %d, \"steps_per_sample\": %d",
              c->name, layers, c->batch, optim_name(c->opt), p, flops, bytes, sps, gf / 1e9,
-             lim->gemm_flops > 0 ? gf / lim->gemm_flops : 0.0, t_lim,
+             lim->gemm_flops > 0 ? gf / lim->gemm_flops : 0.0,
+             step_gemm_rate > 0 ? gf / step_gemm_rate : 0.0, t_lim,
              ds.peak_bytes - ds0.bytes_in_use, base_kb >= 0 && hwm_kb >= 0 ? hwm_kb - base_kb : -1L,
              warm, reps, inner);
     json_stats("step_seconds", &ss);

@@ -31,6 +31,12 @@ def test_quick_json():
               len(tiny) == 1 and tiny[0]["samples_per_s"] > 0 and
               all(k in tiny[0] for k in ("forward_seconds", "backward_seconds",
                                         "update_seconds", "device_peak_bytes")), tiny)
+        shape = [row for row in rows if row.get("what") == "sgemm_step_shapes" and
+                 row.get("before_config") == "tiny"]
+        check("tiny has the SGEMM rate at its own 5 GEMM shapes (2 layers: 2 NT, 2 TN, 1 NN) "
+              "and the step's share of it",
+              len(shape) == 1 and shape[0]["gemms"] == 5 and shape[0]["gflops"] > 0 and
+              len(tiny) == 1 and tiny[0].get("fraction_of_step_shape_sgemm", 0) > 0, shape)
         gemm = [row for row in rows if row.get("op") == "gemm"]
         check("the GEMM sweep covers NN, NT and TN",
               {row["case"] for row in gemm} == {"NN", "NT", "TN"}, gemm)
