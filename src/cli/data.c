@@ -305,8 +305,9 @@ static int split(int cmd, const cli_options *o, cli_data *d) {
     int64_t nval = (int64_t)llround((double)n * o->val_split);
     if (o->val_split <= 0.0) return 0;
     if (nval < 1 || nval >= n) {
-        cli_warn(cmd, "--val-split %g of %lld samples leaves no %s; training without validation",
-                 o->val_split, (long long)n, nval < 1 ? "validation set" : "training set");
+        cli_warn(cmd, "--val-split %g of %lld %s leaves no %s; training without validation",
+                 o->val_split, (long long)n, cli_plural(n, "sample", "samples"),
+                 nval < 1 ? "validation set" : "training set");
         return 0;
     }
     bp_dataset *train = NULL, *val = NULL;
