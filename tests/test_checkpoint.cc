@@ -1225,7 +1225,8 @@ TEST_F(CheckpointChecksum, AByteFlippedInAnyTensorIsNamed) {
 // reader refuses the file, naming the key, before it uses any of it.
 TEST_F(CheckpointChecksum, AnEditedMetadataEntryIsNamed) {
     size_t tried = 0;
-    for (const auto &[key, value] : contents_.meta) {
+    for (const auto &entry : contents_.meta) {
+        const std::string &key = entry.first, &value = entry.second; // lambdas capture these
         SCOPED_TRACE(key + " = '" + value + "'");
         std::string edited = value.empty() ? "1" : value;
         edited[edited.size() / 2] = edited[edited.size() / 2] == '1' ? '2' : '1';
