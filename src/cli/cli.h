@@ -135,7 +135,8 @@ extern volatile sig_atomic_t cli_interrupted;
 /* Catches (on) or releases the three signals: the first sets cli_interrupted, a second stops
  * the process at once (128 + it), unless held. */
 void cli_catch_interrupt(int on);
-/* While a file is written (hold 1): a signal waits until it is complete (hold 0). */
+/* While a file is written (hold 1) a second signal waits; hold 0 then stops the process with
+ * it (128 + the signal). */
 void cli_hold_signals(int hold);
 const char *cli_signal_name(int sig);
 int cli_signal_index(int sig); /* 0..2 for the signals caught, else -1 */

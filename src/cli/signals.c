@@ -14,8 +14,16 @@ volatile sig_atomic_t cli_interrupted = 0;
 static const int STOPS[] = {SIGINT, SIGTERM, SIGHUP};
 #define N_STOPS ((int)(sizeof STOPS / sizeof STOPS[0]))
 
+/* Set while a file is written; a second signal then waits in `later`. Flags rather than a
+ * signal mask, because the handler may run on any thread (the loader's, OpenMP's). */
+static volatile sig_atomic_t holding = 0, later = 0;
+
 static void on_stop(int sig) {
-    if (cli_interrupted) _exit(128 + sig); /* a second signal: stop now */
+    if (cli_interrupted) { /* a second signal: stop now, or once the file is complete */
+        if (!holding) _exit(128 + sig);
+        later = sig;
+        return;
+    }
     cli_interrupted = sig;
     /* A terminal that closed (SIGHUP) often takes a `| tee log` with it: messages to a dead pipe
      * must not kill the save. sigaction is async-signal-safe. */
@@ -39,11 +47,8 @@ void cli_catch_interrupt(int on) {
 }
 
 void cli_hold_signals(int hold) {
-    sigset_t set;
-    sigemptyset(&set);
-    for (int i = 0; i < N_STOPS; ++i)
-        sigaddset(&set, STOPS[i]);
-    sigprocmask(hold ? SIG_BLOCK : SIG_UNBLOCK, &set, NULL);
+    holding = hold;
+    if (!hold && later) _exit(128 + later);
 }
 
 const char *cli_signal_name(int sig) {
