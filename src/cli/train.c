@@ -360,7 +360,8 @@ int cli_cmd_train(int argc, char **argv) {
                    t.s.o.epochs, cli_plural(t.s.o.epochs, "epoch", "epochs"));
         cli_catch_interrupt(1);
         rc = epochs(&t);
-        cli_catch_interrupt(0);
+        /* Once stopped by a signal the handler stays: more signals wait for the exit. */
+        if (rc < CLI_EXIT_SIGNAL) cli_catch_interrupt(0);
     }
     if (!rc) rc = finish(&t);
     /* A rank that fails alone must not leave the others waiting in the next sum: end the job. */
