@@ -231,7 +231,7 @@ void cli_table_header(int accuracy);
 void cli_table_row(const cli_epoch_row *r, int accuracy);
 
 /* ---- plot.c ---- */
-/* Whether gnuplot is on the PATH; warns once (naming path) when it is not. */
+/* Whether gnuplot is on the PATH; when it is not, a warning naming path (NULL: none). */
 int cli_gnuplot_ready(int cmd, const char *path);
 /* Draws loss and accuracy curves with gnuplot. 0, or CLI_EXIT_FAIL when the plot could not be
  * written (the previous file kept); no gnuplot: a warning and 0. */

@@ -282,8 +282,9 @@ static int summarize(int cmd, cli_data *d) {
     d->classes = d->kind == BP_TARGET_CLASS ? bp_dataset_classes(first) : 0;
     if (d->train && d->test) {
         if (bp_dataset_features(d->test) != d->features) {
-            cli_usage_error(cmd, "the test data has %d features, the training data %d",
-                            bp_dataset_features(d->test), d->features);
+            cli_usage_error(
+                cmd, "the test data has %d %s, the training data %d", bp_dataset_features(d->test),
+                cli_plural(bp_dataset_features(d->test), "feature", "features"), d->features);
             return CLI_EXIT_USAGE;
         }
         if (bp_dataset_target_kind(d->test) != d->kind ||

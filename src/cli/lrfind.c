@@ -134,7 +134,7 @@ static int write_outputs(const cli_session *s, const curve *c, double suggestion
             return CLI_EXIT_FAIL;
         }
     }
-    if (!s->o.plot[0] || c->n < 2 || !cli_gnuplot_ready(CMD_LRFIND, s->o.plot)) return 0;
+    if (!s->o.plot[0] || c->n < 2 || !cli_gnuplot_ready(CMD_LRFIND, NULL)) return 0;
     size_t cap = 512 + (size_t)c->n * 64;
     char *g = malloc(cap);
     if (!g) return 0;

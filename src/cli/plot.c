@@ -40,8 +40,9 @@ static int on_path(const char *prog) {
 
 int cli_gnuplot_ready(int cmd, const char *path) {
     if (on_path("gnuplot")) return 1;
-    cli_warn(cmd, "gnuplot is not installed (Debian: gnuplot-nox): --plot %s will not be drawn",
-             path);
+    if (path)
+        cli_warn(cmd, "gnuplot is not installed (Debian: gnuplot-nox): --plot %s will not be drawn",
+                 path);
     return 0;
 }
 

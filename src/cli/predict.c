@@ -117,11 +117,12 @@ int cli_cmd_eval(int argc, char **argv) {
         rc = cli_evaluate(CMD_EVAL, r.m, r.d.test, &r.loss, &ev, NULL);
         double secs = cli_now() - t0;
         if (!rc && cli_metric_is_accuracy(r.loss.kind))
-            printf("%s: %lld samples, loss %.4f, accuracy %.2f%% (%.1f s)\n", r.d.test_name,
-                   (long long)ev.n, ev.loss, 100.0 * ev.metric, secs);
+            printf("%s: %lld %s, loss %.4f, accuracy %.2f%% (%.1f s)\n", r.d.test_name,
+                   (long long)ev.n, cli_plural(ev.n, "sample", "samples"), ev.loss,
+                   100.0 * ev.metric, secs);
         else if (!rc)
-            printf("%s: %lld samples, loss %.4f, MSE %.6g (%.1f s)\n", r.d.test_name,
-                   (long long)ev.n, ev.loss, ev.metric, secs);
+            printf("%s: %lld %s, loss %.4f, MSE %.6g (%.1f s)\n", r.d.test_name, (long long)ev.n,
+                   cli_plural(ev.n, "sample", "samples"), ev.loss, ev.metric, secs);
     }
     teardown(&r);
     return rc < 0 ? CLI_EXIT_OK : rc;

@@ -182,8 +182,8 @@ static int target_column(csv_ctx *c, const char *tok, char *const *names) {
     if (v < -(long)c->cols || v >= c->cols) {
         bp_error(BP_ERR_INVALID_ARGUMENT,
                  "%s: '%s': target column %ld is out of range; the file "
-                 "has %d columns (0..%d)",
-                 c->fn, c->path, v, c->cols, c->cols - 1);
+                 "has %d column%s (0..%d)",
+                 c->fn, c->path, v, c->cols, c->cols == 1 ? "" : "s", c->cols - 1);
         return -1;
     }
     return v < 0 ? (int)(v + c->cols) : (int)v;
@@ -328,7 +328,8 @@ static bp_status read_targets(csv_ctx *c) {
 static bp_status read_row(csv_ctx *c) {
     if (c->n_cells != c->cols)
         return csv_error(c, BP_ERR_CORRUPT_FILE, (c->n_cells < c->cols ? c->n_cells : c->cols) + 1,
-                         "the row has %d columns, the first row %d", c->n_cells, c->cols);
+                         "the row has %d column%s, the first row %d", c->n_cells,
+                         c->n_cells == 1 ? "" : "s", c->cols);
     bp_dataset *d = c->d;
     float *x = d->x + (size_t)d->n * (size_t)d->features;
     for (int j = 0, f = 0; j < c->cols; ++j) {
