@@ -98,9 +98,8 @@ static int interrupted(trainer *t, int sig, int epoch, int64_t b) {
     rs.batch_in_epoch = b;
     rs.epoch_loss_sum = t->prog.loss_sum;
     rs.epoch_loss_n = t->prog.loss_n;
-    if (cli_rank > 0) /* rank 0 saves and says so */
-        ;
-    else if (t->save && t->s.o.early_stop == 0 && save(t, &rs) == 0)
+    if (cli_rank > 0) return CLI_EXIT_SIGNAL + sig; /* rank 0 saves and says so */
+    if (t->save && t->s.o.early_stop == 0 && save(t, &rs) == 0)
         fprintf(stderr,
                 "interrupted by %s at epoch %d, step %lld: saved %s (continue with --resume "
                 "%s)\n",
