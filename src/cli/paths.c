@@ -107,31 +107,48 @@ static void collect_inputs(int cmd, const cli_options *o, const char *checkpoint
         }
 }
 
-/* The outputs of this command on this rank (others write nothing). */
+/* The outputs of this command: the options that name files it writes. In a data-parallel run
+ * only rank 0 writes. */
 static void collect_outputs(int cmd, const cli_options *o, file_set *out) {
-    const char *fields[] = {o->save, o->metrics, o->plot, o->output};
-    const char *names[] = {"save", "metrics", "plot", "output"};
-    char label[64];
-    for (int k = 0; k < 4; ++k) {
-        if (!fields[k][0]) continue;
-        snprintf(label, sizeof label, "--%s", names[k]);
-        add(out, label, fields[k], cmd == CMD_TRAIN && k == 0 && o->resume[0]);
+    if (cli_rank > 0) return;
+    char label[96];
+    for (int i = 0; i < cli_option_count(); ++i) {
+        if (!cli_option_is_output(i) || !cli_option_of(i, cmd)) continue;
+        const char *name = cli_option_name(i);
+        snprintf(label, sizeof label, "--%s", name);
+        add(out, label, cli_option_text(o, name), cmd == CMD_TRAIN && !strcmp(name, "save"));
     }
     /* Without --save a resumed run saves back to the checkpoint it continues. */
-    if (cmd == CMD_TRAIN && o->resume[0] && !o->save[0] && cli_rank == 0)
+    if (cmd == CMD_TRAIN && o->resume[0] && !o->save[0])
         add(out, "--resume (saved back to)", o->resume, 1);
 }
 
+/* How two paths of one file differ, for the message. */
+static const char *how_same(const file_ref *a, const file_ref *b) {
+    if (strcmp(a->path, b->path) == 0) return "";
+    struct stat sa, sb;
+    int link = (lstat(a->path, &sa) == 0 && S_ISLNK(sa.st_mode)) ||
+               (lstat(b->path, &sb) == 0 && S_ISLNK(sb.st_mode));
+    char ra[PATH_MAX], rb[PATH_MAX];
+    if (a->exists && b->exists && realpath(a->path, ra) && realpath(b->path, rb) &&
+        strcmp(ra, rb) != 0)
+        link = 1; /* two names of one inode: a hard link */
+    return link ? "through a link" : "by another path";
+}
+
 static int clash(int cmd, const file_ref *out, const file_ref *other, int other_is_input) {
-    const char *how = strcmp(out->path, other->path) == 0 ? "" : " (the same file, through a link)";
+    const char *how = how_same(out, other);
+    char note[64] = "";
+    if (how[0])
+        snprintf(note, sizeof note, " (%s%s)", other_is_input ? "the same file, " : "", how);
     if (other_is_input)
         cli_usage_error(cmd,
                         "%s '%s' would overwrite %s '%s'%s: write it elsewhere (an output never "
                         "replaces a file the command reads)",
-                        out->flag, out->path, other->flag, other->path, how);
+                        out->flag, out->path, other->flag, other->path, note);
     else
         cli_usage_error(cmd, "%s '%s' and %s '%s' are the same file%s: give each its own name",
-                        other->flag, other->path, out->flag, out->path, how);
+                        other->flag, other->path, out->flag, out->path, note);
     return CLI_EXIT_USAGE;
 }
 
