@@ -293,6 +293,11 @@ TEST(ApiContract, Checkpoint) {
     EXPECT_CTOR_FAILS(INVALID, "bp_checkpoint_get_array",
                       bp_checkpoint_get_array(nullptr, "a", &count, &st),
                       bp_checkpoint_get_array("/tmp/x.st", nullptr, &count, nullptr));
+    int verified = 7;
+    EXPECT_FAILS(INVALID, "bp_checkpoint_verify", bp_checkpoint_verify(nullptr, &verified));
+    EXPECT_EQ(0, verified) << "a failed bp_checkpoint_verify leaves *verified 0";
+    EXPECT_FAILS(BP_ERR_IO, "bp_checkpoint_verify",
+                 bp_checkpoint_verify("/nonexistent/x.st", nullptr)); // verified may be NULL
     bp_model_free(m);
 }
 

@@ -573,6 +573,41 @@ TEST_F(CsvData, BadTargetOptions) {
     expect_bad("1,0,2\n", BP_ERR_INVALID_ARGUMENT, {"twice"});
 }
 
+TEST_F(CsvData, DuplicateHeaderNamesAreRefusedWhenATargetNamesThem) {
+    opt.targets = "a";
+    expect_bad("a,b,a\n1,2,0\n", BP_ERR_INVALID_ARGUMENT,
+               {"'a'", "columns 0 and 2", "0-based column index"});
+    opt.targets = "b,a";
+    expect_bad("a,b,a\n1,2,0\n", BP_ERR_INVALID_ARGUMENT, {"columns 0 and 2"});
+    opt.targets = "x,y"; // a name with a comma in it, twice
+    expect_bad("\"x,y\",b,\"x,y\"\n1,2,0\n", BP_ERR_INVALID_ARGUMENT, {"columns 0 and 2"});
+    // Repeated names nobody asks for are fine, and an index picks one of them.
+    opt.targets = "b";
+    DatasetPtr d = load("a,b,a\n1,2,3\n");
+    ASSERT_NE(d, nullptr);
+    EXPECT_EQ(features_of(d.get()), (std::vector<float>{1, 3}));
+    opt.targets = "2";
+    d = load("a,b,a\n1,2,3\n");
+    ASSERT_NE(d, nullptr);
+    EXPECT_EQ(labels_of(d.get()), (std::vector<int32_t>{3}));
+}
+
+TEST_F(CsvData, LinesEndingInCarriageReturnAloneSayHowToConvert) {
+    expect_bad("a,b,y\r1,2,0\r3,4,1\r", BP_ERR_CORRUPT_FILE,
+               {"line 1", "carriage return (CR)", "CR alone", "tr '\\r' '\\n'"});
+    expect_bad("a,b,y\n1,2\r3,0\n", BP_ERR_CORRUPT_FILE, {"line 2", "CR alone"});
+    DatasetPtr d = load("a,b,y\r\n1,2,0\r\n3,4,1\r"); // CRLF, and a last line's lone CR
+    ASSERT_NE(d, nullptr);
+    EXPECT_EQ(bp_dataset_size(d.get()), 2);
+}
+
+TEST_F(CsvData, OneColumnNamesTheDelimiterItLookedFor) {
+    expect_bad("a;b;y\n1;2;0\n", BP_ERR_INVALID_ARGUMENT,
+               {"line 1 has one column, with no ',' in it", "another delimiter?"});
+    opt.delimiter = '\t';
+    expect_bad("a,b,y\n1,2,0\n", BP_ERR_INVALID_ARGUMENT, {"with no '\\t' in it"});
+}
+
 // ---- NPY ------------------------------------------------------------------------------------
 
 // A .npy file with the given header dict and data; padded so the data starts at a multiple of 64

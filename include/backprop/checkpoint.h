@@ -23,15 +23,24 @@
  *   the caller's entries: run.<key>
  * The initial-weight scheme is not recorded: a loaded model has its weights.
  *
- * Saving is atomic: the file is written beside the target as "<path>.tmp.<pid>", flushed with
- * fsync, renamed over the target and the directory fsync'd, so a crash or a full disk never
- * leaves a truncated checkpoint, and on failure the previous file is untouched and the
- * temporary file removed. (Two threads of one process must not save to the same path at once.)
+ * Saving is atomic: the file is written beside the target (unnamed where the filesystem has
+ * O_TMPFILE, else as "<path>.tmp.<pid>"), flushed with fsync, renamed over the target and the
+ * directory fsync'd, so a crash or a full disk never leaves a truncated checkpoint, and on
+ * failure the previous file is untouched and the temporary file removed. A save first removes
+ * the "<path>.tmp.<pid>" files of a writer that no longer runs (one killed mid-save). (Two
+ * threads of one process must not save to the same path at once.)
+ *
+ * Checksums: the writer adds a CRC-32 (zlib's) of every tensor's bytes and of every metadata
+ * entry (its key, a NUL byte and its value) as metadata, "checksum.tensor.<name>" and
+ * "checksum.meta.<key>", each "crc32:<8 hex digits>". Every load checks the metadata entries
+ * and the tensors it reads against them, and bp_checkpoint_verify the whole file: a byte
+ * changed after saving is BP_ERR_CORRUPT_FILE naming the tensor or key. Files saved before
+ * checksums existed (no "checksum." entry) load as before, unverified.
  *
  * Loading checks the file against itself and the metadata (every tensor present, with the shape
  * the widths imply, nothing unexpected) and names the file and the tensor or key on failure:
  * BP_ERR_IO for the file system, BP_ERR_CORRUPT_FILE for the content, BP_ERR_UNSUPPORTED for a
- * newer format version. */
+ * newer format version or checksum algorithm. */
 #ifndef BACKPROP_CHECKPOINT_H
 #define BACKPROP_CHECKPOINT_H
 
@@ -91,6 +100,12 @@ BP_API char *bp_checkpoint_get_meta(const char *path, const char *key, bp_status
  * *count; NULL with BP_OK in *status (and *count 0) when the checkpoint has no such array. */
 BP_API float *bp_checkpoint_get_array(const char *path, const char *name, size_t *count,
                                       bp_status *status);
+
+/* Checks every tensor and metadata entry of the checkpoint at path against its checksum.
+ * BP_OK when all match (*verified = 1) or the file has no checksums (*verified = 0: saved
+ * before they existed); BP_ERR_CORRUPT_FILE naming the first tensor or key that does not
+ * match, BP_ERR_IO when it cannot be read. verified may be NULL. */
+BP_API bp_status bp_checkpoint_verify(const char *path, int *verified);
 
 #ifdef __cplusplus
 }

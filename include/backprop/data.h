@@ -61,11 +61,12 @@ typedef struct bp_csv_options {
 /* delimiter ',', header -1 (detect), targets NULL (the last column), BP_CSV_CLASS_INDEX. */
 BP_API bp_csv_options bp_csv_options_default(void);
 
-/* A CSV file (gzip-compressed or not): one sample per line; LF or CRLF line ends; blank lines
- * skipped; blanks around cells ignored; fields may be quoted ("a, b", "" for a quote) but may not
- * span lines. Every cell but the header's must be a number (strtod, so the C locale's decimal
- * point). options NULL: the defaults. Classes: the number of target columns for one-hot, else
- * 1 + the largest label. */
+/* A CSV file (gzip-compressed or not): one sample per line; LF or CRLF line ends (lines ending
+ * in CR alone are BP_ERR_CORRUPT_FILE, with the conversion to use); blank lines skipped; blanks
+ * around cells ignored; fields may be quoted ("a, b", "" for a quote) but may not span lines.
+ * A target named by a header name that several columns share is BP_ERR_INVALID_ARGUMENT. Every cell
+ * but the header's must be a number (strtod, so the C locale's decimal point). options NULL: the
+ * defaults. Classes: the number of target columns for one-hot, else 1 + the largest label. */
 BP_API bp_dataset *bp_dataset_load_csv(const char *path, const bp_csv_options *options,
                                        bp_status *status);
 

@@ -1,7 +1,8 @@
 /* The `backprop` command: declarations shared by its source files.
  *
  * Exit statuses: 0 success, 1 a runtime failure (the library's message is printed), 2 a usage
- * error (an unknown flag, a bad value, data that does not fit the model), 130 interrupted. */
+ * error (an unknown flag, a bad value, data that does not fit the model, an output that would
+ * overwrite an input), 128 + the signal when SIGINT, SIGTERM or SIGHUP stopped a run. */
 #ifndef BP_CLI_H
 #define BP_CLI_H
 
@@ -11,11 +12,12 @@
 #include <stdio.h>
 
 #include "backprop/backprop.h"
+#include "io/atomic.h"
 
-#define CLI_EXIT_OK        0
-#define CLI_EXIT_FAIL      1
-#define CLI_EXIT_USAGE     2
-#define CLI_EXIT_INTERRUPT 130
+#define CLI_EXIT_OK     0
+#define CLI_EXIT_FAIL   1
+#define CLI_EXIT_USAGE  2
+#define CLI_EXIT_SIGNAL 128 /* + the signal */
 
 #define CLI_MAX_WIDTHS 64 /* widths in --layers / --hidden */
 
@@ -55,7 +57,7 @@ typedef struct cli_options {
     char *data, *data_dir, *train, *test, *targets, *test_targets;
     char *train_images, *train_labels, *test_images, *test_labels;
     char *target_column, *delimiter;
-    int target_kind, header;
+    int target_kind, header, classes;
     double val_split;
     int scale;
     /* run */
@@ -94,6 +96,9 @@ int cli_option_stored(int index);    /* saved in checkpoints */
 int cli_option_frozen(int index);    /* on resume the checkpoint's value wins */
 int cli_option_is_data(int index);   /* names or reads the data */
 int cli_option_is_format(int index); /* how to read data files (CSV columns, header...) */
+int cli_option_is_input(int index);  /* names a file the command reads */
+int cli_option_is_output(int index); /* names a file the command writes */
+int cli_option_of(int index, int cmd);
 const char *cli_choice_name(const char *option, int value);
 
 /* ---- util.c ---- */
@@ -105,29 +110,61 @@ void cli_warn(int cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)
 int cli_lib_fail(int cmd, const char *what);
 char *cli_strdup(const char *s);
 int cli_has_ext(const char *path, const char *ext); /* case-insensitive suffix */
-/* Fails (naming flag) when path's folder cannot take a new file: checked before any work. */
-int cli_check_writable(int cmd, const char *flag, const char *path);
-/* A file written beside its target and renamed over it once complete. */
+/* A file written beside its target and renamed over it once complete (io/atomic.h). */
 typedef struct cli_atomic_file {
     FILE *f;
-    char *tmp, *path;
+    bp_atomic_file file;
 } cli_atomic_file;
-int cli_atomic_open(cli_atomic_file *a, const char *path);
-int cli_atomic_commit(cli_atomic_file *a); /* 0 on success; errno kept */
+int cli_atomic_open(cli_atomic_file *a, const char *path); /* 0, or -1 with errno */
+int cli_atomic_commit(cli_atomic_file *a);                 /* 0 on success; errno kept */
 void cli_atomic_abort(cli_atomic_file *a);
+/* A number as people write it: integers in full (1048576), others in 6 digits; a rotating
+ * static buffer, so one message may hold several. */
+const char *cli_num(double v);
+/* one or many by n: "1 epoch", "2 epochs". */
+const char *cli_plural(long long n, const char *one, const char *many);
 /* Comma-separated %.9g floats, malloc'd; and back (returns the count or -1). */
 char *cli_format_floats(const float *v, size_t n);
 long cli_parse_floats(const char *s, float *out, size_t cap);
 void cli_format_duration(double seconds, char *buf, size_t size);
 uint64_t cli_fnv1a(uint64_t h, const void *data, size_t n);
-extern volatile sig_atomic_t cli_interrupted; /* set by SIGINT during training */
+
+/* ---- signals.c ---- */
+/* The signal (SIGINT, SIGTERM, SIGHUP) that asked a training run to stop; 0 while none has. */
+extern volatile sig_atomic_t cli_interrupted;
+/* Catches (on) or releases the three signals: the first sets cli_interrupted, a second stops
+ * the process at once (128 + it), unless held. */
 void cli_catch_interrupt(int on);
+/* While a file is written (hold 1) a second signal waits; hold 0 then stops the process with
+ * it (128 + the signal). */
+void cli_hold_signals(int hold);
+const char *cli_signal_name(int sig);
+int cli_signal_index(int sig); /* 0..2 for the signals caught, else -1 */
+int cli_signal_at(int index);
+
+/* ---- paths.c: what the command reads and writes, checked before any work ---- */
+/* A flag that names a file given an empty name (--save "" would save nothing): exit 2. */
+int cli_check_names(int cmd, const cli_options *o);
+/* Every output (--save, --metrics, --plot, --output, and the checkpoint --resume saves back
+ * to) is neither an input (data, --config, --resume, the checkpoint: by device and inode,
+ * through links; by resolved path when it does not exist yet) nor another output: exit 2
+ * naming both flags. Saving back over --resume is the one overlap allowed. Then each output's
+ * folder must exist and take a new file of its name with the temporary suffix, and the output
+ * must not be a folder or a device: exit 1 (2 for a folder or device). */
+int cli_check_outputs(int cmd, const cli_options *o, const char *checkpoint);
+/* The write check alone, for one output (flag names it in messages). */
+int cli_check_writable(int cmd, const char *flag, const char *path);
+/* Verifies a checkpoint's checksums (bp_checkpoint_verify) before it is used; one line
+ * saying it is unverified when it has none. 0 or CLI_EXIT_FAIL. */
+int cli_verify_checkpoint(int cmd, const char *path, int *verified);
 
 /* ---- data.c ---- */
 typedef struct cli_data {
     bp_dataset *train, *val, *test;
     char train_name[512], test_name[512]; /* for messages */
     int features, classes;                /* classes 0 for value targets */
+    int top_label;                        /* the largest training label, */
+    int64_t top_row;                      /* and its row in the file (0-based) */
     int target_width;
     bp_target_kind kind;
     float *offset, *scale; /* scaling, features floats each */
@@ -144,6 +181,13 @@ int cli_data_load_eval(int cmd, const cli_options *o, int values, cli_data *d);
 int cli_data_scale(int cmd, cli_data *d, int scaling, const float *offset, const float *scale);
 void cli_data_free(cli_data *d);
 const char *cli_scale_name(int scaling);
+/* Every label of ds (the file `name`) below classes: else exit 2 naming the row and label, and
+ * `whose` classes they would need ("the model in m.st"). */
+int cli_check_labels(int cmd, const bp_dataset *ds, const char *name, int classes,
+                     const char *whose);
+/* The named dataset's file `which` (0 train images, 1 train labels, 2 test images, 3 test
+ * labels), .gz first; 0 when found. */
+int cli_named_file(const cli_options *o, int which, char *path, size_t size);
 
 /* ---- evaluate.c ---- */
 typedef struct cli_eval {
@@ -185,10 +229,19 @@ void cli_progress_step(cli_progress *p, int rows, float loss);
 void cli_progress_clear(cli_progress *p);
 void cli_table_header(int accuracy);
 void cli_table_row(const cli_epoch_row *r, int accuracy);
-/* Draws loss and accuracy curves with gnuplot; a warning (not a failure) when it cannot. */
-void cli_plot_history(int cmd, const cli_history *h, const char *path, int accuracy);
-/* Runs a gnuplot script writing path (atomically); 0 on success. */
+
+/* ---- plot.c ---- */
+/* Whether gnuplot is on the PATH; when it is not, a warning naming path (NULL: none). */
+int cli_gnuplot_ready(int cmd, const char *path);
+/* Draws loss and accuracy curves with gnuplot. 0, or CLI_EXIT_FAIL when the plot could not be
+ * written (the previous file kept); no gnuplot: a warning and 0. */
+int cli_plot_history(int cmd, const cli_history *h, const char *path, int accuracy);
+/* Runs a gnuplot script that draws one PNG on its standard output, into path atomically: the
+ * file name never reaches gnuplot. gnuplot's exit status and a complete PNG (every chunk's CRC,
+ * IEND last) are checked before the rename. 0, or CLI_EXIT_FAIL with a message. */
 int cli_gnuplot(int cmd, const char *script, const char *path);
+/* Whether the n bytes are a complete PNG; *why says what is wrong when not. */
+int cli_png_complete(const unsigned char *p, size_t n, const char **why);
 
 /* ---- runmeta.c ---- */
 /* The resumable state of a training run, kept in checkpoints as run.* metadata. */
@@ -256,7 +309,7 @@ int cli_dist_start(int cmd, cli_options *o, bp_comm **comm);
  * that they run the same options and data, and makes the model and optimizer replicas of rank
  * 0's. 0 or an exit status, the same on every rank. */
 int cli_dist_join(cli_session *s, bp_optimizer *opt, int rc);
-/* Whether any rank has been interrupted (^C): every rank stops at the same step. */
+/* The signal that stopped any rank (0: none): every rank stops at the same step. */
 int cli_dist_interrupted(bp_comm *comm);
 
 /* ---- commands ---- */

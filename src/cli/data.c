@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <zlib.h>
 
 #include "cli/cli.h"
 
@@ -30,15 +31,19 @@ static int readable(int cmd, const char *flag, const char *path) {
     return CLI_EXIT_FAIL;
 }
 
-/* path of one file of a named dataset, the .gz when present, else the plain one. */
-static int named_file(int cmd, const cli_options *o, int which, char *path, size_t size) {
+int cli_named_file(const cli_options *o, int which, char *path, size_t size) {
     const char *dir = o->data_dir[0] ? o->data_dir : NULL;
     char def[256];
     if (!dir) snprintf(def, sizeof def, "/usr/share/datasets/%s", o->data), dir = def;
     snprintf(path, size, "%s/%s.gz", dir, IDX_FILES[which]);
     if (access(path, R_OK) == 0) return 0;
     snprintf(path, size, "%s/%s", dir, IDX_FILES[which]);
-    if (access(path, R_OK) == 0) return 0;
+    return access(path, R_OK) == 0 ? 0 : -1;
+}
+
+/* path of one file of a named dataset, the .gz when present, else the plain one. */
+static int named_file(int cmd, const cli_options *o, int which, char *path, size_t size) {
+    if (cli_named_file(o, which, path, size) == 0) return 0;
     cli_fail(cmd, "--data %s: cannot read '%s(.gz)': %s%s", o->data, path, strerror(errno),
              strcmp(o->data, "fashion-mnist") == 0
                  ? " (install Debian's dataset-fashion-mnist, or give --data-dir)"
@@ -68,7 +73,77 @@ static bp_dataset *load_named(int cmd, const cli_options *o, int test, int *rc) 
     return load_idx(cmd, images, labels, rc);
 }
 
-static bp_dataset *load_csv(int cmd, const cli_options *o, const char *path, int values, int *rc) {
+/* How a delimiter is given on the command line. */
+static const char *delimiter_flag(char c) {
+    static char buf[4];
+    if (c == '\t') return "tab";
+    snprintf(buf, sizeof buf, "'%c'", c);
+    return buf;
+}
+
+/* The first non-blank line of a CSV file (gzip or not, as the loader reads it) holds none of
+ * the delimiter but some of another common one: a usage error naming both. */
+static int check_delimiter(int cmd, const char *flag, const char *path, char delim) {
+    static const char others[] = {',', ';', '\t', '|'};
+    gzFile g = gzopen(path, "rb");
+    char line[8192];
+    int got = 0;
+    for (int tries = 0; g && !got && tries < 64 && gzgets(g, line, sizeof line); ++tries)
+        got = line[strspn(line, " \t\r\n")] != '\0';
+    if (g) gzclose(g);
+    if (!got) return 0;
+    int count[sizeof others] = {0}, mine = 0, quoted = 0;
+    for (const char *p = line; *p && *p != '\n'; ++p) {
+        if (*p == '"') quoted = !quoted;
+        if (quoted) continue;
+        mine += *p == delim;
+        for (size_t k = 0; k < sizeof others; ++k)
+            count[k] += *p == others[k];
+    }
+    size_t best = sizeof others;
+    for (size_t k = 0; k < sizeof others; ++k)
+        if (others[k] != delim && count[k] > 0 && (best == sizeof others || count[k] > count[best]))
+            best = k;
+    if (mine > 0 || best == sizeof others) return 0;
+    char want[8];
+    snprintf(want, sizeof want, "%s", delimiter_flag(delim));
+    cli_usage_error(cmd, "%s: '%s': the first line has no %s but %d %s: give --delimiter %s", flag,
+                    path, want, count[best], delimiter_flag(others[best]),
+                    delimiter_flag(others[best]));
+    return CLI_EXIT_USAGE;
+}
+
+/* After a failure to read class labels: whether the same file reads as target values, which
+ * means the targets are a regression's. */
+static int reads_as_values(const char *path, const char *targets, const bp_csv_options *co) {
+    bp_dataset *ds = NULL;
+    if (co) {
+        bp_csv_options v = *co;
+        v.target_kind = BP_CSV_VALUES;
+        ds = bp_dataset_load_csv(path, &v, NULL);
+    } else {
+        ds = bp_dataset_load_npy(path, targets, BP_TARGET_VALUES, NULL);
+    }
+    bp_dataset_free(ds);
+    return ds != NULL;
+}
+
+/* A failed load: the library's message, and the fix when class labels were expected where the
+ * file holds values. */
+static int load_failed(int cmd, const char *path, const char *targets, const bp_csv_options *co,
+                       int classes) {
+    char why[1024];
+    snprintf(why, sizeof why, "%s", bp_last_error());
+    if (!classes || !reads_as_values(path, targets, co)) return cli_lib_fail(cmd, "");
+    cli_usage_error(cmd,
+                    "%s: the targets are values, not class labels (integers from 0): for a "
+                    "regression give --loss mse (or --target-kind values)",
+                    why);
+    return CLI_EXIT_USAGE;
+}
+
+static bp_dataset *load_csv(int cmd, const cli_options *o, const char *flag, const char *path,
+                            int values, int *rc) {
     bp_csv_options co = bp_csv_options_default();
     const char *delim = o->delimiter;
     if (strcmp(delim, "tab") == 0 || strcmp(delim, "\\t") == 0) delim = "\t";
@@ -77,6 +152,7 @@ static bp_dataset *load_csv(int cmd, const cli_options *o, const char *path, int
         *rc = CLI_EXIT_USAGE;
         return NULL;
     }
+    if ((*rc = check_delimiter(cmd, flag, path, delim[0])) != 0) return NULL;
     co.delimiter = delim[0];
     co.header = o->header;
     co.targets = o->target_column[0] ? o->target_column : NULL;
@@ -85,7 +161,9 @@ static bp_dataset *load_csv(int cmd, const cli_options *o, const char *path, int
                                                    : BP_CSV_CLASS_INDEX;
     bp_status st;
     bp_dataset *ds = bp_dataset_load_csv(path, &co, &st);
-    if (!ds) *rc = cli_lib_fail(cmd, "");
+    if (!ds)
+        *rc = load_failed(cmd, path, NULL, &co,
+                          co.target_kind == BP_CSV_CLASS_INDEX && st == BP_ERR_CORRUPT_FILE);
     return ds;
 }
 
@@ -110,7 +188,7 @@ static bp_dataset *load_file(int cmd, const cli_options *o, const char *flag, co
     if ((*rc = readable(cmd, flag, path)) != 0) return NULL;
     if (!cli_has_ext(path, ".npy")) {
         if (targets[0]) cli_warn(cmd, "%s is ignored: %s is CSV", tflag, path);
-        return load_csv(cmd, o, path, values, rc);
+        return load_csv(cmd, o, flag, path, values, rc);
     }
     if (!targets[0]) { /* the library reads NPY features only with their targets */
         cli_usage_error(cmd, "%s: '%s' is NPY features; give its targets with %s FILE.npy", flag,
@@ -122,7 +200,7 @@ static bp_dataset *load_file(int cmd, const cli_options *o, const char *flag, co
     bp_status st;
     bp_dataset *ds =
         bp_dataset_load_npy(path, targets, values ? BP_TARGET_VALUES : BP_TARGET_CLASS, &st);
-    if (!ds) *rc = cli_lib_fail(cmd, "");
+    if (!ds) *rc = load_failed(cmd, path, targets, NULL, !values && st == BP_ERR_CORRUPT_FILE);
     return ds;
 }
 
@@ -194,25 +272,19 @@ static int load_test_set(int cmd, const cli_options *o, int values, cli_data *d,
     return rc;
 }
 
-static int max_classes(const cli_data *d) {
-    int c = 0;
-    const bp_dataset *sets[3] = {d->train, d->val, d->test};
-    for (int i = 0; i < 3; ++i)
-        if (sets[i] && bp_dataset_classes(sets[i]) > c) c = bp_dataset_classes(sets[i]);
-    return c;
-}
-
-/* Describes what was loaded and checks the sets agree with each other. */
+/* Describes what was loaded and checks the sets agree with each other. The classes are the
+ * training data's (evaluation and test data never widen a model). */
 static int summarize(int cmd, cli_data *d) {
     const bp_dataset *first = d->train ? d->train : d->test;
     d->features = bp_dataset_features(first);
     d->kind = bp_dataset_target_kind(first);
     d->target_width = bp_dataset_target_width(first);
-    d->classes = d->kind == BP_TARGET_CLASS ? max_classes(d) : 0;
+    d->classes = d->kind == BP_TARGET_CLASS ? bp_dataset_classes(first) : 0;
     if (d->train && d->test) {
         if (bp_dataset_features(d->test) != d->features) {
-            cli_usage_error(cmd, "the test data has %d features, the training data %d",
-                            bp_dataset_features(d->test), d->features);
+            cli_usage_error(
+                cmd, "the test data has %d %s, the training data %d", bp_dataset_features(d->test),
+                cli_plural(bp_dataset_features(d->test), "feature", "features"), d->features);
             return CLI_EXIT_USAGE;
         }
         if (bp_dataset_target_kind(d->test) != d->kind ||
@@ -234,8 +306,9 @@ static int split(int cmd, const cli_options *o, cli_data *d) {
     int64_t nval = (int64_t)llround((double)n * o->val_split);
     if (o->val_split <= 0.0) return 0;
     if (nval < 1 || nval >= n) {
-        cli_warn(cmd, "--val-split %g of %lld samples leaves no %s; training without validation",
-                 o->val_split, (long long)n, nval < 1 ? "validation set" : "training set");
+        cli_warn(cmd, "--val-split %g of %lld %s leaves no %s; training without validation",
+                 o->val_split, (long long)n, cli_plural(n, "sample", "samples"),
+                 nval < 1 ? "validation set" : "training set");
         return 0;
     }
     bp_dataset *train = NULL, *val = NULL;
@@ -249,11 +322,99 @@ static int split(int cmd, const cli_options *o, cli_data *d) {
     return 0;
 }
 
+/* ---- labels ---- */
+
+static int by_label(const void *a, const void *b) {
+    int32_t x = *(const int32_t *)a, y = *(const int32_t *)b;
+    return (x > y) - (x < y);
+}
+
+/* Distinct values among n labels that are all in [0, top]. */
+static int64_t distinct_labels(const int32_t *y, int64_t n, int32_t top) {
+    int64_t count = 0;
+    if (top < (1 << 24)) { /* a bitmap of 2 MB at most */
+        unsigned char *seen = calloc((size_t)top / 8 + 1, 1);
+        if (!seen) return -1;
+        for (int64_t i = 0; i < n; ++i) {
+            unsigned char bit = (unsigned char)(1u << (y[i] & 7));
+            count += !(seen[y[i] >> 3] & bit);
+            seen[y[i] >> 3] |= bit;
+        }
+        free(seen);
+        return count;
+    }
+    int32_t *copy = malloc((size_t)n * sizeof *copy);
+    if (!copy) return -1;
+    memcpy(copy, y, (size_t)n * sizeof *copy);
+    qsort(copy, (size_t)n, sizeof *copy, by_label);
+    for (int64_t i = 0; i < n; ++i)
+        count += i == 0 || copy[i] != copy[i - 1];
+    free(copy);
+    return count;
+}
+
+int cli_check_labels(int cmd, const bp_dataset *ds, const char *name, int classes,
+                     const char *whose) {
+    if (!ds || bp_dataset_target_kind(ds) != BP_TARGET_CLASS) return 0;
+    const int32_t *y = bp_dataset_targets_data(ds);
+    for (int64_t i = 0; i < bp_dataset_size(ds); ++i) {
+        if (y[i] < classes) continue;
+        cli_usage_error(cmd,
+                        "%s: row %lld has label %d, but %s has %d %s (labels 0 to %d): data to "
+                        "evaluate cannot add classes",
+                        name, (long long)i + 1, (int)y[i], whose, classes,
+                        cli_plural(classes, "class", "classes"), classes - 1);
+        return CLI_EXIT_USAGE;
+    }
+    return 0;
+}
+
+/* The training labels before the split (rows in file order): --classes, a class count far
+ * above the labels seen (a typo such as 1000000), a single class. */
+static int check_classes(int cmd, const cli_options *o, cli_data *d) {
+    if (d->kind != BP_TARGET_CLASS) {
+        if (o->classes <= 0) return 0;
+        cli_usage_error(cmd, "--classes applies to class labels; %s has target values",
+                        d->train_name);
+        return CLI_EXIT_USAGE;
+    }
+    const int32_t *y = bp_dataset_targets_data(d->train);
+    int64_t n = bp_dataset_size(d->train);
+    for (int64_t i = 0; i < n; ++i)
+        if (i == 0 || y[i] > d->top_label) d->top_label = y[i], d->top_row = i;
+    int64_t distinct = distinct_labels(y, n, d->top_label);
+    if (distinct < 0) return cli_fail(cmd, "out of memory"), CLI_EXIT_FAIL;
+    if (o->classes > 0 && d->top_label >= o->classes) {
+        cli_usage_error(cmd, "--classes %d: row %lld of %s has label %d (labels must be 0 to %d)",
+                        o->classes, (long long)d->top_row + 1, d->train_name, d->top_label,
+                        o->classes - 1);
+        return CLI_EXIT_USAGE;
+    }
+    if (o->classes > 0) {
+        d->classes = o->classes;
+    } else if (o->target_kind != TK_ONEHOT && d->classes > 1000 && d->classes > 4 * distinct) {
+        cli_usage_error(cmd,
+                        "%s: row %lld has label %d, which makes %d classes, but only %lld "
+                        "distinct %s appear: a typo in the data? (to train that many classes "
+                        "anyway give --classes %d; for values, --loss mse)",
+                        d->train_name, (long long)d->top_row + 1, d->top_label, d->classes,
+                        (long long)distinct, cli_plural(distinct, "label", "labels"), d->classes);
+        return CLI_EXIT_USAGE;
+    }
+    if (distinct == 1)
+        cli_warn(cmd,
+                 "%s: every training label is %d: with one class there is nothing to learn "
+                 "(another --target-column?)",
+                 d->train_name, d->top_label);
+    return 0;
+}
+
 int cli_data_load_train(int cmd, const cli_options *o, int values, cli_data *d) {
     memset(d, 0, sizeof *d);
     int rc = load_train_set(cmd, o, values, d);
     if (!rc) rc = load_test_set(cmd, o, values, d, 1);
     if (!rc) rc = summarize(cmd, d);
+    if (!rc) rc = check_classes(cmd, o, d);
     if (!rc) rc = split(cmd, o, d);
     return rc;
 }

@@ -2,6 +2,7 @@
  * the data and builds the model; rank 0's weights win; each rank trains on its piece of every
  * global batch (--batch is the global batch); rank 0 alone prints and writes files. */
 #define _POSIX_C_SOURCE 200809L
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -107,13 +108,21 @@ int cli_dist_join(cli_session *s, bp_optimizer *opt, int rc) {
         return cli_lib_fail(s->cmd, "");
     if (bp_comm_attach(s->comm, s->m, opt) != BP_OK) return cli_lib_fail(s->cmd, "");
     if (cli_rank == 0)
-        printf("distributed: %d ranks, %lld samples per rank and step (global batch %d)\n",
-               cli_ranks, (long long)(s->o.batch / cli_ranks), s->o.batch);
+        printf("distributed: %d ranks, %lld %s per rank and step (global batch %d)\n", cli_ranks,
+               (long long)(s->o.batch / cli_ranks),
+               cli_plural(s->o.batch / cli_ranks, "sample", "samples"), s->o.batch);
     return 0;
 }
 
 int cli_dist_interrupted(bp_comm *comm) {
-    double any = cli_interrupted ? 1.0 : 0.0;
-    if (comm && bp_comm_sum(comm, &any, 1) != BP_OK) return 1;
-    return any > 0.0;
+    /* How many ranks each signal reached; a rank it did not reach takes the most common. */
+    double count[3] = {0.0, 0.0, 0.0};
+    int mine = cli_signal_index(cli_interrupted);
+    if (mine >= 0) count[mine] = 1.0;
+    if (comm && bp_comm_sum(comm, count, 3) != BP_OK) return mine >= 0 ? cli_interrupted : SIGTERM;
+    if (mine >= 0) return cli_interrupted;
+    int best = -1;
+    for (int k = 0; k < 3; ++k)
+        if (count[k] > 0.0 && (best < 0 || count[k] > count[best])) best = k;
+    return best < 0 ? 0 : cli_signal_at(best);
 }

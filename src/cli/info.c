@@ -128,6 +128,8 @@ int cli_cmd_info(int argc, char **argv) {
     bp_device *dev = NULL;
     bp_model *m = NULL;
     bp_status st;
+    int verified = 0;
+    if (!rc) rc = cli_verify_checkpoint(CMD_INFO, path, &verified);
     if (!rc && !(dev = bp_device_open("cpu", &st))) rc = cli_lib_fail(CMD_INFO, "");
     if (!rc && !(m = bp_checkpoint_load_model(path, dev, 1, &st))) rc = cli_lib_fail(CMD_INFO, "");
     if (!rc) {
@@ -135,6 +137,8 @@ int cli_cmd_info(int argc, char **argv) {
         cli_describe_model(m, stdout);
         printf(", dropout counter %" PRIu64 ", init seed %" PRIu64 "\n", bp_model_rng_counter(m),
                bp_model_seed(m));
+        printf("checksums: %s\n", verified ? "verified (crc32 of every tensor and metadata entry)"
+                                           : "none (saved by an older backprop): unverified");
         print_layers(m);
         print_optimizer(path, m);
         print_run(path);

@@ -134,7 +134,7 @@ static int write_outputs(const cli_session *s, const curve *c, double suggestion
             return CLI_EXIT_FAIL;
         }
     }
-    if (!s->o.plot[0] || c->n < 2) return 0;
+    if (!s->o.plot[0] || c->n < 2 || !cli_gnuplot_ready(CMD_LRFIND, NULL)) return 0;
     size_t cap = 512 + (size_t)c->n * 64;
     char *g = malloc(cap);
     if (!g) return 0;
@@ -154,10 +154,10 @@ static int write_outputs(const cli_session *s, const curve *c, double suggestion
     snprintf(g + used, cap - used,
              "plot $d using 1:2 with lines lc rgb '#bbbbbb' title 'loss', "
              "$d using 1:3 with lines lw 2 title 'smoothed'\n");
-    if (cli_gnuplot(CMD_LRFIND, g, s->o.plot) == 0)
-        fprintf(stderr, "plot written to %s\n", s->o.plot);
+    int rc = cli_gnuplot(CMD_LRFIND, g, s->o.plot);
+    if (rc == 0) fprintf(stderr, "plot written to %s\n", s->o.plot);
     free(g);
-    return 0;
+    return rc;
 }
 
 int cli_cmd_lrfind(int argc, char **argv) {

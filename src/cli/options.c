@@ -20,7 +20,9 @@ enum {
     OF_AUTO = 8,   /* a bool that may also be "auto" (-1) */
     OF_LO_OPEN = 16,
     OF_HI_OPEN = 32,
-    OF_FORMAT = 64 /* how to read data files, not which: eval/predict always take them */
+    OF_FORMAT = 64, /* how to read data files, not which: eval/predict always take them */
+    OF_IN = 128,    /* names a file the command reads */
+    OF_OUT = 256    /* names a file the command writes */
 };
 
 typedef struct opt_spec {
@@ -46,6 +48,7 @@ typedef struct opt_spec {
 #define S      OF_STORE
 #define SF     (OF_STORE | OF_FROZEN)
 #define SD     (OF_STORE | OF_DATA)
+#define SDI    (OF_STORE | OF_DATA | OF_IN)
 #define SDF    (OF_STORE | OF_DATA | OF_FORMAT)
 
 static const opt_spec SPECS[] = {
@@ -111,28 +114,32 @@ static const opt_spec SPECS[] = {
      "a named dataset: fashion-mnist (its train and test files)", "data"},
     {"data-dir", OT_STR, OFF(data_dir), T | E | P | L, SD, NULL, 0, 0, "", "DIR",
      "where the named dataset lives (default /usr/share/datasets/NAME)", "data"},
-    {"train", OT_STR, OFF(train), T | L, SD, NULL, 0, 0, "", "FILE",
+    {"train", OT_STR, OFF(train), T | L, SDI, NULL, 0, 0, "", "FILE",
      "training data: .csv, or .npy features with --targets", "data"},
-    {"targets", OT_STR, OFF(targets), T | E | P | L, SD, NULL, 0, 0, "", "FILE.npy",
+    {"targets", OT_STR, OFF(targets), T | E | P | L, SDI, NULL, 0, 0, "", "FILE.npy",
      "targets of --train (train) or of --input (eval, predict) .npy", "data"},
-    {"test", OT_STR, OFF(test), T | E | P, SD, NULL, 0, 0, "", "FILE",
+    {"test", OT_STR, OFF(test), T | E | P, SDI, NULL, 0, 0, "", "FILE",
      "test data (.csv, or .npy with --test-targets)", "data"},
-    {"test-targets", OT_STR, OFF(test_targets), T | E | P, SD, NULL, 0, 0, "", "FILE.npy",
+    {"test-targets", OT_STR, OFF(test_targets), T | E | P, SDI, NULL, 0, 0, "", "FILE.npy",
      "targets of --test", "data"},
-    {"input", OT_STR, OFF(input), E | P, 0, NULL, 0, 0, "", "FILE",
+    {"input", OT_STR, OFF(input), E | P, OF_IN, NULL, 0, 0, "", "FILE",
      "data to evaluate or predict (.csv, .npy; like --test)", "data"},
-    {"train-images", OT_STR, OFF(train_images), T | L, SD, NULL, 0, 0, "", "FILE",
+    {"train-images", OT_STR, OFF(train_images), T | L, SDI, NULL, 0, 0, "", "FILE",
      "training images, IDX (optionally .gz)", "data"},
-    {"train-labels", OT_STR, OFF(train_labels), T | L, SD, NULL, 0, 0, "", "FILE",
+    {"train-labels", OT_STR, OFF(train_labels), T | L, SDI, NULL, 0, 0, "", "FILE",
      "training labels, IDX", "data"},
-    {"test-images", OT_STR, OFF(test_images), T | E | P, SD, NULL, 0, 0, "", "FILE",
+    {"test-images", OT_STR, OFF(test_images), T | E | P, SDI, NULL, 0, 0, "", "FILE",
      "test images, IDX", "data"},
-    {"test-labels", OT_STR, OFF(test_labels), T | E | P, SD, NULL, 0, 0, "", "FILE",
+    {"test-labels", OT_STR, OFF(test_labels), T | E | P, SDI, NULL, 0, 0, "", "FILE",
      "test labels, IDX", "data"},
     {"target-column", OT_STR, OFF(target_column), T | E | P | L, SDF, NULL, 0, 0, "", "COLS",
      "CSV target column(s): header names or 0-based indices (default: the last)", "data"},
     {"target-kind", OT_CHOICE, OFF(target_kind), T | E | P | L, SDF, "auto|class|onehot|values", 0,
      0, "auto", "KIND", "CSV/NPY targets: class indices, one-hot columns or values", "data"},
+    {"classes", OT_INT, OFF(classes), T | L, SF, NULL, 0, 1 << 24, "0", "N",
+     "class labels: train N classes, labels 0..N-1 (0: 1 + the largest label; needed when the "
+     "labels are far more than the distinct ones seen)",
+     "data"},
     {"header", OT_BOOL, OFF(header), T | E | P | L, SDF | OF_AUTO, NULL, 0, 1, "auto", "",
      "the CSV files have a header row (--no-header: they do not; default: detect)", "data"},
     {"delimiter", OT_STR, OFF(delimiter), T | E | P | L, SDF, NULL, 0, 0, ",", "C",
@@ -143,19 +150,19 @@ static const opt_spec SPECS[] = {
      "KIND", "feature scaling fitted on the training data (auto: global for images, else standard)",
      "data"},
     /* run */
-    {"config", OT_STR, OFF(config), CMD_ALL, 0, NULL, 0, 0, "", "FILE",
+    {"config", OT_STR, OFF(config), CMD_ALL, OF_IN, NULL, 0, 0, "", "FILE",
      "read 'name = value' lines (the flags' names) first; flags override them", "run"},
-    {"checkpoint", OT_STR, OFF(checkpoint), E | P | I, 0, NULL, 0, 0, "", "FILE",
+    {"checkpoint", OT_STR, OFF(checkpoint), E | P | I, OF_IN, NULL, 0, 0, "", "FILE",
      "the checkpoint (or give it as the first argument)", "run"},
-    {"save", OT_STR, OFF(save), T, 0, NULL, 0, 0, "", "FILE",
+    {"save", OT_STR, OFF(save), T, OF_OUT, NULL, 0, 0, "", "FILE",
      "save a checkpoint after every epoch (the best one with --early-stop)", "run"},
-    {"resume", OT_STR, OFF(resume), T, 0, NULL, 0, 0, "", "FILE",
+    {"resume", OT_STR, OFF(resume), T, OF_IN, NULL, 0, 0, "", "FILE",
      "continue the run saved in FILE (its options are the defaults; saves back to it unless "
      "--save)",
      "run"},
-    {"metrics", OT_STR, OFF(metrics), T | L, 0, NULL, 0, 0, "", "FILE.csv",
+    {"metrics", OT_STR, OFF(metrics), T | L, OF_OUT, NULL, 0, 0, "", "FILE.csv",
      "write the per-epoch table (lr-find: the curve) as CSV", "run"},
-    {"plot", OT_STR, OFF(plot), T | L, 0, NULL, 0, 0, "", "FILE.png",
+    {"plot", OT_STR, OFF(plot), T | L, OF_OUT, NULL, 0, 0, "", "FILE.png",
      "draw the curves with gnuplot", "run"},
     {"early-stop", OT_INT, OFF(early_stop), T, S, NULL, 0, 1000000, "0", "N",
      "stop after N epochs without a better validation metric (0: off)", "run"},
@@ -182,7 +189,7 @@ static const opt_spec SPECS[] = {
     {"steps", OT_INT, OFF(steps), L, 0, NULL, 5, 10000000, "100", "N", "steps of the range test",
      "lr-find"},
     /* output */
-    {"output", OT_STR, OFF(output), P, 0, NULL, 0, 0, "", "FILE",
+    {"output", OT_STR, OFF(output), P, OF_OUT, NULL, 0, 0, "", "FILE",
      "where predictions go: .csv or .npy", "output"},
     {"outputs", OT_CHOICE, OFF(outputs), P, 0, "auto|class|probs|logits", 0, 0, "auto", "WHAT",
      "what to write (auto: CSV class and probabilities, NPY probabilities; values for mse)",
@@ -199,6 +206,7 @@ static const opt_spec SPECS[] = {
 #undef S
 #undef SF
 #undef SD
+#undef SDI
 #undef SDF
 
 #define N_SPECS ((int)(sizeof SPECS / sizeof SPECS[0]))
@@ -228,6 +236,15 @@ int cli_option_is_data(int index) {
 }
 int cli_option_is_format(int index) {
     return (SPECS[index].flags & OF_FORMAT) != 0;
+}
+int cli_option_is_input(int index) {
+    return (SPECS[index].flags & OF_IN) != 0;
+}
+int cli_option_is_output(int index) {
+    return (SPECS[index].flags & OF_OUT) != 0;
+}
+int cli_option_of(int index, int cmd) {
+    return (SPECS[index].cmds & (unsigned)cmd) != 0;
 }
 
 static int find_spec(const char *name, size_t len) {
@@ -344,9 +361,9 @@ static void bounds_text(const opt_spec *s, char *buf, size_t size) {
     const char *lo = s->flags & OF_LO_OPEN ? "(" : "[";
     const char *hi = s->flags & OF_HI_OPEN ? ")" : "]";
     if (s->hi >= BIG)
-        snprintf(buf, size, "%s %g", s->flags & OF_LO_OPEN ? ">" : ">=", s->lo);
+        snprintf(buf, size, "%s %s", s->flags & OF_LO_OPEN ? ">" : ">=", cli_num(s->lo));
     else
-        snprintf(buf, size, "in %s%g, %g%s", lo, s->lo, s->hi, hi);
+        snprintf(buf, size, "in %s%s, %s%s", lo, cli_num(s->lo), cli_num(s->hi), hi);
 }
 
 static int in_bounds(const opt_spec *s, double v) {
@@ -701,6 +718,8 @@ void cli_print_help(int cmd, FILE *f) {
     }
     fprintf(f, "\n  %-26s this text\n", "--help");
     if (cmd == CMD_TRAIN)
-        fprintf(f, "\nExit status: 0 done, 1 a runtime failure, 2 a usage error, 130 "
-                   "interrupted.\nExample: backprop train --data fashion-mnist --save fm.st\n");
+        fprintf(f, "\nExit status: 0 done, 1 a runtime failure, 2 a usage error, 128 + the signal "
+                   "when\nSIGINT (130), SIGTERM (143) or SIGHUP (129) stopped the run (its step "
+                   "saved with --save).\nExample: backprop train --data fashion-mnist --save "
+                   "fm.st\n");
 }

@@ -33,7 +33,26 @@ static int check_output(int cmd, const cli_options *o) {
         cli_usage_error(cmd, "--output: '%s' must end in .csv or .npy", o->output);
         return CLI_EXIT_USAGE;
     }
-    return cli_check_writable(cmd, "--output", o->output);
+    return 0;
+}
+
+/* --outputs asks for what the model's loss gives: classes from cross-entropy, probabilities
+ * from cross-entropy (softmax) or BCE (sigmoid each). */
+static int check_outputs_kind(int cmd, const cli_options *o, bp_loss_kind loss, const char *ckpt) {
+    static const char *const LOSSES[] = {"mse", "ce", "bce"};
+    const char *bad = NULL;
+    if (o->outputs == OUT_CLASS && loss != BP_LOSS_CROSS_ENTROPY)
+        bad = loss == BP_LOSS_MSE ? "its outputs are values, not classes"
+                                  : "its outputs are independent probabilities, not one class";
+    else if (o->outputs == OUT_PROBS && loss == BP_LOSS_MSE)
+        bad = "its outputs are values, not probabilities";
+    if (!bad) return 0;
+    cli_usage_error(cmd,
+                    "--outputs %s: the model in %s was trained with --loss %s: %s (use --outputs "
+                    "%s or logits)",
+                    cli_choice_name("outputs", o->outputs), ckpt, LOSSES[loss], bad,
+                    loss == BP_LOSS_MSE ? "auto" : "probs");
+    return CLI_EXIT_USAGE;
 }
 
 /* The checkpoint, the model on the device, and the data named by flags or, when none, by the
@@ -41,6 +60,7 @@ static int check_output(int cmd, const cli_options *o) {
  * given. */
 static int setup(inference *r, int cmd, int argc, char **argv) {
     int rc = cli_parse(cmd, argc, argv, &r->o);
+    if (!rc) rc = cli_check_names(cmd, &r->o);
     if (rc) return rc;
     cli_options *o = &r->o;
     if (cmd == CMD_PREDICT && (rc = check_output(cmd, o))) return rc; /* before any loading */
@@ -53,9 +73,11 @@ static int setup(inference *r, int cmd, int argc, char **argv) {
         cli_fail(cmd, "cannot read checkpoint '%s': %s", r->ckpt, strerror(errno));
         return CLI_EXIT_FAIL;
     }
+    if ((rc = cli_verify_checkpoint(cmd, r->ckpt, NULL))) return rc;
     if (!any_source_given(o) && (rc = cli_apply_stored_options(cmd, r->ckpt, o, STORED_SOURCES)))
         return rc;
     if ((rc = cli_apply_stored_options(cmd, r->ckpt, o, STORED_FORMATS))) return rc;
+    if ((rc = cli_check_outputs(cmd, o, r->ckpt))) return rc;
     if ((rc = cli_open_device(cmd, o, &r->dev))) return rc;
     bp_status st;
     r->m = bp_checkpoint_load_model(r->ckpt, r->dev, o->batch, &st);
@@ -65,9 +87,12 @@ static int setup(inference *r, int cmd, int argc, char **argv) {
     rc = cli_read_model_meta(cmd, r->ckpt, bp_model_width(r->m, 0), &offset, &scale, &scaling,
                              &r->loss);
     int known = (int)r->loss.kind >= 0;
+    if (!rc && known && cmd == CMD_PREDICT) rc = check_outputs_kind(cmd, o, r->loss.kind, r->ckpt);
     if (!rc) rc = cli_data_load_eval(cmd, o, cli_targets_are_values(o, r->loss.kind, known), &r->d);
-    if (!rc && !known)
+    if (!rc && !known) {
         r->loss.kind = r->d.kind == BP_TARGET_CLASS ? BP_LOSS_CROSS_ENTROPY : BP_LOSS_MSE;
+        if (cmd == CMD_PREDICT) rc = check_outputs_kind(cmd, o, r->loss.kind, r->ckpt);
+    }
     if (!rc) rc = cli_check_model_fits(cmd, r->m, &r->d, r->ckpt);
     if (!rc) rc = cli_data_scale(cmd, &r->d, scaling, offset, scale);
     free(offset);
@@ -92,11 +117,12 @@ int cli_cmd_eval(int argc, char **argv) {
         rc = cli_evaluate(CMD_EVAL, r.m, r.d.test, &r.loss, &ev, NULL);
         double secs = cli_now() - t0;
         if (!rc && cli_metric_is_accuracy(r.loss.kind))
-            printf("%s: %lld samples, loss %.4f, accuracy %.2f%% (%.1f s)\n", r.d.test_name,
-                   (long long)ev.n, ev.loss, 100.0 * ev.metric, secs);
+            printf("%s: %lld %s, loss %.4f, accuracy %.2f%% (%.1f s)\n", r.d.test_name,
+                   (long long)ev.n, cli_plural(ev.n, "sample", "samples"), ev.loss,
+                   100.0 * ev.metric, secs);
         else if (!rc)
-            printf("%s: %lld samples, loss %.4f, MSE %.6g (%.1f s)\n", r.d.test_name,
-                   (long long)ev.n, ev.loss, ev.metric, secs);
+            printf("%s: %lld %s, loss %.4f, MSE %.6g (%.1f s)\n", r.d.test_name, (long long)ev.n,
+                   cli_plural(ev.n, "sample", "samples"), ev.loss, ev.metric, secs);
     }
     teardown(&r);
     return rc < 0 ? CLI_EXIT_OK : rc;

@@ -1,12 +1,10 @@
 /* What a person sees: the progress bar (or periodic lines when stderr is not a terminal), the
- * per-epoch table, the metrics CSV and gnuplot curves. */
+ * per-epoch table and the metrics CSV (plot.c draws the curves). */
 #define _POSIX_C_SOURCE 200809L
 #include <errno.h>
 #include <math.h>
-#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include "cli/cli.h"
@@ -160,102 +158,4 @@ int cli_history_write_csv(const cli_history *h, const char *path, int accuracy) 
         fprintf(a.f, "%.6g,%.3f\n", r->lr, r->seconds);
     }
     return cli_atomic_commit(&a);
-}
-
-/* ---- gnuplot ---- */
-
-static int on_path(const char *prog) {
-    const char *path = getenv("PATH");
-    if (!path) path = "/usr/bin:/bin";
-    char buf[1024];
-    for (const char *p = path; *p;) {
-        size_t n = strcspn(p, ":");
-        snprintf(buf, sizeof buf, "%.*s/%s", (int)n, n ? p : ".", prog);
-        if (access(buf, X_OK) == 0) return 1;
-        p += n;
-        if (*p == ':') ++p;
-    }
-    return 0;
-}
-
-/* A gnuplot single-quoted string: quotes doubled. */
-static void put_quoted(FILE *f, const char *s) {
-    fputc('\'', f);
-    for (; *s; ++s) {
-        if (*s == '\'') fputc('\'', f);
-        fputc(*s, f);
-    }
-    fputc('\'', f);
-}
-
-int cli_gnuplot(int cmd, const char *script, const char *path) {
-    if (!on_path("gnuplot")) {
-        cli_warn(cmd, "gnuplot is not installed (Debian: gnuplot-nox); no plot written to %s",
-                 path);
-        return -1;
-    }
-    cli_atomic_file a;
-    if (cli_atomic_open(&a, path)) {
-        cli_warn(cmd, "cannot write %s: %s", path, strerror(errno));
-        return -1;
-    }
-    fclose(a.f); /* gnuplot writes the temporary file itself */
-    a.f = NULL;
-    struct sigaction ignore, old;
-    memset(&ignore, 0, sizeof ignore);
-    ignore.sa_handler = SIG_IGN; /* a gnuplot that dies early must not kill us with SIGPIPE */
-    sigaction(SIGPIPE, &ignore, &old);
-    fflush(NULL);
-    FILE *g = popen("gnuplot", "w");
-    int status = -1;
-    if (g) {
-        fputs("set terminal pngcairo size 1100,450 noenhanced font 'sans,10'\nset output ", g);
-        put_quoted(g, a.tmp);
-        fprintf(g, "\n%s\nset output\n", script);
-        status = pclose(g);
-    }
-    sigaction(SIGPIPE, &old, NULL);
-    if (status != 0 || rename(a.tmp, path) != 0) {
-        cli_warn(cmd, "gnuplot failed (status %d); no plot written to %s", status, path);
-        cli_atomic_abort(&a);
-        return -1;
-    }
-    free(a.tmp);
-    free(a.path);
-    return 0;
-}
-
-void cli_plot_history(int cmd, const cli_history *h, const char *path, int accuracy) {
-    size_t cap = 512 + (size_t)h->n * 96;
-    char *s = malloc(cap);
-    if (!s || h->n == 0) {
-        free(s);
-        return;
-    }
-    int has_val = 0;
-    size_t used = (size_t)snprintf(s, cap, "set datafile missing '?'\n$d << EOD\n");
-    for (int i = 0; i < h->n; ++i) {
-        const cli_epoch_row *r = &h->rows[i];
-        has_val |= r->has_val;
-        double m = accuracy ? 100.0 * r->val_metric : r->val_metric;
-        if (r->has_val)
-            used += (size_t)snprintf(s + used, cap - used, "%d %.6g %.6g %.6g\n", r->epoch,
-                                     r->train_loss, r->val_loss, m);
-        else
-            used +=
-                (size_t)snprintf(s + used, cap - used, "%d %.6g ? ?\n", r->epoch, r->train_loss);
-    }
-    used += (size_t)snprintf(s + used, cap - used,
-                             "EOD\nset grid\nset xlabel 'epoch'\nset key top right\n%s%s"
-                             "set title 'loss'\nplot $d using 1:2 with linespoints title 'train'",
-                             h->n <= 20 ? "set xtics 1\n" : "",
-                             has_val ? "set multiplot layout 1,2\n" : "");
-    if (has_val)
-        snprintf(s + used, cap - used,
-                 ", $d using 1:3 with linespoints title 'validation'\n"
-                 "set title 'validation %s'\nplot $d using 1:4 with linespoints notitle\n"
-                 "unset multiplot\n",
-                 accuracy ? "accuracy (%)" : "MSE");
-    if (cli_gnuplot(cmd, s, path) == 0) fprintf(stderr, "plot written to %s\n", path);
-    free(s);
 }

@@ -16,7 +16,8 @@ static int resume_options(cli_session *s) {
         return CLI_EXIT_FAIL;
     }
     s->resuming = 1;
-    int rc = cli_read_run_state(s->cmd, o->resume, &s->rs);
+    int rc = cli_verify_checkpoint(s->cmd, o->resume, NULL);
+    if (!rc) rc = cli_read_run_state(s->cmd, o->resume, &s->rs);
     return rc ? rc : cli_apply_stored_options(s->cmd, o->resume, o, STORED_ALL);
 }
 
@@ -49,14 +50,32 @@ static int check_loss(cli_session *s) {
     return 0;
 }
 
+/* The resumed run's width against the data's, before the stored scaling is read by it. */
+static int check_resumed_width(cli_session *s) {
+    int failed = 0;
+    char *v = cli_meta_get(s->cmd, s->o.resume, "features", &failed);
+    int width = v ? atoi(v) : s->d.features;
+    free(v);
+    if (failed) return CLI_EXIT_FAIL;
+    if (width == s->d.features) return 0;
+    cli_usage_error(s->cmd,
+                    "--resume: the run in %s was trained on %d %s, but %s has %d: give it the "
+                    "data it was trained on",
+                    s->o.resume, width, cli_plural(width, "feature", "features"), s->d.train_name,
+                    s->d.features);
+    return CLI_EXIT_USAGE;
+}
+
 static int setup_scaling(cli_session *s) {
     cli_options *o = &s->o;
     if (s->resuming) {
+        int rc = check_resumed_width(s);
+        if (rc) return rc;
         float *offset = NULL, *scale = NULL;
         int scaling;
         bp_loss_config stored;
-        int rc = cli_read_model_meta(s->cmd, o->resume, s->d.features, &offset, &scale, &scaling,
-                                     &stored);
+        rc = cli_read_model_meta(s->cmd, o->resume, s->d.features, &offset, &scale, &scaling,
+                                 &stored);
         if (!rc) rc = cli_data_scale(s->cmd, &s->d, scaling, offset, scale);
         free(offset);
         free(scale);
@@ -84,20 +103,43 @@ static int setup_model(cli_session *s) {
     return s->m ? 0 : CLI_EXIT_FAIL;
 }
 
+/* The batch against the data: --accum micro-batches of one row at least (the ranks' pieces in a
+ * data-parallel run, which the loader checks), and no larger than the training set when given. */
+static int check_batch(cli_session *s) {
+    const cli_options *o = &s->o;
+    int64_t n = bp_dataset_size(s->d.train);
+    if (cli_ranks == 1 && o->accum > o->batch) {
+        cli_usage_error(s->cmd,
+                        "--accum %d is larger than --batch %d: each batch is split into --accum "
+                        "micro-batches of a row or more; use --accum %d or less, or a larger "
+                        "--batch",
+                        o->accum, o->batch, o->batch);
+        return CLI_EXIT_USAGE;
+    }
+    if (cli_option_given(o, "batch") && o->batch > n) {
+        cli_usage_error(s->cmd,
+                        "--batch %d is larger than the %lld training %s%s: use --batch %lld or "
+                        "less (--batch %lld: one step per epoch over all of them)",
+                        o->batch, (long long)n, cli_plural(n, "sample", "samples"),
+                        s->d.val ? " left after --val-split" : "", (long long)n, (long long)n);
+        return CLI_EXIT_USAGE;
+    }
+    return 0;
+}
+
 int cli_session_setup(cli_session *s, int cmd, int argc, char **argv) {
     memset(s, 0, sizeof *s);
     s->cmd = cmd;
     int rc = cli_parse(cmd, argc, argv, &s->o);
+    if (!rc) rc = cli_check_names(cmd, &s->o);
     if (rc) return rc;
     cli_options *o = &s->o;
     s->rs.best_metric = NAN;
     if (cmd == CMD_TRAIN && o->resume[0] && (rc = resume_options(s))) return rc;
     /* Before the device (a rank's GPU) and the output files (rank 0's). */
     if (cmd == CMD_TRAIN && (rc = cli_dist_start(cmd, o, &s->comm))) return rc;
-    if ((rc = cli_check_writable(cmd, "--save", o->save)) ||
-        (rc = cli_check_writable(cmd, "--metrics", o->metrics)) ||
-        (rc = cli_check_writable(cmd, "--plot", o->plot)))
-        return rc;
+    if ((rc = cli_check_outputs(cmd, o, o->resume[0] ? o->resume : NULL))) return rc;
+    if (o->plot[0]) cli_gnuplot_ready(cmd, o->plot);
     if (!s->resuming) s->rs.loader_seed = (uint64_t)o->seed;
     if ((rc = cli_open_device(cmd, o, &s->dev))) return rc; /* fails fast, before loading */
     bp_loss_kind guess = cli_loss_kind(o, NULL);
@@ -107,7 +149,7 @@ int cli_session_setup(cli_session *s, int cmd, int argc, char **argv) {
     /* the default smoothing is for cross-entropy; other losses have none */
     s->loss.label_smoothing =
         s->loss.kind == BP_LOSS_CROSS_ENTROPY ? (float)o->label_smoothing : 0.0f;
-    if ((rc = check_loss(s)) || (rc = setup_scaling(s))) return rc;
+    if ((rc = check_loss(s)) || (rc = check_batch(s)) || (rc = setup_scaling(s))) return rc;
     if ((rc = setup_model(s))) return rc;
     bp_status st;
     /* Every rank walks the same batches; each takes its piece, with a micro-batch per

@@ -30,22 +30,28 @@ static int data_outputs(const cli_data *d) {
  * X"). */
 static int check_fit(int cmd, int in, int out, const cli_data *d, const char *who) {
     if (in != d->features) {
-        cli_usage_error(cmd, "%s: the input width %d does not match the %d features of %s", who, in,
-                        d->features, d->train ? d->train_name : d->test_name);
+        cli_usage_error(cmd, "%s: the input width %d does not match the %d %s of %s", who, in,
+                        d->features, cli_plural(d->features, "feature", "features"),
+                        d->train ? d->train_name : d->test_name);
         return CLI_EXIT_USAGE;
     }
-    if (d->kind == BP_TARGET_CLASS && d->classes > out) {
+    if (d->train && d->kind == BP_TARGET_CLASS && d->classes > out) {
         cli_usage_error(cmd,
-                        "%s: the data has %d classes (labels up to %d) but the output layer "
-                        "has %d units",
-                        who, d->classes, d->classes - 1, out);
+                        "%s: the data has %d classes (labels up to %d, row %lld of %s) but the "
+                        "output layer has %d %s",
+                        who, d->classes, d->classes - 1, (long long)d->top_row + 1, d->train_name,
+                        out, cli_plural(out, "unit", "units"));
         return CLI_EXIT_USAGE;
     }
+    /* Test and evaluation data are measured against the model, never widen it. */
+    if (d->kind == BP_TARGET_CLASS && d->test &&
+        cli_check_labels(cmd, d->test, d->test_name, out, d->train ? "the model" : who))
+        return CLI_EXIT_USAGE;
     if (d->kind == BP_TARGET_VALUES && d->target_width != out) {
         cli_usage_error(cmd,
-                        "%s: the output width %d does not match the %d target values per "
+                        "%s: the output width %d does not match the %d target %s per "
                         "sample",
-                        who, out, d->target_width);
+                        who, out, d->target_width, cli_plural(d->target_width, "value", "values"));
         return CLI_EXIT_USAGE;
     }
     return 0;
@@ -76,7 +82,7 @@ int cli_resolve_widths(int cmd, const cli_options *o, const cli_data *d, cli_int
     for (int i = 0; i < o->hidden.n; ++i)
         w->v[w->n++] = o->hidden.v[i];
     w->v[w->n++] = out;
-    return 0;
+    return check_fit(cmd, w->v[0], out, d, "the model");
 }
 
 int cli_check_model_fits(int cmd, const bp_model *m, const cli_data *d, const char *model_name) {

@@ -88,21 +88,31 @@ static int step_failed(trainer *t, bp_status st, int epoch, int64_t b) {
     return CLI_EXIT_FAIL;
 }
 
-/* Saves where the run stands mid-epoch after ^C, unless --save holds the best epoch. */
-static int interrupted(trainer *t, int epoch, int64_t b) {
+/* Saves where the run stands mid-epoch after SIGINT, SIGTERM or SIGHUP (sig), unless --save
+ * holds the best epoch; 128 + sig. Further signals wait: the save is not cut short. */
+static int interrupted(trainer *t, int sig, int epoch, int64_t b) {
+    cli_hold_signals(1); /* for good: the command ends here */
     cli_progress_clear(&t->prog);
     cli_run_state rs = t->s.rs;
     rs.epoch = epoch;
     rs.batch_in_epoch = b;
     rs.epoch_loss_sum = t->prog.loss_sum;
     rs.epoch_loss_n = t->prog.loss_n;
+    if (cli_rank > 0) return CLI_EXIT_SIGNAL + sig; /* rank 0 saves and says so */
     if (t->save && t->s.o.early_stop == 0 && save(t, &rs) == 0)
         fprintf(stderr,
-                "interrupted at epoch %d, step %lld: saved %s (continue with --resume %s)\n",
-                epoch + 1, (long long)b, t->save, t->save);
+                "interrupted by %s at epoch %d, step %lld: saved %s (continue with --resume "
+                "%s)\n",
+                cli_signal_name(sig), epoch + 1, (long long)b, t->save, t->save);
+    else if (t->save && t->s.o.early_stop > 0)
+        fprintf(stderr,
+                "interrupted by %s at epoch %d, step %lld: %s keeps the best epoch so far "
+                "(%d)\n",
+                cli_signal_name(sig), epoch + 1, (long long)b, t->save, t->s.rs.best_epoch);
     else
-        fprintf(stderr, "interrupted at epoch %d, step %lld\n", epoch + 1, (long long)b);
-    return CLI_EXIT_INTERRUPT;
+        fprintf(stderr, "interrupted by %s at epoch %d, step %lld\n", cli_signal_name(sig),
+                epoch + 1, (long long)b);
+    return CLI_EXIT_SIGNAL + sig;
 }
 
 /* Rows of batch b over all ranks (the loader hands this rank its piece). */
@@ -122,9 +132,10 @@ static int run_epoch(trainer *t, int epoch, int64_t first, double *seconds) {
     }
     double t0 = cli_now();
     for (int64_t b = first;; ++b) {
-        if (s->comm ? cli_dist_interrupted(s->comm) : cli_interrupted) {
+        int sig = s->comm ? cli_dist_interrupted(s->comm) : cli_interrupted;
+        if (sig) {
             s->rs.train_seconds += cli_now() - t0;
-            return interrupted(t, epoch, b);
+            return interrupted(t, sig, epoch, b);
         }
         const bp_tensor *x, *y;
         if (bp_loader_next(s->loader, &x, &y) != BP_OK)
@@ -173,13 +184,16 @@ static int end_of_epoch(trainer *t, const cli_epoch_row *r, int *stop) {
     if (o->early_stop > 0 && improved &&
         bp_model_get_params(t->s.m, t->best, bp_model_n_params(t->s.m)) != BP_OK)
         return cli_lib_fail(CMD_TRAIN, "keeping the best parameters");
-    if (t->save && (o->early_stop == 0 || improved) && save(t, rs)) return CLI_EXIT_FAIL;
-    if (o->metrics[0] && cli_history_write_csv(&t->hist, o->metrics, t->accuracy)) {
+    cli_hold_signals(1); /* a second signal waits until the files are complete */
+    int rc = 0;
+    if (t->save && (o->early_stop == 0 || improved) && save(t, rs)) rc = CLI_EXIT_FAIL;
+    if (!rc && o->metrics[0] && cli_history_write_csv(&t->hist, o->metrics, t->accuracy)) {
         cli_fail(CMD_TRAIN, "--metrics: cannot write '%s': %s", o->metrics, strerror(errno));
-        return CLI_EXIT_FAIL;
+        rc = CLI_EXIT_FAIL;
     }
+    cli_hold_signals(0);
     *stop = o->early_stop > 0 && rs->bad_epochs >= o->early_stop;
-    return 0;
+    return rc;
 }
 
 static int validate(trainer *t, cli_epoch_row *r) {
@@ -216,9 +230,9 @@ static int epochs(trainer *t) {
         int stop = 0;
         if ((rc = end_of_epoch(t, &r, &stop))) return rc;
         if (stop) {
-            printf("early stop: no better validation %s for %d epochs; the best was epoch %d\n",
+            printf("early stop: no better validation %s for %d %s; the best was epoch %d\n",
                    t->monitor_acc ? (t->accuracy ? "accuracy" : "MSE") : "loss", s->o.early_stop,
-                   s->rs.best_epoch);
+                   cli_plural(s->o.early_stop, "epoch", "epochs"), s->rs.best_epoch);
             break;
         }
     }
@@ -237,8 +251,9 @@ static int make_optimizer(trainer *t) {
     bp_optim_config c = cli_optim_config(&s->o, s->steps_per_epoch);
     if (c.schedule.kind == BP_SCHEDULE_COSINE &&
         c.schedule.warmup_steps >= c.schedule.total_steps) {
-        cli_usage_error(CMD_TRAIN, "--warmup: %g epochs is not shorter than the run (%d epochs)",
-                        s->o.warmup, s->o.epochs);
+        cli_usage_error(CMD_TRAIN, "--warmup: %s %s is not shorter than the run (%d %s)",
+                        cli_num(s->o.warmup), s->o.warmup == 1 ? "epoch" : "epochs", s->o.epochs,
+                        cli_plural(s->o.epochs, "epoch", "epochs"));
         return CLI_EXIT_USAGE;
     }
     t->opt = bp_optimizer_create(s->m, &c, &st);
@@ -251,18 +266,24 @@ static void describe(const trainer *t) {
     printf("model: ");
     cli_describe_model(s->m, stdout);
     printf(" on %s\n", bp_device_name(s->dev));
-    printf("data: %s, %lld train / %lld val / %lld test samples, %d features, ", s->d.train_name,
+    int64_t n_test = s->d.test ? bp_dataset_size(s->d.test) : 0;
+    printf("data: %s, %lld train / %lld val / %lld test %s, %d %s, ", s->d.train_name,
            (long long)bp_dataset_size(s->d.train),
-           (long long)(s->d.val ? bp_dataset_size(s->d.val) : 0),
-           (long long)(s->d.test ? bp_dataset_size(s->d.test) : 0), s->d.features);
+           (long long)(s->d.val ? bp_dataset_size(s->d.val) : 0), (long long)n_test,
+           cli_plural(n_test, "sample", "samples"), s->d.features,
+           cli_plural(s->d.features, "feature", "features"));
     if (s->d.kind == BP_TARGET_CLASS)
-        printf("%d classes, scaling %s\n", s->d.classes, cli_scale_name(s->d.scaling));
+        printf("%d %s, scaling %s\n", s->d.classes, cli_plural(s->d.classes, "class", "classes"),
+               cli_scale_name(s->d.scaling));
     else
-        printf("%d targets, scaling %s\n", s->d.target_width, cli_scale_name(s->d.scaling));
+        printf("%d %s, scaling %s\n", s->d.target_width,
+               cli_plural(s->d.target_width, "target", "targets"), cli_scale_name(s->d.scaling));
     static const char *const LOSSES[] = {"mse", "ce", "bce"};
-    printf("training: %s, lr %g, wd %g, %s schedule, batch %d, %d epochs of %lld steps, loss %s",
+    printf("training: %s, lr %g, wd %g, %s schedule, batch %d, %d %s of %lld %s, loss %s",
            cli_choice_name("opt", o->opt), o->lr, o->wd, cli_choice_name("schedule", o->schedule),
-           o->batch, o->epochs, (long long)s->steps_per_epoch, LOSSES[s->loss.kind]);
+           o->batch, o->epochs, cli_plural(o->epochs, "epoch", "epochs"),
+           (long long)s->steps_per_epoch, cli_plural(s->steps_per_epoch, "step", "steps"),
+           LOSSES[s->loss.kind]);
     if (s->loss.label_smoothing > 0.0f)
         printf(" (label smoothing %g)", (double)s->loss.label_smoothing);
     putchar('\n');
@@ -280,22 +301,24 @@ static int finish(trainer *t) {
         printf("restored the best epoch (%d)%s%s\n", s->rs.best_epoch,
                t->save ? "; its checkpoint is " : "", t->save ? t->save : "");
     }
-    if (s->o.plot[0]) cli_plot_history(CMD_TRAIN, &t->hist, s->o.plot, t->accuracy);
     char test[128] = "";
     if (s->d.test) {
         cli_eval ev;
         if (cli_evaluate(CMD_TRAIN, s->m, s->d.test, &s->loss, &ev, NULL)) return CLI_EXIT_FAIL;
         if (t->accuracy)
-            snprintf(test, sizeof test, "; test loss %.4f, accuracy %.2f%% (%lld samples)", ev.loss,
-                     100.0 * ev.metric, (long long)ev.n);
+            snprintf(test, sizeof test, "; test loss %.4f, accuracy %.2f%% (%lld %s)", ev.loss,
+                     100.0 * ev.metric, (long long)ev.n, cli_plural(ev.n, "sample", "samples"));
         else
-            snprintf(test, sizeof test, "; test loss %.4f, MSE %.4g (%lld samples)", ev.loss,
-                     ev.metric, (long long)ev.n);
+            snprintf(test, sizeof test, "; test loss %.4f, MSE %.4g (%lld %s)", ev.loss, ev.metric,
+                     (long long)ev.n, cli_plural(ev.n, "sample", "samples"));
     }
-    printf("done: %d epochs, %.1f s of training (%.1f s in all)%s\n", s->rs.epoch,
-           s->rs.train_seconds, cli_now() - t->wall_start, test);
+    printf("done: %d %s, %.1f s of training (%.1f s in all)%s\n", s->rs.epoch,
+           cli_plural(s->rs.epoch, "epoch", "epochs"), s->rs.train_seconds,
+           cli_now() - t->wall_start, test);
     if (t->save) printf("checkpoint: %s\n", t->save);
-    return 0;
+    fflush(stdout);
+    /* Last, so a plot that cannot be written (exit 1) costs nothing else. */
+    return s->o.plot[0] ? cli_plot_history(CMD_TRAIN, &t->hist, s->o.plot, t->accuracy) : 0;
 }
 
 static int prepare(trainer *t) {
@@ -332,15 +355,16 @@ int cli_cmd_train(int argc, char **argv) {
     if (!rc) {
         describe(&t);
         if (t.s.rs.epoch >= t.s.o.epochs)
-            printf("nothing to train: the run has finished %d of %d epochs\n", t.s.rs.epoch,
-                   t.s.o.epochs);
+            printf("nothing to train: the run has finished %d of %d %s\n", t.s.rs.epoch,
+                   t.s.o.epochs, cli_plural(t.s.o.epochs, "epoch", "epochs"));
         cli_catch_interrupt(1);
         rc = epochs(&t);
-        cli_catch_interrupt(0);
+        /* Once stopped by a signal the handler stays: more signals wait for the exit. */
+        if (rc < CLI_EXIT_SIGNAL) cli_catch_interrupt(0);
     }
     if (!rc) rc = finish(&t);
     /* A rank that fails alone must not leave the others waiting in the next sum: end the job. */
-    if (rc > 0 && rc != CLI_EXIT_INTERRUPT && t.s.comm && !t.agreed_failure)
+    if (rc > 0 && rc < CLI_EXIT_SIGNAL && t.s.comm && !t.agreed_failure)
         bp_comm_abort(t.s.comm, rc);
     bp_optimizer_free(t.opt);
     cli_history_free(&t.hist);

@@ -1,16 +1,16 @@
-/* Small helpers: messages, clocks, atomic files, number lists, SIGINT. */
+/* Small helpers: messages, clocks, atomic files, number lists, numbers and plurals. */
 #define _POSIX_C_SOURCE 200809L
 #include <errno.h>
-#include <signal.h>
+#include <math.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "cli/cli.h"
+#include "io/atomic.h"
 
 /* Set by dist.c in a data-parallel run; messages name the rank. */
 int cli_rank = 0, cli_ranks = 1;
@@ -80,77 +80,40 @@ int cli_has_ext(const char *path, const char *ext) {
     return n > m && strcasecmp(path + n - m, ext) == 0;
 }
 
-/* ---- atomic files: written as .NAME.XXXXXX in the target's folder, renamed when done ---- */
+/* ---- atomic files: the library's writer (io/atomic.h), through stdio ---- */
 
 int cli_atomic_open(cli_atomic_file *a, const char *path) {
     memset(a, 0, sizeof *a);
-    const char *slash = strrchr(path, '/');
-    size_t dir = slash ? (size_t)(slash - path + 1) : 0;
-    a->tmp = malloc(strlen(path) + 16);
-    if (!a->tmp) return -1;
-    snprintf(a->tmp, strlen(path) + 16, "%.*s.%s.XXXXXX", (int)dir, path, path + dir);
-    int fd = mkstemp(a->tmp);
-    if (fd >= 0) { /* mkstemp makes it 0600; give it what an ordinary create would */
-        mode_t mask = umask(0);
-        umask(mask);
-        fchmod(fd, 0666 & ~mask);
-    }
-    if (fd < 0) {
-        int e = errno;
-        free(a->tmp);
-        a->tmp = NULL;
-        errno = e;
-        return -1;
-    }
-    a->f = fdopen(fd, "w");
+    if (bp_atomic_open(&a->file, path) != BP_OK) return -1;
+    int fd = dup(a->file.fd);
+    a->f = fd >= 0 ? fdopen(fd, "w") : NULL;
     if (!a->f) {
         int e = errno;
-        close(fd);
-        unlink(a->tmp);
-        free(a->tmp);
-        a->tmp = NULL;
+        if (fd >= 0) close(fd);
+        bp_atomic_abort(&a->file);
         errno = e;
         return -1;
     }
-    a->path = cli_strdup(path);
     return 0;
 }
 
 int cli_atomic_commit(cli_atomic_file *a) {
-    int failed = ferror(a->f) != 0;
-    int e = failed ? EIO : 0;
-    if (fflush(a->f) != 0 && !failed) failed = 1, e = errno;
-    if (!failed && fsync(fileno(a->f)) != 0) failed = 1, e = errno;
-    if (fclose(a->f) != 0 && !failed) failed = 1, e = errno;
+    int e = ferror(a->f) ? EIO : 0;
+    if (fflush(a->f) != 0 && !e) e = errno;
+    if (fclose(a->f) != 0 && !e) e = errno;
     a->f = NULL;
-    if (!failed && rename(a->tmp, a->path) != 0) failed = 1, e = errno;
-    if (failed) unlink(a->tmp);
-    free(a->tmp);
-    free(a->path);
-    a->tmp = a->path = NULL;
-    errno = e;
-    return failed ? -1 : 0;
+    if (e) {
+        bp_atomic_abort(&a->file);
+        errno = e;
+        return -1;
+    }
+    return bp_atomic_commit(&a->file, NULL, NULL) == BP_OK ? 0 : -1; /* errno kept */
 }
 
 void cli_atomic_abort(cli_atomic_file *a) {
     if (a->f) fclose(a->f);
-    if (a->tmp) unlink(a->tmp);
-    free(a->tmp);
-    free(a->path);
-    memset(a, 0, sizeof *a);
-}
-
-int cli_check_writable(int cmd, const char *flag, const char *path) {
-    if (!path || !path[0]) return 0;
-    const char *slash = strrchr(path, '/');
-    char dir[4096];
-    if (!slash)
-        snprintf(dir, sizeof dir, ".");
-    else
-        snprintf(dir, sizeof dir, "%.*s", slash == path ? 1 : (int)(slash - path), path);
-    if (access(dir, W_OK) == 0) return 0;
-    cli_fail(cmd, "%s: cannot write '%s': folder '%s': %s", flag, path, dir, strerror(errno));
-    return CLI_EXIT_FAIL;
+    a->f = NULL;
+    bp_atomic_abort(&a->file);
 }
 
 /* ---- float lists ---- */
@@ -201,20 +164,19 @@ uint64_t cli_fnv1a(uint64_t h, const void *data, size_t n) {
     return h;
 }
 
-/* ---- SIGINT: finish the step, save, stop ---- */
+/* ---- numbers and words as people write them ---- */
 
-volatile sig_atomic_t cli_interrupted = 0;
-
-static void on_interrupt(int sig) {
-    (void)sig;
-    if (cli_interrupted) _exit(CLI_EXIT_INTERRUPT); /* a second ^C: stop now */
-    cli_interrupted = 1;
+const char *cli_num(double v) {
+    static char bufs[8][40]; /* rotating, so one message may hold several */
+    static int next;
+    char *buf = bufs[next++ % 8];
+    if (v == floor(v) && fabs(v) < 9.007199254740992e15)
+        snprintf(buf, sizeof bufs[0], "%.0f", v); /* 1048576, never 1.04858e+06 */
+    else
+        snprintf(buf, sizeof bufs[0], "%.6g", v);
+    return buf;
 }
 
-void cli_catch_interrupt(int on) {
-    struct sigaction sa;
-    memset(&sa, 0, sizeof sa);
-    sa.sa_handler = on ? on_interrupt : SIG_DFL;
-    sigemptyset(&sa.sa_mask);
-    sigaction(SIGINT, &sa, NULL);
+const char *cli_plural(long long n, const char *one, const char *many) {
+    return n == 1 ? one : many;
 }

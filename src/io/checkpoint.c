@@ -15,6 +15,7 @@
 #include "core/error.h"
 #include "core/model_internal.h"
 #include "core/optim_internal.h"
+#include "io/checksum.h"
 #include "io/safetensors.h"
 
 #define CKPT_FORMAT     "backprop-checkpoint"
@@ -223,7 +224,7 @@ static bp_status read_plan(bp_st_file *f, const plan *p, float *host) {
     for (size_t k = 0; k < p->n; ++k) {
         const plan_item *it = &p->items[k];
         const bp_st_tensor *t = bp_st_find(f, it->name);
-        bp_status st = bp_st_read(f, t, host + it->offset, (size_t)(t->end - t->begin));
+        bp_status st = bp_cksum_read(f, t, host + it->offset, (size_t)(t->end - t->begin));
         if (st != BP_OK) return st;
     }
     return BP_OK;
@@ -575,7 +576,48 @@ static void ml_run(mlist *l, const bp_meta_entry *meta, size_t n_meta) {
         ml_add_owned(l, prefixed("run.", meta[k].key), strdup(meta[k].value));
 }
 
+/* A checksum of every entry so far and of every tensor (io/checksum.h); added last. */
+static void ml_checksums(mlist *l, const bp_st_entry *tensors, size_t n_tensors) {
+    char text[BP_CKSUM_TEXT];
+    size_t n_meta = l->n;
+    for (size_t k = 0; k < n_meta && !l->oom; ++k) {
+        bp_cksum_text(bp_cksum_meta(l->e[k].key, l->e[k].value), text);
+        ml_add_owned(l, prefixed(BP_CKSUM_META, l->e[k].key), strdup(text));
+    }
+    for (size_t k = 0; k < n_tensors && !l->oom; ++k) {
+        const bp_st_entry *t = &tensors[k];
+        uint64_t bytes = 4;
+        for (int d = 0; d < t->ndim; ++d)
+            bytes *= t->shape[d];
+        bp_cksum_text(bp_cksum_bytes(0, t->data, bytes), text);
+        ml_add_owned(l, prefixed(BP_CKSUM_TENSOR, t->name), strdup(text));
+    }
+}
+
 /* ---- saving ------------------------------------------------------------------------------- */
+
+static int by_key_ptr(const void *a, const void *b) {
+    return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+/* The caller's keys are distinct (checked here, before the checksum entries join them, so the
+ * message names the caller's key). */
+static bp_status check_distinct_keys(const char *fn, const char *path, const bp_meta_entry *meta,
+                                     size_t n_meta) {
+    if (n_meta < 2) return BP_OK;
+    const char **keys = malloc(n_meta * sizeof *keys);
+    if (!keys) return bp_error(BP_ERR_OUT_OF_MEMORY, "%s: %s: no host memory", fn, path);
+    for (size_t k = 0; k < n_meta; ++k)
+        keys[k] = meta[k].key;
+    qsort(keys, n_meta, sizeof *keys, by_key_ptr);
+    bp_status st = BP_OK;
+    for (size_t k = 1; k < n_meta && st == BP_OK; ++k)
+        if (strcmp(keys[k - 1], keys[k]) == 0)
+            st = bp_error(BP_ERR_INVALID_ARGUMENT, "%s: %s: metadata key 'run.%s' is given twice",
+                          fn, path, keys[k]);
+    free(keys);
+    return st;
+}
 
 static bp_status check_save_args(const char *fn, const char *path, const bp_model *model,
                                  const bp_optimizer *opt, const bp_meta_entry *meta, size_t n_meta,
@@ -596,7 +638,7 @@ static bp_status check_save_args(const char *fn, const char *path, const bp_mode
         if (!arrays[k].name || !*arrays[k].name || (arrays[k].count && !arrays[k].values))
             return bp_error(BP_ERR_INVALID_ARGUMENT, "%s: %s: arrays[%zu] has no name or values",
                             fn, path, k);
-    return BP_OK;
+    return check_distinct_keys(fn, path, meta, n_meta);
 }
 
 static bp_status describe_model(const bp_model *m, ckpt_model *cm, const char *path) {
@@ -688,6 +730,7 @@ static bp_status save_arrays(const char *fn, const char *path, const bp_model *m
         ml_model(&j.meta, &j.cm);
         if (optimizer) ml_optim(&j.meta, &optimizer->config, j.steps);
         ml_run(&j.meta, meta, n_meta);
+        ml_checksums(&j.meta, j.entries, j.n_entries);
         if (j.meta.oom) st = bp_error(BP_ERR_OUT_OF_MEMORY, "%s: no host memory", path);
     }
     if (st == BP_OK) st = bp_st_save(path, j.entries, j.n_entries, j.meta.e, j.meta.n);
@@ -742,6 +785,7 @@ static bp_status open_checkpoint(const char *fn, const char *path, bp_st_file **
     *f = NULL;
     if (!path) return bp_error(BP_ERR_INVALID_ARGUMENT, "%s: path is NULL", fn);
     bp_status st = bp_st_open(path, f);
+    if (st == BP_OK) st = bp_cksum_check_meta(*f);
     if (st == BP_OK) st = check_format(*f);
     if (st != BP_OK) {
         bp_st_close(*f);
@@ -925,7 +969,7 @@ static bp_status read_array(bp_st_file *f, const bp_st_tensor *t, float **out, s
     size_t bytes = (size_t)(t->end - t->begin);
     float *a = malloc(bytes + 1); /* bounded by the file's size, checked at open */
     if (!a) return bp_error(BP_ERR_OUT_OF_MEMORY, "%s: no host memory", f->path);
-    bp_status st = bp_st_read(f, t, a, bytes);
+    bp_status st = bp_cksum_read(f, t, a, bytes);
     if (st != BP_OK) {
         free(a);
         return st;
@@ -954,4 +998,15 @@ float *bp_checkpoint_get_array(const char *path, const char *name, size_t *count
     bp_st_close(f);
     bp_set_status(status, named(st, fn));
     return out;
+}
+
+bp_status bp_checkpoint_verify(const char *path, int *verified) {
+    const char *fn = "bp_checkpoint_verify";
+    if (verified) *verified = 0;
+    bp_st_file *f = NULL;
+    bp_status st = open_checkpoint(fn, path, &f);
+    if (st == BP_OK) st = bp_cksum_check_tensors(f);
+    if (st == BP_OK && verified) *verified = bp_cksum_present(f);
+    bp_st_close(f);
+    return named(st, fn);
 }

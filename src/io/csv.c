@@ -2,7 +2,8 @@
  *
  * The whole file is read into memory and split in place: each cell becomes a NUL-terminated
  * string inside the buffer. Fields may be quoted ("a, b" with "" for a quote) but may not span
- * lines. Blank lines are skipped, CRLF line ends are accepted. Numbers are read with strtod, so
+ * lines. Blank lines are skipped, CRLF line ends are accepted; a CR inside a line (a file whose
+ * lines end in CR alone) is refused with the conversion to use. Numbers are read with strtod, so
  * they follow the C locale's decimal point unless the program has changed LC_NUMERIC. */
 #include <errno.h>
 #include <limits.h>
@@ -16,8 +17,9 @@
 typedef struct csv_ctx {
     const char *fn, *path;
     char delim;
-    int64_t line; /* 1-based line of the row being read */
-    char **cells; /* the row's cells */
+    char delim_text[2]; /* the delimiter as a string, for messages */
+    int64_t line;       /* 1-based line of the row being read */
+    char **cells;       /* the row's cells */
     int n_cells, cap_cells;
     int cols;         /* columns of the first row */
     int *target_of;   /* per column: its place among the targets, or -1 for a feature */
@@ -144,11 +146,30 @@ static int row_is_header(const csv_ctx *c) {
     return 0;
 }
 
+/* The column the header names `name`: its index, -1 when none does, or -2 after recording the
+ * error when several do (a name that means two columns means neither). */
+static int named_column(csv_ctx *c, const char *name, char *const *names) {
+    int first = -1;
+    for (int j = 0; names && j < c->cols; ++j) {
+        if (strcmp(names[j], name) != 0) continue;
+        if (first < 0) {
+            first = j;
+            continue;
+        }
+        bp_error(BP_ERR_INVALID_ARGUMENT,
+                 "%s: '%s': targets names '%s', but the header has that name for columns %d and "
+                 "%d: rename one, or give a 0-based column index",
+                 c->fn, c->path, name, first, j);
+        return -2;
+    }
+    return first;
+}
+
 /* Column of the target token `tok`: a header name first, else a 0-based index (negative
  * counts from the end). -1 after recording the error. */
 static int target_column(csv_ctx *c, const char *tok, char *const *names) {
-    for (int j = 0; names && j < c->cols; ++j)
-        if (strcmp(names[j], tok) == 0) return j;
+    int named = named_column(c, tok, names);
+    if (named != -1) return named < 0 ? -1 : named;
     char *end;
     errno = 0;
     long v = strtol(tok, &end, 10);
@@ -161,8 +182,8 @@ static int target_column(csv_ctx *c, const char *tok, char *const *names) {
     if (v < -(long)c->cols || v >= c->cols) {
         bp_error(BP_ERR_INVALID_ARGUMENT,
                  "%s: '%s': target column %ld is out of range; the file "
-                 "has %d columns (0..%d)",
-                 c->fn, c->path, v, c->cols, c->cols - 1);
+                 "has %d column%s (0..%d)",
+                 c->fn, c->path, v, c->cols, c->cols == 1 ? "" : "s", c->cols - 1);
         return -1;
     }
     return v < 0 ? (int)(v + c->cols) : (int)v;
@@ -174,11 +195,12 @@ static bp_status resolve_targets(csv_ctx *c, const char *spec, char *const *name
         c->target_of[c->cols - 1] = c->n_targets++;
         return BP_OK;
     }
-    for (int j = 0; names && j < c->cols; ++j)
-        if (strcmp(names[j], spec) == 0) { /* a name with a comma in it */
-            c->target_of[j] = c->n_targets++;
-            return BP_OK;
-        }
+    int whole = strchr(spec, ',') ? named_column(c, spec, names) : -1; /* a name with a comma */
+    if (whole == -2) return BP_ERR_INVALID_ARGUMENT;
+    if (whole >= 0) {
+        c->target_of[whole] = c->n_targets++;
+        return BP_OK;
+    }
     size_t len = strlen(spec);
     char *copy = malloc(len + 1), *tok = copy;
     if (!copy) return bp_error(BP_ERR_OUT_OF_MEMORY, "%s: no memory", c->fn);
@@ -220,6 +242,12 @@ static bp_status read_layout(csv_ctx *c, const bp_csv_options *o, int *has_heade
     if (!c->target_cols) return bp_error(BP_ERR_OUT_OF_MEMORY, "%s: no memory", c->fn);
     for (int j = 0; j < c->cols; ++j)
         if (c->target_of[j] >= 0) c->target_cols[c->target_of[j]] = j;
+    if (c->cols == 1)
+        return bp_error(BP_ERR_INVALID_ARGUMENT,
+                        "%s: '%s': line %lld has one column, with no '%s' in it: no feature is "
+                        "left once the target is taken (another delimiter?)",
+                        c->fn, c->path, (long long)c->line,
+                        c->delim == '\t' ? "\\t" : c->delim_text);
     if (c->n_targets >= c->cols)
         return bp_error(BP_ERR_INVALID_ARGUMENT,
                         "%s: '%s': all %d columns are targets; no feature is left", c->fn, c->path,
@@ -300,7 +328,8 @@ static bp_status read_targets(csv_ctx *c) {
 static bp_status read_row(csv_ctx *c) {
     if (c->n_cells != c->cols)
         return csv_error(c, BP_ERR_CORRUPT_FILE, (c->n_cells < c->cols ? c->n_cells : c->cols) + 1,
-                         "the row has %d columns, the first row %d", c->n_cells, c->cols);
+                         "the row has %d column%s, the first row %d", c->n_cells,
+                         c->n_cells == 1 ? "" : "s", c->cols);
     bp_dataset *d = c->d;
     float *x = d->x + (size_t)d->n * (size_t)d->features;
     for (int j = 0, f = 0; j < c->cols; ++j) {
@@ -360,6 +389,13 @@ static bp_status parse_text(csv_ctx *c, char *text, size_t len, const bp_csv_opt
         if (memchr(p, '\0', (size_t)(le - p)))
             return csv_error(c, BP_ERR_CORRUPT_FILE, 0, "a NUL byte: not a text file");
         if (le > p && le[-1] == '\r') le--;
+        const char *cr = memchr(p, '\r', (size_t)(le - p));
+        if (cr)
+            return csv_error(c, BP_ERR_CORRUPT_FILE, 0,
+                             "a carriage return (CR) at byte %lld of the line: lines that end in "
+                             "CR alone (classic Mac OS) are not read; convert them to LF, e.g. "
+                             "tr '\\r' '\\n' < '%s' > fixed.csv",
+                             (long long)(cr - p) + 1, c->path);
         *le = '\0';
         if (!line_is_blank(p)) st = read_line(c, p, next, end, o);
         p = next;
@@ -406,6 +442,7 @@ bp_dataset *bp_dataset_load_csv(const char *path, const bp_csv_options *options,
     bp_csv_options o = options ? *options : bp_csv_options_default();
     if (o.delimiter == 0) o.delimiter = ',';
     c.delim = o.delimiter;
+    c.delim_text[0] = o.delimiter;
     c.kind = o.target_kind;
     bp_reader r = {0};
     char *text = NULL;

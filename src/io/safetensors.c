@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "core/error.h"
+#include "io/atomic.h"
 
 #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
 #error "safetensors data is little-endian and this reader copies it as it is"
@@ -852,55 +853,29 @@ static int write_file(FILE *fp, const sbuf *header, const bp_st_entry *t, size_t
     return 0;
 }
 
-/* A failure of the step `what` while saving to path; the target is left as it was. */
-static bp_status save_fail(const char *path, const char *tmp, const char *what, int err) {
-    return bp_error(BP_ERR_IO, "%s: %s %s failed: %s; %s is unchanged", path, what, tmp,
-                    strerror(err ? err : EIO), path);
-}
-
-/* Flushes the file's directory so the rename itself survives a crash. Best effort where the
- * filesystem cannot sync directories (EINVAL); any other error is reported. */
-static bp_status sync_dir(const char *path) {
-    char *dir = strdup(path);
-    if (!dir) return bp_error(BP_ERR_OUT_OF_MEMORY, "%s: no memory", path);
-    char *slash = strrchr(dir, '/');
-    const char *name = slash ? (slash == dir ? "/" : dir) : ".";
-    if (slash && slash != dir) *slash = '\0';
-    int fd = open(name, O_RDONLY);
-    int rc = fd >= 0 ? fsync(fd) : -1, err = errno;
-    if (fd >= 0) close(fd);
-    bp_status st = BP_OK;
-    if (rc != 0 && err != EINVAL && err != EROFS)
-        st = bp_error(BP_ERR_IO,
-                      "%s: the new file is in place, but syncing its directory %s "
-                      "failed: %s",
-                      path, name, strerror(err));
-    free(dir);
-    return st;
-}
-
-static bp_status write_atomic(const char *path, const char *tmp, const sbuf *header,
-                              const bp_st_entry *t, size_t n) {
-    FILE *fp = fopen(tmp, "wb");
-    if (!fp) return save_fail(path, tmp, "creating", errno);
-    bp_status st = BP_OK;
-    if (write_file(fp, header, t, n) != 0)
-        st = save_fail(path, tmp, "writing", errno);
-    else if (fflush(fp) != 0)
-        st = save_fail(path, tmp, "flushing", errno);
-    else if (bp_st_io.fsync(fileno(fp)) != 0)
-        st = save_fail(path, tmp, "fsync of", errno);
-    if (fclose(fp) != 0 && st == BP_OK) st = save_fail(path, tmp, "closing", errno);
-    if (st == BP_OK && bp_st_io.rename(tmp, path) != 0) {
-        int err = errno ? errno : EIO;
-        st = bp_error(BP_ERR_IO, "%s: renaming %s over it failed: %s; %s is unchanged", path, tmp,
-                      strerror(err), path);
+/* Writes the file through the write hook into the atomic file's descriptor. */
+static bp_status write_atomic(const char *path, const sbuf *header, const bp_st_entry *t,
+                              size_t n) {
+    bp_atomic_file a;
+    bp_status st = bp_atomic_open(&a, path);
+    if (st != BP_OK) return st;
+    int fd = dup(a.fd);
+    FILE *fp = fd >= 0 ? fdopen(fd, "wb") : NULL;
+    int err = 0;
+    if (!fp) {
+        err = errno;
+        if (fd >= 0) close(fd);
+    } else {
+        if (write_file(fp, header, t, n) != 0 || fflush(fp) != 0) err = errno ? errno : EIO;
+        if (fclose(fp) != 0 && !err) err = errno ? errno : EIO;
     }
-    if (st != BP_OK) {
-        remove(tmp);
+    if (err) {
+        st = bp_error(BP_ERR_IO, "%s: writing %s failed: %s; %s is unchanged", path, a.tmp,
+                      strerror(err), path);
+        bp_atomic_abort(&a);
         return st;
     }
-    return sync_dir(path);
+    return bp_atomic_commit(&a, bp_st_io.fsync, bp_st_io.rename);
 }
 
 bp_status bp_st_save(const char *path, const bp_st_entry *tensors, size_t n_tensors,
@@ -912,14 +887,7 @@ bp_status bp_st_save(const char *path, const bp_st_entry *tensors, size_t n_tens
     bp_status st = check_save_args(path, tensors, n_tensors, meta, n_meta);
     sbuf header = {NULL, 0, 0, 0};
     if (st == BP_OK) st = build_header(path, tensors, n_tensors, meta, n_meta, &header);
-    size_t tmp_len = strlen(path) + 32;
-    char *tmp = st == BP_OK ? malloc(tmp_len) : NULL;
-    if (st == BP_OK && !tmp) st = bp_error(BP_ERR_OUT_OF_MEMORY, "%s: no memory", path);
-    if (st == BP_OK) {
-        snprintf(tmp, tmp_len, "%s.tmp.%ld", path, (long)getpid());
-        st = write_atomic(path, tmp, &header, tensors, n_tensors);
-    }
-    free(tmp);
+    if (st == BP_OK) st = write_atomic(path, &header, tensors, n_tensors);
     free(header.p);
     return st;
 }

@@ -81,10 +81,11 @@ typedef struct bp_st_meta_entry {
     const char *key, *value;
 } bp_st_meta_entry;
 
-/* Writes the tensors (in the given order) and the metadata to path atomically: into
- * "<path>.tmp.<pid>" beside it, flushed and fsync'd, renamed over path, then the directory
- * fsync'd. On failure the temporary file is removed and a previous file at path is untouched.
- * Names and keys must be valid UTF-8 and unique. */
+/* Writes the tensors (in the given order) and the metadata to path atomically (io/atomic.h):
+ * into an unnamed file (O_TMPFILE) or "<path>.tmp.<pid>" beside it, flushed and fsync'd,
+ * renamed over path, then the directory fsync'd; stale temporaries of path left by dead
+ * writers are removed first. On failure the temporary file is removed and a previous file at
+ * path is untouched. Names and keys must be valid UTF-8 and unique. */
 bp_status bp_st_save(const char *path, const bp_st_entry *tensors, size_t n_tensors,
                      const bp_st_meta_entry *meta, size_t n_meta);
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """backprop train --distributed under mpirun: two ranks train what one process trains, agree on
 their options and data or refuse with the flag named, and a rank that fails or dies ends the
-whole job instead of leaving the other waiting.
+whole job instead of leaving the other waiting; SIGTERM or ^C to mpirun saves the exact step.
 
 Needs a build with MPI and `mpiexec` (ctest passes $BP_MPIEXEC and $BP_MPIEXEC_FLAGS); without
 them it says why and exits 77, which ctest reports as skipped.
@@ -172,6 +172,46 @@ def test_a_killed_rank_ends_the_job(d):
         check("after rank 1 is killed the job ends", False, "still running after %d s" % HANG)
 
 
+def test_sigterm_to_mpirun(d):
+    """SIGTERM (or ^C, or SIGHUP) to mpirun reaches every rank as SIGTERM: the ranks stop at the
+    same step, rank 0 saves it and says so once; a 2-rank resume ends bitwise where the
+    uninterrupted run ends."""
+    write_csv(os.path.join(d, "big.csv"), blobs(6000, 21))
+    args = ["--train", "big.csv", "--hidden", "256,256", "--batch", "8", "--epochs", "10",
+            "--val-split", "0", "--device", "cpu", "--grad-check", "0", "--quiet",
+            "--distributed"]
+    p, _ = mpirun([args + ["--save", "sig_full.st"]] * 2, d)
+    check("uninterrupted 2-rank run", p.returncode == 0, p.stderr)
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        proc = subprocess.Popen(mpi_cmd([args + ["--save", "sig.st"]] * 2), cwd=d, env=env(),
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for line in proc.stdout:
+            if line.startswith("epoch"):
+                break
+        time.sleep(1.5)  # mpirun forwards output late: well into the run
+        proc.send_signal(sig)
+        out, err = proc.communicate(timeout=HANG)
+        said = re.findall(r"interrupted by SIGTERM at epoch (\d+), step (\d+): saved sig.st "
+                          r"\(continue with --resume sig.st\)", err)
+        if not said and "done: 10 epochs" in out:
+            print("note: the run ended before %s arrived" % sig.name)
+            continue
+        check("%s to mpirun: every rank stops, rank 0 saves the step and says so once "
+              "(mpirun exits %d)" % (sig.name, proc.returncode),
+              len(said) == 1 and err.count("interrupted by") == 1, err[-2000:])
+        info = run("info", "sig.st", cwd=d)
+        step = re.search(r"batch_in_epoch = (\d+)", info.out)
+        check("... the checkpoint verifies and holds that step",
+              info.rc == 0 and "checksums: verified" in info.out and said and step
+              and step.group(1) == said[0][1], info.out[:600])
+        p, _ = mpirun([["--resume", "sig.st", "--quiet", "--distributed"]] * 2, d)
+        check("... a 2-rank resume runs to the end", p.returncode == 0 and "done: 10 epochs"
+              in p.stdout, p.stdout + p.stderr)
+        a, b = params(d, "sig.st"), params(d, "sig_full.st")
+        check("... bitwise the uninterrupted 2-rank run", a == b and len(a) > 0,
+              "relative difference %g" % rel(a, b))
+
+
 def main():
     if not MPIEXEC or not os.access(MPIEXEC, os.X_OK):
         print("SKIP: no mpiexec (configure with MPI: apt-get install libopenmpi-dev openmpi-bin)")
@@ -191,6 +231,7 @@ def main():
         test_ranks_must_agree(d)
         test_a_failing_rank_ends_the_job(d)
         test_a_killed_rank_ends_the_job(d)
+        test_sigterm_to_mpirun(d)
     finish()
 
 

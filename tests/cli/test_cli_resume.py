@@ -45,7 +45,7 @@ def test_stop_and_resume(d):
           "dropout counter 0," not in info.out and "dropout counter" in info.out, info.out[:200])
     r = run("train", *BASE, *DROPOUT, "--epochs", "3", "--stop-after", "1", "--save", "part.st",
             cwd=d)
-    check("run stopped after epoch 1", r.rc == 0 and "done: 1 epochs" in r.out, r)
+    check("run stopped after epoch 1", r.rc == 0 and "done: 1 epoch," in r.out, r)
     r = run("train", "--resume", "part.st", "--save", "resumed.st", "--quiet", cwd=d)
     check("resumed run continues at epoch 2 with the stored options",
           r.rc == 0 and "resuming part.st at epoch 2" in r.out and "done: 3 epochs" in r.out, r)

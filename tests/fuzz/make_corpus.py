@@ -1,11 +1,15 @@
 #!/usr/bin/env python3
 """Writes the small seed corpora under tests/fuzz/corpus/ (committed; rerun only to change them).
-The checkpoint seeds are written by `backprop train` instead (see scripts/fuzz.sh's comments).
+The checkpoint seeds are written by `backprop train` instead (see scripts/fuzz.sh's comments),
+but for checkpoint/checksummed_3_2_3.st, made here from sgd_3_2_3.st: its run.* entries dropped
+(under -max_len=4096) and the checksums of io/checksum.h added.
 Layouts: fuzz_util.h's fuzz_split for two-file targets; a first option byte for csv/config/layers.
 """
 import io
+import json
 import os
 import struct
+import zlib
 
 import numpy as np
 
@@ -62,3 +66,26 @@ put("layers/hidden", b"\x01128,64")
 put("layers/layers", b"\x00784,256,10")
 put("layers/bad", b"\x0016,,-3")
 put("layers/spaces", b"\x01 8 , 4 ")
+
+
+def checksummed(seed):
+    """A checkpoint with the writer's checksums: crc32 of each tensor's bytes, and of each
+    metadata entry's key, NUL, value."""
+    with open(seed, "rb") as f:
+        data = f.read()
+    n = struct.unpack("<Q", data[:8])[0]
+    header, body = json.loads(data[8:8 + n]), data[8 + n:]
+    meta = {k: v for k, v in header["__metadata__"].items() if not k.startswith("run.")}
+    for k in list(meta):
+        meta["checksum.meta." + k] = "crc32:%08x" % zlib.crc32((k + "\0" + meta[k]).encode())
+    for name, t in header.items():
+        if name != "__metadata__":
+            a, b = t["data_offsets"]
+            meta["checksum.tensor." + name] = "crc32:%08x" % zlib.crc32(body[a:b])
+    header["__metadata__"] = meta
+    text = json.dumps(header, separators=(",", ":")).encode()
+    text += b" " * ((8 - len(text) % 8) % 8)
+    return struct.pack("<Q", len(text)) + text + body
+
+
+put("checkpoint/checksummed_3_2_3.st", checksummed("checkpoint/sgd_3_2_3.st"))

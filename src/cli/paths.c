@@ -1,0 +1,257 @@
+/* What the command reads and writes, checked before any work: no output overwrites an input
+ * or another output, and every output can be written (its folder, its permissions, the length
+ * of its name with the temporary suffix). A run that would fail at its first save fails here
+ * instead, before an epoch of training is lost. */
+#define _XOPEN_SOURCE 700 /* realpath */
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "cli/cli.h"
+
+#define MAX_FILES 64
+
+/* A file by its identity: device and inode when it exists (stat follows links, so a symlink
+ * or a hard link is the file it reaches), else its resolved path. */
+typedef struct file_ref {
+    char flag[80]; /* "--save", "--train (the run's, from m.st)", "the checkpoint" */
+    const char *path;
+    int exists;
+    dev_t dev;
+    ino_t ino;
+    char *resolved; /* realpath of the folder, then the name; for files not there yet */
+    int in_place;   /* the checkpoint a resumed run saves back to */
+} file_ref;
+
+typedef struct file_set {
+    file_ref f[MAX_FILES];
+    int n;
+} file_set;
+
+/* The folder part of path ("." for a bare name), in buf. */
+static void folder_of(const char *path, char *buf, size_t size) {
+    const char *slash = strrchr(path, '/');
+    if (!slash)
+        snprintf(buf, size, ".");
+    else
+        snprintf(buf, size, "%.*s", slash == path ? 1 : (int)(slash - path), path);
+}
+
+static const char *base_of(const char *path) {
+    const char *slash = strrchr(path, '/');
+    return slash ? slash + 1 : path;
+}
+
+static void add(file_set *s, const char *flag, const char *path, int in_place) {
+    if (!path || !path[0] || s->n == MAX_FILES) return;
+    file_ref *r = &s->f[s->n++];
+    memset(r, 0, sizeof *r);
+    snprintf(r->flag, sizeof r->flag, "%s", flag);
+    r->path = path;
+    r->in_place = in_place;
+    struct stat sb;
+    if (stat(path, &sb) == 0) {
+        r->exists = 1;
+        r->dev = sb.st_dev;
+        r->ino = sb.st_ino;
+        return;
+    }
+    char dir[PATH_MAX], real[PATH_MAX];
+    folder_of(path, dir, sizeof dir);
+    if (!realpath(dir, real)) return; /* a missing folder: the write check says so */
+    size_t n = strlen(real) + strlen(base_of(path)) + 2;
+    r->resolved = malloc(n);
+    if (r->resolved) snprintf(r->resolved, n, "%s/%s", real, base_of(path));
+}
+
+static void free_set(file_set *s) {
+    for (int i = 0; i < s->n; ++i)
+        free(s->f[i].resolved);
+}
+
+static int same_file(const file_ref *a, const file_ref *b) {
+    if (a->exists && b->exists) return a->dev == b->dev && a->ino == b->ino;
+    if (a->exists || b->exists) return 0;
+    return a->resolved && b->resolved && strcmp(a->resolved, b->resolved) == 0;
+}
+
+/* "--train" for a flag the user gave; "the run's --train (from m.st)" for one a checkpoint
+ * supplied. */
+static void flag_label(const cli_options *o, int i, const char *checkpoint, char *buf,
+                       size_t size) {
+    if (o->given[i] || !checkpoint)
+        snprintf(buf, size, "--%s", cli_option_name(i));
+    else
+        snprintf(buf, size, "the run's --%s (stored in %.40s)", cli_option_name(i), checkpoint);
+}
+
+static void collect_inputs(int cmd, const cli_options *o, const char *checkpoint, file_set *in) {
+    char label[128];
+    for (int i = 0; i < cli_option_count(); ++i) {
+        if (!cli_option_is_input(i)) continue;
+        flag_label(o, i, strcmp(cli_option_name(i), "resume") ? checkpoint : NULL, label,
+                   sizeof label);
+        add(in, label, cli_option_text(o, cli_option_name(i)), 0);
+    }
+    if (cmd != CMD_TRAIN && cmd != CMD_LRFIND && checkpoint)
+        add(in, "the checkpoint", checkpoint, 0);
+    static char named[4][1024]; /* --data's files: named datasets are inputs too */
+    for (int k = 0; o->data[0] && k < 4; ++k)
+        if (cli_named_file(o, k, named[k], sizeof named[k]) == 0) {
+            snprintf(label, sizeof label, "--data %.40s (%s)", o->data, base_of(named[k]));
+            add(in, label, named[k], 0);
+        }
+}
+
+/* The outputs of this command: the options that name files it writes. In a data-parallel run
+ * only rank 0 writes. */
+static void collect_outputs(int cmd, const cli_options *o, file_set *out) {
+    if (cli_rank > 0) return;
+    char label[96];
+    for (int i = 0; i < cli_option_count(); ++i) {
+        if (!cli_option_is_output(i) || !cli_option_of(i, cmd)) continue;
+        const char *name = cli_option_name(i);
+        snprintf(label, sizeof label, "--%s", name);
+        add(out, label, cli_option_text(o, name), cmd == CMD_TRAIN && !strcmp(name, "save"));
+    }
+    /* Without --save a resumed run saves back to the checkpoint it continues. */
+    if (cmd == CMD_TRAIN && o->resume[0] && !o->save[0])
+        add(out, "--resume (saved back to)", o->resume, 1);
+}
+
+/* How two paths of one file differ, for the message. */
+static const char *how_same(const file_ref *a, const file_ref *b) {
+    if (strcmp(a->path, b->path) == 0) return "";
+    struct stat sa, sb;
+    int link = (lstat(a->path, &sa) == 0 && S_ISLNK(sa.st_mode)) ||
+               (lstat(b->path, &sb) == 0 && S_ISLNK(sb.st_mode));
+    char ra[PATH_MAX], rb[PATH_MAX];
+    if (a->exists && b->exists && realpath(a->path, ra) && realpath(b->path, rb) &&
+        strcmp(ra, rb) != 0)
+        link = 1; /* two names of one inode: a hard link */
+    return link ? "through a link" : "by another path";
+}
+
+static int clash(int cmd, const file_ref *out, const file_ref *other, int other_is_input) {
+    const char *how = how_same(out, other);
+    char note[64] = "";
+    if (how[0])
+        snprintf(note, sizeof note, " (%s%s)", other_is_input ? "the same file, " : "", how);
+    if (other_is_input)
+        cli_usage_error(cmd,
+                        "%s '%s' would overwrite %s '%s'%s: write it elsewhere (an output never "
+                        "replaces a file the command reads)",
+                        out->flag, out->path, other->flag, other->path, note);
+    else
+        cli_usage_error(cmd, "%s '%s' and %s '%s' are the same file%s: give each its own name",
+                        other->flag, other->path, out->flag, out->path, note);
+    return CLI_EXIT_USAGE;
+}
+
+static int check_clashes(int cmd, const file_set *in, const file_set *out) {
+    for (int a = 0; a < out->n; ++a) {
+        for (int b = 0; b < in->n; ++b) {
+            int resumed = out->f[a].in_place && strcmp(in->f[b].flag, "--resume") == 0;
+            if (!resumed && same_file(&out->f[a], &in->f[b]))
+                return clash(cmd, &out->f[a], &in->f[b], 1);
+        }
+        for (int b = 0; b < a; ++b)
+            if (same_file(&out->f[a], &out->f[b])) return clash(cmd, &out->f[a], &out->f[b], 0);
+    }
+    return 0;
+}
+
+/* The output can be created: what is at its path is a regular file or nothing, its folder is
+ * there, and a file of its temporary name can be made in it (which also proves the name short
+ * enough and the filesystem writable). */
+int cli_check_writable(int cmd, const char *flag, const char *path) {
+    struct stat sb;
+    const char *base = base_of(path);
+    if (!base[0] || !strcmp(base, ".") || !strcmp(base, "..") ||
+        (stat(path, &sb) == 0 && S_ISDIR(sb.st_mode))) {
+        cli_usage_error(cmd, "%s: '%s' is a folder; give a file name", flag, path);
+        return CLI_EXIT_USAGE;
+    }
+    if (stat(path, &sb) == 0 && !S_ISREG(sb.st_mode)) {
+        cli_usage_error(cmd,
+                        "%s: '%s' is not a regular file (a device, pipe or socket); it cannot be "
+                        "replaced: give a file name",
+                        flag, path);
+        return CLI_EXIT_USAGE;
+    }
+    char dir[PATH_MAX];
+    folder_of(path, dir, sizeof dir);
+    const char *bad = NULL;
+    if (stat(dir, &sb) != 0)
+        bad = errno == ENOENT || errno == ENOTDIR ? "does not exist" : strerror(errno);
+    else if (!S_ISDIR(sb.st_mode))
+        bad = "is not a folder";
+    if (bad) {
+        cli_fail(cmd, "%s: cannot write '%s': folder '%s' %s", flag, path, dir, bad);
+        return CLI_EXIT_FAIL;
+    }
+    char *tmp = bp_atomic_temp_name(path);
+    if (!tmp) return cli_fail(cmd, "out of memory"), CLI_EXIT_FAIL;
+    long name_max = pathconf(dir, _PC_NAME_MAX);
+    size_t tmp_len = strlen(base_of(tmp));
+    int fd = name_max > 0 && tmp_len > (size_t)name_max
+                 ? (errno = ENAMETOOLONG, -1)
+                 : open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    int err = errno, rc = 0;
+    if (fd >= 0) {
+        close(fd);
+        unlink(tmp);
+    } else if (err == ENAMETOOLONG) {
+        cli_fail(cmd,
+                 "%s: cannot write '%s': its name is %zu bytes, %zu with the suffix '%s' of the "
+                 "file written before it is renamed, over the %ld a name may have in '%s': "
+                 "choose a shorter name",
+                 flag, path, strlen(base), tmp_len, tmp + strlen(path),
+                 name_max > 0 ? name_max : 255, dir);
+        rc = CLI_EXIT_FAIL;
+    } else if (err != EEXIST) { /* EEXIST: a dead process of our pid left one; saving replaces it */
+        cli_fail(cmd, "%s: cannot write '%s': cannot create a file in folder '%s': %s", flag, path,
+                 dir, strerror(err));
+        rc = CLI_EXIT_FAIL;
+    }
+    free(tmp);
+    return rc;
+}
+
+int cli_check_names(int cmd, const cli_options *o) {
+    for (int i = 0; i < cli_option_count(); ++i) {
+        if (!(cli_option_is_input(i) || cli_option_is_output(i)) || !o->given[i]) continue;
+        if (cli_option_text(o, cli_option_name(i))[0]) continue;
+        cli_usage_error(cmd, "--%s: the file name is empty%s", cli_option_name(i),
+                        cli_option_is_output(i) ? " (leave the option out to write nothing)" : "");
+        return CLI_EXIT_USAGE;
+    }
+    return 0;
+}
+
+int cli_check_outputs(int cmd, const cli_options *o, const char *checkpoint) {
+    file_set in, out;
+    in.n = out.n = 0;
+    collect_inputs(cmd, o, checkpoint, &in);
+    collect_outputs(cmd, o, &out);
+    int rc = check_clashes(cmd, &in, &out);
+    for (int k = 0; k < out.n && !rc; ++k)
+        rc = cli_check_writable(cmd, out.f[k].flag, out.f[k].path);
+    free_set(&in);
+    free_set(&out);
+    return rc;
+}
+
+int cli_verify_checkpoint(int cmd, const char *path, int *verified_out) {
+    int verified = 0;
+    if (bp_checkpoint_verify(path, &verified) != BP_OK) return cli_lib_fail(cmd, "");
+    if (verified_out) *verified_out = verified;
+    if (!verified)
+        cli_warn(cmd, "%s has no checksums (saved by an older backprop): it is used unverified",
+                 path);
+    return 0;
+}

@@ -1,0 +1,264 @@
+/* Atomic file replacement: an unnamed (O_TMPFILE) or named, locked temporary file beside the
+ * target, renamed over it once complete; stale temporaries of dead writers removed. */
+#define _GNU_SOURCE /* O_TMPFILE, AT_EMPTY_PATH */
+
+#include "io/atomic.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <sys/types.h>
+#include <unistd.h>
+
+#include "core/error.h"
+
+int bp_atomic_use_tmpfile = 1;
+
+static const char TMP_SUFFIX[] = ".tmp.";
+
+char *bp_atomic_temp_name(const char *path) {
+    size_t n = strlen(path) + sizeof TMP_SUFFIX + 24;
+    char *tmp = malloc(n);
+    if (tmp) snprintf(tmp, n, "%s%s%ld", path, TMP_SUFFIX, (long)getpid());
+    return tmp;
+}
+
+/* The folder of path ("." for a bare name, "/" for a name in the root), malloc'd. */
+static char *folder_of(const char *path) {
+    const char *slash = strrchr(path, '/');
+    if (!slash) return strdup(".");
+    size_t n = slash == path ? 1 : (size_t)(slash - path);
+    char *dir = malloc(n + 1);
+    if (dir) {
+        memcpy(dir, path, n);
+        dir[n] = '\0';
+    }
+    return dir;
+}
+
+/* ---- stale temporaries ------------------------------------------------------------------- */
+
+/* The pid in name when it is "<base>.tmp.<digits>", else -1. */
+static long temp_pid(const char *name, const char *base, size_t base_len) {
+    if (strncmp(name, base, base_len) != 0) return -1;
+    const char *p = name + base_len;
+    if (strncmp(p, TMP_SUFFIX, sizeof TMP_SUFFIX - 1) != 0) return -1;
+    p += sizeof TMP_SUFFIX - 1;
+    long pid = 0;
+    int digits = 0;
+    for (; *p >= '0' && *p <= '9' && digits < 10; ++p, ++digits)
+        pid = pid * 10 + (*p - '0');
+    return *p || digits == 0 || pid <= 0 || pid > INT_MAX ? -1 : pid;
+}
+
+/* A process of that pid runs on this host (EPERM: it does, as another user). */
+static int process_runs(long pid) {
+    return kill((pid_t)pid, 0) == 0 || errno == EPERM;
+}
+
+/* Removes dir/name when it is a regular file whose lock nobody holds (its writer is gone). */
+static int remove_if_abandoned(int dirfd, const char *name) {
+    int fd = openat(dirfd, name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+    if (fd < 0) return 0;
+    struct stat a, b;
+    int removed = 0;
+    if (fstat(fd, &a) == 0 && S_ISREG(a.st_mode) && flock(fd, LOCK_EX | LOCK_NB) == 0 &&
+        fstatat(dirfd, name, &b, AT_SYMLINK_NOFOLLOW) == 0 && a.st_dev == b.st_dev &&
+        a.st_ino == b.st_ino)
+        removed = unlinkat(dirfd, name, 0) == 0;
+    close(fd);
+    return removed;
+}
+
+int bp_atomic_clean_stale(const char *path) {
+    if (!path || !*path) return 0;
+    char *dir = folder_of(path);
+    if (!dir) return 0;
+    const char *slash = strrchr(path, '/');
+    const char *base = slash ? slash + 1 : path;
+    size_t base_len = strlen(base);
+    int removed = 0, dirfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    int listfd = dirfd >= 0 ? dup(dirfd) : -1;
+    DIR *d = listfd >= 0 ? fdopendir(listfd) : NULL;
+    if (!d && listfd >= 0) close(listfd);
+    for (struct dirent *e; d && base_len && (e = readdir(d));) {
+        long pid = temp_pid(e->d_name, base, base_len);
+        if (pid < 0 || pid == (long)getpid() || process_runs(pid)) continue;
+        removed += remove_if_abandoned(dirfd, e->d_name);
+    }
+    if (d) closedir(d);
+    if (dirfd >= 0) close(dirfd);
+    free(dir);
+    return removed;
+}
+
+/* ---- opening ----------------------------------------------------------------------------- */
+
+static bp_status open_fail(const char *path, const char *tmp, int err) {
+    bp_status st = bp_error(BP_ERR_IO, "%s: creating %s failed: %s; %s is unchanged", path, tmp,
+                            strerror(err ? err : EIO), path);
+    errno = err;
+    return st;
+}
+
+/* The named temporary, locked so that a cleaner (on any host) sees its writer is alive. */
+static int open_named(const char *tmp) {
+    int fd = open(tmp, O_RDWR | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0666);
+    if (fd >= 0) (void)flock(fd, LOCK_EX | LOCK_NB);
+    return fd;
+}
+
+bp_status bp_atomic_open(bp_atomic_file *a, const char *path) {
+    memset(a, 0, sizeof *a);
+    a->fd = -1;
+    if (!path || !*path) return bp_error(BP_ERR_INVALID_ARGUMENT, "the path is empty");
+    struct stat sb;
+    if (stat(path, &sb) == 0 && S_ISDIR(sb.st_mode)) {
+        bp_error(BP_ERR_IO, "%s: cannot replace it: %s", path, strerror(EISDIR));
+        errno = EISDIR;
+        return BP_ERR_IO;
+    }
+    a->path = strdup(path);
+    a->tmp = bp_atomic_temp_name(path);
+    char *dir = folder_of(path);
+    if (!a->path || !a->tmp || !dir) {
+        free(dir);
+        bp_atomic_abort(a);
+        return bp_error(BP_ERR_OUT_OF_MEMORY, "%s: no memory", path);
+    }
+    bp_atomic_clean_stale(path);
+#ifdef O_TMPFILE
+    if (bp_atomic_use_tmpfile) a->fd = open(dir, O_TMPFILE | O_RDWR | O_CLOEXEC, 0666);
+    a->unnamed = a->fd >= 0;
+#endif
+    free(dir);
+    if (a->fd < 0) a->fd = open_named(a->tmp);
+    if (a->fd < 0) {
+        int err = errno;
+        bp_status st = open_fail(path, a->tmp, err);
+        bp_atomic_abort(a);
+        errno = err;
+        return st;
+    }
+    return BP_OK;
+}
+
+/* ---- committing -------------------------------------------------------------------------- */
+
+/* Copies the unnamed file's bytes into a new named temporary (where linking is refused). */
+static int copy_to_named(bp_atomic_file *a, int (*fsync_fn)(int)) {
+    int out = open_named(a->tmp);
+    if (out < 0) return -1;
+    char buf[1 << 16];
+    off_t at = 0;
+    int err = 0;
+    for (;;) {
+        ssize_t n = pread(a->fd, buf, sizeof buf, at);
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0) err = errno;
+        if (n <= 0) break;
+        for (ssize_t done = 0; done < n && !err;) {
+            ssize_t w = write(out, buf + done, (size_t)(n - done));
+            if (w < 0 && errno != EINTR) err = errno;
+            if (w > 0) done += w;
+        }
+        if (err) break;
+        at += n;
+    }
+    if (!err && fsync_fn(out) != 0) err = errno ? errno : EIO;
+    if (err) {
+        close(out);
+        unlink(a->tmp);
+        errno = err;
+        return -1;
+    }
+    close(a->fd);
+    a->fd = out;
+    a->unnamed = 0;
+    return 0;
+}
+
+/* Gives the unnamed file its temporary name. */
+static int name_it(bp_atomic_file *a, int (*fsync_fn)(int)) {
+#ifdef O_TMPFILE
+    char proc[64];
+    snprintf(proc, sizeof proc, "/proc/self/fd/%d", a->fd);
+    for (int tries = 0; tries < 2; ++tries) {
+        if (linkat(AT_FDCWD, proc, AT_FDCWD, a->tmp, AT_SYMLINK_FOLLOW) == 0 ||
+            linkat(a->fd, "", AT_FDCWD, a->tmp, AT_EMPTY_PATH) == 0) {
+            a->unnamed = 0;
+            return 0;
+        }
+        if (errno != EEXIST) break;
+        unlink(a->tmp); /* a dead process of our pid left it */
+    }
+#endif
+    return copy_to_named(a, fsync_fn);
+}
+
+/* Flushes the folder so the rename itself survives a crash. Best effort where the filesystem
+ * cannot sync folders (EINVAL, EROFS); any other error is reported. */
+static bp_status sync_folder(const char *path) {
+    char *dir = folder_of(path);
+    if (!dir) return bp_error(BP_ERR_OUT_OF_MEMORY, "%s: no memory", path);
+    int fd = open(dir, O_RDONLY | O_CLOEXEC);
+    int rc = fd >= 0 ? fsync(fd) : -1, err = errno;
+    if (fd >= 0) close(fd);
+    bp_status st = BP_OK;
+    if (rc != 0 && err != EINVAL && err != EROFS)
+        st = bp_error(BP_ERR_IO,
+                      "%s: the new file is in place, but syncing its directory %s "
+                      "failed: %s",
+                      path, dir, strerror(err));
+    free(dir);
+    return st;
+}
+
+static bp_status step_fail(bp_atomic_file *a, const char *what, int err) {
+    err = err ? err : EIO;
+    bp_status st = bp_error(BP_ERR_IO, "%s: %s %s failed: %s; %s is unchanged", a->path, what,
+                            a->tmp, strerror(err), a->path);
+    bp_atomic_abort(a);
+    errno = err;
+    return st;
+}
+
+bp_status bp_atomic_commit(bp_atomic_file *a, int (*fsync_fn)(int),
+                           int (*rename_fn)(const char *, const char *)) {
+    if (!fsync_fn) fsync_fn = fsync;
+    if (!rename_fn) rename_fn = rename;
+    if (fsync_fn(a->fd) != 0) return step_fail(a, "fsync of", errno);
+    if (a->unnamed && name_it(a, fsync_fn) != 0) return step_fail(a, "naming", errno);
+    if (rename_fn(a->tmp, a->path) != 0) {
+        int err = errno ? errno : EIO;
+        bp_status st = bp_error(BP_ERR_IO, "%s: renaming %s over it failed: %s; %s is unchanged",
+                                a->path, a->tmp, strerror(err), a->path);
+        bp_atomic_abort(a);
+        errno = err;
+        return st;
+    }
+    close(a->fd);
+    a->fd = -1;
+    a->unnamed = 1; /* nothing of ours is left under the temporary name */
+    bp_status st = sync_folder(a->path);
+    bp_atomic_abort(a);
+    return st;
+}
+
+void bp_atomic_abort(bp_atomic_file *a) {
+    int err = errno;
+    if (a->path && a->fd >= 0) close(a->fd);
+    if (a->path && !a->unnamed && a->tmp) unlink(a->tmp);
+    free(a->path);
+    free(a->tmp);
+    memset(a, 0, sizeof *a);
+    a->fd = -1;
+    errno = err;
+}
