@@ -46,7 +46,7 @@ typedef enum bp_epilogue {
 } bp_epilogue;
 
 /* One GEMM for gemm_ex / gemm_plan. Shapes, transposes and strides mean what they mean for
- * gemm; a, b are ab_type, c is c_type (device memory). */
+ * gemm; a, b are ab_type, c is c_type (device memory). c overlaps neither a, b nor aux. */
 typedef struct bp_gemm_desc {
     int trans_a, trans_b, m, n, k;
     float alpha, beta; /* beta != 0 only with BP_EPI_NONE and c_type BP_EL_F32 */
