@@ -22,6 +22,7 @@
 #include "ref_lowp.h"
 #include "ref_mlp.h"
 #include "support.h"
+#include "support_files.h"
 #include "support_model.h"
 
 namespace {
@@ -387,6 +388,315 @@ TEST_P(PrecisionTest, ForwardAndBackwardMatchBothReferences) {
     std::cout << "[ errors   ] " << bp_precision_name(mode()) << ": worst vs float64 "
               << sci(worst_plain) << ", vs the rounding-aware reference " << sci(worst_rounded)
               << "\n";
+}
+
+// A whole network's loss and gradients in this mode against fp32's, on the same parameters and
+// batch (smooth activations: a ReLU's kink would measure itself, see above). Within each mode's
+// distance from exact arithmetic (plain_tol); the fp32 model against itself is exact.
+TEST_P(PrecisionTest, GradientsAgainstFp32) {
+    BPT_OPEN_OR_SKIP(raw, GetParam().backend);
+    DevicePtr dev(raw);
+    Net n;
+    n.widths = {48, 96, 64, 32, 10};
+    n.acts = {BP_ACT_GELU, BP_ACT_SILU, BP_ACT_TANH, BP_ACT_IDENTITY};
+    n.max_batch = 32;
+    ModelPtr m32 = make_model(dev.get(), n, BP_PRECISION_FP32), m = make_model(dev.get(), n, mode());
+    ASSERT_TRUE(m32 && m);
+    auto params = scaled_params(m.get(), 900);
+    BPT_OK(bp_model_set_params(m32.get(), params.data(), params.size()));
+    BPT_OK(bp_model_set_params(m.get(), params.data(), params.size()));
+    auto x = bpt::uniform((size_t)32 * 48, -1.0f, 1.0f, 901);
+    std::vector<int32_t> labels(32);
+    for (int i = 0; i < 32; ++i)
+        labels[i] = (7 * i) % 10;
+    bp_loss_config ce = {BP_LOSS_CROSS_ENTROPY, 0.1f};
+    Eval a, b;
+    ASSERT_NO_FATAL_FAILURE(evaluate(m32.get(), dev.get(), x, 32, ce, {}, labels, &a));
+    ASSERT_NO_FATAL_FAILURE(evaluate(m.get(), dev.get(), x, 32, ce, {}, labels, &b));
+    Tol tol = plain_tol(mode());
+    if (mode() == BP_PRECISION_FP32) tol = {0.0, 0.0};
+    double eg = bpt::rel_err(b.grads, a.grads), ex = bpt::rel_err(b.dx, a.dx);
+    EXPECT_LE(rel_scalar(b.loss, a.loss), tol.fwd) << "loss " << b.loss << " vs " << a.loss;
+    EXPECT_LE(bpt::rel_err(b.out, a.out), tol.fwd) << "output";
+    EXPECT_LE(eg, tol.grad) << "parameter gradients";
+    EXPECT_LE(ex, tol.grad) << "dx";
+    // Per layer, so a small layer cannot hide in the global norm.
+    for (int l = 0; l < bp_model_n_layers(m.get()); ++l) {
+        size_t w, bo;
+        BPT_OK(bp_model_layer_offsets(m.get(), l, &w, &bo));
+        size_t end = bo + n.widths[l + 1];
+        std::vector<float> gw(b.grads.begin() + w, b.grads.begin() + end),
+            rw(a.grads.begin() + w, a.grads.begin() + end);
+        EXPECT_LE(bpt::rel_err(gw, rw), tol.grad) << "layer " << l;
+    }
+    RecordProperty("grad_rel_err_vs_fp32", sci(eg));
+    RecordProperty("dx_rel_err_vs_fp32", sci(ex));
+}
+
+// Bytes a model of widths holds on dev.
+size_t model_bytes(bp_device *dev, const Net &n, bp_precision p) {
+    ModelPtr m = make_model(dev, n, p);
+    bp_device_stats s{};
+    EXPECT_EQ(BP_OK, bp_device_get_stats(dev, &s));
+    return m ? s.bytes_in_use : 0;
+}
+
+// What the model holds per row of max_batch (its activations and the buffers between layers),
+// counted by bp_device_get_stats: in bf16 every byte of the hidden layers' z and a halves and
+// the only new per-row buffer is the input's bf16 copy; tf32 keeps fp32's. With max_batch 256
+// and 512, every buffer is a multiple of the 256-byte alignment, so the count is exact.
+TEST_P(PrecisionTest, ActivationMemoryPerRow) {
+    BPT_OPEN_OR_SKIP(raw, GetParam().backend);
+    DevicePtr dev(raw);
+    Net n;
+    n.widths = {64, 512, 512, 512, 512, 512, 512, 10};
+    n.acts = std::vector<bp_activation>(6, BP_ACT_TANH); // never fused: z and a both kept
+    n.acts.push_back(BP_ACT_IDENTITY);
+    auto per_row = [&](bp_precision p) {
+        Net a = n, b = n;
+        a.max_batch = 256;
+        b.max_batch = 512;
+        return (model_bytes(dev.get(), b, p) - model_bytes(dev.get(), a, p)) / 256;
+    };
+    size_t fp32 = per_row(BP_PRECISION_FP32), here = per_row(mode());
+    size_t hidden = 0; // elements of z and a per row
+    for (size_t l = 1; l + 1 < n.widths.size(); ++l)
+        hidden += 2 * (size_t)n.widths[l];
+    if (mode() == BP_PRECISION_BF16)
+        EXPECT_EQ(fp32 - hidden * 4 + hidden * 2 + (size_t)n.widths[0] * 2, here);
+    else
+        EXPECT_EQ(fp32, here);
+    double ratio = (double)here / (double)fp32;
+    if (mode() == BP_PRECISION_BF16) {
+        // The activations halve; the fp32 gradients between layers (2 x 512 floats a row) and
+        // the output stay: about half in all on this deep network.
+        EXPECT_LE(ratio, 0.6);
+        EXPECT_GE(ratio, 0.5);
+    }
+    RecordProperty("bytes_per_row", std::to_string(here));
+    RecordProperty("bytes_per_row_fp32", std::to_string(fp32));
+    std::cout << "[ memory   ] " << bp_precision_name(mode()) << ": " << here
+              << " bytes per row of max_batch, fp32 " << fp32 << " (ratio " << ratio << ")\n";
+}
+
+// A training step allocates nothing in this mode: dropout, clipping, two micro-batches, a
+// short batch after a full one.
+TEST_P(PrecisionTest, TrainingStepAllocatesNothing) {
+    BPT_OPEN_OR_SKIP(raw, GetParam().backend);
+    DevicePtr dev(raw);
+    Net n;
+    n.widths = {12, 32, 16, 3};
+    n.acts = {BP_ACT_RELU, BP_ACT_GELU_TANH, BP_ACT_IDENTITY};
+    n.dropout = {0.1f, 0.0f, 0.0f};
+    n.max_batch = 32;
+    ModelPtr m = make_model(dev.get(), n, mode());
+    ASSERT_TRUE(m);
+    bp_optim_config oc = bp_optim_config_default(BP_OPTIM_ADAMW);
+    oc.clip_norm = 0.5;
+    oc.accum_steps = 2;
+    OptimPtr o(bp_optimizer_create(m.get(), &oc, nullptr));
+    ASSERT_TRUE(o);
+    TensorPtr x, y, xs, ys;
+    auto xv = bpt::uniform(64 * 12, -1.0f, 1.0f, 4);
+    std::vector<int32_t> yv(64);
+    for (int i = 0; i < 64; ++i)
+        yv[i] = i % 3;
+    ASSERT_NO_FATAL_FAILURE(bpt::upload_f32(dev.get(), 64, 12, xv, &x));
+    ASSERT_NO_FATAL_FAILURE(bpt::upload_target(dev.get(), BP_LOSS_CROSS_ENTROPY, 64, 1, {}, yv, &y));
+    xs.reset(bp_tensor_view_rows(x.get(), 0, 22, nullptr));
+    ys.reset(bp_tensor_view_rows(y.get(), 0, 22, nullptr));
+    ASSERT_TRUE(xs && ys);
+    bp_loss_config ce = {BP_LOSS_CROSS_ENTROPY, 0.1f};
+    float loss = 0.0f;
+    // The first steps of each shape may choose algorithms (host work only); then none.
+    BPT_OK(bp_train_step(m.get(), o.get(), &ce, x.get(), y.get(), &loss));
+    BPT_OK(bp_train_step(m.get(), o.get(), &ce, xs.get(), ys.get(), &loss));
+    bp_device_stats before{}, after{};
+    BPT_OK(bp_device_get_stats(dev.get(), &before));
+    for (int s = 0; s < 4; ++s) {
+        BPT_OK(bp_train_step(m.get(), o.get(), &ce, x.get(), y.get(), &loss));
+        BPT_OK(bp_train_step(m.get(), o.get(), &ce, xs.get(), ys.get(), &loss));
+    }
+    BPT_OK(bp_device_get_stats(dev.get(), &after));
+    EXPECT_EQ(before.alloc_count, after.alloc_count);
+    EXPECT_EQ(before.free_count, after.free_count);
+    EXPECT_EQ(before.bytes_in_use, after.bytes_in_use);
+    EXPECT_TRUE(std::isfinite(loss));
+}
+
+struct Snapshot {
+    std::vector<float> params, state, out;
+    int64_t steps = 0;
+};
+
+void snapshot(bp_model *m, bp_optimizer *o, bp_tensor *x, bp_tensor *out, Snapshot *s) {
+    s->params.resize(bp_model_n_params(m));
+    s->state.resize(bp_optimizer_state_size(o));
+    s->out.resize((size_t)bp_tensor_rows(out) * bp_tensor_cols(out));
+    BPT_OK(bp_model_get_params(m, s->params.data(), s->params.size()));
+    BPT_OK(bp_optimizer_get_state(o, s->state.data(), s->state.size(), &s->steps));
+    // The inference output reads the GEMMs' weights: the bf16 copy, in bf16 mode.
+    BPT_OK(bp_model_forward(m, x, BP_MODE_INFERENCE, out));
+    BPT_OK(bp_tensor_download(out, s->out.data(), s->out.size()));
+}
+
+bool same(const std::vector<float> &a, const std::vector<float> &b) {
+    return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0;
+}
+
+// A non-finite input, target or loss is refused, naming it, and changes nothing: parameters,
+// optimizer state, step count and (through the output) the weights the GEMMs read.
+TEST_P(PrecisionTest, NonFiniteStepIsRefusedAndChangesNothing) {
+    BPT_OPEN_OR_SKIP(raw, GetParam().backend);
+    DevicePtr dev(raw);
+    Net n;
+    n.widths = {8, 24, 4};
+    n.acts = {BP_ACT_TANH, BP_ACT_IDENTITY};
+    ModelPtr m = make_model(dev.get(), n, mode());
+    ASSERT_TRUE(m);
+    bp_optim_config oc = bp_optim_config_default(BP_OPTIM_ADAM);
+    OptimPtr o(bp_optimizer_create(m.get(), &oc, nullptr));
+    ASSERT_TRUE(o);
+    const int rows = 16;
+    auto xv = bpt::uniform(rows * 8, -1.0f, 1.0f, 40), tv = bpt::uniform(rows * 4, 0.0f, 1.0f, 41);
+    TensorPtr x, t, out;
+    ASSERT_NO_FATAL_FAILURE(bpt::upload_f32(dev.get(), rows, 8, xv, &x));
+    ASSERT_NO_FATAL_FAILURE(bpt::upload_f32(dev.get(), rows, 4, tv, &t));
+    ASSERT_NO_FATAL_FAILURE(bpt::new_tensor(dev.get(), BP_F32, rows, 4, &out));
+    bp_loss_config mse = {BP_LOSS_MSE, 0.0f};
+    BPT_OK(bp_train_step(m.get(), o.get(), &mse, x.get(), t.get(), nullptr));
+    Snapshot before, after;
+    ASSERT_NO_FATAL_FAILURE(snapshot(m.get(), o.get(), x.get(), out.get(), &before));
+
+    auto expect_refused = [&](const char *what, const std::string &part) {
+        SCOPED_TRACE(what);
+        bp_status st = bp_train_step(m.get(), o.get(), &mse, x.get(), t.get(), nullptr);
+        EXPECT_EQ(BP_ERR_NON_FINITE, st);
+        EXPECT_NE(std::string::npos, std::string(bp_last_error()).find(part)) << bp_last_error();
+        BPT_OK(bp_tensor_upload(x.get(), xv.data(), xv.size()));
+        BPT_OK(bp_tensor_upload(t.get(), tv.data(), tv.size()));
+        ASSERT_NO_FATAL_FAILURE(snapshot(m.get(), o.get(), x.get(), out.get(), &after));
+        EXPECT_TRUE(same(before.params, after.params)) << "parameters changed";
+        EXPECT_TRUE(same(before.state, after.state)) << "optimizer state changed";
+        EXPECT_EQ(before.steps, after.steps);
+        EXPECT_TRUE(same(before.out, after.out)) << "the GEMMs' weights changed";
+    };
+    auto bad = xv;
+    bad[3 * 8 + 5] = std::numeric_limits<float>::quiet_NaN();
+    BPT_OK(bp_tensor_upload(x.get(), bad.data(), bad.size()));
+    expect_refused("NaN in x", "x[3, 5] is nan");
+    auto badt = tv;
+    badt[2 * 4 + 1] = std::numeric_limits<float>::infinity();
+    BPT_OK(bp_tensor_upload(t.get(), badt.data(), badt.size()));
+    expect_refused("infinite target", "target[2, 1] is inf");
+    // Finite values whose loss overflows: targets of 1e30 square past fp32's range.
+    auto huge = tv;
+    for (float &v : huge)
+        v = 1e30f;
+    BPT_OK(bp_tensor_upload(t.get(), huge.data(), huge.size()));
+    expect_refused("overflowing loss", "the loss is inf");
+    // And a good step still runs afterwards.
+    BPT_OK(bp_train_step(m.get(), o.get(), &mse, x.get(), t.get(), nullptr));
+}
+
+// Stopped after k steps and resumed from a checkpoint, a run ends bitwise where the
+// uninterrupted run ends: the checkpoint keeps the precision and the fp32 master weights, and
+// loading rebuilds the bf16 copy from them.
+TEST_P(PrecisionTest, ResumeFromACheckpointIsExact) {
+    BPT_OPEN_OR_SKIP(raw, GetParam().backend);
+    DevicePtr dev(raw);
+    Net n;
+    n.widths = {10, 40, 30, 6};
+    n.acts = {BP_ACT_RELU, BP_ACT_GELU_TANH, BP_ACT_IDENTITY};
+    n.dropout = {0.2f, 0.0f, 0.0f};
+    n.max_batch = 24;
+    auto xv = bpt::uniform(24 * 10, -1.0f, 1.0f, 60);
+    std::vector<int32_t> yv(24);
+    for (int i = 0; i < 24; ++i)
+        yv[i] = (i * 5) % 6;
+    TensorPtr x, y;
+    ASSERT_NO_FATAL_FAILURE(bpt::upload_f32(dev.get(), 24, 10, xv, &x));
+    ASSERT_NO_FATAL_FAILURE(bpt::upload_target(dev.get(), BP_LOSS_CROSS_ENTROPY, 24, 1, {}, yv, &y));
+    bp_loss_config ce = {BP_LOSS_CROSS_ENTROPY, 0.0f};
+    bp_optim_config oc = bp_optim_config_default(BP_OPTIM_ADAMW);
+    oc.clip_norm = 1.0;
+    auto steps = [&](bp_model *m, bp_optimizer *o, int k, std::vector<float> *losses) {
+        for (int s = 0; s < k; ++s) {
+            float v = NAN;
+            BPT_OK(bp_train_step(m, o, &ce, x.get(), y.get(), &v));
+            losses->push_back(v);
+        }
+    };
+    bpt::TempDir dir;
+    std::string path = dir.file("run.ckpt");
+    std::vector<float> l_full, l_resumed, p_full, p_resumed;
+    {
+        ModelPtr m = make_model(dev.get(), n, mode());
+        OptimPtr o(bp_optimizer_create(m.get(), &oc, nullptr));
+        ASSERT_TRUE(m && o);
+        ASSERT_NO_FATAL_FAILURE(steps(m.get(), o.get(), 4, &l_full));
+        BPT_OK(bp_checkpoint_save(path.c_str(), m.get(), o.get(), nullptr, 0));
+        l_resumed = l_full;
+        ASSERT_NO_FATAL_FAILURE(steps(m.get(), o.get(), 4, &l_full));
+        p_full.resize(bp_model_n_params(m.get()));
+        BPT_OK(bp_model_get_params(m.get(), p_full.data(), p_full.size()));
+    }
+    bp_status st = BP_OK;
+    ModelPtr m(bp_checkpoint_load_model(path.c_str(), dev.get(), 0, &st));
+    ASSERT_TRUE(m) << bp_last_error();
+    EXPECT_EQ(mode(), bp_model_precision(m.get()));
+    OptimPtr o(bp_checkpoint_load_optimizer(path.c_str(), m.get(), &st));
+    ASSERT_TRUE(o) << bp_last_error();
+    ASSERT_NO_FATAL_FAILURE(steps(m.get(), o.get(), 4, &l_resumed));
+    p_resumed.resize(bp_model_n_params(m.get()));
+    BPT_OK(bp_model_get_params(m.get(), p_resumed.data(), p_resumed.size()));
+    EXPECT_TRUE(same(l_full, l_resumed)) << "losses";
+    EXPECT_TRUE(same(p_full, p_resumed)) << "parameters";
+    EXPECT_NE(l_full.front(), l_full.back());
+}
+
+// Two interleaved spirals (as tests/test_convergence.cc, which runs fp32): >= 99% in the
+// reduced modes too.
+TEST_P(PrecisionTest, SpiralsReach99Percent) {
+    if (mode() == BP_PRECISION_FP32)
+        GTEST_SKIP() << "fp32 is Convergence.SpiralsReach99Percent (tests/test_convergence.cc)";
+    BPT_OPEN_OR_SKIP(raw, GetParam().backend);
+    DevicePtr dev(raw);
+    const int per_class = 200, rows = 2 * per_class;
+    std::vector<float> xv;
+    std::vector<int32_t> yv;
+    for (int i = 0; i < rows; ++i) {
+        int c = i % 2;
+        double t = 0.25 + 3.5 * (i / 2) / (double)per_class, a = (t + c) * M_PI;
+        xv.push_back((float)(t * std::cos(a) / 3.75));
+        xv.push_back((float)(t * std::sin(a) / 3.75));
+        yv.push_back(c);
+    }
+    Net n;
+    n.widths = {2, 64, 64, 2};
+    n.acts = {BP_ACT_RELU, BP_ACT_RELU, BP_ACT_IDENTITY};
+    n.max_batch = rows;
+    ModelPtr m = make_model(dev.get(), n, mode(), 3);
+    bp_optim_config oc = bp_optim_config_default(BP_OPTIM_ADAM);
+    oc.lr = 1e-2;
+    OptimPtr o(bp_optimizer_create(m.get(), &oc, nullptr));
+    ASSERT_TRUE(m && o);
+    TensorPtr x, y, out;
+    ASSERT_NO_FATAL_FAILURE(bpt::upload_f32(dev.get(), rows, 2, xv, &x));
+    ASSERT_NO_FATAL_FAILURE(bpt::upload_target(dev.get(), BP_LOSS_CROSS_ENTROPY, rows, 1, {}, yv, &y));
+    ASSERT_NO_FATAL_FAILURE(bpt::new_tensor(dev.get(), BP_F32, rows, 2, &out));
+    bp_loss_config ce = {BP_LOSS_CROSS_ENTROPY, 0.0f};
+    for (int s = 0; s < 1500; ++s)
+        BPT_OK(bp_train_step(m.get(), o.get(), &ce, x.get(), y.get(), nullptr));
+    BPT_OK(bp_model_forward(m.get(), x.get(), BP_MODE_INFERENCE, out.get()));
+    std::vector<float> logits(rows * 2);
+    BPT_OK(bp_tensor_download(out.get(), logits.data(), logits.size()));
+    int right = 0;
+    for (int i = 0; i < rows; ++i)
+        right += (logits[2 * i + 1] > logits[2 * i]) == (yv[i] == 1);
+    double acc = (double)right / rows;
+    RecordProperty("accuracy", std::to_string(acc));
+    EXPECT_GE(acc, 0.99);
 }
 
 INSTANTIATE_TEST_SUITE_P(Modes, PrecisionTest, ::testing::ValuesIn(all_mode_params()),
