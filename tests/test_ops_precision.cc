@@ -4,6 +4,7 @@
 // Each tolerance is stated, with its reason, next to its check.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -21,6 +22,12 @@
 namespace {
 
 using bpt::DevBuf;
+
+std::string sci(double v) {
+    std::ostringstream o;
+    o << std::scientific << v;
+    return o.str();
+}
 
 class PrecisionOps : public bpt::BackendOpsTest {};
 
@@ -185,9 +192,7 @@ TEST_P(PrecisionOps, GemmExEveryModeTransposeAndShape) {
                         for (int pad : {0, 3})
                             gemm_case(dev, mode, ta, tb, s, albe[0], albe[1], pad, seed += 3,
                                       &worst);
-        std::ostringstream o;
-        o << std::scientific << worst;
-        RecordProperty(std::string("worst_plain_rel_err_") + mode.name, o.str());
+        RecordProperty(std::string("worst_plain_rel_err_") + mode.name, sci(worst));
     }
 }
 
@@ -316,6 +321,9 @@ TEST_P(PrecisionOps, FusedEpiloguesMatchTheReference) {
                                                : da.get(z.size());
                 double tol = mode.type == BP_EL_BF16 ? 4e-3 : 1e-5;
                 EXPECT_LE(bpt::rel_err(a_out, a_ref), tol) << "forward output";
+                RecordProperty(std::string("fwd_rel_err_") + mode.name + "_act" +
+                                   std::to_string(act) + "_rows" + std::to_string(rows),
+                               sci(bpt::rel_err(a_out, a_ref)));
                 if (act == BP_ACT_IDENTITY) continue;
 
                 // Backward: g = dz_next W2 from random operands; d = g * act'(z as saved); the
@@ -420,6 +428,7 @@ TEST_P(PrecisionOps, BiasActForwardExEveryActivationAndType) {
                            {BP_EL_F32, BP_EL_F32, false},
                            {BP_EL_F32, BP_EL_BF16, false}};
     uint32_t seed = 7500;
+    double worst_bf16 = 0.0, worst_f32 = 0.0;
     for (bp_activation act : kActs) {
         for (const Types &t : types) {
             for (int with_bias = 0; with_bias < 2; ++with_bias) {
@@ -451,10 +460,15 @@ TEST_P(PrecisionOps, BiasActForwardExEveryActivationAndType) {
                 // element at most, about 1.1e-3 norm-wise; limit 3e-3. A rounding of v before
                 // the activation would add another ~1e-3 on the curved ones.
                 double tol = t.a == BP_EL_BF16 ? 3e-3 : act_tol(act);
-                EXPECT_LE(bpt::rel_err(af, ref), tol) << "a";
+                double e = bpt::rel_err(af, ref);
+                EXPECT_LE(e, tol) << "a";
+                double &w = t.a == BP_EL_BF16 ? worst_bf16 : worst_f32;
+                w = std::max(w, e);
             }
         }
     }
+    RecordProperty("worst_rel_err_a_bf16", sci(worst_bf16));
+    RecordProperty("worst_rel_err_a_fp32", sci(worst_f32));
 }
 
 TEST_P(PrecisionOps, ActBackwardExFromBf16z) {
