@@ -699,6 +699,69 @@ TEST_P(PrecisionTest, SpiralsReach99Percent) {
     EXPECT_GE(acc, 0.99);
 }
 
+// A checkpoint written in this mode loads into PyTorch (tests/torch_interop.py: the tensors
+// are the fp32 master weights) and PyTorch's fp32 outputs are this model's inference outputs
+// within the mode's forward tolerance: ours carry the roundings of x, W and each stored
+// activation, PyTorch's none: within plain_tol (observed 1.1e-3 for bf16 and 1.7e-4 for tf32
+// on this 8-layer network with every activation). A control 5x past the tolerance must fail
+// the script.
+TEST_P(PrecisionTest, CheckpointLoadsIntoPyTorchAndPredictsWithinTheModesTolerance) {
+    if (mode() == BP_PRECISION_FP32)
+        GTEST_SKIP() << "fp32 is Checkpoint.LoadsIntoPyTorchAndPredictsTheSame";
+    BPT_OPEN_OR_SKIP(raw, GetParam().backend);
+    DevicePtr dev(raw);
+    std::string why, py = bpt::torch_python(&why);
+    if (py.empty()) GTEST_SKIP() << why;
+    Net n;
+    n.widths = {7, 16, 16, 12, 12, 10, 10, 8, 5};
+    n.acts = {BP_ACT_RELU, BP_ACT_LEAKY_RELU, BP_ACT_SIGMOID, BP_ACT_TANH,
+              BP_ACT_GELU, BP_ACT_GELU_TANH,  BP_ACT_SILU,    BP_ACT_IDENTITY};
+    n.dropout = {0.1f, 0.0f, 0.2f, 0.0f, 0.0f, 0.3f, 0.0f, 0.0f};
+    n.slope = 0.2f;
+    n.max_batch = 32;
+    ModelPtr m = make_model(dev.get(), n, mode());
+    ASSERT_TRUE(m);
+    bp_optim_config adam = bp_optim_config_default(BP_OPTIM_ADAM);
+    OptimPtr o(bp_optimizer_create(m.get(), &adam, nullptr));
+    ASSERT_TRUE(o);
+    const int rows = 32;
+    auto xv = bpt::uniform((size_t)rows * 7, -2.0f, 2.0f, 77);
+    std::vector<int32_t> yv(rows);
+    for (int i = 0; i < rows; ++i)
+        yv[i] = i % 5;
+    TensorPtr x, y, out;
+    ASSERT_NO_FATAL_FAILURE(bpt::upload_f32(dev.get(), rows, 7, xv, &x));
+    ASSERT_NO_FATAL_FAILURE(
+        bpt::upload_target(dev.get(), BP_LOSS_CROSS_ENTROPY, rows, 1, {}, yv, &y));
+    ASSERT_NO_FATAL_FAILURE(bpt::new_tensor(dev.get(), BP_F32, rows, 5, &out));
+    bp_loss_config ce = {BP_LOSS_CROSS_ENTROPY, 0.0f};
+    for (int s = 0; s < 3; ++s)
+        BPT_OK(bp_train_step(m.get(), o.get(), &ce, x.get(), y.get(), nullptr));
+    bpt::TempDir dir;
+    std::string ckpt = dir.file("m.ckpt"), in = dir.file("x.f32"), good = dir.file("y.f32"),
+                bad = dir.file("y_bad.f32");
+    BPT_OK(bp_checkpoint_save(ckpt.c_str(), m.get(), o.get(), nullptr, 0));
+    std::vector<float> ys((size_t)rows * 5);
+    BPT_OK(bp_model_forward(m.get(), x.get(), BP_MODE_INFERENCE, out.get()));
+    BPT_OK(bp_tensor_download(out.get(), ys.data(), ys.size()));
+    bpt::write_raw(in, xv);
+    bpt::write_raw(good, ys);
+    double tol = plain_tol(mode()).fwd;
+    auto script = [&](const std::string &outputs) {
+        std::ostringstream cmd;
+        cmd << "'" << py << "' '" BP_SOURCE_DIR "/tests/torch_interop.py' '" << ckpt << "' '"
+            << in << "' '" << outputs << "' " << rows << " " << tol;
+        return bpt::run_exit_code(cmd.str());
+    };
+    EXPECT_EQ(0, script(good));
+    // Off by five times the tolerance, in a direction the roundings do not explain.
+    std::vector<float> off = ys;
+    for (size_t i = 0; i < off.size(); ++i)
+        off[i] += (i % 2 ? 5.0f : -5.0f) * (float)tol * std::fabs(ys[i]) + 1e-3f;
+    bpt::write_raw(bad, off);
+    EXPECT_EQ(1, script(bad));
+}
+
 INSTANTIATE_TEST_SUITE_P(Modes, PrecisionTest, ::testing::ValuesIn(all_mode_params()),
                          mode_param_name);
 
