@@ -109,7 +109,7 @@ struct Scratch {
 };
 
 void gemm_case(bp_device *dev, const Mode &mode, int ta, int tb, Shape s, float alpha, float beta,
-               int pad, uint32_t seed, double *worst_plain) {
+               int pad, uint32_t seed, double *worst_plain, double *worst_rounded) {
     SCOPED_TRACE(::testing::Message() << mode.name << " ta=" << ta << " tb=" << tb << " m=" << s.m
                                       << " n=" << s.n << " k=" << s.k << " alpha=" << alpha
                                       << " beta=" << beta << " pad=" << pad);
@@ -144,7 +144,9 @@ void gemm_case(bp_device *dev, const Mode &mode, int ta, int tb, Shape s, float 
                ldc);
     bpref_gemm(ta, tb, s.m, s.n, s.k, alpha, ap.data(), lda, bp.data(), ldb, beta, ref_p.data(),
                ldc);
-    EXPECT_LE(bpt::rel_err(out, ref_r), s.k <= 16 ? 1e-6 : 1e-5) << "vs the rounded operands";
+    double rounded = bpt::rel_err(out, ref_r);
+    EXPECT_LE(rounded, s.k <= 16 ? 1e-6 : 1e-5) << "vs the rounded operands";
+    *worst_rounded = std::max(*worst_rounded, rounded);
     // Against the exact product of the fp32 operands: the mode's own error. Each operand holds
     // a relative rounding error of at most 2^-11 (TF32) or 2^-9 (bf16), so each term of a sum
     // is off by about that much of its size: the error is measured against the norm of the sums
@@ -184,15 +186,16 @@ TEST_P(PrecisionOps, GemmExEveryModeTransposeAndShape) {
     const float ab[][2] = {{1.0f, 0.0f}, {0.75f, -0.5f}};
     uint32_t seed = 7000;
     for (const Mode &mode : kModes) {
-        double worst = 0.0;
+        double worst = 0.0, worst_rounded = 0.0;
         for (Shape s : shapes)
             for (int ta = 0; ta < 2; ++ta)
                 for (int tb = 0; tb < 2; ++tb)
                     for (auto &albe : ab)
                         for (int pad : {0, 3})
                             gemm_case(dev, mode, ta, tb, s, albe[0], albe[1], pad, seed += 3,
-                                      &worst);
+                                      &worst, &worst_rounded);
         RecordProperty(std::string("worst_plain_rel_err_") + mode.name, sci(worst));
+        RecordProperty(std::string("worst_rounded_rel_err_") + mode.name, sci(worst_rounded));
     }
 }
 
