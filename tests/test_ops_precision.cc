@@ -465,6 +465,16 @@ TEST_P(PrecisionOps, BiasActForwardExEveryActivationAndType) {
                 double tol = t.a == BP_EL_BF16 ? 3e-3 : act_tol(act);
                 double e = bpt::rel_err(af, ref);
                 EXPECT_LE(e, tol) << "a";
+                if (t.a == BP_EL_BF16) {
+                    // And against act(v) rounded once: only the elements whose fp32 activation
+                    // lies within its few-ulp error of a bf16 boundary may round the other way
+                    // (one bf16 ulp each, rare): observed <= 6e-5. Rounding v first, or twice,
+                    // moves most elements: ~1e-3.
+                    std::vector<double> once(n);
+                    for (size_t i = 0; i < n; ++i)
+                        once[i] = bpref_round_bf16(ref[i]);
+                    EXPECT_LE(bpt::rel_err(af, once), 3e-4) << "a, against act(v) rounded once";
+                }
                 double &w = t.a == BP_EL_BF16 ? worst_bf16 : worst_f32;
                 w = std::max(w, e);
             }

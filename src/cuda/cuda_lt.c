@@ -9,13 +9,15 @@
  *
  * A plan (gemm_plan) holds the descriptors and the algorithm chosen by the heuristic for the
  * model's largest batch; a call with another shape or less aligned pointers (a short last batch,
- * a row view) asks the heuristic again, on the host only, and keeps that choice beside the
- * first. The workspace is the device's cuBLAS workspace, allocated once with the device. */
+ * a micro-batch, a row view) asks the heuristic again, on the host only, and keeps the last
+ * few such choices beside the first. The workspace is the device's cuBLAS workspace, allocated once with the device. */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "cuda/cuda_internal.h"
+
+#define LT_CHOICES 4
 
 /* An algorithm and what it was chosen for. */
 typedef struct lt_choice {
@@ -32,7 +34,10 @@ typedef struct lt_plan {
     cublasLtMatmulDesc_t op;
     cublasLtMatrixLayout_t la, lb, lc; /* cuBLASLt's A (our B), B (our A), C = D */
     int m, n, k, lda, ldb, ldc;        /* what the layouts hold now */
-    lt_choice choice[2];               /* [0] the planned shape, [1] the last other one */
+    /* [0] the planned shape; the others the last shapes or alignments seen besides it (a
+     * short last batch, the micro-batches of a step, row views), replaced in turn. */
+    lt_choice choice[LT_CHOICES];
+    int next; /* the slot the next new choice takes, 1..LT_CHOICES-1 */
 } lt_plan;
 
 static const char *eltype_name(bp_eltype t) {
@@ -299,15 +304,18 @@ static bp_status choose(bp_device *device, lt_plan *p, const bp_gemm_desc *g, lt
 static bp_status find_choice(bp_device *device, lt_plan *p, const bp_gemm_desc *g,
                              const lt_choice **out) {
     uint32_t key = alignment_key(g, p->epilogue);
-    for (int i = 0; i < 2; ++i) {
+    for (int i = 0; i < LT_CHOICES; ++i) {
         const lt_choice *c = &p->choice[i];
         if (c->valid && c->m == g->m && c->n == g->n && c->k == g->k && c->align == key) {
             *out = c;
             return BP_OK;
         }
     }
-    bp_status st = choose(device, p, g, &p->choice[1]);
-    *out = &p->choice[1];
+    lt_choice *slot = &p->choice[p->next];
+    p->next = p->next + 1 < LT_CHOICES ? p->next + 1 : 1;
+    slot->valid = 0;
+    bp_status st = choose(device, p, g, slot);
+    *out = slot;
     return st;
 }
 
@@ -326,6 +334,7 @@ static bp_status new_plan(bp_device *device, const bp_gemm_desc *g, lt_plan **ou
     if (!p) return bp_error(BP_ERR_OUT_OF_MEMORY, "cuda gemm_ex: no host memory for a plan");
     p->kind = *g;
     p->epilogue = e;
+    p->next = 1;
     bp_status st = make_op(device, p);
     if (st == BP_OK) st = make_layouts(device, p, g);
     if (st == BP_OK) st = set_pointers(device, p, g);
