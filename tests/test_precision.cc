@@ -436,6 +436,67 @@ TEST_P(PrecisionTest, GradientsAgainstFp32) {
     RecordProperty("dx_rel_err_vs_fp32", sci(ex));
 }
 
+// Dropout scales the fp32 activation before it is rounded (bf16 rounds y * scale once; tf32's
+// next GEMM rounds it to TF32). Seen through an identity second layer (W = I, b = 0: its fp32
+// output is its input as that GEMM reads it), every output is 0 (dropped) or the once-rounded
+// y * scale of the host's float64 z. Only an element whose z the library's fp32 sum puts on the
+// other side of a rounding boundary may differ: observed 0 of the 1443 kept (bf16, tf32; 5 in
+// fp32 at its 1e-5); rounding y first and then y * scale again (double rounding) changes
+// hundreds of them.
+TEST_P(PrecisionTest, DropoutScalesTheActivationBeforeItIsRounded) {
+    BPT_OPEN_OR_SKIP(raw, GetParam().backend);
+    DevicePtr dev(raw);
+    const int rows = 32, in = 16, h = 64;
+    const float p = 0.3f;
+    Net n;
+    n.widths = {in, h, h};
+    n.acts = {BP_ACT_TANH, BP_ACT_IDENTITY};
+    n.dropout = {p, 0.0f};
+    n.max_batch = rows;
+    ModelPtr m = make_model(dev.get(), n, mode(), 21);
+    ASSERT_TRUE(m);
+    std::vector<float> params(bp_model_n_params(m.get()), 0.0f);
+    auto w1 = bpt::uniform((size_t)h * in, -0.4f, 0.4f, 22), b1 = bpt::uniform(h, -0.3f, 0.3f, 23);
+    std::copy(w1.begin(), w1.end(), params.begin());
+    std::copy(b1.begin(), b1.end(), params.begin() + (size_t)h * in);
+    size_t w2 = (size_t)h * in + h;
+    for (int i = 0; i < h; ++i)
+        params[w2 + (size_t)i * h + i] = 1.0f;
+    BPT_OK(bp_model_set_params(m.get(), params.data(), params.size()));
+    auto x = bpt::uniform((size_t)rows * in, -1.0f, 1.0f, 24);
+    TensorPtr tx, tout;
+    ASSERT_NO_FATAL_FAILURE(bpt::upload_f32(dev.get(), rows, in, x, &tx));
+    ASSERT_NO_FATAL_FAILURE(bpt::new_tensor(dev.get(), BP_F32, rows, h, &tout));
+    BPT_OK(bp_model_forward(m.get(), tx.get(), BP_MODE_TRAINING, tout.get()));
+    std::vector<float> out((size_t)rows * h);
+    BPT_OK(bp_tensor_download(tout.get(), out.data(), out.size()));
+    auto operand = [&](double v) {
+        return mode() == BP_PRECISION_BF16   ? bpref_round_bf16(v)
+               : mode() == BP_PRECISION_TF32 ? bpref_round_tf32(v)
+                                             : v;
+    };
+    const float scale = (float)(1.0 / (1.0 - (double)p));
+    int kept = 0, differ = 0;
+    for (int r = 0; r < rows; ++r)
+        for (int j = 0; j < h; ++j) {
+            double z = b1[j];
+            for (int i = 0; i < in; ++i)
+                z += operand(x[(size_t)r * in + i]) * operand(w1[(size_t)j * in + i]);
+            float got = out[(size_t)r * h + j];
+            if (got == 0.0f) continue;
+            ++kept;
+            // The product y * scale in fp32 (as the library forms it), then the mode's rounding.
+            float y = (float)std::tanh(z);
+            double want = operand((double)(y * scale));
+            double tol = mode() == BP_PRECISION_FP32 ? 1e-5 * std::fabs(want) : 0.0;
+            differ += std::fabs(got - want) > tol + 1e-6 * std::fabs(want) * (mode() != BP_PRECISION_FP32);
+        }
+    // About 1 - p of the elements are kept.
+    EXPECT_NEAR((double)kept / (rows * h), 1.0 - p, 0.06);
+    EXPECT_LE(differ, kept / 50) << differ << " of " << kept << " kept elements";
+    RecordProperty("differing_kept_elements", std::to_string(differ) + " of " + std::to_string(kept));
+}
+
 // Bytes a model of widths holds on dev.
 size_t model_bytes(bp_device *dev, const Net &n, bp_precision p) {
     ModelPtr m = make_model(dev, n, p);
