@@ -111,8 +111,7 @@ cudaError_t launch_cast(cudaStream_t stream, size_t n, const void *src, void *ds
 
 template <int ZT, int AT, typename Index>
 cudaError_t launch_bias_act_ex(cudaStream_t stream, size_t n, int cols, const float *bias,
-                               const float *acc, void *z, void *a, bp_activation act,
-                               float slope) {
+                               const float *acc, void *z, void *a, bp_activation act, float slope) {
     using Z = typename Elem<ZT>::type;
     using A = typename Elem<AT>::type;
     return dispatch_activation(act, [&](auto act_c) {
@@ -175,8 +174,7 @@ extern "C" cudaError_t bp_cu_bias_act_forward_ex(cudaStream_t stream, int rows, 
     if (n <= UINT32_MAX - (size_t)kThreads * kMaxBlocks) // i + stride never wraps
         return bias_act_ex_types<uint32_t>(stream, n, cols, bias, acc, z, z_type, a, a_type, act,
                                            slope);
-    return bias_act_ex_types<size_t>(stream, n, cols, bias, acc, z, z_type, a, a_type, act,
-                                     slope);
+    return bias_act_ex_types<size_t>(stream, n, cols, bias, acc, z, z_type, a, a_type, act, slope);
 }
 
 extern "C" cudaError_t bp_cu_act_backward_ex(cudaStream_t stream, size_t n, const void *z,

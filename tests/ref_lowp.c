@@ -18,7 +18,7 @@ static double round_half_even(double v) {
 double bpref_round_bits(double x, int bits) {
     if (!isfinite(x) || x == 0.0) return x;
     int e;
-    frexp(x, &e); /* |x| in [2^(e-1), 2^e) */
+    frexp(x, &e);           /* |x| in [2^(e-1), 2^e) */
     if (e < -125) e = -125; /* subnormals: the grid of the smallest normal binade, 2^-126 */
     double ulp = ldexp(1.0, e - bits);
     double r = copysign(round_half_even(x / ulp) * ulp, x); /* -tiny rounds to -0 */
@@ -92,8 +92,9 @@ static int alloc_work(work *k, const bpref_mlp *net, int batch, size_t n_params)
 /* The forward: k->z[l], k->in[l + 1] (the next layer's GEMM input) and the output. */
 static void forward(const bpref_mlp *net, int precision, const double *x, int batch, work *k) {
     int bf16 = precision == BP_PRECISION_BF16, n = net->n_layers;
-    rounder operand = bf16 ? bpref_round_bf16 : precision == BP_PRECISION_TF32 ? bpref_round_tf32
-                                                                               : keep;
+    rounder operand = bf16                             ? bpref_round_bf16
+                      : precision == BP_PRECISION_TF32 ? bpref_round_tf32
+                                                       : keep;
     memcpy(k->in[0], x, (size_t)batch * net->widths[0] * sizeof(double));
     round_all(k->in[0], (size_t)batch * net->widths[0], operand);
     for (int l = 0; l < n; ++l) {
@@ -144,8 +145,8 @@ double bpref_mlp_backward_rounded(const bpref_mlp *net, int precision, const dou
         size_t w_off, b_off, m = (size_t)batch * outw;
         bpref_mlp_layer_offsets(net, l, &w_off, &b_off);
         for (size_t q = 0; q < m; ++q) {
-            k.dz[q] = k.da[q] * bpref_act_derivative(k.z[l][q], net->activations[l],
-                                                     net->leaky_slope);
+            k.dz[q] =
+                k.da[q] * bpref_act_derivative(k.z[l][q], net->activations[l], net->leaky_slope);
             k.dzg[q] = operand(k.dz[q]);
         }
         for (int o = 0; dparams && o < outw; ++o) {

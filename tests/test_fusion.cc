@@ -195,8 +195,8 @@ const bp_backend_ops kFake = fake_ops();
 // between the activation and the next GEMM), an identity hidden layer (bias fused, derivative
 // not) and an identity output (bias fused).
 const int kWidths[] = {19, 33, 24, 17, 21, 12, 7};
-const bp_activation kActs[] = {BP_ACT_RELU,  BP_ACT_GELU_TANH, BP_ACT_TANH,
-                               BP_ACT_RELU,  BP_ACT_IDENTITY,  BP_ACT_IDENTITY};
+const bp_activation kActs[] = {BP_ACT_RELU, BP_ACT_GELU_TANH, BP_ACT_TANH,
+                               BP_ACT_RELU, BP_ACT_IDENTITY,  BP_ACT_IDENTITY};
 const float kDrop[] = {0.0f, 0.0f, 0.0f, 0.2f, 0.0f, 0.0f};
 const int kLayers = 6, kMaxBatch = 24;
 
@@ -353,8 +353,7 @@ TEST_P(Fusion, TheSavedStateIsTheBackendsAndAStepAllocatesNothing) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Modes, Fusion,
-                         ::testing::Values(BP_PRECISION_FP32, BP_PRECISION_TF32,
-                                           BP_PRECISION_BF16),
+                         ::testing::Values(BP_PRECISION_FP32, BP_PRECISION_TF32, BP_PRECISION_BF16),
                          [](const ::testing::TestParamInfo<bp_precision> &i) {
                              return std::string(bp_precision_name(i.param));
                          });

@@ -110,9 +110,9 @@ struct Scratch {
 
 void gemm_case(bp_device *dev, const Mode &mode, int ta, int tb, Shape s, float alpha, float beta,
                int pad, uint32_t seed, double *worst_plain, double *worst_rounded) {
-    SCOPED_TRACE(::testing::Message() << mode.name << " ta=" << ta << " tb=" << tb << " m=" << s.m
-                                      << " n=" << s.n << " k=" << s.k << " alpha=" << alpha
-                                      << " beta=" << beta << " pad=" << pad);
+    SCOPED_TRACE(::testing::Message()
+                 << mode.name << " ta=" << ta << " tb=" << tb << " m=" << s.m << " n=" << s.n
+                 << " k=" << s.k << " alpha=" << alpha << " beta=" << beta << " pad=" << pad);
     int a_rows = ta ? s.k : s.m, a_cols = ta ? s.m : s.k;
     int b_rows = tb ? s.n : s.k, b_cols = tb ? s.k : s.n;
     int lda = a_cols + pad, ldb = b_cols + pad, ldc = s.n + pad;
@@ -276,8 +276,8 @@ TEST_P(PrecisionOps, FusedEpiloguesMatchTheReference) {
     for (const Mode &mode : kModes) {
         for (bp_activation act : {BP_ACT_IDENTITY, BP_ACT_RELU, BP_ACT_GELU_TANH}) {
             for (int rows : {max_rows, 11}) {
-                SCOPED_TRACE(::testing::Message() << mode.name << " activation " << act << ", "
-                                                  << rows << " rows");
+                SCOPED_TRACE(::testing::Message()
+                             << mode.name << " activation " << act << ", " << rows << " rows");
                 size_t el = bp_eltype_size(mode.type);
                 auto x = bpt::uniform((size_t)max_rows * in, -1.0f, 1.0f, seed += 5);
                 auto w = bpt::uniform((size_t)out * in, -0.3f, 0.3f, seed + 1);
@@ -339,8 +339,7 @@ TEST_P(PrecisionOps, FusedEpiloguesMatchTheReference) {
                 put_operand(ddzn, dzn, mode);
                 put_operand(dw2, w2, mode);
                 bp_gemm_desc b = desc_of(mode, 0, 0, {max_rows, out, next}, 1.0f, 0.0f);
-                b.a = ddzn.f(), b.lda = next, b.b = dw2.f(), b.ldb = out, b.c = dd.f(),
-                b.ldc = out;
+                b.a = ddzn.f(), b.lda = next, b.b = dw2.f(), b.ldb = out, b.c = dd.f(), b.ldc = out;
                 b.c_type = mode.type;
                 b.epilogue = BP_EPI_DACT_BGRAD;
                 b.act = act;
@@ -408,9 +407,8 @@ TEST_P(PrecisionOps, CastIsTheSharedRoundingBitwise) {
     EXPECT_EQ(0, std::memcmp(v.data(), back.get(v.size()).data(), v.size() * 4)) << "same type";
 }
 
-const bp_activation kActs[] = {BP_ACT_IDENTITY, BP_ACT_RELU, BP_ACT_LEAKY_RELU,
-                               BP_ACT_SIGMOID,  BP_ACT_TANH, BP_ACT_GELU,
-                               BP_ACT_GELU_TANH, BP_ACT_SILU};
+const bp_activation kActs[] = {BP_ACT_IDENTITY, BP_ACT_RELU, BP_ACT_LEAKY_RELU, BP_ACT_SIGMOID,
+                               BP_ACT_TANH,     BP_ACT_GELU, BP_ACT_GELU_TANH,  BP_ACT_SILU};
 const float kSlope = 0.07f;
 
 // The fp32 tolerance of an activation (test_ops.cc's act_tol: 1e-6 piecewise linear, 1e-5 the
@@ -441,14 +439,15 @@ TEST_P(PrecisionOps, BiasActForwardExEveryActivationAndType) {
                 auto bias = bpt::uniform(cols, -0.5f, 0.5f, seed + 1);
                 DevBuf dacc(dev, acc), dbias(dev, bias), dz(dev, n * 4), da(dev, n * 4);
                 void *a = t.in_place ? (void *)dacc.f() : (void *)da.f();
-                BPT_OPS_OK(ops->bias_act_forward_ex(dev, rows, cols, with_bias ? dbias.f() : nullptr,
-                                                    dacc.f(), dz.f(), t.z, a, t.a, act, kSlope));
+                BPT_OPS_OK(ops->bias_act_forward_ex(dev, rows, cols,
+                                                    with_bias ? dbias.f() : nullptr, dacc.f(),
+                                                    dz.f(), t.z, a, t.a, act, kSlope));
                 // z: one fp32 add and one rounding, the same IEEE operations everywhere:
                 // bitwise bp_math.h's.
                 size_t wrong = 0;
                 std::vector<double> ref(n);
-                std::vector<float> zf = t.z == BP_EL_BF16 ? widen(get_u16(dev, dz.f(), n))
-                                                          : dz.get(n);
+                std::vector<float> zf =
+                    t.z == BP_EL_BF16 ? widen(get_u16(dev, dz.f(), n)) : dz.get(n);
                 for (size_t i = 0; i < n; ++i) {
                     float v = with_bias ? acc[i] + bias[i % cols] : acc[i];
                     float want = t.z == BP_EL_BF16 ? bp_round_bf16(v) : v;

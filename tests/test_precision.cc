@@ -130,8 +130,8 @@ TEST(Rounding, NanStaysNanAndInfinitiesStay) {
     const float inf = std::numeric_limits<float>::infinity();
     // Quiet and signalling NaNs of both signs, with payloads in the kept and the dropped bits:
     // a NaN whose payload lies only in the dropped bits must not become an infinity.
-    for (uint32_t u : {0x7fc00000u, 0xffc00000u, 0x7f800001u, 0xff800001u, 0x7fa00000u,
-                       0x7f801000u}) {
+    for (uint32_t u :
+         {0x7fc00000u, 0xffc00000u, 0x7f800001u, 0xff800001u, 0x7fa00000u, 0x7f801000u}) {
         float nan = from_bits(u);
         ASSERT_TRUE(std::isnan(nan));
         EXPECT_TRUE(std::isnan(bp_round_bf16(nan))) << std::hex << u;
@@ -164,6 +164,11 @@ std::vector<ModeParam> all_mode_params() {
         for (bp_precision p : kModes)
             v.push_back({b, p});
     return v;
+}
+
+// For gtest's messages and ctest's test names ("cpu bf16", not the bytes of the struct).
+void PrintTo(const ModeParam &p, std::ostream *os) {
+    *os << p.backend << " " << bp_precision_name(p.precision);
 }
 
 std::string mode_param_name(const ::testing::TestParamInfo<ModeParam> &info) {
@@ -237,7 +242,7 @@ RefEval reference(const Net &n, int precision, bool rounded, const std::vector<f
                   const std::vector<float> &target, const std::vector<int32_t> &labels) {
     bpref_mlp net{(int)n.widths.size() - 1, n.widths.data(), n.acts.data(), (double)n.slope};
     std::vector<double> t(target.begin(), target.end()), p = bpt::to_double(params),
-        xd = bpt::to_double(x);
+                                                         xd = bpt::to_double(x);
     bpref_mlp_loss l{loss.kind, (double)loss.label_smoothing, t.data(), labels.data()};
     RefEval r;
     r.out.resize((size_t)rows * n.widths.back());
@@ -314,9 +319,8 @@ std::vector<float> scaled_params(bp_model *m, uint32_t seed) {
     return p;
 }
 
-const bp_activation kAllActs[] = {BP_ACT_IDENTITY, BP_ACT_RELU, BP_ACT_LEAKY_RELU,
-                                  BP_ACT_SIGMOID,  BP_ACT_TANH, BP_ACT_GELU,
-                                  BP_ACT_GELU_TANH, BP_ACT_SILU};
+const bp_activation kAllActs[] = {BP_ACT_IDENTITY, BP_ACT_RELU, BP_ACT_LEAKY_RELU, BP_ACT_SIGMOID,
+                                  BP_ACT_TANH,     BP_ACT_GELU, BP_ACT_GELU_TANH,  BP_ACT_SILU};
 
 const char *act_name(bp_activation a) {
     static const char *names[] = {"identity", "relu", "leaky_relu", "sigmoid",
@@ -330,16 +334,16 @@ const char *act_name(bp_activation a) {
 TEST_P(PrecisionTest, ForwardAndBackwardMatchBothReferences) {
     BPT_OPEN_OR_SKIP(raw, GetParam().backend);
     DevicePtr dev(raw);
-    const bp_loss_config losses[] = {{BP_LOSS_MSE, 0.0f},
-                                     {BP_LOSS_CROSS_ENTROPY, 0.1f},
-                                     {BP_LOSS_BCE_LOGITS, 0.0f}};
+    const bp_loss_config losses[] = {
+        {BP_LOSS_MSE, 0.0f}, {BP_LOSS_CROSS_ENTROPY, 0.1f}, {BP_LOSS_BCE_LOGITS, 0.0f}};
     double worst_plain = 0.0, worst_rounded = 0.0;
     uint32_t seed = 100;
     for (int wide = 0; wide < 2; ++wide) {
         for (bp_activation act : kAllActs) {
             for (const bp_loss_config &loss : losses) {
                 Net n;
-                n.widths = wide ? std::vector<int>{64, 96, 80, 10} : std::vector<int>{13, 17, 11, 5};
+                n.widths =
+                    wide ? std::vector<int>{64, 96, 80, 10} : std::vector<int>{13, 17, 11, 5};
                 n.acts = {act, act, BP_ACT_IDENTITY};
                 int rows = wide ? 40 : 6;
                 n.max_batch = rows;
@@ -367,8 +371,8 @@ TEST_P(PrecisionTest, ForwardAndBackwardMatchBothReferences) {
                         (act == BP_ACT_RELU || act == BP_ACT_LEAKY_RELU))
                         continue;
                     SCOPED_TRACE(rounded ? "rounding-aware reference" : "plain reference");
-                    RefEval r = reference(n, mode(), rounded, params, x, rows, loss, target,
-                                          labels);
+                    RefEval r =
+                        reference(n, mode(), rounded, params, x, rows, loss, target, labels);
                     Tol tol = rounded ? rounded_tol(mode()) : plain_tol(mode());
                     double eo = bpt::rel_err(e.out, r.out), el = rel_scalar(e.loss, r.loss);
                     double eg = bpt::rel_err(e.grads, r.grads), ex = bpt::rel_err(e.dx, r.dx);
@@ -403,7 +407,8 @@ TEST_P(PrecisionTest, GradientsAgainstFp32) {
     n.acts = {BP_ACT_GELU, BP_ACT_SILU, BP_ACT_TANH, BP_ACT_IDENTITY};
     n.dropout = {0.2f, 0.1f, 0.0f, 0.0f};
     n.max_batch = 32;
-    ModelPtr m32 = make_model(dev.get(), n, BP_PRECISION_FP32), m = make_model(dev.get(), n, mode());
+    ModelPtr m32 = make_model(dev.get(), n, BP_PRECISION_FP32),
+             m = make_model(dev.get(), n, mode());
     ASSERT_TRUE(m32 && m);
     auto params = scaled_params(m.get(), 900);
     BPT_OK(bp_model_set_params(m32.get(), params.data(), params.size()));
@@ -489,12 +494,14 @@ TEST_P(PrecisionTest, DropoutScalesTheActivationBeforeItIsRounded) {
             float y = (float)std::tanh(z);
             double want = operand((double)(y * scale));
             double tol = mode() == BP_PRECISION_FP32 ? 1e-5 * std::fabs(want) : 0.0;
-            differ += std::fabs(got - want) > tol + 1e-6 * std::fabs(want) * (mode() != BP_PRECISION_FP32);
+            differ += std::fabs(got - want) >
+                      tol + 1e-6 * std::fabs(want) * (mode() != BP_PRECISION_FP32);
         }
     // About 1 - p of the elements are kept.
     EXPECT_NEAR((double)kept / (rows * h), 1.0 - p, 0.06);
     EXPECT_LE(differ, kept / 50) << differ << " of " << kept << " kept elements";
-    RecordProperty("differing_kept_elements", std::to_string(differ) + " of " + std::to_string(kept));
+    RecordProperty("differing_kept_elements",
+                   std::to_string(differ) + " of " + std::to_string(kept));
 }
 
 // Bytes a model of widths holds on dev.
@@ -566,7 +573,8 @@ TEST_P(PrecisionTest, TrainingStepAllocatesNothing) {
     for (int i = 0; i < 64; ++i)
         yv[i] = i % 3;
     ASSERT_NO_FATAL_FAILURE(bpt::upload_f32(dev.get(), 64, 12, xv, &x));
-    ASSERT_NO_FATAL_FAILURE(bpt::upload_target(dev.get(), BP_LOSS_CROSS_ENTROPY, 64, 1, {}, yv, &y));
+    ASSERT_NO_FATAL_FAILURE(
+        bpt::upload_target(dev.get(), BP_LOSS_CROSS_ENTROPY, 64, 1, {}, yv, &y));
     xs.reset(bp_tensor_view_rows(x.get(), 0, 22, nullptr));
     ys.reset(bp_tensor_view_rows(y.get(), 0, 22, nullptr));
     ASSERT_TRUE(xs && ys);
@@ -680,7 +688,8 @@ TEST_P(PrecisionTest, ResumeFromACheckpointIsExact) {
         yv[i] = (i * 5) % 6;
     TensorPtr x, y;
     ASSERT_NO_FATAL_FAILURE(bpt::upload_f32(dev.get(), 24, 10, xv, &x));
-    ASSERT_NO_FATAL_FAILURE(bpt::upload_target(dev.get(), BP_LOSS_CROSS_ENTROPY, 24, 1, {}, yv, &y));
+    ASSERT_NO_FATAL_FAILURE(
+        bpt::upload_target(dev.get(), BP_LOSS_CROSS_ENTROPY, 24, 1, {}, yv, &y));
     bp_loss_config ce = {BP_LOSS_CROSS_ENTROPY, 0.0f};
     bp_optim_config oc = bp_optim_config_default(BP_OPTIM_ADAMW);
     oc.clip_norm = 1.0;
@@ -747,7 +756,8 @@ TEST_P(PrecisionTest, SpiralsReach99Percent) {
     ASSERT_TRUE(m && o);
     TensorPtr x, y, out;
     ASSERT_NO_FATAL_FAILURE(bpt::upload_f32(dev.get(), rows, 2, xv, &x));
-    ASSERT_NO_FATAL_FAILURE(bpt::upload_target(dev.get(), BP_LOSS_CROSS_ENTROPY, rows, 1, {}, yv, &y));
+    ASSERT_NO_FATAL_FAILURE(
+        bpt::upload_target(dev.get(), BP_LOSS_CROSS_ENTROPY, rows, 1, {}, yv, &y));
     ASSERT_NO_FATAL_FAILURE(bpt::new_tensor(dev.get(), BP_F32, rows, 2, &out));
     bp_loss_config ce = {BP_LOSS_CROSS_ENTROPY, 0.0f};
     for (int s = 0; s < 1500; ++s)
@@ -813,8 +823,8 @@ TEST_P(PrecisionTest, CheckpointLoadsIntoPyTorchAndPredictsWithinTheModesToleran
     double tol = plain_tol(mode()).fwd;
     auto script = [&](const std::string &outputs) {
         std::ostringstream cmd;
-        cmd << "'" << py << "' '" BP_SOURCE_DIR "/tests/torch_interop.py' '" << ckpt << "' '"
-            << in << "' '" << outputs << "' " << rows << " " << tol;
+        cmd << "'" << py << "' '" BP_SOURCE_DIR "/tests/torch_interop.py' '" << ckpt << "' '" << in
+            << "' '" << outputs << "' " << rows << " " << tol;
         return bpt::run_exit_code(cmd.str());
     };
     EXPECT_EQ(0, script(good));

@@ -103,8 +103,7 @@ static const bp_activation ACTS[] = {BP_ACT_RELU, BP_ACT_LEAKY_RELU, BP_ACT_SIGM
                                      BP_ACT_SILU, BP_ACT_IDENTITY};
 static const bp_init INITS[] = {BP_INIT_TORCH_DEFAULT, BP_INIT_HE_UNIFORM, BP_INIT_HE_NORMAL,
                                 BP_INIT_XAVIER_UNIFORM, BP_INIT_XAVIER_NORMAL};
-static const bp_precision PRECISIONS[] = {BP_PRECISION_FP32, BP_PRECISION_TF32,
-                                          BP_PRECISION_BF16};
+static const bp_precision PRECISIONS[] = {BP_PRECISION_FP32, BP_PRECISION_TF32, BP_PRECISION_BF16};
 
 bp_model *cli_build_model(int cmd, const cli_options *o, bp_device *dev, const cli_int_list *w) {
     int n = w->n - 1;

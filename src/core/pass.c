@@ -193,8 +193,7 @@ static bp_status layer_dz(bp_model *m, const bp_layer *L, int l, const float *sr
         if (L->type == BP_EL_F32)
             st = ops->act_backward(m->device, n, L->z, src, dz, L->act, m->leaky_slope);
         else
-            st = ops->act_backward_ex(m->device, n, L->z, L->type, src, dz, L->act,
-                                      m->leaky_slope);
+            st = ops->act_backward_ex(m->device, n, L->z, L->type, src, dz, L->act, m->leaky_slope);
     }
     return st;
 }

@@ -191,7 +191,8 @@ static void size_scratch(bp_model *m) {
     if (!ops->gemm_scratch || m->precision == BP_PRECISION_FP32) return;
     int rows = m->max_batch;
     for (int l = 0; l < m->n_layers; ++l) {
-        bp_gemm_desc g[3] = {bp_gemm_forward(m, l, rows, NULL), bp_gemm_dw(m, l, rows, NULL, NULL, 0),
+        bp_gemm_desc g[3] = {bp_gemm_forward(m, l, rows, NULL),
+                             bp_gemm_dw(m, l, rows, NULL, NULL, 0),
                              bp_gemm_dx(m, l, rows, NULL, NULL, 1)};
         for (int k = 0; k < 3; ++k) {
             size_t need = ops->gemm_scratch(&g[k]);

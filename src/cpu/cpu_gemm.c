@@ -84,8 +84,8 @@ static bp_status check_ex(const bp_gemm_desc *g) {
     if (g->c_type != BP_EL_F32)
         return bp_error(BP_ERR_UNSUPPORTED, "cpu gemm_ex: the output must be fp32 on the CPU");
     if (g->m < 0 || g->n < 0 || g->k < 0)
-        return bp_error(BP_ERR_INVALID_ARGUMENT, "cpu gemm_ex: negative size m=%d n=%d k=%d",
-                        g->m, g->n, g->k);
+        return bp_error(BP_ERR_INVALID_ARGUMENT, "cpu gemm_ex: negative size m=%d n=%d k=%d", g->m,
+                        g->n, g->k);
     if (needs_expansion(g) && g->m && g->n && g->k && !g->scratch)
         return bp_error(BP_ERR_INVALID_ARGUMENT,
                         "cpu gemm_ex: scratch is NULL, this GEMM needs %zu bytes of it",

@@ -84,8 +84,8 @@ static void adam_bf16(const bp_update_args *args) {
     for (size_t i = 0; i < u.n; ++i) {
         float g = bp_grad_prepare(u.grad[i], u.grad_scale, u.clip_value);
         float p = bp_adam_elem(u.param[i], g, &u.m[i], &u.v[i], u.weight_decay, decoupled,
-                               u.decay_factor, u.one_minus_beta1, u.beta2, u.one_minus_beta2,
-                               u.eps, u.step_size, u.bc2_sqrt);
+                               u.decay_factor, u.one_minus_beta1, u.beta2, u.one_minus_beta2, u.eps,
+                               u.step_size, u.bc2_sqrt);
         u.param[i] = p;
         u.param_bf16[i] = bp_f32_to_bf16(p);
     }

@@ -10,7 +10,8 @@
  * A plan (gemm_plan) holds the descriptors and the algorithm chosen by the heuristic for the
  * model's largest batch; a call with another shape or less aligned pointers (a short last batch,
  * a micro-batch, a row view) asks the heuristic again, on the host only, and keeps the last
- * few such choices beside the first. The workspace is the device's cuBLAS workspace, allocated once with the device. */
+ * few such choices beside the first. The workspace is the device's cuBLAS workspace, allocated once
+ * with the device. */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -135,13 +136,15 @@ static size_t aux_bytes(cublasLtEpilogue_t e, const bp_gemm_desc *g) {
 static uint32_t alignment(const void *p) {
     uintptr_t v = (uintptr_t)p;
     uint32_t a = 256;
-    while (a > 1 && (v & (a - 1))) a >>= 1;
+    while (a > 1 && (v & (a - 1)))
+        a >>= 1;
     return a;
 }
 
 static uint32_t log2u(uint32_t a) {
     uint32_t l = 0;
-    while (a > 1) a >>= 1, ++l;
+    while (a > 1)
+        a >>= 1, ++l;
     return l;
 }
 
@@ -175,7 +178,8 @@ static bp_status make_op(bp_device *device, lt_plan *p) {
                   "cublasLtMatmulDescCreate(%s, CUDA_R_32F)",
                   compute == CUBLAS_COMPUTE_32F ? "CUBLAS_COMPUTE_32F"
                                                 : "CUBLAS_COMPUTE_32F_FAST_TF32");
-    int32_t ta = g->trans_b ? CUBLAS_OP_T : CUBLAS_OP_N, tb = g->trans_a ? CUBLAS_OP_T : CUBLAS_OP_N;
+    int32_t ta = g->trans_b ? CUBLAS_OP_T : CUBLAS_OP_N,
+            tb = g->trans_a ? CUBLAS_OP_T : CUBLAS_OP_N;
     LT_SET(device, cublasLtMatmulDesc, p->op, CUBLASLT_MATMUL_DESC_TRANSA, ta);
     LT_SET(device, cublasLtMatmulDesc, p->op, CUBLASLT_MATMUL_DESC_TRANSB, tb);
     uint32_t epi = (uint32_t)p->epilogue;
@@ -204,7 +208,8 @@ static bp_status make_layouts(bp_device *device, lt_plan *p, const bp_gemm_desc 
     BP_CUBLAS_TRY(device, cublasLtMatrixLayoutCreate(&p->lb, ab, br, bc, g->lda),
                   "cublasLtMatrixLayoutCreate(B: %s, %llu x %llu, ld %d)", eltype_name(g->ab_type),
                   (unsigned long long)br, (unsigned long long)bc, g->lda);
-    BP_CUBLAS_TRY(device, cublasLtMatrixLayoutCreate(&p->lc, c, (uint64_t)g->n, (uint64_t)g->m, g->ldc),
+    BP_CUBLAS_TRY(device,
+                  cublasLtMatrixLayoutCreate(&p->lc, c, (uint64_t)g->n, (uint64_t)g->m, g->ldc),
                   "cublasLtMatrixLayoutCreate(C: %s, %d x %d, ld %d)", eltype_name(g->c_type), g->n,
                   g->m, g->ldc);
     p->m = g->m, p->n = g->n, p->k = g->k, p->lda = g->lda, p->ldb = g->ldb, p->ldc = g->ldc;
@@ -372,9 +377,9 @@ static bp_status run(bp_device *device, lt_plan *p, const bp_gemm_desc *g) {
     const lt_choice *c = NULL;
     if (st == BP_OK) st = find_choice(device, p, g, &c);
     if (st != BP_OK) return st;
-    cublasStatus_t s = cublasLtMatmul(impl->lt, p->op, &g->alpha, g->b, p->la, g->a, p->lb,
-                                      &g->beta, g->c, p->lc, g->c, p->lc, &c->algo,
-                                      impl->blas_workspace, c->workspace, impl->stream);
+    cublasStatus_t s =
+        cublasLtMatmul(impl->lt, p->op, &g->alpha, g->b, p->la, g->a, p->lb, &g->beta, g->c, p->lc,
+                       g->c, p->lc, &c->algo, impl->blas_workspace, c->workspace, impl->stream);
     if (s == CUBLAS_STATUS_SUCCESS) return BP_OK;
     char what[256];
     describe(g, p->epilogue, what, sizeof what);
@@ -384,8 +389,8 @@ static bp_status run(bp_device *device, lt_plan *p, const bp_gemm_desc *g) {
 bp_status bp_cuda_gemm_ex(bp_device *device, const bp_gemm_desc *g, void *plan) {
     if (g->m == 0 || g->n == 0) return BP_OK;
     if (g->m < 0 || g->n < 0 || g->k < 0)
-        return bp_error(BP_ERR_INVALID_ARGUMENT, "cuda gemm_ex: negative size m=%d n=%d k=%d",
-                        g->m, g->n, g->k);
+        return bp_error(BP_ERR_INVALID_ARGUMENT, "cuda gemm_ex: negative size m=%d n=%d k=%d", g->m,
+                        g->n, g->k);
     BP_CUDA_ENTER(device);
     if (g->k == 0) {
         if (g->epilogue != BP_EPI_NONE || g->c_type != BP_EL_F32)
@@ -406,8 +411,7 @@ bp_status bp_cuda_gemm_ex(bp_device *device, const bp_gemm_desc *g, void *plan) 
     return st;
 }
 
-bp_status bp_cuda_gemm_plan(bp_device *device, const bp_gemm_desc *g, void **plan,
-                            size_t *aux) {
+bp_status bp_cuda_gemm_plan(bp_device *device, const bp_gemm_desc *g, void **plan, size_t *aux) {
     *plan = NULL;
     *aux = 0;
     if (g->m <= 0 || g->n <= 0 || g->k <= 0)

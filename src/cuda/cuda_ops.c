@@ -189,8 +189,7 @@ bp_status bp_cuda_act_backward_ex(bp_device *device, size_t n, const void *z, bp
                                   const float *da, float *dz, bp_activation act, float slope) {
     if (n == 0) return BP_OK;
     BP_CUDA_ENTER(device);
-    BP_CUDA_TRY(device,
-                bp_cu_act_backward_ex(stream_of(device), n, z, z_type, da, dz, act, slope),
+    BP_CUDA_TRY(device, bp_cu_act_backward_ex(stream_of(device), n, z, z_type, da, dz, act, slope),
                 "act_backward_ex kernel (n=%zu, activation %d, z %s)", n, (int)act,
                 eltype_name(z_type));
     return BP_OK;

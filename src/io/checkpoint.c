@@ -417,8 +417,8 @@ static bp_status read_model_meta(const bp_st_file *f, ckpt_model *cm) {
     static const char *const precisions[] = {"fp32", "tf32", "bf16"};
     cm->precision = BP_PRECISION_FP32;
     if (r.st == BP_OK && bp_st_get_meta(f, "model.precision"))
-        cm->precision = (bp_precision)mr_name(&r, "model.precision", precisions, 3,
-                                              "fp32, tf32 or bf16");
+        cm->precision =
+            (bp_precision)mr_name(&r, "model.precision", precisions, 3, "fp32, tf32 or bf16");
     return r.st;
 }
 

@@ -152,8 +152,8 @@ void expect_matches_single_process(bp_comm *comm, const Plan &s) {
         int out = bp_model_width(dist.model, l + 1), in = bp_model_width(dist.model, l);
         // fp32 sums in another order (each rank's half, then the two halves): a few ulps per
         // step, 1e-6 after 50 steps.
-        EXPECT_LE(layer_rel(pd, pa, w, (size_t)out * in), s.tolerance) << "layer " << l
-                                                                         << " weight";
+        EXPECT_LE(layer_rel(pd, pa, w, (size_t)out * in), s.tolerance)
+            << "layer " << l << " weight";
         EXPECT_LE(layer_rel(pd, pa, bias, (size_t)out), s.tolerance) << "layer " << l << " bias";
     }
     // Replicas: rank 0's parameters, bitwise, everywhere.
