@@ -104,7 +104,8 @@ BP_API bp_status bp_model_set_rng_counter(bp_model *model, uint64_t counter);
 BP_API bp_status bp_model_layer_offsets(const bp_model *model, int layer, size_t *weight_offset,
                                         size_t *bias_offset);
 
-/* Flat parameter and gradient buffers to and from host memory; count must be n_params. */
+/* Flat parameter and gradient buffers to and from host memory; count must be n_params. Setting
+ * the parameters also rounds them into a bf16 model's copy of the weights. */
 BP_API bp_status bp_model_get_params(const bp_model *model, float *host, size_t count);
 BP_API bp_status bp_model_set_params(bp_model *model, const float *host, size_t count);
 BP_API bp_status bp_model_get_grads(const bp_model *model, float *host, size_t count);

@@ -4,8 +4,8 @@
  * is memory from ops->alloc on the same device. All operations may run asynchronously on the
  * device's queue; only download and synchronize wait. Entries marked optional may be NULL.
  *
- * Reductions (col_sum, sum, sum_squares) must be deterministic: same inputs and thread count,
- * bitwise the same result, no atomics. On failure an entry sets bp_last_error() (naming the
+ * Reductions (col_sum, sum, sum_squares, gemm_ex's bias gradient) must be deterministic: same
+ * inputs and thread count, bitwise the same result, no atomics. On failure an entry sets bp_last_error() (naming the
  * failing call and its arguments) and returns the status. */
 #ifndef BP_CORE_BACKEND_H
 #define BP_CORE_BACKEND_H
