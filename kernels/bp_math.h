@@ -8,6 +8,7 @@
 
 #include <math.h>
 #include <stdint.h>
+#include <string.h>
 
 #include "backprop/model.h"
 
@@ -16,6 +17,66 @@
 #else
 #define BP_HD static inline
 #endif
+
+/* ---- reduced precision: bf16 and TF32 roundings (docs/precision.md) ---------------------- *
+ *
+ * bf16 is stored as its bit pattern in a uint16_t on every backend: the top half of the fp32
+ * bit pattern, 8 exponent bits and 7 mantissa bits. TF32 values stay in fp32 storage with the
+ * low 13 mantissa bits zero (10 are left). Both round to nearest, ties to even; infinities stay
+ * infinities, a finite value past the largest bf16 becomes one, and a NaN stays a NaN (quiet,
+ * with its sign). */
+
+BP_HD uint32_t bp_f32_bits(float x) {
+#if defined(__CUDA_ARCH__)
+    return __float_as_uint(x);
+#else
+    uint32_t u;
+    memcpy(&u, &x, sizeof u);
+    return u;
+#endif
+}
+
+BP_HD float bp_f32_from_bits(uint32_t u) {
+#if defined(__CUDA_ARCH__)
+    return __uint_as_float(u);
+#else
+    float x;
+    memcpy(&x, &u, sizeof x);
+    return x;
+#endif
+}
+
+BP_HD int bp_f32_bits_are_nan(uint32_t u) {
+    return (u & 0x7fffffffu) > 0x7f800000u;
+}
+
+/* fp32 -> bf16, round to nearest even. Adding 0x7fff plus the lowest kept bit carries into the
+ * kept half exactly when the dropped half is above one half, or equal to it with an odd kept
+ * half; the carry out of the mantissa steps the exponent, up to infinity. */
+BP_HD uint16_t bp_f32_to_bf16(float x) {
+    uint32_t u = bp_f32_bits(x);
+    if (bp_f32_bits_are_nan(u)) return (uint16_t)((u >> 16) | 0x0040u); /* quiet NaN */
+    u += 0x7fffu + ((u >> 16) & 1u);
+    return (uint16_t)(u >> 16);
+}
+
+/* bf16 -> fp32: exact. */
+BP_HD float bp_bf16_to_f32(uint16_t h) {
+    return bp_f32_from_bits((uint32_t)h << 16);
+}
+
+/* x rounded to the nearest bf16, as an fp32 value. */
+BP_HD float bp_round_bf16(float x) {
+    return bp_bf16_to_f32(bp_f32_to_bf16(x));
+}
+
+/* x rounded to the nearest TF32 (10 mantissa bits), ties to even, as an fp32 value. */
+BP_HD float bp_round_tf32(float x) {
+    uint32_t u = bp_f32_bits(x);
+    if (bp_f32_bits_are_nan(u)) return bp_f32_from_bits(u | 0x00400000u);
+    u += 0x0fffu + ((u >> 13) & 1u);
+    return bp_f32_from_bits(u & 0xffffe000u);
+}
 
 /* ---- activations ---------------------------------------------------------------------- */
 

@@ -14,6 +14,12 @@
 
 #include "backprop/model.h"
 
+// Launch form of the newer kernels: BP_LAUNCH(grid, block, smem, stream, kernel<...>)(args...).
+// A build against an emulated device defines its own before this header.
+#ifndef BP_LAUNCH
+#define BP_LAUNCH(grid, block, smem, stream, ...) __VA_ARGS__<<<grid, block, smem, stream>>>
+#endif
+
 namespace bp_cu {
 
 constexpr int kWarp = 32;

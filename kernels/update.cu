@@ -44,6 +44,7 @@ template <int DECOUPLED> __global__ void adam_kernel(bp_update_args a) {
 using namespace bp_cu;
 
 extern "C" cudaError_t bp_cu_update(cudaStream_t stream, const bp_update_args *args) {
+    if (args->param_bf16) return bp_cu_update_bf16(stream, args); // kernels/lowp.cu
     const unsigned blocks = grid_for(args->n);
     switch (args->kind) {
     case BP_OPTIM_ADAM:

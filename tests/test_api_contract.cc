@@ -127,6 +127,14 @@ TEST(ApiContract, ModelOptimizerTrain) {
     bad = bp_mlp_config_default(2, nullptr);
     EXPECT_CTOR_FAILS(INVALID, "bp_model_create", bp_model_create(dev, &bad, &st),
                       bp_model_create(dev, &bad, nullptr));
+    bad = cfg;
+    bad.precision = BP_PRECISION_COUNT_;
+    EXPECT_CTOR_FAILS(INVALID, "bp_model_create", bp_model_create(dev, &bad, &st),
+                      bp_model_create(dev, &bad, nullptr));
+    EXPECT_STREQ(bp_precision_name(BP_PRECISION_COUNT_), "");
+    EXPECT_STREQ(bp_precision_name(BP_PRECISION_BF16), "bf16");
+    EXPECT_EQ(bp_model_precision(nullptr), BP_PRECISION_FP32);
+    EXPECT_EQ(bp_mlp_config_default(2, widths).precision, BP_PRECISION_FP32);
     bp_model_free(nullptr);
     EXPECT_EQ(bp_model_device(nullptr), nullptr);
     EXPECT_EQ(bp_model_n_layers(nullptr), 0);

@@ -994,6 +994,7 @@ TEST_F(CheckpointCorrupt, BadMetadataIsNamed) {
         {"model.seed", "-1", "'model.seed'"},
         {"model.rng_counter", "18446744073709551616", "'model.rng_counter'"},
         {"model.max_batch", "", "'model.max_batch'"},
+        {"model.precision", "fp16", "'model.precision' is 'fp16', expected fp32, tf32 or bf16"},
     };
     for (const Case &c : cases) {
         SCOPED_TRACE(c.key + " = '" + c.value + "'");
@@ -1006,6 +1007,19 @@ TEST_F(CheckpointCorrupt, BadMetadataIsNamed) {
     expect_model_error(BP_ERR_CORRUPT_FILE, "'format' is missing");
     alter([](Contents &c) { c.meta["version"] = "2"; });
     expect_model_error(BP_ERR_UNSUPPORTED, "format version 2 is newer");
+}
+
+// A checkpoint from before the precision modes has no model.precision: it is fp32.
+TEST_F(CheckpointCorrupt, ACheckpointWithoutPrecisionIsFp32) {
+    EXPECT_EQ("fp32", contents_.meta["model.precision"]);
+    alter([](Contents &c) { c.meta.erase("model.precision"); });
+    ModelPtr m(bp_checkpoint_load_model(bad_.c_str(), dev_, 0, nullptr));
+    ASSERT_TRUE(m) << bp_last_error();
+    EXPECT_EQ(BP_PRECISION_FP32, bp_model_precision(m.get()));
+    alter([](Contents &c) { c.meta["model.precision"] = "bf16"; });
+    m.reset(bp_checkpoint_load_model(bad_.c_str(), dev_, 0, nullptr));
+    ASSERT_TRUE(m) << bp_last_error();
+    EXPECT_EQ(BP_PRECISION_BF16, bp_model_precision(m.get()));
 }
 
 TEST_F(CheckpointCorrupt, BadOptimizerStateIsNamed) {

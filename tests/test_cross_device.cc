@@ -17,7 +17,8 @@ struct Trace {
 };
 
 // 50 steps of AdamW with dropout and clipping, batch `rows`, on `dev`.
-Trace train(bp_device *dev, int rows, int steps, bp_loss_kind kind) {
+Trace train(bp_device *dev, int rows, int steps, bp_loss_kind kind,
+            bp_precision precision = BP_PRECISION_FP32) {
     Trace run;
     int widths[] = {37, 65, 33, 10}; // widths not multiples of 32
     float drop[] = {0.25f, 0.1f, 0.0f};
@@ -27,6 +28,7 @@ Trace train(bp_device *dev, int rows, int steps, bp_loss_kind kind) {
     cfg.activations = acts;
     cfg.seed = 2024;
     cfg.max_batch = rows;
+    cfg.precision = precision;
     bp_model *m = bp_model_create(dev, &cfg, nullptr);
     bp_optim_config oc = bp_optim_config_default(BP_OPTIM_ADAMW);
     oc.clip_norm = 1.0f;
@@ -112,6 +114,60 @@ TEST_P(CrossDevice, TwoCudaRunsAreBitwiseEqual) {
 
 // Odd batch sizes: 1, 7, 1000 and 4097 rows.
 INSTANTIATE_TEST_SUITE_P(Rows, CrossDevice, ::testing::Values(1, 7, 1000, 4097));
+
+// The reduced modes round at the same points on both backends (docs/precision.md), so CUDA
+// follows the CPU in the same mode. What differs is the order of the fp32 sums and, now and
+// then, an element that lies on a rounding boundary and rounds the other way on one of them
+// (one ulp: 2^-7 bf16, 2^-10 tf32); a GPU's tensor cores also convert fp32 to TF32 their own
+// way, which may not be to nearest even. The CPU run against itself with other blocks of its
+// GEMMs (another summation order) moved losses by up to 1.4e-4 (tf32) and 4e-5 (bf16) per
+// step and the weights after 50 steps by 1.6e-5 and 5.5e-5. Limits: losses 2e-3 (tf32) and
+// 5e-3 (bf16) relative per step, weights 5e-3 and 2e-2: about each mode's own error.
+class CrossDevicePrecision : public ::testing::TestWithParam<bp_precision> {
+  protected:
+    void SetUp() override {
+        std::string why;
+        cuda = bpt::open_or_reason("cuda", &why);
+        if (!cuda) GTEST_SKIP() << why;
+        cpu = bp_device_open("cpu", nullptr);
+        ASSERT_NE(cpu, nullptr);
+    }
+    void TearDown() override {
+        bp_device_close(cuda);
+        bp_device_close(cpu);
+    }
+    bp_device *cuda = nullptr, *cpu = nullptr;
+};
+
+TEST_P(CrossDevicePrecision, FiftyStepsFollowTheCpuInTheSameMode) {
+    bool bf16 = GetParam() == BP_PRECISION_BF16;
+    double loss_tol = bf16 ? 5e-3 : 2e-3, param_tol = bf16 ? 2e-2 : 5e-3;
+    for (int rows : {7, 1000}) {
+        for (bp_loss_kind kind : {BP_LOSS_CROSS_ENTROPY, BP_LOSS_MSE}) {
+            Trace a = train(cpu, rows, 50, kind, GetParam());
+            Trace b = train(cuda, rows, 50, kind, GetParam());
+            ASSERT_EQ(a.losses.size(), 50u);
+            ASSERT_EQ(b.losses.size(), 50u);
+            for (int s = 0; s < 50; ++s)
+                EXPECT_NEAR(b.losses[s], a.losses[s], loss_tol * std::fabs(a.losses[s]))
+                    << "rows " << rows << ", loss kind " << kind << ", step " << s;
+            EXPECT_LT(bpt::rel_err(b.params, a.params), param_tol) << "rows " << rows;
+        }
+    }
+}
+
+TEST_P(CrossDevicePrecision, TwoCudaRunsAreBitwiseEqual) {
+    Trace a = train(cuda, 1000, 20, BP_LOSS_CROSS_ENTROPY, GetParam());
+    Trace b = train(cuda, 1000, 20, BP_LOSS_CROSS_ENTROPY, GetParam());
+    ASSERT_FALSE(a.params.empty());
+    EXPECT_EQ(std::memcmp(a.params.data(), b.params.data(), a.params.size() * sizeof(float)), 0);
+}
+
+INSTANTIATE_TEST_SUITE_P(Modes, CrossDevicePrecision,
+                         ::testing::Values(BP_PRECISION_TF32, BP_PRECISION_BF16),
+                         [](const ::testing::TestParamInfo<bp_precision> &i) {
+                             return std::string(bp_precision_name(i.param));
+                         });
 
 TEST(CudaDevice, OutOfMemoryIsAClearError) {
     std::string why;

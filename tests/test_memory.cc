@@ -61,47 +61,53 @@ TEST_P(Memory, TrainingStepAllocatesNothing) {
     EXPECT_EQ(stats_of(dev).bytes_in_use, 0u);
 }
 
-// Every allocation of model and optimizer creation, failed in turn through the memory limit.
+// Every allocation of model and optimizer creation, failed in turn through the memory limit,
+// in each precision (bf16 adds the weights' copy, tf32 and bf16 the CPU's GEMM scratch).
 TEST_P(Memory, AllocationFailureAtEachPointIsCleanAndNamesSizes) {
     BPT_OPEN_OR_SKIP(dev, GetParam());
     bpt::DeviceGuard guard{dev};
-    int widths[] = {100, 200, 10};
-    bp_mlp_config cfg = bp_mlp_config_default(2, widths);
-    cfg.max_batch = 64;
-    // Measure what a full model + Adam needs.
-    bp_model *m = bp_model_create(dev, &cfg, nullptr);
-    ASSERT_NE(m, nullptr);
-    bp_optim_config oc = bp_optim_config_default(BP_OPTIM_ADAM);
-    bp_optimizer *o = bp_optimizer_create(m, &oc, nullptr);
-    ASSERT_NE(o, nullptr);
-    size_t need = stats_of(dev).bytes_in_use;
-    uint64_t allocs = stats_of(dev).alloc_count;
-    bp_optimizer_free(o);
-    bp_model_free(m);
-    ASSERT_EQ(stats_of(dev).bytes_in_use, 0u);
-    ASSERT_GE(allocs, 4u);
-    int failures = 0;
-    for (size_t limit = 64; limit < need; limit += need / 64) {
-        ASSERT_EQ(bp_device_set_memory_limit(dev, limit), BP_OK);
-        bp_status st = BP_OK;
-        m = bp_model_create(dev, &cfg, &st);
-        o = m ? bp_optimizer_create(m, &oc, &st) : nullptr;
-        if (!o) {
-            ++failures;
-            EXPECT_EQ(st, BP_ERR_OUT_OF_MEMORY);
-            EXPECT_THAT(
-                std::string(bp_last_error()),
-                HasSubstr("would exceed the memory limit of " + std::to_string(limit) + " bytes"));
-        }
+    for (bp_precision p : {BP_PRECISION_FP32, BP_PRECISION_TF32, BP_PRECISION_BF16}) {
+        SCOPED_TRACE(bp_precision_name(p));
+        ASSERT_EQ(bp_device_set_memory_limit(dev, 0), BP_OK);
+        int widths[] = {100, 200, 10};
+        bp_mlp_config cfg = bp_mlp_config_default(2, widths);
+        cfg.max_batch = 64;
+        cfg.precision = p;
+        // Measure what a full model + Adam needs.
+        bp_model *m = bp_model_create(dev, &cfg, nullptr);
+        ASSERT_NE(m, nullptr);
+        bp_optim_config oc = bp_optim_config_default(BP_OPTIM_ADAM);
+        bp_optimizer *o = bp_optimizer_create(m, &oc, nullptr);
+        ASSERT_NE(o, nullptr);
+        size_t need = stats_of(dev).bytes_in_use;
+        uint64_t allocs = stats_of(dev).alloc_count;
         bp_optimizer_free(o);
         bp_model_free(m);
-        EXPECT_EQ(stats_of(dev).bytes_in_use, 0u) << "leak at limit " << limit;
+        ASSERT_EQ(stats_of(dev).bytes_in_use, 0u);
+        ASSERT_GE(allocs, 4u);
+        int failures = 0;
+        for (size_t limit = 64; limit < need; limit += need / 64) {
+            ASSERT_EQ(bp_device_set_memory_limit(dev, limit), BP_OK);
+            bp_status st = BP_OK;
+            m = bp_model_create(dev, &cfg, &st);
+            o = m ? bp_optimizer_create(m, &oc, &st) : nullptr;
+            if (!o) {
+                ++failures;
+                EXPECT_EQ(st, BP_ERR_OUT_OF_MEMORY);
+                EXPECT_THAT(std::string(bp_last_error()),
+                            HasSubstr("would exceed the memory limit of " + std::to_string(limit) +
+                                      " bytes"));
+            }
+            bp_optimizer_free(o);
+            bp_model_free(m);
+            EXPECT_EQ(stats_of(dev).bytes_in_use, 0u) << "leak at limit " << limit;
+        }
+        EXPECT_GE(failures, 60);
+        ASSERT_EQ(bp_device_set_memory_limit(dev, need), BP_OK);
+        m = bp_model_create(dev, &cfg, nullptr);
+        EXPECT_NE(m, nullptr) << "exactly the needed bytes must be enough: " << bp_last_error();
+        bp_model_free(m);
     }
-    EXPECT_GE(failures, 60);
-    ASSERT_EQ(bp_device_set_memory_limit(dev, need), BP_OK);
-    m = bp_model_create(dev, &cfg, nullptr);
-    EXPECT_NE(m, nullptr) << "exactly the needed bytes must be enough: " << bp_last_error();
-    bp_model_free(m);
 }
 
 TEST_P(Memory, TensorOverLimitFailsWithSizes) {

@@ -15,7 +15,9 @@
  *   format "backprop-checkpoint", version "1"
  *   model.n_layers "2", model.widths "784,512,10", model.activations "relu,identity" (identity,
  *   relu, leaky_relu, sigmoid, tanh, gelu, gelu_tanh, silu), model.dropout "0.200000003,0",
- *   model.leaky_slope, model.seed, model.rng_counter (bp_model_rng_counter), model.max_batch
+ *   model.leaky_slope, model.seed, model.rng_counter (bp_model_rng_counter), model.max_batch,
+ *   model.precision (fp32, tf32, bf16; absent in older files, which are fp32). The tensors are
+ *   F32 in every precision (the fp32 master weights).
  *   with an optimizer: optimizer.kind (sgd, adam, adamw), optimizer.lr, .momentum, .dampening,
  *   .nesterov (0/1), .weight_decay, .beta1, .beta2, .eps, .clip_norm, .clip_value,
  *   .accum_steps, optimizer.schedule.kind (constant, step, cosine), optimizer.schedule.
@@ -80,8 +82,8 @@ BP_API bp_status bp_checkpoint_save_arrays(const char *path, const bp_model *mod
                                            size_t n_meta, const bp_meta_array *arrays,
                                            size_t n_arrays);
 
-/* A model rebuilt from a checkpoint on device, with its weights and dropout counter; the
- * workspace is sized for max_batch rows (<= 0: the max_batch it was saved with). NULL and
+/* A model rebuilt from a checkpoint on device, with its weights, dropout counter and precision;
+ * the workspace is sized for max_batch rows (<= 0: the max_batch it was saved with). NULL and
  * *status on failure. */
 BP_API bp_model *bp_checkpoint_load_model(const char *path, bp_device *device, int max_batch,
                                           bp_status *status);

@@ -44,6 +44,23 @@ typedef enum bp_init {
 
 typedef enum bp_mode { BP_MODE_INFERENCE = 0, BP_MODE_TRAINING = 1 } bp_mode;
 
+/* The arithmetic of a model's matrix products and what its activations are kept in; where each
+ * rounding happens is in docs/precision.md. Every mode keeps fp32 master weights, fp32
+ * gradients, fp32 optimizer state and fp32 checkpoints. On the CPU the reduced modes round at
+ * the points the GPU rounds, to give the GPU's numbers (not its speed). */
+typedef enum bp_precision {
+    BP_PRECISION_FP32 = 0, /* everything in fp32 */
+    BP_PRECISION_TF32 = 1, /* matrix-product operands rounded to TF32 (10 mantissa bits),
+                              fp32 accumulation; the rest fp32 */
+    BP_PRECISION_BF16 = 2, /* mixed precision: bf16 matrix-product operands (a bf16 copy of the
+                              weights) and bf16 saved activations, fp32 accumulation; bias,
+                              activation, loss, norm and update arithmetic in fp32 */
+    BP_PRECISION_COUNT_ = 3
+} bp_precision;
+
+/* "fp32", "tf32", "bf16" ("" for a value outside the enum). */
+BP_API const char *bp_precision_name(bp_precision precision);
+
 typedef struct bp_mlp_config {
     int n_layers;                     /* linear layers, >= 1 */
     const int *widths;                /* n_layers + 1 widths, each >= 1 */
@@ -53,10 +70,11 @@ typedef struct bp_mlp_config {
     bp_init init;
     uint64_t seed; /* initial weights and dropout masks */
     int max_batch; /* largest batch a call may pass; the workspace is sized for it once */
+    bp_precision precision; /* BP_PRECISION_FP32 in a zeroed or default config */
 } bp_mlp_config;
 
 /* Defaults: activations NULL, no dropout, leaky_slope 0.01, torch-default init, seed 0,
- * max_batch 256. widths must outlive the call to bp_model_create only. */
+ * max_batch 256, fp32. widths must outlive the call to bp_model_create only. */
 BP_API bp_mlp_config bp_mlp_config_default(int n_layers, const int *widths);
 
 /* Builds a model on device with initial weights from config.seed (the same on every device). The
@@ -75,6 +93,7 @@ BP_API bp_activation bp_model_activation(const bp_model *model, int layer);
 BP_API float bp_model_dropout(const bp_model *model, int layer);
 BP_API float bp_model_leaky_slope(const bp_model *model);
 BP_API uint64_t bp_model_seed(const bp_model *model);
+BP_API bp_precision bp_model_precision(const bp_model *model); /* NULL: BP_PRECISION_FP32 */
 
 /* Training forwards run so far: the counter that picks each dropout mask. A checkpoint keeps
  * it so a resumed run draws the masks an uninterrupted run would. */
@@ -85,7 +104,8 @@ BP_API bp_status bp_model_set_rng_counter(bp_model *model, uint64_t counter);
 BP_API bp_status bp_model_layer_offsets(const bp_model *model, int layer, size_t *weight_offset,
                                         size_t *bias_offset);
 
-/* Flat parameter and gradient buffers to and from host memory; count must be n_params. */
+/* Flat parameter and gradient buffers to and from host memory; count must be n_params. Setting
+ * the parameters also rounds them into a bf16 model's copy of the weights. */
 BP_API bp_status bp_model_get_params(const bp_model *model, float *host, size_t count);
 BP_API bp_status bp_model_set_params(bp_model *model, const float *host, size_t count);
 BP_API bp_status bp_model_get_grads(const bp_model *model, float *host, size_t count);

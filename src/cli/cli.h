@@ -40,7 +40,7 @@ enum { OUT_AUTO, OUT_CLASS, OUT_PROBS, OUT_LOGITS };
 typedef struct cli_options {
     /* model */
     cli_int_list layers, hidden;
-    int act, init;
+    int act, init, precision;
     double dropout;
     /* loss and optimizer */
     int loss;

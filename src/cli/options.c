@@ -65,6 +65,10 @@ static const opt_spec SPECS[] = {
     {"init", OT_CHOICE, OFF(init), T | L, SF,
      "torch|he-uniform|he-normal|xavier-uniform|xavier-normal", 0, 0, "torch", "NAME",
      "weight initialisation", "model"},
+    {"precision", OT_CHOICE, OFF(precision), T | L, SF, "fp32|tf32|bf16", 0, 0, "fp32", "MODE",
+     "arithmetic of the matrix products: fp32, tf32 (TF32 operands) or bf16 (mixed precision, "
+     "fp32 master weights); on the CPU the GPU's numbers, not its speed",
+     "model"},
     /* loss and optimizer */
     {"loss", OT_CHOICE, OFF(loss), T | L, SF, "auto|ce|mse|bce", 0, 0, "auto", "NAME",
      "ce (softmax cross-entropy), mse or bce (with logits); auto: ce for class labels, else mse",

@@ -109,6 +109,7 @@ static const bp_activation ACTS[] = {BP_ACT_RELU, BP_ACT_LEAKY_RELU, BP_ACT_SIGM
                                      BP_ACT_SILU, BP_ACT_IDENTITY};
 static const bp_init INITS[] = {BP_INIT_TORCH_DEFAULT, BP_INIT_HE_UNIFORM, BP_INIT_HE_NORMAL,
                                 BP_INIT_XAVIER_UNIFORM, BP_INIT_XAVIER_NORMAL};
+static const bp_precision PRECISIONS[] = {BP_PRECISION_FP32, BP_PRECISION_TF32, BP_PRECISION_BF16};
 
 bp_model *cli_build_model(int cmd, const cli_options *o, bp_device *dev, const cli_int_list *w) {
     int n = w->n - 1;
@@ -123,6 +124,7 @@ bp_model *cli_build_model(int cmd, const cli_options *o, bp_device *dev, const c
     c.activations = acts;
     c.dropout = drop;
     c.init = INITS[o->init];
+    c.precision = PRECISIONS[o->precision];
     c.seed = (uint64_t)o->seed;
     c.max_batch = (o->batch + o->accum - 1) / o->accum; /* one micro-batch at a time */
     bp_status st;
@@ -173,5 +175,6 @@ void cli_describe_model(const bp_model *m, FILE *f) {
     fprintf(f, " %s", act);
     if (n > 1 && bp_model_dropout(m, 0) > 0.0f)
         fprintf(f, ", dropout %g", (double)bp_model_dropout(m, 0));
-    fprintf(f, ", %zu parameters", bp_model_n_params(m));
+    fprintf(f, ", %zu parameters, precision %s", bp_model_n_params(m),
+            bp_precision_name(bp_model_precision(m)));
 }

@@ -4,8 +4,8 @@
  * is memory from ops->alloc on the same device. All operations may run asynchronously on the
  * device's queue; only download and synchronize wait. Entries marked optional may be NULL.
  *
- * Reductions (col_sum, sum, sum_squares) must be deterministic: same inputs and thread count,
- * bitwise the same result, no atomics. On failure an entry sets bp_last_error() (naming the
+ * Reductions (col_sum, sum, sum_squares, gemm_ex's bias gradient) must be deterministic: same
+ * inputs and thread count, bitwise the same result, no atomics. On failure an entry sets bp_last_error() (naming the
  * failing call and its arguments) and returns the status. */
 #ifndef BP_CORE_BACKEND_H
 #define BP_CORE_BACKEND_H
@@ -19,6 +19,54 @@
 #ifdef __cplusplus
 extern "C" {
 #endif
+
+/* Element types of the device buffers the precision modes use (docs/precision.md). bf16 is
+ * stored as uint16_t bit patterns, made and read only by the helpers of kernels/bp_math.h
+ * (bp_f32_to_bf16, bp_bf16_to_f32), so every backend holds the same bits. */
+typedef enum bp_eltype { BP_EL_F32 = 0, BP_EL_BF16 = 1 } bp_eltype;
+
+static inline size_t bp_eltype_size(bp_eltype type) {
+    return type == BP_EL_BF16 ? 2 : 4;
+}
+
+/* What gemm_ex does with the product P = op(A) op(B) ([m, n], row-major, accumulated in fp32).
+ * The fused ones are the forward and backward of one layer (z = x W^T + b, y = act(z)). */
+typedef enum bp_epilogue {
+    /* C = alpha P + beta C. */
+    BP_EPI_NONE = 0,
+    /* z[i,j] = P[i,j] + bias[j] (fp32); C[i,j] = act(z[i,j]) computed in fp32, then stored in
+     * c_type. With an activation other than identity, aux receives what BP_EPI_DACT_BGRAD needs
+     * to differentiate act at z, in the backend's own format (gemm_plan sizes it). alpha is 1,
+     * beta 0. */
+    BP_EPI_BIAS_ACT = 1,
+    /* The gradient through the layer whose BIAS_ACT wrote aux: g = P (fp32, never stored);
+     * d[i,j] = g[i,j] * act'(z[i,j]); C = d stored in c_type; bias_grad[j] = sum_i d[i,j] over
+     * the unrounded d, written (not added). alpha is 1, beta 0. */
+    BP_EPI_DACT_BGRAD = 2
+} bp_epilogue;
+
+/* One GEMM for gemm_ex / gemm_plan. Shapes, transposes and strides mean what they mean for
+ * gemm; a, b are ab_type, c is c_type (device memory). c overlaps neither a, b nor aux. */
+typedef struct bp_gemm_desc {
+    int trans_a, trans_b, m, n, k;
+    float alpha, beta; /* beta != 0 only with BP_EPI_NONE and c_type BP_EL_F32 */
+    bp_eltype ab_type; /* both operands */
+    int tf32;          /* BP_EL_F32 operands: each rounded to TF32 (bp_round_tf32) first */
+    const void *a;
+    int lda;
+    const void *b;
+    int ldb;
+    void *c;
+    int ldc;
+    bp_eltype c_type;
+    bp_epilogue epilogue;
+    bp_activation act; /* the fused epilogues' activation */
+    float slope;
+    const float *bias; /* BIAS_ACT: [n]; NULL adds none */
+    void *aux;         /* BIAS_ACT: written; DACT_BGRAD: read (see gemm_plan) */
+    float *bias_grad;  /* DACT_BGRAD: [n] */
+    void *scratch;     /* gemm_scratch(desc) bytes of device memory (NULL when that is 0) */
+} bp_gemm_desc;
 
 /* Arguments of one optimizer update over a flat buffer of n floats. */
 typedef struct bp_update_args {
@@ -43,6 +91,9 @@ typedef struct bp_update_args {
     float one_minus_beta1, one_minus_beta2; /* 1 - beta in double, rounded */
     float step_size, bc2_sqrt;
     float decay_factor; /* AdamW: 1 - lr * weight_decay in double, rounded */
+    /* When not NULL: also receives bp_f32_to_bf16 of every updated parameter, in the same pass
+     * (the bf16 copy of a bf16 model's weights). */
+    uint16_t *param_bf16;
 } bp_update_args;
 
 typedef struct bp_backend_ops {
@@ -112,8 +163,49 @@ typedef struct bp_backend_ops {
     bp_status (*dropout)(bp_device *device, size_t n, const float *x, float *y, uint64_t seed,
                          uint64_t stream, uint64_t first, uint32_t threshold, float scale);
 
-    /* One pass of the optimizer over the flat buffer. */
+    /* One pass of the optimizer over the flat buffer (writing args->param_bf16 when set). */
     bp_status (*update)(bp_device *device, const bp_update_args *args);
+
+    /* ---- the tf32 and bf16 modes (docs/precision.md) --------------------------------------
+     * gemm_ex, cast, bias_act_forward_ex and act_backward_ex are what a backend needs to run
+     * them; without those four a backend runs fp32 models only (bp_model_create refuses the
+     * others). gemm_scratch, gemm_plan and gemm_plan_free are optional. */
+
+    /* The GEMM of desc (see bp_gemm_desc and bp_epilogue). plan is NULL or gemm_plan's for a
+     * desc of the same kind (types, transposes, epilogue, activation) and no larger shape. A
+     * backend that cannot run desc returns BP_ERR_UNSUPPORTED. */
+    bp_status (*gemm_ex)(bp_device *device, const bp_gemm_desc *desc, void *plan);
+
+    /* Bytes of scratch gemm_ex needs for desc (NULL entry or 0: none). The core gives each
+     * model one block of the largest size its GEMMs need. */
+    size_t (*gemm_scratch)(const bp_gemm_desc *desc);
+
+    /* Prepares gemm_ex for calls like desc with at most its m, n, k (the largest batch): picks
+     * the algorithm once, so that a training step only looks it up. *aux_bytes receives the
+     * size of a BIAS_ACT epilogue's aux buffer at desc's shape (0 for the others); any smaller
+     * batch needs no more. BP_ERR_UNSUPPORTED (and a message) when the backend cannot fuse
+     * desc's epilogue for its types and activation: the core then composes the plain entries,
+     * so an unsupported fusion costs speed, never correctness. */
+    bp_status (*gemm_plan)(bp_device *device, const bp_gemm_desc *desc, void **plan,
+                           size_t *aux_bytes);
+    void (*gemm_plan_free)(bp_device *device, void *plan);
+
+    /* dst[i] = src[i] converted: BP_EL_F32 -> BP_EL_BF16 rounds (bp_f32_to_bf16), BP_EL_BF16 ->
+     * BP_EL_F32 is exact, the same type copies. src and dst do not overlap. */
+    bp_status (*cast)(bp_device *device, size_t n, const void *src, bp_eltype src_type, void *dst,
+                      bp_eltype dst_type);
+
+    /* bias_act_forward from an fp32 accumulator: v = acc[r,c] + bias[c] (fp32; bias may be
+     * NULL); z[r,c] = v stored in z_type; a[r,c] = act(v) computed from the unrounded v, stored
+     * in a_type. a may be acc when a_type is BP_EL_F32 (element r,c is read before it is
+     * written); a may be z for BP_ACT_IDENTITY with a_type == z_type; z is never acc. */
+    bp_status (*bias_act_forward_ex)(bp_device *device, int rows, int cols, const float *bias,
+                                     const float *acc, void *z, bp_eltype z_type, void *a,
+                                     bp_eltype a_type, bp_activation act, float slope);
+
+    /* act_backward with z of z_type: dz[i] = da[i] * act'(z[i]) in fp32; dz may equal da. */
+    bp_status (*act_backward_ex)(bp_device *device, size_t n, const void *z, bp_eltype z_type,
+                                 const float *da, float *dz, bp_activation act, float slope);
 
     /* Collectives across the processes of a data-parallel group, on the device (optional: all
      * NULL means the core sums through host memory over MPI). coll_id makes the group's id on

@@ -43,6 +43,10 @@ static bp_status check_config(const bp_mlp_config *c) {
     if ((unsigned)c->init >= BP_INIT_COUNT_)
         return bp_error(BP_ERR_INVALID_ARGUMENT, "%s: init is %d, not an init scheme", fn,
                         (int)c->init);
+    if ((unsigned)c->precision >= BP_PRECISION_COUNT_)
+        return bp_error(BP_ERR_INVALID_ARGUMENT,
+                        "%s: precision is %d, not a precision (fp32, tf32 or bf16)", fn,
+                        (int)c->precision);
     if (!isfinite(c->leaky_slope))
         return bp_error(BP_ERR_INVALID_ARGUMENT, "%s: leaky_slope is not finite", fn);
     if (c->max_batch < 1 || c->max_batch > BP_MAX_WIDTH)
@@ -70,28 +74,46 @@ static void setup_layers(bp_model *m, const bp_mlp_config *c) {
     m->n_params = off;
 }
 
+static int any_fused_bwd(const bp_model *m) {
+    for (int l = 0; l < m->n_layers; ++l)
+        if (m->layers[l].fused_bwd) return 1;
+    return 0;
+}
+
+/* The next buffer of bytes from base + *off (NULL when only measuring), 256-byte aligned. */
+static void *take(char *base, size_t *off, size_t bytes) {
+    void *p = base ? base + *off : NULL;
+    *off += (bytes + 255) & ~(size_t)255;
+    return p;
+}
+
 /* Carves the workspace block into its buffers; with base NULL only measures. */
 static size_t layout_workspace(bp_model *m, char *base) {
     size_t off = 0, b = (size_t)m->max_batch, widest = 0;
-#define BP_TAKE(ptr, nfloats)                                                                      \
-    do {                                                                                           \
-        (ptr) = base ? (float *)(base + off) : NULL;                                               \
-        off += ((size_t)(nfloats) * sizeof(float) + 255) & ~(size_t)255;                           \
-    } while (0)
+#define BP_TAKE(ptr, nbytes) ((ptr) = take(base, &off, (size_t)(nbytes)))
     for (int l = 0; l < m->n_layers; ++l) {
         bp_layer *L = &m->layers[l];
-        BP_TAKE(L->z, b * (size_t)L->out);
+        BP_TAKE(L->z, L->z_bytes);
         if (bp_layer_has_own_output(L))
-            BP_TAKE(L->a, b * (size_t)L->out);
+            BP_TAKE(L->a, b * (size_t)L->out * bp_eltype_size(L->type));
         else
             L->a = L->z;
         if ((size_t)L->out > widest) widest = (size_t)L->out;
     }
-    BP_TAKE(m->dout, b * (size_t)m->widths[m->n_layers]);
-    BP_TAKE(m->dbuf[0], b * widest);
-    BP_TAKE(m->dbuf[1], b * widest);
-    BP_TAKE(m->row_loss, b);
-    BP_TAKE(m->scalars, BP_SCALAR_COUNT);
+    BP_TAKE(m->dout, b * (size_t)m->widths[m->n_layers] * sizeof(float));
+    BP_TAKE(m->dbuf[0], b * widest * sizeof(float));
+    if (m->gemm_type == BP_EL_BF16) {
+        /* The bf16 gradients in place of the second fp32 one: the same bytes. */
+        BP_TAKE(m->dz_lp[0], b * widest * 2);
+        BP_TAKE(m->dz_lp[1], b * widest * 2);
+        BP_TAKE(m->x_lp, b * (size_t)m->widths[0] * 2);
+    } else {
+        BP_TAKE(m->dbuf[1], b * widest * sizeof(float));
+    }
+    if (any_fused_bwd(m)) BP_TAKE(m->bgrad, widest * sizeof(float));
+    if (m->scratch_bytes) BP_TAKE(m->scratch, m->scratch_bytes);
+    BP_TAKE(m->row_loss, b * sizeof(float));
+    BP_TAKE(m->scalars, BP_SCALAR_COUNT * sizeof(float));
 #undef BP_TAKE
     return off;
 }
@@ -102,6 +124,11 @@ static bp_status alloc_buffers(bp_model *m) {
         bp_dev_alloc(m->device, bytes, "bp_model_create: parameters", (void **)&m->params);
     if (st == BP_OK)
         st = bp_dev_alloc(m->device, bytes, "bp_model_create: gradients", (void **)&m->grads);
+    if (st == BP_OK && m->gemm_type == BP_EL_BF16)
+        st = bp_dev_alloc(m->device, m->n_params * sizeof(uint16_t),
+                          "bp_model_create: bf16 copy of the weights", (void **)&m->params_bf16);
+    /* The plans decide the fused layers, whose saved state the workspace holds. */
+    if (st == BP_OK) st = bp_model_make_plans(m);
     m->workspace_bytes = layout_workspace(m, NULL);
     if (st == BP_OK)
         st = bp_dev_alloc(m->device, m->workspace_bytes, "bp_model_create: workspace",
@@ -116,6 +143,7 @@ static bp_status init_weights(bp_model *m, bp_init init) {
     bp_init_params(m, init, host);
     bp_status st = m->device->ops->upload(m->device, m->params, host, m->n_params * sizeof(float));
     free(host);
+    if (st == BP_OK) st = bp_model_sync_lowp(m);
     if (st == BP_OK) st = m->device->ops->fill(m->device, m->grads, 0.0f, m->n_params);
     return st;
 }
@@ -144,7 +172,8 @@ bp_model *bp_model_create(bp_device *device, const bp_mlp_config *config, bp_sta
         m->seed = config->seed;
         m->max_batch = config->max_batch;
         setup_layers(m, config);
-        st = alloc_buffers(m);
+        st = bp_model_setup_precision(m, config->precision);
+        if (st == BP_OK) st = alloc_buffers(m);
     }
     if (st == BP_OK) st = init_weights(m, config->init);
     bp_set_status(status, st);
@@ -159,8 +188,10 @@ void bp_model_free(bp_model *model) {
     if (!model) return;
     if (model->device) {
         size_t bytes = model->n_params * sizeof(float);
+        bp_model_free_plans(model);
         bp_dev_free(model->device, model->params, bytes);
         bp_dev_free(model->device, model->grads, bytes);
+        bp_dev_free(model->device, model->params_bf16, model->n_params * sizeof(uint16_t));
         bp_dev_free(model->device, model->workspace, model->workspace_bytes);
     }
     free(model->widths);
@@ -279,7 +310,8 @@ bp_status bp_model_set_params(bp_model *model, const float *host, size_t count) 
                             "bp_model_set_params: value %zu (%s) is %g; parameters unchanged", i,
                             where, (double)host[i]);
         }
-    return model->device->ops->upload(model->device, model->params, host, count * sizeof(float));
+    st = model->device->ops->upload(model->device, model->params, host, count * sizeof(float));
+    return st == BP_OK ? bp_model_sync_lowp(model) : st;
 }
 
 int bp_model_find_nonfinite_grad(bp_model *m, char *buf, size_t size) {

@@ -8,6 +8,9 @@
 extern "C" {
 #endif
 
+/* A layer's GEMMs, each with its backend plan (gemm_plan; NULL where the backend has none). */
+enum { BP_GEMM_FWD = 0, BP_GEMM_DW = 1, BP_GEMM_DX = 2, BP_GEMM_COUNT = 3 };
+
 typedef struct bp_layer {
     int in, out;
     bp_activation act;
@@ -15,7 +18,14 @@ typedef struct bp_layer {
     uint32_t drop_threshold; /* round(p * 2^24), see bp_dropout_keep */
     float drop_scale;        /* 1 / (1 - p) */
     size_t w_off, b_off;     /* floats into the flat buffers */
-    float *z, *a;            /* [max_batch, out]; a == z when it would be a plain copy */
+    bp_eltype type;          /* of z and a: bf16 for the hidden layers of a bf16 model */
+    /* [max_batch, out] of type; a == z when it would be a plain copy. A fused layer with an
+     * activation keeps in z the backend's saved state of it (BP_EPI_BIAS_ACT's aux). */
+    void *z, *a;
+    size_t z_bytes;
+    int fused_fwd; /* the forward GEMM adds the bias and applies act (BP_EPI_BIAS_ACT) */
+    int fused_bwd; /* act' and the bias gradient come from the layer above's dX GEMM */
+    void *plan[BP_GEMM_COUNT];
 } bp_layer;
 
 /* A layer's output needs its own buffer unless it is z itself (identity, no dropout). */
@@ -36,10 +46,19 @@ struct bp_model {
     int max_batch;
     size_t n_params;
     float *params, *grads; /* device memory, n_params each */
-    void *workspace;       /* one block: layer z/a, dout, two gradient buffers, row losses */
+    bp_precision precision;
+    bp_eltype gemm_type;   /* of every GEMM operand: bf16 in bf16 mode, else fp32 */
+    int tf32;              /* the GEMMs round fp32 operands to TF32 */
+    uint16_t *params_bf16; /* bf16 mode: bf16 copy of params (same layout); else NULL */
+    void *workspace;       /* one block: layer z/a, dout, gradient buffers, row losses, ... */
     size_t workspace_bytes;
     float *dout;     /* loss gradient, [max_batch, widths[n]] */
-    float *dbuf[2];  /* gradients between layers */
+    float *dbuf[2];  /* fp32 gradients between layers, [max_batch, widest] (bf16: dbuf[0]) */
+    void *dz_lp[2];  /* bf16 mode: the gradients entering the GEMMs, [max_batch, widest] */
+    void *x_lp;      /* bf16 mode: the last forward's input rounded to bf16 */
+    float *bgrad;    /* [widest]: a fused bias gradient before it is added (accumulating) */
+    void *scratch;   /* gemm_ex scratch, scratch_bytes (NULL when none) */
+    size_t scratch_bytes;
     float *row_loss; /* [max_batch] */
     float *scalars;  /* BP_SCALAR_COUNT */
 
@@ -85,6 +104,39 @@ int bp_model_find_nonfinite_grad(bp_model *m, char *buf, size_t size);
 
 /* Host-side initial weights (see include/backprop/model.h), in the flat layout. */
 void bp_init_params(const bp_model *m, bp_init init, float *host);
+
+/* After the fp32 parameters were written other than by the optimizer's update (creation,
+ * bp_model_set_params, a data-parallel replica's copy): the bf16 copy follows them. Inline,
+ * so the MPI module calls it without linking the core. */
+static inline bp_status bp_model_sync_lowp(bp_model *m) {
+    if (!m->params_bf16) return BP_OK;
+    return m->device->ops->cast(m->device, m->n_params, m->params, BP_EL_F32, m->params_bf16,
+                                BP_EL_BF16);
+}
+
+/* ---- precision.c: the GEMMs of the layers, fusion and plans ------------------------------ */
+
+/* Checks the backend can run the config's precision; sets the model's types. */
+bp_status bp_model_setup_precision(bp_model *m, bp_precision precision);
+
+/* Decides which layers fuse their bias and activation into the GEMMs (where the backend can),
+ * makes every GEMM's plan at max_batch, and sizes each fused layer's z and the GEMM scratch.
+ * Runs after the parameter buffers exist and before the workspace is laid out. */
+bp_status bp_model_make_plans(bp_model *m);
+void bp_model_free_plans(bp_model *m);
+
+/* The three GEMMs of layer l over rows rows. in is the layer's input (gemm_type); dz the
+ * gradient at its output (gemm_type); out the GEMM's output; beta 0 overwrites the weight
+ * gradient, 1 adds to it. */
+bp_gemm_desc bp_gemm_forward(const bp_model *m, int l, int rows, const void *in);
+bp_gemm_desc bp_gemm_dw(const bp_model *m, int l, int rows, const void *dz, const void *in,
+                        float beta);
+bp_gemm_desc bp_gemm_dx(const bp_model *m, int l, int rows, const void *dz, void *out,
+                        int overwrite);
+
+/* Runs desc with plan: through gemm when it is a plain fp32 product and there is no plan (so
+ * the fp32 CPU path is the one it always was), else through gemm_ex. */
+bp_status bp_model_gemm(bp_model *m, const bp_gemm_desc *desc, void *plan);
 
 #ifdef __cplusplus
 }

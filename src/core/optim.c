@@ -157,6 +157,7 @@ static bp_update_args update_args(const bp_optimizer *o, float grad_scale) {
     a.kind = c->kind;
     a.n = m->n_params;
     a.param = m->params;
+    a.param_bf16 = m->params_bf16; /* bf16 mode: the copy is written in the same pass */
     a.grad = m->grads;
     a.m = o->state_size ? o->state : NULL;
     a.v = c->kind != BP_OPTIM_SGD ? o->state + m->n_params : NULL;

@@ -11,27 +11,53 @@ static uint64_t dropout_stream(uint64_t call, int layer) {
     return (call << 16) | (uint64_t)layer;
 }
 
-bp_status bp_model_forward_rows(bp_model *m, const float *x, int rows, bp_mode mode, uint64_t call,
-                                int64_t row0) {
+/* Layer l of a forward on rows rows of in (gemm_type). The three forms round at the same
+ * points (docs/precision.md): fused, the GEMM's epilogue adds the bias and applies act in fp32
+ * and stores a; an fp32 layer adds them in place on the fp32 product; a bf16 layer makes z and
+ * a from the fp32 product in dbuf[0], applying dropout before a is rounded. */
+static bp_status layer_forward(bp_model *m, int l, const void *in, int rows, int training,
+                               uint64_t call, int64_t row0) {
     const bp_backend_ops *ops = m->device->ops;
     bp_device *d = m->device;
+    bp_layer *L = &m->layers[l];
+    bp_gemm_desc g = bp_gemm_forward(m, l, rows, in);
+    bp_status st = bp_model_gemm(m, &g, L->plan[BP_GEMM_FWD]);
+    if (st != BP_OK || L->fused_fwd) return st;
+    size_t n = (size_t)rows * (size_t)L->out;
+    int drop = training && L->drop_threshold;
+    const float *bias = m->params + L->b_off;
+    if (L->type == BP_EL_F32) {
+        st = ops->bias_act_forward(d, rows, L->out, bias, L->z, L->a, L->act, m->leaky_slope);
+        if (st == BP_OK && drop)
+            st = ops->dropout(d, n, L->a, L->a, m->seed, dropout_stream(call, l),
+                              (uint64_t)row0 * (uint64_t)L->out, L->drop_threshold, L->drop_scale);
+        return st;
+    }
+    float *acc = m->dbuf[0];
+    st = ops->bias_act_forward_ex(d, rows, L->out, bias, acc, L->z, L->type, drop ? acc : L->a,
+                                  drop ? BP_EL_F32 : L->type, L->act, m->leaky_slope);
+    if (st == BP_OK && drop)
+        st = ops->dropout(d, n, acc, acc, m->seed, dropout_stream(call, l),
+                          (uint64_t)row0 * (uint64_t)L->out, L->drop_threshold, L->drop_scale);
+    if (st == BP_OK && drop) st = ops->cast(d, n, acc, BP_EL_F32, L->a, L->type);
+    return st;
+}
+
+bp_status bp_model_forward_rows(bp_model *m, const float *x, int rows, bp_mode mode, uint64_t call,
+                                int64_t row0) {
     int training = mode == BP_MODE_TRAINING;
     m->trained_forward = 0;
     m->have_loss = 0;
-    const float *in = x;
+    const void *in = x;
     bp_status st = BP_OK;
+    if (m->x_lp) {
+        st = m->device->ops->cast(m->device, (size_t)rows * (size_t)m->widths[0], x, BP_EL_F32,
+                                  m->x_lp, BP_EL_BF16);
+        in = m->x_lp;
+    }
     for (int l = 0; l < m->n_layers && st == BP_OK; ++l) {
-        bp_layer *L = &m->layers[l];
-        st = ops->gemm(d, 0, 1, rows, L->out, L->in, 1.0f, in, L->in, m->params + L->w_off, L->in,
-                       0.0f, L->z, L->out);
-        if (st == BP_OK)
-            st = ops->bias_act_forward(d, rows, L->out, m->params + L->b_off, L->z, L->a, L->act,
-                                       m->leaky_slope);
-        if (st == BP_OK && training && L->drop_threshold)
-            st = ops->dropout(d, (size_t)rows * (size_t)L->out, L->a, L->a, m->seed,
-                              dropout_stream(call, l), (uint64_t)row0 * (uint64_t)L->out,
-                              L->drop_threshold, L->drop_scale);
-        in = L->a;
+        st = layer_forward(m, l, in, rows, training, call, row0);
+        in = m->layers[l].a;
     }
     if (st != BP_OK) return st;
     m->x = x;
@@ -61,7 +87,7 @@ bp_status bp_model_forward(bp_model *model, const bp_tensor *x, bp_mode mode, bp
         st = bp_model_forward_rows(model, x->data, (int)x->rows, mode, call, 0);
     }
     if (st == BP_OK && out) {
-        const bp_layer *last = &model->layers[model->n_layers - 1];
+        const bp_layer *last = &model->layers[model->n_layers - 1]; /* fp32 */
         st = model->device->ops->copy(model->device, out->data, last->a, out->bytes);
     }
     return st;
@@ -152,7 +178,7 @@ bp_status bp_model_loss(bp_model *model, const bp_loss_config *loss, const bp_te
     return BP_OK;
 }
 
-/* dz of layer L from the gradient of its output: undo dropout, then the activation. */
+/* dz of layer L from the fp32 gradient of its output: undo dropout, then the activation. */
 static bp_status layer_dz(bp_model *m, const bp_layer *L, int l, const float *src, float *dz) {
     const bp_backend_ops *ops = m->device->ops;
     size_t n = (size_t)m->batch * (size_t)L->out;
@@ -163,35 +189,96 @@ static bp_status layer_dz(bp_model *m, const bp_layer *L, int l, const float *sr
                           L->drop_scale);
         src = dz;
     }
-    if (st == BP_OK && L->act != BP_ACT_IDENTITY)
-        st = ops->act_backward(m->device, n, L->z, src, dz, L->act, m->leaky_slope);
+    if (st == BP_OK && L->act != BP_ACT_IDENTITY) {
+        if (L->type == BP_EL_F32)
+            st = ops->act_backward(m->device, n, L->z, src, dz, L->act, m->leaky_slope);
+        else
+            st = ops->act_backward_ex(m->device, n, L->z, L->type, src, dz, L->act, m->leaky_slope);
+    }
+    return st;
+}
+
+static float *other_dbuf(const bp_model *m, const void *p) {
+    return p == m->dbuf[0] ? m->dbuf[1] : m->dbuf[0];
+}
+
+/* Where a backward pass stands between two layers: the gradient entering the next layer's
+ * GEMMs (in gemm_type) when the layer above's epilogue made it, else the fp32 gradient of its
+ * output. */
+typedef struct grad_state {
+    const float *src; /* fp32 dL/d(output of the layer), when dz is NULL */
+    const void *dz;   /* dL/dz in gemm_type, bias gradient done, from a fused epilogue */
+    int lp;           /* bf16 mode: which dz_lp buffer was written last */
+} grad_state;
+
+/* dz of layer l in gemm_type, and its bias gradient, from the fp32 gradient of its output. The
+ * bias gradient is summed from the fp32 dz; in bf16 mode dz is rounded once, after that. */
+static bp_status layer_grad_in(bp_model *m, int l, grad_state *gs, float beta) {
+    const bp_layer *L = &m->layers[l];
+    float *dz = (float *)gs->src;
+    bp_status st = BP_OK;
+    if (bp_layer_has_own_output(L)) {
+        dz = gs->src == m->dout ? m->dbuf[0] : (float *)gs->src;
+        st = layer_dz(m, L, l, gs->src, dz);
+    }
+    if (st == BP_OK)
+        st = m->device->ops->col_sum(m->device, m->batch, L->out, dz, beta, m->grads + L->b_off);
+    gs->dz = dz;
+    if (st == BP_OK && m->gemm_type == BP_EL_BF16) {
+        gs->lp ^= 1;
+        st = m->device->ops->cast(m->device, (size_t)m->batch * (size_t)L->out, dz, BP_EL_F32,
+                                  m->dz_lp[gs->lp], BP_EL_BF16);
+        gs->dz = m->dz_lp[gs->lp];
+    }
+    return st;
+}
+
+/* The dX GEMM of layer l (l > 0): into the fp32 gradient of the layer below's output, or, when
+ * that layer is fused backward, straight into its dz and bias gradient. */
+static bp_status layer_dx(bp_model *m, int l, grad_state *gs, int overwrite) {
+    const bp_layer *below = &m->layers[l - 1];
+    void *out;
+    if (!below->fused_bwd)
+        out = m->gemm_type == BP_EL_BF16 ? m->dbuf[0] : other_dbuf(m, gs->dz);
+    else if (m->gemm_type == BP_EL_BF16)
+        out = m->dz_lp[gs->lp ^ 1];
+    else
+        out = other_dbuf(m, gs->dz);
+    bp_gemm_desc g = bp_gemm_dx(m, l, m->batch, gs->dz, out, overwrite);
+    bp_status st = bp_model_gemm(m, &g, m->layers[l].plan[BP_GEMM_DX]);
+    if (!below->fused_bwd) {
+        gs->src = out;
+        gs->dz = NULL;
+        return st;
+    }
+    if (m->gemm_type == BP_EL_BF16) gs->lp ^= 1;
+    gs->dz = out;
+    /* The epilogue writes the bias gradient; accumulating adds it (a one-row column sum). */
+    if (st == BP_OK && !overwrite)
+        st = m->device->ops->col_sum(m->device, 1, below->out, m->bgrad, 1.0f,
+                                     m->grads + below->b_off);
     return st;
 }
 
 bp_status bp_model_backward_rows(bp_model *m, float *dx, int overwrite) {
-    const bp_backend_ops *ops = m->device->ops;
-    bp_device *d = m->device;
     int rows = m->batch;
-    const float *src = m->dout; /* dLoss / d(output of layer l) */
+    float beta = overwrite ? 0.0f : 1.0f;
+    grad_state gs = {m->dout, NULL, 1};
     bp_status st = BP_OK;
     for (int l = m->n_layers - 1; l >= 0 && st == BP_OK; --l) {
         const bp_layer *L = &m->layers[l];
-        float *dz = (float *)src;
-        if (bp_layer_has_own_output(L)) {
-            dz = src == m->dout ? m->dbuf[0] : (float *)src;
-            st = layer_dz(m, L, l, src, dz);
+        if (!gs.dz) st = layer_grad_in(m, l, &gs, beta);
+        const void *in = l > 0 ? m->layers[l - 1].a : m->x_lp ? m->x_lp : (const void *)m->x;
+        if (st == BP_OK) {
+            bp_gemm_desc g = bp_gemm_dw(m, l, rows, gs.dz, in, beta);
+            st = bp_model_gemm(m, &g, L->plan[BP_GEMM_DW]);
         }
-        const float *in = l > 0 ? m->layers[l - 1].a : m->x;
-        float beta = overwrite ? 0.0f : 1.0f;
-        if (st == BP_OK)
-            st = ops->gemm(d, 1, 0, L->out, L->in, rows, 1.0f, dz, L->out, in, L->in, beta,
-                           m->grads + L->w_off, L->in);
-        if (st == BP_OK) st = ops->col_sum(d, rows, L->out, dz, beta, m->grads + L->b_off);
-        float *next = l > 0 ? (dz == m->dbuf[0] ? m->dbuf[1] : m->dbuf[0]) : dx;
-        if (st == BP_OK && next)
-            st = ops->gemm(d, 0, 0, rows, L->in, L->out, 1.0f, dz, L->out, m->params + L->w_off,
-                           L->in, 0.0f, next, L->in);
-        src = next;
+        if (st == BP_OK && l > 0) {
+            st = layer_dx(m, l, &gs, overwrite);
+        } else if (st == BP_OK && dx) {
+            bp_gemm_desc g = bp_gemm_dx(m, 0, rows, gs.dz, dx, overwrite);
+            st = bp_model_gemm(m, &g, L->plan[BP_GEMM_DX]);
+        }
     }
     return st;
 }

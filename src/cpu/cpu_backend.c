@@ -104,4 +104,9 @@ const bp_backend_ops bp_cpu_ops = {
     .sum_squares = bp_cpu_sum_squares,
     .dropout = bp_cpu_dropout,
     .update = bp_cpu_update,
+    .gemm_ex = bp_cpu_gemm_ex,
+    .gemm_scratch = bp_cpu_gemm_scratch,
+    .cast = bp_cpu_cast,
+    .bias_act_forward_ex = bp_cpu_bias_act_forward_ex,
+    .act_backward_ex = bp_cpu_act_backward_ex,
 };

@@ -56,4 +56,15 @@ bp_status bp_cpu_bce_logits(bp_device *device, int rows, int cols, const float *
 
 bp_status bp_cpu_update(bp_device *device, const bp_update_args *args);
 
+/* The tf32 and bf16 modes (cpu_gemm.c, cpu_lowp.c). */
+bp_status bp_cpu_gemm_ex(bp_device *device, const bp_gemm_desc *desc, void *plan);
+size_t bp_cpu_gemm_scratch(const bp_gemm_desc *desc);
+bp_status bp_cpu_cast(bp_device *device, size_t n, const void *src, bp_eltype src_type, void *dst,
+                      bp_eltype dst_type);
+bp_status bp_cpu_bias_act_forward_ex(bp_device *device, int rows, int cols, const float *bias,
+                                     const float *acc, void *z, bp_eltype z_type, void *a,
+                                     bp_eltype a_type, bp_activation act, float slope);
+bp_status bp_cpu_act_backward_ex(bp_device *device, size_t n, const void *z, bp_eltype z_type,
+                                 const float *da, float *dz, bp_activation act, float slope);
+
 #endif

@@ -35,6 +35,12 @@ static const bp_backend_ops bp_cuda_ops = {
     .sum_squares = bp_cuda_sum_squares,
     .dropout = bp_cuda_dropout,
     .update = bp_cuda_update,
+    .gemm_ex = bp_cuda_gemm_ex,
+    .gemm_plan = bp_cuda_gemm_plan,
+    .gemm_plan_free = bp_cuda_gemm_plan_free,
+    .cast = bp_cuda_cast,
+    .bias_act_forward_ex = bp_cuda_bias_act_forward_ex,
+    .act_backward_ex = bp_cuda_act_backward_ex,
 #ifdef BP_HAVE_NCCL
     .coll_id = bp_cuda_coll_id,
     .coll_init = bp_cuda_coll_init,

@@ -116,6 +116,11 @@ static bp_status create_blas(const bp_device *device, bp_cuda_impl *impl) {
     cublasMath_t mode = impl->allow_tf32 ? CUBLAS_TF32_TENSOR_OP_MATH : CUBLAS_DEFAULT_MATH;
     BP_CUBLAS_TRY(device, cublasSetMathMode(impl->blas, mode), "cublasSetMathMode(%s)",
                   impl->allow_tf32 ? "CUBLAS_TF32_TENSOR_OP_MATH" : "CUBLAS_DEFAULT_MATH");
+    cublasStatus_t lt = cublasLtCreate(&impl->lt);
+    if (lt != CUBLAS_STATUS_SUCCESS) {
+        impl->lt = NULL;
+        return bp_cublas_fail(device, lt, "cublasLtCreate");
+    }
     return BP_OK;
 }
 
@@ -153,6 +158,7 @@ static void teardown(bp_cuda_impl *impl) {
         if (impl->stage_done[i]) cudaEventDestroy(impl->stage_done[i]);
     if (impl->host_result) cudaFreeHost(impl->host_result);
     if (impl->scratch) cudaFree(impl->scratch);
+    if (impl->lt) cublasLtDestroy(impl->lt);
     if (impl->blas) cublasDestroy(impl->blas);
     if (impl->blas_workspace) cudaFree(impl->blas_workspace);
     if (impl->stream) cudaStreamDestroy(impl->stream);

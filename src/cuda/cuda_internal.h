@@ -5,6 +5,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <cublasLt.h>
 #include <cublas_v2.h>
 #include <cuda_runtime_api.h>
 
@@ -16,17 +17,18 @@
 #define BP_CUDA_STAGE_SLOTS 2
 #define BP_CUDA_STAGE_BYTES ((size_t)4 << 20)
 
-/* Internal switch for TF32 GEMMs (CUBLAS_TF32_TENSOR_OP_MATH). Off: GEMMs are plain fp32, as
- * the float64 reference tests expect. A future public compute-mode option sets it per
- * device. */
+/* TF32 for the cuBLAS handle's GEMMs (CUBLAS_TF32_TENSOR_OP_MATH): off, so the gemm entry is
+ * plain fp32. A model's precision (bp_mlp_config.precision) chooses TF32 for its own GEMMs,
+ * which go through cuBLASLt (cuda_lt.c). */
 #define BP_CUDA_ALLOW_TF32_DEFAULT 0
 
 typedef struct bp_cuda_impl {
     int index;           /* the CUDA device ordinal */
     cudaStream_t stream; /* non-blocking: every op of this device is queued here */
     cublasHandle_t blas; /* bound to stream */
+    cublasLtHandle_t lt; /* gemm_ex; its matmuls run on stream with blas_workspace */
     int allow_tf32;      /* see BP_CUDA_ALLOW_TF32_DEFAULT */
-    void *blas_workspace;
+    void *blas_workspace; /* of the cuBLAS handle and of every cuBLASLt matmul (one stream) */
     size_t blas_workspace_bytes;
     /* Own stream-ordered pool (NULL where the device has none: plain cudaMalloc/cudaFree). */
     cudaMemPool_t pool;
@@ -97,6 +99,12 @@ bp_status bp_cuda_gemm(bp_device *device, int trans_a, int trans_b, int m, int n
                        float alpha, const float *a, int lda, const float *b, int ldb, float beta,
                        float *c, int ldc);
 
+/* cuda_lt.c: gemm_ex through cuBLASLt. */
+bp_status bp_cuda_gemm_ex(bp_device *device, const bp_gemm_desc *desc, void *plan);
+bp_status bp_cuda_gemm_plan(bp_device *device, const bp_gemm_desc *desc, void **plan,
+                            size_t *aux_bytes);
+void bp_cuda_gemm_plan_free(bp_device *device, void *plan);
+
 bp_status bp_cuda_fill(bp_device *device, float *dst, float value, size_t n);
 bp_status bp_cuda_bias_act_forward(bp_device *device, int rows, int cols, const float *bias,
                                    float *z, float *a, bp_activation act, float slope);
@@ -119,6 +127,13 @@ bp_status bp_cuda_sum_squares(bp_device *device, size_t n, const float *x, float
 bp_status bp_cuda_dropout(bp_device *device, size_t n, const float *x, float *y, uint64_t seed,
                           uint64_t stream, uint64_t first, uint32_t threshold, float scale);
 bp_status bp_cuda_update(bp_device *device, const bp_update_args *args);
+bp_status bp_cuda_cast(bp_device *device, size_t n, const void *src, bp_eltype src_type, void *dst,
+                       bp_eltype dst_type);
+bp_status bp_cuda_bias_act_forward_ex(bp_device *device, int rows, int cols, const float *bias,
+                                      const float *acc, void *z, bp_eltype z_type, void *a,
+                                      bp_eltype a_type, bp_activation act, float slope);
+bp_status bp_cuda_act_backward_ex(bp_device *device, size_t n, const void *z, bp_eltype z_type,
+                                  const float *da, float *dz, bp_activation act, float slope);
 
 /* In cuda_nccl.c, built with NCCL only. */
 bp_status bp_cuda_coll_id(bp_device *device, void *id, size_t size);

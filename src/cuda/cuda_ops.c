@@ -156,3 +156,41 @@ bp_status bp_cuda_update(bp_device *device, const bp_update_args *args) {
                 "update kernel (optimizer %d, n=%zu)", (int)args->kind, args->n);
     return BP_OK;
 }
+
+/* ---- the tf32 and bf16 modes ---------------------------------------------------------------- */
+
+static const char *eltype_name(bp_eltype type) {
+    return type == BP_EL_BF16 ? "bf16" : "fp32";
+}
+
+bp_status bp_cuda_cast(bp_device *device, size_t n, const void *src, bp_eltype src_type, void *dst,
+                       bp_eltype dst_type) {
+    if (n == 0) return BP_OK;
+    BP_CUDA_ENTER(device);
+    BP_CUDA_TRY(device, bp_cu_cast(stream_of(device), n, src, src_type, dst, dst_type),
+                "cast kernel (n=%zu, %s to %s)", n, eltype_name(src_type), eltype_name(dst_type));
+    return BP_OK;
+}
+
+bp_status bp_cuda_bias_act_forward_ex(bp_device *device, int rows, int cols, const float *bias,
+                                      const float *acc, void *z, bp_eltype z_type, void *a,
+                                      bp_eltype a_type, bp_activation act, float slope) {
+    if (rows <= 0 || cols <= 0) return BP_OK;
+    BP_CUDA_ENTER(device);
+    BP_CUDA_TRY(device,
+                bp_cu_bias_act_forward_ex(stream_of(device), rows, cols, bias, acc, z, z_type, a,
+                                          a_type, act, slope),
+                "bias_act_forward_ex kernel (rows=%d, cols=%d, activation %d, z %s, a %s)", rows,
+                cols, (int)act, eltype_name(z_type), eltype_name(a_type));
+    return BP_OK;
+}
+
+bp_status bp_cuda_act_backward_ex(bp_device *device, size_t n, const void *z, bp_eltype z_type,
+                                  const float *da, float *dz, bp_activation act, float slope) {
+    if (n == 0) return BP_OK;
+    BP_CUDA_ENTER(device);
+    BP_CUDA_TRY(device, bp_cu_act_backward_ex(stream_of(device), n, z, z_type, da, dz, act, slope),
+                "act_backward_ex kernel (n=%zu, activation %d, z %s)", n, (int)act,
+                eltype_name(z_type));
+    return BP_OK;
+}

@@ -66,6 +66,17 @@ cudaError_t bp_cu_bce_logits(cudaStream_t stream, int rows, int cols, const floa
 
 cudaError_t bp_cu_update(cudaStream_t stream, const bp_update_args *args);
 
+/* The tf32 and bf16 modes (kernels/lowp.cu); semantics of the entries of the same names in
+ * core/backend.h. bp_cu_update_bf16 is bp_cu_update writing args->param_bf16 too. */
+cudaError_t bp_cu_cast(cudaStream_t stream, size_t n, const void *src, bp_eltype src_type,
+                       void *dst, bp_eltype dst_type);
+cudaError_t bp_cu_bias_act_forward_ex(cudaStream_t stream, int rows, int cols, const float *bias,
+                                      const float *acc, void *z, bp_eltype z_type, void *a,
+                                      bp_eltype a_type, bp_activation act, float slope);
+cudaError_t bp_cu_act_backward_ex(cudaStream_t stream, size_t n, const void *z, bp_eltype z_type,
+                                  const float *da, float *dz, bp_activation act, float slope);
+cudaError_t bp_cu_update_bf16(cudaStream_t stream, const bp_update_args *args);
+
 #ifdef __cplusplus
 }
 #endif

@@ -213,6 +213,9 @@ static void describe(const bp_model *m, const bp_optimizer *o, char *buf, size_t
         n += (size_t)snprintf(buf + n, size - n, "%s%g", l ? "," : " dropout ",
                               (double)m->layers[l].dropout);
     if (n < size) n += (size_t)snprintf(buf + n, size - n, " slope %g", (double)m->leaky_slope);
+    static const char *precisions[] = {"fp32", "tf32", "bf16"};
+    if (n < size)
+        n += (size_t)snprintf(buf + n, size - n, " %s", precisions[(unsigned)m->precision % 3]);
     static const char *kinds[] = {"sgd", "adam", "adamw"};
     if (o && n < size)
         snprintf(buf + n, size - n, "; %s%s accum %d", kinds[o->config.kind % 3],
@@ -257,6 +260,7 @@ static bp_status copy_replica(bp_comm *c, bp_model *m, bp_optimizer *o) {
         return ok ? bp_error(BP_ERR_REMOTE, "%s: rank %d is out of host memory", fn, failed)
                   : BP_ERR_OUT_OF_MEMORY;
     st = broadcast_floats(c, fn, m->device, m->params, m->n_params, c->host);
+    if (st == BP_OK) st = bp_model_sync_lowp(m); /* rank 0's weights into the bf16 copy too */
     if (st == BP_OK && o && o->state_size)
         st = broadcast_floats(c, fn, m->device, o->state, o->state_size, c->host);
     int64_t counters[2] = {(int64_t)m->forward_calls, o ? o->steps : 0};

@@ -37,6 +37,7 @@ typedef struct ckpt_model {
     float leaky_slope;
     uint64_t seed, rng_counter;
     int max_batch;
+    bp_precision precision;
 } ckpt_model;
 
 static void ckpt_model_free(ckpt_model *cm) {
@@ -413,6 +414,12 @@ static bp_status read_model_meta(const bp_st_file *f, ckpt_model *cm) {
     cm->seed = mr_u64(&r, "model.seed");
     cm->rng_counter = mr_u64(&r, "model.rng_counter");
     cm->max_batch = (int)mr_int(&r, "model.max_batch", 1, CKPT_MAX_WIDTH);
+    /* Optional: a checkpoint written before the precision modes is fp32. */
+    static const char *const precisions[] = {"fp32", "tf32", "bf16"};
+    cm->precision = BP_PRECISION_FP32;
+    if (r.st == BP_OK && bp_st_get_meta(f, "model.precision"))
+        cm->precision =
+            (bp_precision)mr_name(&r, "model.precision", precisions, 3, "fp32, tf32 or bf16");
     return r.st;
 }
 
@@ -537,6 +544,7 @@ static void ml_model(mlist *l, const ckpt_model *cm) {
     ml_add(l, "model.seed", "%llu", (unsigned long long)cm->seed);
     ml_add(l, "model.rng_counter", "%llu", (unsigned long long)cm->rng_counter);
     ml_add(l, "model.max_batch", "%d", cm->max_batch);
+    ml_add(l, "model.precision", "%s", bp_precision_name(cm->precision));
 }
 
 static void ml_optim(mlist *l, const bp_optim_config *c, int64_t steps) {
@@ -654,6 +662,7 @@ static bp_status describe_model(const bp_model *m, ckpt_model *cm, const char *p
     cm->seed = m->seed;
     cm->rng_counter = bp_model_rng_counter(m);
     cm->max_batch = m->max_batch;
+    cm->precision = m->precision;
     return BP_OK;
 }
 
@@ -809,6 +818,7 @@ static bp_model *create_model(const bp_st_file *f, const ckpt_model *cm, bp_devi
     c.leaky_slope = cm->leaky_slope;
     c.seed = cm->seed;
     c.max_batch = max_batch > 0 ? max_batch : cm->max_batch;
+    c.precision = cm->precision;
     bp_model *m = bp_model_create(device, &c, st);
     if (!m) *st = with_path(*st, f->path);
     return m;

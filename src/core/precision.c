@@ -1,0 +1,231 @@
+/* Precision modes: the GEMMs of each layer in the model's types, which layers fuse their bias
+ * and activation into a GEMM's epilogue, and the backend plans made once per model. Where each
+ * rounding happens is in docs/precision.md; the order of the ops is in pass.c. */
+#include <string.h>
+
+#include "core/error.h"
+#include "core/model_internal.h"
+
+const char *bp_precision_name(bp_precision precision) {
+    static const char *const names[BP_PRECISION_COUNT_] = {"fp32", "tf32", "bf16"};
+    return (unsigned)precision < BP_PRECISION_COUNT_ ? names[precision] : "";
+}
+
+bp_precision bp_model_precision(const bp_model *model) {
+    return model ? model->precision : BP_PRECISION_FP32;
+}
+
+bp_status bp_model_setup_precision(bp_model *m, bp_precision precision) {
+    const bp_backend_ops *ops = m->device->ops;
+    m->precision = precision;
+    m->gemm_type = precision == BP_PRECISION_BF16 ? BP_EL_BF16 : BP_EL_F32;
+    m->tf32 = precision == BP_PRECISION_TF32;
+    if (precision != BP_PRECISION_FP32 &&
+        (!ops->gemm_ex || !ops->cast || !ops->bias_act_forward_ex || !ops->act_backward_ex))
+        return bp_error(BP_ERR_UNSUPPORTED,
+                        "bp_model_create: the %s backend runs fp32 models only, not precision %s",
+                        ops->name, bp_precision_name(precision));
+    /* The hidden layers keep bf16 activations; the last layer's output stays fp32 for the
+     * loss. */
+    for (int l = 0; l < m->n_layers; ++l)
+        m->layers[l].type =
+            m->gemm_type == BP_EL_BF16 && l + 1 < m->n_layers ? BP_EL_BF16 : BP_EL_F32;
+    return BP_OK;
+}
+
+/* The weights of layer L as a GEMM operand: the bf16 copy in bf16 mode. */
+static const void *weights(const bp_model *m, const bp_layer *L) {
+    if (m->params_bf16) return m->params_bf16 + L->w_off;
+    return m->params + L->w_off;
+}
+
+static bp_gemm_desc base_desc(const bp_model *m) {
+    bp_gemm_desc g;
+    memset(&g, 0, sizeof g);
+    g.alpha = 1.0f;
+    g.ab_type = m->gemm_type;
+    g.tf32 = m->tf32;
+    g.c_type = BP_EL_F32;
+    g.slope = m->leaky_slope;
+    g.scratch = m->scratch;
+    return g;
+}
+
+/* z = in W^T (+ b, act when fused): [rows, out] from in [rows, in] and W [out, in]. Unfused, it
+ * writes the fp32 product: into z itself for an fp32 layer, else into dbuf[0], from which
+ * bias_act_forward_ex makes the bf16 z and a. */
+bp_gemm_desc bp_gemm_forward(const bp_model *m, int l, int rows, const void *in) {
+    const bp_layer *L = &m->layers[l];
+    bp_gemm_desc g = base_desc(m);
+    g.trans_b = 1;
+    g.m = rows;
+    g.n = L->out;
+    g.k = L->in;
+    g.a = in;
+    g.lda = L->in;
+    g.b = weights(m, L);
+    g.ldb = L->in;
+    g.ldc = L->out;
+    if (L->fused_fwd) {
+        g.epilogue = BP_EPI_BIAS_ACT;
+        g.act = L->act;
+        g.bias = m->params + L->b_off;
+        g.aux = L->act != BP_ACT_IDENTITY ? L->z : NULL;
+        g.c = bp_layer_has_own_output(L) ? L->a : L->z;
+        g.c_type = L->type;
+    } else {
+        g.c = L->type == BP_EL_F32 ? L->z : (void *)m->dbuf[0];
+    }
+    return g;
+}
+
+/* dW (+)= dz^T in: [out, in] from dz [rows, out] and in [rows, in]. */
+bp_gemm_desc bp_gemm_dw(const bp_model *m, int l, int rows, const void *dz, const void *in,
+                        float beta) {
+    const bp_layer *L = &m->layers[l];
+    bp_gemm_desc g = base_desc(m);
+    g.trans_a = 1;
+    g.m = L->out;
+    g.n = L->in;
+    g.k = rows;
+    g.beta = beta;
+    g.a = dz;
+    g.lda = L->out;
+    g.b = in;
+    g.ldb = L->in;
+    g.c = m->grads + L->w_off;
+    g.ldc = L->in;
+    return g;
+}
+
+/* dx = dz W: [rows, in]. When the layer below is fused backward, the epilogue turns it into
+ * that layer's dz (in gemm_type) and bias gradient. */
+bp_gemm_desc bp_gemm_dx(const bp_model *m, int l, int rows, const void *dz, void *out,
+                        int overwrite) {
+    const bp_layer *L = &m->layers[l];
+    bp_gemm_desc g = base_desc(m);
+    g.m = rows;
+    g.n = L->in;
+    g.k = L->out;
+    g.a = dz;
+    g.lda = L->out;
+    g.b = weights(m, L);
+    g.ldb = L->in;
+    g.c = out;
+    g.ldc = L->in;
+    if (l > 0 && m->layers[l - 1].fused_bwd) {
+        const bp_layer *below = &m->layers[l - 1];
+        g.epilogue = BP_EPI_DACT_BGRAD;
+        g.act = below->act;
+        g.aux = below->z;
+        g.bias_grad = overwrite ? m->grads + below->b_off : m->bgrad;
+        g.c_type = m->gemm_type;
+    }
+    return g;
+}
+
+static int plain_fp32(const bp_gemm_desc *g) {
+    return g->ab_type == BP_EL_F32 && !g->tf32 && g->c_type == BP_EL_F32 &&
+           g->epilogue == BP_EPI_NONE;
+}
+
+bp_status bp_model_gemm(bp_model *m, const bp_gemm_desc *g, void *plan) {
+    const bp_backend_ops *ops = m->device->ops;
+    if (!plan && plain_fp32(g))
+        return ops->gemm(m->device, g->trans_a, g->trans_b, g->m, g->n, g->k, g->alpha,
+                         (const float *)g->a, g->lda, (const float *)g->b, g->ldb, g->beta,
+                         (float *)g->c, g->ldc);
+    return ops->gemm_ex(m->device, g, plan);
+}
+
+/* ---- plans ----------------------------------------------------------------------------- */
+
+/* The activations a fused layer may have: those the backend's epilogues may offer (it says
+ * per plan whether it does), plus the identity (bias only). */
+static int may_fuse(const bp_model *m, int l) {
+    const bp_layer *L = &m->layers[l];
+    if (L->drop_threshold) return 0; /* dropout sits between the activation and the next GEMM */
+    if (L->act == BP_ACT_IDENTITY) return 1;
+    /* The derivative is fused into the dX GEMM of the layer above, so the last layer has none */
+    return l + 1 < m->n_layers && (L->act == BP_ACT_RELU || L->act == BP_ACT_GELU_TANH);
+}
+
+static bp_status make_plan(bp_model *m, const bp_gemm_desc *g, void **plan, size_t *aux) {
+    size_t unused = 0;
+    return m->device->ops->gemm_plan(m->device, g, plan, aux ? aux : &unused);
+}
+
+static void free_plan(bp_model *m, void **plan) {
+    if (*plan) m->device->ops->gemm_plan_free(m->device, *plan);
+    *plan = NULL;
+}
+
+/* Tries to fuse layer l: its forward epilogue, and (with an activation) its derivative in the
+ * layer above's dX GEMM. Both or neither: a fused forward saves the activation's state in the
+ * backend's format, which only the fused backward reads. */
+static bp_status try_fuse(bp_model *m, int l) {
+    int rows = m->max_batch;
+    bp_layer *L = &m->layers[l];
+    L->fused_fwd = 1;
+    L->fused_bwd = L->act != BP_ACT_IDENTITY;
+    bp_gemm_desc f = bp_gemm_forward(m, l, rows, NULL);
+    size_t aux = 0;
+    bp_status st = make_plan(m, &f, &L->plan[BP_GEMM_FWD], &aux);
+    if (st == BP_OK && L->fused_bwd) {
+        bp_gemm_desc d = bp_gemm_dx(m, l + 1, rows, NULL, NULL, 1);
+        st = make_plan(m, &d, &m->layers[l + 1].plan[BP_GEMM_DX], NULL);
+    }
+    if (st == BP_OK) {
+        if (L->fused_bwd) L->z_bytes = aux;
+        return BP_OK;
+    }
+    free_plan(m, &L->plan[BP_GEMM_FWD]);
+    L->fused_fwd = L->fused_bwd = 0;
+    return st == BP_ERR_UNSUPPORTED ? BP_OK : st; /* not fusable: composed instead */
+}
+
+/* Largest scratch any of the model's GEMMs needs. */
+static void size_scratch(bp_model *m) {
+    const bp_backend_ops *ops = m->device->ops;
+    m->scratch_bytes = 0;
+    if (!ops->gemm_scratch || m->precision == BP_PRECISION_FP32) return;
+    int rows = m->max_batch;
+    for (int l = 0; l < m->n_layers; ++l) {
+        bp_gemm_desc g[3] = {bp_gemm_forward(m, l, rows, NULL),
+                             bp_gemm_dw(m, l, rows, NULL, NULL, 0),
+                             bp_gemm_dx(m, l, rows, NULL, NULL, 1)};
+        for (int k = 0; k < 3; ++k) {
+            size_t need = ops->gemm_scratch(&g[k]);
+            if (need > m->scratch_bytes) m->scratch_bytes = need;
+        }
+    }
+}
+
+bp_status bp_model_make_plans(bp_model *m) {
+    int rows = m->max_batch;
+    for (int l = 0; l < m->n_layers; ++l) {
+        bp_layer *L = &m->layers[l];
+        L->z_bytes = (size_t)rows * (size_t)L->out * bp_eltype_size(L->type);
+    }
+    size_scratch(m);
+    if (!m->device->ops->gemm_plan) return BP_OK;
+    bp_status st = BP_OK;
+    for (int l = 0; l < m->n_layers && st == BP_OK; ++l)
+        if (may_fuse(m, l)) st = try_fuse(m, l);
+    for (int l = 0; l < m->n_layers && st == BP_OK; ++l) {
+        bp_layer *L = &m->layers[l];
+        bp_gemm_desc g[BP_GEMM_COUNT] = {bp_gemm_forward(m, l, rows, NULL),
+                                         bp_gemm_dw(m, l, rows, NULL, NULL, 0),
+                                         bp_gemm_dx(m, l, rows, NULL, NULL, 1)};
+        for (int k = 0; k < BP_GEMM_COUNT && st == BP_OK; ++k)
+            if (!L->plan[k]) st = make_plan(m, &g[k], &L->plan[k], NULL);
+    }
+    return st;
+}
+
+void bp_model_free_plans(bp_model *m) {
+    if (!m->layers || !m->device || !m->device->ops->gemm_plan_free) return;
+    for (int l = 0; l < m->n_layers; ++l)
+        for (int k = 0; k < BP_GEMM_COUNT; ++k)
+            free_plan(m, &m->layers[l].plan[k]);
+}
