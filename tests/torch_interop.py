@@ -77,6 +77,19 @@ def check_optimizer_names(tensors, params):
                              f"its parameter {tuple(params[param].shape)}")
 
 
+def load(path):
+    """The checkpoint as PyTorch sees it: its tensors, its metadata, the nn.Sequential with the
+    weights loaded, the layer widths, and the parameter tensors by name."""
+    tensors = load_file(path)
+    with safe_open(path, framework="pt") as f:
+        meta = f.metadata()
+    model, widths = build(meta)
+    params = {k: v for k, v in tensors.items()
+              if not k.startswith("optimizer.") and not k.startswith("run.")}
+    model.load_state_dict(params, strict=True)
+    return tensors, meta, model, widths, params
+
+
 def main(argv):
     if len(argv) not in (5, 6):
         print(__doc__, file=sys.stderr)
@@ -84,13 +97,7 @@ def main(argv):
     path, inputs, outputs, rows = argv[1], argv[2], argv[3], int(argv[4])
     tolerance = float(argv[5]) if len(argv) == 6 else TOLERANCE
     try:
-        tensors = load_file(path)
-        with safe_open(path, framework="pt") as f:
-            meta = f.metadata()
-        model, widths = build(meta)
-        params = {k: v for k, v in tensors.items()
-                  if not k.startswith("optimizer.") and not k.startswith("run.")}
-        model.load_state_dict(params, strict=True)
+        tensors, meta, model, widths, params = load(path)
         check_optimizer_names(tensors, params)
         x = np.fromfile(inputs, dtype="<f4").reshape(rows, widths[0])
         ours = np.fromfile(outputs, dtype="<f4").reshape(rows, widths[-1])

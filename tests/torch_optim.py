@@ -4,7 +4,7 @@
     torch_optim.py CHECKPOINT X LABELS ROWS STEPS OURS_PARAMS OURS_STATE [--beta2-float32]
 
 CHECKPOINT is a backprop checkpoint with its optimizer state (AdamW or SGD with momentum). The
-nn.Sequential is built from its metadata (as torch_interop.py does), its weights loaded, and a
+nn.Sequential is built from its metadata and its weights loaded (torch_interop.load), and a
 torch.optim optimizer made with the hyper-parameters the metadata records (optimizer.lr,
 .beta1, ...) and given the saved state: the step count and "optimizer.<param>.<state>". Then
 STEPS steps of cross-entropy (mean) on the one batch X [ROWS, in] (little-endian float32) with
@@ -25,11 +25,8 @@ import sys
 
 import numpy as np
 import torch
-from safetensors import safe_open
-from safetensors.torch import load_file
-
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from torch_interop import build  # noqa: E402
+from torch_interop import load  # noqa: E402
 
 TOLERANCE = 2e-6
 
@@ -82,13 +79,7 @@ def main(argv):
     path, xs, ys, rows, steps, ours_p, ours_s = args
     rows, steps = int(rows), int(steps)
     try:
-        tensors = load_file(path)
-        with safe_open(path, framework="pt") as f:
-            meta = f.metadata()
-        model, widths = build(meta)
-        params = {k: v for k, v in tensors.items()
-                  if not k.startswith("optimizer.") and not k.startswith("run.")}
-        model.load_state_dict(params, strict=True)
+        tensors, meta, model, widths, _ = load(path)
         named = list(model.named_parameters())
         opt = make_optimizer(meta, [p for _, p in named], beta2_float32)
         load_state(opt, named, tensors, int(meta["optimizer.steps"]))
