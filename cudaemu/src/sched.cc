@@ -1,0 +1,561 @@
+// The kernel scheduler: the threads of a block as fibers on Boost.Context's fcontext.
+//
+// Blocks run one after another. A thread runs as a plain call until it first reaches a sync
+// point (__syncthreads, a shuffle); only then does it keep its own stack, and the rest of the
+// block goes on on a fresh one. So a thread that never syncs (most element-wise threads) costs a
+// function call, and one that does costs one context switch per sync point: the thread that
+// stops switches straight to the next one that can run, never through a scheduler fiber.
+//
+// In-order schedule: threads start in index order; the threads released by a sync point go
+// first, so a warp runs ahead through its shuffles to its next barrier before the next warp
+// starts, which is one legal order of a GPU's (and the one that shows a reuse of shared memory
+// without a barrier). Random schedule: the next thread is drawn from every thread that can run,
+// and blocks run in a random order.
+//
+// Faults: a barrier that some thread of the block exits without reaching, threads waiting at two
+// different barriers, a shuffle whose mask names a lane that exited or is elsewhere, and a block
+// in which nothing can run while threads wait (a deadlock). Each names the file and line.
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <boost/context/detail/fcontext.hpp>
+#include <cstdio>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "internal.h"
+
+#if defined(__SANITIZE_ADDRESS__)
+#define CUDAEMU_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define CUDAEMU_ASAN 1
+#endif
+#endif
+#ifdef CUDAEMU_ASAN
+#include <sanitizer/asan_interface.h>
+#include <sanitizer/common_interface_defs.h>
+#endif
+
+uint3 threadIdx;
+uint3 blockIdx;
+dim3 blockDim;
+dim3 gridDim;
+
+// The __shared__ variables of every kernel linked with this copy of cudaemu.
+extern "C" char __start_cudaemu_shared[] __attribute__((weak, visibility("hidden")));
+extern "C" char __stop_cudaemu_shared[] __attribute__((weak, visibility("hidden")));
+
+namespace cudaemu {
+namespace {
+
+namespace fc = boost::context::detail;
+
+constexpr int kMaxThreads = 1024;
+
+struct Stack {
+    char *base; // lowest usable byte (a guard page lies below)
+    size_t size;
+    char *top;
+};
+
+enum : uint8_t { kUnstarted, kRunning, kBarrier, kShuffle, kExited };
+
+struct Thread {
+    fc::fcontext_t ctx;
+    Stack *stack;
+    uint3 idx;
+    uint8_t state;
+    const char *file; // where it waits
+    int line;
+    uint64_t in, out;
+    int src;
+};
+
+struct Warp {
+    unsigned gone;    // lanes that exited, or that the block does not have
+    unsigned arrived; // lanes waiting at the pending shuffle
+    unsigned mask;
+    const char *file;
+    int line;
+};
+
+struct Sched {
+    // the launch
+    const Grid *grid;
+    unsigned nthreads, nwarps;
+    uint64_t nblocks, next_block;
+    std::vector<uint32_t> order; // random schedule: the order of the blocks
+    bool random;
+    uint64_t rng;
+    bool poison_shared; // the kernel writes shared memory: refill it before each block
+    // the block
+    Thread th[kMaxThreads];
+    Warp warps[kMaxThreads / 32];
+    unsigned next_unstarted, exited, at_barrier;
+    int first_exited;
+    const char *bar_file;
+    int bar_line;
+    int ready[2 * kMaxThreads]; // in order: a stack of released threads (front = top)
+    int nready;
+    int start_next; // a thread a fresh fiber must start first, or -1
+    // control
+    int current;
+    Stack *cur_stack;
+    fc::fcontext_t host;
+    fc::fcontext_t *save_to; // where the next landing stores the context it came from
+    Stack *release;          // a stack the next landing gives back
+    bool faulted;
+    cudaError_t fault_code;
+    std::string fault_msg;
+#ifdef CUDAEMU_ASAN
+    const void *host_bottom;
+    size_t host_size;
+    bool from_host;
+#endif
+};
+
+Sched S;
+std::vector<Stack *> g_free_stacks;
+unsigned g_stack_count;
+
+// ---- stacks ------------------------------------------------------------------------------------
+
+Stack *stack_get() {
+    Stack *s;
+    if (!g_free_stacks.empty()) {
+        s = g_free_stacks.back();
+        g_free_stacks.pop_back();
+    } else {
+        size_t page = (size_t)sysconf(_SC_PAGESIZE);
+        size_t size = (config().stack_bytes + page - 1) / page * page;
+        char *m = (char *)mmap(nullptr, size + page, PROT_READ | PROT_WRITE,
+                               MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+        if (m == MAP_FAILED) {
+            std::fprintf(stderr, "cudaemu: no memory for another thread stack (%zu bytes)\n", size);
+            std::abort();
+        }
+        mprotect(m, page, PROT_NONE); // an overflow faults rather than corrupting a neighbour
+        s = new Stack;
+        s->base = m + page;
+        s->size = size;
+        // Stack tops a multiple of the stack size apart would share cache sets: stagger them.
+        s->top = s->base + size - 256 * (g_stack_count++ % 32);
+    }
+#ifdef CUDAEMU_ASAN
+    // A fiber abandoned mid-call (a fault, or a thread that ended on another's frames) leaves
+    // its frames' poison behind.
+    ASAN_UNPOISON_MEMORY_REGION(s->base, s->size);
+#endif
+    return s;
+}
+
+void stack_put(Stack *s) {
+    g_free_stacks.push_back(s);
+}
+
+// ---- switching ---------------------------------------------------------------------------------
+
+void land(fc::transfer_t t) {
+    if (S.save_to) {
+        *S.save_to = t.fctx;
+        S.save_to = nullptr;
+    }
+    if (S.release) {
+        stack_put(S.release);
+        S.release = nullptr;
+    }
+}
+
+// Jumps to ctx running on stack `to` (NULL: the host). dying: this fiber never runs again.
+fc::transfer_t jump(fc::fcontext_t ctx, Stack *to, bool dying) {
+#ifdef CUDAEMU_ASAN
+    void *fake = nullptr;
+    if (to)
+        __sanitizer_start_switch_fiber(dying ? nullptr : &fake, to->base, to->size);
+    else
+        __sanitizer_start_switch_fiber(dying ? nullptr : &fake, S.host_bottom, S.host_size);
+    fc::transfer_t t = fc::jump_fcontext(ctx, nullptr);
+    __sanitizer_finish_switch_fiber(fake, nullptr, nullptr);
+    return t;
+#else
+    (void)to, (void)dying;
+    return fc::jump_fcontext(ctx, nullptr);
+#endif
+}
+
+void fiber_main(fc::transfer_t t);
+
+void set_fault(cudaError_t code, const std::string &msg) {
+    if (S.faulted) return;
+    S.faulted = true;
+    S.fault_code = code;
+    S.fault_msg = msg;
+}
+
+std::string block_name() {
+    return format("block (%u,%u,%u)", blockIdx.x, blockIdx.y, blockIdx.z);
+}
+
+std::string thread_name(int k) {
+    const uint3 &i = S.th[k].idx;
+    return format("thread (%u,%u,%u)", i.x, i.y, i.z);
+}
+
+uint64_t next_random() { // splitmix64
+    uint64_t z = (S.rng += 0x9e3779b97f4a7c15ull);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+}
+
+int pop_ready() {
+    if (S.nready == 0) return -1;
+    if (!S.random) return S.ready[--S.nready];
+    int i = (int)(next_random() % (uint64_t)S.nready);
+    int k = S.ready[i];
+    S.ready[i] = S.ready[--S.nready];
+    return k;
+}
+
+// Releases the given threads (in order: the first runs first).
+void release_threads(const int *ks, int n) {
+    for (int i = n - 1; i >= 0; --i)
+        S.ready[S.nready++] = ks[i];
+}
+
+uint3 index_of(unsigned k) {
+    const dim3 &b = S.grid->config.block;
+    return uint3{k % b.x, (k / b.x) % b.y, k / (b.x * b.y)};
+}
+
+size_t shared_bytes() {
+    uintptr_t a = (uintptr_t)__start_cudaemu_shared, b = (uintptr_t)__stop_cudaemu_shared;
+    return a && b > a ? (size_t)(b - a) : 0;
+}
+
+void poison_shared() {
+    if (size_t n = shared_bytes()) std::memset(__start_cudaemu_shared, kPoison, n);
+}
+
+bool shared_untouched() {
+    size_t n = shared_bytes();
+    for (size_t i = 0; i < n; ++i)
+        if ((unsigned char)__start_cudaemu_shared[i] != kPoison) return false;
+    return true;
+}
+
+void setup_block(uint64_t linear) {
+    const dim3 &g = S.grid->config.grid;
+    uint64_t b = S.random ? S.order[linear] : linear;
+    blockIdx = uint3{(unsigned)(b % g.x), (unsigned)((b / g.x) % g.y), (unsigned)(b / ((uint64_t)g.x * g.y))};
+    S.next_unstarted = 0;
+    S.exited = 0;
+    S.at_barrier = 0;
+    S.first_exited = -1;
+    S.nready = 0;
+    for (unsigned w = 0; w < S.nwarps; ++w) {
+        unsigned lanes = S.nthreads - w * 32 < 32 ? S.nthreads - w * 32 : 32;
+        S.warps[w].gone = lanes == 32 ? 0u : ~((1u << lanes) - 1u);
+        S.warps[w].arrived = 0;
+    }
+    if (S.random) {
+        for (unsigned k = 0; k < S.nthreads; ++k) {
+            S.th[k].state = kUnstarted;
+            S.ready[S.nready++] = (int)k;
+        }
+        S.next_unstarted = S.nthreads;
+    }
+    if (S.poison_shared) poison_shared();
+}
+
+// A thread's end: the checks that an exit can fail.
+void thread_exited(int k) {
+    S.th[k].state = kExited;
+    S.exited++;
+    if (S.first_exited < 0) S.first_exited = k;
+    Warp &w = S.warps[k / 32];
+    unsigned bit = 1u << (k % 32);
+    w.gone |= bit;
+    if (S.at_barrier > 0)
+        set_fault(cudaErrorLaunchFailure,
+                  format("__syncthreads() at %s:%d was reached by only part of %s: %u of %u "
+                         "threads wait there, and %s exited without reaching it",
+                         S.bar_file, S.bar_line, block_name().c_str(), S.at_barrier, S.nthreads,
+                         thread_name(k).c_str()));
+    else if (w.arrived && (w.mask & bit))
+        set_fault(cudaErrorLaunchFailure,
+                  format("the shuffle at %s:%d (mask 0x%08x) in %s names lane %d, which exited "
+                         "before reaching it",
+                         w.file, w.line, w.mask, block_name().c_str(), k % 32));
+}
+
+void start_thread(int k) {
+    Thread &t = S.th[k];
+    t.state = kRunning;
+    t.idx = index_of((unsigned)k);
+    S.current = k;
+    threadIdx = t.idx;
+    S.grid->closure->run_thread();
+    thread_exited(k);
+}
+
+std::string describe_deadlock() {
+    std::string waits;
+    int shown = 0;
+    for (unsigned k = 0; k < S.nthreads && shown < 4; ++k) {
+        const Thread &t = S.th[k];
+        if (t.state != kBarrier && t.state != kShuffle) continue;
+        if (k > 0 && S.th[k - 1].state == t.state && S.th[k - 1].line == t.line &&
+            S.th[k - 1].file == t.file)
+            continue;
+        waits += format("%s%s waits at %s at %s:%d", shown ? "; " : "", thread_name((int)k).c_str(),
+                        t.state == kBarrier ? "__syncthreads()" : "a shuffle", t.file, t.line);
+        shown++;
+    }
+    return format("deadlock in %s: no thread can go on (%s)", block_name().c_str(), waits.c_str());
+}
+
+// What a free stack does next: start threads here, resume one, or end the grid. Never returns.
+[[noreturn]] void run_free(Stack *mine) {
+    for (;;) {
+        if (S.faulted) break;
+        int k = -1;
+        bool fresh = true;
+        if (S.start_next >= 0) {
+            k = S.start_next;
+            S.start_next = -1;
+        } else if ((k = pop_ready()) >= 0) {
+            fresh = S.th[k].state == kUnstarted; // the random schedule draws unstarted ones too
+        } else if (S.next_unstarted < S.nthreads) {
+            k = (int)S.next_unstarted++;
+        }
+        if (k >= 0) {
+            if (fresh) {
+                start_thread(k);
+                continue;
+            }
+            // A released thread: resume it; this stack is free again.
+            Thread &t = S.th[k];
+            S.release = mine;
+            S.cur_stack = t.stack;
+            jump(t.ctx, t.stack, true);
+            __builtin_unreachable();
+        }
+        if (S.exited < S.nthreads) {
+            set_fault(cudaErrorLaunchFailure, describe_deadlock());
+            break;
+        }
+        if (S.next_block == 1 && !S.poison_shared && !shared_untouched()) S.poison_shared = true;
+        if (S.next_block >= S.nblocks) break;
+        setup_block(S.next_block++);
+    }
+    S.release = mine;
+    S.cur_stack = nullptr;
+    jump(S.host, nullptr, true);
+    __builtin_unreachable();
+}
+
+void fiber_main(fc::transfer_t t) {
+#ifdef CUDAEMU_ASAN
+    const void *bottom = nullptr;
+    size_t size = 0;
+    __sanitizer_finish_switch_fiber(nullptr, &bottom, &size);
+    if (S.from_host) {
+        S.from_host = false;
+        S.host_bottom = bottom;
+        S.host_size = size;
+    }
+#endif
+    land(t);
+    run_free(S.cur_stack);
+}
+
+// The running thread k stops at a sync point (its state says where); the next thread runs.
+// Returns when k is resumed.
+void switch_next(int k) {
+    Thread &me = S.th[k];
+    me.stack = S.cur_stack;
+    if (S.faulted) {
+        S.cur_stack = nullptr;
+        jump(S.host, nullptr, true); // this stack is freed with the block's waiting threads
+        __builtin_unreachable();
+    }
+    int j = pop_ready();
+    if (j == k) {
+        me.state = kRunning;
+        return;
+    }
+    S.save_to = &me.ctx;
+    fc::transfer_t t;
+    if (j >= 0 && S.th[j].state != kUnstarted) {
+        S.cur_stack = S.th[j].stack;
+        t = jump(S.th[j].ctx, S.th[j].stack, false);
+    } else {
+        S.start_next = j; // -1: the fresh fiber picks
+        Stack *s = stack_get();
+        S.cur_stack = s;
+        t = jump(fc::make_fcontext(s->top, (size_t)(s->top - s->base), fiber_main), s, false);
+    }
+    land(t);
+    S.current = k;
+    threadIdx = me.idx;
+    me.state = kRunning;
+}
+
+} // namespace
+
+// ---- the sync points ---------------------------------------------------------------------------
+
+void syncthreads(const char *file, int line) {
+    int k = S.current;
+    Thread &me = S.th[k];
+    me.state = kBarrier;
+    me.file = file;
+    me.line = line;
+    Warp &w = S.warps[k / 32];
+    if (S.exited > 0) {
+        set_fault(cudaErrorLaunchFailure,
+                  format("__syncthreads() at %s:%d was reached by only part of %s: %s exited "
+                         "without reaching it",
+                         file, line, block_name().c_str(), thread_name(S.first_exited).c_str()));
+    } else if (S.at_barrier > 0 && (S.bar_line != line || std::strcmp(S.bar_file, file) != 0)) {
+        set_fault(cudaErrorLaunchFailure,
+                  format("the threads of %s wait at two different barriers: __syncthreads() at "
+                         "%s:%d and at %s:%d (%s)",
+                         block_name().c_str(), S.bar_file, S.bar_line, file, line,
+                         thread_name(k).c_str()));
+    } else if (w.arrived && (w.mask & (1u << (k % 32)))) {
+        set_fault(cudaErrorLaunchFailure,
+                  format("%s reached __syncthreads() at %s:%d while lanes of its warp wait for "
+                         "it at the shuffle at %s:%d",
+                         thread_name(k).c_str(), file, line, w.file, w.line));
+    } else {
+        if (S.at_barrier++ == 0) {
+            S.bar_file = file;
+            S.bar_line = line;
+        }
+        if (S.at_barrier == S.nthreads) {
+            S.at_barrier = 0;
+            for (int i = (int)S.nthreads - 1; i >= 0; --i)
+                S.ready[S.nready++] = i;
+        }
+    }
+    switch_next(k);
+}
+
+int lane_id() {
+    return S.current % 32;
+}
+
+uint64_t shuffle(const char *file, int line, unsigned mask, uint64_t value, int src) {
+    int k = S.current, lane = k % 32;
+    Thread &me = S.th[k];
+    Warp &w = S.warps[k / 32];
+    me.state = kShuffle;
+    me.file = file;
+    me.line = line;
+    me.in = value;
+    me.src = src < 0 ? lane : src;
+    unsigned bit = 1u << lane;
+    if (!(mask & bit)) {
+        set_fault(cudaErrorLaunchFailure,
+                  format("the shuffle at %s:%d in %s: lane %d calls it with mask 0x%08x, which "
+                         "does not name it",
+                         file, line, block_name().c_str(), lane, mask));
+    } else if (mask & w.gone) {
+        set_fault(cudaErrorLaunchFailure,
+                  format("the shuffle at %s:%d in %s (mask 0x%08x) names lanes that exited or do "
+                         "not exist (0x%08x), %s",
+                         file, line, block_name().c_str(), mask, mask & w.gone,
+                         thread_name(k).c_str()));
+    } else if (w.arrived && (w.mask != mask || w.line != line || std::strcmp(w.file, file) != 0)) {
+        set_fault(cudaErrorLaunchFailure,
+                  format("the lanes of a warp of %s meet at two different shuffles: %s:%d (mask "
+                         "0x%08x) and %s:%d (mask 0x%08x)",
+                         block_name().c_str(), w.file, w.line, w.mask, file, line, mask));
+    } else {
+        if (!w.arrived) {
+            w.mask = mask;
+            w.file = file;
+            w.line = line;
+        }
+        w.arrived |= bit;
+        if (w.arrived == mask) {
+            Thread *lanes = &S.th[k - lane];
+            int released[32], n = 0;
+            for (int l = 0; l < 32; ++l) {
+                if (!(mask & (1u << l))) continue;
+                int s = lanes[l].src;
+                if (!(mask & (1u << s))) {
+                    set_fault(cudaErrorLaunchFailure,
+                              format("the shuffle at %s:%d in %s: lane %d reads lane %d, which is "
+                                     "not in the mask 0x%08x",
+                                     file, line, block_name().c_str(), l, s, mask));
+                    break;
+                }
+                lanes[l].out = lanes[s].in;
+                released[n++] = k - lane + l;
+            }
+            w.arrived = 0;
+            release_threads(released, n);
+        }
+    }
+    switch_next(k);
+    return me.out;
+}
+
+void syncwarp(const char *file, int line, unsigned mask) {
+    shuffle(file, line, mask, 0, -1);
+}
+
+cudaError_t run_grid(const Grid &grid, std::string *message) {
+    const LaunchConfig &c = grid.config;
+    S.grid = &grid;
+    S.nthreads = c.block.x * c.block.y * c.block.z;
+    S.nwarps = (S.nthreads + 31) / 32;
+    S.nblocks = (uint64_t)c.grid.x * c.grid.y * c.grid.z;
+    S.random = config().random;
+    S.order.clear();
+    if (S.random) {
+        S.rng = config().seed;
+        config().seed = next_random(); // the next launch draws another order
+        S.order.resize(S.nblocks);
+        for (uint64_t i = 0; i < S.nblocks; ++i)
+            S.order[i] = (uint32_t)i;
+        for (uint64_t i = S.nblocks; i > 1; --i)
+            std::swap(S.order[i - 1], S.order[next_random() % i]);
+    }
+    gridDim = c.grid;
+    blockDim = c.block;
+    S.faulted = false;
+    S.start_next = -1;
+    S.poison_shared = false;
+    poison_shared();
+    setup_block(0);
+    S.next_block = 1;
+
+    Stack *s = stack_get();
+    S.cur_stack = s;
+    S.save_to = &S.host;
+    S.release = nullptr;
+#ifdef CUDAEMU_ASAN
+    S.from_host = true;
+#endif
+    fc::transfer_t t = jump(fc::make_fcontext(s->top, (size_t)(s->top - s->base), fiber_main), s,
+                            false);
+    land(t);
+    if (!S.faulted) return cudaSuccess;
+    // Give back the stacks of the threads left waiting.
+    for (unsigned k = 0; k < S.nthreads; ++k) {
+        uint8_t st = S.th[k].state;
+        if ((st == kBarrier || st == kShuffle) && S.th[k].stack) stack_put(S.th[k].stack);
+        S.th[k].stack = nullptr;
+        S.th[k].state = kExited;
+    }
+    *message = format("kernel launched at %s:%d: %s", c.file, c.line, S.fault_msg.c_str());
+    return S.fault_code;
+}
+
+} // namespace cudaemu
