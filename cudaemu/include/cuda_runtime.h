@@ -62,7 +62,11 @@ void syncwarp(const char *file, int line, unsigned mask = 0xffffffffu);
 // One shuffle: every lane of `mask` offers `value` and receives the value of lane `src` (its
 // own when src < 0, as for a source outside its segment).
 std::uint64_t shuffle(const char *file, int line, unsigned mask, std::uint64_t value, int src);
-int lane_id();
+// The linear index of the thread that runs now (set by the emulator).
+extern __attribute__((visibility("hidden"))) int current_thread;
+inline int lane_id() {
+    return current_thread & 31;
+}
 
 template <typename T> inline T shuffle_as(const char *file, int line, unsigned mask, T v, int src) {
     static_assert(std::is_trivially_copyable<T>::value && sizeof(T) <= 8,

@@ -18,6 +18,8 @@ void cudaemu_set_deferred(int on);
 int cudaemu_deferred(void);
 /* CUDAEMU_MEMORY: the capacity of every emulated device in bytes. */
 void cudaemu_set_capacity(size_t bytes);
+/* CUDAEMU_NCCL_TIMEOUT: seconds a rank waits for the others in a collective. */
+void cudaemu_set_nccl_timeout(double seconds);
 /* The message of the last kernel fault or refused call ("" when none); stays until the next. */
 const char *cudaemu_last_fault(void);
 /* 1 when ptr lies in a live device allocation. */

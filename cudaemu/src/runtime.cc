@@ -118,7 +118,7 @@ cudaError_t refuse(cudaError_t err, const std::string &message) {
 }
 
 void fault(Device *dev, cudaError_t err, const std::string &message) {
-    std::fprintf(stderr, "cudaemu: kernel fault on device %d (%s, sticky until cudaDeviceReset): %s\n",
+    std::fprintf(stderr, "cudaemu: fault on device %d (%s, sticky until cudaDeviceReset): %s\n",
                  dev->ordinal, cudaGetErrorName(err), message.c_str());
     set_last_fault(message);
     if (dev->sticky == cudaSuccess) dev->sticky = err;
@@ -705,6 +705,25 @@ cudaError_t cudaDeviceGetAttribute(int *value, enum cudaDeviceAttr attr, int ord
     return cudaSuccess;
 }
 
+cudaError_t cudaGetDeviceProperties(struct cudaDeviceProp *prop, int ordinal) {
+    CUDAEMU_LOCK;
+    if (!prop) return record(cudaErrorInvalidValue);
+    Device *dev = device(ordinal);
+    if (!dev) return record(cudaErrorInvalidDevice);
+    std::memset(prop, 0, sizeof *prop);
+    std::snprintf(prop->name, sizeof prop->name, "cudaemu: emulated CUDA device (not a GPU)");
+    prop->totalGlobalMem = dev->capacity;
+    prop->sharedMemPerBlock = 49152;
+    prop->warpSize = 32;
+    prop->maxThreadsPerBlock = 1024;
+    prop->maxThreadsDim[0] = 1024, prop->maxThreadsDim[1] = 1024, prop->maxThreadsDim[2] = 64;
+    prop->maxGridSize[0] = 2147483647, prop->maxGridSize[1] = 65535, prop->maxGridSize[2] = 65535;
+    prop->major = 9;
+    prop->minor = 0;
+    prop->multiProcessorCount = 1;
+    return cudaSuccess;
+}
+
 cudaError_t cudaDeviceSynchronize(void) {
     CUDAEMU_LOCK;
     Device *dev = nullptr;
@@ -1221,6 +1240,11 @@ void cudaemu_set_capacity(size_t bytes) {
     config().capacity = bytes;
     for (Device *d : devices())
         d->capacity = bytes;
+}
+
+void cudaemu_set_nccl_timeout(double seconds) {
+    CUDAEMU_LOCK;
+    config().nccl_timeout = seconds;
 }
 
 const char *cudaemu_last_fault(void) {

@@ -40,6 +40,7 @@
 
 uint3 threadIdx;
 uint3 blockIdx;
+int cudaemu::current_thread;
 dim3 blockDim;
 dim3 gridDim;
 
@@ -47,10 +48,52 @@ dim3 gridDim;
 extern "C" char __start_cudaemu_shared[] __attribute__((weak, visibility("hidden")));
 extern "C" char __stop_cudaemu_shared[] __attribute__((weak, visibility("hidden")));
 
+namespace fc = boost::context::detail;
+
+// The switch between two fibers. Boost's jump_fcontext returns with an indirect jump, so every
+// switch leaves the CPU's return-address predictor one entry off and the next few returns
+// mispredict; it also reloads the FP control words, which the threads of a kernel never change.
+// On x86-64 the emulator switches with this routine instead: the same context layout as
+// jump_fcontext's (so contexts from make_fcontext and jump_fcontext work with either), but a
+// plain `ret`, and the control words are saved for jump_fcontext's sake but not reloaded. It
+// halves the cost of a shuffle (29 to 15 ns a lane, measured on the project's machine).
+#if defined(__x86_64__) && defined(__ELF__)
+extern "C" fc::transfer_t cudaemu_switch_fcontext(fc::fcontext_t to, void *data);
+asm(R"(
+    .text
+    .p2align 4
+    .type cudaemu_switch_fcontext,@function
+cudaemu_switch_fcontext:
+    leaq  -0x38(%rsp), %rsp
+    stmxcsr (%rsp)
+    fnstcw  0x4(%rsp)
+    movq  %r12, 0x8(%rsp)
+    movq  %r13, 0x10(%rsp)
+    movq  %r14, 0x18(%rsp)
+    movq  %r15, 0x20(%rsp)
+    movq  %rbx, 0x28(%rsp)
+    movq  %rbp, 0x30(%rsp)
+    movq  %rsp, %rax
+    movq  %rdi, %rsp
+    movq  0x8(%rsp), %r12
+    movq  0x10(%rsp), %r13
+    movq  0x18(%rsp), %r14
+    movq  0x20(%rsp), %r15
+    movq  0x28(%rsp), %rbx
+    movq  0x30(%rsp), %rbp
+    leaq  0x38(%rsp), %rsp
+    movq  %rsi, %rdx
+    movq  %rax, %rdi
+    ret
+    .size cudaemu_switch_fcontext,.-cudaemu_switch_fcontext
+)");
+#define CUDAEMU_JUMP cudaemu_switch_fcontext
+#else
+#define CUDAEMU_JUMP fc::jump_fcontext
+#endif
+
 namespace cudaemu {
 namespace {
-
-namespace fc = boost::context::detail;
 
 constexpr int kMaxThreads = 1024;
 
@@ -67,13 +110,15 @@ struct Thread {
     Stack *stack;
     uint3 idx;
     uint8_t state;
-    const char *file; // where it waits
+    const char *file; // the barrier it waits at
     int line;
-    uint64_t in, out;
-    int src;
 };
 
 struct Warp {
+    uint64_t in[32], out[32]; // the pending shuffle's values, offered and received
+    int8_t src[32];
+    int8_t order[32]; // lanes in the order they arrived
+    int narrived;
     unsigned gone;    // lanes that exited, or that the block does not have
     unsigned arrived; // lanes waiting at the pending shuffle
     unsigned mask;
@@ -97,11 +142,11 @@ struct Sched {
     int first_exited;
     const char *bar_file;
     int bar_line;
-    int ready[2 * kMaxThreads]; // in order: a stack of released threads (front = top)
+    int ready[2 * kMaxThreads]; // a stack of released threads: the top runs next
+    int bar_wait[kMaxThreads];  // the threads at the barrier, in the order they came
     int nready;
     int start_next; // a thread a fresh fiber must start first, or -1
     // control
-    int current;
     Stack *cur_stack;
     fc::fcontext_t host;
     fc::fcontext_t *save_to; // where the next landing stores the context it came from
@@ -176,12 +221,12 @@ fc::transfer_t jump(fc::fcontext_t ctx, Stack *to, bool dying) {
         __sanitizer_start_switch_fiber(dying ? nullptr : &fake, to->base, to->size);
     else
         __sanitizer_start_switch_fiber(dying ? nullptr : &fake, S.host_bottom, S.host_size);
-    fc::transfer_t t = fc::jump_fcontext(ctx, nullptr);
+    fc::transfer_t t = CUDAEMU_JUMP(ctx, nullptr);
     __sanitizer_finish_switch_fiber(fake, nullptr, nullptr);
     return t;
 #else
     (void)to, (void)dying;
-    return fc::jump_fcontext(ctx, nullptr);
+    return CUDAEMU_JUMP(ctx, nullptr);
 #endif
 }
 
@@ -219,14 +264,9 @@ int pop_ready() {
     return k;
 }
 
-// Releases the given threads (in order: the first runs first).
-void release_threads(const int *ks, int n) {
-    for (int i = n - 1; i >= 0; --i)
-        S.ready[S.nready++] = ks[i];
-}
-
 uint3 index_of(unsigned k) {
     const dim3 &b = S.grid->config.block;
+    if (b.y == 1 && b.z == 1) return uint3{k, 0, 0};
     return uint3{k % b.x, (k / b.x) % b.y, k / (b.x * b.y)};
 }
 
@@ -259,6 +299,7 @@ void setup_block(uint64_t linear) {
         unsigned lanes = S.nthreads - w * 32 < 32 ? S.nthreads - w * 32 : 32;
         S.warps[w].gone = lanes == 32 ? 0u : ~((1u << lanes) - 1u);
         S.warps[w].arrived = 0;
+        S.warps[w].narrived = 0;
     }
     if (S.random) {
         for (unsigned k = 0; k < S.nthreads; ++k) {
@@ -295,7 +336,7 @@ void start_thread(int k) {
     Thread &t = S.th[k];
     t.state = kRunning;
     t.idx = index_of((unsigned)k);
-    S.current = k;
+    current_thread = k;
     threadIdx = t.idx;
     S.grid->closure->run_thread();
     thread_exited(k);
@@ -304,14 +345,19 @@ void start_thread(int k) {
 std::string describe_deadlock() {
     std::string waits;
     int shown = 0;
+    const char *last_file = nullptr;
+    int last_line = -1;
     for (unsigned k = 0; k < S.nthreads && shown < 4; ++k) {
         const Thread &t = S.th[k];
         if (t.state != kBarrier && t.state != kShuffle) continue;
-        if (k > 0 && S.th[k - 1].state == t.state && S.th[k - 1].line == t.line &&
-            S.th[k - 1].file == t.file)
-            continue;
+        const Warp &w = S.warps[k / 32];
+        const char *file = t.state == kBarrier ? t.file : w.file;
+        int line = t.state == kBarrier ? t.line : w.line;
+        if (file == last_file && line == last_line) continue;
+        last_file = file;
+        last_line = line;
         waits += format("%s%s waits at %s at %s:%d", shown ? "; " : "", thread_name((int)k).c_str(),
-                        t.state == kBarrier ? "__syncthreads()" : "a shuffle", t.file, t.line);
+                        t.state == kBarrier ? "__syncthreads()" : "a shuffle", file, line);
         shown++;
     }
     return format("deadlock in %s: no thread can go on (%s)", block_name().c_str(), waits.c_str());
@@ -377,21 +423,22 @@ void fiber_main(fc::transfer_t t) {
 void switch_next(int k) {
     Thread &me = S.th[k];
     me.stack = S.cur_stack;
-    if (S.faulted) {
+    if (__builtin_expect(S.faulted, 0)) {
         S.cur_stack = nullptr;
         jump(S.host, nullptr, true); // this stack is freed with the block's waiting threads
         __builtin_unreachable();
     }
-    int j = pop_ready();
+    int j = S.random ? pop_ready() : (S.nready ? S.ready[--S.nready] : -1);
     if (j == k) {
         me.state = kRunning;
         return;
     }
     S.save_to = &me.ctx;
     fc::transfer_t t;
-    if (j >= 0 && S.th[j].state != kUnstarted) {
-        S.cur_stack = S.th[j].stack;
-        t = jump(S.th[j].ctx, S.th[j].stack, false);
+    if (__builtin_expect(j >= 0 && S.th[j].state != kUnstarted, 1)) {
+        Thread &next = S.th[j];
+        S.cur_stack = next.stack;
+        t = jump(next.ctx, next.stack, false);
     } else {
         S.start_next = j; // -1: the fresh fiber picks
         Stack *s = stack_get();
@@ -399,7 +446,7 @@ void switch_next(int k) {
         t = jump(fc::make_fcontext(s->top, (size_t)(s->top - s->base), fiber_main), s, false);
     }
     land(t);
-    S.current = k;
+    current_thread = k;
     threadIdx = me.idx;
     me.state = kRunning;
 }
@@ -409,7 +456,7 @@ void switch_next(int k) {
 // ---- the sync points ---------------------------------------------------------------------------
 
 void syncthreads(const char *file, int line) {
-    int k = S.current;
+    int k = current_thread;
     Thread &me = S.th[k];
     me.state = kBarrier;
     me.file = file;
@@ -420,7 +467,7 @@ void syncthreads(const char *file, int line) {
                   format("__syncthreads() at %s:%d was reached by only part of %s: %s exited "
                          "without reaching it",
                          file, line, block_name().c_str(), thread_name(S.first_exited).c_str()));
-    } else if (S.at_barrier > 0 && (S.bar_line != line || std::strcmp(S.bar_file, file) != 0)) {
+    } else if (S.at_barrier > 0 && (S.bar_line != line || (S.bar_file != file && std::strcmp(S.bar_file, file) != 0))) {
         set_fault(cudaErrorLaunchFailure,
                   format("the threads of %s wait at two different barriers: __syncthreads() at "
                          "%s:%d and at %s:%d (%s)",
@@ -432,78 +479,79 @@ void syncthreads(const char *file, int line) {
                          "it at the shuffle at %s:%d",
                          thread_name(k).c_str(), file, line, w.file, w.line));
     } else {
-        if (S.at_barrier++ == 0) {
+        if (S.at_barrier == 0) {
             S.bar_file = file;
             S.bar_line = line;
         }
+        S.bar_wait[S.at_barrier++] = k;
+        // Released last-come first: the thread that arrived last goes on without a switch, and
+        // the stacks used most recently (still in cache) run next.
         if (S.at_barrier == S.nthreads) {
+            std::memcpy(S.ready + S.nready, S.bar_wait, S.nthreads * sizeof(int));
+            S.nready += (int)S.nthreads;
             S.at_barrier = 0;
-            for (int i = (int)S.nthreads - 1; i >= 0; --i)
-                S.ready[S.nready++] = i;
         }
     }
     switch_next(k);
 }
 
-int lane_id() {
-    return S.current % 32;
+[[noreturn]] static void shuffle_fault(int k, const std::string &message) {
+    set_fault(cudaErrorLaunchFailure, message);
+    switch_next(k);
+    __builtin_unreachable();
 }
 
 uint64_t shuffle(const char *file, int line, unsigned mask, uint64_t value, int src) {
-    int k = S.current, lane = k % 32;
-    Thread &me = S.th[k];
-    Warp &w = S.warps[k / 32];
-    me.state = kShuffle;
-    me.file = file;
-    me.line = line;
-    me.in = value;
-    me.src = src < 0 ? lane : src;
+    int k = current_thread, lane = k & 31;
+    Warp &w = S.warps[k >> 5];
     unsigned bit = 1u << lane;
-    if (!(mask & bit)) {
-        set_fault(cudaErrorLaunchFailure,
-                  format("the shuffle at %s:%d in %s: lane %d calls it with mask 0x%08x, which "
-                         "does not name it",
-                         file, line, block_name().c_str(), lane, mask));
-    } else if (mask & w.gone) {
-        set_fault(cudaErrorLaunchFailure,
-                  format("the shuffle at %s:%d in %s (mask 0x%08x) names lanes that exited or do "
-                         "not exist (0x%08x), %s",
-                         file, line, block_name().c_str(), mask, mask & w.gone,
-                         thread_name(k).c_str()));
-    } else if (w.arrived && (w.mask != mask || w.line != line || std::strcmp(w.file, file) != 0)) {
-        set_fault(cudaErrorLaunchFailure,
-                  format("the lanes of a warp of %s meet at two different shuffles: %s:%d (mask "
-                         "0x%08x) and %s:%d (mask 0x%08x)",
-                         block_name().c_str(), w.file, w.line, w.mask, file, line, mask));
-    } else {
-        if (!w.arrived) {
-            w.mask = mask;
-            w.file = file;
-            w.line = line;
-        }
-        w.arrived |= bit;
-        if (w.arrived == mask) {
-            Thread *lanes = &S.th[k - lane];
-            int released[32], n = 0;
+    S.th[k].state = kShuffle;
+    w.in[lane] = value;
+    w.src[lane] = (int8_t)(src < 0 ? lane : src);
+    if (__builtin_expect(!(mask & bit), 0))
+        shuffle_fault(k, format("the shuffle at %s:%d in %s: lane %d calls it with mask 0x%08x, "
+                                "which does not name it",
+                                file, line, block_name().c_str(), lane, mask));
+    if (__builtin_expect(mask & w.gone, 0))
+        shuffle_fault(k, format("the shuffle at %s:%d in %s (mask 0x%08x) names lanes that exited "
+                                "or do not exist (0x%08x), %s",
+                                file, line, block_name().c_str(), mask, mask & w.gone,
+                                thread_name(k).c_str()));
+    if (!w.arrived) {
+        w.mask = mask;
+        w.file = file;
+        w.line = line;
+    } else if (__builtin_expect(w.mask != mask || w.line != line ||
+                                    (w.file != file && std::strcmp(w.file, file) != 0),
+                                0)) {
+        shuffle_fault(k, format("the lanes of a warp of %s meet at two different shuffles: %s:%d "
+                                "(mask 0x%08x) and %s:%d (mask 0x%08x)",
+                                block_name().c_str(), w.file, w.line, w.mask, file, line, mask));
+    }
+    w.arrived |= bit;
+    w.order[w.narrived++] = (int8_t)lane;
+    if (w.arrived == mask) {
+        int base = k - lane;
+        if (mask == 0xffffffffu) {
+            for (int l = 0; l < 32; ++l)
+                w.out[l] = w.in[w.src[l]];
+        } else {
             for (int l = 0; l < 32; ++l) {
                 if (!(mask & (1u << l))) continue;
-                int s = lanes[l].src;
-                if (!(mask & (1u << s))) {
-                    set_fault(cudaErrorLaunchFailure,
-                              format("the shuffle at %s:%d in %s: lane %d reads lane %d, which is "
-                                     "not in the mask 0x%08x",
-                                     file, line, block_name().c_str(), l, s, mask));
-                    break;
-                }
-                lanes[l].out = lanes[s].in;
-                released[n++] = k - lane + l;
+                if (!(mask & (1u << w.src[l])))
+                    shuffle_fault(k, format("the shuffle at %s:%d in %s: lane %d reads lane %d, "
+                                            "which is not in the mask 0x%08x",
+                                            file, line, block_name().c_str(), l, w.src[l], mask));
+                w.out[l] = w.in[w.src[l]];
             }
-            w.arrived = 0;
-            release_threads(released, n);
         }
+        for (int i = 0; i < w.narrived; ++i) // last-come first, as at a barrier
+            S.ready[S.nready++] = base + w.order[i];
+        w.arrived = 0;
+        w.narrived = 0;
     }
     switch_next(k);
-    return me.out;
+    return w.out[lane];
 }
 
 void syncwarp(const char *file, int line, unsigned mask) {
