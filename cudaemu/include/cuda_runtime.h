@@ -83,8 +83,21 @@ inline int segment_base(int lane, int width) {
     return lane & ~(width - 1);
 }
 
+// A full-mask xor shuffle over the whole warp pairs the lanes: each lane needs only its
+// partner, so the emulator lets the second of a pair go on at once (shuffle_xor).
+std::uint64_t shuffle_xor(const char *file, int line, std::uint64_t value, int lane_mask);
+
 template <typename T>
 inline T shfl_xor_sync(const char *f, int l, unsigned mask, T v, int lane_mask, int width = 32) {
+    if (mask == 0xffffffffu && width == 32 && lane_mask > 0 && lane_mask < 32) {
+        static_assert(std::is_trivially_copyable<T>::value && sizeof(T) <= 8,
+                      "a shuffled value is a scalar of at most 8 bytes");
+        std::uint64_t bits = 0;
+        std::memcpy(&bits, &v, sizeof v);
+        bits = shuffle_xor(f, l, bits, lane_mask);
+        std::memcpy(&v, &bits, sizeof v);
+        return v;
+    }
     int lane = lane_id(), src = lane ^ lane_mask;
     if (segment_base(src, width) != segment_base(lane, width)) src = -1;
     return shuffle_as(f, l, mask, v, src);

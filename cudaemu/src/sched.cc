@@ -124,6 +124,15 @@ struct Warp {
     unsigned mask;
     const char *file;
     int line;
+    // Paired (full-mask xor) shuffles: lanes waiting for their partner, and at which of their
+    // shuffles (lanes count them), the furthest any lane has gone, and where.
+    unsigned paired;
+    uint32_t seq[32], wait_seq[32];
+    const char *wait_file[32];
+    int wait_line[32];
+    uint32_t max_seq;
+    const char *max_file;
+    int max_line;
 };
 
 struct Sched {
@@ -298,8 +307,12 @@ void setup_block(uint64_t linear) {
     for (unsigned w = 0; w < S.nwarps; ++w) {
         unsigned lanes = S.nthreads - w * 32 < 32 ? S.nthreads - w * 32 : 32;
         S.warps[w].gone = lanes == 32 ? 0u : ~((1u << lanes) - 1u);
-        S.warps[w].arrived = 0;
-        S.warps[w].narrived = 0;
+        Warp &wp = S.warps[w];
+        wp.arrived = 0;
+        wp.narrived = 0;
+        wp.paired = 0;
+        wp.max_seq = 0;
+        std::memset(wp.seq, 0, sizeof wp.seq);
     }
     if (S.random) {
         for (unsigned k = 0; k < S.nthreads; ++k) {
@@ -330,6 +343,11 @@ void thread_exited(int k) {
                   format("the shuffle at %s:%d (mask 0x%08x) in %s names lane %d, which exited "
                          "before reaching it",
                          w.file, w.line, w.mask, block_name().c_str(), k % 32));
+    else if (w.max_seq > w.seq[k % 32])
+        set_fault(cudaErrorLaunchFailure,
+                  format("the full-mask shuffle at %s:%d in %s names lane %d, which exited "
+                         "before reaching it",
+                         w.max_file, w.max_line, block_name().c_str(), k % 32));
 }
 
 void start_thread(int k) {
@@ -455,6 +473,15 @@ void switch_next(int k) {
 
 // ---- the sync points ---------------------------------------------------------------------------
 
+// Whether a lane of w waits at a paired shuffle for `lane`.
+static bool waits_for(const Warp &w, int lane) {
+    for (unsigned m = w.paired; m; m &= m - 1) {
+        int l = __builtin_ctz(m);
+        if ((l ^ lane) != l && w.src[l] == lane) return true;
+    }
+    return false;
+}
+
 void syncthreads(const char *file, int line) {
     int k = current_thread;
     Thread &me = S.th[k];
@@ -473,6 +500,11 @@ void syncthreads(const char *file, int line) {
                          "%s:%d and at %s:%d (%s)",
                          block_name().c_str(), S.bar_file, S.bar_line, file, line,
                          thread_name(k).c_str()));
+    } else if (w.paired && waits_for(w, k % 32)) {
+        set_fault(cudaErrorLaunchFailure,
+                  format("%s reached __syncthreads() at %s:%d while its partner lane waits for it "
+                         "at the shuffle at %s:%d",
+                         thread_name(k).c_str(), file, line, w.max_file, w.max_line));
     } else if (w.arrived && (w.mask & (1u << (k % 32)))) {
         set_fault(cudaErrorLaunchFailure,
                   format("%s reached __syncthreads() at %s:%d while lanes of its warp wait for "
@@ -517,6 +549,10 @@ uint64_t shuffle(const char *file, int line, unsigned mask, uint64_t value, int 
                                 "or do not exist (0x%08x), %s",
                                 file, line, block_name().c_str(), mask, mask & w.gone,
                                 thread_name(k).c_str()));
+    if (__builtin_expect(w.paired != 0, 0))
+        shuffle_fault(k, format("the lanes of a warp of %s meet at two different shuffles: %s:%d "
+                                "and %s:%d (mask 0x%08x)",
+                                block_name().c_str(), w.max_file, w.max_line, file, line, mask));
     if (!w.arrived) {
         w.mask = mask;
         w.file = file;
@@ -550,6 +586,67 @@ uint64_t shuffle(const char *file, int line, unsigned mask, uint64_t value, int 
         w.arrived = 0;
         w.narrived = 0;
     }
+    switch_next(k);
+    return w.out[lane];
+}
+
+// A full-mask xor shuffle: the lane meets its partner (lane ^ lane_mask) at their n-th paired
+// shuffle. The first of the two to arrive waits; the second takes the first's value, leaves its
+// own, releases the first and goes on without a switch. Lanes that exit before a paired shuffle
+// another lane has reached are a fault (thread_exited), as is meeting at different sites.
+uint64_t shuffle_xor(const char *file, int line, uint64_t value, int lane_mask) {
+    int k = current_thread, lane = k & 31, partner = lane ^ lane_mask;
+    Warp &w = S.warps[k >> 5];
+    uint32_t seq = ++w.seq[lane];
+    if (__builtin_expect(w.gone != 0 || w.arrived != 0, 0)) {
+        // Lanes that exited after this shuffle are fine; one that left before it is not.
+        unsigned early = 0;
+        for (unsigned m = w.gone; m; m &= m - 1)
+            if (w.seq[__builtin_ctz(m)] < seq) early |= m & -m;
+        if (early || w.arrived) {
+            S.th[k].state = kShuffle;
+            w.src[lane] = (int8_t)partner;
+        }
+        if (early)
+            shuffle_fault(k, format("the full-mask shuffle at %s:%d in %s names lanes that exited "
+                                    "before reaching it or do not exist (0x%08x), %s",
+                                    file, line, block_name().c_str(), early,
+                                    thread_name(k).c_str()));
+        if (w.arrived)
+            shuffle_fault(k, format("the lanes of a warp of %s meet at two different shuffles: "
+                                    "%s:%d (mask 0x%08x) and %s:%d",
+                                    block_name().c_str(), w.file, w.line, w.mask, file, line));
+    }
+    if (seq > w.max_seq) {
+        w.max_seq = seq;
+        w.max_file = file;
+        w.max_line = line;
+    }
+    unsigned pbit = 1u << partner;
+    if ((w.paired & pbit) && w.wait_seq[partner] == seq && w.src[partner] == lane) {
+        if (__builtin_expect(w.wait_line[partner] != line ||
+                                 (w.wait_file[partner] != file &&
+                                  std::strcmp(w.wait_file[partner], file) != 0),
+                             0)) {
+            S.th[k].state = kShuffle;
+            w.src[lane] = (int8_t)partner;
+            shuffle_fault(k, format("lanes %d and %d of a warp of %s meet at two different "
+                                    "shuffles: %s:%d and %s:%d",
+                                    partner, lane, block_name().c_str(), w.wait_file[partner],
+                                    w.wait_line[partner], file, line));
+        }
+        w.paired &= ~pbit;
+        w.out[partner] = value;
+        S.ready[S.nready++] = k - lane + partner;
+        return w.in[partner];
+    }
+    S.th[k].state = kShuffle;
+    w.in[lane] = value;
+    w.src[lane] = (int8_t)partner;
+    w.wait_seq[lane] = seq;
+    w.wait_file[lane] = file;
+    w.wait_line[lane] = line;
+    w.paired |= 1u << lane;
     switch_next(k);
     return w.out[lane];
 }
