@@ -171,7 +171,7 @@ struct Sched {
 };
 
 Sched S;
-std::vector<Stack *> g_free_stacks;
+std::vector<Stack *> &g_free_stacks = *new std::vector<Stack *>; // never destroyed: reachable
 unsigned g_stack_count;
 
 // ---- stacks ------------------------------------------------------------------------------------
@@ -527,11 +527,18 @@ void syncthreads(const char *file, int line) {
     switch_next(k);
 }
 
-[[noreturn]] static void shuffle_fault(int k, const std::string &message) {
-    set_fault(cudaErrorLaunchFailure, message);
+// Leaves the fiber of thread k for good after a fault (its frames are abandoned, so the message
+// is built and stored before, in a statement of its own).
+[[noreturn]] static void abandon(int k) {
     switch_next(k);
     __builtin_unreachable();
 }
+
+#define SHUFFLE_FAULT(k, ...)                                                                      \
+    do {                                                                                           \
+        set_fault(cudaErrorLaunchFailure, format(__VA_ARGS__));                                    \
+        abandon(k);                                                                                \
+    } while (0)
 
 uint64_t shuffle(const char *file, int line, unsigned mask, uint64_t value, int src) {
     int k = current_thread, lane = k & 31;
@@ -541,18 +548,18 @@ uint64_t shuffle(const char *file, int line, unsigned mask, uint64_t value, int 
     w.in[lane] = value;
     w.src[lane] = (int8_t)(src < 0 ? lane : src);
     if (__builtin_expect(!(mask & bit), 0))
-        shuffle_fault(k, format("the shuffle at %s:%d in %s: lane %d calls it with mask 0x%08x, "
+        SHUFFLE_FAULT(k, "the shuffle at %s:%d in %s: lane %d calls it with mask 0x%08x, "
                                 "which does not name it",
-                                file, line, block_name().c_str(), lane, mask));
+                                file, line, block_name().c_str(), lane, mask);
     if (__builtin_expect(mask & w.gone, 0))
-        shuffle_fault(k, format("the shuffle at %s:%d in %s (mask 0x%08x) names lanes that exited "
+        SHUFFLE_FAULT(k, "the shuffle at %s:%d in %s (mask 0x%08x) names lanes that exited "
                                 "or do not exist (0x%08x), %s",
                                 file, line, block_name().c_str(), mask, mask & w.gone,
-                                thread_name(k).c_str()));
+                                thread_name(k).c_str());
     if (__builtin_expect(w.paired != 0, 0))
-        shuffle_fault(k, format("the lanes of a warp of %s meet at two different shuffles: %s:%d "
+        SHUFFLE_FAULT(k, "the lanes of a warp of %s meet at two different shuffles: %s:%d "
                                 "and %s:%d (mask 0x%08x)",
-                                block_name().c_str(), w.max_file, w.max_line, file, line, mask));
+                                block_name().c_str(), w.max_file, w.max_line, file, line, mask);
     if (!w.arrived) {
         w.mask = mask;
         w.file = file;
@@ -560,9 +567,9 @@ uint64_t shuffle(const char *file, int line, unsigned mask, uint64_t value, int 
     } else if (__builtin_expect(w.mask != mask || w.line != line ||
                                     (w.file != file && std::strcmp(w.file, file) != 0),
                                 0)) {
-        shuffle_fault(k, format("the lanes of a warp of %s meet at two different shuffles: %s:%d "
+        SHUFFLE_FAULT(k, "the lanes of a warp of %s meet at two different shuffles: %s:%d "
                                 "(mask 0x%08x) and %s:%d (mask 0x%08x)",
-                                block_name().c_str(), w.file, w.line, w.mask, file, line, mask));
+                                block_name().c_str(), w.file, w.line, w.mask, file, line, mask);
     }
     w.arrived |= bit;
     w.order[w.narrived++] = (int8_t)lane;
@@ -575,9 +582,9 @@ uint64_t shuffle(const char *file, int line, unsigned mask, uint64_t value, int 
             for (int l = 0; l < 32; ++l) {
                 if (!(mask & (1u << l))) continue;
                 if (!(mask & (1u << w.src[l])))
-                    shuffle_fault(k, format("the shuffle at %s:%d in %s: lane %d reads lane %d, "
+                    SHUFFLE_FAULT(k, "the shuffle at %s:%d in %s: lane %d reads lane %d, "
                                             "which is not in the mask 0x%08x",
-                                            file, line, block_name().c_str(), l, w.src[l], mask));
+                                            file, line, block_name().c_str(), l, w.src[l], mask);
                 w.out[l] = w.in[w.src[l]];
             }
         }
@@ -608,14 +615,14 @@ uint64_t shuffle_xor(const char *file, int line, uint64_t value, int lane_mask) 
             w.src[lane] = (int8_t)partner;
         }
         if (early)
-            shuffle_fault(k, format("the full-mask shuffle at %s:%d in %s names lanes that exited "
+            SHUFFLE_FAULT(k, "the full-mask shuffle at %s:%d in %s names lanes that exited "
                                     "before reaching it or do not exist (0x%08x), %s",
                                     file, line, block_name().c_str(), early,
-                                    thread_name(k).c_str()));
+                                    thread_name(k).c_str());
         if (w.arrived)
-            shuffle_fault(k, format("the lanes of a warp of %s meet at two different shuffles: "
+            SHUFFLE_FAULT(k, "the lanes of a warp of %s meet at two different shuffles: "
                                     "%s:%d (mask 0x%08x) and %s:%d",
-                                    block_name().c_str(), w.file, w.line, w.mask, file, line));
+                                    block_name().c_str(), w.file, w.line, w.mask, file, line);
     }
     if (seq > w.max_seq) {
         w.max_seq = seq;
@@ -630,10 +637,10 @@ uint64_t shuffle_xor(const char *file, int line, uint64_t value, int lane_mask) 
                              0)) {
             S.th[k].state = kShuffle;
             w.src[lane] = (int8_t)partner;
-            shuffle_fault(k, format("lanes %d and %d of a warp of %s meet at two different "
+            SHUFFLE_FAULT(k, "lanes %d and %d of a warp of %s meet at two different "
                                     "shuffles: %s:%d and %s:%d",
                                     partner, lane, block_name().c_str(), w.wait_file[partner],
-                                    w.wait_line[partner], file, line));
+                                    w.wait_line[partner], file, line);
         }
         w.paired &= ~pbit;
         w.out[partner] = value;

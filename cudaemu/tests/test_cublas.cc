@@ -95,7 +95,7 @@ TEST_F(EmuBlas, CudaEmuSgemmChecksItsArgumentsAsDocumented) {
     EXPECT_EQ(gemm(N, N, 2, 2, 3, 2, 2, 2), CUBLAS_STATUS_INVALID_VALUE); // ldb < k
     EXPECT_EQ(gemm(N, T, 2, 3, 2, 2, 2, 2), CUBLAS_STATUS_INVALID_VALUE); // ldb < n (B^T)
     EXPECT_EQ(gemm(N, N, 3, 2, 2, 3, 2, 2), CUBLAS_STATUS_INVALID_VALUE); // ldc < m
-    EXPECT_EQ(gemm((cublasOperation_t)7, N, 2, 2, 2, 2, 2, 2), CUBLAS_STATUS_INVALID_VALUE);
+    EXPECT_EQ(gemm((cublasOperation_t)3, N, 2, 2, 2, 2, 2, 2), CUBLAS_STATUS_INVALID_VALUE);
     EXPECT_EQ(cublasSgemm(nullptr, N, N, 2, 2, 2, &one, d, 2, d, 2, &one, d, 2),
               CUBLAS_STATUS_NOT_INITIALIZED);
     EXPECT_EQ(gemm(N, N, 0, 2, 2, 1, 2, 1), CUBLAS_STATUS_SUCCESS); // empty: nothing to do

@@ -26,7 +26,7 @@ TEST_F(Emu, CudaEmuDevicesSayTheyAreEmulated) {
     EXPECT_EQ(cudaSetDevice(count), cudaErrorInvalidDevice);
     EXPECT_EQ(cudaGetLastError(), cudaErrorInvalidDevice);
     EXPECT_EQ(cudaGetLastError(), cudaSuccess); // not sticky: read once
-    EXPECT_EQ(cudaDeviceGetAttribute(&major, (cudaDeviceAttr)9999, 0), cudaErrorInvalidValue);
+    EXPECT_EQ(cudaDeviceGetAttribute(&major, (cudaDeviceAttr)100, 0), cudaErrorInvalidValue);
 }
 
 TEST_F(Emu, CudaEmuErrorCodesAndNamesAreCudas) {
