@@ -19,7 +19,8 @@ seed=${EMU_SEED:-$(date +%Y%m%d)}
 bash scripts/install-deps.sh
 
 # The CUDA cases: the parametrised /cuda ones and the suites that exist only for CUDA.
-cuda_cases='/cuda$|^CrossDevice|^CudaDevice'
+# (/cuda, and /cuda_<fixture> for the PyTorch golden cases.)
+cuda_cases='/cuda|CrossDevice|CudaDevice'
 # Subsets for the slower passes: everything but the long training runs (convergence, finite
 # differences of a whole network, resume, two threads, 50-step CPU comparisons).
 slow='Convergence|FiniteDifference|Resumed|TwoThreads|FiftySteps|TwoCudaRuns|GoldenTest'
@@ -39,9 +40,9 @@ check_skips() {
     local log=$1 dir=$2 bad=0 name twin
     while read -r name; do
         case $name in
-        */cuda)
-            twin=${name%/cuda}/cpu
-            if (cd "$dir" && ctest -R "^${twin//\//\\/}\$" --output-on-failure 2>&1) |
+        */cuda*)
+            twin=${name/\/cuda/\/cpu}
+            if (cd "$dir" && ctest -R "^$twin( |\$)" --output-on-failure 2>&1) |
                 grep -q '\*\*\*Skipped'; then
                 echo "skipped on both backends (the same reason applies): $name"
             else
@@ -88,7 +89,7 @@ if [ "$only" = all ] || [ "$only" = asan ]; then
     CC=clang CXX=clang++ configure build-emu-asan RelWithDebInfo -DCMAKE_C_FLAGS="$flags" \
         -DCMAKE_CXX_FLAGS="$flags" -DCMAKE_EXE_LINKER_FLAGS="$flags" \
         -DCMAKE_SHARED_LINKER_FLAGS="$flags"
-    # ASan's fake stacks (detect_stack_use_after_return) cannot follow fibers cheaply: 20x slower.
+    # ASan's fake stacks (detect_stack_use_after_return) make fibers many times slower.
     (cd build-emu-asan &&
         ASAN_OPTIONS="detect_leaks=1:halt_on_error=1:detect_stack_use_after_return=0:check_initialization_order=1" \
         LSAN_OPTIONS="suppressions=$root/tests/sanitizers/lsan.supp:print_suppressions=0" \

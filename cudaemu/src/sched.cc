@@ -369,8 +369,9 @@ std::string describe_deadlock() {
         const Thread &t = S.th[k];
         if (t.state != kBarrier && t.state != kShuffle) continue;
         const Warp &w = S.warps[k / 32];
-        const char *file = t.state == kBarrier ? t.file : w.file;
-        int line = t.state == kBarrier ? t.line : w.line;
+        bool paired = (w.paired >> (k % 32)) & 1u;
+        const char *file = t.state == kBarrier ? t.file : paired ? w.wait_file[k % 32] : w.file;
+        int line = t.state == kBarrier ? t.line : paired ? w.wait_line[k % 32] : w.line;
         if (file == last_file && line == last_line) continue;
         last_file = file;
         last_line = line;
