@@ -31,7 +31,7 @@
 #define __device__
 #define __host__
 #define __forceinline__ inline __attribute__((always_inline))
-#define __noinline__ __attribute__((noinline))
+#define __noinline__    __attribute__((noinline))
 #define __launch_bounds__(...)
 #define __shared__ static __attribute__((section("cudaemu_shared")))
 
@@ -44,7 +44,9 @@ struct dim3 {
     constexpr dim3(unsigned int vx = 1, unsigned int vy = 1, unsigned int vz = 1)
         : x(vx), y(vy), z(vz) {}
     constexpr dim3(uint3 v) : x(v.x), y(v.y), z(v.z) {}
-    constexpr operator uint3() const { return uint3{x, y, z}; }
+    constexpr operator uint3() const {
+        return uint3{x, y, z};
+    }
 };
 
 // The built-in variables of the thread that runs now (the emulator sets them at each switch).
@@ -135,7 +137,9 @@ template <typename... P> struct KernelClosure final : Closure {
     std::tuple<P...> args;
     template <typename... A>
     explicit KernelClosure(void (*k)(P...), A &&...a) : kernel(k), args(std::forward<A>(a)...) {}
-    void run_thread() override { std::apply(kernel, args); }
+    void run_thread() override {
+        std::apply(kernel, args);
+    }
 };
 
 // A pointer-typed kernel argument, checked against device memory when the kernel runs.
@@ -176,8 +180,7 @@ template <typename... P> class Launch {
         (add<I>(std::get<I>(args), out, count), ...);
     }
     template <std::size_t I, typename T> static void add(const T &v, PointerArg *out, int &count) {
-        if constexpr (std::is_pointer<T>::value)
-            out[count++] = PointerArg{(int)I, (const void *)v};
+        if constexpr (std::is_pointer<T>::value) out[count++] = PointerArg{(int)I, (const void *)v};
         (void)v, (void)out, (void)count;
     }
     void (*kernel_)(P...);
@@ -192,12 +195,12 @@ Launch<P...> launch(void (*kernel)(P...), dim3 grid, dim3 block, std::size_t sha
 
 } // namespace cudaemu
 
-#define __syncthreads() ::cudaemu::syncthreads(__FILE__, __LINE__)
-#define __syncwarp(...) ::cudaemu::syncwarp(__FILE__, __LINE__, ##__VA_ARGS__)
-#define __shfl_xor_sync(...) ::cudaemu::shfl_xor_sync(__FILE__, __LINE__, __VA_ARGS__)
-#define __shfl_sync(...) ::cudaemu::shfl_sync(__FILE__, __LINE__, __VA_ARGS__)
+#define __syncthreads()       ::cudaemu::syncthreads(__FILE__, __LINE__)
+#define __syncwarp(...)       ::cudaemu::syncwarp(__FILE__, __LINE__, ##__VA_ARGS__)
+#define __shfl_xor_sync(...)  ::cudaemu::shfl_xor_sync(__FILE__, __LINE__, __VA_ARGS__)
+#define __shfl_sync(...)      ::cudaemu::shfl_sync(__FILE__, __LINE__, __VA_ARGS__)
 #define __shfl_down_sync(...) ::cudaemu::shfl_down_sync(__FILE__, __LINE__, __VA_ARGS__)
-#define __shfl_up_sync(...) ::cudaemu::shfl_up_sync(__FILE__, __LINE__, __VA_ARGS__)
+#define __shfl_up_sync(...)   ::cudaemu::shfl_up_sync(__FILE__, __LINE__, __VA_ARGS__)
 
 // The C++ overload CUDA declares for a kernel's address.
 template <typename T> inline cudaError_t cudaFuncGetAttributes(cudaFuncAttributes *attr, T *entry) {

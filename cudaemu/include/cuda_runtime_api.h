@@ -55,18 +55,18 @@ typedef struct cudaemu_stream *cudaStream_t;
 typedef struct cudaemu_event *cudaEvent_t;
 typedef struct cudaemu_mem_pool *cudaMemPool_t;
 
-#define cudaStreamDefault 0x00
+#define cudaStreamDefault     0x00
 #define cudaStreamNonBlocking 0x01
-#define cudaStreamLegacy ((cudaStream_t)0x1)
-#define cudaStreamPerThread ((cudaStream_t)0x2)
+#define cudaStreamLegacy      ((cudaStream_t)0x1)
+#define cudaStreamPerThread   ((cudaStream_t)0x2)
 
-#define cudaEventDefault 0x00
-#define cudaEventBlockingSync 0x01
+#define cudaEventDefault       0x00
+#define cudaEventBlockingSync  0x01
 #define cudaEventDisableTiming 0x02
 
-#define cudaHostAllocDefault 0x00
-#define cudaHostAllocPortable 0x01
-#define cudaHostAllocMapped 0x02
+#define cudaHostAllocDefault       0x00
+#define cudaHostAllocPortable      0x01
+#define cudaHostAllocMapped        0x02
 #define cudaHostAllocWriteCombined 0x04
 
 enum cudaMemcpyKind {

@@ -59,6 +59,9 @@ std::string check_matrices(const char *fn, const Matrix *ms, int n, const Device
 }
 
 struct GemmOp final : Op {
+    std::string what() const override {
+        return "cublasSgemm";
+    }
     Device *device;
     cublasOperation_t ta, tb;
     int m, n, k, lda, ldb, ldc;
@@ -68,8 +71,10 @@ struct GemmOp final : Op {
     cudaError_t run(std::string *message) override {
         bool reads_ab = alpha != 0.0f && k > 0;
         Matrix ms[3] = {
-            {"A", A, reads_ab ? extent(ta == CUBLAS_OP_N ? m : k, ta == CUBLAS_OP_N ? k : m, lda) : 0},
-            {"B", B, reads_ab ? extent(tb == CUBLAS_OP_N ? k : n, tb == CUBLAS_OP_N ? n : k, ldb) : 0},
+            {"A", A,
+             reads_ab ? extent(ta == CUBLAS_OP_N ? m : k, ta == CUBLAS_OP_N ? k : m, lda) : 0},
+            {"B", B,
+             reads_ab ? extent(tb == CUBLAS_OP_N ? k : n, tb == CUBLAS_OP_N ? n : k, ldb) : 0},
             {"C", C, extent(m, n, ldc)}};
         *message = check_matrices("cublasSgemm", ms, 3, device);
         if (!message->empty()) return cudaErrorIllegalAddress;
@@ -92,6 +97,9 @@ struct GemmOp final : Op {
 };
 
 struct GeamOp final : Op {
+    std::string what() const override {
+        return "cublasSgeam";
+    }
     Device *device;
     cublasOperation_t ta, tb;
     int m, n, lda, ldb, ldc;
@@ -110,8 +118,10 @@ struct GeamOp final : Op {
         for (int j = 0; j < n; ++j)
             for (int i = 0; i < m; ++i) {
                 float v = 0.0f;
-                if (alpha != 0.0f) v += alpha * (ta_n ? A[(size_t)j * lda + i] : A[(size_t)i * lda + j]);
-                if (beta != 0.0f) v += beta * (tb_n ? B[(size_t)j * ldb + i] : B[(size_t)i * ldb + j]);
+                if (alpha != 0.0f)
+                    v += alpha * (ta_n ? A[(size_t)j * lda + i] : A[(size_t)i * lda + j]);
+                if (beta != 0.0f)
+                    v += beta * (tb_n ? B[(size_t)j * ldb + i] : B[(size_t)i * ldb + j]);
                 out[(size_t)j * m + i] = v;
             }
         for (int j = 0; j < n; ++j)
@@ -130,7 +140,8 @@ cublasStatus_t queue_on(cublasHandle_t h, std::unique_ptr<Op> op) {
     thread_state().device = saved;
     if (err != cudaSuccess) return CUBLAS_STATUS_EXECUTION_FAILED;
     enqueue(s, std::move(op));
-    return h->device->sticky != cudaSuccess ? CUBLAS_STATUS_EXECUTION_FAILED : CUBLAS_STATUS_SUCCESS;
+    return h->device->sticky != cudaSuccess ? CUBLAS_STATUS_EXECUTION_FAILED
+                                            : CUBLAS_STATUS_SUCCESS;
 }
 
 } // namespace
@@ -216,32 +227,52 @@ cublasStatus_t cublasGetMathMode(cublasHandle_t handle, cublasMath_t *mode) {
 
 const char *cublasGetStatusName(cublasStatus_t status) {
     switch (status) {
-    case CUBLAS_STATUS_SUCCESS: return "CUBLAS_STATUS_SUCCESS";
-    case CUBLAS_STATUS_NOT_INITIALIZED: return "CUBLAS_STATUS_NOT_INITIALIZED";
-    case CUBLAS_STATUS_ALLOC_FAILED: return "CUBLAS_STATUS_ALLOC_FAILED";
-    case CUBLAS_STATUS_INVALID_VALUE: return "CUBLAS_STATUS_INVALID_VALUE";
-    case CUBLAS_STATUS_ARCH_MISMATCH: return "CUBLAS_STATUS_ARCH_MISMATCH";
-    case CUBLAS_STATUS_MAPPING_ERROR: return "CUBLAS_STATUS_MAPPING_ERROR";
-    case CUBLAS_STATUS_EXECUTION_FAILED: return "CUBLAS_STATUS_EXECUTION_FAILED";
-    case CUBLAS_STATUS_INTERNAL_ERROR: return "CUBLAS_STATUS_INTERNAL_ERROR";
-    case CUBLAS_STATUS_NOT_SUPPORTED: return "CUBLAS_STATUS_NOT_SUPPORTED";
-    case CUBLAS_STATUS_LICENSE_ERROR: return "CUBLAS_STATUS_LICENSE_ERROR";
+    case CUBLAS_STATUS_SUCCESS:
+        return "CUBLAS_STATUS_SUCCESS";
+    case CUBLAS_STATUS_NOT_INITIALIZED:
+        return "CUBLAS_STATUS_NOT_INITIALIZED";
+    case CUBLAS_STATUS_ALLOC_FAILED:
+        return "CUBLAS_STATUS_ALLOC_FAILED";
+    case CUBLAS_STATUS_INVALID_VALUE:
+        return "CUBLAS_STATUS_INVALID_VALUE";
+    case CUBLAS_STATUS_ARCH_MISMATCH:
+        return "CUBLAS_STATUS_ARCH_MISMATCH";
+    case CUBLAS_STATUS_MAPPING_ERROR:
+        return "CUBLAS_STATUS_MAPPING_ERROR";
+    case CUBLAS_STATUS_EXECUTION_FAILED:
+        return "CUBLAS_STATUS_EXECUTION_FAILED";
+    case CUBLAS_STATUS_INTERNAL_ERROR:
+        return "CUBLAS_STATUS_INTERNAL_ERROR";
+    case CUBLAS_STATUS_NOT_SUPPORTED:
+        return "CUBLAS_STATUS_NOT_SUPPORTED";
+    case CUBLAS_STATUS_LICENSE_ERROR:
+        return "CUBLAS_STATUS_LICENSE_ERROR";
     }
     return "CUBLAS_STATUS_UNKNOWN";
 }
 
 const char *cublasGetStatusString(cublasStatus_t status) {
     switch (status) {
-    case CUBLAS_STATUS_SUCCESS: return "success";
-    case CUBLAS_STATUS_NOT_INITIALIZED: return "the library was not initialized";
-    case CUBLAS_STATUS_ALLOC_FAILED: return "the resource allocation failed";
-    case CUBLAS_STATUS_INVALID_VALUE: return "an invalid numeric value was used as an argument";
-    case CUBLAS_STATUS_ARCH_MISMATCH: return "an absent device architectural feature is required";
-    case CUBLAS_STATUS_MAPPING_ERROR: return "an access to GPU memory space failed";
-    case CUBLAS_STATUS_EXECUTION_FAILED: return "the GPU program failed to execute";
-    case CUBLAS_STATUS_INTERNAL_ERROR: return "an internal operation failed";
-    case CUBLAS_STATUS_NOT_SUPPORTED: return "the functionality requested is not supported";
-    case CUBLAS_STATUS_LICENSE_ERROR: return "an error was detected when checking the license";
+    case CUBLAS_STATUS_SUCCESS:
+        return "success";
+    case CUBLAS_STATUS_NOT_INITIALIZED:
+        return "the library was not initialized";
+    case CUBLAS_STATUS_ALLOC_FAILED:
+        return "the resource allocation failed";
+    case CUBLAS_STATUS_INVALID_VALUE:
+        return "an invalid numeric value was used as an argument";
+    case CUBLAS_STATUS_ARCH_MISMATCH:
+        return "an absent device architectural feature is required";
+    case CUBLAS_STATUS_MAPPING_ERROR:
+        return "an access to GPU memory space failed";
+    case CUBLAS_STATUS_EXECUTION_FAILED:
+        return "the GPU program failed to execute";
+    case CUBLAS_STATUS_INTERNAL_ERROR:
+        return "an internal operation failed";
+    case CUBLAS_STATUS_NOT_SUPPORTED:
+        return "the functionality requested is not supported";
+    case CUBLAS_STATUS_LICENSE_ERROR:
+        return "an error was detected when checking the license";
     }
     return "unknown error";
 }

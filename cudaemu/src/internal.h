@@ -52,6 +52,10 @@ struct Alloc {
 struct Op {
     virtual ~Op() = default;
     virtual cudaError_t run(std::string *message) = 0;
+    // What it is, for a fault found after it ran ("kernel launched at f:l", "cublasSgemm").
+    virtual std::string what() const {
+        return "device work";
+    }
 };
 
 struct Stream {

@@ -148,10 +148,19 @@ bool barrier(ncclComm_t c, const char *what) {
 
 size_t type_size(ncclDataType_t t) {
     switch (t) {
-    case ncclInt8: case ncclUint8: return 1;
-    case ncclInt32: case ncclUint32: case ncclFloat32: return 4;
-    case ncclInt64: case ncclUint64: case ncclFloat64: return 8;
-    default: return 0; // half precision is not emulated
+    case ncclInt8:
+    case ncclUint8:
+        return 1;
+    case ncclInt32:
+    case ncclUint32:
+    case ncclFloat32:
+        return 4;
+    case ncclInt64:
+    case ncclUint64:
+    case ncclFloat64:
+        return 8;
+    default:
+        return 0; // half precision is not emulated
     }
 }
 
@@ -162,15 +171,25 @@ template <typename T> void combine(T *out, const T *in, size_t n, ncclRedOp_t op
             continue;
         }
         switch (op) {
-        case ncclSum: case ncclAvg: out[i] = out[i] + in[i]; break;
-        case ncclProd: out[i] = out[i] * in[i]; break;
-        case ncclMax: out[i] = in[i] > out[i] ? in[i] : out[i]; break;
-        case ncclMin: out[i] = in[i] < out[i] ? in[i] : out[i]; break;
+        case ncclSum:
+        case ncclAvg:
+            out[i] = out[i] + in[i];
+            break;
+        case ncclProd:
+            out[i] = out[i] * in[i];
+            break;
+        case ncclMax:
+            out[i] = in[i] > out[i] ? in[i] : out[i];
+            break;
+        case ncclMin:
+            out[i] = in[i] < out[i] ? in[i] : out[i];
+            break;
         }
     }
 }
 
-template <typename T> void reduce_slots(Segment *s, int nranks, char *dst, size_t n, ncclRedOp_t op) {
+template <typename T>
+void reduce_slots(Segment *s, int nranks, char *dst, size_t n, ncclRedOp_t op) {
     T *out = (T *)dst;
     for (int r = 0; r < nranks; ++r)
         combine(out, (const T *)slot(s, r), n, op, r == 0);
@@ -181,15 +200,32 @@ template <typename T> void reduce_slots(Segment *s, int nranks, char *dst, size_
 
 void reduce_chunk(Segment *s, int nranks, char *dst, size_t n, ncclDataType_t t, ncclRedOp_t op) {
     switch (t) {
-    case ncclInt8: reduce_slots<int8_t>(s, nranks, dst, n, op); break;
-    case ncclUint8: reduce_slots<uint8_t>(s, nranks, dst, n, op); break;
-    case ncclInt32: reduce_slots<int32_t>(s, nranks, dst, n, op); break;
-    case ncclUint32: reduce_slots<uint32_t>(s, nranks, dst, n, op); break;
-    case ncclInt64: reduce_slots<int64_t>(s, nranks, dst, n, op); break;
-    case ncclUint64: reduce_slots<uint64_t>(s, nranks, dst, n, op); break;
-    case ncclFloat32: reduce_slots<float>(s, nranks, dst, n, op); break;
-    case ncclFloat64: reduce_slots<double>(s, nranks, dst, n, op); break;
-    default: break;
+    case ncclInt8:
+        reduce_slots<int8_t>(s, nranks, dst, n, op);
+        break;
+    case ncclUint8:
+        reduce_slots<uint8_t>(s, nranks, dst, n, op);
+        break;
+    case ncclInt32:
+        reduce_slots<int32_t>(s, nranks, dst, n, op);
+        break;
+    case ncclUint32:
+        reduce_slots<uint32_t>(s, nranks, dst, n, op);
+        break;
+    case ncclInt64:
+        reduce_slots<int64_t>(s, nranks, dst, n, op);
+        break;
+    case ncclUint64:
+        reduce_slots<uint64_t>(s, nranks, dst, n, op);
+        break;
+    case ncclFloat32:
+        reduce_slots<float>(s, nranks, dst, n, op);
+        break;
+    case ncclFloat64:
+        reduce_slots<double>(s, nranks, dst, n, op);
+        break;
+    default:
+        break;
     }
 }
 
@@ -208,7 +244,8 @@ struct AllReduceOp final : Op {
         if (!barrier(comm, "ncclAllReduce")) return ncclSystemError;
         for (int r = 0; r < comm->nranks; ++r) {
             const Desc &d = s->desc[r];
-            if (d.seq != mine.seq || d.count != mine.count || d.type != mine.type || d.op != mine.op)
+            if (d.seq != mine.seq || d.count != mine.count || d.type != mine.type ||
+                d.op != mine.op)
                 return nccl_fail(comm, ncclInvalidUsage,
                                  format("ncclAllReduce #%llu: rank %d asks for %llu elements of "
                                         "type %d with op %d, rank %d (call #%llu) for %llu of "
@@ -324,9 +361,9 @@ ncclResult_t ncclCommInitRank(ncclComm_t *comm, int nranks, ncclUniqueId comm_id
     if (!comm) return nccl_fail(nullptr, ncclInvalidArgument, "ncclCommInitRank: comm is NULL");
     *comm = nullptr;
     if (nranks < 1 || nranks > kMaxRanks || rank < 0 || rank >= nranks)
-        return nccl_fail(nullptr, ncclInvalidArgument,
-                         format("ncclCommInitRank: rank %d of %d ranks (at most %d)", rank, nranks,
-                                kMaxRanks));
+        return nccl_fail(
+            nullptr, ncclInvalidArgument,
+            format("ncclCommInitRank: rank %d of %d ranks (at most %d)", rank, nranks, kMaxRanks));
     comm_id.internal[NCCL_UNIQUE_ID_BYTES - 1] = '\0';
     if (std::strncmp(comm_id.internal, kIdTag, sizeof kIdTag - 1) != 0)
         return nccl_fail(nullptr, ncclInvalidArgument,
@@ -400,8 +437,7 @@ ncclResult_t ncclAllReduce(const void *sendbuff, void *recvbuff, size_t count,
     if (count == 0) return ncclSuccess;
     std::string bad = check_device_range(sendbuff, count * esize, comm->device);
     if (bad.empty()) bad = check_device_range(recvbuff, count * esize, comm->device);
-    if (!bad.empty())
-        return nccl_fail(comm, ncclInvalidArgument, "ncclAllReduce: buffer: " + bad);
+    if (!bad.empty()) return nccl_fail(comm, ncclInvalidArgument, "ncclAllReduce: buffer: " + bad);
     int saved = thread_state().device;
     thread_state().device = comm->device->ordinal;
     Stream *s = nullptr;
@@ -423,15 +459,24 @@ ncclResult_t ncclAllReduce(const void *sendbuff, void *recvbuff, size_t count,
 
 const char *ncclGetErrorString(ncclResult_t result) {
     switch (result) {
-    case ncclSuccess: return "no error";
-    case ncclUnhandledCudaError: return "unhandled cuda error";
-    case ncclSystemError: return "unhandled system error";
-    case ncclInternalError: return "internal error";
-    case ncclInvalidArgument: return "invalid argument";
-    case ncclInvalidUsage: return "invalid usage";
-    case ncclRemoteError: return "remote process exited or there was a network error";
-    case ncclInProgress: return "NCCL operation in progress";
-    default: return "unknown result code";
+    case ncclSuccess:
+        return "no error";
+    case ncclUnhandledCudaError:
+        return "unhandled cuda error";
+    case ncclSystemError:
+        return "unhandled system error";
+    case ncclInternalError:
+        return "internal error";
+    case ncclInvalidArgument:
+        return "invalid argument";
+    case ncclInvalidUsage:
+        return "invalid usage";
+    case ncclRemoteError:
+        return "remote process exited or there was a network error";
+    case ncclInProgress:
+        return "NCCL operation in progress";
+    default:
+        return "unknown result code";
     }
 }
 

@@ -19,10 +19,20 @@ static size_t parse_bytes(const char *s, size_t fallback) {
     double v = std::strtod(s, &end);
     if (end == s || v < 0) return fallback;
     switch (*end) {
-    case 'k': case 'K': v *= 1024.0; break;
-    case 'm': case 'M': v *= 1024.0 * 1024.0; break;
-    case 'g': case 'G': v *= 1024.0 * 1024.0 * 1024.0; break;
-    default: break;
+    case 'k':
+    case 'K':
+        v *= 1024.0;
+        break;
+    case 'm':
+    case 'M':
+        v *= 1024.0 * 1024.0;
+        break;
+    case 'g':
+    case 'G':
+        v *= 1024.0 * 1024.0 * 1024.0;
+        break;
+    default:
+        break;
     }
     return (size_t)v;
 }
@@ -201,9 +211,9 @@ static std::string check_canary(const Alloc &al) {
     size_t extra = al.device ? canary_bytes() : 0;
     for (size_t i = 0; i < extra; ++i)
         if ((unsigned char)al.base[al.size + i] != kCanary)
-            return format("device memory was written %zu bytes past the end of its allocation "
-                          "(%zu bytes at %p)",
-                          i + 1, al.size, (void *)al.base);
+            return format("wrote past the end of an allocation of %zu bytes at %p (byte %zu after "
+                          "its end)",
+                          al.size, (void *)al.base, i);
     return "";
 }
 
@@ -341,7 +351,7 @@ static void run_op(Stream *s, Op &op) {
         std::string bad = check_canaries(dev);
         if (!bad.empty()) {
             err = cudaErrorIllegalAddress;
-            message = bad;
+            message = op.what() + ": " + bad;
         }
     }
     if (err != cudaSuccess) fault(dev, err, message);
@@ -385,6 +395,9 @@ static double now_seconds() {
 namespace {
 
 struct CopyOp final : Op {
+    std::string what() const override {
+        return "cudaMemcpyAsync";
+    }
     void *dst;
     const void *src;
     size_t bytes;
@@ -436,6 +449,9 @@ struct KernelOp final : Op {
     std::unique_ptr<Closure> closure;
     std::vector<PointerArg> pointers;
     Device *device;
+    std::string what() const override {
+        return format("kernel launched at %s:%d", config.file, config.line);
+    }
     cudaError_t run(std::string *message) override {
         for (const PointerArg &p : pointers) {
             if (!p.value) continue;
@@ -468,11 +484,15 @@ static std::string check_copy(void *dst, const void *src, size_t bytes, cudaMemc
     bool want_dst = *kind == cudaMemcpyHostToDevice || *kind == cudaMemcpyDeviceToDevice;
     bool want_src = *kind == cudaMemcpyDeviceToHost || *kind == cudaMemcpyDeviceToDevice;
     std::string bad;
-    if (want_dst) bad = check_device_range(dst, bytes, dev);
-    else if (dst_dev) bad = format("the destination %p is device memory", dst);
+    if (want_dst)
+        bad = check_device_range(dst, bytes, dev);
+    else if (dst_dev)
+        bad = format("the destination %p is device memory", dst);
     if (!bad.empty()) return "destination: " + bad;
-    if (want_src) bad = check_device_range(src, bytes, dev);
-    else if (src_dev) bad = format("the source %p is device memory", src);
+    if (want_src)
+        bad = check_device_range(src, bytes, dev);
+    else if (src_dev)
+        bad = format("the source %p is device memory", src);
     if (!bad.empty()) return "source: " + bad;
     if (!dst || !src) return "NULL host pointer";
     return "";
@@ -480,11 +500,16 @@ static std::string check_copy(void *dst, const void *src, size_t bytes, cudaMemc
 
 static const char *kind_name(cudaMemcpyKind k) {
     switch (k) {
-    case cudaMemcpyHostToHost: return "host to host";
-    case cudaMemcpyHostToDevice: return "host to device";
-    case cudaMemcpyDeviceToHost: return "device to host";
-    case cudaMemcpyDeviceToDevice: return "device to device";
-    default: return "default";
+    case cudaMemcpyHostToHost:
+        return "host to host";
+    case cudaMemcpyHostToDevice:
+        return "host to device";
+    case cudaMemcpyDeviceToHost:
+        return "device to host";
+    case cudaMemcpyDeviceToDevice:
+        return "device to device";
+    default:
+        return "default";
     }
 }
 
@@ -495,9 +520,8 @@ static cudaError_t copy_async(void *dst, const void *src, size_t bytes, cudaMemc
     cudaMemcpyKind k = kind;
     std::string bad = check_copy(dst, src, bytes, &k, s->device);
     if (!bad.empty())
-        return refuse(cudaErrorInvalidValue,
-                      format("%s(%p <- %p, %zu bytes, %s) refused: %s", fn, dst, src, bytes,
-                             kind_name(kind), bad.c_str()));
+        return refuse(cudaErrorInvalidValue, format("%s(%p <- %p, %zu bytes, %s) refused: %s", fn,
+                                                    dst, src, bytes, kind_name(kind), bad.c_str()));
     auto op = std::make_unique<CopyOp>();
     op->dst = dst;
     op->src = src;
@@ -520,8 +544,9 @@ static cudaError_t memset_2d(void *ptr, size_t pitch, int value, size_t width, s
     size_t extent = pitch * (height - 1) + width;
     std::string bad = check_device_range(ptr, extent, s->device);
     if (!bad.empty())
-        return refuse(cudaErrorInvalidValue, format("%s(%p, pitch %zu, %zu x %zu bytes) refused: %s",
-                                                    fn, ptr, pitch, width, height, bad.c_str()));
+        return refuse(cudaErrorInvalidValue,
+                      format("%s(%p, pitch %zu, %zu x %zu bytes) refused: %s", fn, ptr, pitch,
+                             width, height, bad.c_str()));
     auto op = std::make_unique<Memset2DOp>();
     op->ptr = (char *)ptr;
     op->pitch = height > 1 ? pitch : width;
@@ -577,7 +602,9 @@ extern "C" {
 
 const char *cudaGetErrorName(cudaError_t e) {
     switch (e) {
-#define CUDAEMU_NAME(x) case x: return #x;
+#define CUDAEMU_NAME(x)                                                                            \
+    case x:                                                                                        \
+        return #x;
         CUDAEMU_NAME(cudaSuccess)
         CUDAEMU_NAME(cudaErrorInvalidValue)
         CUDAEMU_NAME(cudaErrorMemoryAllocation)
@@ -614,24 +641,42 @@ const char *cudaGetErrorName(cudaError_t e) {
 
 const char *cudaGetErrorString(cudaError_t e) {
     switch (e) {
-    case cudaSuccess: return "no error";
-    case cudaErrorInvalidValue: return "invalid argument";
-    case cudaErrorMemoryAllocation: return "out of memory";
-    case cudaErrorInitializationError: return "initialization error";
-    case cudaErrorInvalidConfiguration: return "invalid configuration argument";
-    case cudaErrorInvalidPitchValue: return "invalid pitch argument";
-    case cudaErrorInvalidMemcpyDirection: return "invalid copy direction for memcpy";
-    case cudaErrorInvalidDeviceFunction: return "invalid device function";
-    case cudaErrorNoDevice: return "no CUDA-capable device is detected";
-    case cudaErrorInvalidDevice: return "invalid device ordinal";
-    case cudaErrorNoKernelImageForDevice: return "no kernel image is available for the device";
-    case cudaErrorInvalidResourceHandle: return "invalid resource handle";
-    case cudaErrorNotReady: return "device not ready";
-    case cudaErrorIllegalAddress: return "an illegal memory access was encountered";
-    case cudaErrorLaunchOutOfResources: return "too many resources requested for launch";
-    case cudaErrorLaunchFailure: return "unspecified launch failure";
-    case cudaErrorNotSupported: return "operation not supported";
-    default: return "unknown error";
+    case cudaSuccess:
+        return "no error";
+    case cudaErrorInvalidValue:
+        return "invalid argument";
+    case cudaErrorMemoryAllocation:
+        return "out of memory";
+    case cudaErrorInitializationError:
+        return "initialization error";
+    case cudaErrorInvalidConfiguration:
+        return "invalid configuration argument";
+    case cudaErrorInvalidPitchValue:
+        return "invalid pitch argument";
+    case cudaErrorInvalidMemcpyDirection:
+        return "invalid copy direction for memcpy";
+    case cudaErrorInvalidDeviceFunction:
+        return "invalid device function";
+    case cudaErrorNoDevice:
+        return "no CUDA-capable device is detected";
+    case cudaErrorInvalidDevice:
+        return "invalid device ordinal";
+    case cudaErrorNoKernelImageForDevice:
+        return "no kernel image is available for the device";
+    case cudaErrorInvalidResourceHandle:
+        return "invalid resource handle";
+    case cudaErrorNotReady:
+        return "device not ready";
+    case cudaErrorIllegalAddress:
+        return "an illegal memory access was encountered";
+    case cudaErrorLaunchOutOfResources:
+        return "too many resources requested for launch";
+    case cudaErrorLaunchFailure:
+        return "unspecified launch failure";
+    case cudaErrorNotSupported:
+        return "operation not supported";
+    default:
+        return "unknown error";
     }
 }
 
@@ -670,7 +715,8 @@ cudaError_t cudaGetDeviceCount(int *count) {
 
 cudaError_t cudaSetDevice(int ordinal) {
     CUDAEMU_LOCK;
-    if (!device(ordinal)) return record(devices().empty() ? cudaErrorNoDevice : cudaErrorInvalidDevice);
+    if (!device(ordinal))
+        return record(devices().empty() ? cudaErrorNoDevice : cudaErrorInvalidDevice);
     thread_state().device = ordinal;
     return cudaSuccess;
 }
@@ -686,21 +732,50 @@ cudaError_t cudaDeviceGetAttribute(int *value, enum cudaDeviceAttr attr, int ord
     if (!value) return record(cudaErrorInvalidValue);
     if (!device(ordinal)) return record(cudaErrorInvalidDevice);
     switch (attr) {
-    case cudaDevAttrMaxThreadsPerBlock: *value = 1024; break;
-    case cudaDevAttrMaxBlockDimX: *value = 1024; break;
-    case cudaDevAttrMaxBlockDimY: *value = 1024; break;
-    case cudaDevAttrMaxBlockDimZ: *value = 64; break;
-    case cudaDevAttrMaxGridDimX: *value = 2147483647; break;
-    case cudaDevAttrMaxGridDimY: *value = 65535; break;
-    case cudaDevAttrMaxGridDimZ: *value = 65535; break;
-    case cudaDevAttrMaxSharedMemoryPerBlock: *value = 49152; break;
-    case cudaDevAttrTotalConstantMemory: *value = 65536; break;
-    case cudaDevAttrWarpSize: *value = 32; break;
-    case cudaDevAttrMultiProcessorCount: *value = 1; break; // one block at a time
-    case cudaDevAttrComputeCapabilityMajor: *value = 9; break;
-    case cudaDevAttrComputeCapabilityMinor: *value = 0; break;
-    case cudaDevAttrMemoryPoolsSupported: *value = config().pools ? 1 : 0; break;
-    default: return record(cudaErrorInvalidValue);
+    case cudaDevAttrMaxThreadsPerBlock:
+        *value = 1024;
+        break;
+    case cudaDevAttrMaxBlockDimX:
+        *value = 1024;
+        break;
+    case cudaDevAttrMaxBlockDimY:
+        *value = 1024;
+        break;
+    case cudaDevAttrMaxBlockDimZ:
+        *value = 64;
+        break;
+    case cudaDevAttrMaxGridDimX:
+        *value = 2147483647;
+        break;
+    case cudaDevAttrMaxGridDimY:
+        *value = 65535;
+        break;
+    case cudaDevAttrMaxGridDimZ:
+        *value = 65535;
+        break;
+    case cudaDevAttrMaxSharedMemoryPerBlock:
+        *value = 49152;
+        break;
+    case cudaDevAttrTotalConstantMemory:
+        *value = 65536;
+        break;
+    case cudaDevAttrWarpSize:
+        *value = 32;
+        break;
+    case cudaDevAttrMultiProcessorCount:
+        *value = 1;
+        break; // one block at a time
+    case cudaDevAttrComputeCapabilityMajor:
+        *value = 9;
+        break;
+    case cudaDevAttrComputeCapabilityMinor:
+        *value = 0;
+        break;
+    case cudaDevAttrMemoryPoolsSupported:
+        *value = config().pools ? 1 : 0;
+        break;
+    default:
+        return record(cudaErrorInvalidValue);
     }
     return cudaSuccess;
 }
@@ -799,7 +874,7 @@ cudaError_t cudaFree(void *ptr) {
                       format("cudaFree(%p) refused: not the start of a device allocation", ptr));
     flush_device(al->device); // cudaFree waits for the device
     std::string bad = check_canary(*al);
-    if (!bad.empty()) fault(al->device, cudaErrorIllegalAddress, bad);
+    if (!bad.empty()) fault(al->device, cudaErrorIllegalAddress, "found by cudaFree: " + bad);
     release((uintptr_t)ptr);
     return cudaSuccess;
 }
@@ -927,8 +1002,10 @@ cudaError_t cudaStreamSynchronize(cudaStream_t stream) {
     cudaError_t err = enter(&dev);
     if (err != cudaSuccess) return err;
     if ((err = resolve(stream, &s)) != cudaSuccess) return record(err);
-    if (s == &dev->null_stream) flush_device(dev);
-    else flush_stream(s);
+    if (s == &dev->null_stream)
+        flush_device(dev);
+    else
+        flush_stream(s);
     pools_settle(dev);
     return dev->sticky != cudaSuccess ? record(dev->sticky) : cudaSuccess;
 }
@@ -1013,7 +1090,8 @@ cudaError_t cudaEventElapsedTime(float *ms, cudaEvent_t start, cudaEvent_t end) 
     if (err == cudaSuccess) err = find_event(end, &b);
     if (err != cudaSuccess) return err;
     if (!ms) return record(cudaErrorInvalidValue);
-    if ((a->flags | b->flags) & cudaEventDisableTiming) return record(cudaErrorInvalidResourceHandle);
+    if ((a->flags | b->flags) & cudaEventDisableTiming)
+        return record(cudaErrorInvalidResourceHandle);
     if (a->pending || b->pending) return record(cudaErrorNotReady);
     *ms = (float)((b->when - a->when) * 1e3); // host time: the emulator's, not a GPU's
     return cudaSuccess;
@@ -1114,10 +1192,13 @@ cudaError_t cudaMemPoolSetAttribute(cudaMemPool_t pool, enum cudaMemPoolAttr att
     if (err != cudaSuccess) return err;
     if (!value) return record(cudaErrorInvalidValue);
     switch (attr) {
-    case cudaMemPoolAttrReleaseThreshold: p->threshold = *(uint64_t *)value; return cudaSuccess;
+    case cudaMemPoolAttrReleaseThreshold:
+        p->threshold = *(uint64_t *)value;
+        return cudaSuccess;
     case cudaMemPoolReuseFollowEventDependencies:
     case cudaMemPoolReuseAllowOpportunistic:
-    case cudaMemPoolReuseAllowInternalDependencies: return cudaSuccess;
+    case cudaMemPoolReuseAllowInternalDependencies:
+        return cudaSuccess;
     case cudaMemPoolAttrReservedMemHigh:
         if (*(uint64_t *)value != 0) return record(cudaErrorInvalidValue);
         p->reserved_high = p->reserved;
@@ -1126,7 +1207,8 @@ cudaError_t cudaMemPoolSetAttribute(cudaMemPool_t pool, enum cudaMemPoolAttr att
         if (*(uint64_t *)value != 0) return record(cudaErrorInvalidValue);
         p->used_high = p->used;
         return cudaSuccess;
-    default: return record(cudaErrorInvalidValue);
+    default:
+        return record(cudaErrorInvalidValue);
     }
 }
 
@@ -1138,12 +1220,24 @@ cudaError_t cudaMemPoolGetAttribute(cudaMemPool_t pool, enum cudaMemPoolAttr att
     if (!value) return record(cudaErrorInvalidValue);
     uint64_t *v = (uint64_t *)value;
     switch (attr) {
-    case cudaMemPoolAttrReleaseThreshold: *v = p->threshold; break;
-    case cudaMemPoolAttrReservedMemCurrent: *v = p->reserved; break;
-    case cudaMemPoolAttrReservedMemHigh: *v = p->reserved_high; break;
-    case cudaMemPoolAttrUsedMemCurrent: *v = p->used; break;
-    case cudaMemPoolAttrUsedMemHigh: *v = p->used_high; break;
-    default: *(int *)value = 1; break;
+    case cudaMemPoolAttrReleaseThreshold:
+        *v = p->threshold;
+        break;
+    case cudaMemPoolAttrReservedMemCurrent:
+        *v = p->reserved;
+        break;
+    case cudaMemPoolAttrReservedMemHigh:
+        *v = p->reserved_high;
+        break;
+    case cudaMemPoolAttrUsedMemCurrent:
+        *v = p->used;
+        break;
+    case cudaMemPoolAttrUsedMemHigh:
+        *v = p->used_high;
+        break;
+    default:
+        *(int *)value = 1;
+        break;
     }
     return cudaSuccess;
 }
@@ -1191,8 +1285,9 @@ cudaError_t cudaFreeAsync(void *ptr, cudaStream_t stream) {
     if (!ptr) return cudaSuccess;
     Alloc *al = find_alloc(ptr, 0);
     if (!al || al->base != ptr || !al->device)
-        return refuse(cudaErrorInvalidValue,
-                      format("cudaFreeAsync(%p) refused: not the start of a device allocation", ptr));
+        return refuse(
+            cudaErrorInvalidValue,
+            format("cudaFreeAsync(%p) refused: not the start of a device allocation", ptr));
     auto op = std::make_unique<FreeOp>();
     op->key = (uintptr_t)ptr;
     enqueue(s, std::move(op));

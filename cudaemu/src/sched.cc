@@ -298,7 +298,8 @@ bool shared_untouched() {
 void setup_block(uint64_t linear) {
     const dim3 &g = S.grid->config.grid;
     uint64_t b = S.random ? S.order[linear] : linear;
-    blockIdx = uint3{(unsigned)(b % g.x), (unsigned)((b / g.x) % g.y), (unsigned)(b / ((uint64_t)g.x * g.y))};
+    blockIdx = uint3{(unsigned)(b % g.x), (unsigned)((b / g.x) % g.y),
+                     (unsigned)(b / ((uint64_t)g.x * g.y))};
     S.next_unstarted = 0;
     S.exited = 0;
     S.at_barrier = 0;
@@ -495,7 +496,8 @@ void syncthreads(const char *file, int line) {
                   format("__syncthreads() at %s:%d was reached by only part of %s: %s exited "
                          "without reaching it",
                          file, line, block_name().c_str(), thread_name(S.first_exited).c_str()));
-    } else if (S.at_barrier > 0 && (S.bar_line != line || (S.bar_file != file && std::strcmp(S.bar_file, file) != 0))) {
+    } else if (S.at_barrier > 0 &&
+               (S.bar_line != line || (S.bar_file != file && std::strcmp(S.bar_file, file) != 0))) {
         set_fault(cudaErrorLaunchFailure,
                   format("the threads of %s wait at two different barriers: __syncthreads() at "
                          "%s:%d and at %s:%d (%s)",
@@ -549,18 +551,21 @@ uint64_t shuffle(const char *file, int line, unsigned mask, uint64_t value, int 
     w.in[lane] = value;
     w.src[lane] = (int8_t)(src < 0 ? lane : src);
     if (__builtin_expect(!(mask & bit), 0))
-        SHUFFLE_FAULT(k, "the shuffle at %s:%d in %s: lane %d calls it with mask 0x%08x, "
-                                "which does not name it",
-                                file, line, block_name().c_str(), lane, mask);
+        SHUFFLE_FAULT(k,
+                      "the shuffle at %s:%d in %s: lane %d calls it with mask 0x%08x, "
+                      "which does not name it",
+                      file, line, block_name().c_str(), lane, mask);
     if (__builtin_expect(mask & w.gone, 0))
-        SHUFFLE_FAULT(k, "the shuffle at %s:%d in %s (mask 0x%08x) names lanes that exited "
-                                "or do not exist (0x%08x), %s",
-                                file, line, block_name().c_str(), mask, mask & w.gone,
-                                thread_name(k).c_str());
+        SHUFFLE_FAULT(k,
+                      "the shuffle at %s:%d in %s (mask 0x%08x) names lanes that exited "
+                      "or do not exist (0x%08x), %s",
+                      file, line, block_name().c_str(), mask, mask & w.gone,
+                      thread_name(k).c_str());
     if (__builtin_expect(w.paired != 0, 0))
-        SHUFFLE_FAULT(k, "the lanes of a warp of %s meet at two different shuffles: %s:%d "
-                                "and %s:%d (mask 0x%08x)",
-                                block_name().c_str(), w.max_file, w.max_line, file, line, mask);
+        SHUFFLE_FAULT(k,
+                      "the lanes of a warp of %s meet at two different shuffles: %s:%d "
+                      "and %s:%d (mask 0x%08x)",
+                      block_name().c_str(), w.max_file, w.max_line, file, line, mask);
     if (!w.arrived) {
         w.mask = mask;
         w.file = file;
@@ -568,9 +573,10 @@ uint64_t shuffle(const char *file, int line, unsigned mask, uint64_t value, int 
     } else if (__builtin_expect(w.mask != mask || w.line != line ||
                                     (w.file != file && std::strcmp(w.file, file) != 0),
                                 0)) {
-        SHUFFLE_FAULT(k, "the lanes of a warp of %s meet at two different shuffles: %s:%d "
-                                "(mask 0x%08x) and %s:%d (mask 0x%08x)",
-                                block_name().c_str(), w.file, w.line, w.mask, file, line, mask);
+        SHUFFLE_FAULT(k,
+                      "the lanes of a warp of %s meet at two different shuffles: %s:%d "
+                      "(mask 0x%08x) and %s:%d (mask 0x%08x)",
+                      block_name().c_str(), w.file, w.line, w.mask, file, line, mask);
     }
     w.arrived |= bit;
     w.order[w.narrived++] = (int8_t)lane;
@@ -583,9 +589,10 @@ uint64_t shuffle(const char *file, int line, unsigned mask, uint64_t value, int 
             for (int l = 0; l < 32; ++l) {
                 if (!(mask & (1u << l))) continue;
                 if (!(mask & (1u << w.src[l])))
-                    SHUFFLE_FAULT(k, "the shuffle at %s:%d in %s: lane %d reads lane %d, "
-                                            "which is not in the mask 0x%08x",
-                                            file, line, block_name().c_str(), l, w.src[l], mask);
+                    SHUFFLE_FAULT(k,
+                                  "the shuffle at %s:%d in %s: lane %d reads lane %d, "
+                                  "which is not in the mask 0x%08x",
+                                  file, line, block_name().c_str(), l, w.src[l], mask);
                 w.out[l] = w.in[w.src[l]];
             }
         }
@@ -616,14 +623,15 @@ uint64_t shuffle_xor(const char *file, int line, uint64_t value, int lane_mask) 
             w.src[lane] = (int8_t)partner;
         }
         if (early)
-            SHUFFLE_FAULT(k, "the full-mask shuffle at %s:%d in %s names lanes that exited "
-                                    "before reaching it or do not exist (0x%08x), %s",
-                                    file, line, block_name().c_str(), early,
-                                    thread_name(k).c_str());
+            SHUFFLE_FAULT(k,
+                          "the full-mask shuffle at %s:%d in %s names lanes that exited "
+                          "before reaching it or do not exist (0x%08x), %s",
+                          file, line, block_name().c_str(), early, thread_name(k).c_str());
         if (w.arrived)
-            SHUFFLE_FAULT(k, "the lanes of a warp of %s meet at two different shuffles: "
-                                    "%s:%d (mask 0x%08x) and %s:%d",
-                                    block_name().c_str(), w.file, w.line, w.mask, file, line);
+            SHUFFLE_FAULT(k,
+                          "the lanes of a warp of %s meet at two different shuffles: "
+                          "%s:%d (mask 0x%08x) and %s:%d",
+                          block_name().c_str(), w.file, w.line, w.mask, file, line);
     }
     if (seq > w.max_seq) {
         w.max_seq = seq;
@@ -632,16 +640,17 @@ uint64_t shuffle_xor(const char *file, int line, uint64_t value, int lane_mask) 
     }
     unsigned pbit = 1u << partner;
     if ((w.paired & pbit) && w.wait_seq[partner] == seq && w.src[partner] == lane) {
-        if (__builtin_expect(w.wait_line[partner] != line ||
-                                 (w.wait_file[partner] != file &&
-                                  std::strcmp(w.wait_file[partner], file) != 0),
-                             0)) {
+        if (__builtin_expect(
+                w.wait_line[partner] != line ||
+                    (w.wait_file[partner] != file && std::strcmp(w.wait_file[partner], file) != 0),
+                0)) {
             S.th[k].state = kShuffle;
             w.src[lane] = (int8_t)partner;
-            SHUFFLE_FAULT(k, "lanes %d and %d of a warp of %s meet at two different "
-                                    "shuffles: %s:%d and %s:%d",
-                                    partner, lane, block_name().c_str(), w.wait_file[partner],
-                                    w.wait_line[partner], file, line);
+            SHUFFLE_FAULT(k,
+                          "lanes %d and %d of a warp of %s meet at two different "
+                          "shuffles: %s:%d and %s:%d",
+                          partner, lane, block_name().c_str(), w.wait_file[partner],
+                          w.wait_line[partner], file, line);
         }
         w.paired &= ~pbit;
         w.out[partner] = value;
@@ -696,8 +705,8 @@ cudaError_t run_grid(const Grid &grid, std::string *message) {
 #ifdef CUDAEMU_ASAN
     S.from_host = true;
 #endif
-    fc::transfer_t t = jump(fc::make_fcontext(s->top, (size_t)(s->top - s->base), fiber_main), s,
-                            false);
+    fc::transfer_t t =
+        jump(fc::make_fcontext(s->top, (size_t)(s->top - s->base), fiber_main), s, false);
     land(t);
     if (!S.faulted) return cudaSuccess;
     // Give back the stacks of the threads left waiting.

@@ -108,9 +108,9 @@ TEST_F(EmuBlas, CudaEmuSgemmOnHostMemoryOrPastAnAllocationIsAFault) {
     float *d = device_array<float>(16);
     std::vector<float> host(16, 1.0f);
     const float one = 1;
-    EXPECT_EQ(cublasSgemm(h, CUBLAS_OP_N, CUBLAS_OP_N, 4, 4, 4, &one, host.data(), 4, d, 4, &one,
-                          d, 4),
-              CUBLAS_STATUS_EXECUTION_FAILED);
+    EXPECT_EQ(
+        cublasSgemm(h, CUBLAS_OP_N, CUBLAS_OP_N, 4, 4, 4, &one, host.data(), 4, d, 4, &one, d, 4),
+        CUBLAS_STATUS_EXECUTION_FAILED);
     EXPECT_THAT(cudaemu_last_fault(), HasSubstr("matrix A"));
     EXPECT_EQ(cudaDeviceSynchronize(), cudaErrorIllegalAddress); // sticky, as a GPU fault is
     ASSERT_EQ(cudaDeviceReset(), cudaSuccess);

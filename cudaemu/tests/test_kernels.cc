@@ -57,21 +57,20 @@ TEST_F(Emu, CudaEmuLaunchConfigurationsPastCudasLimitsAreRefused) {
         size_t smem;
         cudaError_t want;
     } cases[] = {
-        {1, 1025, 0, cudaErrorInvalidConfiguration},             // > 1024 threads
-        {1, dim3(32, 32, 2), 0, cudaErrorInvalidConfiguration},   // 2048 threads
-        {1, dim3(1, 1, 65), 0, cudaErrorInvalidConfiguration},    // z > 64
-        {0, 32, 0, cudaErrorInvalidConfiguration},                // no blocks
-        {dim3(1, 65536), 32, 0, cudaErrorInvalidConfiguration},   // grid y > 65535
-        {1, 32, 49153, cudaErrorInvalidValue},                    // > 48 KiB of shared memory
-        {dim3(1, 65535, 1), dim3(1), 0, cudaSuccess},              // the limits themselves
+        {1, 1025, 0, cudaErrorInvalidConfiguration},            // > 1024 threads
+        {1, dim3(32, 32, 2), 0, cudaErrorInvalidConfiguration}, // 2048 threads
+        {1, dim3(1, 1, 65), 0, cudaErrorInvalidConfiguration},  // z > 64
+        {0, 32, 0, cudaErrorInvalidConfiguration},              // no blocks
+        {dim3(1, 65536), 32, 0, cudaErrorInvalidConfiguration}, // grid y > 65535
+        {1, 32, 49153, cudaErrorInvalidValue},                  // > 48 KiB of shared memory
+        {dim3(1, 65535, 1), dim3(1), 0, cudaSuccess},           // the limits themselves
         {1, dim3(1024), 0, cudaSuccess},
         {1, dim3(1, 1, 64), 49152, cudaSuccess},
     };
     for (const Case &c : cases) {
         EMU_LAUNCH(c.grid, c.block, c.smem, nullptr, iota_kernel)(d, 0);
-        EXPECT_EQ(cudaGetLastError(), c.want)
-            << c.grid.x << "x" << c.grid.y << " blocks of " << c.block.x << "x" << c.block.y
-            << "x" << c.block.z;
+        EXPECT_EQ(cudaGetLastError(), c.want) << c.grid.x << "x" << c.grid.y << " blocks of "
+                                              << c.block.x << "x" << c.block.y << "x" << c.block.z;
     }
     int bogus = 0;
     EMU_LAUNCH(1, 32, 0, (cudaStream_t)&bogus, iota_kernel)(d, 4);
@@ -274,7 +273,9 @@ TEST_F(Emu, CudaEmuKernelWritingPastAnAllocationIsCaught) {
 #else
     EMU_LAUNCH(1, 32, 0, nullptr, write_kernel)(d, 32);
     EXPECT_EQ(cudaDeviceSynchronize(), cudaErrorIllegalAddress);
-    EXPECT_THAT(cudaemu_last_fault(), HasSubstr("past the end of its allocation"));
+    EXPECT_THAT(cudaemu_last_fault(), HasSubstr("kernel launched at"));
+    EXPECT_THAT(cudaemu_last_fault(),
+                HasSubstr("wrote past the end of an allocation of 120 bytes"));
 #endif
 }
 

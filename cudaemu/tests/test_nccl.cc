@@ -61,7 +61,8 @@ TEST_F(Emu, CudaEmuNcclRanksThatDisagreeAreRefused) {
         if (ncclCommInitRank(&comm, 2, id, rank) != ncclSuccess) return 11;
         float *d = nullptr;
         cudaMalloc((void **)&d, 64 * sizeof(float));
-        ncclResult_t r = ncclAllReduce(d, d, rank == 0 ? 16 : 17, ncclFloat, ncclSum, comm, nullptr);
+        ncclResult_t r =
+            ncclAllReduce(d, d, rank == 0 ? 16 : 17, ncclFloat, ncclSum, comm, nullptr);
         return r == ncclInvalidUsage ? 0 : 20 + (int)r;
     });
     EXPECT_EQ(codes, (std::vector<int>{0, 0}));

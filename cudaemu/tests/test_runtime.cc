@@ -73,7 +73,8 @@ TEST_F(Emu, CudaEmuCopiesRefuseHostPointersAndOverruns) {
     float *d = device_array<float>(16);
     std::vector<float> h(32, 1.0f);
     // A host pointer where the device pointer belongs, and the other way round.
-    EXPECT_EQ(cudaMemcpy(h.data(), h.data() + 16, 64, cudaMemcpyHostToDevice), cudaErrorInvalidValue);
+    EXPECT_EQ(cudaMemcpy(h.data(), h.data() + 16, 64, cudaMemcpyHostToDevice),
+              cudaErrorInvalidValue);
     EXPECT_THAT(cudaemu_last_fault(), HasSubstr("not device memory"));
     EXPECT_EQ(cudaMemcpy(d, d, 64, cudaMemcpyHostToDevice), cudaErrorInvalidValue);
     EXPECT_THAT(cudaemu_last_fault(), HasSubstr("is device memory"));
