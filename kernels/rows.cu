@@ -138,7 +138,8 @@ using namespace bp_cu;
 extern "C" cudaError_t bp_cu_softmax(cudaStream_t stream, int rows, int cols, const float *x,
                                      float *y) {
     return dispatch_rows(rows, cols, [&](auto group, unsigned blocks) {
-        BP_LAUNCH(blocks, kRowThreads, 0, stream, softmax_kernel<decltype(group)::value>)(rows, cols, x, y);
+        BP_LAUNCH(blocks, kRowThreads, 0, stream, softmax_kernel<decltype(group)::value>)(
+            rows, cols, x, y);
         return cudaGetLastError();
     });
 }
@@ -158,7 +159,8 @@ extern "C" cudaError_t bp_cu_mse(cudaStream_t stream, int rows, int cols, const 
                                  const float *target, float grad_scale, float *grad,
                                  float *row_loss) {
     return dispatch_rows(rows, cols, [&](auto group, unsigned blocks) {
-        BP_LAUNCH(blocks, kRowThreads, 0, stream, elem_loss_kernel<decltype(group)::value, MseElem>)(
+        BP_LAUNCH(blocks, kRowThreads, 0, stream,
+                  elem_loss_kernel<decltype(group)::value, MseElem>)(
             rows, cols, pred, target, grad_scale, grad, row_loss);
         return cudaGetLastError();
     });
@@ -168,7 +170,8 @@ extern "C" cudaError_t bp_cu_bce_logits(cudaStream_t stream, int rows, int cols,
                                         const float *logits, const float *target, float grad_scale,
                                         float *grad, float *row_loss) {
     return dispatch_rows(rows, cols, [&](auto group, unsigned blocks) {
-        BP_LAUNCH(blocks, kRowThreads, 0, stream, elem_loss_kernel<decltype(group)::value, BceElem>)(
+        BP_LAUNCH(blocks, kRowThreads, 0, stream,
+                  elem_loss_kernel<decltype(group)::value, BceElem>)(
             rows, cols, logits, target, grad_scale, grad, row_loss);
         return cudaGetLastError();
     });
