@@ -22,8 +22,10 @@ bash scripts/install-deps.sh
 # (/cuda, and /cuda_<fixture> for the PyTorch golden cases.)
 cuda_cases='/cuda|CrossDevice|CudaDevice'
 # Subsets for the slower passes: everything but the long training runs (convergence, finite
-# differences of a whole network, resume, two threads, 50-step CPU comparisons).
-slow='Convergence|FiniteDifference|Resumed|TwoThreads|FiftySteps|TwoCudaRuns|GoldenTest'
+# differences of a whole network, 100-step determinism, 50-step CPU comparisons, two threads,
+# resume, schedules), which are three quarters of the full pass's time.
+slow='Convergence|FiniteDifferencesOfLibraryLoss|Determinism|FiftySteps|TwoThreads|Resumed'
+slow="$slow|TwoCudaRuns|OptimTest.Schedules"
 
 declare -a summary=()
 part_start() {
