@@ -133,6 +133,7 @@ struct Warp {
     uint32_t max_seq;
     const char *max_file;
     int max_line;
+    uint32_t gone_min_seq; // the fewest paired shuffles a gone lane made (0: a missing lane)
 };
 
 struct Sched {
@@ -155,6 +156,13 @@ struct Sched {
     int bar_wait[kMaxThreads];  // the threads at the barrier, in the order they came
     int nready;
     int start_next; // a thread a fresh fiber must start first, or -1
+    // Runners parked in run_free (a free stack that resumed a thread): reused before a new one
+    // is made, from launch to launch.
+    struct Parked {
+        fc::fcontext_t ctx;
+        Stack *stack;
+    } parked[2 * kMaxThreads];
+    int nparked;
     // control
     Stack *cur_stack;
     fc::fcontext_t host;
@@ -313,6 +321,7 @@ void setup_block(uint64_t linear) {
         wp.narrived = 0;
         wp.paired = 0;
         wp.max_seq = 0;
+        wp.gone_min_seq = lanes == 32 ? UINT32_MAX : 0;
         std::memset(wp.seq, 0, sizeof wp.seq);
     }
     if (S.random) {
@@ -333,6 +342,7 @@ void thread_exited(int k) {
     Warp &w = S.warps[k / 32];
     unsigned bit = 1u << (k % 32);
     w.gone |= bit;
+    if (w.seq[k % 32] < w.gone_min_seq) w.gone_min_seq = w.seq[k % 32];
     if (S.at_barrier > 0)
         set_fault(cudaErrorLaunchFailure,
                   format("__syncthreads() at %s:%d was reached by only part of %s: %u of %u "
@@ -402,12 +412,18 @@ std::string describe_deadlock() {
                 start_thread(k);
                 continue;
             }
-            // A released thread: resume it; this stack is free again.
+            // A released thread: resume it, and park here until a thread needs a free stack.
             Thread &t = S.th[k];
-            S.release = mine;
             S.cur_stack = t.stack;
-            jump(t.ctx, t.stack, true);
-            __builtin_unreachable();
+            if (S.nparked == (int)(sizeof S.parked / sizeof S.parked[0])) {
+                S.release = mine; // (never with blocks of at most 1024 threads)
+                jump(t.ctx, t.stack, true);
+                __builtin_unreachable();
+            }
+            S.parked[S.nparked] = {nullptr, mine};
+            S.save_to = &S.parked[S.nparked++].ctx;
+            land(jump(t.ctx, t.stack, false));
+            continue;
         }
         if (S.exited < S.nthreads) {
             set_fault(cudaErrorLaunchFailure, describe_deadlock());
@@ -460,10 +476,16 @@ void switch_next(int k) {
         S.cur_stack = next.stack;
         t = jump(next.ctx, next.stack, false);
     } else {
-        S.start_next = j; // -1: the fresh fiber picks
-        Stack *s = stack_get();
-        S.cur_stack = s;
-        t = jump(fc::make_fcontext(s->top, (size_t)(s->top - s->base), fiber_main), s, false);
+        S.start_next = j; // -1: the free fiber picks
+        if (S.nparked > 0) {
+            Sched::Parked p = S.parked[--S.nparked];
+            S.cur_stack = p.stack;
+            t = jump(p.ctx, p.stack, false);
+        } else {
+            Stack *s = stack_get();
+            S.cur_stack = s;
+            t = jump(fc::make_fcontext(s->top, (size_t)(s->top - s->base), fiber_main), s, false);
+        }
     }
     land(t);
     current_thread = k;
@@ -613,7 +635,7 @@ uint64_t shuffle_xor(const char *file, int line, uint64_t value, int lane_mask) 
     int k = current_thread, lane = k & 31, partner = lane ^ lane_mask;
     Warp &w = S.warps[k >> 5];
     uint32_t seq = ++w.seq[lane];
-    if (__builtin_expect(w.gone != 0 || w.arrived != 0, 0)) {
+    if (__builtin_expect(w.gone_min_seq < seq || w.arrived != 0, 0)) {
         // Lanes that exited after this shuffle are fine; one that left before it is not.
         unsigned early = 0;
         for (unsigned m = w.gone; m; m &= m - 1)
