@@ -14,10 +14,19 @@
 
 #include "backprop/model.h"
 
-// Launch form of the newer kernels: BP_LAUNCH(grid, block, smem, stream, kernel<...>)(args...).
-// A build against an emulated device defines its own before this header.
-#ifndef BP_LAUNCH
+// One launch site for two compilers. nvcc compiles BP_LAUNCH(grid, block, smem, stream, k)(args)
+// to the usual k<<<grid, block, smem, stream>>>(args), the same launch as writing it out. The
+// emulated device (cudaemu, built with the host compiler, which has no <<<>>>) turns it into a
+// call that takes the kernel, the configuration and the launch site (named in the emulator's
+// fault messages) and returns a callable taking the kernel's arguments. The kernel comes last so
+// that a template argument list with commas (k<A, B>) is simply the rest of the macro's arguments.
+#if defined(__CUDACC__)
 #define BP_LAUNCH(grid, block, smem, stream, ...) __VA_ARGS__<<<grid, block, smem, stream>>>
+#elif defined(CUDAEMU)
+#define BP_LAUNCH(grid, block, smem, stream, ...)                                                  \
+    ::cudaemu::launch(__VA_ARGS__, grid, block, smem, stream, __FILE__, __LINE__)
+#else
+#error "kernels/ build with nvcc, or with the host compiler against cudaemu/include"
 #endif
 
 namespace bp_cu {

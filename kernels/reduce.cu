@@ -99,7 +99,8 @@ using namespace bp_cu;
 extern "C" cudaError_t bp_cu_col_sum(cudaStream_t stream, int rows, int cols, const float *x,
                                      float beta, float *out) {
     unsigned tiles = (unsigned)((cols + kColTile - 1) / kColTile);
-    col_sum_kernel<<<tiles, dim3(kColTile, kRowLanes), 0, stream>>>(rows, cols, x, beta, out);
+    BP_LAUNCH(tiles, dim3(kColTile, kRowLanes), 0, stream, col_sum_kernel)(
+        rows, cols, x, beta, out);
     return cudaGetLastError();
 }
 
@@ -107,12 +108,14 @@ extern "C" cudaError_t bp_cu_sum(cudaStream_t stream, size_t n, const float *x, 
                                  void *scratch, float *out) {
     double *partials = (double *)scratch;
     if (squares)
-        sum_partials_kernel<true><<<BP_CU_REDUCE_BLOCKS, kSumThreads, 0, stream>>>(n, x, partials);
+        BP_LAUNCH(BP_CU_REDUCE_BLOCKS, kSumThreads, 0, stream, sum_partials_kernel<true>)(
+            n, x, partials);
     else
-        sum_partials_kernel<false><<<BP_CU_REDUCE_BLOCKS, kSumThreads, 0, stream>>>(n, x, partials);
+        BP_LAUNCH(BP_CU_REDUCE_BLOCKS, kSumThreads, 0, stream, sum_partials_kernel<false>)(
+            n, x, partials);
     cudaError_t err = cudaGetLastError();
     if (err != cudaSuccess) return err;
-    sum_final_kernel<<<1, BP_CU_REDUCE_BLOCKS, 0, stream>>>(partials, out);
+    BP_LAUNCH(1, BP_CU_REDUCE_BLOCKS, 0, stream, sum_final_kernel)(partials, out);
     return cudaGetLastError();
 }
 
@@ -121,10 +124,10 @@ extern "C" cudaError_t bp_cu_check_labels(cudaStream_t stream, int rows, const i
     long long *partials = (long long *)scratch;
     long long *first = partials + BP_CU_REDUCE_BLOCKS;
     *result = (int64_t *)first;
-    labels_partials_kernel<<<BP_CU_REDUCE_BLOCKS, kSumThreads, 0, stream>>>(rows, labels, classes,
-                                                                            partials);
+    BP_LAUNCH(BP_CU_REDUCE_BLOCKS, kSumThreads, 0, stream, labels_partials_kernel)(
+        rows, labels, classes, partials);
     cudaError_t err = cudaGetLastError();
     if (err != cudaSuccess) return err;
-    labels_final_kernel<<<1, BP_CU_REDUCE_BLOCKS, 0, stream>>>(partials, first);
+    BP_LAUNCH(1, BP_CU_REDUCE_BLOCKS, 0, stream, labels_final_kernel)(partials, first);
     return cudaGetLastError();
 }

@@ -138,8 +138,8 @@ using namespace bp_cu;
 extern "C" cudaError_t bp_cu_softmax(cudaStream_t stream, int rows, int cols, const float *x,
                                      float *y) {
     return dispatch_rows(rows, cols, [&](auto group, unsigned blocks) {
-        softmax_kernel<decltype(group)::value>
-            <<<blocks, kRowThreads, 0, stream>>>(rows, cols, x, y);
+        BP_LAUNCH(blocks, kRowThreads, 0, stream, softmax_kernel<decltype(group)::value>)(
+            rows, cols, x, y);
         return cudaGetLastError();
     });
 }
@@ -149,7 +149,7 @@ extern "C" cudaError_t bp_cu_softmax_xent(cudaStream_t stream, int rows, int col
                                           float smoothing, float grad_scale, float *grad,
                                           float *row_loss) {
     return dispatch_rows(rows, cols, [&](auto group, unsigned blocks) {
-        softmax_xent_kernel<decltype(group)::value><<<blocks, kRowThreads, 0, stream>>>(
+        BP_LAUNCH(blocks, kRowThreads, 0, stream, softmax_xent_kernel<decltype(group)::value>)(
             rows, cols, logits, labels, smoothing, grad_scale, grad, row_loss);
         return cudaGetLastError();
     });
@@ -159,7 +159,8 @@ extern "C" cudaError_t bp_cu_mse(cudaStream_t stream, int rows, int cols, const 
                                  const float *target, float grad_scale, float *grad,
                                  float *row_loss) {
     return dispatch_rows(rows, cols, [&](auto group, unsigned blocks) {
-        elem_loss_kernel<decltype(group)::value, MseElem><<<blocks, kRowThreads, 0, stream>>>(
+        BP_LAUNCH(blocks, kRowThreads, 0, stream,
+                  elem_loss_kernel<decltype(group)::value, MseElem>)(
             rows, cols, pred, target, grad_scale, grad, row_loss);
         return cudaGetLastError();
     });
@@ -169,7 +170,8 @@ extern "C" cudaError_t bp_cu_bce_logits(cudaStream_t stream, int rows, int cols,
                                         const float *logits, const float *target, float grad_scale,
                                         float *grad, float *row_loss) {
     return dispatch_rows(rows, cols, [&](auto group, unsigned blocks) {
-        elem_loss_kernel<decltype(group)::value, BceElem><<<blocks, kRowThreads, 0, stream>>>(
+        BP_LAUNCH(blocks, kRowThreads, 0, stream,
+                  elem_loss_kernel<decltype(group)::value, BceElem>)(
             rows, cols, logits, target, grad_scale, grad, row_loss);
         return cudaGetLastError();
     });

@@ -48,13 +48,13 @@ extern "C" cudaError_t bp_cu_update(cudaStream_t stream, const bp_update_args *a
     const unsigned blocks = grid_for(args->n);
     switch (args->kind) {
     case BP_OPTIM_ADAM:
-        adam_kernel<0><<<blocks, kThreads, 0, stream>>>(*args);
+        BP_LAUNCH(blocks, kThreads, 0, stream, adam_kernel<0>)(*args);
         break;
     case BP_OPTIM_ADAMW:
-        adam_kernel<1><<<blocks, kThreads, 0, stream>>>(*args);
+        BP_LAUNCH(blocks, kThreads, 0, stream, adam_kernel<1>)(*args);
         break;
     default:
-        sgd_kernel<<<blocks, kThreads, 0, stream>>>(*args);
+        BP_LAUNCH(blocks, kThreads, 0, stream, sgd_kernel)(*args);
         break;
     }
     return cudaGetLastError();

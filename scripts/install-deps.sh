@@ -7,7 +7,8 @@ packages=(cmake make g++ gcc clang libomp-dev pkg-config libopenblas-dev
           libgtest-dev libgmock-dev zlib1g-dev python3 python3-numpy python3-torch
           python3-venv gnuplot-nox dataset-fashion-mnist
           libopenmpi-dev openmpi-bin  # data-parallel training and its 2-rank tests
-          libclang-rt-14-dev valgrind)  # sanitizer + libFuzzer runtimes, memcheck (sanitize.sh)
+          libclang-rt-14-dev valgrind  # sanitizer + libFuzzer runtimes, memcheck (sanitize.sh)
+          libboost-context-dev)  # the emulated CUDA device's fibers (cudaemu/, BP_CUDA=EMU)
 
 missing=()
 for p in "${packages[@]}"; do

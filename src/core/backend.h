@@ -227,6 +227,11 @@ struct bp_device {
     char name[32];
     void *impl; /* the backend's own state */
     bp_device_stats stats;
+    /* Called by bp_device_close before the backend lets go of the device: a data-parallel comm
+     * whose collectives (an NCCL communicator) live on this device frees them here when the
+     * device closes first. NULL when none. */
+    void (*on_close)(void *ctx, bp_device *device);
+    void *on_close_ctx;
 };
 
 extern const bp_backend_ops bp_cpu_ops;

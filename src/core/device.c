@@ -105,6 +105,7 @@ bp_device *bp_device_open(const char *name, bp_status *status) {
 
 void bp_device_close(bp_device *device) {
     if (!device) return;
+    if (device->on_close) device->on_close(device->on_close_ctx, device);
     device->ops->destroy(device);
     free(device);
 }

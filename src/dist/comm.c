@@ -90,9 +90,25 @@ static bp_comm *mpi_create(bp_status *status) {
     return c;
 }
 
+/* The device-side collective goes with whichever goes first, the comm or its device: a comm
+ * is freed after everything else (distributed.h), so its device may be closed by then. */
+static void free_coll(bp_comm *comm) {
+    bp_device *d = comm->coll_device;
+    d->ops->coll_free(d, comm->coll);
+    d->on_close = NULL;
+    d->on_close_ctx = NULL;
+    comm->coll = NULL;
+    comm->coll_device = NULL;
+}
+
+static void coll_device_closing(void *ctx, bp_device *device) {
+    bp_comm *comm = ctx;
+    if (comm->coll && comm->coll_device == device) free_coll(comm);
+}
+
 static void mpi_free(bp_comm *comm) {
     if (!comm) return;
-    if (comm->coll) comm->coll_device->ops->coll_free(comm->coll_device, comm->coll);
+    if (comm->coll) free_coll(comm);
     free(comm->host);
     if (comm->world != MPI_COMM_NULL) MPI_Comm_free(&comm->world);
     if (comm->finalize) MPI_Finalize();
@@ -283,7 +299,14 @@ static bp_status setup_coll(bp_comm *c, bp_model *m) {
                                               "comm serves one device",
                                               fn, c->coll_device->name);
     unsigned char id[BP_COLL_ID_BYTES] = {0};
-    bp_status st = c->rank == 0 ? d->ops->coll_id(d, id, sizeof id) : BP_OK;
+    bp_status st = BP_OK;
+    if (d->on_close) /* refused on every rank alike, through the agreement below */
+        st = bp_error(BP_ERR_UNSUPPORTED,
+                      "%s: %s already holds another comm's collectives; one device serves one "
+                      "comm (free the other first)",
+                      fn, d->name);
+    else if (c->rank == 0)
+        st = d->ops->coll_id(d, id, sizeof id);
     int failed = -1;
     bp_status agreed = first_failed(c, fn, st == BP_OK, &failed);
     if (st != BP_OK || agreed != BP_OK) return st != BP_OK ? st : agreed;
@@ -293,6 +316,8 @@ static bp_status setup_coll(bp_comm *c, bp_model *m) {
     agreed = first_failed(c, fn, st == BP_OK, &failed);
     if (st == BP_OK && agreed == BP_OK && failed < 0) {
         c->coll_device = d;
+        d->on_close = coll_device_closing;
+        d->on_close_ctx = c;
         return BP_OK;
     }
     if (st == BP_OK && c->coll) d->ops->coll_free(d, c->coll);

@@ -1,0 +1,32 @@
+/* cudaemu's own controls (C11 and C++): what its environment variables set, for tests that
+ * change them in-process, and the text of the last kernel fault. See cudaemu/README.md. */
+#ifndef CUDAEMU_H
+#define CUDAEMU_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* CUDAEMU_SCHEDULE=random and CUDAEMU_SEED: threads run in a random order drawn from seed;
+ * 0 restores the in-order schedule. */
+void cudaemu_set_schedule(int random, uint64_t seed);
+/* CUDAEMU_EXEC=deferred: queued work runs only at the next synchronisation point. */
+void cudaemu_set_deferred(int on);
+int cudaemu_deferred(void);
+/* CUDAEMU_MEMORY: the capacity of every emulated device in bytes. */
+void cudaemu_set_capacity(size_t bytes);
+/* CUDAEMU_NCCL_TIMEOUT: seconds a rank waits for the others in a collective. */
+void cudaemu_set_nccl_timeout(double seconds);
+/* The message of the last kernel fault or refused call ("" when none); stays until the next. */
+const char *cudaemu_last_fault(void);
+/* 1 when ptr lies in a live device allocation. */
+int cudaemu_is_device_pointer(const void *ptr);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif
