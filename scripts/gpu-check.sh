@@ -14,8 +14,9 @@
 #   memcheck, racecheck, initcheck, synccheck
 #              compute-sanitizer over a subset chosen to fit: every op on CUDA, the cross-device
 #              runs, the CUDA device cases, one short training (SANITIZER_CASES)
-#   bench      backprop bench --device cuda --quick: S, M, L and XL, each beside the SGEMM rate
-#              at its own GEMM shapes measured in the same run
+#   bench      backprop bench --device cuda --quick: S, M, L and XL in fp32, tf32 and bf16, each
+#              training row beside the rate of its own GEMM shapes in that precision, measured
+#              in the same run, and the GEMM sweep in each precision
 #   fashion    the README's default training (backprop train --data fashion-mnist) on cuda:
 #              time and test accuracy (the bundle's files, else a generated set of that shape)
 #   torch      PyTorch on the same GPU for S, M, L, XL: fp32, TF32, bf16 autocast
@@ -430,7 +431,7 @@ sanitize() { # tool cap
 
 # ---- benchmarks -----------------------------------------------------------------------------
 bench() {
-    part_begin bench 75 || return
+    part_begin bench 120 || return
     if [ $BUILT != 1 ]; then
         part_end SKIP "not built (see the build part)"
         return

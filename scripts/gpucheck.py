@@ -175,24 +175,34 @@ def sanitizer_summary(log):
         print("OK\t" + ("; ".join(found[-2:]) if found else "no summary line"))
 
 
+def step_shape_rows(doc):
+    """The rate of each training row's own GEMM shapes, by (config, precision)."""
+    return {(r["before_config"], r.get("precision", "fp32")): r for r in doc["rows"]
+            if r["section"] == "limit" and r.get("what") in ("gemm_step_shapes",
+                                                              "sgemm_step_shapes")}
+
+
+def step_share(r):
+    return r.get("fraction_of_step_shape_gemm", r.get("fraction_of_step_shape_sgemm", 0))
+
+
 def note_bench(path):
     doc = read_json(path)
     if not doc:
         print("no JSON from backprop bench")
         return
-    shape = {r["before_config"]: r for r in doc["rows"]
-             if r["section"] == "limit" and r.get("what") == "sgemm_step_shapes"}
     parts = []
     for r in doc["rows"]:
         if r["section"] != "train":
             continue
+        name = "%s %s" % (r["config"], r.get("precision", "fp32"))
         if "skipped" in r:
-            parts.append("%s skipped (%s)" % (r["config"], r["skipped"]))
+            parts.append("%s skipped (%s)" % (name, r["skipped"]))
         else:
-            share = r.get("fraction_of_step_shape_sgemm", 0)
+            share = step_share(r)
             parts.append("%s %.0f samples/s%s" % (
-                r["config"], r["samples_per_s"],
-                " (%.0f%% of SGEMM at its shapes)" % (100 * share) if share else ""))
+                name, r["samples_per_s"],
+                " (%.0f%% of its GEMMs at its shapes)" % (100 * share) if share else ""))
     print("; ".join(parts))
 
 
@@ -283,26 +293,25 @@ def bench_section(state, dry):
     ours = {}
     lim = {r.get("what"): r for r in doc["rows"] if r["section"] == "limit"
            and "before_config" not in r}
-    shape = {r["before_config"]: r for r in doc["rows"] if r["section"] == "limit"
-             and r.get("what") == "sgemm_step_shapes"}
+    shape = step_shape_rows(doc)
     near = {r["before_config"]: r for r in doc["rows"] if r["section"] == "limit"
             and r.get("what") == "sgemm_2048" and "before_config" in r}
     rows = []
     for r in doc["rows"]:
         if r["section"] != "train":
             continue
-        c = r["config"]
+        c, p = r["config"], r.get("precision", "fp32")
         if "skipped" in r:
-            rows.append([c, "skipped: " + r["skipped"], "", "", "", "", ""])
+            rows.append([c, p, "skipped: " + r["skipped"], "", "", "", "", ""])
             continue
-        ours[c] = r
-        rows.append([c, "%s, batch %d, %s" % (r["layers"], r["batch"], r["optimizer"]),
+        ours[(c, p)] = r
+        rows.append([c, p, "%s, batch %d, %s" % (r["layers"], r["batch"], r["optimizer"]),
                      "%.0f" % r["samples_per_s"], "%.3f" % (r["step_seconds"]["median"] * 1e3),
                      "%.0f" % r["gflops"],
-                     "%.0f (%.0f%%)" % (shape[c]["gflops"], 100 * r.get(
-                         "fraction_of_step_shape_sgemm", 0)) if c in shape else "n/a",
+                     "%.0f (%.0f%%)" % (shape[(c, p)]["gflops"], 100 * step_share(r))
+                     if (c, p) in shape else "n/a",
                      "%.0f" % near[c]["gflops"] if c in near else "n/a"])
-    out = ["", "## Benchmarks: `backprop bench --quick` (ours, fp32)", ""]
+    out = ["", "## Benchmarks: `backprop bench --quick` (ours, every precision)", ""]
     if dry:
         out += ["Dry run on the CPU: these figures show that the part runs and is read; they are "
                 "not GPU results.", ""]
@@ -311,8 +320,8 @@ def bench_section(state, dry):
         "%.0f" % lim["sgemm_2048"]["gflops"] if "sgemm_2048" in lim else "n/a",
         "%.0f" % lim["copy"]["gbps"] if "copy" in lim else "n/a"))
     out.append("")
-    out += table(["config", "model", "samples/s", "step ms", "GFLOP/s",
-                  "SGEMM at the step's shapes, GFLOP/s (step's share)",
+    out += table(["config", "precision", "model", "samples/s", "step ms", "GFLOP/s",
+                  "its GEMMs alone at the step's shapes, same precision, GFLOP/s (step's share)",
                   "SGEMM 2048^3 just before"], rows)
     return out, ours
 
@@ -327,31 +336,35 @@ def torch_section(state, ours, dry):
     out = ["", "## PyTorch on the same device (`benchmarks/peer/torch_mlp_cuda.py`)", ""]
     if dry:
         out += ["Dry run on the CPU: not GPU results (tf32 changes nothing on a CPU).", ""]
-    out.append("torch %s (CUDA %s) on %s. Ratio: ours fp32 samples/s over PyTorch's in that "
-               "mode (> 1: ours is faster)." % (doc.get("torch"), doc.get("cuda"),
-                                                doc.get("device")))
+    out.append("torch %s (CUDA %s) on %s. Ratio: our samples/s in the same mode (fp32, tf32, "
+               "bf16) over PyTorch's (eager fp32, TF32 allowed, bf16 autocast; > 1: ours is "
+               "faster)." % (doc.get("torch"), doc.get("cuda"), doc.get("device")))
     out.append("")
     rows = []
     for c, modes in by.items():
-        o = ours.get(c)
-        row = [c, "%.0f" % o["samples_per_s"] if o else "n/a"]
+        row = [c]
         for m in ("fp32", "tf32", "bf16"):
-            t = modes.get(m)
+            o, t = ours.get((c, m)), modes.get(m)
+            row.append("%.0f" % o["samples_per_s"] if o else "n/a")
             if not t:
                 row += ["", ""]
                 continue
             row.append("%.0f" % t["samples_per_s"])
             row.append("%.2f" % (o["samples_per_s"] / t["samples_per_s"]) if o else "n/a")
         rows.append(row)
-    out += table(["config", "ours fp32", "torch fp32", "ratio", "torch tf32", "ratio",
-                  "torch bf16", "ratio"], rows)
-    mem = [[c, "%.1f" % (ours[c]["device_peak_bytes"] / 2**20) if c in ours else "n/a"] +
-           ["%.1f" % (modes[m]["peak_bytes"] / 2**20) if m in modes and
-            modes[m].get("peak_bytes") is not None else "n/a" for m in ("fp32", "tf32", "bf16")]
+    out += table(["config", "ours fp32", "torch fp32", "ratio", "ours tf32", "torch tf32",
+                  "ratio", "ours bf16", "torch bf16", "ratio"], rows)
+
+    def mib(r, key):
+        return "%.1f" % (r[key] / 2**20) if r and r.get(key) is not None else "n/a"
+    mem = [[c] + [x for m in ("fp32", "tf32", "bf16")
+                  for x in (mib(ours.get((c, m)), "device_peak_bytes"),
+                            mib(modes.get(m), "peak_bytes"))]
            for c, modes in by.items()]
     out += ["", "Peak device memory, MiB (ours: bp_device_get_stats; torch: "
             "max_memory_allocated):", ""]
-    out += table(["config", "ours", "torch fp32", "torch tf32", "torch bf16"], mem)
+    out += table(["config", "ours fp32", "torch fp32", "ours tf32", "torch tf32", "ours bf16",
+                  "torch bf16"], mem)
     return out
 
 

@@ -22,6 +22,9 @@ typedef struct bench_opts {
     const char *device, *json, *configs, *only;
     int quick, warmup, repeats;
     int no_limits; /* for peak-memory runs: the limit buffers would stay in the heap's RSS */
+    const char *precisions; /* --precision LIST; NULL: every mode on a GPU, fp32 on the CPU */
+    bp_precision prec[BP_PRECISION_COUNT_];
+    int n_prec;
 } bench_opts;
 
 /* One measured row: per-call seconds over the repeats, and the napkin math. */
@@ -179,16 +182,76 @@ static float *dev_buffer(op_ctx *c, size_t n, unsigned seed) {
 }
 
 /* ---- the ops ---- */
+/* C [m, n] = op(A) op(B) in a precision: fp32 through the plain gemm entry; tf32 and bf16
+ * through gemm_ex, as a model's GEMMs in that mode run (bf16: operands a and b hold bf16, C is
+ * fp32; scratch holds gemm_scratch's bytes, for a backend that needs them). */
 typedef struct gemm_arg {
     int ta, tb, m, n, k;
     float *a, *b, *c;
+    bp_precision prec;
+    void *scratch;
 } gemm_arg;
+
+static bp_gemm_desc gemm_desc(const gemm_arg *g) {
+    bp_gemm_desc d;
+    memset(&d, 0, sizeof d);
+    d.trans_a = g->ta;
+    d.trans_b = g->tb;
+    d.m = g->m;
+    d.n = g->n;
+    d.k = g->k;
+    d.alpha = 1.0f;
+    d.ab_type = g->prec == BP_PRECISION_BF16 ? BP_EL_BF16 : BP_EL_F32;
+    d.tf32 = g->prec == BP_PRECISION_TF32;
+    d.a = g->a;
+    d.lda = g->ta ? g->m : g->k;
+    d.b = g->b;
+    d.ldb = g->tb ? g->k : g->n;
+    d.c = g->c;
+    d.ldc = g->n;
+    d.c_type = BP_EL_F32;
+    d.epilogue = BP_EPI_NONE;
+    d.scratch = g->scratch;
+    return d;
+}
 
 static bp_status run_gemm(op_ctx *c, void *p) {
     gemm_arg *g = p;
+    if (g->prec != BP_PRECISION_FP32) {
+        bp_gemm_desc d = gemm_desc(g);
+        return c->ops->gemm_ex(c->dev, &d, NULL);
+    }
     int lda = g->ta ? g->m : g->k, ldb = g->tb ? g->k : g->n;
     return c->ops->gemm(c->dev, g->ta, g->tb, g->m, g->n, g->k, 1.0f, g->a, lda, g->b, ldb, 0.0f,
                         g->c, g->n);
+}
+
+/* Operands of n elements for precision prec: the fp32 buffer itself, or a bf16 copy of it
+ * (cast on the device) that the caller frees. NULL on failure. */
+static float *operand_for(op_ctx *c, float *f32, size_t n, bp_precision prec) {
+    if (prec != BP_PRECISION_BF16) return f32;
+    void *p = NULL;
+    if (!f32 || c->ops->alloc(c->dev, n * 2 + 64, &p) != BP_OK) return NULL;
+    if (c->ops->cast(c->dev, n, f32, BP_EL_F32, p, BP_EL_BF16) != BP_OK) {
+        c->ops->free(c->dev, p);
+        return NULL;
+    }
+    return p;
+}
+
+/* The scratch gemm_ex wants for the largest of g[0..n) (set into each), or BP_OK with none. */
+static bp_status gemm_scratch_for(op_ctx *c, gemm_arg *g, int n) {
+    size_t most = 0;
+    for (int i = 0; i < n && c->ops->gemm_scratch; ++i) {
+        bp_gemm_desc d = gemm_desc(&g[i]);
+        size_t need = g[i].prec == BP_PRECISION_FP32 ? 0 : c->ops->gemm_scratch(&d);
+        if (need > most) most = need;
+    }
+    void *p = NULL;
+    if (most && c->ops->alloc(c->dev, most, &p) != BP_OK) return BP_ERR_OUT_OF_MEMORY;
+    for (int i = 0; i < n; ++i)
+        g[i].scratch = p;
+    return BP_OK;
 }
 
 typedef struct elt_arg {
@@ -235,20 +298,23 @@ static void print_rule(void) {
            "----------------\n");
 }
 
-static void report_gemm(const char *tcase, int m, int n, int k, const sample_stats *s,
+static void report_gemm(const char *tcase, const gemm_arg *g, const sample_stats *s,
                         const limits *lim) {
-    double flops = 2.0 * m * n * k, bytes = 4.0 * ((double)m * k + (double)k * n + (double)m * n);
+    int m = g->m, n = g->n, k = g->k;
+    double ab = g->prec == BP_PRECISION_BF16 ? 2.0 : 4.0;
+    double flops = 2.0 * m * n * k, bytes = ab * ((double)m * k + (double)k * n) + 4.0 * m * n;
     double rate = flops / s->median;
-    printf("gemm %-2s %5dx%5dx%5d  %8.2f GFLOP/s  (min %.3f ms, med %.3f, max %.3f)  %.3g GFLOP "
-           "%.3g MB  %5.1f%% of sgemm limit\n",
-           tcase, m, n, k, rate / 1e9, s->min * 1e3, s->median * 1e3, s->max * 1e3, flops / 1e9,
-           bytes / 1e6, lim->gemm_flops > 0 ? 100.0 * rate / lim->gemm_flops : 0.0);
-    json_row(
-        "op",
-        "\"op\": \"gemm\", \"case\": \"%s\", \"m\": %d, \"n\": %d, \"k\": %d, \"flops\": %.6e, "
-        "\"bytes\": %.6e, \"gflops\": %.4f, \"fraction_of_limit\": %.4f",
-        tcase, m, n, k, flops, bytes, rate / 1e9,
-        lim->gemm_flops > 0 ? rate / lim->gemm_flops : 0.0);
+    const char *pn = bp_precision_name(g->prec);
+    printf("gemm %-2s %s %5dx%5dx%5d  %8.2f GFLOP/s  (min %.3f ms, med %.3f, max %.3f)  %.3g "
+           "GFLOP %.3g MB  %5.1f%% of sgemm limit\n",
+           tcase, pn, m, n, k, rate / 1e9, s->min * 1e3, s->median * 1e3, s->max * 1e3,
+           flops / 1e9, bytes / 1e6, lim->gemm_flops > 0 ? 100.0 * rate / lim->gemm_flops : 0.0);
+    json_row("op",
+             "\"op\": \"gemm\", \"case\": \"%s\", \"precision\": \"%s\", \"m\": %d, \"n\": %d, "
+             "\"k\": %d, \"flops\": %.6e, \"bytes\": %.6e, \"gflops\": %.4f, "
+             "\"fraction_of_limit\": %.4f",
+             tcase, pn, m, n, k, flops, bytes, rate / 1e9,
+             lim->gemm_flops > 0 ? rate / lim->gemm_flops : 0.0);
     json_stats("seconds", s);
 }
 
@@ -272,7 +338,8 @@ static void report_mem(const char *name, const char *shape, double bytes, const 
 static int measure_sgemm(op_ctx *c, const bench_opts *o, double *rate, sample_stats *s) {
     int n = 2048;
     size_t nn = (size_t)n * n;
-    gemm_arg g = {0, 0, n, n, n, dev_buffer(c, nn, 1), dev_buffer(c, nn, 2), dev_buffer(c, nn, 3)};
+    gemm_arg g = {0,    0,   n, n, n, dev_buffer(c, nn, 1), dev_buffer(c, nn, 2), dev_buffer(c, nn, 3),
+                  BP_PRECISION_FP32, NULL};
     bench_opts lo = *o;
     if (lo.repeats < 5) lo.repeats = 5; /* every % column divides by this */
     int rc = g.a && g.b && g.c ? time_op(c, &lo, run_gemm, &g, s) : -1;
@@ -318,30 +385,46 @@ static int measure_limits(op_ctx *c, const bench_opts *o, limits *lim) {
     return rc;
 }
 
-static int bench_gemms(op_ctx *c, const bench_opts *o, const limits *lim) {
-    /* The three cases the passes use: forward z = x W^T (NT), weight gradient dz^T x (TN),
-     * input gradient dz W (NN). */
+/* One sweep of the three transpose cases in one precision over buffers a, b (fp32, cap
+ * elements) and c. */
+static int sweep_gemms(op_ctx *c, const bench_opts *o, const limits *lim, bp_precision prec,
+                       float *a, float *b, float *out, size_t cap) {
     static const char *const names[] = {"NN", "NT", "TN"};
     static const int ta[] = {0, 0, 1}, tb[] = {0, 1, 0};
     static const int full[] = {128, 256, 512, 1024, 2048}, quick[] = {128, 256, 512};
     const int *sizes = o->quick ? quick : full;
     int n_sizes = o->quick ? 3 : 5;
-    size_t cap = (size_t)sizes[n_sizes - 1] * (size_t)sizes[n_sizes - 1];
-    gemm_arg g = {
-        0, 0, 0, 0, 0, dev_buffer(c, cap, 1), dev_buffer(c, cap, 2), dev_buffer(c, cap, 3)};
-    int rc = g.a && g.b && g.c ? 0 : -1;
+    float *pa = operand_for(c, a, cap, prec), *pb = operand_for(c, b, cap, prec);
+    int rc = pa && pb ? 0 : -1;
     for (int t = 0; t < 3 && rc == 0; ++t)
         for (int i = 0; i < n_sizes && rc == 0; ++i) {
-            g.ta = ta[t];
-            g.tb = tb[t];
-            g.m = g.n = g.k = sizes[i];
+            int sz = sizes[i];
+            gemm_arg g = {ta[t], tb[t], sz, sz, sz, pa, pb, out, prec, NULL};
+            if (gemm_scratch_for(c, &g, 1) != BP_OK) {
+                rc = -1;
+                break;
+            }
             sample_stats s;
             rc = time_op(c, o, run_gemm, &g, &s);
-            if (rc == 0) report_gemm(names[t], g.m, g.n, g.k, &s, lim);
+            if (rc == 0) report_gemm(names[t], &g, &s, lim);
+            c->ops->free(c->dev, g.scratch);
         }
-    c->ops->free(c->dev, g.a);
-    c->ops->free(c->dev, g.b);
-    c->ops->free(c->dev, g.c);
+    if (pa != a) c->ops->free(c->dev, pa);
+    if (pb != b) c->ops->free(c->dev, pb);
+    return rc;
+}
+
+/* The three cases the passes use: forward z = x W^T (NT), weight gradient dz^T x (TN), input
+ * gradient dz W (NN), in each precision asked for. */
+static int bench_gemms(op_ctx *c, const bench_opts *o, const limits *lim) {
+    size_t cap = o->quick ? (size_t)512 * 512 : (size_t)2048 * 2048;
+    float *a = dev_buffer(c, cap, 1), *b = dev_buffer(c, cap, 2), *out = dev_buffer(c, cap, 3);
+    int rc = a && b && out ? 0 : -1;
+    for (int p = 0; p < o->n_prec && rc == 0; ++p)
+        rc = sweep_gemms(c, o, lim, o->prec[p], a, b, out, cap);
+    c->ops->free(c->dev, a);
+    c->ops->free(c->dev, b);
+    c->ops->free(c->dev, out);
     return rc;
 }
 
@@ -503,9 +586,11 @@ static bp_status run_gemm_set(op_ctx *c, void *p) {
     return st;
 }
 
-/* Times the step's GEMMs on the shared device; *rate is the step's GEMM FLOPs over their time. */
-static int measure_step_gemms(op_ctx *c, const bench_opts *o, const e2e_config *cf, double *rate,
-                              sample_stats *s, int *n_gemms) {
+/* Times the step's GEMMs on the shared device in precision prec; *rate is the step's GEMM
+ * FLOPs over their time. Every product writes one fp32 output buffer: the rate is the GEMMs',
+ * not the fused epilogues'. */
+static int measure_step_gemms(op_ctx *c, const bench_opts *o, const e2e_config *cf,
+                              bp_precision prec, double *rate, sample_stats *s, int *n_gemms) {
     size_t cap = 0;
     for (int l = 0; l + 1 < cf->n_widths; ++l) {
         size_t in = (size_t)cf->widths[l], out = (size_t)cf->widths[l + 1], b = (size_t)cf->batch;
@@ -513,34 +598,44 @@ static int measure_step_gemms(op_ctx *c, const bench_opts *o, const e2e_config *
         if (b * out > biggest) biggest = b * out;
         if (biggest > cap) cap = biggest;
     }
-    float *x = dev_buffer(c, cap, 21), *w = dev_buffer(c, cap, 22), *z = dev_buffer(c, cap, 23);
+    float *x32 = dev_buffer(c, cap, 21), *w32 = dev_buffer(c, cap, 22), *z32 = dev_buffer(c, cap, 23);
+    float *out = dev_buffer(c, cap, 24);
+    float *x = operand_for(c, x32, cap, prec), *w = operand_for(c, w32, cap, prec),
+          *z = operand_for(c, z32, cap, prec);
     gemm_set set = {0};
     for (int l = 0; l + 1 < cf->n_widths; ++l) {
-        int in = cf->widths[l], out = cf->widths[l + 1], b = cf->batch;
-        set.g[set.n++] = (gemm_arg){0, 1, b, out, in, x, w, z};            /* forward, NT */
-        set.g[set.n++] = (gemm_arg){1, 0, out, in, b, z, x, w};            /* weight gradient, TN */
-        if (l > 0) set.g[set.n++] = (gemm_arg){0, 0, b, in, out, z, w, x}; /* input gradient */
+        int in = cf->widths[l], outw = cf->widths[l + 1], b = cf->batch;
+        set.g[set.n++] = (gemm_arg){0, 1, b, outw, in, x, w, out, prec, NULL}; /* forward, NT */
+        set.g[set.n++] = (gemm_arg){1, 0, outw, in, b, z, x, out, prec, NULL}; /* dW, TN */
+        if (l > 0) set.g[set.n++] = (gemm_arg){0, 0, b, in, outw, z, w, out, prec, NULL}; /* dX */
     }
     bench_opts lo = *o;
     if (lo.repeats < 5) lo.repeats = 5;
-    int rc = x && w && z ? time_op(c, &lo, run_gemm_set, &set, s) : -1;
+    int rc = x && w && z && out && gemm_scratch_for(c, set.g, set.n) == BP_OK ? 0 : -1;
+    if (rc == 0) rc = time_op(c, &lo, run_gemm_set, &set, s);
     if (rc == 0) *rate = step_flops(cf) / s->median;
     *n_gemms = set.n;
-    c->ops->free(c->dev, x);
-    c->ops->free(c->dev, w);
-    c->ops->free(c->dev, z);
+    if (set.n) c->ops->free(c->dev, set.g[0].scratch);
+    float *bufs[] = {x32, w32, z32, out};
+    for (int i = 0; i < 4; ++i)
+        c->ops->free(c->dev, bufs[i]);
+    float *copies[] = {x, w, z};
+    for (int i = 0; i < 3; ++i)
+        if (copies[i] != bufs[i]) c->ops->free(c->dev, copies[i]);
     return rc;
 }
 
 static int bench_e2e(bp_device *shared, const bench_opts *o, const e2e_config *c,
-                     const limits *lim) {
+                     bp_precision prec, const limits *lim) {
+    const char *pn = bp_precision_name(prec);
     const char *dn = bp_device_name(shared);
     if (c->gpu_only && bp_device_get_kind(shared) != BP_DEVICE_CUDA) {
         printf("%-4s %s batch %d %s: skipped on %s: GPU only (%.1f TFLOP and %.1f GB of optimizer "
                "state per step; minutes per step on a CPU)\n",
                c->name, "8192x4-1000", c->batch, optim_name(c->opt), dn, step_flops(c) / 1e12,
                16.0 * n_params(c) / 1e9);
-        json_row("train", "\"config\": \"%s\", \"skipped\": \"GPU only\"", c->name);
+        json_row("train", "\"config\": \"%s\", \"precision\": \"%s\", \"skipped\": \"GPU only\"",
+                 c->name, pn);
         return 0;
     }
     limits near = *lim;
@@ -556,15 +651,16 @@ static int bench_e2e(bp_device *shared, const bench_opts *o, const e2e_config *c
                  c->name, near.gemm_flops / 1e9);
         json_stats("seconds", &gs);
         int n_gemms = 0;
-        if (measure_step_gemms(&oc, o, c, &step_gemm_rate, &gs, &n_gemms))
-            return bench_fail("sgemm at the step's shapes");
-        printf("%-4s sgemm at the step's %d GEMM shapes, same run: %.2f GFLOP/s (%.4g ms for "
+        if (measure_step_gemms(&oc, o, c, prec, &step_gemm_rate, &gs, &n_gemms))
+            return bench_fail("the GEMMs at the step's shapes");
+        printf("%-4s %s GEMMs at the step's %d shapes, same run: %.2f GFLOP/s (%.4g ms for "
                "all; min %.4g, max %.4g)\n",
-               c->name, n_gemms, step_gemm_rate / 1e9, gs.median * 1e3, gs.min * 1e3, gs.max * 1e3);
+               c->name, pn, n_gemms, step_gemm_rate / 1e9, gs.median * 1e3, gs.min * 1e3,
+               gs.max * 1e3);
         json_row("limit",
-                 "\"what\": \"sgemm_step_shapes\", \"before_config\": \"%s\", \"gemms\": %d, "
-                 "\"gflops\": %.4f",
-                 c->name, n_gemms, step_gemm_rate / 1e9);
+                 "\"what\": \"gemm_step_shapes\", \"before_config\": \"%s\", \"precision\": "
+                 "\"%s\", \"gemms\": %d, \"gflops\": %.4f",
+                 c->name, pn, n_gemms, step_gemm_rate / 1e9);
         json_stats("seconds", &gs);
         lim = &near;
     }
@@ -579,9 +675,10 @@ static int bench_e2e(bp_device *shared, const bench_opts *o, const e2e_config *c
     bp_mlp_config mc = bp_mlp_config_default(c->n_widths - 1, c->widths);
     mc.max_batch = c->batch;
     mc.seed = 1;
+    mc.precision = prec;
     bp_model *m = bp_model_create(dev, &mc, &st);
     bp_optim_config oc = bp_optim_config_default(c->opt);
-    if (c->opt == BP_OPTIM_SGD) oc.momentum = 0.9f;
+    if (c->opt == BP_OPTIM_SGD) oc.momentum = 0.9;
     bp_optimizer *opt = m ? bp_optimizer_create(m, &oc, &st) : NULL;
     int in = c->widths[0], classes = c->widths[c->n_widths - 1];
     bp_tensor *x = opt ? bp_tensor_create(dev, BP_F32, c->batch, in, &st) : NULL;
@@ -681,16 +778,16 @@ static int bench_e2e(bp_device *shared, const bench_opts *o, const e2e_config *c
     for (int l = 0; l < c->n_widths; ++l)
         snprintf(layers + strlen(layers), sizeof layers - strlen(layers), "%s%d", l ? "-" : "",
                  c->widths[l]);
-    printf("%-4s %s batch %d %s fp32 softmax-CE, %.0f params\n", c->name, layers, c->batch,
-           optim_name(c->opt), p);
+    printf("%-4s %s batch %d %s %s softmax-CE, %.0f params\n", c->name, layers, c->batch,
+           optim_name(c->opt), pn, p);
     printf("     step %.3f ms (min %.3f, max %.3f, IQR %.3f-%.3f; %d samples of %d steps): %.0f "
            "samples/s, %.2f GFLOP/s = %.1f%% of sgemm limit\n",
            ss.median * 1e3, ss.min * 1e3, ss.max * 1e3, ss.q1 * 1e3, ss.q3 * 1e3, reps, inner, sps,
            gf / 1e9, lim->gemm_flops > 0 ? 100.0 * gf / lim->gemm_flops : 0.0);
     if (step_gemm_rate > 0)
-        printf("     %.1f%% of the sgemm rate at the step's own GEMM shapes (their time alone: "
+        printf("     %.1f%% of the %s GEMMs' rate at the step's own shapes (their time alone: "
                "%.4g ms)\n",
-               100.0 * gf / step_gemm_rate, flops / step_gemm_rate * 1e3);
+               100.0 * gf / step_gemm_rate, pn, flops / step_gemm_rate * 1e3);
     printf("     parts (median ms): forward+loss %.3f, zero_grad+backward %.3f, norm+update %.3f\n",
            sf.median * 1e3, sb.median * 1e3, su.median * 1e3);
     printf("     napkin: %.4g GFLOP/step (6*B*sum(in*out) - 2*B*in0*out0), >= %.4g MB/step; "
@@ -701,13 +798,13 @@ static int bench_e2e(bp_device *shared, const bench_opts *o, const e2e_config *c
            (double)(ds.peak_bytes - ds0.bytes_in_use) / 1048576.0,
            base_kb >= 0 && hwm_kb >= 0 ? (hwm_kb - base_kb) / 1024.0 : -1.0);
     json_row("train",
-             "\"config\": \"%s\", \"layers\": \"%s\", \"batch\": %d, \"optimizer\": \"%s\", "
-             "\"params\": %.0f, \"flops_per_step\": %.6e, \"bytes_per_step\": %.6e, "
+             "\"config\": \"%s\", \"precision\": \"%s\", \"layers\": \"%s\", \"batch\": %d, "
+             "\"optimizer\": \"%s\", \"params\": %.0f, \"flops_per_step\": %.6e, \"bytes_per_step\": %.6e, "
              "\"samples_per_s\": %.3f, \"gflops\": %.4f, \"fraction_of_sgemm\": %.4f, "
-             "\"fraction_of_step_shape_sgemm\": %.4f, "
+             "\"fraction_of_step_shape_gemm\": %.4f, "
              "\"limit_seconds\": %.6e, \"device_peak_bytes\": %zu, \"process_hwm_delta_kib\": "
              "%ld, \"warmup\": %d, \"repeats\": %d, \"steps_per_sample\": %d",
-             c->name, layers, c->batch, optim_name(c->opt), p, flops, bytes, sps, gf / 1e9,
+             c->name, pn, layers, c->batch, optim_name(c->opt), p, flops, bytes, sps, gf / 1e9,
              lim->gemm_flops > 0 ? gf / lim->gemm_flops : 0.0,
              step_gemm_rate > 0 ? gf / step_gemm_rate : 0.0, t_lim,
              ds.peak_bytes - ds0.bytes_in_use, base_kb >= 0 && hwm_kb >= 0 ? hwm_kb - base_kb : -1L,
@@ -739,6 +836,9 @@ static void bench_help(FILE *f) {
                "                   (default S,M,L,XL; XL runs on a GPU only)\n"
                "  --only WHAT      ops (per-op only) or train (training steps only)\n"
                "  --device NAME    cpu, cuda, cuda:N, auto (default auto)\n"
+               "  --precision LIST fp32, tf32, bf16, comma-separated: a GEMM column and a training\n"
+               "                   row each (default all three on a GPU; fp32 on the CPU, whose\n"
+               "                   tf32 and bf16 give the GPU's numbers, not its speed)\n"
                "  --quick          few repeats and a small sweep (a check that finishes fast)\n"
                "  --warmup N       untimed calls before timing (default 2; --quick 1)\n"
                "  --repeats N      timed samples per row; median, min, max, IQR (default 10)\n"
@@ -761,7 +861,7 @@ static int parse_int(const char *flag, const char *v, int lo, int *out) {
 }
 
 static int parse(int argc, char **argv, bench_opts *o) {
-    *o = (bench_opts){"auto", NULL, "S,M,L,XL", NULL, 0, -1, -1, 0};
+    *o = (bench_opts){"auto", NULL, "S,M,L,XL", NULL, 0, -1, -1, 0, NULL, {0}, 0};
     for (int i = 0; i < argc; ++i) {
         const char *a = argv[i];
         if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
@@ -772,10 +872,10 @@ static int parse(int argc, char **argv, bench_opts *o) {
             *(a[2] == 'q' ? &o->quick : &o->no_limits) = 1;
             continue;
         }
-        static const char *const with_value[] = {"--config", "--only",   "--device",
-                                                 "--json",   "--warmup", "--repeats"};
+        static const char *const with_value[] = {"--config", "--only",    "--device",   "--json",
+                                                 "--warmup", "--repeats", "--precision"};
         int known = 0;
-        for (int k = 0; k < 6; ++k)
+        for (int k = 0; k < 7; ++k)
             known |= strcmp(a, with_value[k]) == 0;
         if (!known) {
             fprintf(stderr, "backprop bench: %s: unknown option (see backprop bench --help)\n", a);
@@ -799,6 +899,8 @@ static int parse(int argc, char **argv, bench_opts *o) {
             o->device = v;
         else if (strcmp(a, "--json") == 0)
             o->json = v;
+        else if (strcmp(a, "--precision") == 0)
+            o->precisions = v;
         else if (strcmp(a, "--warmup") == 0)
             rc = parse_int(a, v, 0, &o->warmup);
         else
@@ -807,6 +909,28 @@ static int parse(int argc, char **argv, bench_opts *o) {
     }
     if (o->warmup < 0) o->warmup = o->quick ? 1 : 2;
     if (o->repeats < 0) o->repeats = o->quick ? 3 : 10;
+    return 0;
+}
+
+/* Resolves --precision (default: every mode on a GPU, fp32 alone on the CPU, whose tf32 and bf16
+ * modes are the GPU's reference numbers, not a speed) into o->prec; 0 or a usage error. */
+static int pick_precisions(bench_opts *o, const bp_device *dev) {
+    const char *list = o->precisions;
+    if (!list) list = bp_device_get_kind(dev) == BP_DEVICE_CUDA ? "fp32,tf32,bf16" : "fp32";
+    char buf[64];
+    snprintf(buf, sizeof buf, "%s", list);
+    o->n_prec = 0;
+    for (char *save = NULL, *t = strtok_r(buf, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
+        int found = -1;
+        for (int p = 0; p < BP_PRECISION_COUNT_; ++p)
+            if (strcmp(t, bp_precision_name((bp_precision)p)) == 0) found = p;
+        if (found < 0 || o->n_prec >= BP_PRECISION_COUNT_) {
+            fprintf(stderr, "backprop bench: --precision: '%s' is not one of fp32, tf32, bf16\n",
+                    t);
+            return CLI_EXIT_USAGE;
+        }
+        o->prec[o->n_prec++] = (bp_precision)found;
+    }
     return 0;
 }
 
@@ -840,6 +964,10 @@ int cli_cmd_bench(int argc, char **argv) {
     if (!dev) {
         fprintf(stderr, "backprop bench: --device %s: %s\n", o.device, bp_last_error());
         return CLI_EXIT_FAIL;
+    }
+    if ((rc = pick_precisions(&o, dev))) {
+        bp_device_close(dev);
+        return rc;
     }
     cli_atomic_file af = {0};
     if (o.json) {
@@ -884,7 +1012,8 @@ int cli_cmd_bench(int argc, char **argv) {
         printf("training steps: FLOPs count GEMMs only: forward 2*B*in*out per layer, backward "
                "4*B*in*out per layer\nless the first layer's dx (2*B*in0*out0)\n");
         for (int i = 0; i < n_picked && rc == 0; ++i)
-            rc = bench_e2e(dev, &o, &CONFIGS[picked[i]], &lim);
+            for (int p = 0; p < o.n_prec && rc == 0; ++p)
+                rc = bench_e2e(dev, &o, &CONFIGS[picked[i]], o.prec[p], &lim);
     }
     if (g_json) {
         json_end();

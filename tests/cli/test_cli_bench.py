@@ -31,12 +31,12 @@ def test_quick_json():
               len(tiny) == 1 and tiny[0]["samples_per_s"] > 0 and
               all(k in tiny[0] for k in ("forward_seconds", "backward_seconds",
                                         "update_seconds", "device_peak_bytes")), tiny)
-        shape = [row for row in rows if row.get("what") == "sgemm_step_shapes" and
-                 row.get("before_config") == "tiny"]
+        shape = [row for row in rows if row.get("what") == "gemm_step_shapes" and
+                 row.get("before_config") == "tiny" and row.get("precision") == "fp32"]
         check("tiny has the SGEMM rate at its own 5 GEMM shapes (2 layers: 2 NT, 2 TN, 1 NN) "
               "and the step's share of it",
               len(shape) == 1 and shape[0]["gemms"] == 5 and shape[0]["gflops"] > 0 and
-              len(tiny) == 1 and tiny[0].get("fraction_of_step_shape_sgemm", 0) > 0, shape)
+              len(tiny) == 1 and tiny[0].get("fraction_of_step_shape_gemm", 0) > 0, shape)
         gemm = [row for row in rows if row.get("op") == "gemm"]
         check("the GEMM sweep covers NN, NT and TN",
               {row["case"] for row in gemm} == {"NN", "NT", "TN"}, gemm)
@@ -44,6 +44,34 @@ def test_quick_json():
         if doc.get("device") == "cpu":
             check("XL is skipped on the CPU with the reason",
                   len(xl) == 1 and "skipped" in xl[0] and "GPU only" in r.out, r)
+
+
+def test_precisions():
+    """--precision: a GEMM row and a training row per mode (the CPU runs them as the reference),
+    each training row beside the rate of its own GEMM shapes in that mode."""
+    with tempdir() as d:
+        out = os.path.join(d, "bench.json")
+        r = run("bench", "--quick", "--config", "tiny", "--repeats", "2", "--device", "cpu",
+                "--precision", "fp32,tf32,bf16", "--json", out, timeout=240)
+        check("bench --precision fp32,tf32,bf16 exits 0", r.rc == 0, r)
+        try:
+            with open(out) as f:
+                rows = json.load(f)["rows"]
+        except (OSError, ValueError, KeyError) as e:
+            check("bench --precision writes valid JSON", False, e)
+            return
+        modes = ("fp32", "tf32", "bf16")
+        train = {row.get("precision") for row in rows if row.get("section") == "train"}
+        shape = {row.get("precision") for row in rows if row.get("what") == "gemm_step_shapes"}
+        gemm = {row.get("precision") for row in rows if row.get("op") == "gemm"}
+        check("a training row per mode", train == set(modes), train)
+        check("the step's GEMM rate in each mode", shape == set(modes), shape)
+        check("a GEMM sweep column per mode", gemm == set(modes), gemm)
+        for m in modes:
+            check("the %s training row names its mode" % m, (" adam %s softmax-CE" % m) in r.out,
+                  r)
+    r = run("bench", "--precision", "fp64", "--device", "cpu")
+    check("an unknown precision exits 2 naming it", r.rc == 2 and "'fp64'" in r.err, r)
 
 
 def test_usage():
@@ -65,4 +93,5 @@ def test_usage():
 if __name__ == "__main__":
     test_usage()
     test_quick_json()
+    test_precisions()
     finish()
