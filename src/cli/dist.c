@@ -108,9 +108,9 @@ int cli_dist_join(cli_session *s, bp_optimizer *opt, int rc) {
         return cli_lib_fail(s->cmd, "");
     if (bp_comm_attach(s->comm, s->m, opt) != BP_OK) return cli_lib_fail(s->cmd, "");
     if (cli_rank == 0)
-        printf("distributed: %d ranks, %lld %s per rank and step (global batch %d)\n", cli_ranks,
-               (long long)(s->o.batch / cli_ranks),
-               cli_plural(s->o.batch / cli_ranks, "sample", "samples"), s->o.batch);
+        fprintf(cli_out(), "distributed: %d ranks, %lld %s per rank and step (global batch %d)\n",
+                cli_ranks, (long long)(s->o.batch / cli_ranks),
+                cli_plural(s->o.batch / cli_ranks, "sample", "samples"), s->o.batch);
     return 0;
 }
 

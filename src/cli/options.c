@@ -134,8 +134,11 @@ static const opt_spec SPECS[] = {
      "test labels, IDX", "data"},
     {"target-column", OT_STR, OFF(target_column), T | E | P | L, SDF, NULL, 0, 0, "", "COLS",
      "CSV target column(s): header names or 0-based indices (default: the last)", "data"},
-    {"target-kind", OT_CHOICE, OFF(target_kind), T | E | P | L, SDF, "auto|class|onehot|values", 0,
-     0, "auto", "KIND", "CSV/NPY targets: class indices, one-hot columns or values", "data"},
+    {"target-kind", OT_CHOICE, OFF(target_kind), T | E | P | L, SDF,
+     "auto|class|onehot|values|names", 0, 0, "auto", "KIND",
+     "CSV/NPY targets: class labels (indices, or names when no label is a number), one-hot "
+     "columns, values, or names (every label a name, digits too)",
+     "data"},
     {"classes", OT_INT, OFF(classes), T | L, SF, NULL, 0, 1 << 24, "0", "N",
      "class labels: train N classes, labels 0..N-1 (0: 1 + the largest label; needed when the "
      "labels are far more than the distinct ones seen)",
@@ -196,6 +199,16 @@ static const opt_spec SPECS[] = {
      "output"},
     {"dump-weights", OT_BOOL, OFF(dump_weights), I, 0, NULL, 0, 1, "no", "",
      "print every parameter (%.9g, exact for float32)", "output"},
+    {"output-format", OT_CHOICE, OFF(output_format), P, 0, "auto|csv|npy", 0, 0, "auto", "FMT",
+     "format of --output (auto: from its extension; CSV for -, standard output)", "output"},
+    {"json", OT_BOOL, OFF(json), T | E | I, 0, NULL, 0, 1, "no", "",
+     "print one JSON object on standard output (train: the summary at the end); the rest goes "
+     "to standard error",
+     "output"},
+    {"train-acc", OT_CHOICE, OFF(train_acc), T, 0, "sampled|full|off", 0, 0, "sampled", "HOW",
+     "the progress bar's train accuracy (classes): from batches sampled within 2% of the time, "
+     "from every batch (one more forward a step), or none",
+     "run"},
 };
 
 #undef T
@@ -656,7 +669,7 @@ static const char *const CMD_SUMMARY[] = {
 static const char *const CMD_USAGE[] = {
     "backprop train (--data NAME | --train FILE | --train-images F --train-labels F) [options]",
     "backprop eval CHECKPOINT [--input FILE | --data NAME | --test-images F --test-labels F]",
-    "backprop predict CHECKPOINT --input FILE --output FILE.csv|FILE.npy [options]",
+    "backprop predict CHECKPOINT --input FILE|- --output FILE.csv|FILE.npy|- [options]",
     "backprop info CHECKPOINT [--dump-weights]",
     "backprop lr-find [data and model options] [--start-lr 1e-7 --end-lr 10 --steps 100]",
 };
