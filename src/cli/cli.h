@@ -161,6 +161,8 @@ void cli_csv_field(FILE *f, const char *s, char delim);
 /* ---- json.c ---- */
 size_t cli_utf8_seq(const unsigned char *s, size_t n); /* 0: not a valid sequence */
 int cli_utf8_valid(const char *s);
+/* s for a message: bytes that are not UTF-8 (or control characters) as \xHH. */
+void cli_escape_bytes(const char *s, char *out, size_t size);
 typedef struct cli_json {
     FILE *f;
     int depth;

@@ -616,10 +616,12 @@ static int check_named_classes(int cmd, const cli_options *o, cli_data *d, const
     }
     for (int k = 0; k < n; ++k)
         if (!cli_utf8_valid(name_of(t, k))) {
+            char shown[160];
+            cli_escape_bytes(name_of(t, k), shown, sizeof shown);
             cli_usage_error(cmd,
                             "%s: row %lld: the class name '%s' is not UTF-8, which checkpoints "
                             "keep names in (convert the file, e.g. iconv -f latin1 -t utf-8)",
-                            d->train_name, (long long)row_of(t, k) + 1, name_of(t, k));
+                            d->train_name, (long long)row_of(t, k) + 1, shown);
             return CLI_EXIT_USAGE;
         }
     if (n > 1000 && 2 * (int64_t)n > rows) {

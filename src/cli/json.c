@@ -35,6 +35,23 @@ int cli_utf8_valid(const char *s) {
     return 1;
 }
 
+void cli_escape_bytes(const char *s, char *out, size_t size) {
+    const unsigned char *p = (const unsigned char *)s;
+    size_t n = strlen(s), at = 0;
+    for (size_t i = 0; i < n && at + 5 < size;) {
+        size_t len = cli_utf8_seq(p + i, n - i);
+        if (len && p[i] >= 0x20) {
+            if (at + len + 1 >= size) break;
+            memcpy(out + at, p + i, len);
+            at += len;
+            i += len;
+        } else {
+            at += (size_t)snprintf(out + at, size - at, "\\x%02x", p[i++]);
+        }
+    }
+    out[at < size ? at : size - 1] = '\0';
+}
+
 void cli_json_open(cli_json *j, FILE *f) {
     memset(j, 0, sizeof *j);
     j->f = f;

@@ -541,8 +541,7 @@ static bp_status auto_kind(csv_ctx *c, int *names) {
     c->line = c->label_line[later];
     return csv_error(c, BP_ERR_CORRUPT_FILE, c->target_cols[0] + 1,
                      "the label '%.40s' is a %s, but line %lld has the %s '%.40s': class labels "
-                     "are all indices or all names (read them all as names with "
-                     "BP_CSV_CLASS_NAME)",
+                     "are all indices or all names",
                      c->labels[later], later == number ? "number" : "name",
                      (long long)c->label_line[first], later == number ? "name" : "number",
                      c->labels[first]);
