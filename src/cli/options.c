@@ -123,7 +123,9 @@ static const opt_spec SPECS[] = {
     {"test-targets", OT_STR, OFF(test_targets), T | E | P, SDI, NULL, 0, 0, "", "FILE.npy",
      "targets of --test", "data"},
     {"input", OT_STR, OFF(input), E | P, OF_IN, NULL, 0, 0, "", "FILE",
-     "data to evaluate or predict (.csv, .npy; like --test)", "data"},
+     "data to evaluate or predict (.csv, .npy, or - for standard input; like --test; predict: "
+     "a CSV as wide as the model's input, or an NPY without --targets, has no targets)",
+     "data"},
     {"train-images", OT_STR, OFF(train_images), T | L, SDI, NULL, 0, 0, "", "FILE",
      "training images, IDX (optionally .gz)", "data"},
     {"train-labels", OT_STR, OFF(train_labels), T | L, SDI, NULL, 0, 0, "", "FILE",
@@ -193,7 +195,7 @@ static const opt_spec SPECS[] = {
      "lr-find"},
     /* output */
     {"output", OT_STR, OFF(output), P, OF_OUT, NULL, 0, 0, "", "FILE",
-     "where predictions go: .csv or .npy", "output"},
+     "where predictions go: .csv, .npy, or - for standard output", "output"},
     {"outputs", OT_CHOICE, OFF(outputs), P, 0, "auto|class|probs|logits", 0, 0, "auto", "WHAT",
      "what to write (auto: CSV class and probabilities, NPY probabilities; values for mse)",
      "output"},

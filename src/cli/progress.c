@@ -97,7 +97,7 @@ static double run_left(const cli_progress *p) {
 
 /* The texts of a redraw: the parts that always show, and the bracketed items in the order
  * they are kept when the terminal is narrow. */
-enum { ITEM_TIMES, ITEM_LOSS, ITEM_ACC, ITEM_RUN, ITEM_RATE, N_ITEMS };
+enum { ITEM_TIMES, ITEM_LOSS, ITEM_RUN, ITEM_ACC, ITEM_RATE, N_ITEMS };
 static const int SHOWN_ORDER[N_ITEMS] = {ITEM_TIMES, ITEM_RATE, ITEM_LOSS, ITEM_ACC, ITEM_RUN};
 
 typedef struct bar_text {

@@ -297,6 +297,7 @@ static int epochs(trainer *t) {
         r.train_loss = t->prog.loss_n ? t->prog.loss_sum / (double)t->prog.loss_n : NAN;
         r.train_acc = t->prog.scored ? (double)t->prog.right / (double)t->prog.scored : NAN;
         r.train_scored = t->prog.scored;
+        r.train_score_seconds = t->prog.score_seconds;
         r.lr = t->last_lr;
         double t0 = cli_now();
         if ((rc = validate(t, &r))) return rc;
@@ -388,6 +389,7 @@ static void history_json(const trainer *t, cli_json *j) {
         if (t->accuracy && t->s.loss.kind == BP_LOSS_CROSS_ENTROPY) {
             cli_json_num(j, "train_accuracy", r->train_scored ? r->train_acc : NAN);
             cli_json_int(j, "train_accuracy_rows", r->train_scored);
+            cli_json_num(j, "train_accuracy_seconds", r->train_score_seconds);
         }
         cli_json_end(j, '}');
     }
