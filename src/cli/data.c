@@ -188,23 +188,25 @@ static int npy_magic(const char *path) {
 
 /* ---- CSV ---- */
 
-/* The columns of the first non-blank line (delimiters outside quotes, plus one); 0 when the
- * file cannot be read or holds no such line. */
+/* The columns of the first non-blank line (delimiters outside quotes, plus one), however long
+ * the line; 0 when the file cannot be read or holds no such line. */
 static int count_columns(const char *path, char delim) {
     gzFile g = gzopen(path, "rb");
-    char line[1 << 16];
-    int cols = 0;
-    for (int tries = 0; g && !cols && tries < 64 && gzgets(g, line, sizeof line); ++tries) {
-        if (line[strspn(line, " \t\r\n")] == '\0') continue;
-        int quoted = 0;
-        cols = 1;
-        for (const char *p = line; *p && *p != '\n'; ++p) {
+    char chunk[1 << 16];
+    int cols = 0, quoted = 0, blank = 1;
+    for (int lines = 0; g && lines < 64 && gzgets(g, chunk, sizeof chunk);) {
+        for (const char *p = chunk; *p && *p != '\n'; ++p) {
+            if (*p != ' ' && *p != '\t' && *p != '\r') blank = 0;
             if (*p == '"') quoted = !quoted;
             cols += !quoted && *p == delim;
         }
+        if (!strchr(chunk, '\n') && !gzeof(g)) continue; /* the line goes on */
+        if (!blank) break;
+        cols = quoted = 0;
+        ++lines;
     }
     if (g) gzclose(g);
-    return cols;
+    return blank ? 0 : cols + 1;
 }
 
 static bp_csv_target label_kind(const load_ctx *lc) {

@@ -73,6 +73,8 @@ static void describe_data(const cli_data *d, char *buf, size_t size) {
     size_t ys = (size_t)n * (size_t)bp_dataset_target_width(t) * 4;
     uint64_t h = cli_fnv1a(0xcbf29ce484222325ull, bp_dataset_features_data(t), xs);
     h = cli_fnv1a(h, bp_dataset_targets_data(t), ys);
+    for (int i = 0; i < d->names.n; ++i) /* the classes' names, NUL-terminated each */
+        h = cli_fnv1a(h, d->names.v[i], strlen(d->names.v[i]) + 1);
     snprintf(buf, size, "%lld x %d -> %d %s, %lld for validation, %lld for test, checksum %016llx",
              (long long)n, d->features, d->kind == BP_TARGET_CLASS ? d->classes : d->target_width,
              d->kind == BP_TARGET_CLASS ? "classes" : "values",
