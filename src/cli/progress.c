@@ -80,7 +80,7 @@ static double sample_rate(const cli_progress *p) {
 }
 
 /* Seconds left in the epoch and in the run (this invocation): the steps left at the smoothed
- * rate, and a validation pass like the last one after each epoch. */
+ * rate, and a validation pass like the last one after this epoch and each one left. */
 static double epoch_left(const cli_progress *p) {
     double r = step_rate(p);
     return p->step >= p->steps ? 0.0 : r > 0.0 ? (double)(p->steps - p->step) / r : -1.0;
@@ -92,7 +92,7 @@ static double run_left(const cli_progress *p) {
     if (after < 0) after = 0;
     if (here < 0.0 || (after > 0 && r <= 0.0)) return -1.0;
     return here + (after > 0 ? (double)after * (double)p->steps / r : 0.0) +
-           (double)(after + (p->step < p->steps)) * p->run.val_seconds;
+           (double)(after + 1) * p->run.val_seconds; /* this epoch's validation is still to come */
 }
 
 /* The texts of a redraw: the parts that always show, and the bracketed items in the order
