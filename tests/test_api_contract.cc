@@ -228,6 +228,8 @@ TEST(ApiContract, DataAndLoader) {
     EXPECT_EQ(bp_dataset_classes(nullptr), 0);
     EXPECT_EQ(bp_dataset_features_data(nullptr), nullptr);
     EXPECT_EQ(bp_dataset_targets_data(nullptr), nullptr);
+    EXPECT_EQ(bp_dataset_n_class_names(nullptr), 0);
+    EXPECT_EQ(bp_dataset_class_name(nullptr, 0), nullptr);
     (void)bp_dataset_target_kind(nullptr); // any value; must not crash
     bp_dataset *tr = nullptr, *va = nullptr;
     float off[2], sc[2];

@@ -1,8 +1,9 @@
 /* Datasets in host memory, and batches prepared for a device.
  *
  * A dataset holds n >= 1 samples: features as float32 [n, features] (row-major) and targets,
- * either class indices (int32 [n]) or values (float32 [n, width]) for regression and BCE. Every
- * feature and target is finite.
+ * either class indices (int32 [n]) or values (float32 [n, width]) for regression and BCE, or
+ * none (features to predict from). Every feature and target is finite. Class labels may have
+ * names (a CSV column of text): then class i is the i-th name (bp_dataset_class_name).
  *
  * Loaders return NULL and set *status on failure, with one line in bp_last_error() naming the
  * call, the file and the position: "byte offset N" for binary files ("uncompressed byte offset"
@@ -30,8 +31,9 @@ extern "C" {
 typedef struct bp_dataset bp_dataset;
 
 typedef enum bp_target_kind {
-    BP_TARGET_CLASS = 0, /* int32 class index per sample */
-    BP_TARGET_VALUES = 1 /* float32 values per sample */
+    BP_TARGET_CLASS = 0,  /* int32 class index per sample */
+    BP_TARGET_VALUES = 1, /* float32 values per sample */
+    BP_TARGET_NONE = 2    /* no targets (width 0): features to predict from; no loader takes them */
 } bp_target_kind;
 
 /* IDX files (the MNIST format), gzip-compressed (detected by the bytes 1f 8b) or not. images:
@@ -44,7 +46,14 @@ BP_API bp_dataset *bp_dataset_load_idx(const char *images_path, const char *labe
 typedef enum bp_csv_target {
     BP_CSV_CLASS_INDEX = 0, /* one target column of integers >= 0 */
     BP_CSV_ONE_HOT = 1,     /* the target columns are a one-hot row, turned into a class index */
-    BP_CSV_VALUES = 2       /* the target columns are regression values */
+    BP_CSV_VALUES = 2,      /* the target columns are regression values */
+    BP_CSV_CLASS_NAME = 3,  /* one target column of class names: any non-empty text, each
+                               distinct text a class (see class_names for their order) */
+    BP_CSV_CLASS_AUTO = 4,  /* one target column: BP_CSV_CLASS_INDEX when every label is a
+                               number, BP_CSV_CLASS_NAME when none is; a column holding both is
+                               BP_ERR_CORRUPT_FILE naming a line of each */
+    BP_CSV_NO_TARGETS = 5   /* every column is a feature (targets must be NULL):
+                               BP_TARGET_NONE, data to predict from */
 } bp_csv_target;
 
 typedef struct bp_csv_options {
@@ -56,17 +65,29 @@ typedef struct bp_csv_options {
                             whole string is first tried as one name (for a name with a comma);
                             NULL: the last column. The other columns are the features. */
     bp_csv_target target_kind;
+    /* Class names (BP_CSV_CLASS_NAME, and BP_CSV_CLASS_AUTO when the labels are names): the
+     * classes 0..n_class_names-1 are these names in this order (distinct, not NULL), so a file
+     * read later maps its labels onto a model's classes; names of the file that are not among
+     * them take the next indices, in byte order (strcmp), so the caller sees and can name them.
+     * NULL (n_class_names 0): the classes are the file's distinct names in byte order. */
+    const char *const *class_names;
+    int n_class_names;
 } bp_csv_options;
 
-/* delimiter ',', header -1 (detect), targets NULL (the last column), BP_CSV_CLASS_INDEX. */
+/* delimiter ',', header -1 (detect), targets NULL (the last column), BP_CSV_CLASS_INDEX, no
+ * class names. */
 BP_API bp_csv_options bp_csv_options_default(void);
 
 /* A CSV file (gzip-compressed or not): one sample per line; LF or CRLF line ends (lines ending
  * in CR alone are BP_ERR_CORRUPT_FILE, with the conversion to use); blank lines skipped; blanks
  * around cells ignored; fields may be quoted ("a, b", "" for a quote) but may not span lines.
  * A target named by a header name that several columns share is BP_ERR_INVALID_ARGUMENT. Every cell
- * but the header's must be a number (strtod, so the C locale's decimal point). options NULL: the
- * defaults. Classes: the number of target columns for one-hot, else 1 + the largest label. */
+ * but the header's and class names must be a number (strtod, so the C locale's decimal point).
+ * Header detection (header -1): the first row is a header when one of its cells is not a number
+ * and the cell under it in the second row is one (so a column of class names alone does not
+ * make a header); a file of one row is a header when any cell is not a number. options NULL:
+ * the defaults. Classes: the number of target columns for one-hot, the number of names for
+ * class names, else 1 + the largest label. */
 BP_API bp_dataset *bp_dataset_load_csv(const char *path, const bp_csv_options *options,
                                        bp_status *status);
 
@@ -75,13 +96,15 @@ BP_API bp_dataset *bp_dataset_load_csv(const char *path, const bp_csv_options *o
  * '<f8', '|u1', '<i4', '<i8', ...); others are BP_ERR_UNSUPPORTED. features: [n, ...] (each
  * sample flattened; [n] is one feature); targets: [n] or [n, 1] of integers >= 0 (or floats
  * holding such integers) for BP_TARGET_CLASS, or numbers [n] / [n, k, ...] (flattened to width
- * k...) for BP_TARGET_VALUES. Classes: 1 + the largest label. */
+ * k...) for BP_TARGET_VALUES; BP_TARGET_NONE reads the features alone (targets_path must be
+ * NULL). Classes: 1 + the largest label. */
 BP_API bp_dataset *bp_dataset_load_npy(const char *features_path, const char *targets_path,
                                        bp_target_kind kind, bp_status *status);
 
 /* A dataset from caller memory (copied). targets: int32 [n] for classes, float [n, width] for
- * values (width 1 for classes). Class indices must be >= 0 (BP_ERR_INVALID_ARGUMENT), features
- * and values finite (BP_ERR_NON_FINITE naming the row and column). */
+ * values (width 1 for classes); BP_TARGET_NONE takes width 0 and ignores targets (NULL). Class
+ * indices must be >= 0 (BP_ERR_INVALID_ARGUMENT), features and values finite
+ * (BP_ERR_NON_FINITE naming the row and column). */
 BP_API bp_dataset *bp_dataset_from_memory(int64_t n, int features, const float *x,
                                           bp_target_kind kind, int width, const void *targets,
                                           bp_status *status);
@@ -91,14 +114,18 @@ BP_API void bp_dataset_free(bp_dataset *dataset);
 BP_API int64_t bp_dataset_size(const bp_dataset *dataset);
 BP_API int bp_dataset_features(const bp_dataset *dataset);
 BP_API bp_target_kind bp_dataset_target_kind(const bp_dataset *dataset);
-BP_API int bp_dataset_target_width(const bp_dataset *dataset); /* 1 for classes */
+BP_API int bp_dataset_target_width(const bp_dataset *dataset); /* 1 for classes, 0: none */
 BP_API int bp_dataset_classes(const bp_dataset *dataset);      /* see the loaders; 0: values */
+/* Class names (BP_CSV_CLASS_NAME): how many (bp_dataset_classes), 0 when the classes are
+ * indices; name `index` (0-based), owned by the dataset, NULL out of range. */
+BP_API int bp_dataset_n_class_names(const bp_dataset *dataset);
+BP_API const char *bp_dataset_class_name(const bp_dataset *dataset, int index);
 BP_API const float *bp_dataset_features_data(const bp_dataset *dataset);
 BP_API const void *bp_dataset_targets_data(const bp_dataset *dataset);
 
 /* A seeded shuffle of the rows, then the first n - round(n * val_fraction) rows train and the
  * rest validate. val_fraction in (0, 1), and each part must get at least one row. Both outputs
- * are new datasets that keep the input's class count; the input is unchanged.
+ * are new datasets that keep the input's class count and names; the input is unchanged.
  *
  * The shuffle (also the loader's, with another stream) is Fisher-Yates over the identity
  * 0..n-1 driven by bp_random_u32 (kernels/bp_math.h): step k = 0..n-2 swaps position
@@ -127,8 +154,9 @@ BP_API bp_status bp_dataset_apply_scaling(bp_dataset *dataset, const float *offs
  * Without shuffle the order is 0..n-1; with shuffle it is the permutation of the split's recipe
  * above on the stream 0xC000000000000001 + epoch: the same on every device, and the same after a
  * resume. The dataset is borrowed: it must outlive the loader and not change while an epoch
- * runs. Every buffer and device tensor is allocated in bp_loader_create, so a training loop
- * allocates nothing per step. Call a loader's functions from one thread at a time. */
+ * runs; one without targets (BP_TARGET_NONE) is BP_ERR_INVALID_ARGUMENT. Every buffer and device
+ * tensor is allocated in bp_loader_create, so a training loop allocates nothing per step. Call a
+ * loader's functions from one thread at a time. */
 typedef struct bp_loader bp_loader;
 
 BP_API bp_loader *bp_loader_create(const bp_dataset *dataset, bp_device *device, int batch,

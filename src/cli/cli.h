@@ -35,6 +35,9 @@ enum { SCALE_AUTO, SCALE_STANDARD, SCALE_MINMAX, SCALE_GLOBAL, SCALE_NONE };
 enum { TK_AUTO, TK_CLASS, TK_ONEHOT, TK_VALUES };
 enum { MON_AUTO, MON_LOSS, MON_ACC };
 enum { OUT_AUTO, OUT_CLASS, OUT_PROBS, OUT_LOGITS };
+enum { TK_NAMES = TK_VALUES + 1 };
+enum { FMT_AUTO, FMT_CSV, FMT_NPY };
+enum { ACC_SAMPLED, ACC_FULL, ACC_OFF };
 
 /* Every option of every subcommand; the table in options.c maps names onto these fields. */
 typedef struct cli_options {
@@ -69,6 +72,9 @@ typedef struct cli_options {
     int steps;
     /* predict, info */
     int outputs, dump_weights;
+    int output_format; /* FMT_* */
+    int json;          /* train, eval, info: one JSON object on stdout */
+    int train_acc;     /* ACC_* */
 
     /* Per option (index into the table): given by the user (file or flag), and its text. */
     unsigned char *given;
@@ -129,6 +135,55 @@ long cli_parse_floats(const char *s, float *out, size_t cap);
 void cli_format_duration(double seconds, char *buf, size_t size);
 uint64_t cli_fnv1a(uint64_t h, const void *data, size_t n);
 
+/* Where the human output of train, eval and info goes: stdout, or stderr under --json (then
+ * stdout holds the JSON object alone). */
+extern FILE *cli_human;
+#define cli_out() (cli_human ? cli_human : stdout)
+
+/* ---- names.c: class names ---- */
+typedef struct cli_names {
+    char **v;
+    int n;
+} cli_names;
+void cli_names_free(cli_names *names);
+/* Copies of a dataset's class names (none: n 0); 0 or -1 when out of memory. */
+int cli_names_from_dataset(cli_names *names, const bp_dataset *ds);
+/* The names joined by '\n' (a CSV field never holds a line end), malloc'd; and back (0, or -1
+ * out of memory). */
+char *cli_names_join(const cli_names *names);
+int cli_names_split(cli_names *names, const char *text);
+/* "cat, dog, owl" (the first few, then "..."), in a rotating static buffer. */
+const char *cli_names_list(const cli_names *names);
+/* One CSV field as written: quoted (with "" for a quote) when it holds the delimiter, a quote
+ * or blanks at either end, which a reader would change. */
+void cli_csv_field(FILE *f, const char *s, char delim);
+
+/* ---- json.c ---- */
+size_t cli_utf8_seq(const unsigned char *s, size_t n); /* 0: not a valid sequence */
+int cli_utf8_valid(const char *s);
+/* s for a message: bytes that are not UTF-8 (or control characters) as \xHH. */
+void cli_escape_bytes(const char *s, char *out, size_t size);
+typedef struct cli_json {
+    FILE *f;
+    int depth;
+    int count[16]; /* values written at each depth */
+} cli_json;
+void cli_json_open(cli_json *j, FILE *f); /* "{" */
+void cli_json_close(cli_json *j);         /* "}" and a newline */
+/* key NULL inside an array. bracket '{' / '[' and '}' / ']'. */
+void cli_json_begin(cli_json *j, const char *key, char bracket);
+void cli_json_end(cli_json *j, char bracket);
+void cli_json_str(cli_json *j, const char *key, const char *v); /* NULL: null */
+void cli_json_num(cli_json *j, const char *key, double v);      /* %.17g; NaN, inf: null */
+void cli_json_int(cli_json *j, const char *key, long long v);
+void cli_json_u64(cli_json *j, const char *key, uint64_t v);
+void cli_json_bool(cli_json *j, const char *key, int v);
+void cli_json_null(cli_json *j, const char *key);
+/* A stored number's text as it is when it is a JSON number (exact), null for nan/inf, else a
+ * string. */
+void cli_json_text(cli_json *j, const char *key, const char *text);
+void cli_json_names(cli_json *j, const char *key, const cli_names *names); /* none: null */
+
 /* ---- signals.c ---- */
 /* The signal (SIGINT, SIGTERM, SIGHUP) that asked a training run to stop; 0 while none has. */
 extern volatile sig_atomic_t cli_interrupted;
@@ -169,14 +224,22 @@ typedef struct cli_data {
     bp_target_kind kind;
     float *offset, *scale; /* scaling, features floats each */
     int scaling;           /* SCALE_* actually used */
+    cli_names names;       /* the class names (the training data's, or the evaluation data's,
+                              the model's first); n 0 for class indices */
 } cli_data;
 /* Whether targets are values (regression, BCE) rather than class indices: --target-kind, else
  * the loss when known. */
 int cli_targets_are_values(const cli_options *o, bp_loss_kind loss, int loss_known);
-/* Loads the training data (and test data, when given) and splits off the validation set. */
-int cli_data_load_train(int cmd, const cli_options *o, int values, cli_data *d);
-/* Loads the data eval/predict run on: --input, --test*, or --data's test split. */
-int cli_data_load_eval(int cmd, const cli_options *o, int values, cli_data *d);
+/* Loads the training data (and test data, when given) and splits off the validation set.
+ * known: the class names of the run resumed (`whose`, for messages), else NULL. */
+int cli_data_load_train(int cmd, const cli_options *o, int values, const cli_names *known,
+                        const char *whose, cli_data *d);
+/* Loads the data eval/predict run on: --input (a file, or - for standard input), --test*, or
+ * --data's test split; CSV labels map onto the known class names. model_inputs is the model's
+ * input width: a CSV file of exactly that many columns has no target column, which predict
+ * (unlabeled 1) takes as data to predict from (like NPY without --targets) and eval refuses. */
+int cli_data_load_eval(int cmd, const cli_options *o, int values, const cli_names *known,
+                       int model_inputs, int unlabeled, cli_data *d);
 /* Fits (or takes) the scaling and applies it to every loaded set. */
 int cli_data_scale(int cmd, cli_data *d, int scaling, const float *offset, const float *scale);
 void cli_data_free(cli_data *d);
@@ -185,6 +248,9 @@ const char *cli_scale_name(int scaling);
  * `whose` classes they would need ("the model in m.st"). */
 int cli_check_labels(int cmd, const bp_dataset *ds, const char *name, int classes,
                      const char *whose);
+/* A model of named classes has one output per name: else exit 2 naming both (who: the layers'
+ * source, "--layers"). */
+int cli_check_named_outputs(int cmd, const cli_data *d, int outputs, const char *who);
 /* The named dataset's file `which` (0 train images, 1 train labels, 2 test images, 3 test
  * labels), .gz first; 0 when found. */
 int cli_named_file(const cli_options *o, int which, char *path, size_t size);
@@ -206,6 +272,9 @@ typedef struct cli_epoch_row {
     int epoch;
     double train_loss, val_loss, val_metric, lr, seconds;
     int has_val;
+    double train_acc;           /* the progress bar's train accuracy of the epoch (NaN: none) */
+    int64_t train_scored;       /* rows it was computed over */
+    double train_score_seconds; /* the time scoring them took */
 } cli_epoch_row;
 typedef struct cli_history {
     cli_epoch_row *rows;
@@ -217,16 +286,42 @@ void cli_history_free(cli_history *h);
 void cli_history_read_csv(cli_history *h, const char *path, int upto);
 int cli_history_write_csv(const cli_history *h, const char *path, int accuracy);
 
+/* What the progress of a whole run needs (kept from epoch to epoch); set by the caller. */
+typedef struct cli_progress_run {
+    int has_acc;        /* a classification run that scores batches */
+    int last_epoch;     /* this invocation ends after that epoch (--stop-after) */
+    double start;       /* when training began */
+    double val_seconds; /* the last validation pass */
+} cli_progress_run;
+
+/* The progress of a run: a bar like tqdm's on a terminal (stderr), plain lines otherwise. */
 typedef struct cli_progress {
     int tty, quiet, epoch, epochs;
     int64_t steps, step, samples, done_here; /* done_here: steps since start (not resumed) */
     double loss_sum;
     int64_t loss_n;
     double start, last_draw;
+    /* The smoothed rate: exponential moving averages (tqdm's, smoothing 0.3) of the steps, the
+     * samples and the seconds between two redraws. */
+    double ema_steps, ema_samples, ema_seconds;
+    int ema_n;
+    int64_t drawn_step, drawn_samples;
+    /* Train accuracy of the epoch: rows scored and right (see cli_progress_score). */
+    int64_t scored, right;
+    double score_seconds;
+    cli_progress_run run; /* kept by cli_progress_start */
 } cli_progress;
 void cli_progress_start(cli_progress *p, int epoch, int epochs, int64_t steps, int64_t first);
 void cli_progress_step(cli_progress *p, int rows, float loss);
+/* Whether to score the next batch for the train accuracy: always with full, else while scoring
+ * has taken under 2% of the epoch's time (the first batch always). */
+int cli_progress_wants_score(const cli_progress *p, int full);
+void cli_progress_score(cli_progress *p, int64_t right, int64_t rows, double seconds);
 void cli_progress_clear(cli_progress *p);
+/* The bar for a terminal cols columns wide, at time now: what the redraw writes (no \r), never
+ * wider than cols - 1. */
+void cli_progress_line(const cli_progress *p, double now, int cols, int unicode, char *out,
+                       size_t size);
 void cli_table_header(int accuracy);
 void cli_table_row(const cli_epoch_row *r, int accuracy);
 
@@ -269,6 +364,13 @@ int cli_read_model_meta(int cmd, const char *path, int features, float **offset,
  * options (STORED_FORMATS: how to read them). */
 enum { STORED_ALL = 0, STORED_SOURCES = 1, STORED_FORMATS = 2 };
 int cli_apply_stored_options(int cmd, const char *path, cli_options *o, int which);
+/* Data paths (--train, --test, --data-dir...) are kept relative to the checkpoint's folder;
+ * this is such a stored value as a path from here (malloc'd). */
+char *cli_resolve_stored_path(const char *ckpt, const char *value);
+int cli_option_is_data_path(int index);
+/* The class names stored with a model (run.class_names; none: n 0), which must be as many as
+ * its outputs when outputs > 0. 0 or CLI_EXIT_FAIL. */
+int cli_read_class_names(int cmd, const char *path, int outputs, cli_names *names);
 
 /* ---- model setup (setup.c) ---- */
 int cli_open_device(int cmd, const cli_options *o, bp_device **dev);

@@ -113,13 +113,116 @@ static int check_delimiter(int cmd, const char *flag, const char *path, char del
     return CLI_EXIT_USAGE;
 }
 
-/* After a failure to read class labels: whether the same file reads as target values, which
- * means the targets are a regression's. */
-static int reads_as_values(const char *path, const char *targets, const bp_csv_options *co) {
+/* What a load asks of the files: value targets or class labels (with the names a model
+ * already knows), and for predict whether data without a target column is welcome. */
+typedef struct load_ctx {
+    int cmd;
+    const cli_options *o;
+    int values;
+    const cli_names *known; /* class names the model has, or none */
+    int model_inputs;       /* the model's input width (eval, predict), else 0 */
+    int unlabeled;          /* predict: a file of model_inputs columns has no targets */
+} load_ctx;
+
+/* ---- standard input ---- */
+
+/* --input - : standard input, copied into an unnamed temporary file so that the loaders can
+ * open it by name and read it more than once (the hints after a failure reread the file). */
+static FILE *spool;
+static char spool_path[64];
+
+static int is_stdin(const char *path) {
+    return strcmp(path, "-") == 0;
+}
+
+static const char *spool_stdin(int cmd) {
+    if (spool) return spool_path;
+    spool = tmpfile();
+    if (!spool) {
+        cli_fail(cmd, "--input -: cannot make a temporary file for standard input: %s",
+                 strerror(errno));
+        return NULL;
+    }
+    char buf[1 << 16];
+    size_t got;
+    while ((got = fread(buf, 1, sizeof buf, stdin)) > 0)
+        if (fwrite(buf, 1, got, spool) != got) break;
+    if (ferror(stdin) || ferror(spool) || fflush(spool) != 0) {
+        cli_fail(cmd, "--input -: reading standard input failed: %s", strerror(errno));
+        return NULL;
+    }
+    snprintf(spool_path, sizeof spool_path, "/proc/self/fd/%d", fileno(spool));
+    return spool_path;
+}
+
+static void close_spool(void) {
+    if (spool) fclose(spool);
+    spool = NULL;
+    spool_path[0] = '\0';
+}
+
+/* A library message (the last error when NULL), with the temporary file standard input went to
+ * called by its name. */
+static int lib_fail_text(int cmd, const char *text) {
+    char msg[2048];
+    snprintf(msg, sizeof msg, "%s", text ? text : bp_last_error());
+    if (!msg[0]) snprintf(msg, sizeof msg, "failed");
+    char quoted[80];
+    snprintf(quoted, sizeof quoted, "'%s'", spool_path);
+    char *at = spool_path[0] ? strstr(msg, quoted) : NULL;
+    if (!at)
+        cli_fail(cmd, "%s", msg);
+    else
+        cli_fail(cmd, "%.*sstandard input%s", (int)(at - msg), msg, at + strlen(quoted));
+    return CLI_EXIT_FAIL;
+}
+
+/* NPY by its magic (standard input has no name to tell it by). */
+static int npy_magic(const char *path) {
+    FILE *f = fopen(path, "rb");
+    unsigned char m[6] = {0};
+    size_t got = f ? fread(m, 1, 6, f) : 0;
+    if (f) fclose(f);
+    return got == 6 && memcmp(m, "\x93NUMPY", 6) == 0;
+}
+
+/* ---- CSV ---- */
+
+/* The columns of the first non-blank line (delimiters outside quotes, plus one), however long
+ * the line; 0 when the file cannot be read or holds no such line. */
+static int count_columns(const char *path, char delim) {
+    gzFile g = gzopen(path, "rb");
+    char chunk[1 << 16];
+    int cols = 0, quoted = 0, blank = 1;
+    for (int lines = 0; g && lines < 64 && gzgets(g, chunk, sizeof chunk);) {
+        for (const char *p = chunk; *p && *p != '\n'; ++p) {
+            if (*p != ' ' && *p != '\t' && *p != '\r') blank = 0;
+            if (*p == '"') quoted = !quoted;
+            cols += !quoted && *p == delim;
+        }
+        if (!strchr(chunk, '\n') && !gzeof(g)) continue; /* the line goes on */
+        if (!blank) break;
+        cols = quoted = 0;
+        ++lines;
+    }
+    if (g) gzclose(g);
+    return blank ? 0 : cols + 1;
+}
+
+static bp_csv_target label_kind(const load_ctx *lc) {
+    if (lc->values) return BP_CSV_VALUES;
+    if (lc->o->target_kind == TK_ONEHOT) return BP_CSV_ONE_HOT;
+    if (lc->o->target_kind == TK_NAMES || (lc->known && lc->known->n > 0)) return BP_CSV_CLASS_NAME;
+    return BP_CSV_CLASS_AUTO;
+}
+
+/* After a failure to read class labels: whether the same file reads with other targets (kind),
+ * which says what the labels are. */
+static int reads_as(const char *path, const char *targets, const bp_csv_options *co, int kind) {
     bp_dataset *ds = NULL;
     if (co) {
         bp_csv_options v = *co;
-        v.target_kind = BP_CSV_VALUES;
+        v.target_kind = (bp_csv_target)kind;
         ds = bp_dataset_load_csv(path, &v, NULL);
     } else {
         ds = bp_dataset_load_npy(path, targets, BP_TARGET_VALUES, NULL);
@@ -129,41 +232,85 @@ static int reads_as_values(const char *path, const char *targets, const bp_csv_o
 }
 
 /* A failed load: the library's message, and the fix when class labels were expected where the
- * file holds values. */
+ * file holds values, or labels that mix names and numbers. */
 static int load_failed(int cmd, const char *path, const char *targets, const bp_csv_options *co,
                        int classes) {
     char why[1024];
     snprintf(why, sizeof why, "%s", bp_last_error());
-    if (!classes || !reads_as_values(path, targets, co)) return cli_lib_fail(cmd, "");
-    cli_usage_error(cmd,
-                    "%s: the targets are values, not class labels (integers from 0): for a "
-                    "regression give --loss mse (or --target-kind values)",
-                    why);
+    int values = classes && reads_as(path, targets, co, BP_CSV_VALUES);
+    int names = classes && !values && co && co->target_kind == BP_CSV_CLASS_AUTO &&
+                reads_as(path, targets, co, BP_CSV_CLASS_NAME);
+    if (!values && !names) return lib_fail_text(cmd, why);
+    if (values)
+        cli_usage_error(cmd,
+                        "%s: the targets are values, not class labels (integers from 0): for a "
+                        "regression give --loss mse (or --target-kind values)",
+                        why);
+    else
+        cli_usage_error(cmd, "%s: to read every label as a class name give --target-kind names",
+                        why);
     return CLI_EXIT_USAGE;
 }
 
-static bp_dataset *load_csv(int cmd, const cli_options *o, const char *flag, const char *path,
-                            int values, int *rc) {
-    bp_csv_options co = bp_csv_options_default();
+static int csv_delimiter(int cmd, const cli_options *o, char *out) {
     const char *delim = o->delimiter;
     if (strcmp(delim, "tab") == 0 || strcmp(delim, "\\t") == 0) delim = "\t";
     if (strlen(delim) != 1) {
         cli_usage_error(cmd, "--delimiter: '%s' is not one character", o->delimiter);
-        *rc = CLI_EXIT_USAGE;
-        return NULL;
+        return CLI_EXIT_USAGE;
     }
-    if ((*rc = check_delimiter(cmd, flag, path, delim[0])) != 0) return NULL;
-    co.delimiter = delim[0];
+    *out = delim[0];
+    return 0;
+}
+
+/* Whether a CSV file has a target column: for predict, a file exactly as wide as the model's
+ * input has none; any other width has the targets --target-column names. */
+static int csv_unlabeled(const load_ctx *lc, const char *flag, const char *path, char delim,
+                         int *rc) {
+    if (!lc->model_inputs) return 0;
+    int cols = count_columns(path, delim);
+    if (cols != lc->model_inputs) return 0;
+    const cli_options *o = lc->o;
+    if (!lc->unlabeled) {
+        cli_usage_error(lc->cmd,
+                        "%s: '%s' has %d %s, the model's %d inputs, and no target column: %s "
+                        "needs labels (predict reads data without them)",
+                        flag, path, cols, cli_plural(cols, "column", "columns"), lc->model_inputs,
+                        cli_command_name(lc->cmd));
+        *rc = CLI_EXIT_USAGE;
+    } else if (cli_option_given(o, "target-column")) {
+        cli_usage_error(lc->cmd,
+                        "--target-column %s: '%s' has %d %s, the model's %d inputs, so no column "
+                        "is left for a target (leave --target-column out to predict from it)",
+                        o->target_column, path, cols, cli_plural(cols, "column", "columns"),
+                        lc->model_inputs);
+        *rc = CLI_EXIT_USAGE;
+    }
+    return 1;
+}
+
+static bp_dataset *load_csv(const load_ctx *lc, const char *flag, const char *path, int *rc) {
+    const cli_options *o = lc->o;
+    int cmd = lc->cmd;
+    bp_csv_options co = bp_csv_options_default();
+    char delim;
+    if ((*rc = csv_delimiter(cmd, o, &delim)) != 0) return NULL;
+    if ((*rc = check_delimiter(cmd, flag, path, delim)) != 0) return NULL;
+    co.delimiter = delim;
     co.header = o->header;
-    co.targets = o->target_column[0] ? o->target_column : NULL;
-    co.target_kind = values                        ? BP_CSV_VALUES
-                     : o->target_kind == TK_ONEHOT ? BP_CSV_ONE_HOT
-                                                   : BP_CSV_CLASS_INDEX;
+    int unlabeled = csv_unlabeled(lc, flag, path, delim, rc);
+    if (*rc) return NULL;
+    co.targets = !unlabeled && o->target_column[0] ? o->target_column : NULL;
+    co.target_kind = unlabeled ? BP_CSV_NO_TARGETS : label_kind(lc);
+    if (co.target_kind == BP_CSV_CLASS_NAME && lc->known) {
+        co.class_names = (const char *const *)lc->known->v;
+        co.n_class_names = lc->known->n;
+    }
     bp_status st;
     bp_dataset *ds = bp_dataset_load_csv(path, &co, &st);
-    if (!ds)
-        *rc = load_failed(cmd, path, NULL, &co,
-                          co.target_kind == BP_CSV_CLASS_INDEX && st == BP_ERR_CORRUPT_FILE);
+    int classes = co.target_kind != BP_CSV_VALUES && co.target_kind != BP_CSV_ONE_HOT &&
+                  co.target_kind != BP_CSV_NO_TARGETS;
+    if (!ds) *rc = load_failed(cmd, path, NULL, &co, classes && st == BP_ERR_CORRUPT_FILE);
     return ds;
 }
 
@@ -173,11 +320,13 @@ static int known_format(const char *path) {
            cli_has_ext(path, ".npy");
 }
 
-/* A data file by its extension: .csv, or .npy with a targets .npy. */
-static bp_dataset *load_file(int cmd, const cli_options *o, const char *flag, const char *path,
-                             const char *tflag, const char *targets, int values, int *rc) {
+/* A data file by its extension (standard input by its content): .csv, or .npy with a targets
+ * .npy (predict: or without, for data to predict from). */
+static bp_dataset *load_file(const load_ctx *lc, const char *flag, const char *path,
+                             const char *tflag, const char *targets, int *rc) {
+    int cmd = lc->cmd;
     int train = strcmp(flag, "--train") == 0;
-    if (!known_format(path)) {
+    if (!is_stdin(path) && !known_format(path)) {
         cli_usage_error(cmd,
                         "%s: cannot tell the format of '%s' from its name: use .csv or .npy "
                         "(IDX files go with --%s-images and --%s-labels)",
@@ -185,22 +334,32 @@ static bp_dataset *load_file(int cmd, const cli_options *o, const char *flag, co
         *rc = CLI_EXIT_USAGE;
         return NULL;
     }
-    if ((*rc = readable(cmd, flag, path)) != 0) return NULL;
-    if (!cli_has_ext(path, ".npy")) {
-        if (targets[0]) cli_warn(cmd, "%s is ignored: %s is CSV", tflag, path);
-        return load_csv(cmd, o, flag, path, values, rc);
+    if (is_stdin(path) && !(path = spool_stdin(cmd))) {
+        *rc = CLI_EXIT_FAIL;
+        return NULL;
     }
-    if (!targets[0]) { /* the library reads NPY features only with their targets */
+    if ((*rc = readable(cmd, flag, path)) != 0) return NULL;
+    int npy =
+        spool_path[0] && !strcmp(path, spool_path) ? npy_magic(path) : cli_has_ext(path, ".npy");
+    if (!npy) {
+        if (targets[0]) cli_warn(cmd, "%s is ignored: %s is CSV", tflag, path);
+        return load_csv(lc, flag, path, rc);
+    }
+    if (!targets[0] && !lc->unlabeled) { /* predict reads features alone; the others need targets */
         cli_usage_error(cmd, "%s: '%s' is NPY features; give its targets with %s FILE.npy", flag,
                         path, tflag);
         *rc = CLI_EXIT_USAGE;
         return NULL;
     }
-    if ((*rc = readable(cmd, tflag, targets)) != 0) return NULL;
+    if (targets[0] && (*rc = readable(cmd, tflag, targets)) != 0) return NULL;
+    bp_target_kind kind = !targets[0]  ? BP_TARGET_NONE
+                          : lc->values ? BP_TARGET_VALUES
+                                       : BP_TARGET_CLASS;
     bp_status st;
-    bp_dataset *ds =
-        bp_dataset_load_npy(path, targets, values ? BP_TARGET_VALUES : BP_TARGET_CLASS, &st);
-    if (!ds) *rc = load_failed(cmd, path, targets, NULL, !values && st == BP_ERR_CORRUPT_FILE);
+    bp_dataset *ds = bp_dataset_load_npy(path, targets[0] ? targets : NULL, kind, &st);
+    if (!ds)
+        *rc = load_failed(cmd, path, targets, NULL,
+                          kind == BP_TARGET_CLASS && st == BP_ERR_CORRUPT_FILE);
     return ds;
 }
 
@@ -216,7 +375,9 @@ static int count_sources(const char *a, const char *b, const char *c) {
     return (a[0] != 0) + (b[0] != 0) + (c[0] != 0);
 }
 
-static int load_train_set(int cmd, const cli_options *o, int values, cli_data *d) {
+static int load_train_set(const load_ctx *lc, cli_data *d) {
+    int cmd = lc->cmd;
+    const cli_options *o = lc->o;
     int rc = idx_pair(cmd, o->train_images, o->train_labels, "train");
     if (rc) return rc;
     int n = count_sources(o->data, o->train, o->train_images);
@@ -232,7 +393,7 @@ static int load_train_set(int cmd, const cli_options *o, int values, cli_data *d
         all = load_named(cmd, o, 0, &rc);
         snprintf(d->train_name, sizeof d->train_name, "%s (train)", o->data);
     } else if (o->train[0]) {
-        all = load_file(cmd, o, "--train", o->train, "--targets", o->targets, values, &rc);
+        all = load_file(lc, "--train", o->train, "--targets", o->targets, &rc);
         snprintf(d->train_name, sizeof d->train_name, "%s", o->train);
     } else {
         if ((rc = readable(cmd, "--train-images", o->train_images)) ||
@@ -246,7 +407,9 @@ static int load_train_set(int cmd, const cli_options *o, int values, cli_data *d
 }
 
 /* Test data for train: from --data, --test or the IDX pair; none is fine. */
-static int load_test_set(int cmd, const cli_options *o, int values, cli_data *d, int named) {
+static int load_test_set(const load_ctx *lc, cli_data *d, int named) {
+    int cmd = lc->cmd;
+    const cli_options *o = lc->o;
     int rc = idx_pair(cmd, o->test_images, o->test_labels, "test");
     if (rc) return rc;
     int n = count_sources(named ? o->data : "", o->test, o->test_images);
@@ -259,8 +422,7 @@ static int load_test_set(int cmd, const cli_options *o, int values, cli_data *d,
         d->test = load_named(cmd, o, 1, &rc);
         snprintf(d->test_name, sizeof d->test_name, "%s (test)", o->data);
     } else if (o->test[0]) {
-        d->test =
-            load_file(cmd, o, "--test", o->test, "--test-targets", o->test_targets, values, &rc);
+        d->test = load_file(lc, "--test", o->test, "--test-targets", o->test_targets, &rc);
         snprintf(d->test_name, sizeof d->test_name, "%s", o->test);
     } else if (o->test_images[0]) {
         if ((rc = readable(cmd, "--test-images", o->test_images)) ||
@@ -295,6 +457,14 @@ static int summarize(int cmd, cli_data *d) {
                             bp_dataset_target_width(d->test),
                             bp_dataset_target_kind(d->test) == BP_TARGET_CLASS ? "class" : "values",
                             d->target_width, d->kind == BP_TARGET_CLASS ? "class" : "values");
+            return CLI_EXIT_USAGE;
+        }
+        if (d->kind == BP_TARGET_CLASS && !bp_dataset_n_class_names(d->train) &&
+            bp_dataset_n_class_names(d->test)) {
+            cli_usage_error(cmd,
+                            "%s has class names as labels (%s), but the training data %s has "
+                            "class indices: give both the same kind of labels",
+                            d->test_name, cli_names_list(&d->names), d->train_name);
             return CLI_EXIT_USAGE;
         }
     }
@@ -353,12 +523,37 @@ static int64_t distinct_labels(const int32_t *y, int64_t n, int32_t top) {
     return count;
 }
 
+/* A name of a dataset's classes, for messages. */
+static const char *name_of(const bp_dataset *ds, int32_t label) {
+    const char *s = bp_dataset_class_name(ds, label);
+    return s ? s : "?";
+}
+
+/* The first `classes` names of ds. */
+static const char *first_names(const bp_dataset *ds, int classes) {
+    cli_names some = {NULL, 0};
+    char *v[9];
+    for (int i = 0; i < classes && i < 9; ++i)
+        v[some.n++] = (char *)name_of(ds, i);
+    some.v = v;
+    if (classes > 9) some.n = 9; /* the list ends in "..." past eight */
+    return cli_names_list(&some);
+}
+
 int cli_check_labels(int cmd, const bp_dataset *ds, const char *name, int classes,
                      const char *whose) {
     if (!ds || bp_dataset_target_kind(ds) != BP_TARGET_CLASS) return 0;
     const int32_t *y = bp_dataset_targets_data(ds);
     for (int64_t i = 0; i < bp_dataset_size(ds); ++i) {
         if (y[i] < classes) continue;
+        if (bp_dataset_n_class_names(ds)) {
+            cli_usage_error(cmd,
+                            "%s: row %lld has class '%s', which %s does not have (its %d %s: %s): "
+                            "data to evaluate cannot add classes",
+                            name, (long long)i + 1, name_of(ds, y[i]), whose, classes,
+                            cli_plural(classes, "class", "classes"), first_names(ds, classes));
+            return CLI_EXIT_USAGE;
+        }
         cli_usage_error(cmd,
                         "%s: row %lld has label %d, but %s has %d %s (labels 0 to %d): data to "
                         "evaluate cannot add classes",
@@ -369,9 +564,93 @@ int cli_check_labels(int cmd, const bp_dataset *ds, const char *name, int classe
     return 0;
 }
 
+int cli_check_named_outputs(int cmd, const cli_data *d, int outputs, const char *who) {
+    if (d->names.n == outputs) return 0;
+    cli_usage_error(cmd,
+                    "%s: the output layer has %d %s, but %s has %d class %s (%s): a model of "
+                    "named classes has one output per name",
+                    who, outputs, cli_plural(outputs, "unit", "units"), d->train_name, d->names.n,
+                    cli_plural(d->names.n, "name", "names"), cli_names_list(&d->names));
+    return CLI_EXIT_USAGE;
+}
+
+/* The first row of ds (0-based) whose label is `label`. */
+static int64_t row_of(const bp_dataset *ds, int32_t label) {
+    const int32_t *y = bp_dataset_targets_data(ds);
+    for (int64_t i = 0; i < bp_dataset_size(ds); ++i)
+        if (y[i] == label) return i;
+    return 0;
+}
+
+/* Training labels that are names (rows in file order): no --classes; on --resume no name the
+ * run does not know (known, `whose`); names a checkpoint can keep (UTF-8); not a column of
+ * identifiers; one class is a warning. */
+static int check_named_classes(int cmd, const cli_options *o, cli_data *d, const cli_names *known,
+                               const char *whose) {
+    const bp_dataset *t = d->train;
+    int n = bp_dataset_n_class_names(t);
+    int64_t rows = bp_dataset_size(t);
+    if (o->classes > 0) {
+        cli_usage_error(cmd,
+                        "--classes applies to class indices; %s has class names (%d: %s), one "
+                        "class each",
+                        d->train_name, n, first_names(t, n));
+        return CLI_EXIT_USAGE;
+    }
+    if (whose && (!known || known->n == 0)) {
+        cli_usage_error(cmd,
+                        "%s has class names as labels (%s), but %s was trained on class "
+                        "indices",
+                        d->train_name, first_names(t, n), whose);
+        return CLI_EXIT_USAGE;
+    }
+    if (known && known->n > 0 && n > known->n) { /* names it does not know come after its own */
+        const int32_t *y = bp_dataset_targets_data(t);
+        int64_t at = 0;
+        while (y[at] < known->n)
+            ++at;
+        cli_usage_error(cmd,
+                        "%s: row %lld has class '%s', which %s does not have (its %d %s: %s): "
+                        "data cannot add classes to a run",
+                        d->train_name, (long long)at + 1, name_of(t, y[at]), whose, known->n,
+                        cli_plural(known->n, "class", "classes"), cli_names_list(known));
+        return CLI_EXIT_USAGE;
+    }
+    for (int k = 0; k < n; ++k)
+        if (!cli_utf8_valid(name_of(t, k))) {
+            char shown[160];
+            cli_escape_bytes(name_of(t, k), shown, sizeof shown);
+            cli_usage_error(cmd,
+                            "%s: row %lld: the class name '%s' is not UTF-8, which checkpoints "
+                            "keep names in (convert the file, e.g. iconv -f latin1 -t utf-8)",
+                            d->train_name, (long long)row_of(t, k) + 1, shown);
+            return CLI_EXIT_USAGE;
+        }
+    if (n > 1000 && 2 * (int64_t)n > rows) {
+        cli_usage_error(cmd,
+                        "%s: the target column holds %d distinct names in %lld rows: a column of "
+                        "identifiers rather than classes? (--target-column names the label "
+                        "column)",
+                        d->train_name, n, (long long)rows);
+        return CLI_EXIT_USAGE;
+    }
+    d->classes = n;
+    d->top_label = n - 1;
+    d->top_row = row_of(t, n - 1);
+    if (n == 1)
+        cli_warn(cmd,
+                 "%s: every training label is '%s': with one class there is nothing to learn "
+                 "(another --target-column?)",
+                 d->train_name, name_of(t, 0));
+    return 0;
+}
+
 /* The training labels before the split (rows in file order): --classes, a class count far
  * above the labels seen (a typo such as 1000000), a single class. */
-static int check_classes(int cmd, const cli_options *o, cli_data *d) {
+static int check_classes(int cmd, const cli_options *o, cli_data *d, const cli_names *known,
+                         const char *whose) {
+    if (d->kind == BP_TARGET_CLASS && bp_dataset_n_class_names(d->train))
+        return check_named_classes(cmd, o, d, known, whose);
     if (d->kind != BP_TARGET_CLASS) {
         if (o->classes <= 0) return 0;
         cli_usage_error(cmd, "--classes applies to class labels; %s has target values",
@@ -409,18 +688,34 @@ static int check_classes(int cmd, const cli_options *o, cli_data *d) {
     return 0;
 }
 
-int cli_data_load_train(int cmd, const cli_options *o, int values, cli_data *d) {
+/* d->names from the data: the training set's (which the test set was read with) or the
+ * evaluation data's. */
+static int take_names(int cmd, cli_data *d, const bp_dataset *ds) {
+    if (cli_names_from_dataset(&d->names, ds) == 0) return 0;
+    cli_fail(cmd, "out of memory");
+    return CLI_EXIT_FAIL;
+}
+
+int cli_data_load_train(int cmd, const cli_options *o, int values, const cli_names *known,
+                        const char *whose, cli_data *d) {
     memset(d, 0, sizeof *d);
-    int rc = load_train_set(cmd, o, values, d);
-    if (!rc) rc = load_test_set(cmd, o, values, d, 1);
+    load_ctx lc = {cmd, o, values, known, 0, 0};
+    int rc = load_train_set(&lc, d);
+    if (!rc) rc = take_names(cmd, d, d->train);
+    /* The test labels are mapped onto the training set's classes. */
+    load_ctx test = lc;
+    test.known = d->names.n ? &d->names : known;
+    if (!rc) rc = load_test_set(&test, d, 1);
     if (!rc) rc = summarize(cmd, d);
-    if (!rc) rc = check_classes(cmd, o, d);
+    if (!rc) rc = check_classes(cmd, o, d, known, whose);
     if (!rc) rc = split(cmd, o, d);
     return rc;
 }
 
-int cli_data_load_eval(int cmd, const cli_options *o, int values, cli_data *d) {
+int cli_data_load_eval(int cmd, const cli_options *o, int values, const cli_names *known,
+                       int model_inputs, int unlabeled, cli_data *d) {
     memset(d, 0, sizeof *d);
+    load_ctx lc = {cmd, o, values, known, model_inputs, unlabeled};
     int rc = idx_pair(cmd, o->test_images, o->test_labels, "test");
     if (rc) return rc;
     int n = count_sources(o->input, o->test, o->test_images) + (o->data[0] != 0);
@@ -432,12 +727,14 @@ int cli_data_load_eval(int cmd, const cli_options *o, int values, cli_data *d) {
         return CLI_EXIT_USAGE;
     }
     if (o->input[0]) {
-        d->test = load_file(cmd, o, "--input", o->input, "--targets", o->targets, values, &rc);
-        snprintf(d->test_name, sizeof d->test_name, "%s", o->input);
+        d->test = load_file(&lc, "--input", o->input, "--targets", o->targets, &rc);
+        snprintf(d->test_name, sizeof d->test_name, "%s",
+                 is_stdin(o->input) ? "standard input" : o->input);
     } else {
-        rc = load_test_set(cmd, o, values, d, 1);
+        rc = load_test_set(&lc, d, 1);
     }
     if (!rc && !d->test) rc = CLI_EXIT_FAIL;
+    if (!rc) rc = take_names(cmd, d, d->test);
     if (!rc) rc = summarize(cmd, d);
     return rc;
 }
@@ -481,5 +778,7 @@ void cli_data_free(cli_data *d) {
     bp_dataset_free(d->test);
     free(d->offset);
     free(d->scale);
+    cli_names_free(&d->names);
+    close_spool();
     memset(d, 0, sizeof *d);
 }

@@ -73,6 +73,8 @@ static void describe_data(const cli_data *d, char *buf, size_t size) {
     size_t ys = (size_t)n * (size_t)bp_dataset_target_width(t) * 4;
     uint64_t h = cli_fnv1a(0xcbf29ce484222325ull, bp_dataset_features_data(t), xs);
     h = cli_fnv1a(h, bp_dataset_targets_data(t), ys);
+    for (int i = 0; i < d->names.n; ++i) /* the classes' names, NUL-terminated each */
+        h = cli_fnv1a(h, d->names.v[i], strlen(d->names.v[i]) + 1);
     snprintf(buf, size, "%lld x %d -> %d %s, %lld for validation, %lld for test, checksum %016llx",
              (long long)n, d->features, d->kind == BP_TARGET_CLASS ? d->classes : d->target_width,
              d->kind == BP_TARGET_CLASS ? "classes" : "values",
@@ -108,9 +110,9 @@ int cli_dist_join(cli_session *s, bp_optimizer *opt, int rc) {
         return cli_lib_fail(s->cmd, "");
     if (bp_comm_attach(s->comm, s->m, opt) != BP_OK) return cli_lib_fail(s->cmd, "");
     if (cli_rank == 0)
-        printf("distributed: %d ranks, %lld %s per rank and step (global batch %d)\n", cli_ranks,
-               (long long)(s->o.batch / cli_ranks),
-               cli_plural(s->o.batch / cli_ranks, "sample", "samples"), s->o.batch);
+        fprintf(cli_out(), "distributed: %d ranks, %lld %s per rank and step (global batch %d)\n",
+                cli_ranks, (long long)(s->o.batch / cli_ranks),
+                cli_plural(s->o.batch / cli_ranks, "sample", "samples"), s->o.batch);
     return 0;
 }
 

@@ -27,7 +27,26 @@ static const char *act_name(bp_activation a) {
     return (int)a >= 0 && a < BP_ACT_COUNT_ ? names[a] : "?";
 }
 
-static void print_layers(const bp_model *m) {
+static void print_layers(const bp_model *m, cli_json *j) {
+    if (j) {
+        cli_json_begin(j, "layers", '[');
+        for (int l = 0; l < bp_model_n_layers(m); ++l) {
+            char w[32], b[32];
+            int q = sequential_index(m, l);
+            snprintf(w, sizeof w, "%d.weight", q);
+            snprintf(b, sizeof b, "%d.bias", q);
+            cli_json_begin(j, NULL, '{');
+            cli_json_int(j, "in", bp_model_width(m, l));
+            cli_json_int(j, "out", bp_model_width(m, l + 1));
+            cli_json_str(j, "weight", w);
+            cli_json_str(j, "bias", b);
+            cli_json_str(j, "activation", act_name(bp_model_activation(m, l)));
+            cli_json_num(j, "dropout", (double)bp_model_dropout(m, l));
+            cli_json_end(j, '}');
+        }
+        cli_json_end(j, ']');
+        return;
+    }
     printf("layers:\n");
     for (int l = 0; l < bp_model_n_layers(m); ++l) {
         int in = bp_model_width(m, l), out = bp_model_width(m, l + 1), q = sequential_index(m, l);
@@ -38,7 +57,26 @@ static void print_layers(const bp_model *m) {
     }
 }
 
-static void dump(const bp_model *m, const float *p) {
+static void dump(const bp_model *m, const float *p, cli_json *j) {
+    if (j) {
+        cli_json_begin(j, "weights", '{');
+        for (int l = 0; l < bp_model_n_layers(m); ++l) {
+            size_t w, b, out = (size_t)bp_model_width(m, l + 1), in = (size_t)bp_model_width(m, l);
+            bp_model_layer_offsets(m, l, &w, &b);
+            char name[32];
+            int q = sequential_index(m, l);
+            for (int part = 0; part < 2; ++part) {
+                snprintf(name, sizeof name, "%d.%s", q, part ? "bias" : "weight");
+                cli_json_begin(j, name, '[');
+                size_t at = part ? b : w, count = part ? out : out * in;
+                for (size_t i = 0; i < count; ++i)
+                    cli_json_num(j, NULL, (double)p[at + i]);
+                cli_json_end(j, ']');
+            }
+        }
+        cli_json_end(j, '}');
+        return;
+    }
     for (int l = 0; l < bp_model_n_layers(m); ++l) {
         size_t w, b;
         bp_model_layer_offsets(m, l, &w, &b);
@@ -53,7 +91,7 @@ static void dump(const bp_model *m, const float *p) {
     }
 }
 
-static int print_params(const char *path, const bp_model *m, int dump_all) {
+static int print_params(const char *path, const bp_model *m, int dump_all, cli_json *j) {
     size_t n = bp_model_n_params(m);
     float *p = malloc((n ? n : 1) * sizeof(float));
     if (!p) return cli_fail(CMD_INFO, "out of memory"), CLI_EXIT_FAIL;
@@ -61,35 +99,75 @@ static int print_params(const char *path, const bp_model *m, int dump_all) {
         free(p);
         return cli_lib_fail(CMD_INFO, path);
     }
-    printf("parameters: %zu, checksum fnv1a64:%016" PRIx64 "\n", n,
-           cli_fnv1a(FNV_OFFSET, p, n * sizeof(float)));
-    if (dump_all) dump(m, p);
+    char sum[32];
+    snprintf(sum, sizeof sum, "fnv1a64:%016" PRIx64, cli_fnv1a(FNV_OFFSET, p, n * sizeof(float)));
+    if (j) {
+        cli_json_begin(j, "parameters", '{');
+        cli_json_int(j, "count", (long long)n);
+        cli_json_str(j, "checksum", sum);
+        cli_json_end(j, '}');
+    } else {
+        printf("parameters: %zu, checksum %s\n", n, sum);
+    }
+    if (dump_all) dump(m, p, j);
     free(p);
     return 0;
 }
 
-static void print_optimizer(const char *path, bp_model *m) {
+static void print_optimizer(const char *path, bp_model *m, cli_json *j) {
     bp_status st;
     bp_optimizer *opt = bp_checkpoint_load_optimizer(path, m, &st);
     if (!opt) {
-        printf("optimizer: none loaded (%s)\n", bp_last_error());
+        if (j)
+            cli_json_null(j, "optimizer");
+        else
+            printf("optimizer: none loaded (%s)\n", bp_last_error());
         return;
     }
     size_t n = bp_optimizer_state_size(opt);
     float *state = malloc((n ? n : 1) * sizeof(float));
     int64_t steps = 0;
-    if (state && bp_optimizer_get_state(opt, state, n, &steps) == BP_OK)
-        printf("optimizer: %" PRId64 " steps, next lr %.6g, %zu state floats, checksum "
-               "fnv1a64:%016" PRIx64 "\n",
-               steps, (double)bp_optimizer_lr(opt), n, cli_fnv1a(FNV_OFFSET, state, n * 4));
-    else
+    int ok = state && bp_optimizer_get_state(opt, state, n, &steps) == BP_OK;
+    char sum[32];
+    snprintf(sum, sizeof sum, "fnv1a64:%016" PRIx64, ok ? cli_fnv1a(FNV_OFFSET, state, n * 4) : 0);
+    if (j && ok) {
+        cli_json_begin(j, "optimizer", '{');
+        cli_json_int(j, "steps", steps);
+        cli_json_num(j, "next_lr", (double)bp_optimizer_lr(opt));
+        cli_json_int(j, "state_floats", (long long)n);
+        cli_json_str(j, "checksum", sum);
+        cli_json_end(j, '}');
+    } else if (j) {
+        cli_json_null(j, "optimizer");
+    } else if (ok) {
+        printf("optimizer: %" PRId64 " steps, next lr %.6g, %zu state floats, checksum %s\n", steps,
+               (double)bp_optimizer_lr(opt), n, sum);
+    } else {
         printf("optimizer: state unreadable (%s)\n", bp_last_error());
+    }
     free(state);
     bp_optimizer_free(opt);
 }
 
-/* The run.* entries the train command writes, then its options as a reusable config file. */
-static void print_run(const char *path) {
+/* The class names, index by index. */
+static int print_classes(const char *path, const bp_model *m, cli_json *j) {
+    cli_names names = {NULL, 0};
+    int rc = cli_read_class_names(CMD_INFO, path, bp_model_width(m, bp_model_n_layers(m)), &names);
+    if (rc) return rc;
+    if (j) {
+        cli_json_names(j, "class_names", &names);
+    } else if (names.n) {
+        printf("classes (index: name, in byte order of the names):\n");
+        for (int i = 0; i < names.n; ++i)
+            printf("  %d: %s\n", i, names.v[i]);
+    }
+    cli_names_free(&names);
+    return 0;
+}
+
+/* The run.* entries the train command writes, then its options as a reusable config file (data
+ * paths as seen from here: a checkpoint keeps them relative to its folder). */
+static int print_run(const char *path, cli_json *j) {
     static const char *const keys[] = {
         "epoch",       "batch_in_epoch", "loss",         "label_smoothing", "scaling",
         "features",    "target_kind",    "classes",      "loader_seed",     "best_epoch",
@@ -97,20 +175,64 @@ static void print_run(const char *path) {
     int failed = 0, any = 0;
     for (size_t i = 0; i < sizeof keys / sizeof keys[0] && !failed; ++i) {
         char *v = cli_meta_get(CMD_INFO, path, keys[i], &failed);
-        if (v && !any++) printf("run:\n");
-        if (v) printf("  %s = %s\n", keys[i], v);
+        if (v && !any++) j ? cli_json_begin(j, "run", '{') : (void)printf("run:\n");
+        if (v && j) cli_json_text(j, keys[i], v);
+        if (v && !j) printf("  %s = %s\n", keys[i], v);
         free(v);
     }
-    if (!any) printf("run: none (not saved by backprop train)\n");
+    if (any && j) cli_json_end(j, '}');
+    if (!any)
+        j ? cli_json_null(j, "run") : (void)printf("run: none (not saved by backprop train)\n");
     char key[96];
     any = 0;
     for (int i = 0; i < cli_option_count() && !failed; ++i) {
         snprintf(key, sizeof key, "cfg.%s", cli_option_name(i));
         char *v = cli_meta_get(CMD_INFO, path, key, &failed);
-        if (v && !any++) printf("options (usable as a --config file):\n");
-        if (v && v[0]) printf("  %s = %s\n", cli_option_name(i), v);
+        if (v && cli_option_is_data_path(i)) {
+            char *resolved = cli_resolve_stored_path(path, v);
+            free(v);
+            v = resolved;
+        }
+        if (v && !any++)
+            j ? cli_json_begin(j, "options", '{')
+              : (void)printf("options (usable as a --config file):\n");
+        if (v && j) cli_json_str(j, cli_option_name(i), v);
+        if (v && !j && v[0]) printf("  %s = %s\n", cli_option_name(i), v);
         free(v);
     }
+    if (any && j) cli_json_end(j, '}');
+    if (!any && j) cli_json_null(j, "options");
+    return failed ? CLI_EXIT_FAIL : 0;
+}
+
+/* The same as one JSON object; nothing is printed when a part fails (its message says why). */
+static int info_json(const char *path, bp_model *m, int verified, int dump_all) {
+    char *text = NULL;
+    size_t size = 0;
+    FILE *f = open_memstream(&text, &size);
+    if (!f) return cli_fail(CMD_INFO, "out of memory"), CLI_EXIT_FAIL;
+    cli_json j;
+    cli_json_open(&j, f);
+    cli_json_str(&j, "checkpoint", path);
+    cli_json_bool(&j, "checksums_verified", verified);
+    cli_json_begin(&j, "model", '{');
+    cli_json_begin(&j, "widths", '[');
+    for (int l = 0; l <= bp_model_n_layers(m); ++l)
+        cli_json_int(&j, NULL, bp_model_width(m, l));
+    cli_json_end(&j, ']');
+    cli_json_u64(&j, "dropout_counter", bp_model_rng_counter(m));
+    cli_json_u64(&j, "init_seed", bp_model_seed(m));
+    cli_json_end(&j, '}');
+    print_layers(m, &j);
+    int rc = print_classes(path, m, &j);
+    if (!rc) print_optimizer(path, m, &j);
+    if (!rc) rc = print_run(path, &j);
+    if (!rc) rc = print_params(path, m, dump_all, &j);
+    cli_json_close(&j);
+    fclose(f);
+    if (!rc) fwrite(text, 1, size, stdout);
+    free(text);
+    return rc;
 }
 
 int cli_cmd_info(int argc, char **argv) {
@@ -132,17 +254,20 @@ int cli_cmd_info(int argc, char **argv) {
     if (!rc) rc = cli_verify_checkpoint(CMD_INFO, path, &verified);
     if (!rc && !(dev = bp_device_open("cpu", &st))) rc = cli_lib_fail(CMD_INFO, "");
     if (!rc && !(m = bp_checkpoint_load_model(path, dev, 1, &st))) rc = cli_lib_fail(CMD_INFO, "");
-    if (!rc) {
+    if (!rc && o.json) {
+        rc = info_json(path, m, verified, o.dump_weights);
+    } else if (!rc) {
         printf("checkpoint: %s\nmodel: ", path);
         cli_describe_model(m, stdout);
         printf(", dropout counter %" PRIu64 ", init seed %" PRIu64 "\n", bp_model_rng_counter(m),
                bp_model_seed(m));
         printf("checksums: %s\n", verified ? "verified (crc32 of every tensor and metadata entry)"
                                            : "none (saved by an older backprop): unverified");
-        print_layers(m);
-        print_optimizer(path, m);
-        print_run(path);
-        rc = print_params(path, m, o.dump_weights);
+        print_layers(m, NULL);
+        rc = print_classes(path, m, NULL);
+        if (!rc) print_optimizer(path, m, NULL);
+        if (!rc) rc = print_run(path, NULL);
+        if (!rc) rc = print_params(path, m, o.dump_weights, NULL);
     }
     bp_model_free(m);
     bp_device_close(dev);

@@ -127,7 +127,9 @@ static const opt_spec SPECS[] = {
     {"test-targets", OT_STR, OFF(test_targets), T | E | P, SDI, NULL, 0, 0, "", "FILE.npy",
      "targets of --test", "data"},
     {"input", OT_STR, OFF(input), E | P, OF_IN, NULL, 0, 0, "", "FILE",
-     "data to evaluate or predict (.csv, .npy; like --test)", "data"},
+     "data to evaluate or predict (.csv, .npy, or - for standard input; like --test; predict: "
+     "a CSV as wide as the model's input, or an NPY without --targets, has no targets)",
+     "data"},
     {"train-images", OT_STR, OFF(train_images), T | L, SDI, NULL, 0, 0, "", "FILE",
      "training images, IDX (optionally .gz)", "data"},
     {"train-labels", OT_STR, OFF(train_labels), T | L, SDI, NULL, 0, 0, "", "FILE",
@@ -138,8 +140,11 @@ static const opt_spec SPECS[] = {
      "test labels, IDX", "data"},
     {"target-column", OT_STR, OFF(target_column), T | E | P | L, SDF, NULL, 0, 0, "", "COLS",
      "CSV target column(s): header names or 0-based indices (default: the last)", "data"},
-    {"target-kind", OT_CHOICE, OFF(target_kind), T | E | P | L, SDF, "auto|class|onehot|values", 0,
-     0, "auto", "KIND", "CSV/NPY targets: class indices, one-hot columns or values", "data"},
+    {"target-kind", OT_CHOICE, OFF(target_kind), T | E | P | L, SDF,
+     "auto|class|onehot|values|names", 0, 0, "auto", "KIND",
+     "CSV/NPY targets: class labels (indices, or names when no label is a number), one-hot "
+     "columns, values, or names (every label a name, digits too)",
+     "data"},
     {"classes", OT_INT, OFF(classes), T | L, SF, NULL, 0, 1 << 24, "0", "N",
      "class labels: train N classes, labels 0..N-1 (0: 1 + the largest label; needed when the "
      "labels are far more than the distinct ones seen)",
@@ -194,12 +199,22 @@ static const opt_spec SPECS[] = {
      "lr-find"},
     /* output */
     {"output", OT_STR, OFF(output), P, OF_OUT, NULL, 0, 0, "", "FILE",
-     "where predictions go: .csv or .npy", "output"},
+     "where predictions go: .csv, .npy, or - for standard output", "output"},
     {"outputs", OT_CHOICE, OFF(outputs), P, 0, "auto|class|probs|logits", 0, 0, "auto", "WHAT",
      "what to write (auto: CSV class and probabilities, NPY probabilities; values for mse)",
      "output"},
     {"dump-weights", OT_BOOL, OFF(dump_weights), I, 0, NULL, 0, 1, "no", "",
      "print every parameter (%.9g, exact for float32)", "output"},
+    {"output-format", OT_CHOICE, OFF(output_format), P, 0, "auto|csv|npy", 0, 0, "auto", "FMT",
+     "format of --output (auto: from its extension; CSV for -, standard output)", "output"},
+    {"json", OT_BOOL, OFF(json), T | E | I, 0, NULL, 0, 1, "no", "",
+     "print one JSON object on standard output (train: the summary at the end); the rest goes "
+     "to standard error",
+     "output"},
+    {"train-acc", OT_CHOICE, OFF(train_acc), T, 0, "sampled|full|off", 0, 0, "sampled", "HOW",
+     "the progress bar's train accuracy (classes): from batches sampled within 2% of the time, "
+     "from every batch (one more forward a step), or none",
+     "run"},
 };
 
 #undef T
@@ -660,7 +675,7 @@ static const char *const CMD_SUMMARY[] = {
 static const char *const CMD_USAGE[] = {
     "backprop train (--data NAME | --train FILE | --train-images F --train-labels F) [options]",
     "backprop eval CHECKPOINT [--input FILE | --data NAME | --test-images F --test-labels F]",
-    "backprop predict CHECKPOINT --input FILE --output FILE.csv|FILE.npy [options]",
+    "backprop predict CHECKPOINT --input FILE|- --output FILE.csv|FILE.npy|- [options]",
     "backprop info CHECKPOINT [--dump-weights]",
     "backprop lr-find [data and model options] [--start-lr 1e-7 --end-lr 10 --steps 100]",
 };

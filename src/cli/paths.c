@@ -89,10 +89,16 @@ static void flag_label(const cli_options *o, int i, const char *checkpoint, char
         snprintf(buf, size, "the run's --%s (stored in %.40s)", cli_option_name(i), checkpoint);
 }
 
+/* --input - and --output - are standard input and output: no file to compare or check. */
+static int standard_stream(const char *name, const char *path) {
+    return strcmp(path, "-") == 0 && (!strcmp(name, "input") || !strcmp(name, "output"));
+}
+
 static void collect_inputs(int cmd, const cli_options *o, const char *checkpoint, file_set *in) {
     char label[128];
     for (int i = 0; i < cli_option_count(); ++i) {
         if (!cli_option_is_input(i)) continue;
+        if (standard_stream(cli_option_name(i), cli_option_text(o, cli_option_name(i)))) continue;
         flag_label(o, i, strcmp(cli_option_name(i), "resume") ? checkpoint : NULL, label,
                    sizeof label);
         add(in, label, cli_option_text(o, cli_option_name(i)), 0);
@@ -115,6 +121,7 @@ static void collect_outputs(int cmd, const cli_options *o, file_set *out) {
     for (int i = 0; i < cli_option_count(); ++i) {
         if (!cli_option_is_output(i) || !cli_option_of(i, cmd)) continue;
         const char *name = cli_option_name(i);
+        if (standard_stream(name, cli_option_text(o, name))) continue;
         snprintf(label, sizeof label, "--%s", name);
         add(out, label, cli_option_text(o, name), cmd == CMD_TRAIN && !strcmp(name, "save"));
     }

@@ -1,4 +1,5 @@
-/* backprop eval and backprop predict: a checkpoint, the scaling stored with it, and data. */
+/* backprop eval and backprop predict: a checkpoint, the scaling and class names stored with it,
+ * and data (for predict with or without targets, from a file or standard input). */
 #define _POSIX_C_SOURCE 200809L
 #include <errno.h>
 #include <math.h>
@@ -15,6 +16,7 @@ typedef struct inference {
     bp_model *m;
     bp_loss_config loss;
     const char *ckpt;
+    cli_names names; /* the model's class names, or none */
 } inference;
 
 /* Whether the user named data files (then the checkpoint's do not apply). */
@@ -24,13 +26,39 @@ static int any_source_given(const cli_options *o) {
     return cli_option_given(o, "input");
 }
 
+static int to_stdout(const cli_options *o) {
+    return strcmp(o->output, "-") == 0;
+}
+
+/* NPY or CSV: --output-format, else the extension; standard output is CSV unless asked. */
+static int output_npy(const cli_options *o) {
+    if (o->output_format != FMT_AUTO) return o->output_format == FMT_NPY;
+    return !to_stdout(o) && cli_has_ext(o->output, ".npy");
+}
+
 static int check_output(int cmd, const cli_options *o) {
     if (!o->output[0]) {
-        cli_usage_error(cmd, "--output FILE.csv or FILE.npy is required");
+        cli_usage_error(cmd, "--output FILE.csv, FILE.npy or - (standard output) is required");
         return CLI_EXIT_USAGE;
     }
-    if (!cli_has_ext(o->output, ".csv") && !cli_has_ext(o->output, ".npy")) {
-        cli_usage_error(cmd, "--output: '%s' must end in .csv or .npy", o->output);
+    if (to_stdout(o)) {
+        if (output_npy(o) && isatty(STDOUT_FILENO)) {
+            cli_usage_error(cmd, "--output - --output-format npy: standard output is a terminal, "
+                                 "and NPY is binary: redirect it to a file or a pipe");
+            return CLI_EXIT_USAGE;
+        }
+        return 0;
+    }
+    int npy = cli_has_ext(o->output, ".npy");
+    if (!npy && !cli_has_ext(o->output, ".csv")) {
+        cli_usage_error(cmd, "--output: '%s' must end in .csv or .npy (or be -, standard output)",
+                        o->output);
+        return CLI_EXIT_USAGE;
+    }
+    if (o->output_format != FMT_AUTO && (o->output_format == FMT_NPY) != npy) {
+        cli_usage_error(cmd, "--output-format %s: '%s' ends in .%s",
+                        cli_choice_name("output-format", o->output_format), o->output,
+                        npy ? "npy" : "csv");
         return CLI_EXIT_USAGE;
     }
     return 0;
@@ -64,6 +92,7 @@ static int setup(inference *r, int cmd, int argc, char **argv) {
     if (rc) return rc;
     cli_options *o = &r->o;
     if (cmd == CMD_PREDICT && (rc = check_output(cmd, o))) return rc; /* before any loading */
+    if (o->json) cli_human = stderr;
     r->ckpt = o->positional ? o->positional : o->checkpoint;
     if (!r->ckpt[0]) {
         cli_usage_error(cmd, "no checkpoint: give it as the first argument or with --checkpoint");
@@ -87,11 +116,22 @@ static int setup(inference *r, int cmd, int argc, char **argv) {
     rc = cli_read_model_meta(cmd, r->ckpt, bp_model_width(r->m, 0), &offset, &scale, &scaling,
                              &r->loss);
     int known = (int)r->loss.kind >= 0;
+    int outputs = bp_model_width(r->m, bp_model_n_layers(r->m));
+    if (!rc) rc = cli_read_class_names(cmd, r->ckpt, outputs, &r->names);
     if (!rc && known && cmd == CMD_PREDICT) rc = check_outputs_kind(cmd, o, r->loss.kind, r->ckpt);
-    if (!rc) rc = cli_data_load_eval(cmd, o, cli_targets_are_values(o, r->loss.kind, known), &r->d);
-    if (!rc && !known) {
+    if (!rc)
+        rc = cli_data_load_eval(cmd, o, cli_targets_are_values(o, r->loss.kind, known), &r->names,
+                                bp_model_width(r->m, 0), cmd == CMD_PREDICT, &r->d);
+    if (!rc && !known) { /* a checkpoint of the library alone: the data says, else values */
         r->loss.kind = r->d.kind == BP_TARGET_CLASS ? BP_LOSS_CROSS_ENTROPY : BP_LOSS_MSE;
         if (cmd == CMD_PREDICT) rc = check_outputs_kind(cmd, o, r->loss.kind, r->ckpt);
+    }
+    if (!rc && !r->names.n && r->d.names.n) {
+        cli_usage_error(cmd,
+                        "%s has class names as labels (%s), but the model in %s was trained on "
+                        "class indices",
+                        r->d.test_name, cli_names_list(&r->d.names), r->ckpt);
+        rc = CLI_EXIT_USAGE;
     }
     if (!rc) rc = cli_check_model_fits(cmd, r->m, &r->d, r->ckpt);
     if (!rc) rc = cli_data_scale(cmd, &r->d, scaling, offset, scale);
@@ -101,10 +141,30 @@ static int setup(inference *r, int cmd, int argc, char **argv) {
 }
 
 static void teardown(inference *r) {
+    cli_names_free(&r->names);
     bp_model_free(r->m);
     cli_data_free(&r->d);
     bp_device_close(r->dev);
     cli_options_free(&r->o);
+}
+
+static const char *loss_name(bp_loss_kind k) {
+    return k == BP_LOSS_CROSS_ENTROPY ? "ce" : k == BP_LOSS_MSE ? "mse" : "bce";
+}
+
+static void eval_json(const inference *r, const cli_eval *ev, double secs, int accuracy) {
+    cli_json j;
+    cli_json_open(&j, stdout);
+    cli_json_str(&j, "checkpoint", r->ckpt);
+    cli_json_str(&j, "data", r->d.test_name);
+    cli_json_int(&j, "samples", ev->n);
+    cli_json_str(&j, "loss_kind", loss_name(r->loss.kind));
+    cli_json_num(&j, "loss", ev->loss);
+    cli_json_num(&j, accuracy ? "accuracy" : "mse", ev->metric);
+    cli_json_int(&j, "outputs", bp_model_width(r->m, bp_model_n_layers(r->m)));
+    cli_json_names(&j, "class_names", &r->names);
+    cli_json_num(&j, "seconds", secs);
+    cli_json_close(&j);
 }
 
 int cli_cmd_eval(int argc, char **argv) {
@@ -116,13 +176,16 @@ int cli_cmd_eval(int argc, char **argv) {
         double t0 = cli_now();
         rc = cli_evaluate(CMD_EVAL, r.m, r.d.test, &r.loss, &ev, NULL);
         double secs = cli_now() - t0;
-        if (!rc && cli_metric_is_accuracy(r.loss.kind))
-            printf("%s: %lld %s, loss %.4f, accuracy %.2f%% (%.1f s)\n", r.d.test_name,
-                   (long long)ev.n, cli_plural(ev.n, "sample", "samples"), ev.loss,
-                   100.0 * ev.metric, secs);
+        int accuracy = cli_metric_is_accuracy(r.loss.kind);
+        if (!rc && accuracy)
+            fprintf(cli_out(), "%s: %lld %s, loss %.4f, accuracy %.2f%% (%.1f s)\n", r.d.test_name,
+                    (long long)ev.n, cli_plural(ev.n, "sample", "samples"), ev.loss,
+                    100.0 * ev.metric, secs);
         else if (!rc)
-            printf("%s: %lld %s, loss %.4f, MSE %.6g (%.1f s)\n", r.d.test_name, (long long)ev.n,
-                   cli_plural(ev.n, "sample", "samples"), ev.loss, ev.metric, secs);
+            fprintf(cli_out(), "%s: %lld %s, loss %.4f, MSE %.6g (%.1f s)\n", r.d.test_name,
+                    (long long)ev.n, cli_plural(ev.n, "sample", "samples"), ev.loss, ev.metric,
+                    secs);
+        if (!rc && r.o.json) eval_json(&r, &ev, secs, accuracy);
     }
     teardown(&r);
     return rc < 0 ? CLI_EXIT_OK : rc;
@@ -136,6 +199,7 @@ typedef struct table {
     const float *z; /* raw outputs [n, k] */
     int what;       /* OUT_CLASS, OUT_PROBS, OUT_LOGITS; OUT_AUTO resolved by the writer */
     bp_loss_kind loss;
+    const cli_names *names; /* class names: the CSV's classes and column names, or none */
 } table;
 
 static int argmax(const float *z, int k) {
@@ -166,13 +230,29 @@ static int write_csv(const table *t, FILE *f) {
     int cols = t->what != OUT_CLASS;
     int probs = t->what == OUT_PROBS || (t->what == OUT_AUTO && t->loss != BP_LOSS_MSE);
     const char *prefix = probs ? "p" : t->loss == BP_LOSS_MSE ? "y" : "logit";
+    int named = t->names && t->names->n == t->k;
     if (cls) fputs("class", f);
-    for (int j = 0; cols && j < t->k; ++j)
-        fprintf(f, "%s%s%d", cls || j ? "," : "", prefix, j);
+    for (int j = 0; cols && j < t->k; ++j) {
+        if (cls || j) fputc(',', f);
+        if (!named) {
+            fprintf(f, "%s%d", prefix, j);
+            continue;
+        }
+        size_t len = strlen(prefix) + strlen(t->names->v[j]) + 2;
+        char *head = malloc(len);
+        if (!head) return -1;
+        snprintf(head, len, "%s_%s", prefix, t->names->v[j]); /* p_cat */
+        cli_csv_field(f, head, ',');
+        free(head);
+    }
     fputc('\n', f);
     double *row = malloc((size_t)t->k * sizeof(double));
     for (int64_t i = 0; row && i < t->n; ++i) {
-        if (cls) fprintf(f, "%d", argmax(t->z + i * t->k, t->k));
+        int c = argmax(t->z + i * t->k, t->k);
+        if (cls && named)
+            cli_csv_field(f, t->names->v[c], ',');
+        else if (cls)
+            fprintf(f, "%d", c);
         transform_row(t, i, probs, row);
         for (int j = 0; cols && j < t->k; ++j)
             fprintf(f, "%s%.7g", cls || j ? "," : "", row[j]);
@@ -234,13 +314,25 @@ static int write_npy(const table *t, FILE *f) {
     return row ? 0 : -1;
 }
 
+/* To standard output as it comes (a pipe has nothing to rename). */
+static int write_stdout(int cmd, const cli_options *o, const table *t) {
+    int bad = output_npy(o) ? write_npy(t, stdout) : write_csv(t, stdout);
+    if (bad) return cli_fail(cmd, "out of memory"), CLI_EXIT_FAIL;
+    if (fflush(stdout) != 0 || ferror(stdout)) {
+        cli_fail(cmd, "--output -: writing standard output failed: %s", strerror(errno));
+        return CLI_EXIT_FAIL;
+    }
+    return 0;
+}
+
 static int write_predictions(int cmd, const cli_options *o, const table *t) {
+    if (to_stdout(o)) return write_stdout(cmd, o, t);
     cli_atomic_file a;
     if (cli_atomic_open(&a, o->output)) {
         cli_fail(cmd, "--output: cannot write '%s': %s", o->output, strerror(errno));
         return CLI_EXIT_FAIL;
     }
-    int bad = cli_has_ext(o->output, ".npy") ? write_npy(t, a.f) : write_csv(t, a.f);
+    int bad = output_npy(o) ? write_npy(t, a.f) : write_csv(t, a.f);
     if (bad) {
         cli_atomic_abort(&a);
         cli_fail(cmd, "out of memory");
@@ -263,10 +355,17 @@ int cli_cmd_predict(int argc, char **argv) {
         int k = bp_model_width(r.m, bp_model_n_layers(r.m));
         z = malloc((size_t)(n ? n : 1) * (size_t)k * sizeof(float));
         if (!z) rc = (cli_fail(CMD_PREDICT, "out of memory"), CLI_EXIT_FAIL);
-        if (!rc) rc = cli_evaluate(CMD_PREDICT, r.m, r.d.test, &r.loss, NULL, z);
-        table t = {n, k, z, r.o.outputs, r.loss.kind};
+        /* The model's outputs from host rows, max_batch (--batch) at a time; softmax, sigmoid
+         * and argmax are taken from them here, for every form written. */
+        if (!rc && bp_model_predict(r.m, bp_dataset_features_data(r.d.test), n, BP_PREDICT_LOGITS,
+                                    z) != BP_OK)
+            rc = cli_lib_fail(CMD_PREDICT, "prediction");
+        table t = {n, k, z, r.o.outputs, r.loss.kind, &r.names};
         if (!rc) rc = write_predictions(CMD_PREDICT, &r.o, &t);
-        if (!rc) printf("wrote %lld predictions to %s\n", (long long)n, r.o.output);
+        if (!rc)
+            fprintf(to_stdout(&r.o) ? stderr : stdout, "wrote %lld predictions to %s%s\n",
+                    (long long)n, to_stdout(&r.o) ? "standard output" : r.o.output,
+                    r.d.kind == BP_TARGET_NONE ? " (data without targets)" : "");
     }
     free(z);
     teardown(&r);

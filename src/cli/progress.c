@@ -1,50 +1,267 @@
 /* What a person sees: the progress bar (or periodic lines when stderr is not a terminal), the
  * per-epoch table and the metrics CSV (plot.c draws the curves). */
-#define _POSIX_C_SOURCE 200809L
+#define _DEFAULT_SOURCE /* TIOCGWINSZ */
 #include <errno.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <unistd.h>
 
 #include "cli/cli.h"
 
 #define TTY_INTERVAL  0.1  /* seconds between redraws of the bar: ~10 a second */
 #define LINE_INTERVAL 10.0 /* seconds between plain lines when stderr is a file or pipe */
-#define BAR_WIDTH     24
+#define SMOOTHING     0.3  /* weight of the newest interval in the rate's moving average (tqdm's) */
+#define MIN_BAR       6    /* narrower than this, the bar goes and the text stays */
+#define SCORE_SHARE   0.02 /* sampled train accuracy: at most this share of the epoch's time */
 
 void cli_progress_start(cli_progress *p, int epoch, int epochs, int64_t steps, int64_t first) {
     int quiet = p->quiet;
+    cli_progress_run run = p->run;
     memset(p, 0, sizeof *p);
     p->quiet = quiet;
+    p->run = run;
     p->tty = isatty(STDERR_FILENO);
     p->epoch = epoch;
     p->epochs = epochs;
     p->steps = steps;
     p->step = first;
+    p->drawn_step = first;
     p->start = cli_now();
     p->last_draw = p->start;
+    if (p->run.start == 0.0) p->run.start = p->start;
+    if (p->run.last_epoch == 0) p->run.last_epoch = epochs;
+}
+
+int cli_progress_wants_score(const cli_progress *p, int full) {
+    if (!p->run.has_acc) return 0;
+    return full || p->score_seconds <= SCORE_SHARE * (cli_now() - p->start);
+}
+
+void cli_progress_score(cli_progress *p, int64_t right, int64_t rows, double seconds) {
+    p->right += right;
+    p->scored += rows;
+    p->score_seconds += seconds;
+}
+
+/* ---- what the bar says ---- */
+
+/* Seconds as tqdm writes them: 00:04, 1:02:03; "?" when unknown. */
+static void clock_text(double seconds, char *buf, size_t size) {
+    if (!(seconds >= 0) || seconds > 3.6e8) {
+        snprintf(buf, size, "?");
+        return;
+    }
+    long s = (long)(seconds + 0.5);
+    if (s >= 3600)
+        snprintf(buf, size, "%ld:%02ld:%02ld", s / 3600, s / 60 % 60, s % 60);
+    else
+        snprintf(buf, size, "%02ld:%02ld", s / 60, s % 60);
+}
+
+/* 812, 41.0k, 412k, 1.23M: three digits and an SI prefix. */
+static void rate_text(double rate, char *buf, size_t size) {
+    static const char prefix[] = {'\0', 'k', 'M', 'G', 'T'};
+    int k = 0;
+    while (rate >= 999.5 && k < 4)
+        rate /= 1000.0, ++k;
+    const char *fmt = rate >= 99.95 || k == 0 ? "%.0f%c" : rate >= 9.995 ? "%.1f%c" : "%.2f%c";
+    snprintf(buf, size, fmt, rate, prefix[k]); /* no prefix: the string ends at its NUL */
+}
+
+/* The smoothed rates (steps and samples a second); 0 before the first interval. */
+static double step_rate(const cli_progress *p) {
+    return p->ema_seconds > 0.0 ? p->ema_steps / p->ema_seconds : 0.0;
+}
+
+static double sample_rate(const cli_progress *p) {
+    return p->ema_seconds > 0.0 ? p->ema_samples / p->ema_seconds : 0.0;
+}
+
+/* Seconds left in the epoch and in the run (this invocation): the steps left at the smoothed
+ * rate, and a validation pass like the last one after this epoch and each one left. */
+static double epoch_left(const cli_progress *p) {
+    double r = step_rate(p);
+    return p->step >= p->steps ? 0.0 : r > 0.0 ? (double)(p->steps - p->step) / r : -1.0;
+}
+
+static double run_left(const cli_progress *p) {
+    int after = p->run.last_epoch - p->epoch; /* epochs after this one */
+    double here = epoch_left(p), r = step_rate(p);
+    if (after < 0) after = 0;
+    if (here < 0.0 || (after > 0 && r <= 0.0)) return -1.0;
+    return here + (after > 0 ? (double)after * (double)p->steps / r : 0.0) +
+           (double)(after + 1) * p->run.val_seconds; /* this epoch's validation is still to come */
+}
+
+/* The texts of a redraw: the parts that always show, and the bracketed items in the order
+ * they are kept when the terminal is narrow. */
+enum { ITEM_TIMES, ITEM_LOSS, ITEM_RUN, ITEM_ACC, ITEM_RATE, N_ITEMS };
+static const int SHOWN_ORDER[N_ITEMS] = {ITEM_TIMES, ITEM_RATE, ITEM_LOSS, ITEM_ACC, ITEM_RUN};
+
+typedef struct bar_text {
+    char head[48], pct[8], count[48];
+    char item[N_ITEMS][64];
+} bar_text;
+
+static void bar_texts(const cli_progress *p, double now, bar_text *t) {
+    char a[24], b[24];
+    snprintf(t->head, sizeof t->head, "epoch %d/%d:", p->epoch, p->epochs);
+    int pct = p->steps ? (int)(100 * p->step / p->steps) : 0;
+    snprintf(t->pct, sizeof t->pct, "%3d%%", pct);
+    snprintf(t->count, sizeof t->count, "%lld/%lld", (long long)p->step, (long long)p->steps);
+    clock_text(now - p->start, a, sizeof a);
+    clock_text(epoch_left(p), b, sizeof b);
+    snprintf(t->item[ITEM_TIMES], sizeof t->item[0], "%s<%s", a, b);
+    if (sample_rate(p) > 0.0) {
+        rate_text(sample_rate(p), a, sizeof a);
+        snprintf(t->item[ITEM_RATE], sizeof t->item[0], "%s samples/s", a);
+    } else {
+        snprintf(t->item[ITEM_RATE], sizeof t->item[0], "? samples/s");
+    }
+    if (p->loss_n)
+        snprintf(t->item[ITEM_LOSS], sizeof t->item[0], "loss=%.4f",
+                 p->loss_sum / (double)p->loss_n);
+    else
+        t->item[ITEM_LOSS][0] = '\0';
+    if (p->run.has_acc && p->scored)
+        snprintf(t->item[ITEM_ACC], sizeof t->item[0], "acc=%.1f%%",
+                 100.0 * (double)p->right / (double)p->scored);
+    else
+        t->item[ITEM_ACC][0] = '\0';
+    clock_text(now - p->run.start, a, sizeof a);
+    clock_text(run_left(p), b, sizeof b);
+    snprintf(t->item[ITEM_RUN], sizeof t->item[0], "run %s<%s", a, b);
+}
+
+/* The line with the first `keep` items (and their bracket) and, when bar > 0, a bar of that
+ * many columns; its width in columns, *len its bytes. */
+static int compose(const bar_text *t, int keep, int bar, double frac, int unicode, char *out,
+                   size_t size, size_t *len) {
+    size_t at = 0;
+    int cols = 0;
+#define PUT(s)                                                                                     \
+    do {                                                                                           \
+        int n_ = snprintf(out + at, at < size ? size - at : 0, "%s", s);                           \
+        at += (size_t)n_;                                                                          \
+        cols += n_;                                                                                \
+    } while (0)
+    PUT(t->head);
+    PUT(" ");
+    PUT(t->pct);
+    if (bar > 0) {
+        /* tqdm's bar: whole cells full, one cell a fraction (eighths, or tenths in ASCII) */
+        static const char *const EIGHTHS[] = {" ", "▏", "▎", "▍", "▌", "▋", "▊", "▉"};
+        double cells = frac * bar;
+        int full = (int)cells,
+            part = unicode ? (int)((cells - full) * 8) : (int)((cells - full) * 10);
+        PUT("|");
+        for (int i = 0; i < bar; ++i) {
+            char ascii[2] = {i < full ? '#' : i == full && part ? (char)('0' + part) : ' ', '\0'};
+            const char *cell = !unicode ? ascii : i < full ? "█" : i == full ? EIGHTHS[part] : " ";
+            at += (size_t)snprintf(out + at, at < size ? size - at : 0, "%s", cell);
+            cols += 1;
+        }
+        PUT("|");
+    }
+    PUT(" ");
+    PUT(t->count);
+    int any = 0;
+    for (int k = 0; k < N_ITEMS; ++k) {
+        int item = SHOWN_ORDER[k];
+        if (item >= keep || !t->item[item][0]) continue;
+        PUT(any++ ? ", " : " [");
+        PUT(t->item[item]);
+    }
+    if (any) PUT("]");
+#undef PUT
+    *len = at < size ? at : size - 1;
+    return cols;
+}
+
+void cli_progress_line(const cli_progress *p, double now, int cols, int unicode, char *out,
+                       size_t size) {
+    bar_text t;
+    bar_texts(p, now, &t);
+    int avail = cols - 1; /* the last column would leave the cursor waiting to wrap */
+    double frac = p->steps ? (double)p->step / (double)p->steps : 0.0;
+    size_t len;
+    out[0] = '\0';
+    if (avail <= 0) return;
+    /* A bar with at least the epoch's times beside it, keeping as many items as leave it room;
+     * else no bar, as many items as fit; else the start of the shortest line. */
+    for (int keep = N_ITEMS; keep >= 1; --keep) {
+        int fixed = compose(&t, keep, 0, frac, unicode, out, size, &len) + 2;
+        if (avail - fixed >= MIN_BAR) {
+            compose(&t, keep, avail - fixed, frac, unicode, out, size, &len);
+            return;
+        }
+    }
+    for (int keep = N_ITEMS; keep >= 0; --keep)
+        if (compose(&t, keep, 0, frac, unicode, out, size, &len) <= avail) return;
+    compose(&t, 0, 0, frac, unicode, out, size, &len);
+    if ((size_t)avail < len) out[avail] = '\0'; /* no bar: one byte a column */
+}
+
+/* The terminal's width: the kernel's (asked at every redraw, so a resize is followed), else
+ * COLUMNS, else 80. */
+static int terminal_columns(void) {
+    struct winsize ws;
+    if (ioctl(STDERR_FILENO, TIOCGWINSZ, &ws) == 0 && ws.ws_col > 0) return ws.ws_col;
+    const char *env = getenv("COLUMNS");
+    int c = env ? atoi(env) : 0;
+    return c > 0 ? c : 80;
+}
+
+/* Whether the terminal takes UTF-8 (the locale's variables say so): the bar's block cells. */
+static int utf8_terminal(void) {
+    static const char *const vars[] = {"LC_ALL", "LC_CTYPE", "LANG"};
+    for (int i = 0; i < 3; ++i) {
+        const char *v = getenv(vars[i]);
+        if (!v || !v[0]) continue;
+        return strstr(v, "UTF-8") || strstr(v, "utf-8") || strstr(v, "UTF8") || strstr(v, "utf8");
+    }
+    return 0;
+}
+
+/* tqdm's moving average of the interval since the last redraw. */
+static void smooth(cli_progress *p, double now) {
+    double dt = now - p->last_draw;
+    if (dt <= 0.0 || p->step == p->drawn_step) return;
+    double steps = (double)(p->step - p->drawn_step),
+           samples = (double)(p->samples - p->drawn_samples);
+    if (p->ema_n == 0) {
+        p->ema_steps = steps, p->ema_samples = samples, p->ema_seconds = dt;
+    } else {
+        p->ema_steps = SMOOTHING * steps + (1 - SMOOTHING) * p->ema_steps;
+        p->ema_samples = SMOOTHING * samples + (1 - SMOOTHING) * p->ema_samples;
+        p->ema_seconds = SMOOTHING * dt + (1 - SMOOTHING) * p->ema_seconds;
+    }
+    p->ema_n++;
+    p->drawn_step = p->step;
+    p->drawn_samples = p->samples;
 }
 
 static void draw(cli_progress *p, double now) {
-    double elapsed = now - p->start;
-    int64_t done = p->step, left = p->steps - p->step;
-    double rate = elapsed > 0 ? (double)p->samples / elapsed : 0.0;
-    double per_step = p->done_here ? elapsed / (double)p->done_here : 0.0;
-    char eta[32];
-    cli_format_duration(per_step * (double)left, eta, sizeof eta);
-    double loss = p->loss_n ? p->loss_sum / (double)p->loss_n : NAN;
+    smooth(p, now);
     if (p->tty) {
-        char bar[BAR_WIDTH + 1];
-        int fill = p->steps ? (int)(BAR_WIDTH * done / p->steps) : 0;
-        for (int i = 0; i < BAR_WIDTH; ++i)
-            bar[i] = i < fill ? '#' : '.';
-        bar[BAR_WIDTH] = '\0';
-        fprintf(stderr, "\repoch %d/%d [%s] %lld/%lld  loss %.4f  %.0f samples/s  ETA %s\033[K",
-                p->epoch, p->epochs, bar, (long long)done, (long long)p->steps, loss, rate, eta);
+        char line[4096];
+        cli_progress_line(p, now, terminal_columns(), utf8_terminal(), line, sizeof line);
+        fprintf(stderr, "\r%s\033[K", line);
     } else {
-        fprintf(stderr, "epoch %d/%d  step %lld/%lld  loss %.4f  %.0f samples/s  ETA %s\n",
-                p->epoch, p->epochs, (long long)done, (long long)p->steps, loss, rate, eta);
+        char eta[32], elapsed[32], run[32], acc[32] = "";
+        clock_text(epoch_left(p), eta, sizeof eta);
+        clock_text(now - p->start, elapsed, sizeof elapsed);
+        clock_text(run_left(p), run, sizeof run);
+        if (p->run.has_acc && p->scored)
+            snprintf(acc, sizeof acc, "  acc %.2f%%", 100.0 * (double)p->right / (double)p->scored);
+        double loss = p->loss_n ? p->loss_sum / (double)p->loss_n : NAN;
+        fprintf(stderr,
+                "epoch %d/%d  step %lld/%lld  loss %.4f%s  %.0f samples/s  ETA %s  elapsed %s  "
+                "run ETA %s\n",
+                p->epoch, p->epochs, (long long)p->step, (long long)p->steps, loss, acc,
+                sample_rate(p), eta, elapsed, run);
     }
     fflush(stderr);
     p->last_draw = now;
@@ -72,9 +289,9 @@ void cli_progress_clear(cli_progress *p) {
 /* ---- the table ---- */
 
 void cli_table_header(int accuracy) {
-    printf("%5s  %10s  %10s  %9s  %10s  %8s\n", "epoch", "train loss", "val loss",
-           accuracy ? "val acc" : "val mse", "lr", "time");
-    fflush(stdout);
+    fprintf(cli_out(), "%5s  %10s  %10s  %9s  %10s  %8s\n", "epoch", "train loss", "val loss",
+            accuracy ? "val acc" : "val mse", "lr", "time");
+    fflush(cli_out());
 }
 
 void cli_table_row(const cli_epoch_row *r, int accuracy) {
@@ -86,9 +303,9 @@ void cli_table_row(const cli_epoch_row *r, int accuracy) {
         else
             snprintf(metric, sizeof metric, "%.4g", r->val_metric);
     }
-    printf("%5d  %10.4f  %10s  %9s  %10.3e  %7.1fs\n", r->epoch, r->train_loss, val, metric, r->lr,
-           r->seconds);
-    fflush(stdout);
+    fprintf(cli_out(), "%5d  %10.4f  %10s  %9s  %10.3e  %7.1fs\n", r->epoch, r->train_loss, val,
+            metric, r->lr, r->seconds);
+    fflush(cli_out());
 }
 
 /* ---- history and the metrics CSV ---- */

@@ -1,8 +1,9 @@
 /* The run.* metadata the command keeps in checkpoints: the feature scaling, the loss, where the
  * run stands (epoch, batch, loader seed, early-stopping state) and the options it was started
  * with (run.cfg.NAME), so eval/predict apply the same scaling and --resume continues exactly. */
-#define _POSIX_C_SOURCE 200809L
+#define _XOPEN_SOURCE 700 /* realpath */
 #include <errno.h>
+#include <limits.h>
 #include <inttypes.h>
 #include <math.h>
 #include <stdarg.h>
@@ -87,6 +88,71 @@ static void add_state(meta_list *l, const cli_data *d, const bp_loss_config *los
     add(l, "best_metric", "%.17g", rs->best_metric);
     add(l, "bad_epochs", "%d", rs->bad_epochs);
     add(l, "train_seconds", "%.3f", rs->train_seconds);
+    if (d->names.n) add_owned(l, "class_names", cli_names_join(&d->names));
+}
+
+/* ---- data paths, kept relative to the checkpoint's folder ---- */
+
+/* Options whose value is a path the run reads data from. */
+static int is_data_path(int i) {
+    return (cli_option_is_input(i) && cli_option_is_data(i)) ||
+           strcmp(cli_option_name(i), "data-dir") == 0;
+}
+
+static void folder_of(const char *path, char *buf, size_t size) {
+    const char *slash = strrchr(path, '/');
+    if (!slash)
+        snprintf(buf, size, ".");
+    else
+        snprintf(buf, size, "%.*s", slash == path ? 1 : (int)(slash - path), path);
+}
+
+/* The path of `to` from the folder `from`, both absolute and resolved (realpath). */
+static char *relative_path(const char *from, const char *to) {
+    size_t i = 0, common = 0;
+    while (from[i] && from[i] == to[i])
+        if (from[i++] == '/') common = i;
+    if ((from[i] == '\0' || from[i] == '/') && (to[i] == '\0' || to[i] == '/')) common = i;
+    int ups = 0;
+    for (const char *p = from + common; *p; ++p)
+        if (*p != '/' && (p == from + common || p[-1] == '/')) ++ups; /* a component starts */
+    const char *rest = to + common;
+    while (*rest == '/')
+        ++rest;
+    size_t n = (size_t)ups * 3 + strlen(rest) + 2;
+    char *out = malloc(n);
+    if (!out) return NULL;
+    size_t at = 0;
+    for (int k = 0; k < ups; ++k)
+        at += (size_t)snprintf(out + at, n - at, "%s", k + 1 < ups || rest[0] ? "../" : "..");
+    snprintf(out + at, n - at, "%s", ups || rest[0] ? rest : ".");
+    return out;
+}
+
+/* A relative data path as the checkpoint at ckpt keeps it: relative to the checkpoint's folder,
+ * so that the run's files are found from wherever the command runs (eval, predict, --resume).
+ * Absolute paths, and paths that cannot be resolved, are kept as given. */
+static char *stored_path(const char *ckpt, const char *value) {
+    char dir[PATH_MAX], from[PATH_MAX], to[PATH_MAX];
+    if (!value[0] || value[0] == '/') return cli_strdup(value);
+    folder_of(ckpt, dir, sizeof dir);
+    if (!realpath(dir, from) || !realpath(value, to)) return cli_strdup(value);
+    char *rel = relative_path(from, to);
+    return rel ? rel : cli_strdup(value);
+}
+
+char *cli_resolve_stored_path(const char *ckpt, const char *value) {
+    char dir[PATH_MAX];
+    folder_of(ckpt, dir, sizeof dir);
+    if (!value[0] || value[0] == '/' || strcmp(dir, ".") == 0) return cli_strdup(value);
+    size_t n = strlen(dir) + strlen(value) + 2;
+    char *out = malloc(n);
+    if (out) snprintf(out, n, "%s/%s", dir, value);
+    return out;
+}
+
+int cli_option_is_data_path(int index) {
+    return is_data_path(index);
 }
 
 int cli_checkpoint_save(int cmd, const char *path, const bp_model *m, const bp_optimizer *opt,
@@ -103,7 +169,10 @@ int cli_checkpoint_save(int cmd, const char *path, const bp_model *m, const bp_o
     for (int i = 0; i < cli_option_count(); ++i)
         if (cli_option_stored(i)) {
             snprintf(key, sizeof key, "cfg.%s", cli_option_name(i));
-            add(&l, key, "%s", o->text[i]);
+            if (is_data_path(i))
+                add_owned(&l, key, stored_path(path, o->text[i]));
+            else
+                add(&l, key, "%s", o->text[i]);
         }
     int rc = 0;
     if (l.oom)
@@ -240,6 +309,12 @@ int cli_apply_stored_options(int cmd, const char *path, cli_options *o, int whic
         snprintf(key, sizeof key, "cfg.%s", name);
         char *v = cli_meta_get(cmd, path, key, &failed);
         if (!v) continue;
+        if (is_data_path(i)) { /* kept relative to the checkpoint's folder */
+            char *resolved = cli_resolve_stored_path(path, v);
+            free(v);
+            if (!resolved) return cli_fail(cmd, "out of memory"), CLI_EXIT_FAIL;
+            v = resolved;
+        }
         int frozen = cli_option_frozen(i) && which == STORED_ALL;
         if (o->given[i] && frozen && strcmp(o->text[i], v) != 0)
             cli_warn(cmd, "--%s %s is ignored: the run in %s has %s '%s' and continues with it",
@@ -248,4 +323,22 @@ int cli_apply_stored_options(int cmd, const char *path, cli_options *o, int whic
         free(v);
     }
     return failed ? CLI_EXIT_FAIL : 0;
+}
+
+int cli_read_class_names(int cmd, const char *path, int outputs, cli_names *names) {
+    int failed = 0;
+    char *v = cli_meta_get(cmd, path, "class_names", &failed);
+    names->n = 0;
+    names->v = NULL;
+    if (failed) return CLI_EXIT_FAIL;
+    if (!v) return 0;
+    int rc = cli_names_split(names, v) ? (cli_fail(cmd, "out of memory"), CLI_EXIT_FAIL) : 0;
+    free(v);
+    if (!rc && outputs > 0 && names->n != outputs) {
+        cli_fail(cmd, "%s: run.class_names holds %d names, but the model has %d outputs", path,
+                 names->n, outputs);
+        rc = CLI_EXIT_FAIL;
+    }
+    if (rc) cli_names_free(names);
+    return rc;
 }

@@ -127,6 +127,18 @@ static int check_batch(cli_session *s) {
     return 0;
 }
 
+/* The data; a resumed run's labels map onto the class names it was trained with. */
+static int load_data(cli_session *s, int values) {
+    if (!s->resuming) return cli_data_load_train(s->cmd, &s->o, values, NULL, NULL, &s->d);
+    cli_names known = {NULL, 0};
+    char whose[1100];
+    snprintf(whose, sizeof whose, "the run in %s", s->o.resume);
+    int rc = cli_read_class_names(s->cmd, s->o.resume, 0, &known);
+    if (!rc) rc = cli_data_load_train(s->cmd, &s->o, values, &known, whose, &s->d);
+    cli_names_free(&known);
+    return rc;
+}
+
 int cli_session_setup(cli_session *s, int cmd, int argc, char **argv) {
     memset(s, 0, sizeof *s);
     s->cmd = cmd;
@@ -144,7 +156,7 @@ int cli_session_setup(cli_session *s, int cmd, int argc, char **argv) {
     if ((rc = cli_open_device(cmd, o, &s->dev))) return rc; /* fails fast, before loading */
     bp_loss_kind guess = cli_loss_kind(o, NULL);
     int values = cli_targets_are_values(o, guess, o->loss != LOSS_AUTO);
-    if ((rc = cli_data_load_train(cmd, o, values, &s->d))) return rc;
+    if ((rc = load_data(s, values))) return rc;
     s->loss.kind = cli_loss_kind(o, &s->d);
     /* the default smoothing is for cross-entropy; other losses have none */
     s->loss.label_smoothing =

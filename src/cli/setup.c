@@ -35,6 +35,7 @@ static int check_fit(int cmd, int in, int out, const cli_data *d, const char *wh
                         d->train ? d->train_name : d->test_name);
         return CLI_EXIT_USAGE;
     }
+    if (d->train && d->names.n && cli_check_named_outputs(cmd, d, out, who)) return CLI_EXIT_USAGE;
     if (d->train && d->kind == BP_TARGET_CLASS && d->classes > out) {
         cli_usage_error(cmd,
                         "%s: the data has %d classes (labels up to %d, row %lld of %s) but the "

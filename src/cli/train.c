@@ -25,6 +25,12 @@ typedef struct trainer {
     float last_lr;
     double wall_start;
     int agreed_failure; /* every rank failed at the same step: each can end cleanly */
+    /* The train accuracy of the progress bar: logits of a batch before its step, in inference
+     * mode (no dropout), on a tensor of the model's micro-batch; labels to the host. */
+    bp_tensor *score_out;
+    float *score_z;
+    int32_t *score_y;
+    int stopped_early;
 } trainer;
 
 /* ---- the gradient-norm monitor ---- */
@@ -67,6 +73,73 @@ static int check_grads(trainer *t, int epoch, int64_t step) {
         if (norm > EXPLODING) grad_warn(t, l, 1, norm, epoch, step);
     }
     return 0;
+}
+
+/* ---- the train accuracy ---- */
+
+/* Whether this run scores batches: classes, --train-acc not off, and someone to show it to
+ * (the bar of rank 0, or --json). */
+static int scores(const trainer *t) {
+    const cli_options *o = &t->s.o;
+    return t->s.loss.kind == BP_LOSS_CROSS_ENTROPY && o->train_acc != ACC_OFF && cli_rank == 0 &&
+           (!o->quiet || o->json);
+}
+
+/* The buffers for scoring, or none: the accuracy is then not shown (a memory limit that has no
+ * room for them costs the column, not the run). */
+static void prepare_scoring(trainer *t) {
+    bp_model *m = t->s.m;
+    int rows = bp_model_max_batch(m), k = bp_model_width(m, bp_model_n_layers(m));
+    bp_status st;
+    t->prog.run.has_acc = 0;
+    if (!scores(t)) return;
+    t->score_out = bp_tensor_create(bp_model_device(m), BP_F32, rows, k, &st);
+    t->score_z = malloc((size_t)rows * (size_t)k * sizeof(float));
+    t->score_y = malloc((size_t)t->s.o.batch * sizeof(int32_t));
+    t->prog.run.has_acc = t->score_out && t->score_z && t->score_y;
+}
+
+static int argmax_row(const float *z, int k) {
+    int best = 0;
+    for (int j = 1; j < k; ++j)
+        if (z[j] > z[best]) best = j;
+    return best;
+}
+
+/* Rows of x with the label y that the model, as it is before the step, gets right: a forward
+ * in inference mode over the batch, a micro-batch at a time. It changes nothing the step uses
+ * (the parameters, gradients, dropout counter and optimizer are not touched; the step's own
+ * forward rewrites the activations). -1 on a failure. */
+static int64_t right_rows(trainer *t, const bp_tensor *x, const bp_tensor *y) {
+    bp_model *m = t->s.m;
+    int64_t rows = bp_tensor_rows(x), right = 0;
+    int mb = bp_model_max_batch(m), k = bp_model_width(m, bp_model_n_layers(m));
+    if (rows > t->s.o.batch || bp_tensor_download(y, t->score_y, (size_t)rows) != BP_OK) return -1;
+    for (int64_t r0 = 0; r0 < rows; r0 += mb) {
+        int64_t n = rows - r0 < mb ? rows - r0 : mb;
+        bp_status st;
+        bp_tensor *xv = bp_tensor_view_rows((bp_tensor *)x, r0, n, &st);
+        bp_tensor *ov = xv ? bp_tensor_view_rows(t->score_out, 0, n, &st) : NULL;
+        int ok = ov && bp_model_forward(m, xv, BP_MODE_INFERENCE, ov) == BP_OK &&
+                 bp_tensor_download(ov, t->score_z, (size_t)n * (size_t)k) == BP_OK;
+        bp_tensor_free(ov);
+        bp_tensor_free(xv);
+        if (!ok) return -1;
+        for (int64_t i = 0; i < n; ++i)
+            right += argmax_row(t->score_z + i * k, k) == t->score_y[r0 + i];
+    }
+    return right;
+}
+
+static void score(trainer *t, const bp_tensor *x, const bp_tensor *y) {
+    if (!cli_progress_wants_score(&t->prog, t->s.o.train_acc == ACC_FULL)) return;
+    double t0 = cli_now();
+    int64_t right = right_rows(t, x, y);
+    if (right < 0) { /* a device failure the step will meet and report */
+        t->prog.run.has_acc = 0;
+        return;
+    }
+    cli_progress_score(&t->prog, right, bp_tensor_rows(x), cli_now() - t0);
 }
 
 /* ---- one epoch ---- */
@@ -143,6 +216,7 @@ static int run_epoch(trainer *t, int epoch, int64_t first, double *seconds) {
         if (!x) break;
         float loss = 0.0f;
         t->last_lr = bp_optimizer_lr(t->opt);
+        if (t->prog.run.has_acc) score(t, x, y);
         bp_status st = bp_train_step(s->m, t->opt, &s->loss, x, y, &loss);
         if (st != BP_OK) return step_failed(t, st, epoch, b);
         cli_progress_step(&t->prog, (int)global_rows(s, b), loss);
@@ -221,18 +295,24 @@ static int epochs(trainer *t) {
         if (rc) return rc;
         s->rs.train_seconds += secs;
         r.train_loss = t->prog.loss_n ? t->prog.loss_sum / (double)t->prog.loss_n : NAN;
+        r.train_acc = t->prog.scored ? (double)t->prog.right / (double)t->prog.scored : NAN;
+        r.train_scored = t->prog.scored;
+        r.train_score_seconds = t->prog.score_seconds;
         r.lr = t->last_lr;
         double t0 = cli_now();
         if ((rc = validate(t, &r))) return rc;
+        t->prog.run.val_seconds = cli_now() - t0;
         r.seconds = secs + (cli_now() - t0);
         cli_table_row(&r, t->accuracy);
         if (cli_history_add(&t->hist, &r)) return cli_fail(CMD_TRAIN, "out of memory"), 1;
         int stop = 0;
         if ((rc = end_of_epoch(t, &r, &stop))) return rc;
         if (stop) {
-            printf("early stop: no better validation %s for %d %s; the best was epoch %d\n",
-                   t->monitor_acc ? (t->accuracy ? "accuracy" : "MSE") : "loss", s->o.early_stop,
-                   cli_plural(s->o.early_stop, "epoch", "epochs"), s->rs.best_epoch);
+            t->stopped_early = 1;
+            fprintf(cli_out(),
+                    "early stop: no better validation %s for %d %s; the best was epoch %d\n",
+                    t->monitor_acc ? (t->accuracy ? "accuracy" : "MSE") : "loss", s->o.early_stop,
+                    cli_plural(s->o.early_stop, "epoch", "epochs"), s->rs.best_epoch);
             break;
         }
     }
@@ -263,34 +343,105 @@ static int make_optimizer(trainer *t) {
 static void describe(const trainer *t) {
     const cli_session *s = &t->s;
     const cli_options *o = &s->o;
-    printf("model: ");
-    cli_describe_model(s->m, stdout);
-    printf(" on %s\n", bp_device_name(s->dev));
+    fprintf(cli_out(), "model: ");
+    cli_describe_model(s->m, cli_out());
+    fprintf(cli_out(), " on %s\n", bp_device_name(s->dev));
     int64_t n_test = s->d.test ? bp_dataset_size(s->d.test) : 0;
-    printf("data: %s, %lld train / %lld val / %lld test %s, %d %s, ", s->d.train_name,
-           (long long)bp_dataset_size(s->d.train),
-           (long long)(s->d.val ? bp_dataset_size(s->d.val) : 0), (long long)n_test,
-           cli_plural(n_test, "sample", "samples"), s->d.features,
-           cli_plural(s->d.features, "feature", "features"));
+    fprintf(cli_out(), "data: %s, %lld train / %lld val / %lld test %s, %d %s, ", s->d.train_name,
+            (long long)bp_dataset_size(s->d.train),
+            (long long)(s->d.val ? bp_dataset_size(s->d.val) : 0), (long long)n_test,
+            cli_plural(n_test, "sample", "samples"), s->d.features,
+            cli_plural(s->d.features, "feature", "features"));
     if (s->d.kind == BP_TARGET_CLASS)
-        printf("%d %s, scaling %s\n", s->d.classes, cli_plural(s->d.classes, "class", "classes"),
-               cli_scale_name(s->d.scaling));
+        fprintf(cli_out(), "%d %s, scaling %s\n", s->d.classes,
+                cli_plural(s->d.classes, "class", "classes"), cli_scale_name(s->d.scaling));
     else
-        printf("%d %s, scaling %s\n", s->d.target_width,
-               cli_plural(s->d.target_width, "target", "targets"), cli_scale_name(s->d.scaling));
+        fprintf(cli_out(), "%d %s, scaling %s\n", s->d.target_width,
+                cli_plural(s->d.target_width, "target", "targets"), cli_scale_name(s->d.scaling));
     static const char *const LOSSES[] = {"mse", "ce", "bce"};
-    printf("training: %s, lr %g, wd %g, %s schedule, batch %d, %d %s of %lld %s, loss %s",
-           cli_choice_name("opt", o->opt), o->lr, o->wd, cli_choice_name("schedule", o->schedule),
-           o->batch, o->epochs, cli_plural(o->epochs, "epoch", "epochs"),
-           (long long)s->steps_per_epoch, cli_plural(s->steps_per_epoch, "step", "steps"),
-           LOSSES[s->loss.kind]);
+    fprintf(cli_out(),
+            "training: %s, lr %g, wd %g, %s schedule, batch %d, %d %s of %lld %s, loss %s",
+            cli_choice_name("opt", o->opt), o->lr, o->wd, cli_choice_name("schedule", o->schedule),
+            o->batch, o->epochs, cli_plural(o->epochs, "epoch", "epochs"),
+            (long long)s->steps_per_epoch, cli_plural(s->steps_per_epoch, "step", "steps"),
+            LOSSES[s->loss.kind]);
     if (s->loss.label_smoothing > 0.0f)
-        printf(" (label smoothing %g)", (double)s->loss.label_smoothing);
-    putchar('\n');
+        fprintf(cli_out(), " (label smoothing %g)", (double)s->loss.label_smoothing);
+    fputc('\n', cli_out());
     if (s->resuming)
-        printf("resuming %s at epoch %d, step %lld\n", o->resume, s->rs.epoch + 1,
-               (long long)s->rs.batch_in_epoch);
-    fflush(stdout);
+        fprintf(cli_out(), "resuming %s at epoch %d, step %lld\n", o->resume, s->rs.epoch + 1,
+                (long long)s->rs.batch_in_epoch);
+    fflush(cli_out());
+}
+
+static void history_json(const trainer *t, cli_json *j) {
+    const char *metric = t->accuracy ? "val_accuracy" : "val_mse";
+    cli_json_begin(j, "history", '[');
+    for (int i = 0; i < t->hist.n; ++i) {
+        const cli_epoch_row *r = &t->hist.rows[i];
+        cli_json_begin(j, NULL, '{');
+        cli_json_int(j, "epoch", r->epoch);
+        cli_json_num(j, "train_loss", r->train_loss);
+        cli_json_num(j, "val_loss", r->has_val ? r->val_loss : NAN);
+        cli_json_num(j, metric, r->has_val ? r->val_metric : NAN);
+        cli_json_num(j, "lr", r->lr);
+        cli_json_num(j, "seconds", r->seconds);
+        if (t->accuracy && t->s.loss.kind == BP_LOSS_CROSS_ENTROPY) {
+            cli_json_num(j, "train_accuracy", r->train_scored ? r->train_acc : NAN);
+            cli_json_int(j, "train_accuracy_rows", r->train_scored);
+            cli_json_num(j, "train_accuracy_seconds", r->train_score_seconds);
+        }
+        cli_json_end(j, '}');
+    }
+    cli_json_end(j, ']');
+}
+
+/* --json: the run's summary as one object on stdout (the table went to stderr). */
+static void summary_json(const trainer *t, const cli_eval *test) {
+    const cli_session *s = &t->s;
+    static const char *const LOSSES[] = {"mse", "ce", "bce"};
+    cli_json j;
+    cli_json_open(&j, stdout);
+    cli_json_int(&j, "epochs", s->rs.epoch);
+    cli_json_int(&j, "epochs_asked", s->o.epochs);
+    cli_json_bool(&j, "early_stopped", t->stopped_early);
+    cli_json_num(&j, "train_seconds", s->rs.train_seconds);
+    cli_json_num(&j, "seconds", cli_now() - t->wall_start);
+    cli_json_begin(&j, "model", '{');
+    cli_json_begin(&j, "widths", '[');
+    for (int l = 0; l <= bp_model_n_layers(s->m); ++l)
+        cli_json_int(&j, NULL, bp_model_width(s->m, l));
+    cli_json_end(&j, ']');
+    cli_json_int(&j, "parameters", (long long)bp_model_n_params(s->m));
+    cli_json_str(&j, "device", bp_device_name(s->dev));
+    cli_json_end(&j, '}');
+    cli_json_str(&j, "loss_kind", LOSSES[s->loss.kind]);
+    if (s->d.kind == BP_TARGET_CLASS)
+        cli_json_int(&j, "classes", s->d.classes);
+    else
+        cli_json_null(&j, "classes");
+    cli_json_names(&j, "class_names", &s->d.names);
+    cli_json_begin(&j, "samples", '{');
+    cli_json_int(&j, "train", bp_dataset_size(s->d.train));
+    cli_json_int(&j, "val", s->d.val ? bp_dataset_size(s->d.val) : 0);
+    cli_json_int(&j, "test", s->d.test ? bp_dataset_size(s->d.test) : 0);
+    cli_json_end(&j, '}');
+    history_json(t, &j);
+    if (s->rs.best_epoch > 0)
+        cli_json_int(&j, "best_epoch", s->rs.best_epoch);
+    else
+        cli_json_null(&j, "best_epoch");
+    if (test) {
+        cli_json_begin(&j, "test", '{');
+        cli_json_num(&j, "loss", test->loss);
+        cli_json_num(&j, t->accuracy ? "accuracy" : "mse", test->metric);
+        cli_json_int(&j, "samples", test->n);
+        cli_json_end(&j, '}');
+    } else {
+        cli_json_null(&j, "test");
+    }
+    cli_json_str(&j, "checkpoint", t->save);
+    cli_json_close(&j);
 }
 
 static int finish(trainer *t) {
@@ -298,12 +449,12 @@ static int finish(trainer *t) {
     if (s->o.early_stop > 0 && s->rs.best_epoch > 0 && s->rs.best_epoch != s->rs.epoch) {
         if (bp_model_set_params(s->m, t->best, bp_model_n_params(s->m)) != BP_OK)
             return cli_lib_fail(CMD_TRAIN, "restoring the best parameters");
-        printf("restored the best epoch (%d)%s%s\n", s->rs.best_epoch,
-               t->save ? "; its checkpoint is " : "", t->save ? t->save : "");
+        fprintf(cli_out(), "restored the best epoch (%d)%s%s\n", s->rs.best_epoch,
+                t->save ? "; its checkpoint is " : "", t->save ? t->save : "");
     }
     char test[128] = "";
+    cli_eval ev = {NAN, NAN, 0};
     if (s->d.test) {
-        cli_eval ev;
         if (cli_evaluate(CMD_TRAIN, s->m, s->d.test, &s->loss, &ev, NULL)) return CLI_EXIT_FAIL;
         if (t->accuracy)
             snprintf(test, sizeof test, "; test loss %.4f, accuracy %.2f%% (%lld %s)", ev.loss,
@@ -312,11 +463,12 @@ static int finish(trainer *t) {
             snprintf(test, sizeof test, "; test loss %.4f, MSE %.4g (%lld %s)", ev.loss, ev.metric,
                      (long long)ev.n, cli_plural(ev.n, "sample", "samples"));
     }
-    printf("done: %d %s, %.1f s of training (%.1f s in all)%s\n", s->rs.epoch,
-           cli_plural(s->rs.epoch, "epoch", "epochs"), s->rs.train_seconds,
-           cli_now() - t->wall_start, test);
-    if (t->save) printf("checkpoint: %s\n", t->save);
-    fflush(stdout);
+    fprintf(cli_out(), "done: %d %s, %.1f s of training (%.1f s in all)%s\n", s->rs.epoch,
+            cli_plural(s->rs.epoch, "epoch", "epochs"), s->rs.train_seconds,
+            cli_now() - t->wall_start, test);
+    if (t->save) fprintf(cli_out(), "checkpoint: %s\n", t->save);
+    fflush(cli_out());
+    if (s->o.json && cli_rank == 0) summary_json(t, s->d.test ? &ev : NULL);
     /* Last, so a plot that cannot be written (exit 1) costs nothing else. */
     return s->o.plot[0] ? cli_plot_history(CMD_TRAIN, &t->hist, s->o.plot, t->accuracy) : 0;
 }
@@ -339,6 +491,9 @@ static int prepare(trainer *t) {
         return cli_lib_fail(CMD_TRAIN, "");
     if (s->resuming && o->metrics[0]) cli_history_read_csv(&t->hist, o->metrics, s->rs.epoch);
     t->prog.quiet = o->quiet;
+    t->prog.run.last_epoch =
+        o->stop_after > 0 && o->stop_after < o->epochs ? o->stop_after : o->epochs;
+    prepare_scoring(t);
     return make_optimizer(t);
 }
 
@@ -347,6 +502,7 @@ int cli_cmd_train(int argc, char **argv) {
     memset(&t, 0, sizeof t);
     t.wall_start = cli_now();
     int rc = cli_session_setup(&t.s, CMD_TRAIN, argc, argv);
+    if (!rc && t.s.o.json) cli_human = stderr; /* stdout holds the JSON summary alone */
     if (!rc) rc = prepare(&t);
     if (t.s.comm) {
         rc = cli_dist_join(&t.s, t.opt, rc);
@@ -355,9 +511,10 @@ int cli_cmd_train(int argc, char **argv) {
     if (!rc) {
         describe(&t);
         if (t.s.rs.epoch >= t.s.o.epochs)
-            printf("nothing to train: the run has finished %d of %d %s\n", t.s.rs.epoch,
-                   t.s.o.epochs, cli_plural(t.s.o.epochs, "epoch", "epochs"));
+            fprintf(cli_out(), "nothing to train: the run has finished %d of %d %s\n", t.s.rs.epoch,
+                    t.s.o.epochs, cli_plural(t.s.o.epochs, "epoch", "epochs"));
         cli_catch_interrupt(1);
+        t.prog.run.start = cli_now();
         rc = epochs(&t);
         /* Once stopped by a signal the handler stays: more signals wait for the exit. */
         if (rc < CLI_EXIT_SIGNAL) cli_catch_interrupt(0);
@@ -367,6 +524,9 @@ int cli_cmd_train(int argc, char **argv) {
     if (rc > 0 && rc < CLI_EXIT_SIGNAL && t.s.comm && !t.agreed_failure)
         bp_comm_abort(t.s.comm, rc);
     bp_optimizer_free(t.opt);
+    bp_tensor_free(t.score_out);
+    free(t.score_z);
+    free(t.score_y);
     cli_history_free(&t.hist);
     free(t.grads);
     free(t.best);

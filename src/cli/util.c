@@ -15,6 +15,8 @@
 /* Set by dist.c in a data-parallel run; messages name the rank. */
 int cli_rank = 0, cli_ranks = 1;
 
+FILE *cli_human = NULL;
+
 double cli_now(void) {
     struct timespec t;
     clock_gettime(CLOCK_MONOTONIC, &t);

@@ -27,7 +27,21 @@ typedef struct csv_ctx {
     int n_targets;
     bp_csv_target kind;
     bp_dataset *d; /* rows filled so far: d->n */
+    /* Class names and BP_CSV_CLASS_AUTO: each row's label cell (inside the text) and line,
+     * resolved once every row is read. */
+    const char **labels;
+    int64_t *label_line;
 } csv_ctx;
+
+/* Whether labels are read as text first (names, or auto), resolved after the last row. */
+static int labels_deferred(bp_csv_target kind) {
+    return kind == BP_CSV_CLASS_NAME || kind == BP_CSV_CLASS_AUTO;
+}
+
+/* Whether one target column holds class labels of some form. */
+static int one_label_column(bp_csv_target kind) {
+    return kind == BP_CSV_CLASS_INDEX || labels_deferred(kind);
+}
 
 bp_csv_options bp_csv_options_default(void) {
     bp_csv_options o;
@@ -136,14 +150,48 @@ static int parse_number(const char *s, double *v) {
 
 /* ---- the header and the target columns --------------------------------------------------- */
 
-/* Whether the first row looks like a header: a cell that holds text other than a number (an
- * empty cell does not count, so a data row with a hole is reported rather than skipped). */
-static int row_is_header(const csv_ctx *c) {
+/* Whether the first row looks like a header: a cell that holds text other than a number over
+ * a number in the second row `next` (so a column of class names is not a header by itself);
+ * with no second row, any such cell. An empty cell does not count, so a data row with a hole
+ * is reported rather than skipped. */
+static int row_is_header(const csv_ctx *c, const csv_ctx *next) {
     for (int j = 0; j < c->n_cells; ++j) {
         double v;
-        if (parse_number(c->cells[j], &v) == 2) return 1;
+        if (parse_number(c->cells[j], &v) != 2) continue;
+        if (next->n_cells == 0) return 1;
+        if (j < next->n_cells && parse_number(next->cells[j], &v) == 0) return 1;
     }
     return 0;
+}
+
+/* The cells of the first non-blank line in [p, end) into next (its own copy of the line, in
+ * *copy): what header detection compares the first row with. A line that does not split gives
+ * no cells (the row is reported when it is read). */
+static void peek_next_row(const csv_ctx *c, const char *p, const char *end, csv_ctx *next,
+                          char **copy) {
+    memset(next, 0, sizeof *next);
+    next->fn = c->fn;
+    next->path = c->path;
+    next->delim = c->delim;
+    *copy = NULL;
+    while (p < end) {
+        const char *nl = memchr(p, '\n', (size_t)(end - p)), *le = nl ? nl : end;
+        const char *q = p;
+        while (q < le && (*q == ' ' || *q == '\t' || *q == '\r'))
+            q++;
+        if (q == le) {
+            p = nl ? nl + 1 : end;
+            continue;
+        }
+        size_t len = (size_t)(le - p);
+        if (len && p[len - 1] == '\r') len--;
+        *copy = malloc(len + 1);
+        if (!*copy || memchr(p, '\0', len)) return;
+        memcpy(*copy, p, len);
+        (*copy)[len] = '\0';
+        if (split_line(next, *copy) != BP_OK) next->n_cells = 0;
+        return;
+    }
 }
 
 /* The column the header names `name`: its index, -1 when none does, or -2 after recording the
@@ -191,6 +239,7 @@ static int target_column(csv_ctx *c, const char *tok, char *const *names) {
 
 /* Marks the target columns named by spec (NULL: the last column) in c->target_of. */
 static bp_status resolve_targets(csv_ctx *c, const char *spec, char *const *names) {
+    if (c->kind == BP_CSV_NO_TARGETS) return BP_OK;
     if (!spec) {
         c->target_of[c->cols - 1] = c->n_targets++;
         return BP_OK;
@@ -228,20 +277,32 @@ static bp_status resolve_targets(csv_ctx *c, const char *spec, char *const *name
     return st;
 }
 
-/* The first row: the column count, the header (when there is one), the targets. */
-static bp_status read_layout(csv_ctx *c, const bp_csv_options *o, int *has_header) {
+/* The first row: the column count, the header (when there is one), the targets. rest and end
+ * span the text after the first row. */
+static bp_status read_layout(csv_ctx *c, const bp_csv_options *o, const char *rest, const char *end,
+                             int *has_header) {
     c->cols = c->n_cells;
     c->target_of = malloc((size_t)c->cols * sizeof *c->target_of);
     if (!c->target_of) return bp_error(BP_ERR_OUT_OF_MEMORY, "%s: no memory", c->fn);
     for (int j = 0; j < c->cols; ++j)
         c->target_of[j] = -1;
-    *has_header = o->header < 0 ? row_is_header(c) : o->header;
+    if (o->header < 0) {
+        csv_ctx next;
+        char *copy;
+        peek_next_row(c, rest, end, &next, &copy);
+        *has_header = row_is_header(c, &next);
+        free(next.cells);
+        free(copy);
+    } else {
+        *has_header = o->header;
+    }
     bp_status st = resolve_targets(c, o->targets, *has_header ? c->cells : NULL);
     if (st != BP_OK) return st;
-    c->target_cols = malloc((size_t)c->n_targets * sizeof *c->target_cols);
+    c->target_cols = malloc((size_t)(c->n_targets ? c->n_targets : 1) * sizeof *c->target_cols);
     if (!c->target_cols) return bp_error(BP_ERR_OUT_OF_MEMORY, "%s: no memory", c->fn);
     for (int j = 0; j < c->cols; ++j)
         if (c->target_of[j] >= 0) c->target_cols[c->target_of[j]] = j;
+    if (c->kind == BP_CSV_NO_TARGETS) return BP_OK;
     if (c->cols == 1)
         return bp_error(BP_ERR_INVALID_ARGUMENT,
                         "%s: '%s': line %lld has one column, with no '%s' in it: no feature is "
@@ -252,9 +313,9 @@ static bp_status read_layout(csv_ctx *c, const bp_csv_options *o, int *has_heade
         return bp_error(BP_ERR_INVALID_ARGUMENT,
                         "%s: '%s': all %d columns are targets; no feature is left", c->fn, c->path,
                         c->cols);
-    if (c->kind == BP_CSV_CLASS_INDEX && c->n_targets != 1)
+    if (one_label_column(c->kind) && c->n_targets != 1)
         return bp_error(BP_ERR_INVALID_ARGUMENT,
-                        "%s: '%s': a class index needs one target column, targets names %d", c->fn,
+                        "%s: '%s': a class label needs one target column, targets names %d", c->fn,
                         c->path, c->n_targets);
     return BP_OK;
 }
@@ -315,6 +376,14 @@ static bp_status read_one_hot(csv_ctx *c, const int *cols, int32_t *label) {
 static bp_status read_targets(csv_ctx *c) {
     const int *cols = c->target_cols;
     bp_dataset *d = c->d;
+    if (c->kind == BP_CSV_NO_TARGETS) return BP_OK;
+    if (labels_deferred(c->kind)) {
+        if (!c->cells[cols[0]][0])
+            return csv_error(c, BP_ERR_CORRUPT_FILE, cols[0] + 1, "empty cell");
+        c->labels[d->n] = c->cells[cols[0]];
+        c->label_line[d->n] = c->line;
+        return BP_OK;
+    }
     if (c->kind == BP_CSV_CLASS_INDEX) return read_class_index(c, cols[0], (int32_t *)d->y + d->n);
     if (c->kind == BP_CSV_ONE_HOT) return read_one_hot(c, cols, (int32_t *)d->y + d->n);
     float *y = (float *)d->y + (size_t)d->n * (size_t)d->width;
@@ -361,11 +430,20 @@ static bp_status allocate_rows(csv_ctx *c, const char *rest, const char *end, in
     int64_t by_size = (int64_t)(end - rest) / (2 * (int64_t)c->cols - 1) + 1;
     int64_t rows = (lines < by_size ? lines : by_size) + this_row;
     if (rows == 0) rows = 1;
-    int width = c->kind == BP_CSV_VALUES ? c->n_targets : 1;
-    bp_target_kind kind = c->kind == BP_CSV_VALUES ? BP_TARGET_VALUES : BP_TARGET_CLASS;
+    int width = c->kind == BP_CSV_VALUES ? c->n_targets : c->kind == BP_CSV_NO_TARGETS ? 0 : 1;
+    bp_target_kind kind = c->kind == BP_CSV_VALUES       ? BP_TARGET_VALUES
+                          : c->kind == BP_CSV_NO_TARGETS ? BP_TARGET_NONE
+                                                         : BP_TARGET_CLASS;
     bp_status st = BP_OK;
     c->d = bp_dataset_new(c->fn, rows, c->cols - c->n_targets, kind, width, &st);
     if (c->d) c->d->n = 0;
+    if (c->d && labels_deferred(c->kind)) {
+        c->labels = malloc((size_t)rows * sizeof *c->labels);
+        c->label_line = malloc((size_t)rows * sizeof *c->label_line);
+        if (!c->labels || !c->label_line)
+            st = bp_error(BP_ERR_OUT_OF_MEMORY, "%s: no memory for %lld labels", c->fn,
+                          (long long)rows);
+    }
     return st;
 }
 
@@ -375,7 +453,7 @@ static bp_status read_line(csv_ctx *c, char *p, const char *next, const char *en
     bp_status st = split_line(c, p);
     if (st != BP_OK || c->d) return st == BP_OK ? read_row(c) : st;
     int has_header = 0;
-    st = read_layout(c, o, &has_header);
+    st = read_layout(c, o, next, end, &has_header);
     if (st == BP_OK) st = allocate_rows(c, next, end, !has_header);
     return st == BP_OK && !has_header ? read_row(c) : st;
 }
@@ -413,24 +491,154 @@ static bp_status check_options(const char *fn, const bp_csv_options *o) {
     if (o->header < -1 || o->header > 1)
         return bp_error(BP_ERR_INVALID_ARGUMENT, "%s: header is %d, expected -1, 0 or 1", fn,
                         o->header);
-    if ((unsigned)o->target_kind > BP_CSV_VALUES)
+    if ((unsigned)o->target_kind > BP_CSV_NO_TARGETS)
         return bp_error(BP_ERR_INVALID_ARGUMENT, "%s: target_kind is %d, not a CSV target kind", fn,
                         (int)o->target_kind);
+    if (o->target_kind == BP_CSV_NO_TARGETS && o->targets)
+        return bp_error(BP_ERR_INVALID_ARGUMENT,
+                        "%s: BP_CSV_NO_TARGETS reads every column as a feature, but targets is "
+                        "'%s'",
+                        fn, o->targets);
+    if (o->n_class_names < 0 || (o->n_class_names > 0 && !o->class_names))
+        return bp_error(BP_ERR_INVALID_ARGUMENT, "%s: class_names is %s with n_class_names %d", fn,
+                        o->class_names ? "set" : "NULL", o->n_class_names);
+    for (int i = 0; i < o->n_class_names; ++i)
+        if (!o->class_names[i])
+            return bp_error(BP_ERR_INVALID_ARGUMENT, "%s: class_names[%d] is NULL", fn, i);
     return BP_OK;
+}
+
+/* ---- class labels read after the last row ---------------------------------------------- */
+
+static int by_text(const void *a, const void *b) {
+    return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+typedef struct named_class {
+    const char *name;
+    int32_t index;
+} named_class;
+
+static int by_name(const void *a, const void *b) {
+    return strcmp(((const named_class *)a)->name, ((const named_class *)b)->name);
+}
+
+/* BP_CSV_CLASS_AUTO: indices when every label is a number, names when none is; else the error
+ * names a line of each. *names says which. */
+static bp_status auto_kind(csv_ctx *c, int *names) {
+    int64_t number = -1, text = -1;
+    for (int64_t i = 0; i < c->d->n && (number < 0 || text < 0); ++i) {
+        double v;
+        if (parse_number(c->labels[i], &v) == 0) {
+            if (number < 0) number = i;
+        } else if (text < 0) {
+            text = i;
+        }
+    }
+    *names = number < 0;
+    if (number < 0 || text < 0) return BP_OK;
+    int64_t later = number > text ? number : text, first = number > text ? text : number;
+    c->line = c->label_line[later];
+    return csv_error(c, BP_ERR_CORRUPT_FILE, c->target_cols[0] + 1,
+                     "the label '%.40s' is a %s, but line %lld has the %s '%.40s': class labels "
+                     "are all indices or all names",
+                     c->labels[later], later == number ? "number" : "name",
+                     (long long)c->label_line[first], later == number ? "name" : "number",
+                     c->labels[first]);
+}
+
+/* Every label as a class index, with the errors read_class_index gives. */
+static bp_status labels_as_indices(csv_ctx *c) {
+    int32_t *y = c->d->y;
+    for (int64_t i = 0; i < c->d->n; ++i) {
+        c->line = c->label_line[i];
+        c->cells[c->target_cols[0]] = (char *)c->labels[i];
+        bp_status st = read_class_index(c, c->target_cols[0], &y[i]);
+        if (st != BP_OK) return st;
+    }
+    bp_dataset_count_classes(c->d);
+    return BP_OK;
+}
+
+/* Sorted, distinct copies of the n labels into out; the count. */
+static int64_t distinct_names(const char **labels, int64_t n, const char **out) {
+    memcpy(out, labels, (size_t)n * sizeof *out);
+    qsort(out, (size_t)n, sizeof *out, by_text);
+    int64_t m = 0;
+    for (int64_t i = 0; i < n; ++i)
+        if (m == 0 || strcmp(out[i], out[m - 1]) != 0) out[m++] = out[i];
+    return m;
+}
+
+/* The names table sorted by name: name i has index i. */
+static void sort_table(named_class *table, const char *const *names, int64_t n) {
+    for (int64_t i = 0; i < n; ++i)
+        table[i] = (named_class){names[i], (int32_t)i};
+    qsort(table, (size_t)n, sizeof *table, by_name);
+}
+
+static const named_class *find_name(const named_class *table, int64_t n, const char *name) {
+    named_class key = {name, 0};
+    return n ? bsearch(&key, table, (size_t)n, sizeof *table, by_name) : NULL;
+}
+
+/* The class list: the given names in their order, then the file's other names in byte order;
+ * every label mapped to its index through a table sorted by name. */
+static bp_status labels_as_names(csv_ctx *c, const bp_csv_options *o) {
+    bp_dataset *d = c->d;
+    int64_t n = d->n, g = o->n_class_names, k = 0;
+    const char **all = malloc((size_t)(n + g) * sizeof *all);
+    const char **mine = malloc((size_t)n * sizeof *mine);
+    named_class *table = malloc((size_t)(n + g) * sizeof *table);
+    bp_status st = BP_OK;
+    if (!all || !mine || !table) st = bp_error(BP_ERR_OUT_OF_MEMORY, "%s: no memory", c->fn);
+    if (st == BP_OK) sort_table(table, o->class_names, g);
+    for (int64_t i = 1; st == BP_OK && i < g; ++i)
+        if (strcmp(table[i].name, table[i - 1].name) == 0)
+            st = bp_error(BP_ERR_INVALID_ARGUMENT, "%s: class_names holds '%.40s' twice", c->fn,
+                          table[i].name);
+    if (st == BP_OK) {
+        for (; k < g; ++k)
+            all[k] = o->class_names[k];
+        int64_t m = distinct_names(c->labels, n, mine);
+        for (int64_t i = 0; i < m; ++i)
+            if (!find_name(table, g, mine[i])) all[k++] = mine[i];
+        if (k > INT32_MAX)
+            st = bp_error(BP_ERR_UNSUPPORTED, "%s: '%s': more than 2^31 classes", c->fn, c->path);
+    }
+    if (st == BP_OK) st = bp_dataset_set_names(d, c->fn, all, (int)k);
+    if (st == BP_OK) sort_table(table, (const char *const *)d->names, k);
+    for (int64_t i = 0; st == BP_OK && i < n; ++i) /* every label is in the table */
+        ((int32_t *)d->y)[i] = find_name(table, k, c->labels[i])->index;
+    free(all);
+    free(mine);
+    free(table);
+    return st;
+}
+
+static bp_status resolve_labels(csv_ctx *c, const bp_csv_options *o) {
+    int names = 1;
+    bp_status st = c->kind == BP_CSV_CLASS_AUTO ? auto_kind(c, &names) : BP_OK;
+    if (st != BP_OK) return st;
+    return names ? labels_as_names(c, o) : labels_as_indices(c);
 }
 
 /* The dataset's final size: the rows read (the allocation counted every line) and the class
  * count. */
-static void finish(csv_ctx *c) {
+static bp_status finish(csv_ctx *c, const bp_csv_options *o) {
     bp_dataset *d = c->d;
     float *x = realloc(d->x, (size_t)d->n * (size_t)d->features * sizeof(float));
-    void *y = realloc(d->y, (size_t)d->n * (size_t)d->width * 4);
     if (x) d->x = x; /* a failed shrink keeps the larger block */
-    if (y) d->y = y;
+    if (d->width > 0) {
+        void *y = realloc(d->y, (size_t)d->n * (size_t)d->width * 4);
+        if (y) d->y = y;
+    }
+    if (labels_deferred(c->kind)) return resolve_labels(c, o);
     if (c->kind == BP_CSV_ONE_HOT)
         d->classes = c->n_targets;
     else
         bp_dataset_count_classes(d);
+    return BP_OK;
 }
 
 bp_dataset *bp_dataset_load_csv(const char *path, const bp_csv_options *options,
@@ -452,11 +660,13 @@ bp_dataset *bp_dataset_load_csv(const char *path, const bp_csv_options *options,
     if (st == BP_OK) st = bp_reader_read_all(&r, &text, &len);
     bp_reader_close(&r);
     if (st == BP_OK) st = parse_text(&c, text, len, &o);
-    if (st == BP_OK) finish(&c);
+    if (st == BP_OK) st = finish(&c, &o);
     free(text);
     free(c.cells);
     free(c.target_of);
     free(c.target_cols);
+    free(c.labels);
+    free(c.label_line);
     if (st != BP_OK) {
         bp_dataset_free(c.d);
         c.d = NULL;

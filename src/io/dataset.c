@@ -16,9 +16,9 @@ bp_dataset *bp_dataset_new(const char *fn, int64_t n, int features, bp_target_ki
         d->kind = kind;
         d->width = width;
         d->x = malloc(nx * sizeof(float));
-        d->y = malloc(ny * 4); /* int32 or float */
+        d->y = ny ? malloc(ny * 4) : NULL; /* int32 or float; none without targets */
     }
-    if (!d || !d->x || !d->y) {
+    if (!d || !d->x || (ny && !d->y)) {
         bp_dataset_free(d);
         bp_set_status(status, bp_error(BP_ERR_OUT_OF_MEMORY,
                                        "%s: no memory for a dataset of %lld samples x %d features",
@@ -26,6 +26,32 @@ bp_dataset *bp_dataset_new(const char *fn, int64_t n, int features, bp_target_ki
         return NULL;
     }
     return d;
+}
+
+bp_status bp_dataset_set_names(bp_dataset *d, const char *fn, const char *const *names, int n) {
+    size_t bytes = 0;
+    for (int i = 0; i < n; ++i)
+        bytes += strlen(names[i]) + 1;
+    char *text = malloc(bytes ? bytes : 1);
+    char **v = malloc((size_t)(n ? n : 1) * sizeof *v);
+    if (!text || !v) {
+        free(text);
+        free(v);
+        return bp_error(BP_ERR_OUT_OF_MEMORY, "%s: no memory for %d class names", fn, n);
+    }
+    size_t at = 0;
+    for (int i = 0; i < n; ++i) {
+        size_t len = strlen(names[i]) + 1;
+        v[i] = memcpy(text + at, names[i], len);
+        at += len;
+    }
+    free(d->names);
+    free(d->name_text);
+    d->names = v;
+    d->name_text = text;
+    d->n_names = n;
+    d->classes = n;
+    return BP_OK;
 }
 
 void bp_dataset_count_classes(bp_dataset *d) {
@@ -68,14 +94,17 @@ static bp_status check_memory_args(int64_t n, int features, const float *x, bp_t
                         (long long)n);
     if (features < 1)
         return bp_error(BP_ERR_INVALID_ARGUMENT, "%s: features is %d, expected >= 1", fn, features);
-    if (!x || !targets)
+    if (!x || (!targets && kind != BP_TARGET_NONE))
         return bp_error(BP_ERR_INVALID_ARGUMENT, "%s: %s is NULL", fn, x ? "targets" : "x");
-    if (kind != BP_TARGET_CLASS && kind != BP_TARGET_VALUES)
+    if (kind != BP_TARGET_CLASS && kind != BP_TARGET_VALUES && kind != BP_TARGET_NONE)
         return bp_error(BP_ERR_INVALID_ARGUMENT, "%s: kind is %d, not a target kind", fn,
                         (int)kind);
-    if (kind == BP_TARGET_CLASS ? width != 1 : width < 1)
+    int want = kind == BP_TARGET_CLASS ? 1 : 0;
+    if (kind == BP_TARGET_VALUES ? width < 1 : width != want)
         return bp_error(BP_ERR_INVALID_ARGUMENT, "%s: width is %d, expected %s", fn, width,
-                        kind == BP_TARGET_CLASS ? "1 for classes" : ">= 1");
+                        kind == BP_TARGET_CLASS    ? "1 for classes"
+                        : kind == BP_TARGET_VALUES ? ">= 1"
+                                                   : "0 without targets");
     return BP_OK;
 }
 
@@ -103,7 +132,7 @@ bp_dataset *bp_dataset_from_memory(int64_t n, int features, const float *x, bp_t
     const char *fn = "bp_dataset_from_memory";
     bp_status st = check_memory_args(n, features, x, kind, width, targets);
     if (st == BP_OK) st = check_finite(fn, "x", x, n, features);
-    if (st == BP_OK)
+    if (st == BP_OK && kind != BP_TARGET_NONE)
         st = kind == BP_TARGET_CLASS ? check_labels(fn, targets, n)
                                      : check_finite(fn, "targets", targets, n, width);
     if (st != BP_OK) {
@@ -113,7 +142,7 @@ bp_dataset *bp_dataset_from_memory(int64_t n, int features, const float *x, bp_t
     bp_dataset *d = bp_dataset_new(fn, n, features, kind, width, status);
     if (!d) return NULL;
     memcpy(d->x, x, (size_t)n * (size_t)features * sizeof(float));
-    memcpy(d->y, targets, (size_t)n * (size_t)width * 4);
+    if (d->y) memcpy(d->y, targets, (size_t)n * (size_t)width * 4);
     bp_dataset_count_classes(d);
     bp_set_status(status, BP_OK);
     return d;
@@ -123,6 +152,8 @@ void bp_dataset_free(bp_dataset *dataset) {
     if (!dataset) return;
     free(dataset->x);
     free(dataset->y);
+    free(dataset->names);
+    free(dataset->name_text);
     free(dataset);
 }
 
@@ -156,6 +187,15 @@ const void *bp_dataset_targets_data(const bp_dataset *dataset) {
     return dataset ? dataset->y : NULL;
 }
 
+int bp_dataset_n_class_names(const bp_dataset *dataset) {
+    return dataset ? dataset->n_names : 0;
+}
+
+const char *bp_dataset_class_name(const bp_dataset *dataset, int index) {
+    if (!dataset || index < 0 || index >= dataset->n_names) return NULL;
+    return dataset->names[index];
+}
+
 /* ---- split -------------------------------------------------------------------------------- */
 
 /* A new dataset of the rows rows[0..count) of d, in that order; keeps d's class count so train
@@ -168,8 +208,18 @@ static bp_dataset *gather_rows(const bp_dataset *d, const int64_t *rows, int64_t
     size_t xrow = (size_t)d->features * sizeof(float), yrow = (size_t)d->width * 4;
     for (int64_t i = 0; i < count; ++i) {
         memcpy(out->x + (size_t)i * d->features, d->x + (size_t)rows[i] * d->features, xrow);
-        memcpy((char *)out->y + (size_t)i * yrow, (const char *)d->y + (size_t)rows[i] * yrow,
-               yrow);
+        if (yrow)
+            memcpy((char *)out->y + (size_t)i * yrow, (const char *)d->y + (size_t)rows[i] * yrow,
+                   yrow);
+    }
+    if (d->n_names) {
+        bp_status st = bp_dataset_set_names(out, "bp_dataset_split", (const char *const *)d->names,
+                                            d->n_names);
+        if (st != BP_OK) {
+            bp_dataset_free(out);
+            bp_set_status(status, st);
+            return NULL;
+        }
     }
     out->classes = d->classes;
     return out;

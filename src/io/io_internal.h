@@ -13,11 +13,14 @@
 struct bp_dataset {
     int64_t n;           /* samples, >= 1 */
     int features;        /* floats per sample, >= 1 */
-    bp_target_kind kind; /* BP_TARGET_CLASS: y is int32 [n]; else float [n, width] */
-    int width;           /* target columns; 1 for classes */
+    bp_target_kind kind; /* BP_TARGET_CLASS: y is int32 [n]; VALUES: float [n, width]; NONE: NULL */
+    int width;           /* target columns; 1 for classes, 0 for none */
     int classes;         /* BP_TARGET_CLASS: the class count; 0 for values */
     float *x;            /* [n, features], row-major */
     void *y;
+    int n_names;     /* class names (n_names == classes), or 0 */
+    char **names;    /* [n_names], pointing into name_text */
+    char *name_text; /* the names, each NUL-terminated */
 };
 
 /* Streams of the counter-based generator (kernels/bp_math.h) that datasets use. Dropout uses
@@ -37,6 +40,10 @@ bp_dataset *bp_dataset_new(const char *fn, int64_t n, int features, bp_target_ki
 
 /* Sets classes to 1 + the largest label of a class dataset. */
 void bp_dataset_count_classes(bp_dataset *d);
+
+/* Gives d copies of the n class names (replacing any), and classes = n. BP_OK or
+ * BP_ERR_OUT_OF_MEMORY naming fn. */
+bp_status bp_dataset_set_names(bp_dataset *d, const char *fn, const char *const *names, int n);
 
 /* perm[0..n) = a permutation of 0..n-1: Fisher-Yates over the identity, driven by the words of
  * the stream (seed, stream) as documented in data.h. */

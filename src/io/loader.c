@@ -108,6 +108,11 @@ static void *worker(void *arg) {
 static bp_status check_create_args(const bp_dataset *d, bp_device *device, int batch) {
     const char *fn = "bp_loader_create";
     if (!d) return bp_error(BP_ERR_INVALID_ARGUMENT, "%s: dataset is NULL", fn);
+    if (d->kind == BP_TARGET_NONE)
+        return bp_error(BP_ERR_INVALID_ARGUMENT,
+                        "%s: the dataset has no targets (features to predict from): nothing to "
+                        "train on",
+                        fn);
     if (!device) return bp_error(BP_ERR_INVALID_ARGUMENT, "%s: device is NULL", fn);
     if (batch < 1)
         return bp_error(BP_ERR_INVALID_ARGUMENT, "%s: batch is %d, expected >= 1", fn, batch);

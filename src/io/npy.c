@@ -329,20 +329,25 @@ typedef struct npy_files {
 static bp_status npy_read(npy_files *f, const char *features_path, const char *targets_path,
                           bp_target_kind kind) {
     const char *fn = "bp_dataset_load_npy";
-    if (kind != BP_TARGET_CLASS && kind != BP_TARGET_VALUES)
+    if (kind != BP_TARGET_CLASS && kind != BP_TARGET_VALUES && kind != BP_TARGET_NONE)
         return bp_error(BP_ERR_INVALID_ARGUMENT, "%s: kind is %d, not a target kind", fn,
                         (int)kind);
+    int targets = kind != BP_TARGET_NONE;
+    if (!targets && targets_path)
+        return bp_error(BP_ERR_INVALID_ARGUMENT,
+                        "%s: BP_TARGET_NONE reads features alone, but targets_path is '%s'", fn,
+                        targets_path);
     bp_status st = bp_reader_open(&f->rf, fn, features_path, 0);
-    if (st == BP_OK) st = bp_reader_open(&f->rt, fn, targets_path, 0);
+    if (st == BP_OK && targets) st = bp_reader_open(&f->rt, fn, targets_path, 0);
     if (st == BP_OK) st = npy_read_header(&f->rf, &f->hf);
     if (st == BP_OK) st = npy_check_shape(&f->rf, &f->hf);
-    if (st == BP_OK) st = npy_read_header(&f->rt, &f->ht);
-    if (st == BP_OK) st = npy_check_shape(&f->rt, &f->ht);
-    if (st == BP_OK) st = check_targets_shape(&f->rt, &f->hf, &f->ht, kind);
+    if (st == BP_OK && targets) st = npy_read_header(&f->rt, &f->ht);
+    if (st == BP_OK && targets) st = npy_check_shape(&f->rt, &f->ht);
+    if (st == BP_OK && targets) st = check_targets_shape(&f->rt, &f->hf, &f->ht, kind);
     if (st == BP_OK)
         st = bp_reader_read_body(&f->rf, f->hf.count * (uint64_t)f->hf.itemsize, "array data",
                                  &f->xf);
-    if (st == BP_OK)
+    if (st == BP_OK && targets)
         st = bp_reader_read_body(&f->rt, f->ht.count * (uint64_t)f->ht.itemsize, "array data",
                                  &f->xt);
     return st;
@@ -356,12 +361,14 @@ bp_dataset *bp_dataset_load_npy(const char *features_path, const char *targets_p
     bp_status st = npy_read(&f, features_path, targets_path, kind);
     if (st == BP_OK) {
         int64_t n = (int64_t)f.hf.dims[0];
-        int width = kind == BP_TARGET_CLASS ? 1 : (int)(f.ht.count / f.ht.dims[0]);
+        int width = kind == BP_TARGET_CLASS  ? 1
+                    : kind == BP_TARGET_NONE ? 0
+                                             : (int)(f.ht.count / f.ht.dims[0]);
         d = bp_dataset_new("bp_dataset_load_npy", n, (int)(f.hf.count / f.hf.dims[0]), kind, width,
                            &st);
     }
     if (d) st = convert_features(&f.rf, &f.hf, f.xf, d);
-    if (d && st == BP_OK) st = convert_targets(&f.rt, &f.ht, f.xt, d);
+    if (d && st == BP_OK && kind != BP_TARGET_NONE) st = convert_targets(&f.rt, &f.ht, f.xt, d);
     if (d && st == BP_OK) bp_dataset_count_classes(d);
     if (st != BP_OK) {
         bp_dataset_free(d);

@@ -45,6 +45,7 @@ put("idx/count_mismatch", split(img, idx(0x08, [2], bytes([1, 0]))))
 
 x = npy(np.arange(6, dtype="<f4").reshape(3, 2))
 put("npy/f4_i4", split(x, npy(np.array([0, 1, 0], dtype="<i4"))))
+put("npy/features_only", split(x, b""))  # no targets file: BP_TARGET_NONE
 put("npy/f8_i8", split(npy(np.arange(4, dtype="<f8").reshape(2, 2)),
                        npy(np.array([1, 0], dtype="<i8"))))
 v = split(x, npy(np.ones((3, 2), dtype="<f4")))
@@ -56,6 +57,8 @@ put("csv/header_label", bytes([0x60]) + b"a,b,label\n1,2,0\n3.5,-4e-1,1\n")
 put("csv/no_header", bytes([0x00]) + b"1,2,0\n3,4,1\n5,6,2\n")
 put("csv/semicolon_onehot", bytes([0x16]) + b"x;y1;y2\n0.1;1;0\r\n0.2;0;1\r\n")
 put("csv/quoted", bytes([0x04]) + b'"a","b ,c",y\n"1",2,3\n')
+put("csv/names", bytes([0x41]) + b'x,species\n1,cat\n2,"b"\n3, dog \n4,a\n')
+put("csv/no_targets", bytes([0x52]) + b"a;b\n1;2\n3;4\n")
 
 put("config/train", bytes([0]) + b'# a run\nhidden = 16,8\nlr = 0.01\nepochs=2\nquiet\n'
     b'device = "cpu"\n')
