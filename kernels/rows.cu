@@ -5,6 +5,8 @@
 // the whole 256-thread block when it is long. The group reduces its row with the fixed-order
 // reductions of common.cuh, so a row's loss is bitwise the same on every run and GPU. Any
 // number of columns works: each thread strides over the row.
+#include <climits>
+
 #include "cuda/launch.h"
 #include "kernels/bp_math.h"
 #include "kernels/common.cuh"
@@ -88,6 +90,26 @@ __global__ void __launch_bounds__(kRowThreads)
     if (lane == 0 && row_loss) row_loss[row] = (float)loss;
 }
 
+// match[row] = 1 when the first largest logit of the row is at its label (NaN logits are never
+// the largest: fmaxf skips them and none compares equal): the row's largest value, then the
+// smallest index holding it, each a fixed-order reduction of the group.
+template <int GROUP>
+__global__ void __launch_bounds__(kRowThreads)
+    class_match_kernel(int rows, int cols, const float *logits, const int32_t *labels,
+                       float *match) {
+    __shared__ float red_max[GROUP / kWarp];
+    __shared__ long long red_idx[GROUP / kWarp];
+    const int row = group_row<GROUP>(), lane = threadIdx.x % GROUP;
+    if (row >= rows) return;
+    const float *z = logits + (size_t)row * cols;
+    float m = row_max<GROUP>(z, cols, lane, red_max);
+    long long first = LLONG_MAX;
+    for (int j = lane; j < cols; j += GROUP)
+        if (z[j] == m && j < first) first = j;
+    first = group_allreduce<GROUP>(first, MinOp(), LLONG_MAX, red_idx);
+    if (lane == 0) match[row] = first == (long long)labels[row] ? 1.0f : 0.0f;
+}
+
 struct MseElem {
     __device__ __forceinline__ float operator()(float pred, float target, float *g) const {
         return bp_mse_elem(pred, target, g);
@@ -151,6 +173,16 @@ extern "C" cudaError_t bp_cu_softmax_xent(cudaStream_t stream, int rows, int col
     return dispatch_rows(rows, cols, [&](auto group, unsigned blocks) {
         BP_LAUNCH(blocks, kRowThreads, 0, stream, softmax_xent_kernel<decltype(group)::value>)(
             rows, cols, logits, labels, smoothing, grad_scale, grad, row_loss);
+        return cudaGetLastError();
+    });
+}
+
+extern "C" cudaError_t bp_cu_class_match(cudaStream_t stream, int rows, int cols,
+                                         const float *logits, const int32_t *labels,
+                                         float *match) {
+    return dispatch_rows(rows, cols, [&](auto group, unsigned blocks) {
+        BP_LAUNCH(blocks, kRowThreads, 0, stream, class_match_kernel<decltype(group)::value>)(
+            rows, cols, logits, labels, match);
         return cudaGetLastError();
     });
 }

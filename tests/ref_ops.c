@@ -155,6 +155,21 @@ void bpref_softmax_xent(int rows, int cols, const double *logits, const int32_t 
     }
 }
 
+void bpref_class_match(int rows, int cols, const float *logits, const int32_t *labels,
+                       double *match) {
+    for (int r = 0; r < rows; ++r) {
+        const float *z = logits + (size_t)r * (size_t)cols;
+        double max = -INFINITY;
+        int any = 0;
+        for (int j = 0; j < cols; ++j)
+            if (z[j] == z[j] && (!any || (double)z[j] > max)) max = z[j], any = 1;
+        int first = -1;
+        for (int j = 0; j < cols && first < 0 && any; ++j)
+            if ((double)z[j] == max) first = j;
+        match[r] = first == labels[r] ? 1.0 : 0.0;
+    }
+}
+
 void bpref_mse(int rows, int cols, const double *pred, const double *target, double grad_scale,
                double *grad, double *row_loss) {
     for (int r = 0; r < rows; ++r) {

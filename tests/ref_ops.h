@@ -49,6 +49,10 @@ void bpref_softmax(int rows, int cols, const double *x, double *y);
  *                 that never overflows. */
 void bpref_softmax_xent(int rows, int cols, const double *logits, const int32_t *labels,
                         double smoothing, double grad_scale, double *grad, double *row_loss);
+/* match[r] = 1 when labels[r] is the smallest index j whose logits[r, j] is the row's
+ * maximum over the non-NaN entries, else 0 (a row of NaNs: 0). */
+void bpref_class_match(int rows, int cols, const float *logits, const int32_t *labels,
+                       double *match);
 void bpref_mse(int rows, int cols, const double *pred, const double *target, double grad_scale,
                double *grad, double *row_loss);
 void bpref_bce_logits(int rows, int cols, const double *logits, const double *target,

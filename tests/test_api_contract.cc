@@ -365,6 +365,23 @@ TEST(ApiContract, TensorViewRows) {
     bp_device_close(dev);
 }
 
+TEST(ApiContract, TrainStepCorrect) {
+    int64_t c = -1, n = -1;
+    const char *fn = "bp_train_step_correct";
+    EXPECT_FAILS(INVALID, fn, bp_train_step_correct(nullptr, &c, &n));
+    bp_device *dev = bp_device_open("cpu", nullptr);
+    ASSERT_NE(dev, nullptr);
+    int widths[] = {3, 2};
+    bp_mlp_config cfg = bp_mlp_config_default(1, widths);
+    bp_model *m = bp_model_create(dev, &cfg, nullptr);
+    ASSERT_NE(m, nullptr);
+    EXPECT_FAILS(INVALID, fn, bp_train_step_correct(m, nullptr, &n));
+    EXPECT_FAILS(INVALID, fn, bp_train_step_correct(m, &c, nullptr));
+    EXPECT_EQ(c, -1) << "a failed call wrote its output";
+    bp_model_free(m);
+    bp_device_close(dev);
+}
+
 // bp_model_predict: NULL model, negative rows, an unknown output, NULL buffers with rows.
 TEST(ApiContract, ModelPredict) {
     bp_device *dev = bp_device_open("cpu", nullptr);

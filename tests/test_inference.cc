@@ -202,6 +202,62 @@ TEST_P(InferenceTest, TrainingStepOnRowViewsEqualsOnCopies) {
     EXPECT_EQ(0, std::memcmp(pa.data(), pb.data(), pa.size() * sizeof(float)));
 }
 
+// bp_train_step_correct counts what the step's own logits say: the rows whose first largest
+// training-mode output (no dropout here, so the inference forward's) before the update is at
+// the label, with micro-batches (accum 3, the counts added up) too. Exact.
+TEST_P(InferenceTest, TrainStepCountsTheRowsClassifiedRight) {
+    BPT_OPEN_OR_SKIP(raw, GetParam());
+    DevicePtr dev(raw);
+    const int in = kWidths[0], k = kWidths[2], rows = kMaxBatch * 3;
+    for (int accum : {1, 3}) {
+        SCOPED_TRACE("accum_steps " + std::to_string(accum));
+        Net net;
+        ASSERT_NO_FATAL_FAILURE(make_net(dev.get(), &net));
+        bp_optim_config oc = bp_optim_config_default(BP_OPTIM_SGD);
+        oc.lr = 0.5;
+        oc.accum_steps = accum;
+        bp_status st;
+        OptimPtr opt(bp_optimizer_create(net.model.get(), &oc, &st));
+        ASSERT_TRUE(opt) << bp_last_error();
+        int64_t correct = -1, n = -1;
+        EXPECT_EQ(BP_ERR_INVALID_ARGUMENT, bp_train_step_correct(net.model.get(), &correct, &n))
+            << "a count before any step";
+        int batch = accum == 1 ? kMaxBatch : rows;
+        TensorPtr tx, ty;
+        ASSERT_NO_FATAL_FAILURE(bpt::new_tensor(dev.get(), BP_F32, batch, in, &tx));
+        ASSERT_NO_FATAL_FAILURE(bpt::new_tensor(dev.get(), BP_I32, batch, 1, &ty));
+        bp_loss_config ce = {BP_LOSS_CROSS_ENTROPY, 0.1f};
+        uint32_t seed = 700 + (uint32_t)accum;
+        int64_t total_right = 0;
+        for (int step = 0; step < 6; ++step) {
+            std::vector<float> x = bpt::uniform((size_t)batch * in, -2.0f, 2.0f, ++seed);
+            std::vector<int32_t> y(batch), cls(batch);
+            for (int i = 0; i < batch; ++i)
+                y[i] = (i * 7 + step) % k;
+            BPT_OK(bp_tensor_upload(tx.get(), x.data(), x.size()));
+            BPT_OK(bp_tensor_upload(ty.get(), y.data(), y.size()));
+            BPT_OK(bp_model_predict(net.model.get(), x.data(), batch, BP_PREDICT_CLASS,
+                                    cls.data()));
+            int64_t want = 0;
+            for (int i = 0; i < batch; ++i)
+                want += cls[i] == y[i];
+            BPT_OK(bp_train_step(net.model.get(), opt.get(), &ce, tx.get(), ty.get(), nullptr));
+            BPT_OK(bp_train_step_correct(net.model.get(), &correct, &n));
+            EXPECT_EQ(correct, want) << "step " << step;
+            EXPECT_EQ(n, batch) << "step " << step;
+            total_right += correct;
+        }
+        EXPECT_GT(total_right, 0) << "no row was ever right: the count is not exercised";
+        // An MSE step has no count.
+        TensorPtr tt;
+        std::vector<float> t((size_t)batch * k, 0.5f);
+        ASSERT_NO_FATAL_FAILURE(bpt::upload_f32(dev.get(), batch, k, t, &tt));
+        bp_loss_config mse = {BP_LOSS_MSE, 0.0f};
+        BPT_OK(bp_train_step(net.model.get(), opt.get(), &mse, tx.get(), tt.get(), nullptr));
+        EXPECT_EQ(BP_ERR_INVALID_ARGUMENT, bp_train_step_correct(net.model.get(), &correct, &n));
+    }
+}
+
 INSTANTIATE_TEST_SUITE_P(Backends, InferenceTest, ::testing::ValuesIn(bpt::all_backends()),
                          [](const ::testing::TestParamInfo<std::string> &i) { return i.param; });
 

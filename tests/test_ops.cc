@@ -371,6 +371,44 @@ TEST_P(OpsTest, SoftmaxXent) {
     }
 }
 
+// class_match: the first largest logit of each row against its label, with ties (the label
+// on the first and on a later copy of the maximum), NaNs, infinities, and rows short enough for
+// the one-warp path and long enough (1000 classes) for the one-block path on CUDA. Exact.
+TEST_P(OpsTest, ClassMatch) {
+    const int shapes[][2] = {{1, 1}, {7, 10}, {1000, 13}, {4097, 3}, {5, 1000}};
+    uint32_t seed = 1400;
+    for (auto &sh : shapes) {
+        int rows = sh[0], cols = sh[1];
+        SCOPED_TRACE(::testing::Message() << "rows=" << rows << " cols=" << cols);
+        auto z = bpt::uniform((size_t)rows * cols, -3.0f, 3.0f, seed += 2);
+        auto labels = random_labels(rows, cols, seed + 1);
+        // Plant the cases random data misses, on every row where the shape allows.
+        for (int r = 0; r < rows && cols >= 3; ++r) {
+            float *row = &z[(size_t)r * cols];
+            int kind = r % 6, a = labels[r], b = (labels[r] + 1) % cols;
+            if (kind == 0) row[a] = 5.0f;                   // right
+            if (kind == 1) row[a] = row[b] = 5.0f;          // a tie: right only if a < b
+            if (kind == 2) row[b] = NAN, row[a] = 4.0f;     // a NaN is never the largest
+            if (kind == 3) row[a] = INFINITY;               // right
+            if (kind == 4) row[b] = INFINITY;               // wrong
+            if (kind == 5) row[a] = -INFINITY;              // wrong
+        }
+        if (rows > 1 && cols >= 3)
+            for (int j = 0; j < cols; ++j)
+                z[(size_t)1 * cols + j] = NAN; // a row of NaNs never matches
+        DevBuf dz(dev, z), dl(dev, labels), dm(dev, rows * sizeof(float));
+        BPT_OPS_OK(ops->class_match(dev, rows, cols, dz.f(), dl.i32(), dm.f()));
+        std::vector<float> got = dm.get(rows);
+        std::vector<double> want(rows);
+        bpref_class_match(rows, cols, z.data(), labels.data(), want.data());
+        int mismatches = 0;
+        for (int r = 0; r < rows; ++r)
+            if (got[r] != want[r] && ++mismatches <= 5)
+                ADD_FAILURE() << "row " << r << ": " << got[r] << ", expected " << want[r];
+        EXPECT_EQ(mismatches, 0);
+    }
+}
+
 TEST_P(OpsTest, Mse) {
     const int shapes[][2] = {{1, 1}, {7, 13}, {1000, 10}, {4097, 3}};
     uint32_t seed = 1500;

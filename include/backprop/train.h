@@ -21,6 +21,14 @@ extern "C" {
 BP_API bp_status bp_train_step(bp_model *model, bp_optimizer *optimizer, const bp_loss_config *loss,
                                const bp_tensor *x, const bp_tensor *target, float *loss_value);
 
+/* The train accuracy of the model's last bp_train_step, when it succeeded with a cross-entropy
+ * loss: *correct of the step's *rows rows (the global batch over a data-parallel group) had
+ * their first largest output at their label. It is counted on the device from the logits the
+ * step computed for its loss (training mode: with dropout, before the update) and read back
+ * with the loss, so it costs no forward pass and no extra wait. rows may be NULL.
+ * BP_ERR_INVALID_ARGUMENT when there is no such step. */
+BP_API bp_status bp_train_step_correct(const bp_model *model, int64_t *correct, int64_t *rows);
+
 #ifdef __cplusplus
 }
 #endif

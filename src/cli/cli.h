@@ -37,7 +37,7 @@ enum { MON_AUTO, MON_LOSS, MON_ACC };
 enum { OUT_AUTO, OUT_CLASS, OUT_PROBS, OUT_LOGITS };
 enum { TK_NAMES = TK_VALUES + 1 };
 enum { FMT_AUTO, FMT_CSV, FMT_NPY };
-enum { ACC_SAMPLED, ACC_FULL, ACC_OFF };
+enum { ACC_ON, ACC_OFF };
 
 /* Every option of every subcommand; the table in options.c maps names onto these fields. */
 typedef struct cli_options {
@@ -274,7 +274,6 @@ typedef struct cli_epoch_row {
     int has_val;
     double train_acc;           /* the progress bar's train accuracy of the epoch (NaN: none) */
     int64_t train_scored;       /* rows it was computed over */
-    double train_score_seconds; /* the time scoring them took */
 } cli_epoch_row;
 typedef struct cli_history {
     cli_epoch_row *rows;
@@ -308,15 +307,13 @@ typedef struct cli_progress {
     int64_t drawn_step, drawn_samples;
     /* Train accuracy of the epoch: rows scored and right (see cli_progress_score). */
     int64_t scored, right;
-    double score_seconds;
     cli_progress_run run; /* kept by cli_progress_start */
 } cli_progress;
 void cli_progress_start(cli_progress *p, int epoch, int epochs, int64_t steps, int64_t first);
 void cli_progress_step(cli_progress *p, int rows, float loss);
 /* Whether to score the next batch for the train accuracy: always with full, else while scoring
  * has taken under 2% of the epoch's time (the first batch always). */
-int cli_progress_wants_score(const cli_progress *p, int full);
-void cli_progress_score(cli_progress *p, int64_t right, int64_t rows, double seconds);
+void cli_progress_score(cli_progress *p, int64_t right, int64_t rows);
 void cli_progress_clear(cli_progress *p);
 /* The bar for a terminal cols columns wide, at time now: what the redraw writes (no \r), never
  * wider than cols - 1. */

@@ -211,9 +211,8 @@ static const opt_spec SPECS[] = {
      "print one JSON object on standard output (train: the summary at the end); the rest goes "
      "to standard error",
      "output"},
-    {"train-acc", OT_CHOICE, OFF(train_acc), T, 0, "sampled|full|off", 0, 0, "sampled", "HOW",
-     "the progress bar's train accuracy (classes): from batches sampled within 2% of the time, "
-     "from every batch (one more forward a step), or none",
+    {"train-acc", OT_CHOICE, OFF(train_acc), T, 0, "on|off", 0, 0, "on", "HOW",
+     "the progress bar's train accuracy (classes), counted by each step from its own logits",
      "run"},
 };
 

@@ -14,7 +14,6 @@
 #define LINE_INTERVAL 10.0 /* seconds between plain lines when stderr is a file or pipe */
 #define SMOOTHING     0.3  /* weight of the newest interval in the rate's moving average (tqdm's) */
 #define MIN_BAR       6    /* narrower than this, the bar goes and the text stays */
-#define SCORE_SHARE   0.02 /* sampled train accuracy: at most this share of the epoch's time */
 
 void cli_progress_start(cli_progress *p, int epoch, int epochs, int64_t steps, int64_t first) {
     int quiet = p->quiet;
@@ -34,15 +33,9 @@ void cli_progress_start(cli_progress *p, int epoch, int epochs, int64_t steps, i
     if (p->run.last_epoch == 0) p->run.last_epoch = epochs;
 }
 
-int cli_progress_wants_score(const cli_progress *p, int full) {
-    if (!p->run.has_acc) return 0;
-    return full || p->score_seconds <= SCORE_SHARE * (cli_now() - p->start);
-}
-
-void cli_progress_score(cli_progress *p, int64_t right, int64_t rows, double seconds) {
+void cli_progress_score(cli_progress *p, int64_t right, int64_t rows) {
     p->right += right;
     p->scored += rows;
-    p->score_seconds += seconds;
 }
 
 /* ---- what the bar says ---- */

@@ -27,9 +27,6 @@ typedef struct trainer {
     int agreed_failure; /* every rank failed at the same step: each can end cleanly */
     /* The train accuracy of the progress bar: logits of a batch before its step, in inference
      * mode (no dropout), on a tensor of the model's micro-batch; labels to the host. */
-    bp_tensor *score_out;
-    float *score_z;
-    int32_t *score_y;
     int stopped_early;
 } trainer;
 
@@ -77,69 +74,23 @@ static int check_grads(trainer *t, int epoch, int64_t step) {
 
 /* ---- the train accuracy ---- */
 
-/* Whether this run scores batches: classes, --train-acc not off, and someone to show it to
- * (the bar of rank 0, or --json). */
+/* Whether the bar shows the train accuracy: classes, --train-acc on, and someone to show it to
+ * (the bar of rank 0, or --json). Each step counts it from its own logits
+ * (bp_train_step_correct), so it costs nothing. */
 static int scores(const trainer *t) {
     const cli_options *o = &t->s.o;
     return t->s.loss.kind == BP_LOSS_CROSS_ENTROPY && o->train_acc != ACC_OFF && cli_rank == 0 &&
            (!o->quiet || o->json);
 }
 
-/* The buffers for scoring, or none: the accuracy is then not shown (a memory limit that has no
- * room for them costs the column, not the run). */
 static void prepare_scoring(trainer *t) {
-    bp_model *m = t->s.m;
-    int rows = bp_model_max_batch(m), k = bp_model_width(m, bp_model_n_layers(m));
-    bp_status st;
-    t->prog.run.has_acc = 0;
-    if (!scores(t)) return;
-    t->score_out = bp_tensor_create(bp_model_device(m), BP_F32, rows, k, &st);
-    t->score_z = malloc((size_t)rows * (size_t)k * sizeof(float));
-    t->score_y = malloc((size_t)t->s.o.batch * sizeof(int32_t));
-    t->prog.run.has_acc = t->score_out && t->score_z && t->score_y;
+    t->prog.run.has_acc = scores(t);
 }
 
-static int argmax_row(const float *z, int k) {
-    int best = 0;
-    for (int j = 1; j < k; ++j)
-        if (z[j] > z[best]) best = j;
-    return best;
-}
-
-/* Rows of x with the label y that the model, as it is before the step, gets right: a forward
- * in inference mode over the batch, a micro-batch at a time. It changes nothing the step uses
- * (the parameters, gradients, dropout counter and optimizer are not touched; the step's own
- * forward rewrites the activations). -1 on a failure. */
-static int64_t right_rows(trainer *t, const bp_tensor *x, const bp_tensor *y) {
-    bp_model *m = t->s.m;
-    int64_t rows = bp_tensor_rows(x), right = 0;
-    int mb = bp_model_max_batch(m), k = bp_model_width(m, bp_model_n_layers(m));
-    if (rows > t->s.o.batch || bp_tensor_download(y, t->score_y, (size_t)rows) != BP_OK) return -1;
-    for (int64_t r0 = 0; r0 < rows; r0 += mb) {
-        int64_t n = rows - r0 < mb ? rows - r0 : mb;
-        bp_status st;
-        bp_tensor *xv = bp_tensor_view_rows((bp_tensor *)x, r0, n, &st);
-        bp_tensor *ov = xv ? bp_tensor_view_rows(t->score_out, 0, n, &st) : NULL;
-        int ok = ov && bp_model_forward(m, xv, BP_MODE_INFERENCE, ov) == BP_OK &&
-                 bp_tensor_download(ov, t->score_z, (size_t)n * (size_t)k) == BP_OK;
-        bp_tensor_free(ov);
-        bp_tensor_free(xv);
-        if (!ok) return -1;
-        for (int64_t i = 0; i < n; ++i)
-            right += argmax_row(t->score_z + i * k, k) == t->score_y[r0 + i];
-    }
-    return right;
-}
-
-static void score(trainer *t, const bp_tensor *x, const bp_tensor *y) {
-    if (!cli_progress_wants_score(&t->prog, t->s.o.train_acc == ACC_FULL)) return;
-    double t0 = cli_now();
-    int64_t right = right_rows(t, x, y);
-    if (right < 0) { /* a device failure the step will meet and report */
-        t->prog.run.has_acc = 0;
-        return;
-    }
-    cli_progress_score(&t->prog, right, bp_tensor_rows(x), cli_now() - t0);
+static void score(trainer *t) {
+    int64_t right = 0, rows = 0;
+    if (bp_train_step_correct(t->s.m, &right, &rows) == BP_OK)
+        cli_progress_score(&t->prog, right, rows);
 }
 
 /* ---- one epoch ---- */
@@ -216,9 +167,9 @@ static int run_epoch(trainer *t, int epoch, int64_t first, double *seconds) {
         if (!x) break;
         float loss = 0.0f;
         t->last_lr = bp_optimizer_lr(t->opt);
-        if (t->prog.run.has_acc) score(t, x, y);
         bp_status st = bp_train_step(s->m, t->opt, &s->loss, x, y, &loss);
         if (st != BP_OK) return step_failed(t, st, epoch, b);
+        if (t->prog.run.has_acc) score(t);
         cli_progress_step(&t->prog, (int)global_rows(s, b), loss);
         int64_t global = bp_optimizer_steps(t->opt);
         if (s->o.grad_check > 0 && global % s->o.grad_check == 0 &&
@@ -297,7 +248,6 @@ static int epochs(trainer *t) {
         r.train_loss = t->prog.loss_n ? t->prog.loss_sum / (double)t->prog.loss_n : NAN;
         r.train_acc = t->prog.scored ? (double)t->prog.right / (double)t->prog.scored : NAN;
         r.train_scored = t->prog.scored;
-        r.train_score_seconds = t->prog.score_seconds;
         r.lr = t->last_lr;
         double t0 = cli_now();
         if ((rc = validate(t, &r))) return rc;
@@ -389,7 +339,6 @@ static void history_json(const trainer *t, cli_json *j) {
         if (t->accuracy && t->s.loss.kind == BP_LOSS_CROSS_ENTROPY) {
             cli_json_num(j, "train_accuracy", r->train_scored ? r->train_acc : NAN);
             cli_json_int(j, "train_accuracy_rows", r->train_scored);
-            cli_json_num(j, "train_accuracy_seconds", r->train_score_seconds);
         }
         cli_json_end(j, '}');
     }
@@ -524,9 +473,6 @@ int cli_cmd_train(int argc, char **argv) {
     if (rc > 0 && rc < CLI_EXIT_SIGNAL && t.s.comm && !t.agreed_failure)
         bp_comm_abort(t.s.comm, rc);
     bp_optimizer_free(t.opt);
-    bp_tensor_free(t.score_out);
-    free(t.score_z);
-    free(t.score_y);
     cli_history_free(&t.hist);
     free(t.grads);
     free(t.best);

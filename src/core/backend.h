@@ -146,6 +146,13 @@ typedef struct bp_backend_ops {
     bp_status (*bce_logits)(bp_device *device, int rows, int cols, const float *logits,
                             const float *target, float grad_scale, float *grad, float *row_loss);
 
+    /* match[r] = 1.0f when the first largest of logits[r, 0..cols) is at labels[r], else 0:
+     * whether row r is classified right (a NaN logit is never the largest; a row of NaNs never
+     * matches). The training step counts the train accuracy with it from the logits it already
+     * made, so the count costs a pass over [rows, cols], no forward. */
+    bp_status (*class_match)(bp_device *device, int rows, int cols, const float *logits,
+                             const int32_t *labels, float *match);
+
     /* Checks labels are in [0, classes); *bad_index receives the first bad row or -1. Reads
      * back to the host (waits). */
     bp_status (*check_labels)(bp_device *device, int rows, const int32_t *labels, int classes,

@@ -34,7 +34,7 @@ static inline int bp_layer_has_own_output(const bp_layer *L) {
 }
 
 /* Scalars kept on the device so a step reads back at most once. */
-enum { BP_SCALAR_LOSS = 0, BP_SCALAR_NORM2 = 1, BP_SCALAR_COUNT = 2 };
+enum { BP_SCALAR_LOSS = 0, BP_SCALAR_NORM2 = 1, BP_SCALAR_MATCH = 2, BP_SCALAR_COUNT = 3 };
 
 struct bp_model {
     bp_device *device;
@@ -59,7 +59,7 @@ struct bp_model {
     float *bgrad;    /* [widest]: a fused bias gradient before it is added (accumulating) */
     void *scratch;   /* gemm_ex scratch, scratch_bytes (NULL when none) */
     size_t scratch_bytes;
-    float *row_loss; /* [max_batch] */
+    float *row_loss; /* [max_batch]: each row's loss, then (cross-entropy) its class match */
     float *scalars;  /* BP_SCALAR_COUNT */
 
     /* What the last forward left for loss and backward. */
@@ -71,6 +71,10 @@ struct bp_model {
     uint64_t dropout_stream;
     int64_t dropout_row0;
     double loss_denominator;
+
+    /* The last bp_train_step's train accuracy (bp_train_step_correct): rows of its (global)
+     * batch classified right, of how many; rows 0 when it was not cross-entropy. */
+    int64_t step_correct, step_rows;
 
     struct bp_comm *comm; /* data-parallel group (bp_comm_attach); NULL: this process alone */
 };

@@ -149,6 +149,13 @@ bp_status bp_model_loss_rows(bp_model *m, const bp_loss_config *loss, const void
     if (st == BP_OK)
         st = ops->col_sum(d, rows, 1, m->row_loss, accumulate ? 1.0f : 0.0f,
                           m->scalars + BP_SCALAR_LOSS);
+    /* The rows classified right, from the logits the loss just used: row_loss is free again
+     * once its sum is queued (the device runs its work in order). */
+    if (st == BP_OK && loss->kind == BP_LOSS_CROSS_ENTROPY)
+        st = ops->class_match(d, rows, cols, last->a, target, m->row_loss);
+    if (st == BP_OK && loss->kind == BP_LOSS_CROSS_ENTROPY)
+        st = ops->col_sum(d, rows, 1, m->row_loss, accumulate ? 1.0f : 0.0f,
+                          m->scalars + BP_SCALAR_MATCH);
     m->have_loss = st == BP_OK;
     return st;
 }

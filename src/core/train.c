@@ -102,15 +102,18 @@ static bp_status step_rows(bp_model *m, bp_status own, const bp_tensor *x, int64
                                             offset);
 }
 
-/* Sum of the loss over the group's batch (this rank's own alone without a group). */
-static bp_status step_loss(bp_model *m, float own, double *sum) {
-    *sum = own;
-    return m->comm ? bp_comm_sum(m->comm, sum, 1) : BP_OK;
+/* Sums of the loss and of the rows classified right over the group's batch (this rank's own
+ * alone without a group), in one reduction. */
+static bp_status step_sums(bp_model *m, const float s[BP_SCALAR_COUNT], double sums[2]) {
+    sums[0] = s[BP_SCALAR_LOSS];
+    sums[1] = s[BP_SCALAR_MATCH];
+    return m->comm ? bp_comm_sum(m->comm, sums, 2) : BP_OK;
 }
 
 bp_status bp_train_step(bp_model *model, bp_optimizer *optimizer, const bp_loss_config *loss,
                         const bp_tensor *x, const bp_tensor *target, float *loss_value) {
     int64_t total = 0, offset = 0;
+    if (model) model->step_rows = 0; /* no train accuracy until this step succeeds */
     bp_status st =
         step_rows(model, check_step_args(model, optimizer, loss, x, target), x, &total, &offset);
     if (st != BP_OK) return st;
@@ -125,15 +128,34 @@ bp_status bp_train_step(bp_model *model, bp_optimizer *optimizer, const bp_loss_
         st = ops->sum_squares(model->device, model->n_params, model->grads,
                               model->scalars + BP_SCALAR_NORM2);
     float s[BP_SCALAR_COUNT];
-    double loss_sum = 0.0;
+    double sums[2] = {0.0, 0.0};
     if (st == BP_OK) st = bp_model_read_scalars(model, s);
-    if (st == BP_OK) st = step_loss(model, s[BP_SCALAR_LOSS], &loss_sum);
+    if (st == BP_OK) st = step_sums(model, s, sums);
     if (st != BP_OK) return st;
-    float value = (float)(loss_sum / denom);
+    float value = (float)(sums[0] / denom);
     double norm = sqrt((double)s[BP_SCALAR_NORM2]);
     if (!isfinite(value) || !isfinite(norm))
         return report_nonfinite(model, optimizer, x, target, value,
                                 (float)((double)s[BP_SCALAR_LOSS] / denom));
     if (loss_value) *loss_value = value;
-    return bp_optimizer_apply(optimizer, norm);
+    st = bp_optimizer_apply(optimizer, norm);
+    if (st == BP_OK && loss->kind == BP_LOSS_CROSS_ENTROPY) {
+        model->step_correct = (int64_t)llround(sums[1]);
+        model->step_rows = total;
+    }
+    return st;
+}
+
+bp_status bp_train_step_correct(const bp_model *model, int64_t *correct, int64_t *rows) {
+    const char *fn = "bp_train_step_correct";
+    if (!model || !correct)
+        return bp_error(BP_ERR_INVALID_ARGUMENT, "%s: %s is NULL", fn, model ? "correct" : "model");
+    if (model->step_rows == 0)
+        return bp_error(BP_ERR_INVALID_ARGUMENT,
+                        "%s: the model's last bp_train_step did not succeed with a "
+                        "cross-entropy loss (or none has run)",
+                        fn);
+    *correct = model->step_correct;
+    if (rows) *rows = model->step_rows;
+    return BP_OK;
 }

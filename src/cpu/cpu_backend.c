@@ -97,6 +97,7 @@ const bp_backend_ops bp_cpu_ops = {
     .col_sum = bp_cpu_col_sum,
     .softmax = bp_cpu_softmax,
     .softmax_xent = bp_cpu_softmax_xent,
+    .class_match = bp_cpu_class_match,
     .mse = bp_cpu_mse,
     .bce_logits = bp_cpu_bce_logits,
     .check_labels = bp_cpu_check_labels,

@@ -46,6 +46,8 @@ bp_status bp_cpu_sum_squares(bp_device *device, size_t n, const float *x, float 
 bp_status bp_cpu_check_labels(bp_device *device, int rows, const int32_t *labels, int classes,
                               int64_t *bad_index);
 
+bp_status bp_cpu_class_match(bp_device *device, int rows, int cols, const float *logits,
+                             const int32_t *labels, float *match);
 bp_status bp_cpu_softmax_xent(bp_device *device, int rows, int cols, const float *logits,
                               const int32_t *labels, float smoothing, float grad_scale, float *grad,
                               float *row_loss);

@@ -44,6 +44,22 @@ bp_status bp_cpu_softmax_xent(bp_device *device, int rows, int cols, const float
     return BP_OK;
 }
 
+/* The index of the first largest of z[0..cols) (NaNs skipped; -1 when all are NaN). */
+static int first_argmax(const float *z, int cols) {
+    int best = -1;
+    for (int j = 0; j < cols; ++j)
+        if (!isnan(z[j]) && (best < 0 || z[j] > z[best])) best = j;
+    return best;
+}
+
+bp_status bp_cpu_class_match(bp_device *device, int rows, int cols, const float *logits,
+                             const int32_t *labels, float *match) {
+    (void)device;
+    for (int r = 0; r < rows; ++r)
+        match[r] = first_argmax(logits + (size_t)r * (size_t)cols, cols) == labels[r] ? 1.0f : 0.0f;
+    return BP_OK;
+}
+
 static float mse_row(int cols, const float *pred, const float *target, float grad_scale,
                      float *grad) {
     double loss = 0.0;

@@ -28,6 +28,7 @@ static const bp_backend_ops bp_cuda_ops = {
     .col_sum = bp_cuda_col_sum,
     .softmax = bp_cuda_softmax,
     .softmax_xent = bp_cuda_softmax_xent,
+    .class_match = bp_cuda_class_match,
     .mse = bp_cuda_mse,
     .bce_logits = bp_cuda_bce_logits,
     .check_labels = bp_cuda_check_labels,

@@ -116,6 +116,8 @@ bp_status bp_cuda_softmax(bp_device *device, int rows, int cols, const float *x,
 bp_status bp_cuda_softmax_xent(bp_device *device, int rows, int cols, const float *logits,
                                const int32_t *labels, float smoothing, float grad_scale,
                                float *grad, float *row_loss);
+bp_status bp_cuda_class_match(bp_device *device, int rows, int cols, const float *logits,
+                              const int32_t *labels, float *match);
 bp_status bp_cuda_mse(bp_device *device, int rows, int cols, const float *pred, const float *target,
                       float grad_scale, float *grad, float *row_loss);
 bp_status bp_cuda_bce_logits(bp_device *device, int rows, int cols, const float *logits,

@@ -65,6 +65,15 @@ bp_status bp_cuda_softmax_xent(bp_device *device, int rows, int cols, const floa
     return BP_OK;
 }
 
+bp_status bp_cuda_class_match(bp_device *device, int rows, int cols, const float *logits,
+                              const int32_t *labels, float *match) {
+    if (rows <= 0 || cols <= 0) return BP_OK;
+    BP_CUDA_ENTER(device);
+    BP_CUDA_TRY(device, bp_cu_class_match(stream_of(device), rows, cols, logits, labels, match),
+                "class_match kernel (rows=%d, classes=%d)", rows, cols);
+    return BP_OK;
+}
+
 bp_status bp_cuda_mse(bp_device *device, int rows, int cols, const float *pred, const float *target,
                       float grad_scale, float *grad, float *row_loss) {
     if (rows <= 0 || cols <= 0) return BP_OK;

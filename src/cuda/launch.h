@@ -58,6 +58,10 @@ cudaError_t bp_cu_softmax_xent(cudaStream_t stream, int rows, int cols, const fl
                                const int32_t *labels, float smoothing, float grad_scale,
                                float *grad, float *row_loss);
 
+/* match[r] = 1.0f when row r's first largest logit is at labels[r], else 0. */
+cudaError_t bp_cu_class_match(cudaStream_t stream, int rows, int cols, const float *logits,
+                              const int32_t *labels, float *match);
+
 cudaError_t bp_cu_mse(cudaStream_t stream, int rows, int cols, const float *pred,
                       const float *target, float grad_scale, float *grad, float *row_loss);
 

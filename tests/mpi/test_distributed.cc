@@ -144,6 +144,14 @@ void expect_matches_single_process(bp_comm *comm, const Plan &s) {
         EXPECT_EQ(BP_OK, c) << bp_last_error();
         // The loss is the global batch's mean on every rank.
         EXPECT_NEAR(l_alone, l_dist, 1e-6 * std::fabs(l_alone)) << "step " << step;
+        // So is the train accuracy: the ranks' counts summed, of the global batch's rows (the
+        // replicas' logits agree to rounding, and no row of these batches sits on a tie).
+        int64_t cd = -1, nd = -1, ca = -2, na = -2;
+        EXPECT_EQ(BP_OK, bp_train_step_correct(dist.model, &cd, &nd)) << bp_last_error();
+        EXPECT_EQ(BP_OK, bp_train_step_correct(alone.model, &ca, &na)) << bp_last_error();
+        EXPECT_EQ(cd, ca) << "step " << step;
+        EXPECT_EQ(nd, (int64_t)s.global_batch) << "step " << step;
+        EXPECT_EQ(na, (int64_t)s.global_batch) << "step " << step;
     }
     auto pd = dist.params(), pa = alone.params();
     for (int l = 0; l < bp_model_n_layers(dist.model); ++l) {
