@@ -236,8 +236,8 @@ TEST_P(InferenceTest, TrainStepCountsTheRowsClassifiedRight) {
                 y[i] = (i * 7 + step) % k;
             BPT_OK(bp_tensor_upload(tx.get(), x.data(), x.size()));
             BPT_OK(bp_tensor_upload(ty.get(), y.data(), y.size()));
-            BPT_OK(bp_model_predict(net.model.get(), x.data(), batch, BP_PREDICT_CLASS,
-                                    cls.data()));
+            BPT_OK(
+                bp_model_predict(net.model.get(), x.data(), batch, BP_PREDICT_CLASS, cls.data()));
             int64_t want = 0;
             for (int i = 0; i < batch; ++i)
                 want += cls[i] == y[i];

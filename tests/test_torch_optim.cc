@@ -69,8 +69,7 @@ void train_and_save(bp_device *dev, bp_optim_kind kind, const bpt::TempDir &dir,
     BPT_OK(bp_checkpoint_save(run->ckpt.c_str(), m.get(), o.get(), nullptr, 0));
     for (int s = 0; s < kAfter; ++s)
         BPT_OK(bp_train_step(m.get(), o.get(), &ce, tx.get(), ty.get(), nullptr));
-    std::vector<float> params(bp_model_n_params(m.get())),
-        state(bp_optimizer_state_size(o.get()));
+    std::vector<float> params(bp_model_n_params(m.get())), state(bp_optimizer_state_size(o.get()));
     BPT_OK(bp_model_get_params(m.get(), params.data(), params.size()));
     int64_t steps = 0;
     BPT_OK(bp_optimizer_get_state(o.get(), state.data(), state.size(), &steps));

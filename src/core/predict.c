@@ -75,8 +75,8 @@ static bp_status run_block(bp_model *m, float *dev_x, const float *x, int64_t lo
     return st;
 }
 
-bp_status bp_model_predict(bp_model *model, const float *x, int64_t rows,
-                           bp_predict_output output, void *out) {
+bp_status bp_model_predict(bp_model *model, const float *x, int64_t rows, bp_predict_output output,
+                           void *out) {
     bp_status st = check_args(model, x, rows, output, out);
     if (st != BP_OK || rows == 0) return st;
     int block = rows < model->max_batch ? (int)rows : model->max_batch;

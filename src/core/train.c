@@ -98,8 +98,7 @@ static bp_status step_rows(bp_model *m, bp_status own, const bp_tensor *x, int64
         if (own == BP_OK) *total = x->rows, *offset = 0;
         return own;
     }
-    return bp_comm_module_of()->step_begin(m->comm, own, own == BP_OK ? x->rows : 0, total,
-                                            offset);
+    return bp_comm_module_of()->step_begin(m->comm, own, own == BP_OK ? x->rows : 0, total, offset);
 }
 
 /* Sums of the loss and of the rows classified right over the group's batch (this rank's own
