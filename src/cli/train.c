@@ -25,8 +25,7 @@ typedef struct trainer {
     float last_lr;
     double wall_start;
     int agreed_failure; /* every rank failed at the same step: each can end cleanly */
-    /* The train accuracy of the progress bar: logits of a batch before its step, in inference
-     * mode (no dropout), on a tensor of the model's micro-batch; labels to the host. */
+    int saved_now; /* --save holds the run as it stands: saved at an epoch's end, no step since */
     int stopped_early;
 } trainer;
 
@@ -123,7 +122,7 @@ static int interrupted(trainer *t, int sig, int epoch, int64_t b) {
     rs.epoch_loss_sum = t->prog.loss_sum;
     rs.epoch_loss_n = t->prog.loss_n;
     if (cli_rank > 0) return CLI_EXIT_SIGNAL + sig; /* rank 0 saves and says so */
-    if (t->save && t->s.o.early_stop == 0 && save(t, &rs) == 0)
+    if (t->save && t->s.o.early_stop == 0 && (t->saved_now || save(t, &rs) == 0))
         fprintf(stderr,
                 "interrupted by %s at epoch %d, step %lld: saved %s (continue with --resume "
                 "%s)\n",
@@ -167,6 +166,7 @@ static int run_epoch(trainer *t, int epoch, int64_t first, double *seconds) {
         if (!x) break;
         float loss = 0.0f;
         t->last_lr = bp_optimizer_lr(t->opt);
+        t->saved_now = 0;
         bp_status st = bp_train_step(s->m, t->opt, &s->loss, x, y, &loss);
         if (st != BP_OK) return step_failed(t, st, epoch, b);
         if (t->prog.run.has_acc) score(t);
@@ -189,8 +189,8 @@ static double watched(const trainer *t, const cli_epoch_row *r) {
     return -r->val_loss;
 }
 
-/* Early stopping and checkpoints; *stop set when patience runs out. */
-static int end_of_epoch(trainer *t, const cli_epoch_row *r, int *stop) {
+/* Early stopping and checkpoints; *stop set when patience runs out. `more`: epochs follow. */
+static int end_of_epoch(trainer *t, const cli_epoch_row *r, int more, int *stop) {
     cli_run_state *rs = &t->s.rs;
     cli_options *o = &t->s.o;
     rs->epoch = r->epoch;
@@ -210,13 +210,16 @@ static int end_of_epoch(trainer *t, const cli_epoch_row *r, int *stop) {
         bp_model_get_params(t->s.m, t->best, bp_model_n_params(t->s.m)) != BP_OK)
         return cli_lib_fail(CMD_TRAIN, "keeping the best parameters");
     cli_hold_signals(1); /* a second signal waits until the files are complete */
-    int rc = 0;
-    if (t->save && (o->early_stop == 0 || improved) && save(t, rs)) rc = CLI_EXIT_FAIL;
+    int rc = 0, saving = t->save && (o->early_stop == 0 || improved);
+    if (saving && save(t, rs)) rc = CLI_EXIT_FAIL;
+    t->saved_now = saving && !rc && o->early_stop == 0;
     if (!rc && o->metrics[0] && cli_history_write_csv(&t->hist, o->metrics, t->accuracy)) {
         cli_fail(CMD_TRAIN, "--metrics: cannot write '%s': %s", o->metrics, strerror(errno));
         rc = CLI_EXIT_FAIL;
     }
-    cli_hold_signals(0);
+    /* A first signal that came during the save is answered at the next step, as any other, with
+     * this save as the one it names: a second one meanwhile must not cut that short. */
+    cli_hold_signals(!rc && more && cli_interrupted);
     *stop = o->early_stop > 0 && rs->bad_epochs >= o->early_stop;
     return rc;
 }
@@ -256,7 +259,7 @@ static int epochs(trainer *t) {
         cli_table_row(&r, t->accuracy);
         if (cli_history_add(&t->hist, &r)) return cli_fail(CMD_TRAIN, "out of memory"), 1;
         int stop = 0;
-        if ((rc = end_of_epoch(t, &r, &stop))) return rc;
+        if ((rc = end_of_epoch(t, &r, e + 1 < last, &stop))) return rc;
         if (stop) {
             t->stopped_early = 1;
             fprintf(cli_out(),

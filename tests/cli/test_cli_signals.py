@@ -6,7 +6,8 @@
   ends (parameters and optimizer state);
 - a second signal at any moment after the first never leaves a damaged checkpoint: the file
   verifies (checksums) and is the old epoch's or the new step's, and no temporary file is left;
-  one sent while the save is seen in progress (/proc/PID/fd) lets the save complete;
+  one sent while the save is seen in progress (/proc/PID/fd) lets the save complete; both
+  signals inside an epoch's save: that save is the one the resume line names;
 - a run killed with SIGKILL at many points (inside saves too) leaves a complete checkpoint, and
   the next save leaves no temporary file; temporary files of dead writers (NAME.tmp.PID) beside
   a checkpoint, a --metrics or a predict --output file are removed by the next write of it.
@@ -174,6 +175,43 @@ def test_second_signal_mid_save(d):
     check("a second signal landed during a save at least once (%d of 2)" % caught, caught > 0)
 
 
+def test_both_signals_in_epoch_end_save(d):
+    """SIGTERM and then SIGINT while the end-of-epoch save is seen in progress: that save is the
+    one the line names (epoch N, step 0), and the run exits 128 + the signal handled first (two
+    pending at once are handled lowest number first)."""
+    opts = ["--train", "mid.csv", "--hidden", "1536,1536", "--batch", "64", "--epochs", "50",
+            "--device", "cpu", "--grad-check", "0", "--quiet", "--save", "end.st"]
+    caught = 0
+    for _ in range(3):
+        proc = start(d, opts)
+        wait_for_table(proc)
+        deadline = time.time() + 60
+        while proc.poll() is None and time.time() < deadline and not saving(proc.pid, d):
+            pass
+        if proc.poll() is not None or not saving(proc.pid, d):
+            proc.kill()
+            proc.communicate()
+            continue
+        proc.send_signal(signal.SIGTERM)
+        proc.send_signal(signal.SIGINT)
+        mid = saving(proc.pid, d)
+        out, err = proc.communicate(timeout=300)
+        if not mid:
+            continue
+        caught += 1
+        line = re.search(r"interrupted by (SIGTERM|SIGINT) at epoch (\d+), step (\d+): saved "
+                         r"end.st", err)
+        check("both signals in an epoch's save: the line, and exit 128 + the signal it names",
+              line is not None and proc.returncode == 128 + signal.Signals[line.group(1)],
+              "rc %d\n%s" % (proc.returncode, err))
+        state, info = run_state(d, "end.st")
+        check("... the checkpoint verifies and holds the step the line names, an epoch's start",
+              info.rc == 0 and "checksums: verified" in info.out and line is not None and
+              line.group(3) == "0" and state == (int(line.group(2)) - 1, 0),
+              "%s vs %s" % (line and line.groups(), info))
+    check("both signals landed in an epoch's save at least once (%d of 3)" % caught, caught > 0)
+
+
 def test_sigkill_litter(d):
     """One step per epoch and a 12 MB checkpoint each epoch: kills land in saves often."""
     write_csv(os.path.join(d, "small.csv"), blobs(256, 5))
@@ -236,6 +274,7 @@ def main():
     with tempdir() as d:
         test_second_signal(d)
         test_second_signal_mid_save(d)
+        test_both_signals_in_epoch_end_save(d)
     with tempdir() as d:
         test_sigkill_litter(d)
     with tempdir() as d:
