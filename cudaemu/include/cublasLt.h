@@ -51,15 +51,20 @@ typedef enum {
     CUBLASLT_POINTER_MODE_ALPHA_DEVICE_VECTOR_BETA_HOST = 4
 } cublasLtPointerMode_t;
 
+/* CUDAEMU_*_RANGE_ (not cuBLASLt's): each enum a caller passes a value of spans every
+ * non-negative int, so in C++ an unknown value (which the emulator refuses) is still a value of
+ * the type, not undefined behaviour (UBSan checks loads of enums). */
+
 /* Matrix layout attributes; the type each one holds is in the comment. */
 typedef enum {
-    CUBLASLT_MATRIX_LAYOUT_TYPE = 0,                /* uint32_t, a cudaDataType_t */
-    CUBLASLT_MATRIX_LAYOUT_ORDER = 1,               /* int32_t, cublasLtOrder_t */
-    CUBLASLT_MATRIX_LAYOUT_ROWS = 2,                /* uint64_t */
-    CUBLASLT_MATRIX_LAYOUT_COLS = 3,                /* uint64_t */
-    CUBLASLT_MATRIX_LAYOUT_LD = 4,                  /* int64_t, in elements */
-    CUBLASLT_MATRIX_LAYOUT_BATCH_COUNT = 5,         /* int32_t */
-    CUBLASLT_MATRIX_LAYOUT_STRIDED_BATCH_OFFSET = 6 /* int64_t */
+    CUBLASLT_MATRIX_LAYOUT_TYPE = 0,                 /* uint32_t, a cudaDataType_t */
+    CUBLASLT_MATRIX_LAYOUT_ORDER = 1,                /* int32_t, cublasLtOrder_t */
+    CUBLASLT_MATRIX_LAYOUT_ROWS = 2,                 /* uint64_t */
+    CUBLASLT_MATRIX_LAYOUT_COLS = 3,                 /* uint64_t */
+    CUBLASLT_MATRIX_LAYOUT_LD = 4,                   /* int64_t, in elements */
+    CUBLASLT_MATRIX_LAYOUT_BATCH_COUNT = 5,          /* int32_t */
+    CUBLASLT_MATRIX_LAYOUT_STRIDED_BATCH_OFFSET = 6, /* int64_t */
+    CUDAEMU_LT_LAYOUT_ATTRIBUTE_RANGE_ = 0x7fffffff
 } cublasLtMatrixLayoutAttribute_t;
 
 /* Matmul descriptor attributes; the type each one holds is in the comment. */
@@ -78,7 +83,8 @@ typedef enum {
     CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_LD = 12,      /* int64_t: bits (ReLU mask), else elements */
     CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_BATCH_STRIDE = 13, /* int64_t */
     CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_DATA_TYPE = 22,    /* int32_t, cudaDataType_t */
-    CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE = 26             /* int32_t, cudaDataType_t; -1: D's */
+    CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE = 26,            /* int32_t, cudaDataType_t; -1: D's */
+    CUDAEMU_LT_DESC_ATTRIBUTE_RANGE_ = 0x7fffffff
 } cublasLtMatmulDescAttributes_t;
 
 /* What happens to the product after it is scaled: D = epilogue(alpha op(A) op(B) + beta C). */
@@ -98,7 +104,8 @@ typedef enum {
     CUBLASLT_EPILOGUE_DGELU = 64 | 128,
     CUBLASLT_EPILOGUE_DGELU_BGRAD = 64 | 128 | 16,
     CUBLASLT_EPILOGUE_BGRADA = 256,
-    CUBLASLT_EPILOGUE_BGRADB = 512
+    CUBLASLT_EPILOGUE_BGRADB = 512,
+    CUDAEMU_LT_EPILOGUE_RANGE_ = 0x7fffffff
 } cublasLtEpilogue_t;
 
 typedef enum {
@@ -116,7 +123,8 @@ typedef enum {
     CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES = 7, /* uint32_t, default 256 */
     CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES = 8, /* uint32_t, default 256 */
     CUBLASLT_MATMUL_PREF_MAX_WAVES_COUNT = 9,       /* float */
-    CUBLASLT_MATMUL_PREF_IMPL_MASK = 12             /* uint64_t */
+    CUBLASLT_MATMUL_PREF_IMPL_MASK = 12,            /* uint64_t */
+    CUDAEMU_LT_PREFERENCE_ATTRIBUTE_RANGE_ = 0x7fffffff
 } cublasLtMatmulPreferenceAttributes_t;
 
 cublasStatus_t cublasLtCreate(cublasLtHandle_t *handle);

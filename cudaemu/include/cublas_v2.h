@@ -47,7 +47,8 @@ typedef enum {
     CUBLAS_COMPUTE_32I_PEDANTIC = 73,
     CUBLAS_COMPUTE_32F_FAST_16F = 74,
     CUBLAS_COMPUTE_32F_FAST_16BF = 75,
-    CUBLAS_COMPUTE_32F_FAST_TF32 = 77
+    CUBLAS_COMPUTE_32F_FAST_TF32 = 77,
+    CUDAEMU_COMPUTE_TYPE_RANGE_ = 0x7fffffff /* not cuBLAS's: any non-negative int is a value */
 } cublasComputeType_t;
 
 typedef struct cudaemu_cublas *cublasHandle_t;

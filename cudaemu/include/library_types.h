@@ -12,7 +12,8 @@ typedef enum cudaDataType_t {
     CUDA_R_32I = 10,
     CUDA_R_16BF = 14,
     CUDA_R_8F_E4M3 = 28,
-    CUDA_R_8F_E5M2 = 29
+    CUDA_R_8F_E5M2 = 29,
+    CUDAEMU_DATA_TYPE_RANGE_ = 0x7fffffff /* not CUDA's: any non-negative int is a value */
 } cudaDataType_t;
 typedef cudaDataType_t cudaDataType;
 
