@@ -20,15 +20,21 @@ seed=${EMU_SEED:-$(date +%Y%m%d)}
 # keeps the parallel ctest jobs from competing with idle-spinning worker threads.
 export OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1
 bash scripts/install-deps.sh
+# PyTorch + safetensors for the checkpoint interop cases, which run on the emulated device too
+# (skipped, with the reason, on both backends without them).
+bash scripts/python-env.sh >/dev/null || echo "test-emu.sh: no safetensors venv; the PyTorch interop cases will say why they skip"
 
 # The CUDA cases: the parametrised /cuda ones and the suites that exist only for CUDA.
 # (/cuda, and /cuda_<fixture> for the PyTorch golden cases.)
 cuda_cases='/cuda|CrossDevice|CudaDevice'
-# Subsets for the slower passes: everything but the long training runs (convergence, finite
-# differences of a whole network, 100-step determinism, 50-step CPU comparisons, two threads,
-# resume, schedules), which are three quarters of the full pass's time.
-slow='Convergence|FiniteDifferencesOfLibraryLoss|Determinism|FiftySteps|TwoThreads|Resumed'
-slow="$slow|TwoCudaRuns|OptimTest.Schedules"
+# Subsets for the slower passes: everything but the long training runs (convergence and the
+# spirals of every precision mode, finite differences of a whole network, 100-step determinism,
+# 50-step CPU comparisons in every mode, two threads, resume, schedules), which are nine tenths
+# of the full pass's time, and the PyTorch interop cases (PyTorch's side, not the device's).
+# The precision cases (PrecisionOps, PrecisionTest but its spirals, CrossDevicePrecision's
+# bitwise repeat) are in the subsets.
+slow='Convergence|SpiralsReach99Percent|FiniteDifferencesOfLibraryLoss|Determinism|FiftySteps'
+slow="$slow|TwoThreads|Resumed|Rows/CrossDevice.TwoCudaRuns|OptimTest.Schedules|PyTorch|TorchOptim"
 
 declare -a summary=()
 part_start() {

@@ -1,10 +1,12 @@
 /* cudaemu: the cuBLAS API of the emulated device (C11 and C++): handles and the single-precision
  * GEMM and GEAM, computed on the host by CBLAS with cuBLAS's column-major semantics and its
- * documented argument checks, queued on the handle's stream. Names and values are cuBLAS's. */
+ * documented argument checks, queued on the handle's stream; and the statuses, operations and
+ * compute types cuBLASLt (cublasLt.h) shares with it. Names and values are cuBLAS's. */
 #ifndef CUDAEMU_CUBLAS_V2_H
 #define CUDAEMU_CUBLAS_V2_H
 
 #include "cuda_runtime_api.h"
+#include "library_types.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -32,6 +34,22 @@ typedef enum {
     CUBLAS_TF32_TENSOR_OP_MATH = 3,
     CUBLAS_MATH_DISALLOW_REDUCED_PRECISION_REDUCTION = 16
 } cublasMath_t;
+
+/* How a matrix product multiplies and accumulates (cuBLASLt's matmul descriptors). */
+typedef enum {
+    CUBLAS_COMPUTE_16F = 64,
+    CUBLAS_COMPUTE_16F_PEDANTIC = 65,
+    CUBLAS_COMPUTE_32F = 68,
+    CUBLAS_COMPUTE_32F_PEDANTIC = 69,
+    CUBLAS_COMPUTE_64F = 70,
+    CUBLAS_COMPUTE_64F_PEDANTIC = 71,
+    CUBLAS_COMPUTE_32I = 72,
+    CUBLAS_COMPUTE_32I_PEDANTIC = 73,
+    CUBLAS_COMPUTE_32F_FAST_16F = 74,
+    CUBLAS_COMPUTE_32F_FAST_16BF = 75,
+    CUBLAS_COMPUTE_32F_FAST_TF32 = 77,
+    CUDAEMU_COMPUTE_TYPE_RANGE_ = 0x7fffffff /* not cuBLAS's: any non-negative int is a value */
+} cublasComputeType_t;
 
 typedef struct cudaemu_cublas *cublasHandle_t;
 

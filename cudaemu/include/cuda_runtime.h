@@ -56,6 +56,28 @@ extern __attribute__((visibility("hidden"))) dim3 blockDim;
 extern __attribute__((visibility("hidden"))) dim3 gridDim;
 constexpr int warpSize = 32;
 
+// The bit-pattern reinterpretations of the device's intrinsics (no conversion of the value).
+inline unsigned int __float_as_uint(float x) {
+    unsigned int u;
+    std::memcpy(&u, &x, sizeof u);
+    return u;
+}
+inline float __uint_as_float(unsigned int u) {
+    float x;
+    std::memcpy(&x, &u, sizeof x);
+    return x;
+}
+inline int __float_as_int(float x) {
+    int i;
+    std::memcpy(&i, &x, sizeof i);
+    return i;
+}
+inline float __int_as_float(int i) {
+    float x;
+    std::memcpy(&x, &i, sizeof x);
+    return x;
+}
+
 namespace cudaemu {
 
 // Sync points: each names its call site, so a fault says where.

@@ -132,16 +132,8 @@ struct GeamOp final : Op {
 
 // The handle's device must be usable, and its stream valid, to queue work.
 cublasStatus_t queue_on(cublasHandle_t h, std::unique_ptr<Op> op) {
-    if (h->device->sticky != cudaSuccess) return CUBLAS_STATUS_EXECUTION_FAILED;
-    int saved = thread_state().device;
-    thread_state().device = h->device->ordinal;
-    Stream *s = nullptr;
-    cudaError_t err = resolve(h->stream, &s);
-    thread_state().device = saved;
-    if (err != cudaSuccess) return CUBLAS_STATUS_EXECUTION_FAILED;
-    enqueue(s, std::move(op));
-    return h->device->sticky != cudaSuccess ? CUBLAS_STATUS_EXECUTION_FAILED
-                                            : CUBLAS_STATUS_SUCCESS;
+    cudaError_t err = queue_library_work(h->device, h->stream, std::move(op));
+    return err != cudaSuccess ? CUBLAS_STATUS_EXECUTION_FAILED : CUBLAS_STATUS_SUCCESS;
 }
 
 } // namespace

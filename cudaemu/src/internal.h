@@ -122,6 +122,10 @@ void enqueue(Stream *s, std::unique_ptr<Op> op);
 // Runs everything queued on dev's streams (a synchronisation point).
 void flush_device(Device *dev);
 void flush_stream(Stream *s);
+// Queues a library's work (cuBLAS, cuBLASLt) on stream of dev, whatever the calling thread's
+// current device: cudaSuccess, cudaErrorInvalidResourceHandle for a stream that is not dev's,
+// or the device's sticky fault (before, or from the work when it ran at once).
+cudaError_t queue_library_work(Device *dev, cudaStream_t stream, std::unique_ptr<Op> op);
 
 std::string format(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 void set_last_fault(const std::string &message);

@@ -387,6 +387,19 @@ void enqueue(Stream *s, std::unique_ptr<Op> op) {
     s->queue.push_back(std::move(op));
 }
 
+cudaError_t queue_library_work(Device *dev, cudaStream_t stream, std::unique_ptr<Op> op) {
+    if (dev->sticky != cudaSuccess) return dev->sticky;
+    int saved = thread_state().device;
+    thread_state().device = dev->ordinal;
+    Stream *s = nullptr;
+    cudaError_t err = resolve(stream, &s);
+    thread_state().device = saved;
+    if (err != cudaSuccess) return err;
+    if (s->device != dev) return cudaErrorInvalidResourceHandle;
+    enqueue(s, std::move(op));
+    return dev->sticky;
+}
+
 static double now_seconds() {
     using namespace std::chrono;
     return duration<double>(steady_clock::now().time_since_epoch()).count();

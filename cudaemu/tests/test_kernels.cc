@@ -50,6 +50,42 @@ TEST_F(Emu, CudaEmuKernelsSeeTheirIndices) {
                     }
 }
 
+// Flips the sign bit through the bit-pattern intrinsics, and reads the bits back as integers.
+__global__ void sign_flip_kernel(const float *x, float *y, unsigned *bits, int *ibits) {
+    int i = threadIdx.x;
+    y[i] = __uint_as_float(__float_as_uint(x[i]) ^ 0x80000000u);
+    bits[i] = __float_as_uint(x[i]);
+    ibits[i] = __float_as_int(__int_as_float(__float_as_int(x[i])));
+}
+
+TEST_F(Emu, CudaEmuBitPatternIntrinsicsKeepEveryBit) {
+    const float nan_payload = []() {
+        float f;
+        unsigned u = 0x7fc00123u;
+        std::memcpy(&f, &u, sizeof f);
+        return f;
+    }();
+    std::vector<float> x = {1.0f, -2.5f, 0.0f, 1e-40f /* subnormal */, nan_payload};
+    int n = (int)x.size();
+    float *dx = device_array<float>(n), *dy = device_array<float>(n);
+    unsigned *db = device_array<unsigned>(n);
+    int *di = device_array<int>(n);
+    upload(dx, x);
+    EMU_LAUNCH(1, n, 0, nullptr, sign_flip_kernel)(dx, dy, db, di);
+    ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+    auto y = download(dy, n);
+    auto b = download(db, n);
+    auto ib = download(di, n);
+    for (int i = 0; i < n; ++i) {
+        unsigned ux, uy;
+        std::memcpy(&ux, &x[i], 4);
+        std::memcpy(&uy, &y[i], 4);
+        EXPECT_EQ(uy, ux ^ 0x80000000u) << i;
+        EXPECT_EQ(b[i], ux) << i;
+        EXPECT_EQ((unsigned)ib[i], ux) << i;
+    }
+}
+
 TEST_F(Emu, CudaEmuLaunchConfigurationsPastCudasLimitsAreRefused) {
     int *d = device_array<int>(4);
     struct Case {

@@ -13,6 +13,7 @@
  * few such choices beside the first. The workspace is the device's cuBLAS workspace, allocated once
  * with the device. */
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
