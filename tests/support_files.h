@@ -30,6 +30,9 @@ void write_raw(const std::string &path, const void *data, size_t bytes);
 template <class T> void write_raw(const std::string &path, const std::vector<T> &v) {
     write_raw(path, v.data(), v.size() * sizeof(T));
 }
+inline void write_file(const std::string &path, const std::string &bytes) {
+    write_raw(path, bytes.data(), bytes.size());
+}
 
 // The python that has torch and safetensors: $BP_TORCH_PYTHON when set (e.g. a GPU machine's
 // own python3), else the venv scripts/python-env.sh makes. "" and *why when there is none.

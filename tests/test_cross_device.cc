@@ -64,7 +64,8 @@ Trace train(bp_device *dev, int rows, int steps, bp_loss_kind kind,
     return run;
 }
 
-class CrossDevice : public ::testing::TestWithParam<int> {
+// Both devices open, or the case skips with the reason CUDA is unavailable.
+template <class Param> class TwoDevices : public ::testing::TestWithParam<Param> {
   protected:
     void SetUp() override {
         std::string why;
@@ -79,6 +80,8 @@ class CrossDevice : public ::testing::TestWithParam<int> {
     }
     bp_device *cuda = nullptr, *cpu = nullptr;
 };
+
+class CrossDevice : public TwoDevices<int> {};
 
 TEST_P(CrossDevice, SameSeedSameInitialWeights) {
     Trace a = train(cpu, GetParam(), 0, BP_LOSS_CROSS_ENTROPY);
@@ -123,21 +126,7 @@ INSTANTIATE_TEST_SUITE_P(Rows, CrossDevice, ::testing::Values(1, 7, 1000, 4097))
 // GEMMs (another summation order) moved losses by up to 1.4e-4 (tf32) and 4e-5 (bf16) per
 // step and the weights after 50 steps by 1.6e-5 and 5.5e-5. Limits: losses 2e-3 (tf32) and
 // 5e-3 (bf16) relative per step, weights 5e-3 and 2e-2: about each mode's own error.
-class CrossDevicePrecision : public ::testing::TestWithParam<bp_precision> {
-  protected:
-    void SetUp() override {
-        std::string why;
-        cuda = bpt::open_or_reason("cuda", &why);
-        if (!cuda) GTEST_SKIP() << why;
-        cpu = bp_device_open("cpu", nullptr);
-        ASSERT_NE(cpu, nullptr);
-    }
-    void TearDown() override {
-        bp_device_close(cuda);
-        bp_device_close(cpu);
-    }
-    bp_device *cuda = nullptr, *cpu = nullptr;
-};
+class CrossDevicePrecision : public TwoDevices<bp_precision> {};
 
 TEST_P(CrossDevicePrecision, FiftyStepsFollowTheCpuInTheSameMode) {
     bool bf16 = GetParam() == BP_PRECISION_BF16;

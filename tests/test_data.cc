@@ -23,6 +23,7 @@
 #include <vector>
 
 #include "support.h"
+#include "support_files.h"
 
 namespace {
 
@@ -37,29 +38,8 @@ struct DatasetDel {
 };
 using DatasetPtr = std::unique_ptr<bp_dataset, DatasetDel>;
 
-// A fresh directory, removed with everything in it at the end of the scope.
-struct DataDir {
-    fs::path path;
-    DataDir() {
-        std::string tmpl = (fs::temp_directory_path() / "bp_data_XXXXXX").string();
-        std::vector<char> buf(tmpl.begin(), tmpl.end());
-        buf.push_back('\0');
-        if (mkdtemp(buf.data())) path = buf.data();
-    }
-    ~DataDir() {
-        std::error_code ec;
-        if (!path.empty()) fs::remove_all(path, ec);
-    }
-    std::string file(const std::string &name) const {
-        return (path / name).string();
-    }
-};
-
-void write_file(const std::string &path, const std::string &bytes) {
-    std::ofstream f(path, std::ios::binary);
-    f.write(bytes.data(), (std::streamsize)bytes.size());
-    ASSERT_TRUE(f.good()) << path;
-}
+using DataDir = bpt::TempDir;
+using bpt::write_file;
 
 void write_gzip(const std::string &path, const std::string &bytes) {
     gzFile gz = gzopen(path.c_str(), "wb1");
@@ -200,7 +180,7 @@ TEST_F(IdxData, MissingFileIsIoError) {
 
 TEST_F(IdxData, DirectoryIsIoError) {
     write_pair(5, 2, 2, false);
-    images = dir.path.string();
+    images = dir.path();
     expect_bad(BP_ERR_IO, images, {});
 }
 

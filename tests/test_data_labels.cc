@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "support.h"
+#include "support_files.h"
 
 namespace {
 
@@ -30,28 +31,8 @@ struct DatasetDel {
 };
 using DatasetPtr = std::unique_ptr<bp_dataset, DatasetDel>;
 
-struct Dir {
-    fs::path path;
-    Dir() {
-        std::string tmpl = (fs::temp_directory_path() / "bp_labels_XXXXXX").string();
-        std::vector<char> buf(tmpl.begin(), tmpl.end());
-        buf.push_back('\0');
-        if (mkdtemp(buf.data())) path = buf.data();
-    }
-    ~Dir() {
-        std::error_code ec;
-        if (!path.empty()) fs::remove_all(path, ec);
-    }
-    std::string file(const std::string &name) const {
-        return (path / name).string();
-    }
-};
-
-void write_file(const std::string &path, const std::string &bytes) {
-    std::ofstream f(path, std::ios::binary);
-    f.write(bytes.data(), (std::streamsize)bytes.size());
-    ASSERT_TRUE(f.good()) << path;
-}
+using Dir = bpt::TempDir;
+using bpt::write_file;
 
 std::vector<int32_t> labels_of(const bp_dataset *d) {
     const int32_t *y = (const int32_t *)bp_dataset_targets_data(d);
