@@ -96,6 +96,16 @@ def is_cuda(name, reason=""):
     return bool(CUDA_CASE.search(name) or (reason and NO_GPU.search(reason)))
 
 
+def twin_skips_alike(cases, skip):
+    """Whether the CPU twin of a skipped CUDA case (/cuda... -> /cpu...) skipped for the same
+    reason: a skip the device has nothing to do with (e.g. fp32 covered by another case)."""
+    if "/cuda" not in skip["case"]:
+        return False
+    twin = cases.get(skip["case"].replace("/cuda", "/cpu", 1))
+    return bool(twin and twin["result"] == "SKIPPED" and
+                skip_reason(twin["lines"]) == skip["reason"])
+
+
 def tally(log, cases_file, mode, out_json, rc):
     with open(log, errors="replace") as f:
         text = f.read()
@@ -125,12 +135,18 @@ def tally(log, cases_file, mode, out_json, rc):
     for name in cases:  # results for cases the list did not name (should not happen)
         if name not in listed and cases[name]["result"] == "FAILED":
             d["failed"].append({"case": name, "message": failure_message(cases[name]["lines"])})
+    alike = [s for s in d["skipped_cuda"] if twin_skips_alike(cases, s)]
+    d["skipped_cuda"] = [s for s in d["skipped_cuda"] if s not in alike]
+    d["skipped_as_on_cpu"] = alike
     wrong_skips = [s for s in d["skipped_cuda"] if not NO_GPU.search(s["reason"])]
     d["cuda_skip_reasons"] = sorted({s["reason"] for s in d["skipped_cuda"]})
-    n_skip = len(d["skipped_cuda"]) + len(d["skipped_other"])
+    n_skip = len(d["skipped_cuda"]) + len(d["skipped_other"]) + len(alike)
     other = ""
     if d["skipped_other"]:
         other = " (%d not CUDA, listed in the report)" % len(d["skipped_other"])
+    if alike:
+        other += " (%d CUDA cases skipped as their CPU twins do, for the same reason, listed in " \
+                 "the report)" % len(alike)
     head = "%d of %d cases ran: %d passed, %d failed, %d skipped%s" % (
         d["ran"], d["listed"], d["passed"], len(d["failed"]), n_skip, other)
     problems = []
@@ -376,6 +392,10 @@ def tests_section(state, name, title):
     if d["skipped_other"]:
         out += ["", "Skipped, not CUDA cases (listed, not counted as CUDA failures):", ""]
         out += ["- `%s`: %s" % (s["case"], s["reason"]) for s in d["skipped_other"]]
+    if d.get("skipped_as_on_cpu"):
+        out += ["", "CUDA cases skipped as their CPU twins are, for the same reason (not device "
+                "failures):", ""]
+        out += ["- `%s`: %s" % (s["case"], s["reason"]) for s in d["skipped_as_on_cpu"]]
     if d["skipped_cuda"]:
         out += ["", "CUDA cases skipped: %d; reasons: %s" % (
             len(d["skipped_cuda"]), "; ".join(d["cuda_skip_reasons"][:5]))]
