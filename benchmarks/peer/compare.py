@@ -8,8 +8,11 @@ Peak memory, both sides: /proc/self/status VmHWM minus VmRSS, after resetting th
 /proc/self/clear_refs) just before the data, model and optimizer are created; `backprop bench`
 runs with --no-limits so the limit measurements' buffers are not in the baseline.
 
+PyTorch runs in --python: by default .venv-peer's (scripts/peer-env.sh: PyTorch 2.x from PyPI, the
+one users run) when it exists, else /usr/bin/python3 (Debian's 1.13). Its version is printed.
+
 usage: compare.py [--backprop build/backprop] [--rounds 5] [--config S,M,L] [--threads 1,2]
-                  [--repeats 7] [--json FILE]
+                  [--repeats 7] [--python PY] [--json FILE]
 """
 import argparse
 import json
@@ -20,6 +23,7 @@ import sys
 import tempfile
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+PEER = os.path.join(HERE, "..", "..", ".venv-peer", "bin", "python")
 
 
 def run_ours(binary, cfg, repeats, tmp, threads):
@@ -41,11 +45,11 @@ def run_ours(binary, cfg, repeats, tmp, threads):
     return best
 
 
-def run_torch(cfg, threads, repeats, tmp):
+def run_torch(python, cfg, threads, repeats, tmp):
     best = None
     for t in threads:
         out = os.path.join(tmp, "torch.json")
-        subprocess.run(["/usr/bin/python3", os.path.join(HERE, "torch_mlp.py"), "--config", cfg,
+        subprocess.run([python, os.path.join(HERE, "torch_mlp.py"), "--config", cfg,
                         "--threads", str(t), "--repeats", str(repeats), "--json", out],
                        check=True, stdout=subprocess.DEVNULL)
         with open(out) as f:
@@ -64,6 +68,8 @@ def main():
     ap.add_argument("--ours-threads", default="default",
                     help="comma-separated: default and/or thread counts; the best counts")
     ap.add_argument("--repeats", type=int, default=7)
+    ap.add_argument("--python", default=PEER if os.access(PEER, os.X_OK) else "/usr/bin/python3",
+                    help="the python whose torch is the peer")
     ap.add_argument("--json")
     a = ap.parse_args()
     cfgs = a.config.split(",")
@@ -72,6 +78,9 @@ def main():
     res = {c: {"ours": [], "ours_mem": [], "ours_threads": [], "torch": [], "torch_mem": [],
                "torch_threads": []}
            for c in cfgs}
+    version = subprocess.run([a.python, "-c", "import torch; print(torch.__version__)"],
+                             check=True, capture_output=True, text=True).stdout.strip()
+    print("PyTorch %s (%s)" % (version, a.python))
     print("load before: %s" % open("/proc/loadavg").read().strip())
     with tempfile.TemporaryDirectory() as tmp:
         for r in range(a.rounds):
@@ -85,7 +94,7 @@ def main():
                         res[c]["ours_mem"].append(mem)
                         res[c]["ours_threads"].append(t)
                     else:
-                        sps, mem, t = run_torch(c, threads, a.repeats, tmp)
+                        sps, mem, t = run_torch(a.python, c, threads, a.repeats, tmp)
                         res[c]["torch"].append(sps)
                         res[c]["torch_mem"].append(mem)
                         res[c]["torch_threads"].append(t)
@@ -114,7 +123,7 @@ def main():
             ", ".join("%.2f" % x for x in ratios)))
     if a.json:
         with open(a.json, "w") as f:
-            json.dump(summary, f, indent=1)
+            json.dump(dict(summary, torch_version=version), f, indent=1)
 
 
 if __name__ == "__main__":

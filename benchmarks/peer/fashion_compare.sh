@@ -4,12 +4,17 @@
 # torch_fashion.py (784-256-128-10 ReLU, AdamW lr 1e-3 wd 1e-4, cosine, label smoothing 0.1,
 # batch 128, 12 epochs, 10% validation, global scaling). Prints each run's "done:" line, which
 # holds the training time, the time in all and the test accuracy.
+# PyTorch runs in $PEER_PYTHON, by default .venv-peer's (scripts/peer-env.sh: 2.x from PyPI)
+# when it exists, else /usr/bin/python3 (Debian's 1.13).
 # usage: benchmarks/peer/fashion_compare.sh [path/to/backprop] [ROUNDS] [TORCH_THREADS]
 set -eu
 BIN=${1:-build/backprop}
 ROUNDS=${2:-2}
 THREADS=${3:-1}
 HERE=$(dirname "$0")
+PY=${PEER_PYTHON:-$HERE/../../.venv-peer/bin/python}
+[ -x "$PY" ] || PY=/usr/bin/python3
+echo "PyTorch $("$PY" -c 'import torch; print(torch.__version__)') ($PY)"
 echo "load before: $(cat /proc/loadavg)"
 r=1
 while [ "$r" -le "$ROUNDS" ]; do
@@ -21,7 +26,7 @@ while [ "$r" -le "$ROUNDS" ]; do
             "$BIN" train --data fashion-mnist 2>&1 | grep '^done:'
         else
             printf 'round %d torch: ' "$r"
-            /usr/bin/python3 "$HERE/torch_fashion.py" --threads "$THREADS" | grep '^done:'
+            "$PY" "$HERE/torch_fashion.py" --threads "$THREADS" | grep '^done:'
         fi
         echo "  load: $(cat /proc/loadavg)"
     done
