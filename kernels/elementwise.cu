@@ -72,8 +72,8 @@ template <typename Index>
 cudaError_t launch_bias_act(cudaStream_t stream, size_t n, int cols, const float *bias, float *z,
                             float *a, bp_activation act, float slope) {
     return dispatch_activation(act, [&](auto act_c) {
-        BP_LAUNCH(grid_for(n), kThreads, 0, stream, bias_act_kernel<decltype(act_c)::value, Index>)(
-            (Index)n, (Index)cols, bias, z, a, slope);
+        BP_LAUNCH(grid_for(n), kThreads, 0, stream, bias_act_kernel<decltype(act_c)::value, Index>)
+        ((Index)n, (Index)cols, bias, z, a, slope);
         return cudaGetLastError();
     });
 }
@@ -106,8 +106,8 @@ extern "C" cudaError_t bp_cu_act_backward(cudaStream_t stream, size_t n, const f
                                           const float *da, float *dz, bp_activation act,
                                           float slope) {
     return dispatch_activation(act, [&](auto act_c) {
-        BP_LAUNCH(grid_for(n), kThreads, 0, stream, act_backward_kernel<decltype(act_c)::value>)(
-            n, z, da, dz, slope);
+        BP_LAUNCH(grid_for(n), kThreads, 0, stream, act_backward_kernel<decltype(act_c)::value>)
+        (n, z, da, dz, slope);
         return cudaGetLastError();
     });
 }
@@ -115,7 +115,7 @@ extern "C" cudaError_t bp_cu_act_backward(cudaStream_t stream, size_t n, const f
 extern "C" cudaError_t bp_cu_dropout(cudaStream_t stream, size_t n, const float *x, float *y,
                                      uint64_t seed, uint64_t rng_stream, uint64_t first,
                                      uint32_t threshold, float scale) {
-    BP_LAUNCH(grid_for(n / 4 + 2), kThreads, 0, stream, dropout_kernel)(
-        n, x, y, seed, rng_stream, first, threshold, scale);
+    BP_LAUNCH(grid_for(n / 4 + 2), kThreads, 0, stream, dropout_kernel)
+    (n, x, y, seed, rng_stream, first, threshold, scale);
     return cudaGetLastError();
 }

@@ -99,20 +99,17 @@ using namespace bp_cu;
 extern "C" cudaError_t bp_cu_col_sum(cudaStream_t stream, int rows, int cols, const float *x,
                                      float beta, float *out) {
     unsigned tiles = (unsigned)((cols + kColTile - 1) / kColTile);
-    BP_LAUNCH(tiles, dim3(kColTile, kRowLanes), 0, stream, col_sum_kernel)(
-        rows, cols, x, beta, out);
+    BP_LAUNCH(tiles, dim3(kColTile, kRowLanes), 0, stream, col_sum_kernel)
+    (rows, cols, x, beta, out);
     return cudaGetLastError();
 }
 
 extern "C" cudaError_t bp_cu_sum(cudaStream_t stream, size_t n, const float *x, int squares,
                                  void *scratch, float *out) {
     double *partials = (double *)scratch;
-    if (squares)
-        BP_LAUNCH(BP_CU_REDUCE_BLOCKS, kSumThreads, 0, stream, sum_partials_kernel<true>)(
-            n, x, partials);
-    else
-        BP_LAUNCH(BP_CU_REDUCE_BLOCKS, kSumThreads, 0, stream, sum_partials_kernel<false>)(
-            n, x, partials);
+    void (*partials_kernel)(size_t, const float *, double *) =
+        squares ? sum_partials_kernel<true> : sum_partials_kernel<false>;
+    BP_LAUNCH(BP_CU_REDUCE_BLOCKS, kSumThreads, 0, stream, partials_kernel)(n, x, partials);
     cudaError_t err = cudaGetLastError();
     if (err != cudaSuccess) return err;
     BP_LAUNCH(1, BP_CU_REDUCE_BLOCKS, 0, stream, sum_final_kernel)(partials, out);
@@ -124,8 +121,8 @@ extern "C" cudaError_t bp_cu_check_labels(cudaStream_t stream, int rows, const i
     long long *partials = (long long *)scratch;
     long long *first = partials + BP_CU_REDUCE_BLOCKS;
     *result = (int64_t *)first;
-    BP_LAUNCH(BP_CU_REDUCE_BLOCKS, kSumThreads, 0, stream, labels_partials_kernel)(
-        rows, labels, classes, partials);
+    BP_LAUNCH(BP_CU_REDUCE_BLOCKS, kSumThreads, 0, stream, labels_partials_kernel)
+    (rows, labels, classes, partials);
     cudaError_t err = cudaGetLastError();
     if (err != cudaSuccess) return err;
     BP_LAUNCH(1, BP_CU_REDUCE_BLOCKS, 0, stream, labels_final_kernel)(partials, first);

@@ -160,8 +160,8 @@ using namespace bp_cu;
 extern "C" cudaError_t bp_cu_softmax(cudaStream_t stream, int rows, int cols, const float *x,
                                      float *y) {
     return dispatch_rows(rows, cols, [&](auto group, unsigned blocks) {
-        BP_LAUNCH(blocks, kRowThreads, 0, stream, softmax_kernel<decltype(group)::value>)(
-            rows, cols, x, y);
+        BP_LAUNCH(blocks, kRowThreads, 0, stream, softmax_kernel<decltype(group)::value>)
+        (rows, cols, x, y);
         return cudaGetLastError();
     });
 }
@@ -171,18 +171,17 @@ extern "C" cudaError_t bp_cu_softmax_xent(cudaStream_t stream, int rows, int col
                                           float smoothing, float grad_scale, float *grad,
                                           float *row_loss) {
     return dispatch_rows(rows, cols, [&](auto group, unsigned blocks) {
-        BP_LAUNCH(blocks, kRowThreads, 0, stream, softmax_xent_kernel<decltype(group)::value>)(
-            rows, cols, logits, labels, smoothing, grad_scale, grad, row_loss);
+        BP_LAUNCH(blocks, kRowThreads, 0, stream, softmax_xent_kernel<decltype(group)::value>)
+        (rows, cols, logits, labels, smoothing, grad_scale, grad, row_loss);
         return cudaGetLastError();
     });
 }
 
 extern "C" cudaError_t bp_cu_class_match(cudaStream_t stream, int rows, int cols,
-                                         const float *logits, const int32_t *labels,
-                                         float *match) {
+                                         const float *logits, const int32_t *labels, float *match) {
     return dispatch_rows(rows, cols, [&](auto group, unsigned blocks) {
-        BP_LAUNCH(blocks, kRowThreads, 0, stream, class_match_kernel<decltype(group)::value>)(
-            rows, cols, logits, labels, match);
+        BP_LAUNCH(blocks, kRowThreads, 0, stream, class_match_kernel<decltype(group)::value>)
+        (rows, cols, logits, labels, match);
         return cudaGetLastError();
     });
 }
@@ -191,9 +190,8 @@ extern "C" cudaError_t bp_cu_mse(cudaStream_t stream, int rows, int cols, const 
                                  const float *target, float grad_scale, float *grad,
                                  float *row_loss) {
     return dispatch_rows(rows, cols, [&](auto group, unsigned blocks) {
-        BP_LAUNCH(blocks, kRowThreads, 0, stream,
-                  elem_loss_kernel<decltype(group)::value, MseElem>)(
-            rows, cols, pred, target, grad_scale, grad, row_loss);
+        BP_LAUNCH(blocks, kRowThreads, 0, stream, elem_loss_kernel<decltype(group)::value, MseElem>)
+        (rows, cols, pred, target, grad_scale, grad, row_loss);
         return cudaGetLastError();
     });
 }
@@ -202,9 +200,8 @@ extern "C" cudaError_t bp_cu_bce_logits(cudaStream_t stream, int rows, int cols,
                                         const float *logits, const float *target, float grad_scale,
                                         float *grad, float *row_loss) {
     return dispatch_rows(rows, cols, [&](auto group, unsigned blocks) {
-        BP_LAUNCH(blocks, kRowThreads, 0, stream,
-                  elem_loss_kernel<decltype(group)::value, BceElem>)(
-            rows, cols, logits, target, grad_scale, grad, row_loss);
+        BP_LAUNCH(blocks, kRowThreads, 0, stream, elem_loss_kernel<decltype(group)::value, BceElem>)
+        (rows, cols, logits, target, grad_scale, grad, row_loss);
         return cudaGetLastError();
     });
 }

@@ -18,8 +18,8 @@ __global__ void sgd_kernel(bp_update_args a) {
         float g = bp_grad_prepare(a.grad[i], a.grad_scale, a.clip_value);
         // On the first step the buffer is set to g, not read: it may be uninitialised.
         float buf = use_buf && !a.first_step ? a.m[i] : 0.0f;
-        a.param[i] = bp_sgd_elem(a.param[i], g, &buf, a.lr, a.weight_decay, a.momentum, a.one_minus_dampening,
-                                 a.nesterov, a.first_step);
+        a.param[i] = bp_sgd_elem(a.param[i], g, &buf, a.lr, a.weight_decay, a.momentum,
+                                 a.one_minus_dampening, a.nesterov, a.first_step);
         if (use_buf) a.m[i] = buf;
     }
 }

@@ -3,6 +3,7 @@
 
 #include <cmath>
 #include <cstdint>
+#include <memory>
 #include <random>
 #include <string>
 #include <vector>
@@ -53,6 +54,14 @@ struct DeviceGuard {
         bp_device_close(device);
     }
 };
+
+struct DatasetFree {
+    void operator()(bp_dataset *d) const {
+        bp_dataset_free(d);
+    }
+};
+// A dataset freed at the end of its scope.
+using DatasetPtr = std::unique_ptr<bp_dataset, DatasetFree>;
 
 } // namespace bpt
 

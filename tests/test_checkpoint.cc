@@ -1417,7 +1417,6 @@ INSTANTIATE_TEST_SUITE_P(Schemes, CheckpointLitter, ::testing::Values(1, 0), [](
 // ---- PyTorch interop
 // -----------------------------------------------------------------------------
 
-
 void write_floats(const std::string &path, const std::vector<float> &v) {
     write_bytes(path, std::string(reinterpret_cast<const char *>(v.data()), v.size() * 4));
 }

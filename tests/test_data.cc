@@ -31,12 +31,7 @@ namespace fs = std::filesystem;
 using ::testing::HasSubstr;
 using ::testing::Not;
 
-struct DatasetDel {
-    void operator()(bp_dataset *d) const {
-        bp_dataset_free(d);
-    }
-};
-using DatasetPtr = std::unique_ptr<bp_dataset, DatasetDel>;
+using bpt::DatasetPtr;
 
 using DataDir = bpt::TempDir;
 using bpt::write_file;

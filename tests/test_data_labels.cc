@@ -24,12 +24,7 @@ namespace {
 namespace fs = std::filesystem;
 using ::testing::HasSubstr;
 
-struct DatasetDel {
-    void operator()(bp_dataset *d) const {
-        bp_dataset_free(d);
-    }
-};
-using DatasetPtr = std::unique_ptr<bp_dataset, DatasetDel>;
+using bpt::DatasetPtr;
 
 using Dir = bpt::TempDir;
 using bpt::write_file;

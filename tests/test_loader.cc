@@ -20,17 +20,12 @@ namespace {
 
 using ::testing::HasSubstr;
 
-struct DatasetDel {
-    void operator()(bp_dataset *d) const {
-        bp_dataset_free(d);
-    }
-};
 struct LoaderDel {
     void operator()(bp_loader *l) const {
         bp_loader_free(l);
     }
 };
-using DatasetPtr = std::unique_ptr<bp_dataset, DatasetDel>;
+using bpt::DatasetPtr;
 using LoaderPtr = std::unique_ptr<bp_loader, LoaderDel>;
 
 const int kFeatures = 3;

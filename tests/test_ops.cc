@@ -386,12 +386,12 @@ TEST_P(OpsTest, ClassMatch) {
         for (int r = 0; r < rows && cols >= 3; ++r) {
             float *row = &z[(size_t)r * cols];
             int kind = r % 6, a = labels[r], b = (labels[r] + 1) % cols;
-            if (kind == 0) row[a] = 5.0f;                   // right
-            if (kind == 1) row[a] = row[b] = 5.0f;          // a tie: right only if a < b
-            if (kind == 2) row[b] = NAN, row[a] = 4.0f;     // a NaN is never the largest
-            if (kind == 3) row[a] = INFINITY;               // right
-            if (kind == 4) row[b] = INFINITY;               // wrong
-            if (kind == 5) row[a] = -INFINITY;              // wrong
+            if (kind == 0) row[a] = 5.0f;               // right
+            if (kind == 1) row[a] = row[b] = 5.0f;      // a tie: right only if a < b
+            if (kind == 2) row[b] = NAN, row[a] = 4.0f; // a NaN is never the largest
+            if (kind == 3) row[a] = INFINITY;           // right
+            if (kind == 4) row[b] = INFINITY;           // wrong
+            if (kind == 5) row[a] = -INFINITY;          // wrong
         }
         if (rows > 1 && cols >= 3)
             for (int j = 0; j < cols; ++j)

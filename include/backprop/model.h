@@ -68,8 +68,8 @@ typedef struct bp_mlp_config {
     const float *dropout;             /* n_layers probabilities in [0, 1); NULL: none */
     float leaky_slope;                /* negative slope of BP_ACT_LEAKY_RELU */
     bp_init init;
-    uint64_t seed; /* initial weights and dropout masks */
-    int max_batch; /* largest batch a call may pass; the workspace is sized for it once */
+    uint64_t seed;          /* initial weights and dropout masks */
+    int max_batch;          /* largest batch a call may pass; the workspace is sized for it once */
     bp_precision precision; /* BP_PRECISION_FP32 in a zeroed or default config */
 } bp_mlp_config;
 

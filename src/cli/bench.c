@@ -307,8 +307,8 @@ static void report_gemm(const char *tcase, const gemm_arg *g, const sample_stats
     const char *pn = bp_precision_name(g->prec);
     printf("gemm %-2s %s %5dx%5dx%5d  %8.2f GFLOP/s  (min %.3f ms, med %.3f, max %.3f)  %.3g "
            "GFLOP %.3g MB  %5.1f%% of sgemm limit\n",
-           tcase, pn, m, n, k, rate / 1e9, s->min * 1e3, s->median * 1e3, s->max * 1e3,
-           flops / 1e9, bytes / 1e6, lim->gemm_flops > 0 ? 100.0 * rate / lim->gemm_flops : 0.0);
+           tcase, pn, m, n, k, rate / 1e9, s->min * 1e3, s->median * 1e3, s->max * 1e3, flops / 1e9,
+           bytes / 1e6, lim->gemm_flops > 0 ? 100.0 * rate / lim->gemm_flops : 0.0);
     json_row("op",
              "\"op\": \"gemm\", \"case\": \"%s\", \"precision\": \"%s\", \"m\": %d, \"n\": %d, "
              "\"k\": %d, \"flops\": %.6e, \"bytes\": %.6e, \"gflops\": %.4f, "
@@ -338,8 +338,16 @@ static void report_mem(const char *name, const char *shape, double bytes, const 
 static int measure_sgemm(op_ctx *c, const bench_opts *o, double *rate, sample_stats *s) {
     int n = 2048;
     size_t nn = (size_t)n * n;
-    gemm_arg g = {0,    0,   n, n, n, dev_buffer(c, nn, 1), dev_buffer(c, nn, 2), dev_buffer(c, nn, 3),
-                  BP_PRECISION_FP32, NULL};
+    gemm_arg g = {0,
+                  0,
+                  n,
+                  n,
+                  n,
+                  dev_buffer(c, nn, 1),
+                  dev_buffer(c, nn, 2),
+                  dev_buffer(c, nn, 3),
+                  BP_PRECISION_FP32,
+                  NULL};
     bench_opts lo = *o;
     if (lo.repeats < 5) lo.repeats = 5; /* every % column divides by this */
     int rc = g.a && g.b && g.c ? time_op(c, &lo, run_gemm, &g, s) : -1;
@@ -598,7 +606,8 @@ static int measure_step_gemms(op_ctx *c, const bench_opts *o, const e2e_config *
         if (b * out > biggest) biggest = b * out;
         if (biggest > cap) cap = biggest;
     }
-    float *x32 = dev_buffer(c, cap, 21), *w32 = dev_buffer(c, cap, 22), *z32 = dev_buffer(c, cap, 23);
+    float *x32 = dev_buffer(c, cap, 21), *w32 = dev_buffer(c, cap, 22),
+          *z32 = dev_buffer(c, cap, 23);
     float *out = dev_buffer(c, cap, 24);
     float *x = operand_for(c, x32, cap, prec), *w = operand_for(c, w32, cap, prec),
           *z = operand_for(c, z32, cap, prec);
@@ -625,8 +634,8 @@ static int measure_step_gemms(op_ctx *c, const bench_opts *o, const e2e_config *
     return rc;
 }
 
-static int bench_e2e(bp_device *shared, const bench_opts *o, const e2e_config *c,
-                     bp_precision prec, const limits *lim) {
+static int bench_e2e(bp_device *shared, const bench_opts *o, const e2e_config *c, bp_precision prec,
+                     const limits *lim) {
     const char *pn = bp_precision_name(prec);
     const char *dn = bp_device_name(shared);
     if (c->gpu_only && bp_device_get_kind(shared) != BP_DEVICE_CUDA) {
@@ -799,7 +808,8 @@ static int bench_e2e(bp_device *shared, const bench_opts *o, const e2e_config *c
            base_kb >= 0 && hwm_kb >= 0 ? (hwm_kb - base_kb) / 1024.0 : -1.0);
     json_row("train",
              "\"config\": \"%s\", \"precision\": \"%s\", \"layers\": \"%s\", \"batch\": %d, "
-             "\"optimizer\": \"%s\", \"params\": %.0f, \"flops_per_step\": %.6e, \"bytes_per_step\": %.6e, "
+             "\"optimizer\": \"%s\", \"params\": %.0f, \"flops_per_step\": %.6e, "
+             "\"bytes_per_step\": %.6e, "
              "\"samples_per_s\": %.3f, \"gflops\": %.4f, \"fraction_of_sgemm\": %.4f, "
              "\"fraction_of_step_shape_gemm\": %.4f, "
              "\"limit_seconds\": %.6e, \"device_peak_bytes\": %zu, \"process_hwm_delta_kib\": "
@@ -828,24 +838,25 @@ done:
 
 /* ---- the command ---- */
 static void bench_help(FILE *f) {
-    fprintf(f, "usage: backprop bench [options]\n\n"
-               "Measures the device limits (sgemm at 2048^3, copy bandwidth), per-op throughput\n"
-               "and training-step throughput, each with its FLOPs, bytes and %% of the limit.\n\n"
-               "options:\n"
-               "  --config LIST    training configs, comma-separated: S, M, L, XL, tiny\n"
-               "                   (default S,M,L,XL; XL runs on a GPU only)\n"
-               "  --only WHAT      ops (per-op only) or train (training steps only)\n"
-               "  --device NAME    cpu, cuda, cuda:N, auto (default auto)\n"
-               "  --precision LIST fp32, tf32, bf16, comma-separated: a GEMM column and a training\n"
-               "                   row each (default all three on a GPU; fp32 on the CPU, whose\n"
-               "                   tf32 and bf16 give the GPU's numbers, not its speed)\n"
-               "  --quick          few repeats and a small sweep (a check that finishes fast)\n"
-               "  --warmup N       untimed calls before timing (default 2; --quick 1)\n"
-               "  --repeats N      timed samples per row; median, min, max, IQR (default 10)\n"
-               "  --json FILE      also write every row as JSON\n"
-               "  --no-limits      skip the limit measurements (their 256 MiB buffers stay in the\n"
-               "                   process's resident set and hide a config's peak memory)\n"
-               "  --help           this text\n");
+    fprintf(f,
+            "usage: backprop bench [options]\n\n"
+            "Measures the device limits (sgemm at 2048^3, copy bandwidth), per-op throughput\n"
+            "and training-step throughput, each with its FLOPs, bytes and %% of the limit.\n\n"
+            "options:\n"
+            "  --config LIST    training configs, comma-separated: S, M, L, XL, tiny\n"
+            "                   (default S,M,L,XL; XL runs on a GPU only)\n"
+            "  --only WHAT      ops (per-op only) or train (training steps only)\n"
+            "  --device NAME    cpu, cuda, cuda:N, auto (default auto)\n"
+            "  --precision LIST fp32, tf32, bf16, comma-separated: a GEMM column and a training\n"
+            "                   row each (default all three on a GPU; fp32 on the CPU, whose\n"
+            "                   tf32 and bf16 give the GPU's numbers, not its speed)\n"
+            "  --quick          few repeats and a small sweep (a check that finishes fast)\n"
+            "  --warmup N       untimed calls before timing (default 2; --quick 1)\n"
+            "  --repeats N      timed samples per row; median, min, max, IQR (default 10)\n"
+            "  --json FILE      also write every row as JSON\n"
+            "  --no-limits      skip the limit measurements (their 256 MiB buffers stay in the\n"
+            "                   process's resident set and hide a config's peak memory)\n"
+            "  --help           this text\n");
 }
 
 static int parse_int(const char *flag, const char *v, int lo, int *out) {

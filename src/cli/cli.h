@@ -272,8 +272,8 @@ typedef struct cli_epoch_row {
     int epoch;
     double train_loss, val_loss, val_metric, lr, seconds;
     int has_val;
-    double train_acc;           /* the progress bar's train accuracy of the epoch (NaN: none) */
-    int64_t train_scored;       /* rows it was computed over */
+    double train_acc;     /* the progress bar's train accuracy of the epoch (NaN: none) */
+    int64_t train_scored; /* rows it was computed over */
 } cli_epoch_row;
 typedef struct cli_history {
     cli_epoch_row *rows;

@@ -5,8 +5,8 @@
  * device's queue; only download and synchronize wait. Entries marked optional may be NULL.
  *
  * Reductions (col_sum, sum, sum_squares, gemm_ex's bias gradient) must be deterministic: same
- * inputs and thread count, bitwise the same result, no atomics. On failure an entry sets bp_last_error() (naming the
- * failing call and its arguments) and returns the status. */
+ * inputs and thread count, bitwise the same result, no atomics. On failure an entry sets
+ * bp_last_error() (naming the failing call and its arguments) and returns the status. */
 #ifndef BP_CORE_BACKEND_H
 #define BP_CORE_BACKEND_H
 

@@ -52,12 +52,12 @@ struct bp_model {
     uint16_t *params_bf16; /* bf16 mode: bf16 copy of params (same layout); else NULL */
     void *workspace;       /* one block: layer z/a, dout, gradient buffers, row losses, ... */
     size_t workspace_bytes;
-    float *dout;     /* loss gradient, [max_batch, widths[n]] */
-    float *dbuf[2];  /* fp32 gradients between layers, [max_batch, widest] (bf16: dbuf[0]) */
-    void *dz_lp[2];  /* bf16 mode: the gradients entering the GEMMs, [max_batch, widest] */
-    void *x_lp;      /* bf16 mode: the last forward's input rounded to bf16 */
-    float *bgrad;    /* [widest]: a fused bias gradient before it is added (accumulating) */
-    void *scratch;   /* gemm_ex scratch, scratch_bytes (NULL when none) */
+    float *dout;    /* loss gradient, [max_batch, widths[n]] */
+    float *dbuf[2]; /* fp32 gradients between layers, [max_batch, widest] (bf16: dbuf[0]) */
+    void *dz_lp[2]; /* bf16 mode: the gradients entering the GEMMs, [max_batch, widest] */
+    void *x_lp;     /* bf16 mode: the last forward's input rounded to bf16 */
+    float *bgrad;   /* [widest]: a fused bias gradient before it is added (accumulating) */
+    void *scratch;  /* gemm_ex scratch, scratch_bytes (NULL when none) */
     size_t scratch_bytes;
     float *row_loss; /* [max_batch]: each row's loss, then (cross-entropy) its class match */
     float *scalars;  /* BP_SCALAR_COUNT */

@@ -58,8 +58,8 @@ bp_status bp_check_optim_config(const char *fn, const bp_optim_config *c) {
              "%s: weight_decay is %g, expected >= 0", fn, c->weight_decay);
     BP_CHECK(c->momentum >= 0.0 && c->momentum < 1.0, "%s: momentum is %g, expected [0, 1)", fn,
              c->momentum);
-    BP_CHECK(c->dampening >= 0.0 && c->dampening <= 1.0, "%s: dampening is %g, expected [0, 1]",
-             fn, c->dampening);
+    BP_CHECK(c->dampening >= 0.0 && c->dampening <= 1.0, "%s: dampening is %g, expected [0, 1]", fn,
+             c->dampening);
     BP_CHECK(!c->nesterov || (c->momentum > 0.0 && c->dampening == 0.0),
              "%s: nesterov needs momentum > 0 and dampening 0", fn);
     if (c->kind != BP_OPTIM_SGD) {
@@ -67,8 +67,7 @@ bp_status bp_check_optim_config(const char *fn, const bp_optim_config *c) {
                  c->beta1);
         BP_CHECK(c->beta2 >= 0.0 && c->beta2 < 1.0, "%s: beta2 is %g, expected [0, 1)", fn,
                  c->beta2);
-        BP_CHECK(c->eps > 0.0 && isfinite(c->eps), "%s: eps is %g, expected > 0", fn,
-                 c->eps);
+        BP_CHECK(c->eps > 0.0 && isfinite(c->eps), "%s: eps is %g, expected > 0", fn, c->eps);
     }
     BP_CHECK(c->clip_norm >= 0.0 && isfinite(c->clip_norm), "%s: clip_norm is %g", fn,
              c->clip_norm);

@@ -15,8 +15,8 @@ static void sgd_plain(const bp_update_args *args) {
     for (size_t i = 0; i < u.n; ++i) {
         float unused = 0.0f;
         float g = bp_grad_prepare(u.grad[i], u.grad_scale, u.clip_value);
-        u.param[i] = bp_sgd_elem(u.param[i], g, &unused, u.lr, u.weight_decay, 0.0f, u.one_minus_dampening,
-                                 u.nesterov, u.first_step);
+        u.param[i] = bp_sgd_elem(u.param[i], g, &unused, u.lr, u.weight_decay, 0.0f,
+                                 u.one_minus_dampening, u.nesterov, u.first_step);
     }
 }
 

@@ -23,11 +23,11 @@
 #define BP_CUDA_ALLOW_TF32_DEFAULT 0
 
 typedef struct bp_cuda_impl {
-    int index;           /* the CUDA device ordinal */
-    cudaStream_t stream; /* non-blocking: every op of this device is queued here */
-    cublasHandle_t blas; /* bound to stream */
-    cublasLtHandle_t lt; /* gemm_ex; its matmuls run on stream with blas_workspace */
-    int allow_tf32;      /* see BP_CUDA_ALLOW_TF32_DEFAULT */
+    int index;            /* the CUDA device ordinal */
+    cudaStream_t stream;  /* non-blocking: every op of this device is queued here */
+    cublasHandle_t blas;  /* bound to stream */
+    cublasLtHandle_t lt;  /* gemm_ex; its matmuls run on stream with blas_workspace */
+    int allow_tf32;       /* see BP_CUDA_ALLOW_TF32_DEFAULT */
     void *blas_workspace; /* of the cuBLAS handle and of every cuBLASLt matmul (one stream) */
     size_t blas_workspace_bytes;
     /* Own stream-ordered pool (NULL where the device has none: plain cudaMalloc/cudaFree). */
