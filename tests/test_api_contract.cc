@@ -84,6 +84,41 @@ TEST(ApiContract, Device) {
     EXPECT_FAILS(INVALID, "bp_device_get_stats", bp_device_get_stats(dev, nullptr));
 }
 
+TEST(ApiContract, DeviceOptions) {
+    bp_device_options d = bp_device_options_default();
+    EXPECT_EQ(d.threads, 0);
+    EXPECT_EQ(d.check_memory, 1);
+    bp_device_options o = d;
+    o.threads = -1;
+    EXPECT_CTOR_FAILS(INVALID, "options.threads", bp_device_open_ex("cpu", &o, &st),
+                      bp_device_open_ex("cpu", &o, nullptr));
+    o = d;
+    o.threads = 1 << 20;
+    EXPECT_CTOR_FAILS(INVALID, "options.threads", bp_device_open_ex("cpu", &o, &st),
+                      bp_device_open_ex("cpu", &o, nullptr));
+    o = d;
+    o.check_memory = 2;
+    EXPECT_CTOR_FAILS(INVALID, "options.check_memory", bp_device_open_ex("cpu", &o, &st),
+                      bp_device_open_ex("cpu", &o, nullptr));
+    EXPECT_CTOR_FAILS(INVALID, "bp_device_open", bp_device_open_ex(nullptr, &d, &st),
+                      bp_device_open_ex(nullptr, &d, nullptr));
+    // A getter on NULL gives the defaults; an opened device keeps what it was given.
+    EXPECT_EQ(bp_device_get_options(nullptr).check_memory, 1);
+    o = d;
+    o.threads = 1;
+    o.check_memory = 0;
+    bp_device *dev = bp_device_open_ex("cpu", &o, nullptr);
+    ASSERT_NE(dev, nullptr) << bp_last_error();
+    bpt::DeviceGuard guard{dev};
+    EXPECT_EQ(bp_device_get_options(dev).threads, 1);
+    EXPECT_EQ(bp_device_get_options(dev).check_memory, 0);
+    bp_device *plain = bp_device_open("cpu", nullptr);
+    ASSERT_NE(plain, nullptr) << bp_last_error();
+    bpt::DeviceGuard plain_guard{plain};
+    EXPECT_EQ(bp_device_get_options(plain).threads, 0);
+    EXPECT_EQ(bp_device_get_options(plain).check_memory, 1);
+}
+
 TEST(ApiContract, Tensor) {
     bp_device *dev = bp_device_open("cpu", nullptr);
     ASSERT_NE(dev, nullptr) << bp_last_error();

@@ -28,8 +28,33 @@ typedef struct bp_device_stats {
 } bp_device_stats;
 
 /* Opens a device by name. Returns NULL and sets *status (when not NULL) on failure, e.g. "cuda"
- * in a build without CUDA, or on a machine without a GPU. */
+ * in a build without CUDA, or on a machine without a GPU. The same as bp_device_open_ex with
+ * the default options. */
 BP_API bp_device *bp_device_open(const char *name, bp_status *status);
+
+/* How a device runs. Start from bp_device_options_default() and set the fields you need: later
+ * versions add fields, which the default function fills. */
+typedef struct bp_device_options {
+    /* CPU: the threads the backend's loops, matrix engine and BLAS use, >= 0; 0: the backend
+     * chooses (see the CPU backend's notes in README.md). Ignored by CUDA. */
+    int threads;
+    /* 1 (default): bp_model_create and bp_optimizer_create compare the bytes they are about to
+     * allocate with the memory the device reports free, and refuse with BP_ERR_OUT_OF_MEMORY
+     * (naming the bytes needed, the bytes free and the largest part) before allocating anything;
+     * 0: skip that check and let the allocations decide. */
+    int check_memory;
+} bp_device_options;
+
+/* threads 0, check_memory 1. */
+BP_API bp_device_options bp_device_options_default(void);
+
+/* bp_device_open with options (NULL: the defaults). A field out of its range is
+ * BP_ERR_INVALID_ARGUMENT naming it. */
+BP_API bp_device *bp_device_open_ex(const char *name, const bp_device_options *options,
+                                    bp_status *status);
+
+/* The options the device was opened with (the defaults for NULL). */
+BP_API bp_device_options bp_device_get_options(const bp_device *device);
 
 /* Closes a device. Everything created on it must be freed first. NULL is allowed. */
 BP_API void bp_device_close(bp_device *device);

@@ -232,7 +232,8 @@ struct bp_device {
     bp_device_kind kind;
     int index;
     char name[32];
-    void *impl; /* the backend's own state */
+    bp_device_options options; /* as opened (bp_device_open_ex), validated */
+    void *impl;                /* the backend's own state */
     bp_device_stats stats;
     /* Called by bp_device_close before the backend lets go of the device: a data-parallel comm
      * whose collectives (an NCCL communicator) live on this device frees them here when the

@@ -62,14 +62,49 @@ static bp_status parse_name(const char *name, const bp_backend_ops **ops, int *i
                     name);
 }
 
+bp_device_options bp_device_options_default(void) {
+    bp_device_options o;
+    memset(&o, 0, sizeof o);
+    o.threads = 0;
+    o.check_memory = 1;
+    return o;
+}
+
+/* The most threads a CPU device may be asked for: far above any machine, low enough that no
+ * thread pool is sized from a hostile number. */
+#define BP_MAX_THREADS 4096
+
+static bp_status check_options(const bp_device_options *o) {
+    if (o->threads < 0 || o->threads > BP_MAX_THREADS)
+        return bp_error(BP_ERR_INVALID_ARGUMENT,
+                        "bp_device_open: options.threads is %d, expected 0 (the default) .. %d",
+                        o->threads, BP_MAX_THREADS);
+    if (o->check_memory != 0 && o->check_memory != 1)
+        return bp_error(BP_ERR_INVALID_ARGUMENT,
+                        "bp_device_open: options.check_memory is %d, expected 0 or 1",
+                        o->check_memory);
+    return BP_OK;
+}
+
 bp_device *bp_device_open(const char *name, bp_status *status) {
+    return bp_device_open_ex(name, NULL, status);
+}
+
+bp_device_options bp_device_get_options(const bp_device *device) {
+    return device ? device->options : bp_device_options_default();
+}
+
+bp_device *bp_device_open_ex(const char *name, const bp_device_options *options,
+                             bp_status *status) {
     if (!name) {
         bp_set_status(status, bp_error(BP_ERR_INVALID_ARGUMENT, "bp_device_open: name is NULL"));
         return NULL;
     }
+    bp_device_options opts = options ? *options : bp_device_options_default();
     const bp_backend_ops *ops = NULL;
     int index = 0;
-    bp_status st = parse_name(name, &ops, &index);
+    bp_status st = check_options(&opts);
+    if (st == BP_OK) st = parse_name(name, &ops, &index);
     if (st != BP_OK) {
         bp_set_status(status, st);
         return NULL;
@@ -81,6 +116,7 @@ bp_device *bp_device_open(const char *name, bp_status *status) {
     }
     d->ops = ops;
     d->index = index;
+    d->options = opts;
     d->kind = ops == &bp_cpu_ops ? BP_DEVICE_CPU : BP_DEVICE_CUDA;
     if (d->kind == BP_DEVICE_CPU)
         snprintf(d->name, sizeof d->name, "cpu");
