@@ -3,6 +3,7 @@
 set -euo pipefail
 
 packages=(cmake make g++ gcc clang libomp-dev pkg-config libopenblas-dev
+          libdnnl-dev  # oneDNN: the CPU backend's matrix engine (CBLAS is the fallback)
           libopenblas-openmp-dev  # OpenBLAS on OpenMP: one thread pool with the library's loops
           libgtest-dev libgmock-dev zlib1g-dev python3 python3-numpy python3-torch
           python3-venv gnuplot-nox dataset-fashion-mnist

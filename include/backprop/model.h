@@ -61,6 +61,12 @@ typedef enum bp_precision {
 /* "fp32", "tf32", "bf16" ("" for a value outside the enum). */
 BP_API const char *bp_precision_name(bp_precision precision);
 
+/* What multiplies a model's matrices in `precision` on `device`, as text for people (the engine,
+ * its implementation and instruction set, e.g. "oneDNN 2.6.3 matmul, brg:avx512_core_amx (bf16
+ * products, fp32 accumulation)"), written NUL-terminated into buf[size]. */
+BP_API bp_status bp_device_matrix_engine(bp_device *device, bp_precision precision, char *buf,
+                                         size_t size);
+
 typedef struct bp_mlp_config {
     int n_layers;                     /* linear layers, >= 1 */
     const int *widths;                /* n_layers + 1 widths, each >= 1 */

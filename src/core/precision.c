@@ -207,8 +207,10 @@ bp_status bp_model_make_plans(bp_model *m) {
         bp_layer *L = &m->layers[l];
         L->z_bytes = (size_t)rows * (size_t)L->out * bp_eltype_size(L->type);
     }
-    size_scratch(m);
-    if (!m->device->ops->gemm_plan) return BP_OK;
+    if (!m->device->ops->gemm_plan) {
+        size_scratch(m);
+        return BP_OK;
+    }
     bp_status st = BP_OK;
     for (int l = 0; l < m->n_layers && st == BP_OK; ++l)
         if (may_fuse(m, l)) st = try_fuse(m, l);
@@ -220,6 +222,8 @@ bp_status bp_model_make_plans(bp_model *m) {
         for (int k = 0; k < BP_GEMM_COUNT && st == BP_OK; ++k)
             if (!L->plan[k]) st = make_plan(m, &g[k], &L->plan[k], NULL);
     }
+    /* After the fusion choices: a fused epilogue may need scratch of its own. */
+    size_scratch(m);
     return st;
 }
 

@@ -14,11 +14,26 @@ static bp_status cpu_init(bp_device *device, int index) {
     if (index != 0)
         return bp_error(BP_ERR_INVALID_ARGUMENT, "cpu init: device index %d, the CPU has only 0",
                         index);
-    device->impl = NULL;
+    bp_cpu_state *s = calloc(1, sizeof *s);
+    if (!s) return bp_error(BP_ERR_OUT_OF_MEMORY, "cpu init: no host memory");
+    s->threads = device->options.threads > 0 ? device->options.threads : bp_cpu_default_threads();
+    device->impl = s;
+#if BP_HAVE_ONEDNN
+    bp_status st = bp_dnnl_init(device);
+    if (st != BP_OK) {
+        free(s);
+        device->impl = NULL;
+        return st;
+    }
+#endif
     return BP_OK;
 }
 
 static void cpu_destroy(bp_device *device) {
+#if BP_HAVE_ONEDNN
+    if (device->impl) bp_dnnl_destroy(device);
+#endif
+    free(device->impl);
     device->impl = NULL;
 }
 
@@ -67,8 +82,8 @@ static bp_status cpu_copy(bp_device *device, void *dst, const void *src, size_t 
 }
 
 static bp_status cpu_fill(bp_device *device, float *dst, float value, size_t n) {
-    (void)device;
-#pragma omp parallel for schedule(static) if (n >= BP_CPU_PAR_MIN)
+    int nt = bp_cpu_threads(device);
+#pragma omp parallel for schedule(static) num_threads(nt) if (n >= BP_CPU_PAR_MIN)
     for (size_t i = 0; i < n; ++i)
         dst[i] = value;
     return BP_OK;
@@ -110,4 +125,8 @@ const bp_backend_ops bp_cpu_ops = {
     .cast = bp_cpu_cast,
     .bias_act_forward_ex = bp_cpu_bias_act_forward_ex,
     .act_backward_ex = bp_cpu_act_backward_ex,
+#if BP_HAVE_ONEDNN
+    .gemm_plan = bp_dnnl_gemm_plan,
+    .gemm_plan_free = bp_dnnl_gemm_plan_free,
+#endif
 };

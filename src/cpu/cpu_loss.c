@@ -35,7 +35,8 @@ bp_status bp_cpu_softmax_xent(bp_device *device, int rows, int cols, const float
                               float *row_loss) {
     (void)device;
     if (cols <= 0) return BP_OK;
-#pragma omp parallel for schedule(static) if (bp_cpu_parallel(rows, cols))
+#pragma omp parallel for schedule(static)                                                          \
+    num_threads(bp_cpu_threads(device)) if (bp_cpu_parallel(rows, cols))
     for (int r = 0; r < rows; ++r) {
         size_t o = (size_t)r * (size_t)cols;
         row_loss[r] =
@@ -74,7 +75,8 @@ static float mse_row(int cols, const float *pred, const float *target, float gra
 bp_status bp_cpu_mse(bp_device *device, int rows, int cols, const float *pred, const float *target,
                      float grad_scale, float *grad, float *row_loss) {
     (void)device;
-#pragma omp parallel for schedule(static) if (bp_cpu_parallel(rows, cols))
+#pragma omp parallel for schedule(static)                                                          \
+    num_threads(bp_cpu_threads(device)) if (bp_cpu_parallel(rows, cols))
     for (int r = 0; r < rows; ++r) {
         size_t o = (size_t)r * (size_t)cols;
         row_loss[r] = mse_row(cols, pred + o, target + o, grad_scale, grad ? grad + o : NULL);
@@ -95,7 +97,8 @@ static float bce_row(int cols, const float *z, const float *target, float grad_s
 bp_status bp_cpu_bce_logits(bp_device *device, int rows, int cols, const float *logits,
                             const float *target, float grad_scale, float *grad, float *row_loss) {
     (void)device;
-#pragma omp parallel for schedule(static) if (bp_cpu_parallel(rows, cols))
+#pragma omp parallel for schedule(static)                                                          \
+    num_threads(bp_cpu_threads(device)) if (bp_cpu_parallel(rows, cols))
     for (int r = 0; r < rows; ++r) {
         size_t o = (size_t)r * (size_t)cols;
         row_loss[r] = bce_row(cols, logits + o, target + o, grad_scale, grad ? grad + o : NULL);

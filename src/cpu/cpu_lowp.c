@@ -25,7 +25,8 @@ bp_status bp_cpu_cast(bp_device *device, size_t n, const void *src, bp_eltype sr
         if (n) memcpy(dst, src, n * bp_eltype_size(src_type));
         return BP_OK;
     }
-#pragma omp parallel for schedule(static) if (n >= BP_CPU_PAR_MIN)
+#pragma omp parallel for schedule(static)                                                          \
+    num_threads(bp_cpu_threads(device)) if (n >= BP_CPU_PAR_MIN)
     for (size_t i = 0; i < n; ++i)
         store(dst, dst_type, i, load(src, src_type, i));
     return BP_OK;
@@ -36,7 +37,8 @@ bp_status bp_cpu_bias_act_forward_ex(bp_device *device, int rows, int cols, cons
                                      const float *acc, void *z, bp_eltype z_type, void *a,
                                      bp_eltype a_type, bp_activation act, float slope) {
     (void)device;
-#pragma omp parallel for schedule(static) if (bp_cpu_parallel(rows, cols))
+#pragma omp parallel for schedule(static)                                                          \
+    num_threads(bp_cpu_threads(device)) if (bp_cpu_parallel(rows, cols))
     for (int r = 0; r < rows; ++r) {
         size_t o = (size_t)r * (size_t)cols;
         for (int j = 0; j < cols; ++j) {
@@ -52,7 +54,8 @@ bp_status bp_cpu_bias_act_forward_ex(bp_device *device, int rows, int cols, cons
 bp_status bp_cpu_act_backward_ex(bp_device *device, size_t n, const void *z, bp_eltype z_type,
                                  const float *da, float *dz, bp_activation act, float slope) {
     (void)device;
-#pragma omp parallel for schedule(static) if (n >= BP_CPU_PAR_MIN)
+#pragma omp parallel for schedule(static)                                                          \
+    num_threads(bp_cpu_threads(device)) if (n >= BP_CPU_PAR_MIN)
     for (size_t i = 0; i < n; ++i)
         dz[i] = da[i] * bp_act_derivative(load(z, z_type, i), act, slope);
     return BP_OK;

@@ -55,7 +55,8 @@ static void bias_act_row(int cols, const float *bias, float *z, float *a, bp_act
 bp_status bp_cpu_bias_act_forward(bp_device *device, int rows, int cols, const float *bias,
                                   float *z, float *a, bp_activation act, float slope) {
     (void)device;
-#pragma omp parallel for schedule(static) if (bp_cpu_parallel(rows, cols))
+#pragma omp parallel for schedule(static)                                                          \
+    num_threads(bp_cpu_threads(device)) if (bp_cpu_parallel(rows, cols))
     for (int r = 0; r < rows; ++r) {
         size_t o = (size_t)r * (size_t)cols;
         bias_act_row(cols, bias, z + o, a + o, act, slope);
@@ -100,7 +101,8 @@ bp_status bp_cpu_act_backward(bp_device *device, size_t n, const float *z, const
                               float *dz, bp_activation act, float slope) {
     (void)device;
     size_t chunks = (n + ACT_CHUNK - 1) / ACT_CHUNK;
-#pragma omp parallel for schedule(static) if (n >= BP_CPU_PAR_MIN)
+#pragma omp parallel for schedule(static)                                                          \
+    num_threads(bp_cpu_threads(device)) if (n >= BP_CPU_PAR_MIN)
     for (size_t b = 0; b < chunks; ++b) {
         size_t lo = b * ACT_CHUNK;
         size_t len = n - lo < ACT_CHUNK ? n - lo : ACT_CHUNK;
@@ -126,7 +128,8 @@ static void softmax_row(int cols, const float *x, float *y) {
 bp_status bp_cpu_softmax(bp_device *device, int rows, int cols, const float *x, float *y) {
     (void)device;
     if (cols <= 0) return BP_OK;
-#pragma omp parallel for schedule(static) if (bp_cpu_parallel(rows, cols))
+#pragma omp parallel for schedule(static)                                                          \
+    num_threads(bp_cpu_threads(device)) if (bp_cpu_parallel(rows, cols))
     for (int r = 0; r < rows; ++r) {
         size_t o = (size_t)r * (size_t)cols;
         softmax_row(cols, x + o, y + o);
@@ -141,7 +144,8 @@ bp_status bp_cpu_dropout(bp_device *device, size_t n, const float *x, float *y, 
     /* One Philox block gives the words of stream indices 4b .. 4b+3; the blocks that hold
      * first .. first+n-1, the first and last of them possibly in part. */
     uint64_t b0 = first / 4, blocks = (first + n + 3) / 4 - b0;
-#pragma omp parallel for schedule(static) if (n >= BP_CPU_PAR_MIN)
+#pragma omp parallel for schedule(static)                                                          \
+    num_threads(bp_cpu_threads(device)) if (n >= BP_CPU_PAR_MIN)
     for (uint64_t t = 0; t < blocks; ++t) {
         uint32_t w[4];
         bp_random_block(seed, stream, b0 + t, w);

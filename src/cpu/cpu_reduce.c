@@ -2,10 +2,6 @@
  *
  * Each result is the same for any thread count: the order of every addition is fixed by the
  * data's shape alone, and threads only decide who computes which fixed piece. */
-#ifdef _OPENMP
-#include <omp.h>
-#endif
-
 #include "core/error.h"
 #include "cpu/cpu_internal.h"
 
@@ -37,12 +33,7 @@ static void col_sum_block(int rows, int cols, int c0, int width, const float *x,
         out[c0 + j] = beta == 0.0f ? (float)acc[j] : beta * out[c0 + j] + (float)acc[j];
 }
 
-static int col_width(int cols) {
-#ifdef _OPENMP
-    int threads = omp_get_max_threads();
-#else
-    int threads = 1;
-#endif
+static int col_width(int cols, int threads) {
     int w = (cols - 1) / threads + 1;
     if (w >= COL_MAX) return COL_MAX;
     return (w + COL_MIN - 1) / COL_MIN * COL_MIN;
@@ -50,11 +41,11 @@ static int col_width(int cols) {
 
 bp_status bp_cpu_col_sum(bp_device *device, int rows, int cols, const float *x, float beta,
                          float *out) {
-    (void)device;
     if (cols <= 0) return BP_OK;
-    int width = col_width(cols);
+    int width = col_width(cols, bp_cpu_threads(device));
     int blocks = cols / width + (cols % width != 0);
-#pragma omp parallel for schedule(static) if (bp_cpu_parallel(rows, cols))
+#pragma omp parallel for schedule(static)                                                          \
+    num_threads(bp_cpu_threads(device)) if (bp_cpu_parallel(rows, cols))
     for (int b = 0; b < blocks; ++b) {
         int c0 = b * width;
         int w = cols - c0 < width ? cols - c0 : width;
@@ -94,11 +85,11 @@ static double block_sum_squares(const float *x, size_t len) {
 
 /* total plus the partials of the blocks of x[0..len), len <= SUM_GROUP * SUM_BLOCK, added one
  * by one in block order, so groups change nothing in the order of additions. */
-static double reduce_group(double total, const float *x, size_t len,
+static double reduce_group(int nt, double total, const float *x, size_t len,
                            double (*block)(const float *x, size_t len)) {
     double part[SUM_GROUP];
     size_t nblocks = (len + SUM_BLOCK - 1) / SUM_BLOCK;
-#pragma omp parallel for schedule(static) if (len >= BP_CPU_PAR_MIN)
+#pragma omp parallel for schedule(static) num_threads(nt) if (len >= BP_CPU_PAR_MIN)
     for (size_t b = 0; b < nblocks; ++b) {
         size_t lo = b * SUM_BLOCK;
         part[b] = block(x + lo, len - lo < SUM_BLOCK ? len - lo : SUM_BLOCK);
@@ -108,23 +99,21 @@ static double reduce_group(double total, const float *x, size_t len,
     return total;
 }
 
-static float reduce(size_t n, const float *x, double (*block)(const float *x, size_t len)) {
+static float reduce(int nt, size_t n, const float *x, double (*block)(const float *x, size_t len)) {
     const size_t group = (size_t)SUM_GROUP * SUM_BLOCK;
     double total = 0.0;
     for (size_t lo = 0; lo < n; lo += group)
-        total = reduce_group(total, x + lo, n - lo < group ? n - lo : group, block);
+        total = reduce_group(nt, total, x + lo, n - lo < group ? n - lo : group, block);
     return (float)total;
 }
 
 bp_status bp_cpu_sum(bp_device *device, size_t n, const float *x, float *out) {
-    (void)device;
-    *out = reduce(n, x, block_sum);
+    *out = reduce(bp_cpu_threads(device), n, x, block_sum);
     return BP_OK;
 }
 
 bp_status bp_cpu_sum_squares(bp_device *device, size_t n, const float *x, float *out) {
-    (void)device;
-    *out = reduce(n, x, block_sum_squares);
+    *out = reduce(bp_cpu_threads(device), n, x, block_sum_squares);
     return BP_OK;
 }
 

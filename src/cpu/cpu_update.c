@@ -9,9 +9,9 @@
 
 /* Plain SGD has no momentum buffer; bp_sgd_elem then never touches buf, but &m[i] on a NULL m
  * would already be undefined, so a dummy stands in. */
-static void sgd_plain(const bp_update_args *args) {
+static void sgd_plain(int nt, const bp_update_args *args) {
     bp_update_args u = *args;
-#pragma omp parallel for schedule(static) firstprivate(u) if (u.n >= BP_CPU_PAR_MIN)
+#pragma omp parallel for schedule(static) firstprivate(u) num_threads(nt) if (u.n >= BP_CPU_PAR_MIN)
     for (size_t i = 0; i < u.n; ++i) {
         float unused = 0.0f;
         float g = bp_grad_prepare(u.grad[i], u.grad_scale, u.clip_value);
@@ -22,9 +22,9 @@ static void sgd_plain(const bp_update_args *args) {
 
 /* bp_sgd_elem's parts without its momentum branch (momentum is not 0 here), whose conditional
  * store kept the loop from vectorising: the same arithmetic, a quarter of the instructions. */
-static void sgd_momentum(const bp_update_args *args) {
+static void sgd_momentum(int nt, const bp_update_args *args) {
     bp_update_args u = *args;
-#pragma omp parallel for schedule(static) firstprivate(u) if (u.n >= BP_CPU_PAR_MIN)
+#pragma omp parallel for schedule(static) firstprivate(u) num_threads(nt) if (u.n >= BP_CPU_PAR_MIN)
     for (size_t i = 0; i < u.n; ++i) {
         float p = u.param[i];
         float g =
@@ -35,10 +35,10 @@ static void sgd_momentum(const bp_update_args *args) {
     }
 }
 
-static void adam(const bp_update_args *args) {
+static void adam(int nt, const bp_update_args *args) {
     bp_update_args u = *args;
     int decoupled = u.kind == BP_OPTIM_ADAMW;
-#pragma omp parallel for schedule(static) firstprivate(u) if (u.n >= BP_CPU_PAR_MIN)
+#pragma omp parallel for schedule(static) firstprivate(u) num_threads(nt) if (u.n >= BP_CPU_PAR_MIN)
     for (size_t i = 0; i < u.n; ++i) {
         float g = bp_grad_prepare(u.grad[i], u.grad_scale, u.clip_value);
         u.param[i] = bp_adam_elem(u.param[i], g, &u.m[i], &u.v[i], u.weight_decay, decoupled,
@@ -49,9 +49,9 @@ static void adam(const bp_update_args *args) {
 
 /* The same three loops for a bf16 model, each also writing the bf16 copy of the parameter it
  * updated (one pass over memory; kept apart so the fp32 loops stay as they vectorise). */
-static void sgd_plain_bf16(const bp_update_args *args) {
+static void sgd_plain_bf16(int nt, const bp_update_args *args) {
     bp_update_args u = *args;
-#pragma omp parallel for schedule(static) firstprivate(u) if (u.n >= BP_CPU_PAR_MIN)
+#pragma omp parallel for schedule(static) firstprivate(u) num_threads(nt) if (u.n >= BP_CPU_PAR_MIN)
     for (size_t i = 0; i < u.n; ++i) {
         float unused = 0.0f;
         float g = bp_grad_prepare(u.grad[i], u.grad_scale, u.clip_value);
@@ -62,9 +62,9 @@ static void sgd_plain_bf16(const bp_update_args *args) {
     }
 }
 
-static void sgd_momentum_bf16(const bp_update_args *args) {
+static void sgd_momentum_bf16(int nt, const bp_update_args *args) {
     bp_update_args u = *args;
-#pragma omp parallel for schedule(static) firstprivate(u) if (u.n >= BP_CPU_PAR_MIN)
+#pragma omp parallel for schedule(static) firstprivate(u) num_threads(nt) if (u.n >= BP_CPU_PAR_MIN)
     for (size_t i = 0; i < u.n; ++i) {
         float p = u.param[i];
         float g =
@@ -77,10 +77,10 @@ static void sgd_momentum_bf16(const bp_update_args *args) {
     }
 }
 
-static void adam_bf16(const bp_update_args *args) {
+static void adam_bf16(int nt, const bp_update_args *args) {
     bp_update_args u = *args;
     int decoupled = u.kind == BP_OPTIM_ADAMW;
-#pragma omp parallel for schedule(static) firstprivate(u) if (u.n >= BP_CPU_PAR_MIN)
+#pragma omp parallel for schedule(static) firstprivate(u) num_threads(nt) if (u.n >= BP_CPU_PAR_MIN)
     for (size_t i = 0; i < u.n; ++i) {
         float g = bp_grad_prepare(u.grad[i], u.grad_scale, u.clip_value);
         float p = bp_adam_elem(u.param[i], g, &u.m[i], &u.v[i], u.weight_decay, decoupled,
@@ -93,25 +93,25 @@ static void adam_bf16(const bp_update_args *args) {
 
 /* The state buffers are checked because a missing one would be a crash, not a wrong number. */
 bp_status bp_cpu_update(bp_device *device, const bp_update_args *args) {
-    (void)device;
+    int nt = bp_cpu_threads(device);
     switch (args->kind) {
     case BP_OPTIM_SGD:
         if (args->momentum == 0.0f) {
-            (args->param_bf16 ? sgd_plain_bf16 : sgd_plain)(args);
+            (args->param_bf16 ? sgd_plain_bf16 : sgd_plain)(nt, args);
             return BP_OK;
         }
         if (!args->m)
             return bp_error(BP_ERR_INVALID_ARGUMENT,
                             "cpu update: SGD with momentum %g needs a momentum buffer, m is NULL",
                             (double)args->momentum);
-        (args->param_bf16 ? sgd_momentum_bf16 : sgd_momentum)(args);
+        (args->param_bf16 ? sgd_momentum_bf16 : sgd_momentum)(nt, args);
         return BP_OK;
     case BP_OPTIM_ADAM:
     case BP_OPTIM_ADAMW:
         if (!args->m || !args->v)
             return bp_error(BP_ERR_INVALID_ARGUMENT, "cpu update: Adam needs m and v, %s is NULL",
                             args->m ? "v" : "m");
-        (args->param_bf16 ? adam_bf16 : adam)(args);
+        (args->param_bf16 ? adam_bf16 : adam)(nt, args);
         return BP_OK;
     }
     return bp_error(BP_ERR_INVALID_ARGUMENT, "cpu update: unknown optimizer kind %d",
