@@ -67,6 +67,7 @@ typedef struct cli_options {
     char *config, *save, *resume, *metrics, *plot, *checkpoint, *output, *input;
     int early_stop, monitor, grad_check, stop_after, quiet, distributed;
     int64_t memory_limit; /* bytes the device may hold; 0: no limit */
+    int threads;          /* CPU threads (bp_device_options.threads); 0: the default */
     /* lr-find */
     double start_lr, end_lr;
     int steps;

@@ -187,6 +187,9 @@ static const opt_spec SPECS[] = {
      "train data-parallel over the ranks of an MPI job (mpirun -np N backprop train ...); on "
      "by itself when started as several ranks",
      "run"},
+    {"threads", OT_INT, OFF(threads), T | E | P | L, 0, NULL, 0, 4096, "0", "N",
+     "CPU threads for the loops, the matrix engine and the BLAS (0: the default, see README)",
+     "run"},
     {"memory-limit", OT_INT, OFF(memory_limit), T | E | P | L, 0, NULL, 0, 9007199254740991.0, "0",
      "BYTES", "fail (naming the sizes) when the device would hold more than BYTES (0: no limit)",
      "run"},

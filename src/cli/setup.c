@@ -8,7 +8,9 @@
 
 int cli_open_device(int cmd, const cli_options *o, bp_device **dev) {
     bp_status st;
-    *dev = bp_device_open(o->device, &st);
+    bp_device_options opts = bp_device_options_default();
+    opts.threads = o->threads;
+    *dev = bp_device_open_ex(o->device, &opts, &st);
     if (!*dev) return cli_lib_fail(cmd, "--device");
     /* Before anything is allocated on it, so the limit covers the model, the optimizer state,
      * the workspace and the batches alike. */
