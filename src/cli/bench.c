@@ -22,6 +22,7 @@ typedef struct bench_opts {
     const char *device, *json, *configs, *only;
     int quick, warmup, repeats;
     int no_limits; /* for peak-memory runs: the limit buffers would stay in the heap's RSS */
+    int threads;   /* bp_device_options.threads (0: the default) */
     const char *precisions; /* --precision LIST; NULL: every mode on a GPU, fp32 on the CPU */
     bp_precision prec[BP_PRECISION_COUNT_];
     int n_prec;
@@ -190,6 +191,7 @@ typedef struct gemm_arg {
     float *a, *b, *c;
     bp_precision prec;
     void *scratch;
+    void *plan; /* the backend's gemm_plan for it, as a model's GEMMs have (NULL: none) */
 } gemm_arg;
 
 static bp_gemm_desc gemm_desc(const gemm_arg *g) {
@@ -217,9 +219,9 @@ static bp_gemm_desc gemm_desc(const gemm_arg *g) {
 
 static bp_status run_gemm(op_ctx *c, void *p) {
     gemm_arg *g = p;
-    if (g->prec != BP_PRECISION_FP32) {
+    if (g->prec != BP_PRECISION_FP32 || g->plan) {
         bp_gemm_desc d = gemm_desc(g);
-        return c->ops->gemm_ex(c->dev, &d, NULL);
+        return c->ops->gemm_ex(c->dev, &d, g->plan);
     }
     int lda = g->ta ? g->m : g->k, ldb = g->tb ? g->k : g->n;
     return c->ops->gemm(c->dev, g->ta, g->tb, g->m, g->n, g->k, 1.0f, g->a, lda, g->b, ldb, 0.0f,
@@ -237,6 +239,23 @@ static float *operand_for(op_ctx *c, float *f32, size_t n, bp_precision prec) {
         return NULL;
     }
     return p;
+}
+
+/* Plans for g[0..n) where the backend makes them (a model's GEMMs run with theirs); plans_free
+ * lets go of them. */
+static bp_status plans_for(op_ctx *c, gemm_arg *g, int n) {
+    bp_status st = BP_OK;
+    for (int i = 0; i < n && st == BP_OK && c->ops->gemm_plan; ++i) {
+        bp_gemm_desc d = gemm_desc(&g[i]);
+        size_t aux = 0;
+        st = c->ops->gemm_plan(c->dev, &d, &g[i].plan, &aux);
+    }
+    return st;
+}
+
+static void plans_free(op_ctx *c, gemm_arg *g, int n) {
+    for (int i = 0; i < n; ++i)
+        if (g[i].plan) c->ops->gemm_plan_free(c->dev, g[i].plan);
 }
 
 /* The scratch gemm_ex wants for the largest of g[0..n) (set into each), or BP_OK with none. */
@@ -347,6 +366,7 @@ static int measure_sgemm(op_ctx *c, const bench_opts *o, double *rate, sample_st
                   dev_buffer(c, nn, 2),
                   dev_buffer(c, nn, 3),
                   BP_PRECISION_FP32,
+                  NULL,
                   NULL};
     bench_opts lo = *o;
     if (lo.repeats < 5) lo.repeats = 5; /* every % column divides by this */
@@ -355,6 +375,43 @@ static int measure_sgemm(op_ctx *c, const bench_opts *o, double *rate, sample_st
     c->ops->free(c->dev, g.a);
     c->ops->free(c->dev, g.b);
     c->ops->free(c->dev, g.c);
+    return rc;
+}
+
+/* The matrix engine's own rate at 2048^3 (NN, planned as a model's GEMMs are) in precision prec,
+ * with what runs it: the limit a training row in that precision is held to. */
+static int measure_engine(op_ctx *c, const bench_opts *o, bp_precision prec) {
+    int n = 2048;
+    size_t nn = (size_t)n * n;
+    float *a32 = dev_buffer(c, nn, 31), *b32 = dev_buffer(c, nn, 32), *out = dev_buffer(c, nn, 33);
+    float *a = operand_for(c, a32, nn, prec), *b = operand_for(c, b32, nn, prec);
+    gemm_arg g = {0, 0, n, n, n, a, b, out, prec, NULL, NULL};
+    bench_opts lo = *o;
+    if (lo.repeats < 5) lo.repeats = 5;
+    sample_stats s;
+    int rc = a && b && out && gemm_scratch_for(c, &g, 1) == BP_OK ? 0 : -1;
+    if (rc == 0 && plans_for(c, &g, 1) != BP_OK) rc = -1;
+    if (rc == 0) rc = time_op(c, &lo, run_gemm, &g, &s);
+    char engine[160] = "";
+    if (bp_device_matrix_engine(c->dev, prec, engine, sizeof engine) != BP_OK)
+        snprintf(engine, sizeof engine, "?");
+    if (rc == 0) {
+        double rate = 2.0 * n * n * n / s.median;
+        const char *pn = bp_precision_name(prec);
+        printf("limit: %s matrix products 2048^3 %.2f GFLOP/s (min %.2f ms, med %.2f, max %.2f): "
+               "%s\n",
+               pn, rate / 1e9, s.min * 1e3, s.median * 1e3, s.max * 1e3, engine);
+        json_row("limit", "\"what\": \"engine_%s_2048\", \"gflops\": %.4f, \"engine\": \"%s\"", pn,
+                 rate / 1e9, engine);
+        json_stats("seconds", &s);
+    }
+    plans_free(c, &g, 1);
+    if (g.scratch) c->ops->free(c->dev, g.scratch);
+    if (a != a32) c->ops->free(c->dev, a);
+    if (b != b32) c->ops->free(c->dev, b);
+    float *bufs[] = {a32, b32, out};
+    for (int i = 0; i < 3; ++i)
+        if (bufs[i]) c->ops->free(c->dev, bufs[i]);
     return rc;
 }
 
@@ -390,6 +447,9 @@ static int measure_limits(op_ctx *c, const bench_opts *o, limits *lim) {
     }
     c->ops->free(c->dev, e.x);
     c->ops->free(c->dev, e.y);
+    /* The engine's fp32 and bf16 rates: what a training row in each mode can reach. */
+    if (rc == 0 && c->ops->gemm_ex) rc = measure_engine(c, o, BP_PRECISION_FP32);
+    if (rc == 0 && c->ops->gemm_ex) rc = measure_engine(c, o, BP_PRECISION_BF16);
     return rc;
 }
 
@@ -407,14 +467,15 @@ static int sweep_gemms(op_ctx *c, const bench_opts *o, const limits *lim, bp_pre
     for (int t = 0; t < 3 && rc == 0; ++t)
         for (int i = 0; i < n_sizes && rc == 0; ++i) {
             int sz = sizes[i];
-            gemm_arg g = {ta[t], tb[t], sz, sz, sz, pa, pb, out, prec, NULL};
+            gemm_arg g = {ta[t], tb[t], sz, sz, sz, pa, pb, out, prec, NULL, NULL};
             if (gemm_scratch_for(c, &g, 1) != BP_OK) {
                 rc = -1;
                 break;
             }
             sample_stats s;
-            rc = time_op(c, o, run_gemm, &g, &s);
+            rc = plans_for(c, &g, 1) == BP_OK ? time_op(c, o, run_gemm, &g, &s) : -1;
             if (rc == 0) report_gemm(names[t], &g, &s, lim);
+            plans_free(c, &g, 1);
             c->ops->free(c->dev, g.scratch);
         }
     if (pa != a) c->ops->free(c->dev, pa);
@@ -614,14 +675,17 @@ static int measure_step_gemms(op_ctx *c, const bench_opts *o, const e2e_config *
     gemm_set set = {0};
     for (int l = 0; l + 1 < cf->n_widths; ++l) {
         int in = cf->widths[l], outw = cf->widths[l + 1], b = cf->batch;
-        set.g[set.n++] = (gemm_arg){0, 1, b, outw, in, x, w, out, prec, NULL}; /* forward, NT */
-        set.g[set.n++] = (gemm_arg){1, 0, outw, in, b, z, x, out, prec, NULL}; /* dW, TN */
-        if (l > 0) set.g[set.n++] = (gemm_arg){0, 0, b, in, outw, z, w, out, prec, NULL}; /* dX */
+        set.g[set.n++] = (gemm_arg){0, 1, b, outw, in, x, w, out, prec, NULL, NULL}; /* fwd, NT */
+        set.g[set.n++] = (gemm_arg){1, 0, outw, in, b, z, x, out, prec, NULL, NULL}; /* dW, TN */
+        if (l > 0)
+            set.g[set.n++] = (gemm_arg){0, 0, b, in, outw, z, w, out, prec, NULL, NULL}; /* dX */
     }
     bench_opts lo = *o;
     if (lo.repeats < 5) lo.repeats = 5;
     int rc = x && w && z && out && gemm_scratch_for(c, set.g, set.n) == BP_OK ? 0 : -1;
+    if (rc == 0 && plans_for(c, set.g, set.n) != BP_OK) rc = -1;
     if (rc == 0) rc = time_op(c, &lo, run_gemm_set, &set, s);
+    plans_free(c, set.g, set.n);
     if (rc == 0) *rate = step_flops(cf) / s->median;
     *n_gemms = set.n;
     if (set.n) c->ops->free(c->dev, set.g[0].scratch);
@@ -676,7 +740,8 @@ static int bench_e2e(bp_device *shared, const bench_opts *o, const e2e_config *c
     long base_kb = reset_peak_rss() == 0 ? proc_status_kb("VmRSS") : -1;
     bp_status st = BP_OK;
     /* A handle of its own: its peak_bytes is this config's alone. */
-    bp_device *dev = bp_device_open(dn, &st);
+    bp_device_options dopts = bp_device_get_options(shared);
+    bp_device *dev = bp_device_open_ex(dn, &dopts, &st);
     if (!dev) return bench_fail(c->name);
     int rc = CLI_EXIT_FAIL;
     bp_device_stats ds0;
@@ -848,8 +913,8 @@ static void bench_help(FILE *f) {
             "  --only WHAT      ops (per-op only) or train (training steps only)\n"
             "  --device NAME    cpu, cuda, cuda:N, auto (default auto)\n"
             "  --precision LIST fp32, tf32, bf16, comma-separated: a GEMM column and a training\n"
-            "                   row each (default all three on a GPU; fp32 on the CPU, whose\n"
-            "                   tf32 and bf16 give the GPU's numbers, not its speed)\n"
+            "                   row each (default all three on a GPU; fp32 on the CPU)\n"
+            "  --threads N      CPU threads (0, the default: the backend's choice)\n"
             "  --quick          few repeats and a small sweep (a check that finishes fast)\n"
             "  --warmup N       untimed calls before timing (default 2; --quick 1)\n"
             "  --repeats N      timed samples per row; median, min, max, IQR (default 10)\n"
@@ -872,7 +937,7 @@ static int parse_int(const char *flag, const char *v, int lo, int *out) {
 }
 
 static int parse(int argc, char **argv, bench_opts *o) {
-    *o = (bench_opts){"auto", NULL, "S,M,L,XL", NULL, 0, -1, -1, 0, NULL, {0}, 0};
+    *o = (bench_opts){"auto", NULL, "S,M,L,XL", NULL, 0, -1, -1, 0, 0, NULL, {0}, 0};
     for (int i = 0; i < argc; ++i) {
         const char *a = argv[i];
         if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
@@ -883,10 +948,11 @@ static int parse(int argc, char **argv, bench_opts *o) {
             *(a[2] == 'q' ? &o->quick : &o->no_limits) = 1;
             continue;
         }
-        static const char *const with_value[] = {"--config", "--only",    "--device",   "--json",
-                                                 "--warmup", "--repeats", "--precision"};
+        static const char *const with_value[] = {"--config",    "--only",   "--device",
+                                                 "--json",      "--warmup", "--repeats",
+                                                 "--precision", "--threads"};
         int known = 0;
-        for (int k = 0; k < 7; ++k)
+        for (int k = 0; k < 8; ++k)
             known |= strcmp(a, with_value[k]) == 0;
         if (!known) {
             fprintf(stderr, "backprop bench: %s: unknown option (see backprop bench --help)\n", a);
@@ -914,6 +980,8 @@ static int parse(int argc, char **argv, bench_opts *o) {
             o->precisions = v;
         else if (strcmp(a, "--warmup") == 0)
             rc = parse_int(a, v, 0, &o->warmup);
+        else if (strcmp(a, "--threads") == 0)
+            rc = parse_int(a, v, 0, &o->threads);
         else
             rc = parse_int(a, v, 1, &o->repeats);
         if (rc) return rc;
@@ -971,7 +1039,9 @@ int cli_cmd_bench(int argc, char **argv) {
     if ((rc = pick_configs(o.configs, picked, &n_picked))) return rc;
     if (o.json && cli_check_writable(CMD_BENCH, "--json", o.json)) return CLI_EXIT_FAIL;
     bp_status st;
-    bp_device *dev = bp_device_open(o.device, &st);
+    bp_device_options dopts = bp_device_options_default();
+    dopts.threads = o.threads;
+    bp_device *dev = bp_device_open_ex(o.device, &dopts, &st);
     if (!dev) {
         fprintf(stderr, "backprop bench: --device %s: %s\n", o.device, bp_last_error());
         return CLI_EXIT_FAIL;
@@ -1001,10 +1071,17 @@ int cli_cmd_bench(int argc, char **argv) {
     if (g_json)
         fprintf(g_json,
                 "{\n  \"device\": \"%s\", \"date\": \"%s\", \"warmup\": %d, \"repeats\": %d, "
-                "\"quick\": %s, \"omp_num_threads\": \"%s\", \"openblas_num_threads\": \"%s\",\n  "
-                "\"rows\": [",
+                "\"quick\": %s, \"omp_num_threads\": \"%s\", \"openblas_num_threads\": \"%s\",\n  ",
                 bp_device_name(dev), date, o.warmup, o.repeats, o.quick ? "true" : "false",
                 omp ? omp : "unset", blas ? blas : "unset");
+    for (int p = 0; p < BP_PRECISION_COUNT_; ++p) {
+        char engine[160];
+        if (bp_device_matrix_engine(dev, (bp_precision)p, engine, sizeof engine) != BP_OK) continue;
+        printf("matrix products, %s: %s\n", bp_precision_name((bp_precision)p), engine);
+        if (g_json)
+            fprintf(g_json, "\"engine_%s\": \"%s\", ", bp_precision_name((bp_precision)p), engine);
+    }
+    if (g_json) fprintf(g_json, "\"threads_option\": %d,\n  \"rows\": [", o.threads);
     op_ctx c = {dev, dev->ops};
     limits lim = {0, 0};
     rc = 0;
