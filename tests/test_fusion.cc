@@ -1,7 +1,9 @@
 // The core's fused path, on the CPU: a test double of a fusing backend (the CPU's table plus
 // gemm_plan and the epilogues of core/backend.h, with the activation's saved state in a format
-// of its own, as cuBLASLt keeps a ReLU bit mask) must train bitwise as the CPU backend, which
-// composes the same math from the plain entries. This holds the core's choice of the fused
+// of its own, as cuBLASLt keeps a ReLU bit mask) must train bitwise as the CPU backend without
+// its plans (the CPU's table less gemm_plan, which composes the same math from the plain
+// entries; the CPU backend's own fused epilogues are held to the float64 reference in
+// test_ops_precision.cc). This holds the core's choice of the fused
 // layers, the buffers it hands the epilogues, the accumulating bias gradient and the short
 // batches to the CUDA backend's contract without a GPU.
 #include <gtest/gtest.h>
@@ -179,8 +181,18 @@ bp_status fake_gemm_ex(bp_device *dev, const bp_gemm_desc *g, void *plan) {
     return BP_OK;
 }
 
+// The double's fused GEMMs multiply into its plan's own buffer (a plain CPU product), so they
+// need the scratch of that product only.
+size_t fake_scratch(const bp_gemm_desc *g) {
+    bp_gemm_desc h = *g;
+    h.epilogue = BP_EPI_NONE;
+    h.c_type = BP_EL_F32;
+    return bp_cpu_ops.gemm_scratch ? bp_cpu_ops.gemm_scratch(&h) : 0;
+}
+
 bp_backend_ops fake_ops() {
     bp_backend_ops ops = bp_cpu_ops;
+    ops.gemm_scratch = fake_scratch;
     ops.name = "cpu-fusing-double";
     ops.gemm_ex = fake_gemm_ex;
     ops.gemm_plan = fake_plan;
@@ -189,6 +201,17 @@ bp_backend_ops fake_ops() {
 }
 
 const bp_backend_ops kFake = fake_ops();
+
+// The CPU without plans: every layer composed from the plain entries.
+bp_backend_ops composed_ops() {
+    bp_backend_ops ops = bp_cpu_ops;
+    ops.name = "cpu-composed";
+    ops.gemm_plan = nullptr;
+    ops.gemm_plan_free = nullptr;
+    return ops;
+}
+
+const bp_backend_ops kComposed = composed_ops();
 
 // A network with each kind of layer: fused ReLU and GELU (tanh) with their derivative in the
 // next layer's dX GEMM, an unfusable tanh, a ReLU with dropout (never fused: the mask sits
@@ -269,7 +292,8 @@ class Fusion : public ::testing::TestWithParam<bp_precision> {
         plain = bp_device_open("cpu", nullptr);
         fused = bp_device_open("cpu", nullptr);
         ASSERT_TRUE(plain && fused);
-        fused->ops = &kFake; // the double runs in the CPU's device state, with its memory
+        plain->ops = &kComposed; // both run in the CPU's device state, with its memory
+        fused->ops = &kFake;
         g_fake = FakeState();
     }
     void TearDown() override {

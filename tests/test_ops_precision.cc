@@ -304,6 +304,8 @@ TEST_P(PrecisionOps, FusedEpiloguesMatchTheReference) {
                 ASSERT_EQ(BP_OK, st) << bp_last_error();
                 DevBuf daux(dev, aux_bytes ? aux_bytes : 1);
                 f.aux = daux.f();
+                Scratch fs(dev, f); // what gemm_scratch asks for, as a model gives it
+                f.scratch = fs.ptr();
                 f.m = rows;
                 st = ops->gemm_ex(dev, &f, plan);
                 ops->gemm_plan_free(dev, plan);
@@ -352,6 +354,8 @@ TEST_P(PrecisionOps, FusedEpiloguesMatchTheReference) {
                     continue;
                 }
                 ASSERT_EQ(BP_OK, st) << bp_last_error();
+                Scratch bs(dev, b);
+                b.scratch = bs.ptr();
                 b.m = rows;
                 st = ops->gemm_ex(dev, &b, plan);
                 ops->gemm_plan_free(dev, plan);

@@ -223,6 +223,10 @@ static int info_json(const char *path, bp_model *m, int verified, int dump_all) 
     cli_json_u64(&j, "dropout_counter", bp_model_rng_counter(m));
     cli_json_u64(&j, "init_seed", bp_model_seed(m));
     cli_json_end(&j, '}');
+    char engine[160];
+    if (bp_device_matrix_engine(bp_model_device(m), bp_model_precision(m), engine, sizeof engine) ==
+        BP_OK)
+        cli_json_str(&j, "cpu_matrix_engine", engine);
     print_layers(m, &j);
     int rc = print_classes(path, m, &j);
     if (!rc) print_optimizer(path, m, &j);
@@ -263,6 +267,10 @@ int cli_cmd_info(int argc, char **argv) {
                bp_model_seed(m));
         printf("checksums: %s\n", verified ? "verified (crc32 of every tensor and metadata entry)"
                                            : "none (saved by an older backprop): unverified");
+        char engine[160];
+        if (bp_device_matrix_engine(dev, bp_model_precision(m), engine, sizeof engine) == BP_OK)
+            printf("matrix products on this CPU (%s): %s\n",
+                   bp_precision_name(bp_model_precision(m)), engine);
         print_layers(m, NULL);
         rc = print_classes(path, m, NULL);
         if (!rc) print_optimizer(path, m, NULL);

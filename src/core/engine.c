@@ -32,9 +32,9 @@ bp_status bp_device_matrix_engine(bp_device *device, bp_precision precision, cha
     return bp_dnnl_describe(device, bf16, tf32, buf, size);
 #else
     if (precision == BP_PRECISION_FP32)
-        snprintf(buf, size, "%s sgemm (fp32), %d threads", BP_BUILD_BLAS, bp_cpu_threads(device));
+        snprintf(buf, size, "%s sgemm (fp32), threads: %d", BP_BUILD_BLAS, bp_cpu_threads(device));
     else
-        snprintf(buf, size, "%s sgemm on %s operands widened to fp32, %d threads", BP_BUILD_BLAS,
+        snprintf(buf, size, "%s sgemm on %s operands widened to fp32, threads: %d", BP_BUILD_BLAS,
                  bp_precision_name(precision), bp_cpu_threads(device));
     return BP_OK;
 #endif

@@ -103,6 +103,7 @@ typedef struct engine {
     void *scratchpad;
     size_t scratchpad_bytes;
     dnnl_memory_t scratchpad_mem; /* over scratchpad, remade when it grows */
+    uint64_t made;                /* primitives made so far (tests: a step makes none) */
 } engine;
 
 static engine *engine_of(bp_device *device) {
@@ -202,6 +203,7 @@ enum { ARG_A, ARG_B, ARG_C, ARG_BIAS, ARG_COUNT };
 typedef struct prim {
     int m, n, k, lda, ldb, ldc; /* the shape it was made for */
     int threads;                /* it was made for (oneDNN fixes its partition then) */
+    float alpha, beta;          /* its post-ops (fixed when it is made) */
     dnnl_primitive_t p;
     dnnl_memory_t mem[ARG_COUNT]; /* handles set per call; bias NULL without one */
     char impl[64];                /* oneDNN's implementation, e.g. brg:avx512_core_amx */
@@ -277,6 +279,7 @@ static bp_status prim_make_here(engine *e, const prim_spec *s, const bp_gemm_des
         return st;
     }
     p->m = g->m, p->n = g->n, p->k = g->k, p->lda = g->lda, p->ldb = g->ldb, p->ldc = g->ldc;
+    p->alpha = s->alpha, p->beta = s->beta;
     return BP_OK;
 }
 
@@ -293,12 +296,13 @@ static bp_status prim_make(bp_device *device, const prim_spec *s, const bp_gemm_
     bp_status st = prim_make_here(e, s, g, p);
     bp_cpu_threads_leave(prev);
     p->threads = threads;
+    if (st == BP_OK) e->made++;
     return st;
 }
 
-static int prim_fits(const prim *p, const bp_gemm_desc *g) {
-    return p->p && p->m == g->m && p->n == g->n && p->k == g->k && p->lda == g->lda &&
-           p->ldb == g->ldb && p->ldc == g->ldc;
+static int prim_fits(const prim *p, const prim_spec *s, const bp_gemm_desc *g) {
+    return p->p && p->alpha == s->alpha && p->beta == s->beta && p->m == g->m && p->n == g->n &&
+           p->k == g->k && p->lda == g->lda && p->ldb == g->ldb && p->ldc == g->ldc;
 }
 
 /* Runs p on a, b (+ bias) into c with the device's threads. */
@@ -378,10 +382,12 @@ static prim_spec spec_of(const bp_gemm_desc *g, plan_kind kind) {
     return s;
 }
 
-/* The primitive for g's shape in p, made on first use. */
+/* The primitive for g's shape, alpha and beta in p, made on first use. */
 static bp_status plan_prim(bp_device *device, plan *p, const bp_gemm_desc *g, prim **out) {
+    prim_spec s = p->spec;
+    if (g->epilogue == BP_EPI_NONE) s.alpha = g->alpha, s.beta = g->beta;
     for (int i = 0; i < PLAN_SHAPES; ++i)
-        if (prim_fits(&p->shapes[i], g)) {
+        if (prim_fits(&p->shapes[i], &s, g)) {
             *out = &p->shapes[i];
             return BP_OK;
         }
@@ -389,7 +395,7 @@ static bp_status plan_prim(bp_device *device, plan *p, const bp_gemm_desc *g, pr
     if (slot != &p->shapes[0]) p->next = p->next + 1 < PLAN_SHAPES ? p->next + 1 : 1;
     prim_free(slot);
     *out = slot;
-    return prim_make(device, &p->spec, g, slot);
+    return prim_make(device, &s, g, slot);
 }
 
 bp_status bp_dnnl_gemm_plan(bp_device *device, const bp_gemm_desc *g, void **out,
@@ -406,8 +412,16 @@ bp_status bp_dnnl_gemm_plan(bp_device *device, const bp_gemm_desc *g, void **out
     if (p->kind != PLAN_WIDEN && g->m > 0 && g->n > 0 && g->k > 0) {
         prim *unused;
         bp_status st = plan_prim(device, p, g, &unused);
+        /* The weight gradient's form (op(A) transposed) also runs with beta 1, when a backward
+         * adds into the gradients (bp_model_backward, micro-batches after the first): made
+         * now too, so that no step makes it. */
+        if (st == BP_OK && g->epilogue == BP_EPI_NONE && g->trans_a && g->beta == 0.0f) {
+            bp_gemm_desc adding = *g;
+            adding.beta = 1.0f;
+            st = plan_prim(device, p, &adding, &unused);
+        }
         if (st != BP_OK) {
-            free(p);
+            bp_dnnl_gemm_plan_free(device, p);
             return st;
         }
     }
@@ -430,7 +444,7 @@ size_t bp_dnnl_gemm_scratch(const bp_gemm_desc *g) {
     if (g->m <= 0 || g->n <= 0 || g->k <= 0) return 0;
     if (wants_widening(g)) return bp_cpu_gemm_widen_scratch(g);
     /* A bf16 ReLU backward keeps its fp32 product until the pass rounds it. */
-    if (g->epilogue == BP_EPI_DACT_BGRAD && g->c_type != BP_EL_F32)
+    if (g->epilogue == BP_EPI_DACT_BGRAD && g->act == BP_ACT_RELU && g->c_type != BP_EL_F32)
         return (size_t)g->m * (size_t)g->n * sizeof(float);
     return 0;
 }
@@ -515,6 +529,12 @@ static bp_status run_unplanned(bp_device *device, const bp_gemm_desc *g) {
 }
 
 bp_status bp_dnnl_gemm_ex(bp_device *device, const bp_gemm_desc *g, void *pv) {
+    /* Without a plan a plain fp32 product is the gemm entry's, as bp_model_gemm runs it. */
+    if (!pv && g->ab_type == BP_EL_F32 && !g->tf32 && g->c_type == BP_EL_F32 &&
+        g->epilogue == BP_EPI_NONE)
+        return bp_cpu_gemm(device, g->trans_a, g->trans_b, g->m, g->n, g->k, g->alpha,
+                           (const float *)g->a, g->lda, (const float *)g->b, g->ldb, g->beta,
+                           (float *)g->c, g->ldc);
     if (!pv) return run_unplanned(device, g);
     plan *p = pv;
     if (p->kind == PLAN_WIDEN) return bp_cpu_gemm_widen(device, g);
@@ -547,6 +567,11 @@ bp_status bp_dnnl_gemm_ex(bp_device *device, const bp_gemm_desc *g, void *pv) {
     }
 }
 
+uint64_t bp_dnnl_primitives_made(bp_device *device) {
+    engine *e = engine_of(device);
+    return e ? e->made : 0;
+}
+
 void bp_dnnl_sgemm(bp_device *device, int trans_a, int trans_b, int m, int n, int k, float alpha,
                    const float *a, int lda, const float *b, int ldb, float beta, float *c,
                    int ldc) {
@@ -561,8 +586,9 @@ void bp_dnnl_sgemm(bp_device *device, int trans_a, int trans_b, int m, int n, in
 bp_status bp_dnnl_describe(bp_device *device, int bf16, int tf32, char *buf, size_t size) {
     const dnnl_version_t *v = dnnl_version();
     if (tf32 || (bf16 && !native_bf16())) {
-        snprintf(buf, size, "oneDNN %d.%d.%d sgemm on %s operands widened to fp32 (%s), %d threads",
-                 v->major, v->minor, v->patch, tf32 ? "tf32" : "bf16",
+        snprintf(buf, size,
+                 "oneDNN %d.%d.%d sgemm on %s operands widened to fp32 (%s), threads: %d", v->major,
+                 v->minor, v->patch, tf32 ? "tf32" : "bf16",
                  tf32 ? "the CPU has no TF32 units" : "the CPU has no bf16 units",
                  bp_cpu_threads(device));
         return BP_OK;
@@ -578,7 +604,7 @@ bp_status bp_dnnl_describe(bp_device *device, int bf16, int tf32, char *buf, siz
     prim_spec s = spec_of(&g, PLAN_MATMUL);
     bp_status st = prim_make(device, &s, &g, &pr);
     if (st != BP_OK) return st;
-    snprintf(buf, size, "oneDNN %d.%d.%d matmul, %s (%s products, fp32 accumulation), %d threads",
+    snprintf(buf, size, "oneDNN %d.%d.%d matmul, %s (%s products, fp32 accumulation), threads: %d",
              v->major, v->minor, v->patch, pr.impl, bf16 ? "bf16" : "fp32", bp_cpu_threads(device));
     prim_free(&pr);
     return BP_OK;

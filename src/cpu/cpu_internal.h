@@ -115,6 +115,8 @@ void bp_dnnl_gemm_plan_free(bp_device *device, void *plan);
 /* What multiplies in a mode (bf16: bf16 operands; tf32: TF32 ones), e.g. "oneDNN 2.6.3 matmul,
  * brg:avx512_core_amx ...", into buf. */
 bp_status bp_dnnl_describe(bp_device *device, int bf16, int tf32, char *buf, size_t size);
+/* Primitives the device's engine has made (a training step makes none). */
+uint64_t bp_dnnl_primitives_made(bp_device *device);
 void bp_dnnl_sgemm(bp_device *device, int trans_a, int trans_b, int m, int n, int k, float alpha,
                    const float *a, int lda, const float *b, int ldb, float beta, float *c, int ldc);
 bp_status bp_cpu_cast(bp_device *device, size_t n, const void *src, bp_eltype src_type, void *dst,
