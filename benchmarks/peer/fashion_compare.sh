@@ -6,11 +6,16 @@
 # holds the training time, the time in all and the test accuracy.
 # PyTorch runs in $PEER_PYTHON, by default .venv-peer's (scripts/peer-env.sh: 2.x from PyPI)
 # when it exists, else /usr/bin/python3 (Debian's 1.13).
-# usage: benchmarks/peer/fashion_compare.sh [path/to/backprop] [ROUNDS] [TORCH_THREADS]
+# PRECISION (fp32 or bf16; default fp32) runs ours with --precision and PyTorch under autocast;
+# TORCH_FUSED=1 gives PyTorch its fused AdamW.
+# usage: benchmarks/peer/fashion_compare.sh [path/to/backprop] [ROUNDS] [TORCH_THREADS] [PRECISION]
 set -eu
 BIN=${1:-build/backprop}
 ROUNDS=${2:-2}
 THREADS=${3:-1}
+PRECISION=${4:-fp32}
+FUSED=""
+[ "${TORCH_FUSED:-0}" = 1 ] && FUSED=--fused
 HERE=$(dirname "$0")
 PY=${PEER_PYTHON:-$HERE/../../.venv-peer/bin/python}
 [ -x "$PY" ] || PY=/usr/bin/python3
@@ -23,10 +28,11 @@ while [ "$r" -le "$ROUNDS" ]; do
     for who in $order; do
         if [ "$who" = ours ]; then
             printf 'round %d ours:  ' "$r"
-            "$BIN" train --data fashion-mnist 2>&1 | grep '^done:'
+            "$BIN" train --data fashion-mnist --precision "$PRECISION" 2>&1 | grep '^done:'
         else
             printf 'round %d torch: ' "$r"
-            "$PY" "$HERE/torch_fashion.py" --threads "$THREADS" | grep '^done:'
+            "$PY" "$HERE/torch_fashion.py" --threads "$THREADS" --precision "$PRECISION" $FUSED |
+                grep '^done:'
         fi
         echo "  load: $(cat /proc/loadavg)"
     done

@@ -37,7 +37,11 @@ def main():
     ap.add_argument("--epochs", type=int, default=12)
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--dir", default="/usr/share/datasets/fashion-mnist")
+    ap.add_argument("--precision", default="fp32", choices=["fp32", "bf16"],
+                    help="bf16: the forward and loss under torch.autocast (bfloat16)")
+    ap.add_argument("--fused", action="store_true", help="AdamW(fused=True)")
     a = ap.parse_args()
+    bf16 = a.precision == "bf16"
     if a.threads:
         torch.set_num_threads(a.threads)
     torch.manual_seed(a.seed)
@@ -58,7 +62,8 @@ def main():
     model = torch.nn.Sequential(torch.nn.Linear(784, 256), torch.nn.ReLU(),
                                 torch.nn.Linear(256, 128), torch.nn.ReLU(),
                                 torch.nn.Linear(128, 10))
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=1e-4)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=1e-4,
+                            **({"fused": True} if a.fused else {}))
     batch = 128
     steps = math.ceil(len(xtr) / batch)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps * a.epochs, eta_min=0.0)
@@ -67,12 +72,14 @@ def main():
     def evaluate(x, y):
         model.eval()
         with torch.no_grad():
-            out = torch.cat([model(x[i:i + 1024]) for i in range(0, len(x), 1024)])
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                out = torch.cat([model(x[i:i + 1024]).float() for i in range(0, len(x), 1024)])
         model.train()
         return loss_fn(out, y).item(), (out.argmax(1) == y).double().mean().item() * 100
 
-    print("torch %s, %d threads; %d train / %d val / %d test" % (
-        torch.__version__, torch.get_num_threads(), len(xtr), len(xval), len(xte)))
+    print("torch %s, %d threads, %s%s; %d train / %d val / %d test" % (
+        torch.__version__, torch.get_num_threads(), a.precision, ", fused AdamW" if a.fused else "",
+        len(xtr), len(xval), len(xte)))
     print("epoch  train loss    val loss    val acc      time")
     t0 = time.perf_counter()
     for ep in range(a.epochs):
@@ -83,7 +90,8 @@ def main():
             idx_b = order[s * batch:(s + 1) * batch]
             xb, yb = xtr[idx_b], ytr[idx_b]
             opt.zero_grad(set_to_none=True)
-            loss = loss_fn(model(xb), yb)
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                loss = loss_fn(model(xb), yb)
             loss.backward()
             opt.step()
             sched.step()

@@ -9,7 +9,14 @@ and optimizer are created: the same method `backprop bench` uses, so torch's imp
 Only the first run in a process has a meaningful peak (later ones reuse the allocator's memory):
 compare.py runs one config and one thread count per process.
 
-usage: torch_mlp.py [--config S,M,L] [--threads 1,2] [--repeats 10] [--json FILE]
+PyTorch's faster configurations, each tried on request: --precision bf16 runs the forward and
+the loss under torch.autocast("cpu", bfloat16) (fp32 master weights and optimizer, as ours);
+--variant fused uses the optimizer's fused=True implementation, foreach its foreach=True one,
+compile wraps the model in torch.compile (inductor; the first steps compile, and are warm-up),
+fused+compile both.
+
+usage: torch_mlp.py [--config S,M,L] [--threads 1,2] [--repeats 10] [--precision fp32|bf16]
+                    [--variant plain|foreach|fused|compile|fused+compile] [--json FILE]
 """
 import argparse
 import json
@@ -43,7 +50,7 @@ def reset_peak():
         return False
 
 
-def make_model(widths, opt_name, device="cpu"):
+def make_model(widths, opt_name, device="cpu", variant="plain"):
     """The MLP (ReLU between layers) and its optimizer, with backprop bench's settings."""
     layers = []
     for i in range(len(widths) - 1):
@@ -51,29 +58,39 @@ def make_model(widths, opt_name, device="cpu"):
         if i + 2 < len(widths):
             layers.append(torch.nn.ReLU())
     model = torch.nn.Sequential(*layers).to(device)
+    kw = {}
+    if "fused" in variant:
+        kw["fused"] = True
+    elif "foreach" in variant:
+        kw["foreach"] = True
     if opt_name == "sgd":
-        opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+        opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, **kw)
     elif opt_name == "adam":
-        opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+        opt = torch.optim.Adam(model.parameters(), lr=1e-3, **kw)
     else:  # bp_optim_config_default(BP_OPTIM_ADAMW): lr 1e-3, weight decay 0.01
-        opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.01)
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.01, **kw)
     return model, opt
 
 
-def bench(name, threads, repeats, warmup, min_sample):
+def bench(name, threads, repeats, warmup, min_sample, precision="fp32", variant="plain"):
     widths, batch, opt_name = CONFIGS[name]
     torch.set_num_threads(threads)
     torch.manual_seed(1)
     reset_peak()
     base = proc_kb("VmRSS")
-    model, opt = make_model(widths, opt_name)
+    model, opt = make_model(widths, opt_name, variant=variant)
+    run = torch.compile(model) if "compile" in variant else model
     x = torch.rand(batch, widths[0]) * 2 - 1
     y = torch.randint(0, widths[-1], (batch,))
     loss_fn = torch.nn.CrossEntropyLoss()
+    bf16 = precision == "bf16"
+    if "compile" in variant:
+        warmup = max(warmup, 3)  # the first calls compile
 
     def step():
         opt.zero_grad(set_to_none=True)
-        loss = loss_fn(model(x), y)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            loss = loss_fn(run(x), y)
         loss.backward()
         opt.step()
 
@@ -93,7 +110,8 @@ def bench(name, threads, repeats, warmup, min_sample):
     med = times[len(times) // 2] if len(times) % 2 else 0.5 * (
         times[len(times) // 2 - 1] + times[len(times) // 2])
     hwm = proc_kb("VmHWM")
-    return {"config": name, "threads": threads, "batch": batch, "step_median_s": med,
+    return {"config": name, "threads": threads, "precision": precision, "variant": variant,
+            "batch": batch, "step_median_s": med,
             "step_min_s": times[0], "step_max_s": times[-1], "samples_per_s": batch / med,
             "steps_per_sample": inner, "peak_kib": hwm - base}
 
@@ -105,14 +123,18 @@ def main():
     ap.add_argument("--repeats", type=int, default=10)
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--min-sample", type=float, default=0.2)
+    ap.add_argument("--precision", default="fp32", choices=["fp32", "bf16"])
+    ap.add_argument("--variant", default="plain",
+                    choices=["plain", "foreach", "fused", "compile", "fused+compile"])
     ap.add_argument("--json")
     a = ap.parse_args()
     rows = []
-    print("torch %s, CPU, fp32; threads tried: %s" % (torch.__version__, a.threads))
+    print("torch %s, CPU, %s (%s); threads tried: %s" % (torch.__version__, a.precision,
+                                                         a.variant, a.threads))
     for name in a.config.split(","):
         best = None
         for t in [int(v) for v in a.threads.split(",")]:
-            r = bench(name, t, a.repeats, a.warmup, a.min_sample)
+            r = bench(name, t, a.repeats, a.warmup, a.min_sample, a.precision, a.variant)
             print("%-4s threads %d: step %.3f ms (min %.3f, max %.3f), %.0f samples/s, "
                   "peak %.2f MiB" % (name, t, r["step_median_s"] * 1e3, r["step_min_s"] * 1e3,
                                      r["step_max_s"] * 1e3, r["samples_per_s"],
