@@ -83,8 +83,13 @@ TEST(CpuEngine, ATrainingStepMakesNoPrimitiveAndAllocatesNothing) {
         bpt::DeviceGuard guard{dev};
         Net n;
         ASSERT_NO_FATAL_FAILURE(make_net(dev, prec, 5, &n));
+        char engine[256]; // (asking makes a primitive of its own: before the count)
+        ASSERT_EQ(BP_OK, bp_device_matrix_engine(dev, prec, engine, sizeof engine));
         uint64_t made = bp_dnnl_primitives_made(dev);
-        EXPECT_GT(made, 0u) << "the model's plans made no primitive";
+        // Widened to fp32 (a CPU without bf16 units) the plans make no primitives.
+        if (std::strstr(engine, "matmul")) {
+            EXPECT_GT(made, 0u) << "the model's plans made no primitive";
+        }
         bp_device_stats before, after;
         ASSERT_EQ(BP_OK, bp_device_get_stats(dev, &before));
         for (int s = 0; s < 4; ++s)

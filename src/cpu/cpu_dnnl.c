@@ -358,8 +358,7 @@ static int wants_widening(const bp_gemm_desc *g) {
 
 /* The kind of plan g takes, or -1 (and a message) when it is not fused here. */
 static int plan_kind_of(const bp_gemm_desc *g) {
-    if (g->epilogue == BP_EPI_NONE)
-        return wants_widening(g) && g->c_type == BP_EL_F32 ? PLAN_WIDEN : PLAN_MATMUL;
+    if (g->epilogue == BP_EPI_NONE) return wants_widening(g) ? PLAN_WIDEN : PLAN_MATMUL;
     if (wants_widening(g)) {
         bp_error(BP_ERR_UNSUPPORTED,
                  "cpu gemm_plan: epilogue %d is not fused in %s on this CPU (the core composes it)",
@@ -442,7 +441,11 @@ void bp_dnnl_gemm_plan_free(bp_device *device, void *pv) {
 
 size_t bp_dnnl_gemm_scratch(const bp_gemm_desc *g) {
     if (g->m <= 0 || g->n <= 0 || g->k <= 0) return 0;
-    if (wants_widening(g)) return bp_cpu_gemm_widen_scratch(g);
+    /* A widened product with a bf16 output is made in fp32 after the widening's scratch, then
+     * rounded once. */
+    if (wants_widening(g))
+        return bp_cpu_gemm_widen_scratch(g) +
+               (g->c_type == BP_EL_F32 ? 0 : (size_t)g->m * (size_t)g->n * sizeof(float));
     /* A bf16 ReLU backward keeps its fp32 product until the pass rounds it. */
     if (g->epilogue == BP_EPI_DACT_BGRAD && g->act == BP_ACT_RELU && g->c_type != BP_EL_F32)
         return (size_t)g->m * (size_t)g->n * sizeof(float);
@@ -517,6 +520,24 @@ static void relu_backward(bp_device *device, const bp_gemm_desc *g, const float 
 
 /* ---- gemm_ex --------------------------------------------------------------------------- */
 
+/* The widening GEMM; a bf16 output is the fp32 product (in scratch past the widening's own)
+ * rounded once. */
+static bp_status widen(bp_device *device, const bp_gemm_desc *g) {
+    if (g->c_type == BP_EL_F32) return bp_cpu_gemm_widen(device, g);
+    if (g->beta != 0.0f)
+        return bp_error(BP_ERR_INVALID_ARGUMENT, "cpu gemm_ex: beta %g with a bf16 output",
+                        (double)g->beta);
+    bp_gemm_desc h = *g;
+    h.c = (char *)g->scratch + bp_cpu_gemm_widen_scratch(g);
+    h.c_type = BP_EL_F32;
+    h.ldc = g->n;
+    bp_status st = bp_cpu_gemm_widen(device, &h);
+    for (int r = 0; r < g->m && st == BP_OK; ++r)
+        st = bp_cpu_cast(device, (size_t)g->n, (const float *)h.c + (size_t)r * (size_t)g->n,
+                         BP_EL_F32, (uint16_t *)g->c + (size_t)r * (size_t)g->ldc, BP_EL_BF16);
+    return st;
+}
+
 /* A GEMM without a plan (benchmarks, tests, a backend test double): a plan for this call alone.
  * oneDNN's primitive cache keeps what it made, so a repeat is cheaper than the first. */
 static bp_status run_unplanned(bp_device *device, const bp_gemm_desc *g) {
@@ -537,7 +558,7 @@ bp_status bp_dnnl_gemm_ex(bp_device *device, const bp_gemm_desc *g, void *pv) {
                            (float *)g->c, g->ldc);
     if (!pv) return run_unplanned(device, g);
     plan *p = pv;
-    if (p->kind == PLAN_WIDEN) return bp_cpu_gemm_widen(device, g);
+    if (p->kind == PLAN_WIDEN) return widen(device, g);
     engine *e = engine_of(device);
     prim *pr = NULL;
     bp_status st = plan_prim(device, p, g, &pr);
