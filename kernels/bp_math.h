@@ -55,9 +55,9 @@ BP_HD int bp_f32_bits_are_nan(uint32_t u) {
  * half; the carry out of the mantissa steps the exponent, up to infinity. */
 BP_HD uint16_t bp_f32_to_bf16(float x) {
     uint32_t u = bp_f32_bits(x);
-    if (bp_f32_bits_are_nan(u)) return (uint16_t)((u >> 16) | 0x0040u); /* quiet NaN */
-    u += 0x7fffu + ((u >> 16) & 1u);
-    return (uint16_t)(u >> 16);
+    uint32_t rounded = (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
+    /* a select, not a branch, so that loops over it vectorise: a NaN stays a quiet NaN */
+    return (uint16_t)(bp_f32_bits_are_nan(u) ? (u >> 16) | 0x0040u : rounded);
 }
 
 /* bf16 -> fp32: exact. */

@@ -35,16 +35,42 @@ static void sgd_momentum(int nt, const bp_update_args *args) {
     }
 }
 
-static void adam(int nt, const bp_update_args *args) {
-    bp_update_args u = *args;
-    int decoupled = u.kind == BP_OPTIM_ADAMW;
-#pragma omp parallel for schedule(static) firstprivate(u) num_threads(nt) if (u.n >= BP_CPU_PAR_MIN)
-    for (size_t i = 0; i < u.n; ++i) {
-        float g = bp_grad_prepare(u.grad[i], u.grad_scale, u.clip_value);
-        u.param[i] = bp_adam_elem(u.param[i], g, &u.m[i], &u.v[i], u.weight_decay, decoupled,
-                                  u.decay_factor, u.one_minus_beta1, u.beta2, u.one_minus_beta2,
-                                  u.eps, u.step_size, u.bc2_sqrt);
+/* Adam's loop over [lo, hi) with every argument in a local: gcc vectorises it only when the
+ * pointers and scalars are plain locals, not fields of the omp copy (its loads of them could
+ * alias the stores through param, m and v). bf16 may be NULL. */
+static void adam_span(const bp_update_args *a, size_t lo, size_t hi, uint16_t *restrict bf16) {
+    float *restrict param = a->param, *restrict m = a->m, *restrict v = a->v;
+    const float *restrict grad = a->grad;
+    const float scale = a->grad_scale, clip = a->clip_value, wd = a->weight_decay;
+    const float decay = a->decay_factor, omb1 = a->one_minus_beta1, b2 = a->beta2;
+    const float omb2 = a->one_minus_beta2, eps = a->eps, step = a->step_size, bc2 = a->bc2_sqrt;
+    const int decoupled = a->kind == BP_OPTIM_ADAMW;
+#pragma omp simd
+    for (size_t i = lo; i < hi; ++i)
+        param[i] = bp_adam_elem(param[i], bp_grad_prepare(grad[i], scale, clip), &m[i], &v[i], wd,
+                                decoupled, decay, omb1, b2, omb2, eps, step, bc2);
+    /* The bf16 copy from the chunk just written (still in cache): a loop of its own, since gcc
+     * does not vectorise the update with a 2-byte store in it. */
+    if (bf16)
+#pragma omp simd
+        for (size_t i = lo; i < hi; ++i)
+            bf16[i] = bp_f32_to_bf16(param[i]);
+}
+
+/* Elements per task of the Adam pass. */
+#define ADAM_CHUNK ((size_t)1 << 14)
+
+static void adam_any(int nt, const bp_update_args *args, uint16_t *bf16) {
+    size_t n = args->n, chunks = (n + ADAM_CHUNK - 1) / ADAM_CHUNK;
+#pragma omp parallel for schedule(static) num_threads(nt) if (n >= BP_CPU_PAR_MIN)
+    for (size_t c = 0; c < chunks; ++c) {
+        size_t lo = c * ADAM_CHUNK, hi = lo + ADAM_CHUNK < n ? lo + ADAM_CHUNK : n;
+        adam_span(args, lo, hi, bf16);
     }
+}
+
+static void adam(int nt, const bp_update_args *args) {
+    adam_any(nt, args, NULL);
 }
 
 /* The same three loops for a bf16 model, each also writing the bf16 copy of the parameter it
@@ -78,17 +104,7 @@ static void sgd_momentum_bf16(int nt, const bp_update_args *args) {
 }
 
 static void adam_bf16(int nt, const bp_update_args *args) {
-    bp_update_args u = *args;
-    int decoupled = u.kind == BP_OPTIM_ADAMW;
-#pragma omp parallel for schedule(static) firstprivate(u) num_threads(nt) if (u.n >= BP_CPU_PAR_MIN)
-    for (size_t i = 0; i < u.n; ++i) {
-        float g = bp_grad_prepare(u.grad[i], u.grad_scale, u.clip_value);
-        float p = bp_adam_elem(u.param[i], g, &u.m[i], &u.v[i], u.weight_decay, decoupled,
-                               u.decay_factor, u.one_minus_beta1, u.beta2, u.one_minus_beta2, u.eps,
-                               u.step_size, u.bc2_sqrt);
-        u.param[i] = p;
-        u.param_bf16[i] = bp_f32_to_bf16(p);
-    }
+    adam_any(nt, args, args->param_bf16);
 }
 
 /* The state buffers are checked because a missing one would be a crash, not a wrong number. */
