@@ -52,9 +52,6 @@ static dnnl_status_t post_linear(dnnl_post_ops_t po, float alpha) {
 static dnnl_status_t post_sum(dnnl_post_ops_t po, float beta) {
     return dnnl_post_ops_append_sum(po, beta, 0, dnnl_data_type_undef);
 }
-static size_t scratchpad_bytes(const_dnnl_primitive_desc_t pd) {
-    return dnnl_memory_desc_get_size(dnnl_primitive_desc_query_md(pd, dnnl_query_scratchpad_md, 0));
-}
 #else
 typedef dnnl_memory_desc_t md_t; /* a value */
 static dnnl_status_t md_make(md_t *md, dnnl_dim_t rows, dnnl_dim_t cols, dnnl_data_type_t type,
@@ -81,10 +78,12 @@ static dnnl_status_t post_linear(dnnl_post_ops_t po, float alpha) {
 static dnnl_status_t post_sum(dnnl_post_ops_t po, float beta) {
     return dnnl_post_ops_append_sum(po, beta);
 }
+#endif
+
+/* The same call in both versions (a pointer to a descriptor in 2.x, a handle in 3.x). */
 static size_t scratchpad_bytes(const_dnnl_primitive_desc_t pd) {
     return dnnl_memory_desc_get_size(dnnl_primitive_desc_query_md(pd, dnnl_query_scratchpad_md, 0));
 }
-#endif
 
 /* Whether the CPU (as oneDNN sees it, DNNL_MAX_CPU_ISA included) multiplies bf16 natively:
  * AVX512-BF16 or AMX. The ISA values are nested bit sets in both API versions. */
