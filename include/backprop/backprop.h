@@ -12,6 +12,7 @@
 #include "train.h"
 #include "data.h"
 #include "checkpoint.h"
+#include "evaluate.h"
 #include "distributed.h"
 
 #endif

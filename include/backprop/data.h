@@ -127,10 +127,10 @@ BP_API const void *bp_dataset_targets_data(const bp_dataset *dataset);
  * rest validate. val_fraction in (0, 1), and each part must get at least one row. Both outputs
  * are new datasets that keep the input's class count and names; the input is unchanged.
  *
- * The shuffle (also the loader's, with another stream) is Fisher-Yates over the identity
- * 0..n-1 driven by bp_random_u32 (kernels/bp_math.h): step k = 0..n-2 swaps position
- * i = n-1-k with j = r mod (i + 1), where r = word 2k | word 2k+1 << 32 of the stream
- * (seed, 0xC000000000000000). */
+ * The shuffle (also the loader's, with another stream, see bp_loader_epoch_order) is
+ * Fisher-Yates over the identity 0..n-1 driven by the library's counter-based generator
+ * (Philox4x32-10): step k = 0..n-2 swaps position i = n-1-k with j = r mod (i + 1), where
+ * r = word 2k | word 2k+1 << 32 of the stream (seed, 0xC000000000000000). */
 BP_API bp_status bp_dataset_split(const bp_dataset *dataset, double val_fraction, uint64_t seed,
                                   bp_dataset **train, bp_dataset **val);
 
@@ -172,6 +172,14 @@ BP_API void bp_loader_free(bp_loader *loader);
 BP_API bp_loader *bp_loader_create_shard(const bp_dataset *dataset, bp_device *device, int batch,
                                          int shuffle, uint64_t seed, int index, int count,
                                          int min_rows, bp_status *status);
+
+/* The order in which a loader over n rows created with shuffle and seed hands out the rows of
+ * epoch `epoch`: order[0..n) receives the row indices (0..n-1 without shuffle), batch b being
+ * order[b * batch ..]. It is the loader's own computation, so a program can reproduce (or
+ * check) what a loader feeds it without a device. n in 1..2^40 and epoch in 0..2^40-1, else
+ * BP_ERR_INVALID_ARGUMENT. */
+BP_API bp_status bp_loader_epoch_order(int64_t n, int shuffle, uint64_t seed, int64_t epoch,
+                                       int64_t *order);
 
 /* Batches per epoch: ceil(n / batch) (less a last one left out, see above); the last one may
  * be smaller. */

@@ -150,6 +150,19 @@ BP_API bp_status bp_model_backward(bp_model *model, bp_tensor *dx);
 
 BP_API bp_status bp_model_zero_grad(bp_model *model);
 
+/* The rows of the last forward whose outputs the model holds: the batch of the last
+ * bp_model_forward, or of the last micro-batch of a bp_train_step; 0 when none (no forward yet,
+ * or bp_model_predict or bp_evaluate ran since: they use the same buffers). */
+BP_API int64_t bp_model_output_rows(const bp_model *model);
+
+/* The output of linear layer `layer` (0..n_layers-1) in that forward, after its activation (and
+ * in training mode its dropout): bp_model_output_rows x widths[layer + 1] floats into host,
+ * count being that product. Waits for the device. The last layer's is the model's output; a
+ * backward leaves them as they were. In bf16 mode a hidden layer's output is kept in bf16 and
+ * comes back as those values, widened exactly. BP_ERR_INVALID_ARGUMENT when the model holds no
+ * outputs or layer is out of range, BP_ERR_SHAPE_MISMATCH for another count. */
+BP_API bp_status bp_model_layer_output(const bp_model *model, int layer, float *host, size_t count);
+
 /* What bp_model_predict writes for each row. */
 typedef enum bp_predict_output {
     BP_PREDICT_LOGITS = 0,  /* the model's outputs as they are: [rows, outputs] floats */
