@@ -71,6 +71,19 @@ TEST(EnumNames, Core) {
                {"rel", "abs"});
 }
 
+TEST(EnumNames, Data) {
+    check_pair(bp_target_kind_name, bp_target_kind_parse, "bp_target_kind_parse",
+               {"class", "values", "none"});
+    check_pair(bp_csv_target_name, bp_csv_target_parse, "bp_csv_target_parse",
+               {"class_index", "one_hot", "values", "class_name", "class_auto", "no_targets"});
+    check_pair(bp_scaling_kind_name, bp_scaling_kind_parse, "bp_scaling_kind_parse",
+               {"none", "minmax", "standard", "global"});
+    check_pair(bp_data_format_name, bp_data_format_parse, "bp_data_format_parse",
+               {"auto", "csv", "npy", "idx"});
+    check_pair(bp_data_hint_name, bp_data_hint_parse, "bp_data_hint_parse",
+               {"none", "delimiter", "values", "class_names"});
+}
+
 // The enum counts the headers declare agree with the tables.
 TEST(EnumNames, CountsMatchTheEnums) {
     EXPECT_STRNE(bp_activation_name((bp_activation)(BP_ACT_COUNT_ - 1)), "");
