@@ -84,6 +84,12 @@ TEST(EnumNames, Data) {
                {"none", "delimiter", "values", "class_names"});
 }
 
+TEST(EnumNames, Bench) {
+    check_pair(bp_bench_kind_name, bp_bench_kind_parse, "bp_bench_kind_parse",
+               {"gemm", "bias_act", "act_backward", "col_sum", "softmax_xent", "update", "copy"});
+    EXPECT_STREQ(bp_bench_kind_name(BP_BENCH_KIND_COUNT_), "");
+}
+
 // The enum counts the headers declare agree with the tables.
 TEST(EnumNames, CountsMatchTheEnums) {
     EXPECT_STRNE(bp_activation_name((bp_activation)(BP_ACT_COUNT_ - 1)), "");

@@ -13,6 +13,7 @@
 #include "data.h"
 #include "checkpoint.h"
 #include "evaluate.h"
+#include "bench.h"
 #include "distributed.h"
 
 #endif
