@@ -43,6 +43,8 @@ namespace fs = std::filesystem;
 
 using bpt::ModelPtr;
 using bpt::OptimPtr;
+using bpt::params_of;
+using bpt::state_of;
 using bpt::TensorPtr;
 
 // A fresh directory, removed with everything in it at the end of the scope.
@@ -136,18 +138,6 @@ bp_status train(bp_model *m, bp_optimizer *o, const Batch &b, int steps) {
         if (st != BP_OK) return st;
     }
     return BP_OK;
-}
-
-std::vector<float> params_of(const bp_model *m) {
-    std::vector<float> p(bp_model_n_params(m));
-    EXPECT_EQ(BP_OK, bp_model_get_params(m, p.data(), p.size())) << bp_last_error();
-    return p;
-}
-
-std::vector<float> state_of(const bp_optimizer *o, int64_t *steps) {
-    std::vector<float> s(bp_optimizer_state_size(o));
-    EXPECT_EQ(BP_OK, bp_optimizer_get_state(o, s.data(), s.size(), steps)) << bp_last_error();
-    return s;
 }
 
 bool bitwise_equal(const std::vector<float> &a, const std::vector<float> &b) {

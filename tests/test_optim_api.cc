@@ -279,18 +279,28 @@ void replay(bp_optimizer *opt, const PlateauCase &c, size_t from, size_t to) {
     }
 }
 
-TEST(Plateau, EveryCaseMatchesTorchsReduceLROnPlateau) {
-    std::string err;
-    auto cases = load_plateau_cases(&err);
-    ASSERT_FALSE(cases.empty()) << err;
-    bp_device *dev = bp_device_open("cpu", nullptr);
-    ASSERT_NE(dev, nullptr) << bp_last_error();
-    bpt::DeviceGuard guard{dev};
-    ModelPtr model = small_model(dev, 5);
-    ASSERT_TRUE(model) << bp_last_error();
-    for (const auto &c : cases) {
+// The fixture's cases, and a model on the CPU for their optimizers (the schedule is host
+// arithmetic: one backend says all).
+class Plateau : public ::testing::Test {
+  protected:
+    void SetUp() override {
+        std::string err;
+        cases_ = load_plateau_cases(&err);
+        ASSERT_FALSE(cases_.empty()) << err;
+        dev_.reset(bp_device_open("cpu", nullptr));
+        ASSERT_TRUE(dev_) << bp_last_error();
+        model_ = small_model(dev_.get(), 5);
+        ASSERT_TRUE(model_) << bp_last_error();
+    }
+    std::vector<PlateauCase> cases_;
+    DevicePtr dev_;
+    ModelPtr model_;
+};
+
+TEST_F(Plateau, EveryCaseMatchesTorchsReduceLROnPlateau) {
+    for (const auto &c : cases_) {
         bp_optim_config oc = config_of(c);
-        OptimPtr opt(bp_optimizer_create(model.get(), &oc, nullptr));
+        OptimPtr opt(bp_optimizer_create(model_.get(), &oc, nullptr));
         ASSERT_TRUE(opt) << c.name << ": " << bp_last_error();
         ASSERT_NO_FATAL_FAILURE(replay(opt.get(), c, 0, c.metric.size()));
     }
@@ -298,26 +308,19 @@ TEST(Plateau, EveryCaseMatchesTorchsReduceLROnPlateau) {
 
 // A checkpoint halfway keeps the rate and the schedule's state (best, bad epochs, cooldown): the
 // optimizer loaded from it goes on exactly as torch did.
-TEST(Plateau, StateSurvivesACheckpoint) {
-    std::string err;
-    auto cases = load_plateau_cases(&err);
-    ASSERT_FALSE(cases.empty()) << err;
-    bp_device *dev = bp_device_open("cpu", nullptr);
-    ASSERT_NE(dev, nullptr) << bp_last_error();
-    bpt::DeviceGuard guard{dev};
+TEST_F(Plateau, StateSurvivesACheckpoint) {
     bpt::TempDir tmp;
-    ModelPtr model = small_model(dev, 6);
-    ASSERT_TRUE(model) << bp_last_error();
-    for (const auto &c : cases) {
+    bp_model *model = model_.get();
+    for (const auto &c : cases_) {
         for (size_t cut : {c.metric.size() / 3, c.metric.size() / 2 + 1}) {
             SCOPED_TRACE(c.name + " cut at " + std::to_string(cut));
             bp_optim_config oc = config_of(c);
-            OptimPtr opt(bp_optimizer_create(model.get(), &oc, nullptr));
+            OptimPtr opt(bp_optimizer_create(model, &oc, nullptr));
             ASSERT_TRUE(opt) << bp_last_error();
             ASSERT_NO_FATAL_FAILURE(replay(opt.get(), c, 0, cut));
             const std::string path = tmp.file(c.name + ".st");
-            BPT_OK(bp_checkpoint_save(path.c_str(), model.get(), opt.get(), nullptr, 0));
-            OptimPtr loaded(bp_checkpoint_load_optimizer(path.c_str(), model.get(), nullptr));
+            BPT_OK(bp_checkpoint_save(path.c_str(), model, opt.get(), nullptr, 0));
+            OptimPtr loaded(bp_checkpoint_load_optimizer(path.c_str(), model, nullptr));
             ASSERT_TRUE(loaded) << bp_last_error();
             bp_optim_config a, b;
             BPT_OK(bp_optimizer_get_config(opt.get(), &a));
