@@ -4,7 +4,9 @@
 #      leak checking on (off for the 2-rank MPI tests, see below). -fno-sanitize-recover=all makes every UB report fatal.
 #   2. clang ThreadSanitizer (build-tsan): the tests that start threads (the batch loader's
 #      prefetch thread, determinism, two models on two threads).
-#   3. valgrind memcheck: a 1-epoch CPU training run of the CLI on a tiny CSV (Release build,
+#   3. valgrind memcheck: a 1-epoch CPU training run of the CLI on a tiny CSV, and the example
+#      trainer (examples/train_mlp.c: data on standard input, evaluation, the plateau schedule,
+#      a checkpoint handle, model freed before its optimizer) to its early stop (Release build,
 #      build-valgrind), leaks included.
 # Suppressions live in tests/sanitizers/, each commented with why.
 #   SANITIZE_ONLY=asan|tsan|valgrind   run one part
@@ -66,7 +68,7 @@ if [ "$only" = all ] || [ "$only" = valgrind ]; then
     # gcc and DWARF 4: valgrind 3.19 cannot read clang 14's DWARF 5 (strx/addrx forms).
     CC=gcc CXX=g++ cmake -S . -B build-valgrind -DBP_CUDA=OFF -DBP_BUILD_TESTS=OFF \
         -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_C_FLAGS=-gdwarf-4 >/dev/null
-    cmake --build build-valgrind -j"$jobs" --target backprop_cli
+    cmake --build build-valgrind -j"$jobs" --target backprop_cli train_mlp
     tmp=$(mktemp -d)
     trap 'rm -rf "$tmp"' EXIT
     python3 - "$tmp/tiny.csv" <<'PY'
@@ -89,6 +91,13 @@ PY
         --errors-for-leak-kinds=definite,indirect --show-leak-kinds=definite,indirect \
         --suppressions="$root/tests/sanitizers/valgrind.supp" --quiet \
         build-valgrind/backprop info "$tmp/tiny.st" --dump-weights >/dev/null
+    python3 -c "import sys; sys.path.insert(0, 'tests'); import example_trainer as e; \
+open(sys.argv[1], 'w').write(e.blobs(600, 1)); open(sys.argv[2], 'w').write(e.blobs(300, 2))" \
+        "$tmp/train.csv" "$tmp/test.csv"
+    OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 valgrind --error-exitcode=1 --leak-check=full \
+        --errors-for-leak-kinds=definite,indirect --show-leak-kinds=definite,indirect \
+        --suppressions="$root/tests/sanitizers/valgrind.supp" --quiet \
+        build-valgrind/train_mlp - "$tmp/test.csv" "$tmp/best.st" cpu < "$tmp/train.csv" >/dev/null
     echo "valgrind: $((SECONDS - start)) s"
 fi
 echo "sanitize: no reports"

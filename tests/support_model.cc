@@ -25,4 +25,16 @@ void upload_target(bp_device *dev, bp_loss_kind kind, int64_t rows, int64_t cols
     }
 }
 
+std::vector<float> params_of(const bp_model *m) {
+    std::vector<float> p(bp_model_n_params(m));
+    EXPECT_EQ(BP_OK, bp_model_get_params(m, p.data(), p.size())) << bp_last_error();
+    return p;
+}
+
+std::vector<float> state_of(const bp_optimizer *o, int64_t *steps) {
+    std::vector<float> s(bp_optimizer_state_size(o));
+    EXPECT_EQ(BP_OK, bp_optimizer_get_state(o, s.data(), s.size(), steps)) << bp_last_error();
+    return s;
+}
+
 } // namespace bpt

@@ -53,4 +53,8 @@ void upload_target(bp_device *dev, bp_loss_kind kind, int64_t rows, int64_t cols
                    const std::vector<float> &target, const std::vector<int32_t> &labels,
                    TensorPtr *t);
 
+// The model's flat parameters, and the optimizer's state and step count, on the host.
+std::vector<float> params_of(const bp_model *m);
+std::vector<float> state_of(const bp_optimizer *o, int64_t *steps);
+
 } // namespace bpt

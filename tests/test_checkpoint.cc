@@ -43,6 +43,8 @@ namespace fs = std::filesystem;
 
 using bpt::ModelPtr;
 using bpt::OptimPtr;
+using bpt::params_of;
+using bpt::state_of;
 using bpt::TensorPtr;
 
 // A fresh directory, removed with everything in it at the end of the scope.
@@ -138,18 +140,6 @@ bp_status train(bp_model *m, bp_optimizer *o, const Batch &b, int steps) {
     return BP_OK;
 }
 
-std::vector<float> params_of(const bp_model *m) {
-    std::vector<float> p(bp_model_n_params(m));
-    EXPECT_EQ(BP_OK, bp_model_get_params(m, p.data(), p.size())) << bp_last_error();
-    return p;
-}
-
-std::vector<float> state_of(const bp_optimizer *o, int64_t *steps) {
-    std::vector<float> s(bp_optimizer_state_size(o));
-    EXPECT_EQ(BP_OK, bp_optimizer_get_state(o, s.data(), s.size(), steps)) << bp_last_error();
-    return s;
-}
-
 bool bitwise_equal(const std::vector<float> &a, const std::vector<float> &b) {
     return a.size() == b.size() &&
            (a.empty() || std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0);
@@ -164,12 +154,32 @@ uint32_t bits(float f) {
 
 void expect_same_config(const bp_optim_config &a, const bp_optim_config &b) {
     EXPECT_EQ(a.kind, b.kind);
-    const double fa[] = {
-        a.lr,  a.momentum,  a.dampening,  a.weight_decay,   a.beta1,          a.beta2,
-        a.eps, a.clip_norm, a.clip_value, a.schedule.gamma, a.schedule.min_lr};
-    const double fb[] = {
-        b.lr,  b.momentum,  b.dampening,  b.weight_decay,   b.beta1,          b.beta2,
-        b.eps, b.clip_norm, b.clip_value, b.schedule.gamma, b.schedule.min_lr};
+    const double fa[] = {a.lr,
+                         a.momentum,
+                         a.dampening,
+                         a.weight_decay,
+                         a.beta1,
+                         a.beta2,
+                         a.eps,
+                         a.clip_norm,
+                         a.clip_value,
+                         a.schedule.gamma,
+                         a.schedule.min_lr,
+                         a.schedule.threshold,
+                         a.schedule.eps};
+    const double fb[] = {b.lr,
+                         b.momentum,
+                         b.dampening,
+                         b.weight_decay,
+                         b.beta1,
+                         b.beta2,
+                         b.eps,
+                         b.clip_norm,
+                         b.clip_value,
+                         b.schedule.gamma,
+                         b.schedule.min_lr,
+                         b.schedule.threshold,
+                         b.schedule.eps};
     for (size_t k = 0; k < sizeof fa / sizeof fa[0]; ++k) {
         uint64_t ua, ub;
         std::memcpy(&ua, &fa[k], sizeof ua);
@@ -182,6 +192,11 @@ void expect_same_config(const bp_optim_config &a, const bp_optim_config &b) {
     EXPECT_EQ(a.schedule.warmup_steps, b.schedule.warmup_steps);
     EXPECT_EQ(a.schedule.step_size, b.schedule.step_size);
     EXPECT_EQ(a.schedule.total_steps, b.schedule.total_steps);
+    if (a.schedule.kind != BP_SCHEDULE_PLATEAU) return;
+    EXPECT_EQ(a.schedule.mode, b.schedule.mode);
+    EXPECT_EQ(a.schedule.threshold_mode, b.schedule.threshold_mode);
+    EXPECT_EQ(a.schedule.patience, b.schedule.patience);
+    EXPECT_EQ(a.schedule.cooldown, b.schedule.cooldown);
 }
 
 // Optimizer configurations whose every field differs from the defaults, with values that need
@@ -219,6 +234,18 @@ std::vector<bp_optim_config> optim_configs() {
     bp_optim_config adamw = bp_optim_config_default(BP_OPTIM_ADAMW);
     adamw.schedule.warmup_steps = 2;
     out.push_back(adamw);
+    bp_optim_config plateau = bp_optim_config_default(BP_OPTIM_SGD);
+    plateau.lr = 0.07654321098765432;
+    plateau.schedule.kind = BP_SCHEDULE_PLATEAU;
+    plateau.schedule.gamma = 0.3333333333333333;
+    plateau.schedule.min_lr = 1.2345678901234567e-6;
+    plateau.schedule.mode = BP_PLATEAU_MAX;
+    plateau.schedule.threshold = 0.012345678901234567;
+    plateau.schedule.threshold_mode = BP_THRESHOLD_ABS;
+    plateau.schedule.patience = 3;
+    plateau.schedule.cooldown = 2;
+    plateau.schedule.eps = 3.2109876543210987e-9;
+    out.push_back(plateau);
     return out;
 }
 
@@ -890,16 +917,34 @@ class CheckpointCorrupt : public ::testing::Test {
         bp_device_close(dev_);
     }
 
-    // Loading bad_ fails with status and a message holding the path and `part`.
+    // The failure's status and a message holding the call, the path and `part`.
+    void expect_failure(bp_status want, bp_status st, const char *fn, const std::string &part) {
+        std::string msg = bp_last_error();
+        EXPECT_EQ(want, st) << msg;
+        EXPECT_TRUE(contains(msg, fn)) << msg;
+        EXPECT_TRUE(contains(msg, bad_)) << msg;
+        EXPECT_TRUE(contains(msg, part)) << msg;
+    }
+
+    // Loading bad_ fails with status and a message holding the path and `part`: by path, and
+    // through a handle (which fails at open for what open checks, else at the read).
     void expect_model_error(bp_status want, const std::string &part) {
         bp_status st = BP_OK;
         bp_model *m = bp_checkpoint_load_model(bad_.c_str(), dev_, 0, &st);
-        std::string msg = bp_last_error();
         EXPECT_EQ(nullptr, m);
         bp_model_free(m);
-        EXPECT_EQ(want, st) << msg;
-        EXPECT_TRUE(contains(msg, bad_)) << msg;
-        EXPECT_TRUE(contains(msg, part)) << msg;
+        expect_failure(want, st, "bp_checkpoint_load_model", part);
+        bp_checkpoint *ck = bp_checkpoint_open(bad_.c_str(), &st);
+        if (!ck) return expect_failure(want, st, "bp_checkpoint_open", part);
+        m = bp_checkpoint_read_model(ck, dev_, 0, &st);
+        EXPECT_EQ(nullptr, m);
+        bp_model_free(m);
+        expect_failure(want, st, "bp_checkpoint_read_model", part);
+        bp_mlp_config config;
+        bp_status cst = bp_checkpoint_model_config(ck, &config);
+        if (want != BP_ERR_NON_FINITE && cst != BP_OK) // a tensor's fault is not the config's
+            expect_failure(want, cst, "bp_checkpoint_model_config", part);
+        bp_checkpoint_close(ck);
     }
 
     void expect_optim_error(bp_status want, const std::string &part) {
@@ -907,12 +952,16 @@ class CheckpointCorrupt : public ::testing::Test {
         ASSERT_TRUE(m) << bp_last_error();
         bp_status st = BP_OK;
         bp_optimizer *o = bp_checkpoint_load_optimizer(bad_.c_str(), m.get(), &st);
-        std::string msg = bp_last_error();
         EXPECT_EQ(nullptr, o);
         bp_optimizer_free(o);
-        EXPECT_EQ(want, st) << msg;
-        EXPECT_TRUE(contains(msg, bad_)) << msg;
-        EXPECT_TRUE(contains(msg, part)) << msg;
+        expect_failure(want, st, "bp_checkpoint_load_optimizer", part);
+        bp_checkpoint *ck = bp_checkpoint_open(bad_.c_str(), &st);
+        ASSERT_NE(ck, nullptr) << bp_last_error();
+        o = bp_checkpoint_read_optimizer(ck, m.get(), &st);
+        EXPECT_EQ(nullptr, o);
+        bp_optimizer_free(o);
+        expect_failure(want, st, "bp_checkpoint_read_optimizer", part);
+        bp_checkpoint_close(ck);
     }
 
     // Writes contents_ altered by change to bad_, without its checksums: the structural checks
@@ -1042,6 +1091,63 @@ TEST_F(CheckpointCorrupt, BadOptimizerStateIsNamed) {
             it = it->first.rfind("optimizer.", 0) == 0 ? c.meta.erase(it) : std::next(it);
     });
     expect_optim_error(BP_ERR_INVALID_ARGUMENT, "holds no optimizer");
+}
+
+// A plateau schedule's keys are read only with that schedule (older files have none), and then
+// each one must be there and well formed.
+TEST_F(CheckpointCorrupt, BadPlateauMetadataIsNamed) {
+    const std::map<std::string, std::string> plateau = {
+        {"optimizer.schedule.kind", "plateau"},
+        {"optimizer.schedule.gamma", "0.5"},
+        {"optimizer.schedule.mode", "min"},
+        {"optimizer.schedule.threshold", "0.0001"},
+        {"optimizer.schedule.threshold_mode", "rel"},
+        {"optimizer.schedule.patience", "2"},
+        {"optimizer.schedule.cooldown", "0"},
+        {"optimizer.schedule.eps", "1e-08"},
+        {"optimizer.plateau.best", "inf"},
+        {"optimizer.plateau.bad_epochs", "1"},
+        {"optimizer.plateau.cooldown_left", "0"},
+    };
+    auto with = [&](const std::string &key, const std::string *value) {
+        alter([&](Contents &c) {
+            for (const auto &[k, v] : plateau)
+                c.meta[k] = v;
+            if (value)
+                c.meta[key] = *value;
+            else
+                c.meta.erase(key);
+        });
+    };
+    with("optimizer.schedule.kind", &plateau.at("optimizer.schedule.kind"));
+    ModelPtr m(bp_checkpoint_load_model(bad_.c_str(), dev_, 0, nullptr));
+    ASSERT_TRUE(m) << bp_last_error();
+    OptimPtr o(bp_checkpoint_load_optimizer(bad_.c_str(), m.get(), nullptr));
+    ASSERT_TRUE(o) << bp_last_error(); // the complete set loads
+    struct Case {
+        std::string key, value, part;
+    };
+    const std::vector<Case> cases = {
+        {"optimizer.schedule.kind", "plateaux",
+         "'optimizer.schedule.kind' is 'plateaux', "
+         "expected constant, step, cosine or plateau"},
+        {"optimizer.schedule.mode", "sideways", "expected min or max"},
+        {"optimizer.schedule.threshold_mode", "relative", "expected rel or abs"},
+        {"optimizer.schedule.patience", "-1", "'optimizer.schedule.patience'"},
+        {"optimizer.schedule.gamma", "1.5", "gamma (factor) is 1.5"},
+        {"optimizer.plateau.best", "nan", "'optimizer.plateau.best' is 'nan'"},
+        {"optimizer.plateau.cooldown_left", "x", "'optimizer.plateau.cooldown_left'"},
+    };
+    for (const Case &c : cases) {
+        SCOPED_TRACE(c.key + " = " + c.value);
+        with(c.key, &c.value);
+        expect_optim_error(BP_ERR_CORRUPT_FILE, c.part);
+    }
+    for (const char *key : {"optimizer.schedule.eps", "optimizer.plateau.bad_epochs"}) {
+        SCOPED_TRACE(key);
+        with(key, nullptr);
+        expect_optim_error(BP_ERR_CORRUPT_FILE, std::string("'") + key + "' is missing");
+    }
 }
 
 TEST_F(CheckpointCorrupt, AnOptimizerForAnotherModelIsRefused) {

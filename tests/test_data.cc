@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 #include <zlib.h>
 
+#include <fcntl.h>
 #include <stdlib.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -773,6 +774,448 @@ TEST_F(NpyData, MalformedHeaders) {
           "{'descr': '<f4', 'fortran_order': False, 'shape': (4, 3), 'x': 1}"}) {
         write_file(xpath, npy_bytes(dict, raw(xs)));
         expect_bad(BP_ERR_CORRUPT_FILE, xpath, {"byte offset", "header"});
+    }
+}
+
+// ---- the NPY writer ---------------------------------------------------------------------------
+
+// bp_npy_save writes what NumPy writes: the header byte for byte as npy_bytes builds it from the
+// format's description, then the elements little-endian.
+TEST(NpySave, WritesTheFormatByteForByte) {
+    DataDir dir;
+    std::vector<float> x = bpt::uniform(6, -2.0f, 2.0f, 51);
+    std::vector<int32_t> y = {3, -1, 7, 0, 2};
+    const int64_t xshape[] = {3, 2}, yshape[] = {5}, zshape[] = {2, 0, 4};
+    const std::string xp = dir.file("x.npy"), yp = dir.file("y.npy"), zp = dir.file("z.npy");
+    ASSERT_EQ(BP_OK, bp_npy_save(xp.c_str(), BP_F32, 2, xshape, x.data())) << bp_last_error();
+    ASSERT_EQ(BP_OK, bp_npy_save(yp.c_str(), BP_I32, 1, yshape, y.data())) << bp_last_error();
+    ASSERT_EQ(BP_OK, bp_npy_save(zp.c_str(), BP_F32, 3, zshape, nullptr)) << bp_last_error();
+    EXPECT_EQ(read_file(xp), npy_bytes(npy_dict("<f4", "(3, 2)"), raw(x)));
+    EXPECT_EQ(read_file(yp), npy_bytes(npy_dict("<i4", "(5,)"), raw(y)));
+    EXPECT_EQ(read_file(zp), npy_bytes(npy_dict("<f4", "(2, 0, 4)"), ""));
+    // And the reader takes it back.
+    bp_status st;
+    DatasetPtr d(bp_dataset_load_npy(xp.c_str(), nullptr, BP_TARGET_NONE, &st));
+    ASSERT_NE(d, nullptr) << bp_last_error();
+    EXPECT_EQ(features_of(d.get()), x);
+}
+
+// NumPy reads it: shape, dtype and every value (skipped, saying so, without numpy).
+TEST(NpySave, NumpyLoadsIt) {
+    if (bpt::run_exit_code(std::string(BP_PYTHON) + " -c 'import numpy' 2>/dev/null") != 0)
+        GTEST_SKIP() << BP_PYTHON << " has no numpy (Debian's python3-numpy)";
+    DataDir dir;
+    std::vector<float> x = {1.5f, -0.25f, 3e-8f, 65504.0f, -1e30f, 0.0f};
+    const int64_t shape[] = {2, 3};
+    const std::string p = dir.file("x.npy");
+    ASSERT_EQ(BP_OK, bp_npy_save(p.c_str(), BP_F32, 2, shape, x.data())) << bp_last_error();
+    std::string check = std::string(BP_PYTHON) + " -c \"import numpy as np, sys; a = np.load('" +
+                        p + "'); ok = a.dtype == np.float32 and a.shape == (2, 3) and " +
+                        "a.tolist() == [[1.5, -0.25, float(np.float32(3e-8))], [65504.0, " +
+                        "float(np.float32(-1e30)), 0.0]]; sys.exit(0 if ok else 1)\"";
+    EXPECT_EQ(0, bpt::run_exit_code(check)) << check;
+}
+
+// "-" is standard output: the same bytes, nothing left behind.
+TEST(NpySave, DashIsStandardOutput) {
+    DataDir dir;
+    std::vector<int32_t> y = {4, 5, 6};
+    const int64_t shape[] = {3};
+    const std::string out = dir.file("stdout.bin");
+    fflush(stdout);
+    int saved = dup(1), fd = open(out.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    ASSERT_GE(saved, 0);
+    ASSERT_GE(fd, 0);
+    dup2(fd, 1);
+    close(fd);
+    bp_status st = bp_npy_save("-", BP_I32, 1, shape, y.data());
+    fflush(stdout);
+    dup2(saved, 1);
+    close(saved);
+    ASSERT_EQ(BP_OK, st) << bp_last_error();
+    EXPECT_EQ(read_file(out), npy_bytes(npy_dict("<i4", "(3,)"), raw(y)));
+    EXPECT_FALSE(fs::exists("-"));
+}
+
+TEST(NpySave, AFailedWriteLeavesThePreviousFile) {
+    DataDir dir;
+    const std::string p = dir.file("keep.npy");
+    write_file(p, "previous");
+    const int64_t bad[] = {2, -1};
+    std::vector<float> x(4, 1.0f);
+    EXPECT_EQ(BP_ERR_INVALID_ARGUMENT, bp_npy_save(p.c_str(), BP_F32, 2, bad, x.data()));
+    EXPECT_EQ(read_file(p), "previous");
+    const std::string missing = dir.file("no/such/dir/x.npy");
+    const int64_t shape[] = {4};
+    EXPECT_EQ(BP_ERR_IO, bp_npy_save(missing.c_str(), BP_F32, 1, shape, x.data()));
+    EXPECT_THAT(bp_last_error(), HasSubstr("bp_npy_save"));
+    EXPECT_THAT(bp_last_error(), HasSubstr(missing));
+    EXPECT_FALSE(fs::exists(missing));
+    std::vector<std::string> left;
+    for (const auto &e : fs::directory_iterator(dir.path()))
+        left.push_back(e.path().filename().string());
+    EXPECT_EQ(left, std::vector<std::string>{"keep.npy"}); // no temporary file
+}
+
+TEST(ApiContract, NpySave) {
+    const int64_t shape[] = {2, 2}, negative[] = {2, -3}, huge[] = {INT64_C(1) << 40, 1 << 20};
+    float x[4] = {0, 1, 2, 3};
+    struct Case {
+        const char *path;
+        bp_dtype dtype;
+        int ndim;
+        const int64_t *shape;
+        const void *data;
+        const char *part;
+    };
+    const Case cases[] = {
+        {nullptr, BP_F32, 2, shape, x, "path is NULL"},
+        {"", BP_F32, 2, shape, x, "path is empty"},
+        {"x.npy", (bp_dtype)7, 2, shape, x, "dtype is 7"},
+        {"x.npy", BP_F32, 0, shape, x, "ndim is 0, expected 1..32"},
+        {"x.npy", BP_F32, 33, shape, x, "ndim is 33"},
+        {"x.npy", BP_F32, 2, nullptr, x, "shape is NULL"},
+        {"x.npy", BP_F32, 2, negative, x, "shape[1] is -3"},
+        {"x.npy", BP_F32, 2, huge, x, "2^58 elements"},
+        {"x.npy", BP_I32, 2, shape, nullptr, "data is NULL"},
+    };
+    for (const Case &c : cases) {
+        SCOPED_TRACE(c.part);
+        bp_clear_error();
+        EXPECT_EQ(BP_ERR_INVALID_ARGUMENT, bp_npy_save(c.path, c.dtype, c.ndim, c.shape, c.data));
+        EXPECT_THAT(bp_last_error(), HasSubstr("bp_npy_save"));
+        EXPECT_THAT(bp_last_error(), HasSubstr(c.part));
+    }
+    EXPECT_FALSE(fs::exists("x.npy")); // nothing written in the working folder
+}
+
+// ---- a dataset by its content -----------------------------------------------------------------
+
+class OpenData : public ::testing::Test {
+  protected:
+    DataDir dir;
+    std::vector<float> xs = bpt::uniform(12, -3.0f, 3.0f, 61);
+    std::vector<int32_t> labels = {2, 0, 1, 2};
+
+    // bp_dataset_open of path; *report filled; st the status.
+    DatasetPtr open(const std::string &path, const bp_open_options &o, bp_open_report *report,
+                    bp_status *st) {
+        *st = BP_ERR_DEVICE;
+        return DatasetPtr(bp_dataset_open(path.c_str(), &o, report, st));
+    }
+    std::string csv_text() const {
+        std::string s = "a,b,c,label\n";
+        for (int i = 0; i < 4; ++i)
+            s += std::to_string(xs[i * 3]) + "," + std::to_string(xs[i * 3 + 1]) + "," +
+                 std::to_string(xs[i * 3 + 2]) + "," + std::to_string(labels[i]) + "\n";
+        return s;
+    }
+    void write_npy_pair(const std::string &x, const std::string &y) {
+        const int64_t xshape[] = {4, 3}, yshape[] = {4};
+        ASSERT_EQ(BP_OK, bp_npy_save(x.c_str(), BP_F32, 2, xshape, xs.data()));
+        ASSERT_EQ(BP_OK, bp_npy_save(y.c_str(), BP_I32, 1, yshape, labels.data()));
+    }
+    // Runs f with standard input reading `file` (a pipe when pipe is set: not seekable).
+    template <class F> void with_stdin(const std::string &bytes, bool pipe, F f) {
+        int saved = dup(0);
+        ASSERT_GE(saved, 0);
+        std::thread writer;
+        if (pipe) {
+            int p[2];
+            ASSERT_EQ(0, ::pipe(p));
+            dup2(p[0], 0);
+            close(p[0]);
+            writer = std::thread([fd = p[1], bytes] {
+                size_t at = 0;
+                while (at < bytes.size()) {
+                    ssize_t k = write(fd, bytes.data() + at, bytes.size() - at);
+                    if (k <= 0) break;
+                    at += (size_t)k;
+                }
+                close(fd);
+            });
+        } else {
+            const std::string path = dir.file("stdin.bin");
+            write_file(path, bytes);
+            int fd = ::open(path.c_str(), O_RDONLY);
+            ASSERT_GE(fd, 0);
+            dup2(fd, 0);
+            close(fd);
+        }
+        clearerr(stdin);
+        f();
+        if (writer.joinable()) writer.join();
+        dup2(saved, 0);
+        close(saved);
+        clearerr(stdin);
+    }
+};
+
+// Each format by its content, whatever the name says, plain and gzip: the same dataset as its
+// loader reads.
+TEST_F(OpenData, EachFormatByItsContentPlainAndGzip) {
+    const std::string csv = csv_text();
+    for (int gz = 0; gz < 2; ++gz) {
+        SCOPED_TRACE(gz ? "gzip" : "plain");
+        const std::string c = dir.file("csv.npy"), x = dir.file("x.csv"), y = dir.file("y.idx");
+        if (gz)
+            write_gzip(c, csv);
+        else
+            write_file(c, csv);
+        write_npy_pair(x, y);
+        if (gz) {
+            write_gzip(x, read_file(x));
+            write_gzip(y, read_file(y));
+        }
+        bp_open_options o = bp_open_options_default();
+        bp_open_report r;
+        bp_status st;
+        DatasetPtr d = open(c, o, &r, &st);
+        ASSERT_NE(d, nullptr) << bp_last_error();
+        EXPECT_EQ(r.format, BP_FORMAT_CSV);
+        EXPECT_EQ(r.gzip, gz);
+        EXPECT_EQ(r.columns, 4);
+        EXPECT_EQ(r.no_targets, 0);
+        EXPECT_EQ(labels_of(d.get()), labels);
+        EXPECT_EQ(bp_dataset_features(d.get()), 3);
+
+        o.targets_path = y.c_str();
+        d = open(x, o, &r, &st);
+        ASSERT_NE(d, nullptr) << bp_last_error();
+        EXPECT_EQ(r.format, BP_FORMAT_NPY);
+        EXPECT_EQ(r.gzip, gz);
+        EXPECT_EQ(features_of(d.get()), xs);
+        EXPECT_EQ(labels_of(d.get()), labels);
+        o.targets_path = nullptr; // features alone
+        d = open(x, o, &r, &st);
+        ASSERT_NE(d, nullptr) << bp_last_error();
+        EXPECT_EQ(bp_dataset_target_kind(d.get()), BP_TARGET_NONE);
+        EXPECT_EQ(r.no_targets, 1);
+
+        const std::string im = dir.file("images.csv"), lb = dir.file("labels.npy");
+        std::string pixels = pixel_data(5, 6), lab = label_data(5);
+        std::string ib = idx_bytes(0x08, {5, 2, 3}, pixels), lbb = idx_bytes(0x08, {5}, lab);
+        if (gz) {
+            write_gzip(im, ib);
+            write_gzip(lb, lbb);
+        } else {
+            write_file(im, ib);
+            write_file(lb, lbb);
+        }
+        o.targets_path = lb.c_str();
+        d = open(im, o, &r, &st);
+        ASSERT_NE(d, nullptr) << bp_last_error();
+        EXPECT_EQ(r.format, BP_FORMAT_IDX);
+        DatasetPtr ref(bp_dataset_load_idx(im.c_str(), lb.c_str(), nullptr));
+        ASSERT_NE(ref, nullptr) << bp_last_error();
+        EXPECT_EQ(features_of(d.get()), features_of(ref.get()));
+        EXPECT_EQ(labels_of(d.get()), labels_of(ref.get()));
+        o.targets_path = nullptr;
+        d = open(im, o, &r, &st);
+        EXPECT_EQ(d, nullptr);
+        EXPECT_EQ(st, BP_ERR_INVALID_ARGUMENT);
+        EXPECT_THAT(bp_last_error(), HasSubstr("is an IDX file: give its labels file"));
+    }
+}
+
+// "-" reads standard input, from a file or a pipe, named so in messages.
+TEST_F(OpenData, DashIsStandardInputEvenAPipe) {
+    const std::string csv = csv_text();
+    for (bool pipe : {false, true}) {
+        SCOPED_TRACE(pipe ? "pipe" : "file");
+        with_stdin(csv, pipe, [&] {
+            bp_status st;
+            bp_open_report r;
+            DatasetPtr d = open("-", bp_open_options_default(), &r, &st);
+            ASSERT_NE(d, nullptr) << bp_last_error();
+            EXPECT_EQ(labels_of(d.get()), labels);
+        });
+        // A diagnosis reads standard input twice: the copy makes that possible.
+        with_stdin("a,b\n1,0.5\n2,1.5\n", pipe, [&] {
+            bp_status st;
+            bp_open_report r;
+            DatasetPtr d = open("-", bp_open_options_default(), &r, &st);
+            EXPECT_EQ(d, nullptr);
+            EXPECT_EQ(st, BP_ERR_CORRUPT_FILE);
+            EXPECT_EQ(r.hint, BP_HINT_VALUES);
+            EXPECT_THAT(bp_last_error(), HasSubstr("bp_dataset_open: 'standard input': line 2, column 2"));
+            EXPECT_THAT(bp_last_error(), Not(HasSubstr("/proc/")));
+        });
+    }
+    // NPY on standard input, targets from a file.
+    const std::string x = dir.file("x.npy"), y = dir.file("y.npy");
+    write_npy_pair(x, y);
+    with_stdin(read_file(x), true, [&] {
+        bp_open_options o = bp_open_options_default();
+        o.targets_path = y.c_str();
+        bp_status st;
+        bp_open_report r;
+        DatasetPtr d = open("-", o, &r, &st);
+        ASSERT_NE(d, nullptr) << bp_last_error();
+        EXPECT_EQ(features_of(d.get()), xs);
+    });
+}
+
+TEST_F(OpenData, DiagnosesAWrongDelimiter) {
+    const std::string p = dir.file("semi.csv");
+    write_file(p, "\n  \na;b;c\n1;2;0\n");
+    bp_status st;
+    bp_open_report r;
+    DatasetPtr d = open(p, bp_open_options_default(), &r, &st);
+    EXPECT_EQ(d, nullptr);
+    EXPECT_EQ(st, BP_ERR_INVALID_ARGUMENT);
+    EXPECT_EQ(r.hint, BP_HINT_DELIMITER);
+    EXPECT_EQ(r.delimiter, ';');
+    EXPECT_THAT(bp_last_error(), HasSubstr("the first line has no ',' but 2 of ';'"));
+    bp_open_options o = bp_open_options_default();
+    o.csv.delimiter = ';';
+    d = open(p, o, &r, &st);
+    ASSERT_NE(d, nullptr) << bp_last_error();
+    EXPECT_EQ(r.hint, BP_HINT_NONE);
+    EXPECT_EQ(r.columns, 3);
+    // A delimiter inside quotes is not one.
+    write_file(p, "\"x;y\",z\n1,0\n");
+    d = open(p, bp_open_options_default(), &r, &st);
+    EXPECT_NE(d, nullptr) << bp_last_error();
+}
+
+TEST_F(OpenData, DiagnosesValuesAndMixedLabels) {
+    const std::string p = dir.file("v.csv");
+    write_file(p, "a,y\n1,0.25\n2,3\n");
+    bp_status st;
+    bp_open_report r;
+    DatasetPtr d = open(p, bp_open_options_default(), &r, &st);
+    EXPECT_EQ(d, nullptr);
+    EXPECT_EQ(st, BP_ERR_CORRUPT_FILE);
+    EXPECT_EQ(r.hint, BP_HINT_VALUES);
+    EXPECT_THAT(bp_last_error(), HasSubstr("line 2"));
+    EXPECT_THAT(bp_last_error(), HasSubstr("the targets are values, not class labels"));
+    bp_open_options o = bp_open_options_default();
+    o.csv.target_kind = BP_CSV_VALUES;
+    d = open(p, o, &r, &st);
+    EXPECT_NE(d, nullptr) << bp_last_error();
+
+    write_file(p, "a,y\n1,cat\n2,3\n3,dog\n");
+    d = open(p, bp_open_options_default(), &r, &st);
+    EXPECT_EQ(d, nullptr);
+    EXPECT_EQ(r.hint, BP_HINT_CLASS_NAMES);
+    EXPECT_THAT(bp_last_error(), HasSubstr("read every label as a class name"));
+    o.csv.target_kind = BP_CSV_CLASS_NAME;
+    d = open(p, o, &r, &st);
+    ASSERT_NE(d, nullptr) << bp_last_error();
+    EXPECT_EQ(bp_dataset_n_class_names(d.get()), 3);
+
+    // A file bad in a way no other reading mends gets no hint.
+    write_file(p, "a,y\n1,0\n2\n");
+    d = open(p, bp_open_options_default(), &r, &st);
+    EXPECT_EQ(d, nullptr);
+    EXPECT_EQ(r.hint, BP_HINT_NONE);
+    EXPECT_THAT(bp_last_error(), Not(HasSubstr("read them as values")));
+
+    // NPY class targets that are values.
+    const std::string x = dir.file("x.npy"), y = dir.file("y.npy");
+    const int64_t xshape[] = {4, 3}, yshape[] = {4};
+    std::vector<float> ys = {0.5f, 1.0f, 2.0f, 3.0f};
+    ASSERT_EQ(BP_OK, bp_npy_save(x.c_str(), BP_F32, 2, xshape, xs.data()));
+    ASSERT_EQ(BP_OK, bp_npy_save(y.c_str(), BP_F32, 1, yshape, ys.data()));
+    o = bp_open_options_default();
+    o.targets_path = y.c_str();
+    d = open(x, o, &r, &st);
+    EXPECT_EQ(d, nullptr);
+    EXPECT_EQ(r.hint, BP_HINT_VALUES);
+    o.target_kind = BP_TARGET_VALUES;
+    d = open(x, o, &r, &st);
+    EXPECT_NE(d, nullptr) << bp_last_error();
+}
+
+// A CSV as wide as the model's input holds features alone; one wider has a target column.
+TEST_F(OpenData, ACsvAsWideAsTheInputsHasNoTargets) {
+    const std::string p = dir.file("f.csv");
+    write_file(p, csv_text());
+    bp_open_options o = bp_open_options_default();
+    o.inputs = 4;
+    bp_status st;
+    bp_open_report r;
+    DatasetPtr d = open(p, o, &r, &st);
+    ASSERT_NE(d, nullptr) << bp_last_error();
+    EXPECT_EQ(r.no_targets, 1);
+    EXPECT_EQ(bp_dataset_target_kind(d.get()), BP_TARGET_NONE);
+    EXPECT_EQ(bp_dataset_features(d.get()), 4);
+    o.inputs = 3;
+    d = open(p, o, &r, &st);
+    ASSERT_NE(d, nullptr) << bp_last_error();
+    EXPECT_EQ(r.no_targets, 0);
+    EXPECT_EQ(labels_of(d.get()), labels);
+    o.inputs = 4;
+    o.csv.targets = "label";
+    d = open(p, o, &r, &st);
+    EXPECT_EQ(d, nullptr);
+    EXPECT_EQ(st, BP_ERR_INVALID_ARGUMENT);
+    EXPECT_THAT(bp_last_error(), HasSubstr("no column is left for the targets 'label'"));
+    // A targets file for a CSV is ignored, and said so.
+    o = bp_open_options_default();
+    o.targets_path = p.c_str();
+    d = open(p, o, &r, &st);
+    ASSERT_NE(d, nullptr) << bp_last_error();
+    EXPECT_EQ(r.targets_ignored, 1);
+}
+
+TEST_F(OpenData, BinaryThatIsNoFormatIsNamed) {
+    const std::string p = dir.file("blob");
+    write_file(p, std::string("\x7f"
+                              "ELF\x02\x01\x01\x00",
+                              8) +
+                      std::string(64, '\0'));
+    bp_status st;
+    bp_open_report r;
+    DatasetPtr d = open(p, bp_open_options_default(), &r, &st);
+    EXPECT_EQ(d, nullptr);
+    EXPECT_EQ(st, BP_ERR_CORRUPT_FILE);
+    EXPECT_THAT(bp_last_error(), HasSubstr("not CSV text, an NPY file"));
+    EXPECT_THAT(bp_last_error(), HasSubstr("it starts 7f 45 4c 46"));
+    EXPECT_EQ(r.format, BP_FORMAT_AUTO);
+}
+
+TEST(ApiContract, DatasetOpen) {
+    DataDir dir;
+    bp_open_options o = bp_open_options_default();
+    EXPECT_EQ(o.format, BP_FORMAT_AUTO);
+    EXPECT_EQ(o.targets_path, nullptr);
+    EXPECT_EQ(o.target_kind, BP_TARGET_CLASS);
+    EXPECT_EQ(o.csv.target_kind, BP_CSV_CLASS_AUTO);
+    EXPECT_EQ(o.csv.delimiter, ',');
+    EXPECT_EQ(o.inputs, 0);
+    const std::string absent = dir.file("absent.csv");
+    struct Case {
+        const char *path;
+        void (*change)(bp_open_options *);
+        bp_status want;
+        const char *part;
+    };
+    const Case cases[] = {
+        {nullptr, nullptr, BP_ERR_INVALID_ARGUMENT, "path is NULL"},
+        {"x", [](bp_open_options *p) { p->format = (bp_data_format)9; }, BP_ERR_INVALID_ARGUMENT,
+         "options.format is 9"},
+        {"x", [](bp_open_options *p) { p->target_kind = BP_TARGET_NONE; }, BP_ERR_INVALID_ARGUMENT,
+         "options.target_kind"},
+        {"x", [](bp_open_options *p) { p->inputs = -1; }, BP_ERR_INVALID_ARGUMENT,
+         "options.inputs is -1"},
+        {"-", [](bp_open_options *p) { p->targets_path = "-"; }, BP_ERR_INVALID_ARGUMENT,
+         "both standard input"},
+        {absent.c_str(), nullptr, BP_ERR_IO, "No such file"},
+    };
+    for (const Case &c : cases) {
+        SCOPED_TRACE(c.part);
+        bp_open_options oc = bp_open_options_default();
+        if (c.change) c.change(&oc);
+        bp_open_report r;
+        bp_status st = BP_OK;
+        bp_clear_error();
+        EXPECT_EQ(bp_dataset_open(c.path, &oc, &r, &st), nullptr);
+        EXPECT_EQ(st, c.want);
+        EXPECT_THAT(bp_last_error(), HasSubstr("bp_dataset_open"));
+        EXPECT_THAT(bp_last_error(), HasSubstr(c.part));
+        EXPECT_EQ(bp_dataset_open(c.path, &oc, nullptr, nullptr), nullptr); // NULLs allowed
     }
 }
 

@@ -157,6 +157,27 @@ TEST_P(Loader, OrderFollowsSeedAndEpoch) {
     EXPECT_NE(epoch(c.get(), 0), a0) << "another seed, same order";
 }
 
+// bp_loader_epoch_order gives what a loader hands out (and the documented recipe), with and
+// without shuffle, for sizes that need one and several Philox blocks.
+TEST_P(Loader, EpochOrderIsWhatTheLoaderHandsOut) {
+    for (int64_t n : {1, 2, 7, 103}) {
+        DatasetPtr d = numbered(n);
+        for (int shuffle = 0; shuffle < 2; ++shuffle) {
+            LoaderPtr l = make(d.get(), 5, shuffle, 1234);
+            ASSERT_NE(l, nullptr);
+            for (int64_t e : {0, 1, 6}) {
+                SCOPED_TRACE("n " + std::to_string(n) + " shuffle " + std::to_string(shuffle) +
+                             " epoch " + std::to_string(e));
+                std::vector<int64_t> order((size_t)n, -1);
+                ASSERT_EQ(BP_OK, bp_loader_epoch_order(n, shuffle, 1234, e, order.data()))
+                    << bp_last_error();
+                EXPECT_EQ(order, epoch(l.get(), e));
+                EXPECT_EQ(order, shuffle ? documented_order(n, 1234, e) : iota(0, n));
+            }
+        }
+    }
+}
+
 TEST_P(Loader, InOrderWithoutShuffle) {
     DatasetPtr d = numbered(50);
     LoaderPtr l = make(d.get(), 7, 0, 42);

@@ -36,6 +36,7 @@ double ref_lr(const bp_optim_config &c, int64_t t) {
     int64_t u = t - s.warmup_steps;
     switch (s.kind) {
     case BP_SCHEDULE_CONSTANT:
+    case BP_SCHEDULE_PLATEAU: // lowered only by bp_optimizer_report_metric, into c.lr
         return lr;
     case BP_SCHEDULE_STEP:
         return lr * std::pow((double)s.gamma, (double)(u / s.step_size));
@@ -352,19 +353,34 @@ struct SchedCase {
     bp_schedule s;
 };
 
+// A schedule from the defaults (the plateau fields at theirs) with the fields these cases vary.
+bp_schedule schedule(bp_schedule_kind kind, int64_t warmup, int64_t step_size, double gamma,
+                     int64_t total, double min_lr) {
+    bp_schedule s = bp_optim_config_default(BP_OPTIM_SGD).schedule;
+    s.kind = kind;
+    s.warmup_steps = warmup;
+    s.step_size = step_size;
+    s.gamma = gamma;
+    s.total_steps = total;
+    s.min_lr = min_lr;
+    return s;
+}
+
 // Every schedule: bp_optimizer_lr over 20 steps against the closed forms, and the step really
 // uses that rate (plain SGD: p_t - p_{t+1} = lr_t g_t).
 TEST_P(OptimTest, Schedules) {
     BPT_OPEN_OR_SKIP(raw, GetParam());
     DevicePtr dev(raw);
     const SchedCase cases[] = {
-        {"constant", {BP_SCHEDULE_CONSTANT, 0, 0, 0.0f, 0, 0.0f}},
-        {"constant_warmup5", {BP_SCHEDULE_CONSTANT, 5, 0, 0.0f, 0, 0.0f}},
-        {"step4_gamma0.5", {BP_SCHEDULE_STEP, 0, 4, 0.5f, 0, 0.0f}},
-        {"warmup3_step3_gamma0.7", {BP_SCHEDULE_STEP, 3, 3, 0.7f, 0, 0.0f}},
-        {"cosine20_min0.02", {BP_SCHEDULE_COSINE, 0, 0, 0.0f, 20, 0.02f}},
+        {"constant", schedule(BP_SCHEDULE_CONSTANT, 0, 0, 0.0, 0, 0.0)},
+        {"constant_warmup5", schedule(BP_SCHEDULE_CONSTANT, 5, 0, 0.0, 0, 0.0)},
+        {"step4_gamma0.5", schedule(BP_SCHEDULE_STEP, 0, 4, 0.5, 0, 0.0)},
+        {"warmup3_step3_gamma0.7", schedule(BP_SCHEDULE_STEP, 3, 3, 0.7, 0, 0.0)},
+        {"cosine20_min0.02", schedule(BP_SCHEDULE_COSINE, 0, 0, 0.0, 20, 0.02)},
         // total 16: the last four of the 20 steps run past the end and stay at min_lr.
-        {"warmup4_cosine16_min0", {BP_SCHEDULE_COSINE, 4, 0, 0.0f, 16, 0.0f}},
+        {"warmup4_cosine16_min0", schedule(BP_SCHEDULE_COSINE, 4, 0, 0.0, 16, 0.0)},
+        // No metric reported: the plateau's rate is lr after its warm-up.
+        {"warmup3_plateau", schedule(BP_SCHEDULE_PLATEAU, 3, 0, 0.5, 0, 0.0)},
     };
     uint32_t seed = 700;
     for (const auto &sc : cases) {
@@ -681,11 +697,11 @@ TEST(OptimReference, HandComputedSteps) {
     // (t = 5) = 0.55.
     bp_optim_config s = bp_optim_config_default(BP_OPTIM_SGD);
     s.lr = 1.0f;
-    s.schedule = {BP_SCHEDULE_STEP, 4, 2, 0.5f, 0, 0.0f};
+    s.schedule = schedule(BP_SCHEDULE_STEP, 4, 2, 0.5, 0, 0.0);
     const double want[] = {0.25, 0.5, 0.75, 1.0, 1.0, 1.0, 0.5, 0.5};
     for (int t = 0; t < 8; ++t)
         EXPECT_DOUBLE_EQ(want[t], ref_lr(s, t)) << t;
-    s.schedule = {BP_SCHEDULE_COSINE, 0, 0, 0.0f, 10, 0.1f};
+    s.schedule = schedule(BP_SCHEDULE_COSINE, 0, 0, 0.0, 10, 0.1);
     EXPECT_NEAR(0.55, ref_lr(s, 5), 1e-7);
     EXPECT_NEAR(1.0, ref_lr(s, 0), 1e-7);
     EXPECT_NEAR(0.1, ref_lr(s, 10), 1e-7);

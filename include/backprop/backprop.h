@@ -12,6 +12,8 @@
 #include "train.h"
 #include "data.h"
 #include "checkpoint.h"
+#include "evaluate.h"
+#include "bench.h"
 #include "distributed.h"
 
 #endif

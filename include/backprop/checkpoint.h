@@ -20,9 +20,14 @@
  *   F32 in every precision (the fp32 master weights).
  *   with an optimizer: optimizer.kind (sgd, adam, adamw), optimizer.lr, .momentum, .dampening,
  *   .nesterov (0/1), .weight_decay, .beta1, .beta2, .eps, .clip_norm, .clip_value,
- *   .accum_steps, optimizer.schedule.kind (constant, step, cosine), optimizer.schedule.
- *   warmup_steps, .step_size, .gamma, .total_steps, .min_lr, and optimizer.steps
+ *   .accum_steps, optimizer.schedule.kind (constant, step, cosine, plateau), optimizer.schedule.
+ *   warmup_steps, .step_size, .gamma, .total_steps, .min_lr, and optimizer.steps; with the
+ *   plateau schedule also optimizer.schedule.mode (min, max), .threshold, .threshold_mode (rel,
+ *   abs), .patience, .cooldown, .eps and its state optimizer.plateau.best (a number, inf or
+ *   -inf), .bad_epochs, .cooldown_left (optimizer.lr is then the rate it has lowered to)
  *   the caller's entries: run.<key>
+ * Every name is the one bp_<enum>_name gives (bp_activation_name, bp_precision_name,
+ * bp_optim_kind_name, ...).
  * The initial-weight scheme is not recorded: a loaded model has its weights.
  *
  * Saving is atomic: the file is written beside the target (unnamed where the filesystem has
@@ -42,7 +47,18 @@
  * Loading checks the file against itself and the metadata (every tensor present, with the shape
  * the widths imply, nothing unexpected) and names the file and the tensor or key on failure:
  * BP_ERR_IO for the file system, BP_ERR_CORRUPT_FILE for the content, BP_ERR_UNSUPPORTED for a
- * newer format version or checksum algorithm. */
+ * newer format version or checksum algorithm.
+ *
+ * Two ways to read: a handle (bp_checkpoint_open) parses the file once and then hands out the
+ * model, the optimizer, the entries and the arrays, each read and checked when asked for; the
+ * calls by path (bp_checkpoint_load_model, _get_meta, ...) open, read one thing and close, and
+ * suit a program that wants one thing once.
+ *
+ * Lifetime: what a handle hands out by pointer (entries, names, the model's config arrays) is
+ * owned by it and valid until bp_checkpoint_close; models, optimizers and arrays it reads are the
+ * caller's and outlive it. Threads: a handle is used by one thread at a time; handles (and path
+ * calls) on different threads do not interact, except that two threads must not save to one
+ * path at once. */
 #ifndef BACKPROP_CHECKPOINT_H
 #define BACKPROP_CHECKPOINT_H
 
@@ -108,6 +124,56 @@ BP_API float *bp_checkpoint_get_array(const char *path, const char *name, size_t
  * before they existed); BP_ERR_CORRUPT_FILE naming the first tensor or key that does not
  * match, BP_ERR_IO when it cannot be read. verified may be NULL. */
 BP_API bp_status bp_checkpoint_verify(const char *path, int *verified);
+
+/* ---- a checkpoint opened once ---------------------------------------------------------------
+ * Handle calls name themselves and the file in messages; a NULL handle or pointer argument is
+ * BP_ERR_INVALID_ARGUMENT (getters return 0, NULL or ""). */
+typedef struct bp_checkpoint bp_checkpoint;
+
+/* Opens path: parses the header and the metadata, checks every metadata entry against its
+ * checksum and that this is a checkpoint this library reads (format and version). The
+ * tensors are read and checked when asked for. NULL and *status on failure (BP_ERR_IO,
+ * BP_ERR_CORRUPT_FILE, BP_ERR_UNSUPPORTED, as the loads above). */
+BP_API bp_checkpoint *bp_checkpoint_open(const char *path, bp_status *status);
+BP_API void bp_checkpoint_close(bp_checkpoint *checkpoint); /* NULL is allowed */
+BP_API const char *bp_checkpoint_path(const bp_checkpoint *checkpoint);
+
+/* The model the metadata describes, as the config bp_model_create would take (init is the
+ * default: the scheme is not recorded, the weights are), without building it. Its arrays are
+ * the handle's. BP_ERR_CORRUPT_FILE when the model's metadata is bad. */
+BP_API bp_status bp_checkpoint_model_config(bp_checkpoint *checkpoint, bp_mlp_config *config);
+
+/* bp_checkpoint_load_model and bp_checkpoint_load_optimizer on an open handle. */
+BP_API bp_model *bp_checkpoint_read_model(bp_checkpoint *checkpoint, bp_device *device,
+                                          int max_batch, bp_status *status);
+BP_API bp_optimizer *bp_checkpoint_read_optimizer(bp_checkpoint *checkpoint, bp_model *model,
+                                                  bp_status *status);
+
+/* 1 when the checkpoint holds an optimizer (0 for NULL). */
+BP_API int bp_checkpoint_has_optimizer(const bp_checkpoint *checkpoint);
+
+/* The optimizer's configuration as saved (a plateau's rate as lowered so far) and its step
+ * count (steps may be NULL), without building it. BP_ERR_INVALID_ARGUMENT when the checkpoint
+ * holds none, BP_ERR_CORRUPT_FILE for bad metadata. */
+BP_API bp_status bp_checkpoint_optim_config(bp_checkpoint *checkpoint, bp_optim_config *config,
+                                            int64_t *steps);
+
+/* The caller's entries (run.<key>), in key order (strcmp): how many, entry `index` (key without
+ * "run."; {NULL, NULL} out of range), and the value of key (NULL when absent). */
+BP_API size_t bp_checkpoint_n_meta(const bp_checkpoint *checkpoint);
+BP_API bp_meta_entry bp_checkpoint_meta_at(const bp_checkpoint *checkpoint, size_t index);
+BP_API const char *bp_checkpoint_meta(const bp_checkpoint *checkpoint, const char *key);
+
+/* The caller's arrays (run.<name>), in name order: how many, the name of array `index` (NULL
+ * out of range), and bp_checkpoint_get_array on the handle (a malloc'd copy, checked against
+ * its checksum; NULL with BP_OK and *count 0 when absent). */
+BP_API size_t bp_checkpoint_n_arrays(const bp_checkpoint *checkpoint);
+BP_API const char *bp_checkpoint_array_name(const bp_checkpoint *checkpoint, size_t index);
+BP_API float *bp_checkpoint_read_array(bp_checkpoint *checkpoint, const char *name, size_t *count,
+                                       bp_status *status);
+
+/* bp_checkpoint_verify on an open handle: every tensor against its checksum. */
+BP_API bp_status bp_checkpoint_check(bp_checkpoint *checkpoint, int *verified);
 
 #ifdef __cplusplus
 }

@@ -14,7 +14,12 @@
  * Inf; BP_ERR_UNSUPPORTED for a valid file in a form not read here (an NPY dtype, Fortran
  * order); BP_ERR_INVALID_ARGUMENT for bad options. Nothing is allocated on a header's word
  * alone: claims are checked against the file's size, and compressed data is read in growing
- * chunks. */
+ * chunks.
+ *
+ * Lifetime: a dataset owns its memory (a loader and an evaluation borrow it: free it after
+ * them); what its getters return lives as long as it. The datasets a split makes are new ones.
+ * Threads: a dataset may be read from several threads at once (loaders, bp_evaluate); changing
+ * it (bp_dataset_apply_scaling) needs it to itself. A loader is used by one thread at a time. */
 #ifndef BACKPROP_DATA_H
 #define BACKPROP_DATA_H
 
@@ -36,6 +41,10 @@ typedef enum bp_target_kind {
     BP_TARGET_NONE = 2    /* no targets (width 0): features to predict from; no loader takes them */
 } bp_target_kind;
 
+/* "class", "values", "none" (the name and parse pair of device.h). */
+BP_API const char *bp_target_kind_name(bp_target_kind kind);
+BP_API bp_status bp_target_kind_parse(const char *text, bp_target_kind *out);
+
 /* IDX files (the MNIST format), gzip-compressed (detected by the bytes 1f 8b) or not. images:
  * unsigned-byte IDX of rank >= 2 (magic 0x00000803 for [n, rows, cols]; each sample flattened);
  * labels: unsigned-byte IDX vector [n] (magic 0x00000801). Pixel values are kept as they are
@@ -55,6 +64,10 @@ typedef enum bp_csv_target {
     BP_CSV_NO_TARGETS = 5   /* every column is a feature (targets must be NULL):
                                BP_TARGET_NONE, data to predict from */
 } bp_csv_target;
+
+/* "class_index", "one_hot", "values", "class_name", "class_auto", "no_targets". */
+BP_API const char *bp_csv_target_name(bp_csv_target kind);
+BP_API bp_status bp_csv_target_parse(const char *text, bp_csv_target *out);
 
 typedef struct bp_csv_options {
     char delimiter;      /* 0: ',' */
@@ -101,6 +114,89 @@ BP_API bp_dataset *bp_dataset_load_csv(const char *path, const bp_csv_options *o
 BP_API bp_dataset *bp_dataset_load_npy(const char *features_path, const char *targets_path,
                                        bp_target_kind kind, bp_status *status);
 
+/* ---- a dataset by its content ------------------------------------------------------------ */
+
+typedef enum bp_data_format {
+    BP_FORMAT_AUTO = 0, /* told by the content */
+    BP_FORMAT_CSV = 1,
+    BP_FORMAT_NPY = 2,
+    BP_FORMAT_IDX = 3
+} bp_data_format;
+
+/* "auto", "csv", "npy", "idx". */
+BP_API const char *bp_data_format_name(bp_data_format format);
+BP_API bp_status bp_data_format_parse(const char *text, bp_data_format *out);
+
+/* What a failed open most likely means, beyond its message (which says it too). */
+typedef enum bp_data_hint {
+    BP_HINT_NONE = 0,
+    BP_HINT_DELIMITER = 1,  /* a CSV whose first line has none of the delimiter but another
+                               common one (report.delimiter): the delimiter is wrong */
+    BP_HINT_VALUES = 2,     /* class labels were asked for, and the targets read as values:
+                               they are regression targets (BP_CSV_VALUES, BP_TARGET_VALUES) */
+    BP_HINT_CLASS_NAMES = 3 /* BP_CSV_CLASS_AUTO met labels that mix numbers and names; they
+                               read as names (BP_CSV_CLASS_NAME) */
+} bp_data_hint;
+
+/* "none", "delimiter", "values", "class_names". */
+BP_API const char *bp_data_hint_name(bp_data_hint hint);
+BP_API bp_status bp_data_hint_parse(const char *text, bp_data_hint *out);
+
+typedef struct bp_open_options {
+    bp_data_format format; /* BP_FORMAT_AUTO: from the content */
+    /* The file of the targets for NPY features (NULL: none, the data is BP_TARGET_NONE) and of
+     * the labels for IDX images (required); "-" is standard input. A CSV holds its targets in
+     * columns: this is then ignored (report.targets_ignored). */
+    const char *targets_path;
+    bp_target_kind target_kind; /* NPY targets: BP_TARGET_CLASS or BP_TARGET_VALUES */
+    bp_csv_options csv;         /* CSV: as bp_dataset_load_csv reads it */
+    /* > 0: the input width of the model the data is for. A CSV with exactly this many columns
+     * then holds features alone and is read as BP_CSV_NO_TARGETS (data to predict from);
+     * naming target columns for it (csv.targets) is BP_ERR_INVALID_ARGUMENT. */
+    int inputs;
+} bp_open_options;
+
+/* format AUTO, no targets file, target_kind BP_TARGET_CLASS, csv = bp_csv_options_default()
+ * with target_kind BP_CSV_CLASS_AUTO (indices or names, whichever the labels are), inputs 0. */
+BP_API bp_open_options bp_open_options_default(void);
+
+/* What bp_dataset_open found, filled on success and on failure as far as it got. */
+typedef struct bp_open_report {
+    bp_data_format format; /* what the file is (AUTO when it could not tell) */
+    int gzip;              /* 1: the file was gzip-compressed */
+    int columns;           /* CSV: the columns of its first non-blank line */
+    int no_targets;        /* 1: read as features alone (NPY without targets; CSV as wide as
+                              options.inputs) */
+    int targets_ignored;   /* 1: targets_path was given for a CSV, which holds its own */
+    bp_data_hint hint;     /* on failure: see bp_data_hint */
+    char delimiter;        /* BP_HINT_DELIMITER: the delimiter the first line has */
+} bp_open_report;
+
+/* A dataset from path ("-": standard input, read once) by its content, not its name: gzip is
+ * undone first (every format), then the NPY magic (\x93NUMPY) makes an NPY file, the IDX magic
+ * (00 00 08 rank) an IDX file, and text a CSV file; binary data that is none of these is
+ * BP_ERR_CORRUPT_FILE naming its first bytes. Each format is read as its loader above reads it,
+ * with the same checks and statuses; messages start with "bp_dataset_open" and name the file
+ * (standard input as 'standard input').
+ *
+ * It diagnoses what a loader alone cannot: a CSV whose first line has none of the delimiter but
+ * another one is BP_ERR_INVALID_ARGUMENT naming both; class labels that fail to read are read
+ * again as values (and, under BP_CSV_CLASS_AUTO, as names), and when that works the message says
+ * so and report->hint names it. options NULL: the defaults; report may be NULL. NULL and *status
+ * on failure. */
+BP_API bp_dataset *bp_dataset_open(const char *path, const bp_open_options *options,
+                                   bp_open_report *report, bp_status *status);
+
+/* Writes an array as a NumPy .npy file (format 1.0, C order, little-endian): dtype BP_F32
+ * ('<f4') or BP_I32 ('<i4'), ndim 1..32 sizes in shape (each >= 0), the elements of data in C
+ * order (their product, which must stay below 2^60 bytes). path "-" writes standard output;
+ * any other path is written atomically, as checkpoints are (beside it, flushed and renamed, so
+ * a failure leaves the previous file). NumPy's np.load reads it; so does bp_dataset_load_npy.
+ * BP_ERR_INVALID_ARGUMENT for bad arguments, BP_ERR_IO when writing fails (nothing is left at
+ * path then). */
+BP_API bp_status bp_npy_save(const char *path, bp_dtype dtype, int ndim, const int64_t *shape,
+                             const void *data);
+
 /* A dataset from caller memory (copied). targets: int32 [n] for classes, float [n, width] for
  * values (width 1 for classes); BP_TARGET_NONE takes width 0 and ignores targets (NULL). Class
  * indices must be >= 0 (BP_ERR_INVALID_ARGUMENT), features and values finite
@@ -127,10 +223,10 @@ BP_API const void *bp_dataset_targets_data(const bp_dataset *dataset);
  * rest validate. val_fraction in (0, 1), and each part must get at least one row. Both outputs
  * are new datasets that keep the input's class count and names; the input is unchanged.
  *
- * The shuffle (also the loader's, with another stream) is Fisher-Yates over the identity
- * 0..n-1 driven by bp_random_u32 (kernels/bp_math.h): step k = 0..n-2 swaps position
- * i = n-1-k with j = r mod (i + 1), where r = word 2k | word 2k+1 << 32 of the stream
- * (seed, 0xC000000000000000). */
+ * The shuffle (also the loader's, with another stream, see bp_loader_epoch_order) is
+ * Fisher-Yates over the identity 0..n-1 driven by the library's counter-based generator
+ * (Philox4x32-10): step k = 0..n-2 swaps position i = n-1-k with j = r mod (i + 1), where
+ * r = word 2k | word 2k+1 << 32 of the stream (seed, 0xC000000000000000). */
 BP_API bp_status bp_dataset_split(const bp_dataset *dataset, double val_fraction, uint64_t seed,
                                   bp_dataset **train, bp_dataset **val);
 
@@ -142,6 +238,10 @@ typedef enum bp_scaling_kind {
     BP_SCALE_STANDARD = 2, /* zero mean, unit variance per feature; a constant feature scale 1 */
     BP_SCALE_GLOBAL = 3    /* one mean and one standard deviation over all features (images) */
 } bp_scaling_kind;
+
+/* "none", "minmax", "standard", "global". */
+BP_API const char *bp_scaling_kind_name(bp_scaling_kind kind);
+BP_API bp_status bp_scaling_kind_parse(const char *text, bp_scaling_kind *out);
 
 /* offset and scale: bp_dataset_features(train) floats each. Statistics in double. */
 BP_API bp_status bp_dataset_fit_scaling(const bp_dataset *train, bp_scaling_kind kind,
@@ -172,6 +272,14 @@ BP_API void bp_loader_free(bp_loader *loader);
 BP_API bp_loader *bp_loader_create_shard(const bp_dataset *dataset, bp_device *device, int batch,
                                          int shuffle, uint64_t seed, int index, int count,
                                          int min_rows, bp_status *status);
+
+/* The order in which a loader over n rows created with shuffle and seed hands out the rows of
+ * epoch `epoch`: order[0..n) receives the row indices (0..n-1 without shuffle), batch b being
+ * order[b * batch ..]. It is the loader's own computation, so a program can reproduce (or
+ * check) what a loader feeds it without a device. n in 1..2^40 and epoch in 0..2^40-1, else
+ * BP_ERR_INVALID_ARGUMENT. */
+BP_API bp_status bp_loader_epoch_order(int64_t n, int shuffle, uint64_t seed, int64_t epoch,
+                                       int64_t *order);
 
 /* Batches per epoch: ceil(n / batch) (less a last one left out, see above); the last one may
  * be smaller. */

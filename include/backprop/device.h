@@ -1,6 +1,12 @@
 /* Devices: where tensors live and kernels run.
  *
- * Names: "cpu", "cuda" (GPU 0), "cuda:N", "auto" (CUDA when a GPU is present, else the CPU). */
+ * Names: "cpu", "cuda" (GPU 0), "cuda:N", "auto" (CUDA when a GPU is present, else the CPU).
+ *
+ * Lifetime: a device outlives everything created on it (tensors, models, optimizers, loaders,
+ * checkpoint handles' models): free those first, then bp_device_close.
+ * Threads: one handle is used by one thread at a time; handles used on different threads do not
+ * interact (two devices opened on the same GPU included). The functions that take no handle
+ * (bp_device_available, the enum names) may be called from any thread. */
 #ifndef BACKPROP_DEVICE_H
 #define BACKPROP_DEVICE_H
 
@@ -17,6 +23,13 @@ extern "C" {
 typedef struct bp_device bp_device;
 
 typedef enum bp_device_kind { BP_DEVICE_CPU = 0, BP_DEVICE_CUDA = 1 } bp_device_kind;
+
+/* The names of the enums, one spelling each, and back: every public enum has this pair.
+ * bp_X_name gives "" for a value outside the enum; bp_X_parse stores the value of text into *out
+ * (unchanged on failure) or fails with BP_ERR_INVALID_ARGUMENT naming the text and listing the
+ * names it accepts. Device kinds: "cpu", "cuda". */
+BP_API const char *bp_device_kind_name(bp_device_kind kind);
+BP_API bp_status bp_device_kind_parse(const char *text, bp_device_kind *out);
 
 /* Memory counters of a device handle, for tests and benchmarks. */
 typedef struct bp_device_stats {

@@ -22,7 +22,10 @@
  * When one rank's arguments fail, every rank returns an error (the others name the rank), so no
  * rank is left waiting. A rank that dies makes MPI end the job (mpirun kills the others).
  *
- * Without MPI (built with BP_MPI=OFF) bp_comm_create fails with BP_ERR_UNSUPPORTED. */
+ * Without MPI (built with BP_MPI=OFF) bp_comm_create fails with BP_ERR_UNSUPPORTED.
+ *
+ * Lifetime: a comm outlives the training of the models attached to it. Threads: a comm is
+ * used by one thread at a time, as MPI's own calls are by a program that initialised it so. */
 #ifndef BACKPROP_DISTRIBUTED_H
 #define BACKPROP_DISTRIBUTED_H
 

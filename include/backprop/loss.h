@@ -9,6 +9,7 @@
 #define BACKPROP_LOSS_H
 
 #include "export.h"
+#include "status.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -19,6 +20,10 @@ typedef enum bp_loss_kind {
     BP_LOSS_CROSS_ENTROPY = 1,
     BP_LOSS_BCE_LOGITS = 2
 } bp_loss_kind;
+
+/* "mse", "ce", "bce" (the name and parse pair of device.h). */
+BP_API const char *bp_loss_kind_name(bp_loss_kind kind);
+BP_API bp_status bp_loss_kind_parse(const char *text, bp_loss_kind *out);
 
 typedef struct bp_loss_config {
     bp_loss_kind kind;

@@ -4,7 +4,14 @@
  * then applies activations[l], then (in training mode) dropout with probability dropout[l].
  * Weights are [out, in] like PyTorch's nn.Linear. All parameters live in one flat buffer in
  * PyTorch state_dict order: W0, b0, W1, b1, ...; gradients live in a second buffer of the same
- * layout. */
+ * layout.
+ *
+ * Lifetime: a model lives on its device and is freed before it. A model and its optimizer may
+ * be freed in either order; once the model is freed, bp_optimizer_free is the only call its
+ * optimizer takes. Tensors passed in are borrowed for the call (a training forward's x until the
+ * backward that follows it).
+ * Threads: a model (with its optimizer and device) is used by one thread at a time; models on
+ * different threads do not interact. */
 #ifndef BACKPROP_MODEL_H
 #define BACKPROP_MODEL_H
 
@@ -33,6 +40,11 @@ typedef enum bp_activation {
     BP_ACT_COUNT_ = 8
 } bp_activation;
 
+/* "identity", "relu", "leaky_relu", "sigmoid", "tanh", "gelu", "gelu_tanh", "silu": the names in
+ * checkpoints (the name and parse pair of device.h). */
+BP_API const char *bp_activation_name(bp_activation activation);
+BP_API bp_status bp_activation_parse(const char *text, bp_activation *out);
+
 typedef enum bp_init {
     BP_INIT_TORCH_DEFAULT = 0,  /* nn.Linear: W, b ~ U(-1/sqrt(in), 1/sqrt(in)) */
     BP_INIT_HE_UNIFORM = 1,     /* W ~ U(-sqrt(6/in), sqrt(6/in)), b = 0 */
@@ -42,7 +54,15 @@ typedef enum bp_init {
     BP_INIT_COUNT_ = 5
 } bp_init;
 
+/* "torch_default", "he_uniform", "he_normal", "xavier_uniform", "xavier_normal". */
+BP_API const char *bp_init_name(bp_init init);
+BP_API bp_status bp_init_parse(const char *text, bp_init *out);
+
 typedef enum bp_mode { BP_MODE_INFERENCE = 0, BP_MODE_TRAINING = 1 } bp_mode;
+
+/* "inference", "training". */
+BP_API const char *bp_mode_name(bp_mode mode);
+BP_API bp_status bp_mode_parse(const char *text, bp_mode *out);
 
 /* The arithmetic of a model's matrix products and what its activations are kept in; where each
  * rounding happens is in docs/precision.md. Every mode keeps fp32 master weights, fp32
@@ -58,8 +78,9 @@ typedef enum bp_precision {
     BP_PRECISION_COUNT_ = 3
 } bp_precision;
 
-/* "fp32", "tf32", "bf16" ("" for a value outside the enum). */
+/* "fp32", "tf32", "bf16" ("" for a value outside the enum), as checkpoints write them. */
 BP_API const char *bp_precision_name(bp_precision precision);
+BP_API bp_status bp_precision_parse(const char *text, bp_precision *out);
 
 /* What multiplies a model's matrices in `precision` on `device`, as text for people (the engine,
  * its implementation and instruction set, e.g. "oneDNN 2.6.3 matmul, brg:avx512_core_amx (bf16
@@ -135,6 +156,19 @@ BP_API bp_status bp_model_backward(bp_model *model, bp_tensor *dx);
 
 BP_API bp_status bp_model_zero_grad(bp_model *model);
 
+/* The rows of the last forward whose outputs the model holds: the batch of the last
+ * bp_model_forward, or of the last micro-batch of a bp_train_step; 0 when none (no forward yet,
+ * or bp_model_predict or bp_evaluate ran since: they use the same buffers). */
+BP_API int64_t bp_model_output_rows(const bp_model *model);
+
+/* The output of linear layer `layer` (0..n_layers-1) in that forward, after its activation (and
+ * in training mode its dropout): bp_model_output_rows x widths[layer + 1] floats into host,
+ * count being that product. Waits for the device. The last layer's is the model's output; a
+ * backward leaves them as they were. In bf16 mode a hidden layer's output is kept in bf16 and
+ * comes back as those values, widened exactly. BP_ERR_INVALID_ARGUMENT when the model holds no
+ * outputs or layer is out of range, BP_ERR_SHAPE_MISMATCH for another count. */
+BP_API bp_status bp_model_layer_output(const bp_model *model, int layer, float *host, size_t count);
+
 /* What bp_model_predict writes for each row. */
 typedef enum bp_predict_output {
     BP_PREDICT_LOGITS = 0,  /* the model's outputs as they are: [rows, outputs] floats */
@@ -144,6 +178,10 @@ typedef enum bp_predict_output {
                                counts as largest, as in torch.argmax; ties: the first) */
     BP_PREDICT_COUNT_ = 4
 } bp_predict_output;
+
+/* "logits", "softmax", "sigmoid", "class". */
+BP_API const char *bp_predict_output_name(bp_predict_output output);
+BP_API bp_status bp_predict_output_parse(const char *text, bp_predict_output *out);
 
 /* Inference from host memory to host memory: x holds rows rows of widths[0] floats (any number
  * of rows: they go through the model max_batch at a time), out receives what `output` names

@@ -1,7 +1,10 @@
 /* Status codes and error details.
  *
  * Every fallible call returns a bp_status. On failure, bp_last_error() returns a message for the
- * calling thread that names the call, the argument, what was expected and what came. */
+ * calling thread that names the call, the argument, what was expected and what came.
+ *
+ * Threads: the detail is per thread, so an error on one thread never shows on another, and
+ * these calls (like bp_status_string and the enum names) may run on any thread at any time. */
 #ifndef BACKPROP_STATUS_H
 #define BACKPROP_STATUS_H
 

@@ -1,7 +1,10 @@
 /* Tensors: 2-D row-major arrays ([rows, cols]) on a device.
  *
  * A tensor owns its memory, except a row view (bp_tensor_view_rows), which shares the rows of
- * another tensor. Data moves between host and device only through the copy calls. */
+ * another tensor. Data moves between host and device only through the copy calls.
+ *
+ * Lifetime: a tensor is freed before its device; a view before its base.
+ * Threads: a tensor is used by one thread at a time (with the device it lives on). */
 #ifndef BACKPROP_TENSOR_H
 #define BACKPROP_TENSOR_H
 
@@ -20,6 +23,10 @@ typedef enum bp_dtype {
     BP_F32 = 0, /* features, targets for MSE and BCE */
     BP_I32 = 1  /* class indices for cross-entropy: [rows, 1] */
 } bp_dtype;
+
+/* "f32", "i32" (the name and parse pair of device.h). */
+BP_API const char *bp_dtype_name(bp_dtype dtype);
+BP_API bp_status bp_dtype_parse(const char *text, bp_dtype *out);
 
 /* A rows x cols tensor of dtype on device, uninitialised. NULL and *status on failure. */
 BP_API bp_tensor *bp_tensor_create(bp_device *device, bp_dtype dtype, int64_t rows, int64_t cols,

@@ -1,4 +1,8 @@
-/* One call for a whole training step. */
+/* One call for a whole training step.
+ *
+ * Lifetime: nothing is kept but what the model and optimizer hold; x and target are borrowed for
+ * the call. Threads: a step uses the model, its optimizer and their device from one thread at a
+ * time; steps of different models on different threads do not interact. */
 #ifndef BACKPROP_TRAIN_H
 #define BACKPROP_TRAIN_H
 

@@ -1,4 +1,5 @@
-/* The library's version, at compile time and at run time, and what the build contains. */
+/* The library's version, at compile time and at run time, and what the build contains.
+ * Lifetime and threads: the strings are static, and every call here may run on any thread. */
 #ifndef BACKPROP_VERSION_H
 #define BACKPROP_VERSION_H
 

@@ -21,6 +21,11 @@ bp_optim_config bp_optim_config_default(bp_optim_kind kind) {
     c.accum_steps = 1;
     c.schedule.kind = BP_SCHEDULE_CONSTANT;
     c.schedule.gamma = 0.1;
+    c.schedule.mode = BP_PLATEAU_MIN;
+    c.schedule.threshold = 1e-4;
+    c.schedule.threshold_mode = BP_THRESHOLD_REL;
+    c.schedule.patience = 10;
+    c.schedule.eps = 1e-8;
     return c;
 }
 
@@ -29,8 +34,27 @@ bp_optim_config bp_optim_config_default(bp_optim_kind kind) {
         if (!(cond)) return bp_error(BP_ERR_INVALID_ARGUMENT, __VA_ARGS__);                        \
     } while (0)
 
+/* PyTorch's checks of ReduceLROnPlateau's arguments, and ours of the counts. */
+static bp_status check_plateau(const char *fn, const bp_schedule *s) {
+    BP_CHECK(s->gamma > 0.0 && s->gamma < 1.0, "%s: plateau gamma (factor) is %g, expected (0, 1)",
+             fn, s->gamma);
+    BP_CHECK(s->min_lr >= 0.0 && isfinite(s->min_lr), "%s: min_lr is %g, expected >= 0", fn,
+             s->min_lr);
+    BP_CHECK(s->mode == BP_PLATEAU_MIN || s->mode == BP_PLATEAU_MAX,
+             "%s: plateau mode %d is not BP_PLATEAU_MIN or BP_PLATEAU_MAX", fn, (int)s->mode);
+    BP_CHECK(s->threshold_mode == BP_THRESHOLD_REL || s->threshold_mode == BP_THRESHOLD_ABS,
+             "%s: threshold_mode %d is not BP_THRESHOLD_REL or BP_THRESHOLD_ABS", fn,
+             (int)s->threshold_mode);
+    BP_CHECK(s->threshold >= 0.0 && isfinite(s->threshold), "%s: threshold is %g, expected >= 0",
+             fn, s->threshold);
+    BP_CHECK(s->patience >= 0, "%s: patience is %lld, expected >= 0", fn, (long long)s->patience);
+    BP_CHECK(s->cooldown >= 0, "%s: cooldown is %lld, expected >= 0", fn, (long long)s->cooldown);
+    BP_CHECK(s->eps >= 0.0 && isfinite(s->eps), "%s: plateau eps is %g, expected >= 0", fn, s->eps);
+    return BP_OK;
+}
+
 static bp_status check_schedule(const char *fn, const bp_schedule *s) {
-    BP_CHECK(s->kind >= BP_SCHEDULE_CONSTANT && s->kind <= BP_SCHEDULE_COSINE,
+    BP_CHECK(s->kind >= BP_SCHEDULE_CONSTANT && s->kind <= BP_SCHEDULE_PLATEAU,
              "%s: schedule kind %d is not a schedule", fn, (int)s->kind);
     BP_CHECK(s->warmup_steps >= 0, "%s: warmup_steps is %lld, expected >= 0", fn,
              (long long)s->warmup_steps);
@@ -47,7 +71,7 @@ static bp_status check_schedule(const char *fn, const bp_schedule *s) {
         BP_CHECK(s->min_lr >= 0.0 && isfinite(s->min_lr), "%s: min_lr is %g, expected >= 0", fn,
                  s->min_lr);
     }
-    return BP_OK;
+    return s->kind == BP_SCHEDULE_PLATEAU ? check_plateau(fn, s) : BP_OK;
 }
 
 bp_status bp_check_optim_config(const char *fn, const bp_optim_config *c) {
@@ -97,7 +121,9 @@ bp_optimizer *bp_optimizer_create(bp_model *model, const bp_optim_config *config
         st = bp_error(BP_ERR_OUT_OF_MEMORY, "%s: no host memory", fn);
     if (st == BP_OK) {
         o->model = model;
+        o->device = model->device;
         o->config = *config;
+        o->plateau = bp_plateau_start(&config->schedule);
         o->state_size = state_floats(config, model->n_params);
         if (o->state_size)
             st = bp_dev_alloc(model->device, o->state_size * sizeof(float), fn, (void **)&o->state);
@@ -114,7 +140,7 @@ bp_optimizer *bp_optimizer_create(bp_model *model, const bp_optim_config *config
 
 void bp_optimizer_free(bp_optimizer *optimizer) {
     if (!optimizer) return;
-    bp_dev_free(optimizer->model->device, optimizer->state, optimizer->state_size * sizeof(float));
+    bp_dev_free(optimizer->device, optimizer->state, optimizer->state_size * sizeof(float));
     free(optimizer);
 }
 
@@ -145,6 +171,84 @@ float bp_optimizer_lr(const bp_optimizer *optimizer) {
 
 int64_t bp_optimizer_steps(const bp_optimizer *optimizer) {
     return optimizer ? optimizer->steps : 0;
+}
+
+bp_status bp_optimizer_get_config(const bp_optimizer *optimizer, bp_optim_config *config) {
+    if (!optimizer || !config)
+        return bp_error(BP_ERR_INVALID_ARGUMENT, "bp_optimizer_get_config: %s is NULL",
+                        optimizer ? "config" : "optimizer");
+    *config = optimizer->config;
+    return BP_OK;
+}
+
+bp_status bp_optimizer_set_lr(bp_optimizer *optimizer, double lr) {
+    const char *fn = "bp_optimizer_set_lr";
+    if (!optimizer) return bp_error(BP_ERR_INVALID_ARGUMENT, "%s: optimizer is NULL", fn);
+    BP_CHECK(lr > 0.0 && isfinite(lr), "%s: lr is %g, expected > 0", fn, lr);
+    optimizer->config.lr = lr;
+    return BP_OK;
+}
+
+bp_status bp_optimizer_set_weight_decay(bp_optimizer *optimizer, double weight_decay) {
+    const char *fn = "bp_optimizer_set_weight_decay";
+    if (!optimizer) return bp_error(BP_ERR_INVALID_ARGUMENT, "%s: optimizer is NULL", fn);
+    BP_CHECK(weight_decay >= 0.0 && isfinite(weight_decay), "%s: weight_decay is %g, expected >= 0",
+             fn, weight_decay);
+    optimizer->config.weight_decay = weight_decay;
+    return BP_OK;
+}
+
+/* ---- the plateau schedule: PyTorch's ReduceLROnPlateau, step for step ---- */
+
+bp_plateau_state bp_plateau_start(const bp_schedule *s) {
+    bp_plateau_state p = {s->mode == BP_PLATEAU_MAX ? -INFINITY : INFINITY, 0, 0};
+    return p;
+}
+
+/* ReduceLROnPlateau.is_better. */
+static int plateau_better(const bp_schedule *s, double a, double best) {
+    double t = s->threshold;
+    if (s->mode == BP_PLATEAU_MIN)
+        return s->threshold_mode == BP_THRESHOLD_REL ? a < best * (1.0 - t) : a < best - t;
+    return s->threshold_mode == BP_THRESHOLD_REL ? a > best * (t + 1.0) : a > best + t;
+}
+
+/* ReduceLROnPlateau._reduce_lr: 1 when the rate changed. */
+static int plateau_reduce(bp_optim_config *c) {
+    double old = c->lr, lowered = old * c->schedule.gamma;
+    double next = lowered > c->schedule.min_lr ? lowered : c->schedule.min_lr;
+    if (!(old - next > c->schedule.eps)) return 0;
+    c->lr = next;
+    return 1;
+}
+
+bp_status bp_optimizer_report_metric(bp_optimizer *optimizer, double metric, int *reduced) {
+    const char *fn = "bp_optimizer_report_metric";
+    if (reduced) *reduced = 0;
+    if (!optimizer) return bp_error(BP_ERR_INVALID_ARGUMENT, "%s: optimizer is NULL", fn);
+    const bp_schedule *s = &optimizer->config.schedule;
+    if (s->kind != BP_SCHEDULE_PLATEAU)
+        return bp_error(BP_ERR_INVALID_ARGUMENT,
+                        "%s: the schedule is '%s'; only a plateau schedule takes metrics", fn,
+                        bp_schedule_kind_name(s->kind));
+    bp_plateau_state *p = &optimizer->plateau;
+    if (plateau_better(s, metric, p->best)) {
+        p->best = metric;
+        p->bad_epochs = 0;
+    } else {
+        p->bad_epochs++;
+    }
+    if (p->cooldown_left > 0) {
+        p->cooldown_left--;
+        p->bad_epochs = 0;
+    }
+    if (p->bad_epochs > s->patience) {
+        int changed = plateau_reduce(&optimizer->config);
+        if (reduced) *reduced = changed;
+        p->cooldown_left = s->cooldown;
+        p->bad_epochs = 0;
+    }
+    return BP_OK;
 }
 
 static bp_update_args update_args(const bp_optimizer *o, float grad_scale) {

@@ -6,11 +6,6 @@
 #include "core/error.h"
 #include "core/model_internal.h"
 
-const char *bp_precision_name(bp_precision precision) {
-    static const char *const names[BP_PRECISION_COUNT_] = {"fp32", "tf32", "bf16"};
-    return (unsigned)precision < BP_PRECISION_COUNT_ ? names[precision] : "";
-}
-
 bp_precision bp_model_precision(const bp_model *model) {
     return model ? model->precision : BP_PRECISION_FP32;
 }

@@ -14,6 +14,7 @@
 
 #include "core/error.h"
 #include "core/model_internal.h"
+#include "core/names.h"
 #include "core/optim_internal.h"
 #include "io/checksum.h"
 #include "io/safetensors.h"
@@ -22,11 +23,6 @@
 #define CKPT_VERSION    1
 #define CKPT_MAX_LAYERS 1024      /* bp_model_create's limit */
 #define CKPT_MAX_WIDTH  (1 << 24) /* bp_model_create's limit */
-
-static const char *const act_names[BP_ACT_COUNT_] = {"identity", "relu", "leaky_relu", "sigmoid",
-                                                     "tanh",     "gelu", "gelu_tanh",  "silu"};
-static const char *const kind_names[] = {"sgd", "adam", "adamw"};
-static const char *const schedule_names[] = {"constant", "step", "cosine"};
 
 /* The model as a checkpoint describes it. */
 typedef struct ckpt_model {
@@ -324,16 +320,25 @@ static double mr_double(mreader *r, const char *key) {
     return out;
 }
 
-static int find_name(const char *s, const char *const *names, int n) {
-    for (int k = 0; k < n; ++k)
-        if (strcmp(s, names[k]) == 0) return k;
-    return -1;
+/* A plateau's best metric: a finite number, or "inf" / "-inf" before the first metric. */
+static double mr_best(mreader *r, const char *key) {
+    const char *v = mr_get(r, key);
+    double out = 0.0;
+    if (v && strcmp(v, "inf") == 0) return INFINITY;
+    if (v && strcmp(v, "-inf") == 0) return -INFINITY;
+    if (v && !parse_double(v, &out)) mr_bad(r, key, v, "a finite number, inf or -inf");
+    return out;
 }
 
-static int mr_name(mreader *r, const char *key, const char *const *names, int n, const char *want) {
+/* A name of the enum's table (core/names.h), as its public parse function reads it. */
+static int mr_name(mreader *r, const char *key, const bp_name_table *t) {
     const char *v = mr_get(r, key);
-    int k = v ? find_name(v, names, n) : 0;
-    if (k < 0) mr_bad(r, key, v, want);
+    int k = v ? bp_name_find(t, v) : 0;
+    if (k < 0) {
+        char want[256];
+        bp_name_list(t, " or ", want, sizeof want);
+        mr_bad(r, key, v, want);
+    }
     return k < 0 ? 0 : k;
 }
 
@@ -350,7 +355,7 @@ static int parse_item(const char *tok, int kind, void *out, size_t k) {
         ((int *)out)[k] = (int)w;
         return 1;
     case LIST_ACT:
-        if ((a = find_name(tok, act_names, BP_ACT_COUNT_)) < 0) return 0;
+        if ((a = bp_name_find(&bp_names_activation, tok)) < 0) return 0;
         ((bp_activation *)out)[k] = (bp_activation)a;
         return 1;
     default:
@@ -415,28 +420,43 @@ static bp_status read_model_meta(const bp_st_file *f, ckpt_model *cm) {
     cm->rng_counter = mr_u64(&r, "model.rng_counter");
     cm->max_batch = (int)mr_int(&r, "model.max_batch", 1, CKPT_MAX_WIDTH);
     /* Optional: a checkpoint written before the precision modes is fp32. */
-    static const char *const precisions[] = {"fp32", "tf32", "bf16"};
     cm->precision = BP_PRECISION_FP32;
     if (r.st == BP_OK && bp_st_get_meta(f, "model.precision"))
-        cm->precision =
-            (bp_precision)mr_name(&r, "model.precision", precisions, 3, "fp32, tf32 or bf16");
+        cm->precision = (bp_precision)mr_name(&r, "model.precision", &bp_names_precision);
     return r.st;
 }
 
-static void read_schedule(mreader *r, bp_schedule *s) {
-    s->kind = (bp_schedule_kind)mr_name(r, "optimizer.schedule.kind", schedule_names, 3,
-                                        "constant, step or cosine");
+/* A plateau's configuration and state: only in files with that schedule (it came later, so
+ * no older file lacks them). */
+static void read_plateau(mreader *r, bp_schedule *s, bp_plateau_state *p) {
+    s->mode = (bp_plateau_mode)mr_name(r, "optimizer.schedule.mode", &bp_names_plateau_mode);
+    s->threshold = mr_double(r, "optimizer.schedule.threshold");
+    s->threshold_mode = (bp_threshold_mode)mr_name(r, "optimizer.schedule.threshold_mode",
+                                                   &bp_names_threshold_mode);
+    s->patience = mr_int(r, "optimizer.schedule.patience", 0, INT64_MAX);
+    s->cooldown = mr_int(r, "optimizer.schedule.cooldown", 0, INT64_MAX);
+    s->eps = mr_double(r, "optimizer.schedule.eps");
+    p->best = mr_best(r, "optimizer.plateau.best");
+    p->bad_epochs = mr_int(r, "optimizer.plateau.bad_epochs", 0, INT64_MAX);
+    p->cooldown_left = mr_int(r, "optimizer.plateau.cooldown_left", 0, INT64_MAX);
+}
+
+static void read_schedule(mreader *r, bp_schedule *s, bp_plateau_state *p) {
+    s->kind = (bp_schedule_kind)mr_name(r, "optimizer.schedule.kind", &bp_names_schedule_kind);
     s->warmup_steps = mr_int(r, "optimizer.schedule.warmup_steps", 0, INT64_MAX);
     s->step_size = mr_int(r, "optimizer.schedule.step_size", 0, INT64_MAX);
     s->gamma = mr_double(r, "optimizer.schedule.gamma");
     s->total_steps = mr_int(r, "optimizer.schedule.total_steps", 0, INT64_MAX);
     s->min_lr = mr_double(r, "optimizer.schedule.min_lr");
+    *p = bp_plateau_start(s);
+    if (r->st == BP_OK && s->kind == BP_SCHEDULE_PLATEAU) read_plateau(r, s, p);
 }
 
-static bp_status read_optim_meta(const bp_st_file *f, bp_optim_config *c, int64_t *steps) {
+static bp_status read_optim_meta(const bp_st_file *f, bp_optim_config *c, int64_t *steps,
+                                 bp_plateau_state *plateau) {
     mreader r = {f, BP_OK};
-    memset(c, 0, sizeof *c);
-    c->kind = (bp_optim_kind)mr_name(&r, "optimizer.kind", kind_names, 3, "sgd, adam or adamw");
+    *c = bp_optim_config_default(BP_OPTIM_SGD);
+    c->kind = (bp_optim_kind)mr_name(&r, "optimizer.kind", &bp_names_optim_kind);
     c->lr = mr_double(&r, "optimizer.lr");
     c->momentum = mr_double(&r, "optimizer.momentum");
     c->dampening = mr_double(&r, "optimizer.dampening");
@@ -448,7 +468,7 @@ static bp_status read_optim_meta(const bp_st_file *f, bp_optim_config *c, int64_
     c->clip_norm = mr_double(&r, "optimizer.clip_norm");
     c->clip_value = mr_double(&r, "optimizer.clip_value");
     c->accum_steps = (int)mr_int(&r, "optimizer.accum_steps", 1, 1 << 30);
-    read_schedule(&r, &c->schedule);
+    read_schedule(&r, &c->schedule, plateau);
     *steps = mr_int(&r, "optimizer.steps", 0, INT64_MAX);
     if (r.st != BP_OK) return r.st;
     /* The library's own check, with the file named: the metadata is what is wrong. */
@@ -526,7 +546,8 @@ static void ml_add_list(mlist *l, const char *key, const ckpt_model *cm, int kin
         if (kind == LIST_WIDTH)
             at += (size_t)snprintf(buf + at, size - at, "%s%d", sep, cm->widths[k]);
         else if (kind == LIST_ACT)
-            at += (size_t)snprintf(buf + at, size - at, "%s%s", sep, act_names[cm->acts[k]]);
+            at +=
+                (size_t)snprintf(buf + at, size - at, "%s%s", sep, bp_activation_name(cm->acts[k]));
         else
             at += (size_t)snprintf(buf + at, size - at, "%s%.9g", sep, (double)cm->dropout[k]);
     }
@@ -547,9 +568,25 @@ static void ml_model(mlist *l, const ckpt_model *cm) {
     ml_add(l, "model.precision", "%s", bp_precision_name(cm->precision));
 }
 
-static void ml_optim(mlist *l, const bp_optim_config *c, int64_t steps) {
+static void ml_plateau(mlist *l, const bp_schedule *s, const bp_plateau_state *p) {
+    ml_add(l, "optimizer.schedule.mode", "%s", bp_plateau_mode_name(s->mode));
+    ml_add_double(l, "optimizer.schedule.threshold", s->threshold);
+    ml_add(l, "optimizer.schedule.threshold_mode", "%s", bp_threshold_mode_name(s->threshold_mode));
+    ml_add(l, "optimizer.schedule.patience", "%lld", (long long)s->patience);
+    ml_add(l, "optimizer.schedule.cooldown", "%lld", (long long)s->cooldown);
+    ml_add_double(l, "optimizer.schedule.eps", s->eps);
+    if (isinf(p->best))
+        ml_add(l, "optimizer.plateau.best", "%s", p->best > 0 ? "inf" : "-inf");
+    else
+        ml_add_double(l, "optimizer.plateau.best", p->best);
+    ml_add(l, "optimizer.plateau.bad_epochs", "%lld", (long long)p->bad_epochs);
+    ml_add(l, "optimizer.plateau.cooldown_left", "%lld", (long long)p->cooldown_left);
+}
+
+static void ml_optim(mlist *l, const bp_optim_config *c, int64_t steps,
+                     const bp_plateau_state *plateau) {
     const bp_schedule *s = &c->schedule;
-    ml_add(l, "optimizer.kind", "%s", kind_names[c->kind]);
+    ml_add(l, "optimizer.kind", "%s", bp_optim_kind_name(c->kind));
     ml_add_double(l, "optimizer.lr", c->lr);
     ml_add_double(l, "optimizer.momentum", c->momentum);
     ml_add_double(l, "optimizer.dampening", c->dampening);
@@ -561,12 +598,13 @@ static void ml_optim(mlist *l, const bp_optim_config *c, int64_t steps) {
     ml_add_double(l, "optimizer.clip_norm", c->clip_norm);
     ml_add_double(l, "optimizer.clip_value", c->clip_value);
     ml_add(l, "optimizer.accum_steps", "%d", c->accum_steps);
-    ml_add(l, "optimizer.schedule.kind", "%s", schedule_names[s->kind]);
+    ml_add(l, "optimizer.schedule.kind", "%s", bp_schedule_kind_name(s->kind));
     ml_add(l, "optimizer.schedule.warmup_steps", "%lld", (long long)s->warmup_steps);
     ml_add(l, "optimizer.schedule.step_size", "%lld", (long long)s->step_size);
     ml_add_double(l, "optimizer.schedule.gamma", s->gamma);
     ml_add(l, "optimizer.schedule.total_steps", "%lld", (long long)s->total_steps);
     ml_add_double(l, "optimizer.schedule.min_lr", s->min_lr);
+    if (s->kind == BP_SCHEDULE_PLATEAU) ml_plateau(l, s, plateau);
     ml_add(l, "optimizer.steps", "%lld", (long long)steps);
 }
 
@@ -737,7 +775,7 @@ static bp_status save_arrays(const char *fn, const char *path, const bp_model *m
     if (st == BP_OK) st = make_entries(&j, model, arrays, n_arrays, names, path);
     if (st == BP_OK) {
         ml_model(&j.meta, &j.cm);
-        if (optimizer) ml_optim(&j.meta, &optimizer->config, j.steps);
+        if (optimizer) ml_optim(&j.meta, &optimizer->config, j.steps, &optimizer->plateau);
         ml_run(&j.meta, meta, n_meta);
         ml_checksums(&j.meta, j.entries, j.n_entries);
         if (j.meta.oom) st = bp_error(BP_ERR_OUT_OF_MEMORY, "%s: no host memory", path);
@@ -788,7 +826,20 @@ bp_status bp_checkpoint_save(const char *path, const bp_model *model, const bp_o
     return save_named("bp_checkpoint_save", path, model, optimizer, meta, n_meta, NULL, 0);
 }
 
-/* ---- loading ------------------------------------------------------------------------------ */
+/* ---- loading: the handle ----------------------------------------------------------------- */
+
+struct bp_checkpoint {
+    bp_st_file *f;
+    ckpt_model cm;  /* the metadata's model, once read (model_read) */
+    int model_read; /* 1: cm is read, -1: reading it failed (the status is model_status) */
+    bp_status model_status;
+    char model_error[512];
+    size_t run_meta, n_run_meta; /* the caller's entries: f->meta[run_meta, + n_run_meta) */
+    size_t run_tensors, n_run_tensors;
+    bp_plateau_state plateau; /* read with the optimizer's metadata */
+};
+
+#define RUN_PREFIX "run."
 
 static bp_status open_checkpoint(const char *fn, const char *path, bp_st_file **f) {
     *f = NULL;
@@ -801,6 +852,94 @@ static bp_status open_checkpoint(const char *fn, const char *path, bp_st_file **
         *f = NULL;
     }
     return st;
+}
+
+static int has_run_prefix(const char *s) {
+    return strncmp(s, RUN_PREFIX, sizeof RUN_PREFIX - 1) == 0;
+}
+
+/* The caller's entries and arrays: both lists are sorted, so each is one run of names. */
+static void find_run_ranges(bp_checkpoint *ck) {
+    const bp_st_file *f = ck->f;
+    for (size_t k = 0; k < f->n_meta; ++k)
+        if (has_run_prefix(f->meta[k].key)) {
+            if (!ck->n_run_meta) ck->run_meta = k;
+            ck->n_run_meta++;
+        }
+    for (size_t k = 0; k < f->n_tensors; ++k)
+        if (has_run_prefix(f->tensors[k].name)) {
+            if (!ck->n_run_tensors) ck->run_tensors = k;
+            ck->n_run_tensors++;
+        }
+}
+
+static bp_checkpoint *ck_open(const char *fn, const char *path, bp_status *status) {
+    bp_checkpoint *ck = calloc(1, sizeof *ck);
+    bp_status st = ck ? open_checkpoint(fn, path, &ck->f)
+                      : bp_error(BP_ERR_OUT_OF_MEMORY, "%s: no host memory", fn);
+    if (st == BP_OK) find_run_ranges(ck);
+    if (st != BP_OK) {
+        free(ck);
+        ck = NULL;
+    }
+    bp_set_status(status, named(st, fn));
+    return ck;
+}
+
+bp_checkpoint *bp_checkpoint_open(const char *path, bp_status *status) {
+    return ck_open("bp_checkpoint_open", path, status);
+}
+
+void bp_checkpoint_close(bp_checkpoint *checkpoint) {
+    if (!checkpoint) return;
+    ckpt_model_free(&checkpoint->cm);
+    bp_st_close(checkpoint->f);
+    free(checkpoint);
+}
+
+const char *bp_checkpoint_path(const bp_checkpoint *checkpoint) {
+    return checkpoint ? checkpoint->f->path : "";
+}
+
+/* The metadata's model, read once: a failure is kept and repeated to every later call. */
+static bp_status ck_model(bp_checkpoint *ck) {
+    if (ck->model_read > 0) return BP_OK;
+    if (ck->model_read < 0) return bp_error(ck->model_status, "%s", ck->model_error);
+    c_numeric g;
+    c_numeric_enter(&g);
+    bp_status st = read_model_meta(ck->f, &ck->cm);
+    c_numeric_leave(&g);
+    ck->model_read = st == BP_OK ? 1 : -1;
+    if (st != BP_OK) {
+        ck->model_status = st;
+        snprintf(ck->model_error, sizeof ck->model_error, "%s", bp_last_error());
+        ckpt_model_free(&ck->cm);
+        memset(&ck->cm, 0, sizeof ck->cm);
+    }
+    return st;
+}
+
+static bp_status check_handle(const char *fn, const bp_checkpoint *ck, const void *arg,
+                              const char *arg_name) {
+    if (!ck) return bp_error(BP_ERR_INVALID_ARGUMENT, "%s: checkpoint is NULL", fn);
+    if (!arg) return bp_error(BP_ERR_INVALID_ARGUMENT, "%s: %s is NULL", fn, arg_name);
+    return BP_OK;
+}
+
+bp_status bp_checkpoint_model_config(bp_checkpoint *checkpoint, bp_mlp_config *config) {
+    const char *fn = "bp_checkpoint_model_config";
+    bp_status st = check_handle(fn, checkpoint, config, "config");
+    if (st == BP_OK) st = ck_model(checkpoint);
+    if (st != BP_OK) return named(st, fn);
+    const ckpt_model *cm = &checkpoint->cm;
+    *config = bp_mlp_config_default(cm->n_layers, cm->widths);
+    config->activations = cm->acts;
+    config->dropout = cm->dropout;
+    config->leaky_slope = cm->leaky_slope;
+    config->seed = cm->seed;
+    config->max_batch = cm->max_batch;
+    config->precision = cm->precision;
+    return BP_OK;
 }
 
 /* Prefixes the last error with the path, keeping its status. */
@@ -840,34 +979,35 @@ static bp_status load_params(bp_st_file *f, const plan *p, bp_model *m) {
     return st;
 }
 
-static bp_model *load_model(const char *path, bp_device *device, int max_batch, bp_status *status) {
-    const char *fn = "bp_checkpoint_load_model";
-    bp_st_file *f = NULL;
-    ckpt_model cm;
+static bp_model *read_model(const char *fn, bp_checkpoint *ck, bp_device *device, int max_batch,
+                            bp_status *status) {
     plan p = {NULL, 0, 0};
     bp_model *m = NULL;
-    memset(&cm, 0, sizeof cm);
-    bp_status st = device ? open_checkpoint(fn, path, &f)
-                          : bp_error(BP_ERR_INVALID_ARGUMENT, "%s: device is NULL", fn);
-    if (st == BP_OK) st = read_model_meta(f, &cm);
-    if (st == BP_OK) st = make_plan(&p, &cm, NULL, path);
-    if (st == BP_OK) st = check_plan(f, &p, &cm, 0);
-    if (st == BP_OK) m = create_model(f, &cm, device, max_batch, &st);
-    if (st == BP_OK) st = load_params(f, &p, m);
-    if (st == BP_OK) st = bp_model_set_rng_counter(m, cm.rng_counter);
+    bp_status st = !ck       ? bp_error(BP_ERR_INVALID_ARGUMENT, "%s: checkpoint is NULL", fn)
+                   : !device ? bp_error(BP_ERR_INVALID_ARGUMENT, "%s: device is NULL", fn)
+                             : ck_model(ck);
+    if (st == BP_OK) st = make_plan(&p, &ck->cm, NULL, ck->f->path);
+    if (st == BP_OK) st = check_plan(ck->f, &p, &ck->cm, 0);
+    if (st == BP_OK) m = create_model(ck->f, &ck->cm, device, max_batch, &st);
+    if (st == BP_OK) st = load_params(ck->f, &p, m);
+    if (st == BP_OK) st = bp_model_set_rng_counter(m, ck->cm.rng_counter);
     if (st != BP_OK) {
         bp_model_free(m);
         m = NULL;
     }
     free(p.items);
-    ckpt_model_free(&cm);
-    bp_st_close(f);
-    bp_set_status(status, st);
+    bp_set_status(status, named(st, fn));
     return m;
 }
 
+bp_model *bp_checkpoint_read_model(bp_checkpoint *checkpoint, bp_device *device, int max_batch,
+                                   bp_status *status) {
+    return read_model("bp_checkpoint_read_model", checkpoint, device, max_batch, status);
+}
+
 /* model has the checkpoint's widths, so the state's layout is the one saved. */
-static bp_status check_same_model(const bp_st_file *f, const ckpt_model *cm, const bp_model *m) {
+static bp_status check_same_model(const char *fn, const bp_st_file *f, const ckpt_model *cm,
+                                  const bp_model *m) {
     int same = m->n_layers == cm->n_layers;
     for (int i = 0; same && i <= cm->n_layers; ++i)
         same = m->widths[i] == cm->widths[i];
@@ -875,9 +1015,9 @@ static bp_status check_same_model(const bp_st_file *f, const ckpt_model *cm, con
     char want[128];
     describe(cm, want, sizeof want);
     return bp_error(BP_ERR_SHAPE_MISMATCH,
-                    "bp_checkpoint_load_optimizer: %s: the checkpoint's model is %s, the model "
-                    "given has %d layers and %zu parameters",
-                    f->path, want, m->n_layers, m->n_params);
+                    "%s: %s: the checkpoint's model is %s, the model given has %d layers and %zu "
+                    "parameters",
+                    fn, f->path, want, m->n_layers, m->n_params);
 }
 
 static bp_status load_state(bp_st_file *f, const plan *p, bp_optimizer *o, int64_t steps) {
@@ -895,79 +1035,108 @@ static bp_status load_state(bp_st_file *f, const plan *p, bp_optimizer *o, int64
     return st;
 }
 
-static bp_status has_optimizer(const bp_st_file *f) {
-    if (bp_st_get_meta(f, "optimizer.kind")) return BP_OK;
-    return bp_error(BP_ERR_INVALID_ARGUMENT,
-                    "bp_checkpoint_load_optimizer: %s holds no optimizer (it was saved without "
-                    "one)",
-                    f->path);
+int bp_checkpoint_has_optimizer(const bp_checkpoint *checkpoint) {
+    return checkpoint && bp_st_get_meta(checkpoint->f, "optimizer.kind") != NULL;
 }
 
-static bp_optimizer *load_optimizer(const char *path, bp_model *model, bp_status *status) {
-    const char *fn = "bp_checkpoint_load_optimizer";
-    bp_st_file *f = NULL;
-    ckpt_model cm;
+static bp_status has_optimizer(const char *fn, const bp_checkpoint *ck) {
+    if (bp_checkpoint_has_optimizer(ck)) return BP_OK;
+    return bp_error(BP_ERR_INVALID_ARGUMENT, "%s: %s holds no optimizer (it was saved without one)",
+                    fn, ck->f->path);
+}
+
+/* The optimizer's configuration, step count and plateau state from the metadata. */
+static bp_status ck_optim(const char *fn, bp_checkpoint *ck, bp_optim_config *c, int64_t *steps) {
+    bp_status st = has_optimizer(fn, ck);
+    c_numeric g;
+    c_numeric_enter(&g);
+    if (st == BP_OK) st = read_optim_meta(ck->f, c, steps, &ck->plateau);
+    c_numeric_leave(&g);
+    return st;
+}
+
+bp_status bp_checkpoint_optim_config(bp_checkpoint *checkpoint, bp_optim_config *config,
+                                     int64_t *steps) {
+    const char *fn = "bp_checkpoint_optim_config";
+    bp_status st = check_handle(fn, checkpoint, config, "config");
+    int64_t n = 0;
+    if (st == BP_OK) st = ck_optim(fn, checkpoint, config, &n);
+    if (st == BP_OK && steps) *steps = n;
+    return named(st, fn);
+}
+
+static bp_optimizer *read_optimizer(const char *fn, bp_checkpoint *ck, bp_model *model,
+                                    bp_status *status) {
     plan p = {NULL, 0, 0};
     bp_optim_config c;
     int64_t steps = 0;
     bp_optimizer *o = NULL;
-    memset(&cm, 0, sizeof cm);
-    bp_status st = model ? open_checkpoint(fn, path, &f)
-                         : bp_error(BP_ERR_INVALID_ARGUMENT, "%s: model is NULL", fn);
-    if (st == BP_OK) st = read_model_meta(f, &cm);
-    if (st == BP_OK) st = check_same_model(f, &cm, model);
-    if (st == BP_OK) st = has_optimizer(f);
-    if (st == BP_OK) st = read_optim_meta(f, &c, &steps);
-    if (st == BP_OK) st = make_plan(&p, &cm, &c, path);
-    if (st == BP_OK) st = check_plan(f, &p, &cm, 1);
-    if (st == BP_OK && !(o = bp_optimizer_create(model, &c, &st))) st = with_path(st, path);
-    if (st == BP_OK) st = load_state(f, &p, o, steps);
+    bp_status st = !ck      ? bp_error(BP_ERR_INVALID_ARGUMENT, "%s: checkpoint is NULL", fn)
+                   : !model ? bp_error(BP_ERR_INVALID_ARGUMENT, "%s: model is NULL", fn)
+                            : ck_model(ck);
+    if (st == BP_OK) st = check_same_model(fn, ck->f, &ck->cm, model);
+    if (st == BP_OK) st = ck_optim(fn, ck, &c, &steps);
+    if (st == BP_OK) st = make_plan(&p, &ck->cm, &c, ck->f->path);
+    if (st == BP_OK) st = check_plan(ck->f, &p, &ck->cm, 1);
+    if (st == BP_OK && !(o = bp_optimizer_create(model, &c, &st))) st = with_path(st, ck->f->path);
+    if (st == BP_OK) st = load_state(ck->f, &p, o, steps);
+    if (st == BP_OK) o->plateau = ck->plateau;
     if (st != BP_OK) {
         bp_optimizer_free(o);
         o = NULL;
     }
     free(p.items);
-    ckpt_model_free(&cm);
-    bp_st_close(f);
-    bp_set_status(status, st);
-    return o;
-}
-
-bp_model *bp_checkpoint_load_model(const char *path, bp_device *device, int max_batch,
-                                   bp_status *status) {
-    c_numeric g;
-    c_numeric_enter(&g);
-    bp_status st = BP_OK;
-    bp_model *m = load_model(path, device, max_batch, &st);
-    c_numeric_leave(&g);
-    bp_set_status(status, named(st, "bp_checkpoint_load_model"));
-    return m;
-}
-
-bp_optimizer *bp_checkpoint_load_optimizer(const char *path, bp_model *model, bp_status *status) {
-    c_numeric g;
-    c_numeric_enter(&g);
-    bp_status st = BP_OK;
-    bp_optimizer *o = load_optimizer(path, model, &st);
-    c_numeric_leave(&g);
-    bp_set_status(status, named(st, "bp_checkpoint_load_optimizer"));
-    return o;
-}
-
-char *bp_checkpoint_get_meta(const char *path, const char *key, bp_status *status) {
-    const char *fn = "bp_checkpoint_get_meta";
-    bp_st_file *f = NULL;
-    char *name = NULL, *out = NULL;
-    bp_status st = key ? open_checkpoint(fn, path, &f)
-                       : bp_error(BP_ERR_INVALID_ARGUMENT, "%s: key is NULL", fn);
-    if (st == BP_OK && !(name = prefixed("run.", key)))
-        st = bp_error(BP_ERR_OUT_OF_MEMORY, "%s: no host memory", fn);
-    const char *v = st == BP_OK ? bp_st_get_meta(f, name) : NULL;
-    if (v && !(out = strdup(v))) st = bp_error(BP_ERR_OUT_OF_MEMORY, "%s: no host memory", fn);
-    free(name);
-    bp_st_close(f);
     bp_set_status(status, named(st, fn));
-    return out;
+    return o;
+}
+
+bp_optimizer *bp_checkpoint_read_optimizer(bp_checkpoint *checkpoint, bp_model *model,
+                                           bp_status *status) {
+    return read_optimizer("bp_checkpoint_read_optimizer", checkpoint, model, status);
+}
+
+/* ---- the caller's entries and arrays ------------------------------------------------------ */
+
+size_t bp_checkpoint_n_meta(const bp_checkpoint *checkpoint) {
+    return checkpoint ? checkpoint->n_run_meta : 0;
+}
+
+bp_meta_entry bp_checkpoint_meta_at(const bp_checkpoint *checkpoint, size_t index) {
+    bp_meta_entry e = {NULL, NULL};
+    if (!checkpoint || index >= checkpoint->n_run_meta) return e;
+    const bp_st_kv *kv = &checkpoint->f->meta[checkpoint->run_meta + index];
+    e.key = kv->key + sizeof RUN_PREFIX - 1;
+    e.value = kv->value;
+    return e;
+}
+
+/* Binary search in the sorted run. entries (keys never repeat). */
+static const char *ck_meta(const bp_checkpoint *ck, const char *key) {
+    size_t lo = 0, hi = ck->n_run_meta;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        bp_meta_entry e = bp_checkpoint_meta_at(ck, mid);
+        int c = strcmp(e.key, key);
+        if (c == 0) return e.value;
+        if (c < 0)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return NULL;
+}
+
+const char *bp_checkpoint_meta(const bp_checkpoint *checkpoint, const char *key) {
+    return checkpoint && key ? ck_meta(checkpoint, key) : NULL;
+}
+
+size_t bp_checkpoint_n_arrays(const bp_checkpoint *checkpoint) {
+    return checkpoint ? checkpoint->n_run_tensors : 0;
+}
+
+const char *bp_checkpoint_array_name(const bp_checkpoint *checkpoint, size_t index) {
+    if (!checkpoint || index >= checkpoint->n_run_tensors) return NULL;
+    return checkpoint->f->tensors[checkpoint->run_tensors + index].name + sizeof RUN_PREFIX - 1;
 }
 
 static bp_status read_array(bp_st_file *f, const bp_st_tensor *t, float **out, size_t *count) {
@@ -989,34 +1158,97 @@ static bp_status read_array(bp_st_file *f, const bp_st_tensor *t, float **out, s
     return BP_OK;
 }
 
-float *bp_checkpoint_get_array(const char *path, const char *name, size_t *count,
-                               bp_status *status) {
-    const char *fn = "bp_checkpoint_get_array";
-    bp_st_file *f = NULL;
+static float *ck_array(const char *fn, bp_checkpoint *ck, const char *name, size_t *count,
+                       bp_status *status) {
     char *full = NULL;
     float *out = NULL;
     size_t n = 0;
-    bp_status st = name && count ? open_checkpoint(fn, path, &f)
-                                 : bp_error(BP_ERR_INVALID_ARGUMENT, "%s: %s is NULL", fn,
-                                            name ? "count" : "name");
-    if (st == BP_OK && !(full = prefixed("run.", name)))
+    bp_status st = !ck      ? bp_error(BP_ERR_INVALID_ARGUMENT, "%s: checkpoint is NULL", fn)
+                   : !name  ? bp_error(BP_ERR_INVALID_ARGUMENT, "%s: name is NULL", fn)
+                   : !count ? bp_error(BP_ERR_INVALID_ARGUMENT, "%s: count is NULL", fn)
+                            : BP_OK;
+    if (st == BP_OK && !(full = prefixed(RUN_PREFIX, name)))
         st = bp_error(BP_ERR_OUT_OF_MEMORY, "%s: no host memory", fn);
-    const bp_st_tensor *t = st == BP_OK ? bp_st_find(f, full) : NULL;
-    if (t) st = read_array(f, t, &out, &n);
+    const bp_st_tensor *t = st == BP_OK ? bp_st_find(ck->f, full) : NULL;
+    if (t) st = read_array(ck->f, t, &out, &n);
     if (count) *count = n;
     free(full);
-    bp_st_close(f);
     bp_set_status(status, named(st, fn));
+    return out;
+}
+
+float *bp_checkpoint_read_array(bp_checkpoint *checkpoint, const char *name, size_t *count,
+                                bp_status *status) {
+    return ck_array("bp_checkpoint_read_array", checkpoint, name, count, status);
+}
+
+static bp_status ck_check(const char *fn, bp_checkpoint *ck, int *verified) {
+    if (verified) *verified = 0;
+    if (!ck) return bp_error(BP_ERR_INVALID_ARGUMENT, "%s: checkpoint is NULL", fn);
+    bp_status st = bp_cksum_check_tensors(ck->f);
+    if (st == BP_OK && verified) *verified = bp_cksum_present(ck->f);
+    return named(st, fn);
+}
+
+bp_status bp_checkpoint_check(bp_checkpoint *checkpoint, int *verified) {
+    return ck_check("bp_checkpoint_check", checkpoint, verified);
+}
+
+/* ---- the calls by path: open, one read, close --------------------------------------------- */
+
+bp_model *bp_checkpoint_load_model(const char *path, bp_device *device, int max_batch,
+                                   bp_status *status) {
+    const char *fn = "bp_checkpoint_load_model";
+    bp_status st = device ? BP_OK : bp_error(BP_ERR_INVALID_ARGUMENT, "%s: device is NULL", fn);
+    bp_checkpoint *ck = st == BP_OK ? ck_open(fn, path, &st) : NULL;
+    bp_model *m = ck ? read_model(fn, ck, device, max_batch, &st) : NULL;
+    bp_checkpoint_close(ck);
+    bp_set_status(status, st);
+    return m;
+}
+
+bp_optimizer *bp_checkpoint_load_optimizer(const char *path, bp_model *model, bp_status *status) {
+    const char *fn = "bp_checkpoint_load_optimizer";
+    bp_status st = model ? BP_OK : bp_error(BP_ERR_INVALID_ARGUMENT, "%s: model is NULL", fn);
+    bp_checkpoint *ck = st == BP_OK ? ck_open(fn, path, &st) : NULL;
+    bp_optimizer *o = ck ? read_optimizer(fn, ck, model, &st) : NULL;
+    bp_checkpoint_close(ck);
+    bp_set_status(status, st);
+    return o;
+}
+
+char *bp_checkpoint_get_meta(const char *path, const char *key, bp_status *status) {
+    const char *fn = "bp_checkpoint_get_meta";
+    bp_status st = key ? BP_OK : bp_error(BP_ERR_INVALID_ARGUMENT, "%s: key is NULL", fn);
+    bp_checkpoint *ck = st == BP_OK ? ck_open(fn, path, &st) : NULL;
+    const char *v = ck ? ck_meta(ck, key) : NULL;
+    char *out = v ? strdup(v) : NULL;
+    if (v && !out) st = bp_error(BP_ERR_OUT_OF_MEMORY, "%s: no host memory", fn);
+    bp_checkpoint_close(ck);
+    bp_set_status(status, st);
+    return out;
+}
+
+float *bp_checkpoint_get_array(const char *path, const char *name, size_t *count,
+                               bp_status *status) {
+    const char *fn = "bp_checkpoint_get_array";
+    if (count) *count = 0;
+    bp_status st = name && count ? BP_OK
+                                 : bp_error(BP_ERR_INVALID_ARGUMENT, "%s: %s is NULL", fn,
+                                            name ? "count" : "name");
+    bp_checkpoint *ck = st == BP_OK ? ck_open(fn, path, &st) : NULL;
+    float *out = ck ? ck_array(fn, ck, name, count, &st) : NULL;
+    bp_checkpoint_close(ck);
+    bp_set_status(status, st);
     return out;
 }
 
 bp_status bp_checkpoint_verify(const char *path, int *verified) {
     const char *fn = "bp_checkpoint_verify";
     if (verified) *verified = 0;
-    bp_st_file *f = NULL;
-    bp_status st = open_checkpoint(fn, path, &f);
-    if (st == BP_OK) st = bp_cksum_check_tensors(f);
-    if (st == BP_OK && verified) *verified = bp_cksum_present(f);
-    bp_st_close(f);
-    return named(st, fn);
+    bp_status st = BP_OK;
+    bp_checkpoint *ck = ck_open(fn, path, &st);
+    if (ck) st = ck_check(fn, ck, verified);
+    bp_checkpoint_close(ck);
+    return st;
 }

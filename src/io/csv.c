@@ -641,27 +641,43 @@ static bp_status finish(csv_ctx *c, const bp_csv_options *o) {
     return BP_OK;
 }
 
+bp_status bp_io_read_text(const char *fn, bp_source src, char **text, size_t *len) {
+    bp_reader r = {0};
+    bp_status st = bp_reader_open_source(&r, fn, src, 1);
+    if (st == BP_OK) st = bp_reader_read_all(&r, text, len);
+    bp_reader_close(&r);
+    return st;
+}
+
 bp_dataset *bp_dataset_load_csv(const char *path, const bp_csv_options *options,
                                 bp_status *status) {
+    const char *fn = "bp_dataset_load_csv";
+    bp_csv_options o = options ? *options : bp_csv_options_default();
+    char *text = NULL;
+    size_t len = 0;
+    bp_source src = {path, path ? path : "(null)"};
+    bp_status st = check_options(fn, &o);
+    if (st == BP_OK) st = bp_io_read_text(fn, src, &text, &len);
+    bp_dataset *d = st == BP_OK ? bp_io_csv_parse(fn, src.name, text, len, &o, &st) : NULL;
+    free(text);
+    bp_set_status(status, st);
+    return d;
+}
+
+bp_dataset *bp_io_csv_parse(const char *fn, const char *name, char *text, size_t len,
+                            const bp_csv_options *options, bp_status *status) {
     csv_ctx c;
     memset(&c, 0, sizeof c);
-    c.fn = "bp_dataset_load_csv";
-    c.path = path ? path : "(null)";
+    c.fn = fn;
+    c.path = name;
     bp_csv_options o = options ? *options : bp_csv_options_default();
     if (o.delimiter == 0) o.delimiter = ',';
     c.delim = o.delimiter;
     c.delim_text[0] = o.delimiter;
     c.kind = o.target_kind;
-    bp_reader r = {0};
-    char *text = NULL;
-    size_t len = 0;
     bp_status st = check_options(c.fn, &o);
-    if (st == BP_OK) st = bp_reader_open(&r, c.fn, path, 1);
-    if (st == BP_OK) st = bp_reader_read_all(&r, &text, &len);
-    bp_reader_close(&r);
     if (st == BP_OK) st = parse_text(&c, text, len, &o);
     if (st == BP_OK) st = finish(&c, &o);
-    free(text);
     free(c.cells);
     free(c.target_of);
     free(c.target_cols);

@@ -101,11 +101,11 @@ static bp_status idx_read_headers(bp_reader *ri, bp_reader *rl, idx_header *hi, 
     return st;
 }
 
-static bp_dataset *idx_build(const unsigned char *pixels, const unsigned char *labels,
-                             const idx_header *hi, bp_status *status) {
+static bp_dataset *idx_build(const char *fn, const unsigned char *pixels,
+                             const unsigned char *labels, const idx_header *hi, bp_status *status) {
     int64_t n = hi->dims[0];
     int features = (int)(hi->count / hi->dims[0]);
-    bp_dataset *d = bp_dataset_new("bp_dataset_load_idx", n, features, BP_TARGET_CLASS, 1, status);
+    bp_dataset *d = bp_dataset_new(fn, n, features, BP_TARGET_CLASS, 1, status);
     if (!d) return NULL;
     for (uint64_t i = 0; i < hi->count; ++i)
         d->x[i] = pixels[i];
@@ -118,17 +118,23 @@ static bp_dataset *idx_build(const unsigned char *pixels, const unsigned char *l
 
 bp_dataset *bp_dataset_load_idx(const char *images_path, const char *labels_path,
                                 bp_status *status) {
-    const char *fn = "bp_dataset_load_idx";
+    bp_source images = {images_path, images_path ? images_path : "(null)"};
+    bp_source labels = {labels_path, labels_path ? labels_path : "(null)"};
+    return bp_io_load_idx("bp_dataset_load_idx", images, labels, status);
+}
+
+bp_dataset *bp_io_load_idx(const char *fn, bp_source images, bp_source labels_src,
+                           bp_status *status) {
     bp_reader ri = {0}, rl = {0};
     void *pixels = NULL, *labels = NULL;
     idx_header hi, hl;
     bp_dataset *d = NULL;
-    bp_status st = bp_reader_open(&ri, fn, images_path, 1);
-    if (st == BP_OK) st = bp_reader_open(&rl, fn, labels_path, 1);
+    bp_status st = bp_reader_open_source(&ri, fn, images, 1);
+    if (st == BP_OK) st = bp_reader_open_source(&rl, fn, labels_src, 1);
     if (st == BP_OK) st = idx_read_headers(&ri, &rl, &hi, &hl);
     if (st == BP_OK) st = bp_reader_read_body(&ri, hi.count, "image data", &pixels);
     if (st == BP_OK) st = bp_reader_read_body(&rl, hl.count, "label data", &labels);
-    if (st == BP_OK) d = idx_build(pixels, labels, &hi, &st);
+    if (st == BP_OK) d = idx_build(fn, pixels, labels, &hi, &st);
     free(pixels);
     free(labels);
     bp_reader_close(&ri);

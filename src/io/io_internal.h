@@ -54,8 +54,9 @@ void bp_io_permutation(int64_t *perm, int64_t n, uint64_t seed, uint64_t stream)
 /* A file read front to back, through stdio or, when it starts with the gzip magic 1f 8b and
  * gzip is allowed, through zlib. Errors name the file and the byte offset. */
 typedef struct bp_reader {
-    const char *fn;   /* the public call, for messages */
-    const char *path; /* as the caller gave it */
+    const char *fn;        /* the public call, for messages */
+    const char *path;      /* the file's name in messages: as the caller gave it */
+    const char *open_path; /* what is opened: path, or another name of the same file */
     FILE *file;
     gzFile gz;
     uint64_t offset;        /* bytes consumed; of the uncompressed stream for gzip */
@@ -66,6 +67,33 @@ typedef struct bp_reader {
 
 /* Opens path; BP_ERR_IO naming it when it cannot be opened. Close even after a failure. */
 bp_status bp_reader_open(bp_reader *r, const char *fn, const char *path, int allow_gzip);
+
+/* A file a loader reads: the path it opens and the name its messages call it by (the path
+ * itself, or "standard input" for the copy of it that bp_dataset_open makes). */
+typedef struct bp_source {
+    const char *path, *name;
+} bp_source;
+
+/* bp_reader_open of src.path, named src.name in messages. */
+bp_status bp_reader_open_source(bp_reader *r, const char *fn, bp_source src, int allow_gzip);
+
+/* ---- the loaders, for the public calls and bp_dataset_open (fn names the caller) --------- */
+
+/* Reads the whole file (through gzip when it starts with its magic) into a new NUL-terminated
+ * buffer; *len excludes the NUL. */
+bp_status bp_io_read_text(const char *fn, bp_source src, char **text, size_t *len);
+
+/* Parses CSV text read from the file `name` (split in place: text is changed). */
+bp_dataset *bp_io_csv_parse(const char *fn, const char *name, char *text, size_t len,
+                            const bp_csv_options *options, bp_status *status);
+
+/* bp_dataset_load_npy of sources (targets NULL for BP_TARGET_NONE); allow_gzip: also read
+ * gzip-compressed files. */
+bp_dataset *bp_io_load_npy(const char *fn, bp_source features, const bp_source *targets,
+                           bp_target_kind kind, int allow_gzip, bp_status *status);
+
+/* bp_dataset_load_idx of sources. */
+bp_dataset *bp_io_load_idx(const char *fn, bp_source images, bp_source labels, bp_status *status);
 void bp_reader_close(bp_reader *r);
 
 /* Reads up to n bytes into buf; *got receives the count (short only at the end of the file).

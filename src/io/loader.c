@@ -333,3 +333,22 @@ bp_status bp_loader_next(bp_loader *loader, const bp_tensor **x, const bp_tensor
     *y = ty;
     return BP_OK;
 }
+
+bp_status bp_loader_epoch_order(int64_t n, int shuffle, uint64_t seed, int64_t epoch,
+                                int64_t *order) {
+    const char *fn = "bp_loader_epoch_order";
+    if (n < 1 || n > BP_IO_MAX_SAMPLES)
+        return bp_error(BP_ERR_INVALID_ARGUMENT, "%s: n is %lld, expected 1..2^40", fn,
+                        (long long)n);
+    if (epoch < 0 || epoch >= (INT64_C(1) << 40))
+        return bp_error(BP_ERR_INVALID_ARGUMENT, "%s: epoch is %lld, expected 0..2^40-1", fn,
+                        (long long)epoch);
+    if (!order) return bp_error(BP_ERR_INVALID_ARGUMENT, "%s: order is NULL", fn);
+    if (shuffle) {
+        bp_io_permutation(order, n, seed, BP_IO_EPOCH_STREAM(epoch));
+        return BP_OK;
+    }
+    for (int64_t i = 0; i < n; ++i)
+        order[i] = i;
+    return BP_OK;
+}

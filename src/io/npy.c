@@ -9,6 +9,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <errno.h>
+#include <unistd.h>
+
+#include "io/atomic.h"
 #include "io/io_internal.h"
 
 #define NPY_MAX_HEADER 65536 /* NumPy itself refuses headers over 10000 bytes by default */
@@ -326,19 +330,20 @@ typedef struct npy_files {
     void *xf, *xt; /* the raw data */
 } npy_files;
 
-static bp_status npy_read(npy_files *f, const char *features_path, const char *targets_path,
-                          bp_target_kind kind) {
-    const char *fn = "bp_dataset_load_npy";
+static bp_status npy_read(const char *fn, npy_files *f, bp_source features,
+                          const bp_source *targets_src, bp_target_kind kind, int gz) {
     if (kind != BP_TARGET_CLASS && kind != BP_TARGET_VALUES && kind != BP_TARGET_NONE)
         return bp_error(BP_ERR_INVALID_ARGUMENT, "%s: kind is %d, not a target kind", fn,
                         (int)kind);
     int targets = kind != BP_TARGET_NONE;
-    if (!targets && targets_path)
+    if (!targets && targets_src)
         return bp_error(BP_ERR_INVALID_ARGUMENT,
                         "%s: BP_TARGET_NONE reads features alone, but targets_path is '%s'", fn,
-                        targets_path);
-    bp_status st = bp_reader_open(&f->rf, fn, features_path, 0);
-    if (st == BP_OK && targets) st = bp_reader_open(&f->rt, fn, targets_path, 0);
+                        targets_src->name);
+    bp_source none = {NULL, "(null)"};
+    bp_status st = bp_reader_open_source(&f->rf, fn, features, gz);
+    if (st == BP_OK && targets)
+        st = bp_reader_open_source(&f->rt, fn, targets_src ? *targets_src : none, gz);
     if (st == BP_OK) st = npy_read_header(&f->rf, &f->hf);
     if (st == BP_OK) st = npy_check_shape(&f->rf, &f->hf);
     if (st == BP_OK && targets) st = npy_read_header(&f->rt, &f->ht);
@@ -355,17 +360,24 @@ static bp_status npy_read(npy_files *f, const char *features_path, const char *t
 
 bp_dataset *bp_dataset_load_npy(const char *features_path, const char *targets_path,
                                 bp_target_kind kind, bp_status *status) {
+    bp_source features = {features_path, features_path ? features_path : "(null)"};
+    bp_source targets = {targets_path, targets_path ? targets_path : "(null)"};
+    return bp_io_load_npy("bp_dataset_load_npy", features, targets_path ? &targets : NULL, kind, 0,
+                          status);
+}
+
+bp_dataset *bp_io_load_npy(const char *fn, bp_source features, const bp_source *targets,
+                           bp_target_kind kind, int allow_gzip, bp_status *status) {
     npy_files f;
     memset(&f, 0, sizeof f);
     bp_dataset *d = NULL;
-    bp_status st = npy_read(&f, features_path, targets_path, kind);
+    bp_status st = npy_read(fn, &f, features, targets, kind, allow_gzip);
     if (st == BP_OK) {
         int64_t n = (int64_t)f.hf.dims[0];
         int width = kind == BP_TARGET_CLASS  ? 1
                     : kind == BP_TARGET_NONE ? 0
                                              : (int)(f.ht.count / f.ht.dims[0]);
-        d = bp_dataset_new("bp_dataset_load_npy", n, (int)(f.hf.count / f.hf.dims[0]), kind, width,
-                           &st);
+        d = bp_dataset_new(fn, n, (int)(f.hf.count / f.hf.dims[0]), kind, width, &st);
     }
     if (d) st = convert_features(&f.rf, &f.hf, f.xf, d);
     if (d && st == BP_OK && kind != BP_TARGET_NONE) st = convert_targets(&f.rt, &f.ht, f.xt, d);
@@ -380,4 +392,139 @@ bp_dataset *bp_dataset_load_npy(const char *features_path, const char *targets_p
     bp_reader_close(&f.rt);
     bp_set_status(status, st);
     return d;
+}
+
+/* ---- writing ------------------------------------------------------------------------------ */
+
+#define NPY_MAX_BYTES (UINT64_C(1) << 60)
+
+/* The header of format 1.0: magic, version, the little-endian length of the dict, and the dict
+ * padded with spaces and a newline so the data starts at a multiple of 64 bytes. Returns its
+ * length (buf holds at least 2048 bytes: 32 sizes of 20 digits fit). */
+static size_t npy_header_text(char *buf, const char *descr, int ndim, const int64_t *shape) {
+    char dict[1536];
+    size_t n = (size_t)snprintf(dict, sizeof dict,
+                                "{'descr': '%s', 'fortran_order': False, "
+                                "'shape': (",
+                                descr);
+    for (int d = 0; d < ndim; ++d)
+        n += (size_t)snprintf(dict + n, sizeof dict - n, "%lld,%s", (long long)shape[d],
+                              d + 1 < ndim ? " " : "");
+    if (ndim > 1) n--; /* (a, b) but (a,) */
+    n += (size_t)snprintf(dict + n, sizeof dict - n, "), }");
+    size_t total = 10 + n + 1, pad = (64 - total % 64) % 64, hlen = n + pad + 1;
+    memcpy(buf, "\x93NUMPY\x01\x00", 8);
+    buf[8] = (char)(hlen & 0xff);
+    buf[9] = (char)(hlen >> 8);
+    memcpy(buf + 10, dict, n);
+    memset(buf + 10 + n, ' ', pad);
+    buf[10 + n + pad] = '\n';
+    return 10 + hlen;
+}
+
+static bp_status check_save_args(const char *fn, const char *path, bp_dtype dtype, int ndim,
+                                 const int64_t *shape, const void *data, uint64_t *bytes) {
+    if (!path || !*path)
+        return bp_error(BP_ERR_INVALID_ARGUMENT, "%s: path is %s", fn, path ? "empty" : "NULL");
+    if (dtype != BP_F32 && dtype != BP_I32)
+        return bp_error(BP_ERR_INVALID_ARGUMENT, "%s: '%s': dtype is %d, expected BP_F32 or BP_I32",
+                        fn, path, (int)dtype);
+    if (ndim < 1 || ndim > NPY_MAX_RANK)
+        return bp_error(BP_ERR_INVALID_ARGUMENT, "%s: '%s': ndim is %d, expected 1..%d", fn, path,
+                        ndim, NPY_MAX_RANK);
+    if (!shape) return bp_error(BP_ERR_INVALID_ARGUMENT, "%s: '%s': shape is NULL", fn, path);
+    uint64_t count = 1;
+    for (int d = 0; d < ndim; ++d) {
+        if (shape[d] < 0)
+            return bp_error(BP_ERR_INVALID_ARGUMENT, "%s: '%s': shape[%d] is %lld, expected >= 0",
+                            fn, path, d, (long long)shape[d]);
+        if (shape[d] && count > NPY_MAX_BYTES / 4 / (uint64_t)shape[d])
+            return bp_error(BP_ERR_INVALID_ARGUMENT,
+                            "%s: '%s': the shape holds 2^58 elements or more", fn, path);
+        count *= (uint64_t)shape[d];
+    }
+    if (count && !data)
+        return bp_error(BP_ERR_INVALID_ARGUMENT, "%s: '%s': data is NULL", fn, path);
+    *bytes = count * 4;
+    return BP_OK;
+}
+
+/* Where the file goes: standard output through stdio, or the atomic file's descriptor. */
+typedef struct npy_sink {
+    FILE *out;
+    int fd;
+} npy_sink;
+
+static int sink_write(const npy_sink *s, const void *p, size_t n) {
+    if (s->out) return fwrite(p, 1, n, s->out) == n ? 0 : -1;
+    const char *c = p;
+    while (n > 0) {
+        ssize_t k = write(s->fd, c, n);
+        if (k < 0 && errno == EINTR) continue;
+        if (k <= 0) return -1;
+        c += k;
+        n -= (size_t)k;
+    }
+    return 0;
+}
+
+/* The elements as little-endian 4-byte words, a chunk at a time (swapped on a big-endian
+ * host). */
+static int write_words(const npy_sink *s, const unsigned char *data, uint64_t bytes) {
+    uint16_t one = 1;
+    if (*(const unsigned char *)&one) return sink_write(s, data, (size_t)bytes);
+    unsigned char chunk[1 << 16];
+    for (uint64_t at = 0; at < bytes;) {
+        size_t n = bytes - at < sizeof chunk ? (size_t)(bytes - at) : sizeof chunk;
+        for (size_t i = 0; i < n; i += 4)
+            for (int b = 0; b < 4; ++b)
+                chunk[i + (size_t)b] = data[at + i + 3 - (size_t)b];
+        if (sink_write(s, chunk, n)) return -1;
+        at += n;
+    }
+    return 0;
+}
+
+static bp_status npy_write(const char *fn, const char *path, const npy_sink *s, bp_dtype dtype,
+                           int ndim, const int64_t *shape, const void *data, uint64_t bytes) {
+    char header[2048];
+    size_t hn = npy_header_text(header, dtype == BP_F32 ? "<f4" : "<i4", ndim, shape);
+    if (sink_write(s, header, hn) || write_words(s, data, bytes))
+        return bp_error(BP_ERR_IO, "%s: '%s': writing failed: %s", fn, path, strerror(errno));
+    return BP_OK;
+}
+
+bp_status bp_npy_save(const char *path, bp_dtype dtype, int ndim, const int64_t *shape,
+                      const void *data) {
+    const char *fn = "bp_npy_save";
+    uint64_t bytes = 0;
+    bp_status st = check_save_args(fn, path, dtype, ndim, shape, data, &bytes);
+    if (st != BP_OK) return st;
+    if (strcmp(path, "-") == 0) {
+        npy_sink s = {stdout, -1};
+        st = npy_write(fn, "standard output", &s, dtype, ndim, shape, data, bytes);
+        if (st == BP_OK && fflush(stdout) != 0)
+            st = bp_error(BP_ERR_IO, "%s: writing standard output failed: %s", fn, strerror(errno));
+        return st;
+    }
+    bp_atomic_file a;
+    st = bp_atomic_open(&a, path);
+    if (st != BP_OK) {
+        char why[768];
+        snprintf(why, sizeof why, "%s", bp_last_error());
+        return bp_error(st, "%s: %s", fn, why);
+    }
+    npy_sink s = {NULL, a.fd};
+    st = npy_write(fn, path, &s, dtype, ndim, shape, data, bytes);
+    if (st != BP_OK) {
+        bp_atomic_abort(&a);
+        return st;
+    }
+    st = bp_atomic_commit(&a, NULL, NULL);
+    if (st != BP_OK) {
+        char why[768];
+        snprintf(why, sizeof why, "%s", bp_last_error());
+        return bp_error(st, "%s: %s", fn, why);
+    }
+    return BP_OK;
 }

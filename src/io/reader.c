@@ -40,7 +40,7 @@ static bp_status open_gzip(bp_reader *r) {
     r->n_ahead = 0;
     r->size = -1;
     errno = 0; /* zlib fails without errno only when out of memory */
-    r->gz = gzopen(r->path, "rb");
+    r->gz = gzopen(r->open_path, "rb");
     if (!r->gz)
         return bp_error(BP_ERR_IO, "%s: cannot open '%s' with zlib: %s", r->fn, r->path,
                         errno ? strerror(errno) : "out of memory");
@@ -49,19 +49,26 @@ static bp_status open_gzip(bp_reader *r) {
 }
 
 bp_status bp_reader_open(bp_reader *r, const char *fn, const char *path, int allow_gzip) {
+    bp_source src = {path, path};
+    return bp_reader_open_source(r, fn, src, allow_gzip);
+}
+
+bp_status bp_reader_open_source(bp_reader *r, const char *fn, bp_source src, int allow_gzip) {
     memset(r, 0, sizeof *r);
     r->fn = fn;
-    r->path = path ? path : "(null)";
+    r->path = src.name ? src.name : "(null)";
+    r->open_path = src.path;
     r->size = -1;
-    if (!path) return bp_error(BP_ERR_INVALID_ARGUMENT, "%s: the path is NULL", fn);
-    r->file = fopen(path, "rb");
-    if (!r->file) return bp_error(BP_ERR_IO, "%s: cannot open '%s': %s", fn, path, strerror(errno));
+    if (!src.path) return bp_error(BP_ERR_INVALID_ARGUMENT, "%s: the path is NULL", fn);
+    r->file = fopen(src.path, "rb");
+    if (!r->file)
+        return bp_error(BP_ERR_IO, "%s: cannot open '%s': %s", fn, r->path, strerror(errno));
     r->size = regular_file_size(r->file);
     /* Look at the first two bytes for the gzip magic; keep them for the plain reader, since a
      * pipe cannot seek back. */
     size_t got = fread(r->ahead, 1, 2, r->file);
     if (ferror(r->file))
-        return bp_error(BP_ERR_IO, "%s: cannot read '%s': %s", fn, path, strerror(errno));
+        return bp_error(BP_ERR_IO, "%s: cannot read '%s': %s", fn, r->path, strerror(errno));
     r->n_ahead = (int)got;
     if (allow_gzip && got == 2 && r->ahead[0] == 0x1f && r->ahead[1] == 0x8b) return open_gzip(r);
     return BP_OK;
