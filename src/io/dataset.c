@@ -3,20 +3,38 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/checked.h"
 #include "io/io_internal.h"
 #include "kernels/bp_math.h"
 
+/* Bytes of an n x cols block of 4-byte elements; false when that does not fit in a size_t. */
+static bool block_bytes(int64_t n, int cols, size_t *bytes) {
+    uint64_t b = 0;
+    if (n < 0 || cols < 0 || !bp_mul_u64((uint64_t)n, (uint64_t)cols, &b) ||
+        !bp_mul_u64(b, 4, &b) || b > SIZE_MAX)
+        return false;
+    *bytes = (size_t)b;
+    return true;
+}
+
 bp_dataset *bp_dataset_new(const char *fn, int64_t n, int features, bp_target_kind kind, int width,
                            bp_status *status) {
+    size_t nx = 0, ny = 0;
+    if (features < 1 || !block_bytes(n, features, &nx) || !block_bytes(n, width, &ny)) {
+        bp_set_status(status, bp_error(BP_ERR_INVALID_ARGUMENT,
+                                       "%s: a dataset of %lld samples x %d features (%d targets "
+                                       "each) is not a valid size",
+                                       fn, (long long)n, features, width));
+        return NULL;
+    }
     bp_dataset *d = calloc(1, sizeof *d);
-    size_t nx = (size_t)n * (size_t)features, ny = (size_t)n * (size_t)width;
     if (d) {
         d->n = n;
         d->features = features;
         d->kind = kind;
         d->width = width;
-        d->x = malloc(nx * sizeof(float));
-        d->y = ny ? malloc(ny * 4) : NULL; /* int32 or float; none without targets */
+        d->x = malloc(nx);
+        d->y = ny ? malloc(ny) : NULL; /* int32 or float; none without targets */
     }
     if (!d || !d->x || (ny && !d->y)) {
         bp_dataset_free(d);
