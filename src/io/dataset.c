@@ -84,6 +84,16 @@ void bp_dataset_count_classes(bp_dataset *d) {
     d->classes = top + 1;
 }
 
+const char *bp_io_class_index_problem(double v) {
+    if (isnan(v)) return "is NaN, not a class index";
+    if (isinf(v)) return "is Inf, not a class index";
+    if (v != floor(v)) return "is not an integer, so not a class index";
+    if (v < 0.0) return "is negative; a class index is an integer >= 0";
+    if (v > INT32_MAX)
+        return "is over 2147483647, the largest class index (labels are 32-bit integers)";
+    return NULL;
+}
+
 /* Step k of the shuffle (swapping position i = n-1-k) draws the 64-bit number made of words 2k
  * (low half) and 2k+1 of the stream; one Philox block serves two steps. */
 void bp_io_permutation(int64_t *perm, int64_t n, uint64_t seed, uint64_t stream) {

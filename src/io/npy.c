@@ -304,10 +304,9 @@ static bp_status convert_targets(bp_reader *r, const npy_header *h, const unsign
                                               : "beyond float32's range");
         if (d->kind == BP_TARGET_VALUES) {
             ((float *)d->y)[i] = (float)v;
-        } else if (v < 0.0 || v > INT32_MAX || v != floor(v)) {
-            return bp_reader_error(r, BP_ERR_CORRUPT_FILE, at,
-                                   "target %llu is %.17g, not a class index (an integer >= 0)",
-                                   (unsigned long long)i, v);
+        } else if (bp_io_class_index_problem(v)) {
+            return bp_reader_error(r, BP_ERR_CORRUPT_FILE, at, "target %llu, %.17g, %s",
+                                   (unsigned long long)i, v, bp_io_class_index_problem(v));
         } else {
             ((int32_t *)d->y)[i] = (int32_t)v;
         }
