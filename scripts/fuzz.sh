@@ -5,7 +5,9 @@
 # per input), out-of-memory (-rss_limit_mb) or single allocation over -malloc_limit_mb fails
 # the script: a file's header claiming 2^40 elements must be refused before allocating.
 # New inputs found go to a scratch copy of the corpus, so the committed seeds stay small;
-# a failing input is kept as build-fuzz/artifacts/<target>/crash-*.
+# a failing input is kept as build-fuzz/artifacts/<target>/crash-*. Before fuzzing, each target
+# runs its regression inputs (tests/fuzz/regression/<target>/, inputs that once crashed a
+# loader; written by tests/fuzz/make_corpus.py) once each.
 #   FUZZ_SECONDS   seconds per target (default 60)
 #   FUZZ_TARGETS   space-separated subset (default: all)
 set -euo pipefail
@@ -28,6 +30,14 @@ for t in $targets; do
     work=build-fuzz/work/$t art=build-fuzz/artifacts/$t
     rm -rf "$work" && mkdir -p "$work" "$art"
     start=$SECONDS
+    regress=("$root/tests/fuzz/regression/$t"/*)
+    if [ -e "${regress[0]}" ] && ! build-fuzz/tests/fuzz/fuzz_$t -close_fd_mask=3 \
+        -rss_limit_mb=512 -malloc_limit_mb=256 "${regress[@]}" >"$art/regression.log" 2>&1; then
+        echo "fuzz_$t: FAILED on a regression input (log: $art/regression.log)"
+        grep -E 'ERROR|SUMMARY|Running:|==[0-9]+==' "$art/regression.log" | head -20 || true
+        failed+=("$t")
+        continue
+    fi
     # -close_fd_mask=3: the CLI parsers print usage errors for most inputs; libFuzzer keeps its
     # own and the sanitizers' reports on a duplicate of stderr.
     if build-fuzz/tests/fuzz/fuzz_$t -max_total_time="$seconds" -timeout=10 -rss_limit_mb=512 \

@@ -345,14 +345,22 @@ static bp_status cell_float(csv_ctx *c, int col, float *out) {
     return st;
 }
 
+/* A label that strtod reads as NaN or Inf ("nan", "inf") may well be a name: say how to read
+ * the labels as names, by the target kind's name and the command line's flag. */
 static bp_status read_class_index(csv_ctx *c, int col, int32_t *label) {
+    const char *s = c->cells[col];
     double v = 0.0;
-    bp_status st = cell_double(c, col, &v);
-    if (st == BP_OK && (v < 0.0 || v > INT32_MAX || v != floor(v)))
-        st = csv_error(c, BP_ERR_CORRUPT_FILE, col + 1,
-                       "'%.40s' is not a class index (an integer >= 0)", c->cells[col]);
-    if (st == BP_OK) *label = (int32_t)v; /* in range: the conversion is defined */
-    return st;
+    int bad = parse_number(s, &v);
+    if (bad) return cell_double(c, col, &v); /* empty, or not a number: its own message */
+    const char *why = bp_io_class_index_problem(v);
+    if (why && !isfinite(v))
+        return csv_error(c, BP_ERR_NON_FINITE, col + 1,
+                         "'%.40s' %s; if the labels are names, read them as names (target kind "
+                         "%s; --target-kind names on the backprop command line)",
+                         s, why, bp_csv_target_name(BP_CSV_CLASS_NAME));
+    if (why) return csv_error(c, BP_ERR_CORRUPT_FILE, col + 1, "'%.40s' %s", s, why);
+    *label = (int32_t)v; /* in range: the conversion is defined */
+    return BP_OK;
 }
 
 /* Exactly one 1 among the target columns, the rest 0; the class is the 1's place. */

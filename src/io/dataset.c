@@ -3,20 +3,38 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/checked.h"
 #include "io/io_internal.h"
 #include "kernels/bp_math.h"
 
+/* Bytes of an n x cols block of 4-byte elements; false when that does not fit in a size_t. */
+static bool block_bytes(int64_t n, int cols, size_t *bytes) {
+    uint64_t b = 0;
+    if (n < 0 || cols < 0 || !bp_mul_u64((uint64_t)n, (uint64_t)cols, &b) ||
+        !bp_mul_u64(b, 4, &b) || b > SIZE_MAX)
+        return false;
+    *bytes = (size_t)b;
+    return true;
+}
+
 bp_dataset *bp_dataset_new(const char *fn, int64_t n, int features, bp_target_kind kind, int width,
                            bp_status *status) {
+    size_t nx = 0, ny = 0;
+    if (features < 1 || !block_bytes(n, features, &nx) || !block_bytes(n, width, &ny)) {
+        bp_set_status(status, bp_error(BP_ERR_INVALID_ARGUMENT,
+                                       "%s: a dataset of %lld samples x %d features (%d targets "
+                                       "each) is not a valid size",
+                                       fn, (long long)n, features, width));
+        return NULL;
+    }
     bp_dataset *d = calloc(1, sizeof *d);
-    size_t nx = (size_t)n * (size_t)features, ny = (size_t)n * (size_t)width;
     if (d) {
         d->n = n;
         d->features = features;
         d->kind = kind;
         d->width = width;
-        d->x = malloc(nx * sizeof(float));
-        d->y = ny ? malloc(ny * 4) : NULL; /* int32 or float; none without targets */
+        d->x = malloc(nx);
+        d->y = ny ? malloc(ny) : NULL; /* int32 or float; none without targets */
     }
     if (!d || !d->x || (ny && !d->y)) {
         bp_dataset_free(d);
@@ -64,6 +82,16 @@ void bp_dataset_count_classes(bp_dataset *d) {
     for (int64_t i = 0; i < d->n; ++i)
         if (y[i] > top) top = y[i];
     d->classes = top + 1;
+}
+
+const char *bp_io_class_index_problem(double v) {
+    if (isnan(v)) return "is NaN, not a class index";
+    if (isinf(v)) return "is Inf, not a class index";
+    if (v != floor(v)) return "is not an integer, so not a class index";
+    if (v < 0.0) return "is negative; a class index is an integer >= 0";
+    if (v > INT32_MAX)
+        return "is over 2147483647, the largest class index (labels are 32-bit integers)";
+    return NULL;
 }
 
 /* Step k of the shuffle (swapping position i = n-1-k) draws the 64-bit number made of words 2k

@@ -3,9 +3,11 @@
 #include <limits.h>
 #include <stdlib.h>
 
+#include "core/checked.h"
 #include "io/io_internal.h"
 
-#define IDX_UBYTE 0x08
+#define IDX_UBYTE        0x08
+#define IDX_MAX_ELEMENTS (UINT64_C(1) << 48)
 
 typedef struct idx_header {
     int rank;
@@ -78,11 +80,13 @@ static bp_status idx_read_header(bp_reader *r, const char *what, int rank_min, i
         if (h->dims[i] == 0)
             return bp_reader_error(r, BP_ERR_CORRUPT_FILE, 4 + 4 * (uint64_t)i,
                                    "dimension %d has size 0; %s must not be empty", i, what);
-        h->count *= h->dims[i];
-        /* 2^48 elements is far beyond any real file and keeps the product from overflowing. */
-        if (h->count > (UINT64_C(1) << 48))
+        /* 2^48 elements is far beyond any real file; each step is checked, so a product
+         * that wraps (65537 x 65536 x 4294901761 = 2^64 + 65536) is refused too. */
+        if (!bp_mul_u64(h->count, h->dims[i], &h->count) || h->count > IDX_MAX_ELEMENTS)
             return bp_reader_error(r, BP_ERR_CORRUPT_FILE, 4 + 4 * (uint64_t)i,
-                                   "the dimension sizes multiply to more than 2^48 elements");
+                                   "dimension %d (size %u) takes the product of the sizes over "
+                                   "2^48 elements",
+                                   i, h->dims[i]);
     }
     if (h->count / h->dims[0] > INT_MAX)
         return bp_reader_error(r, BP_ERR_UNSUPPORTED, 8,

@@ -45,6 +45,10 @@ void bp_dataset_count_classes(bp_dataset *d);
  * BP_ERR_OUT_OF_MEMORY naming fn. */
 bp_status bp_dataset_set_names(bp_dataset *d, const char *fn, const char *const *names, int n);
 
+/* Why v is not a class index (an int32 label >= 0), as a phrase that follows the value ("is
+ * negative", "is over 2147483647, ..."); NULL when it is one. */
+const char *bp_io_class_index_problem(double v);
+
 /* perm[0..n) = a permutation of 0..n-1: Fisher-Yates over the identity, driven by the words of
  * the stream (seed, stream) as documented in data.h. */
 void bp_io_permutation(int64_t *perm, int64_t n, uint64_t seed, uint64_t stream);

@@ -12,11 +12,13 @@
 #include <errno.h>
 #include <unistd.h>
 
+#include "core/checked.h"
 #include "io/atomic.h"
 #include "io/io_internal.h"
 
-#define NPY_MAX_HEADER 65536 /* NumPy itself refuses headers over 10000 bytes by default */
-#define NPY_MAX_RANK   32    /* NumPy's own limit */
+#define NPY_MAX_HEADER   65536 /* NumPy itself refuses headers over 10000 bytes by default */
+#define NPY_MAX_RANK     32    /* NumPy's own limit */
+#define NPY_MAX_ELEMENTS (UINT64_C(1) << 48) /* far beyond any real file */
 
 typedef struct npy_header {
     char kind;    /* 'f' float, 'i' signed, 'u' unsigned */
@@ -25,6 +27,7 @@ typedef struct npy_header {
     int rank;
     uint64_t dims[NPY_MAX_RANK];
     uint64_t count; /* elements */
+    uint64_t bytes; /* of the data: count * itemsize */
     uint64_t data_offset;
     char descr[32];
 } npy_header;
@@ -220,11 +223,15 @@ static bp_status npy_check_shape(bp_reader *r, npy_header *h) {
         if (h->dims[i] == 0)
             return bp_reader_error(r, BP_ERR_CORRUPT_FILE, h->data_offset, "shape %s is empty",
                                    shape);
-        h->count *= h->dims[i];
-        if (h->count > (UINT64_C(1) << 48))
+        /* Each step checked: (2^32 + 65536, 2^32 - 65535) must not wrap to 65536. */
+        if (!bp_mul_u64(h->count, h->dims[i], &h->count) || h->count > NPY_MAX_ELEMENTS)
             return bp_reader_error(r, BP_ERR_CORRUPT_FILE, h->data_offset,
-                                   "shape %s has more than 2^48 elements", shape);
+                                   "shape %s: size %d (%llu) takes the element count over 2^48",
+                                   shape, i, (unsigned long long)h->dims[i]);
     }
+    if (!bp_mul_u64(h->count, (uint64_t)h->itemsize, &h->bytes))
+        return bp_reader_error(r, BP_ERR_CORRUPT_FILE, h->data_offset,
+                               "shape %s of '%s' is more than 2^64 bytes", shape, h->descr);
     if (h->count / h->dims[0] > INT_MAX)
         return bp_reader_error(r, BP_ERR_UNSUPPORTED, h->data_offset,
                                "shape %s: one sample has more than %d elements", shape, INT_MAX);
@@ -297,10 +304,9 @@ static bp_status convert_targets(bp_reader *r, const npy_header *h, const unsign
                                               : "beyond float32's range");
         if (d->kind == BP_TARGET_VALUES) {
             ((float *)d->y)[i] = (float)v;
-        } else if (v < 0.0 || v > INT32_MAX || v != floor(v)) {
-            return bp_reader_error(r, BP_ERR_CORRUPT_FILE, at,
-                                   "target %llu is %.17g, not a class index (an integer >= 0)",
-                                   (unsigned long long)i, v);
+        } else if (bp_io_class_index_problem(v)) {
+            return bp_reader_error(r, BP_ERR_CORRUPT_FILE, at, "target %llu, %.17g, %s",
+                                   (unsigned long long)i, v, bp_io_class_index_problem(v));
         } else {
             ((int32_t *)d->y)[i] = (int32_t)v;
         }
@@ -349,12 +355,8 @@ static bp_status npy_read(const char *fn, npy_files *f, bp_source features,
     if (st == BP_OK && targets) st = npy_read_header(&f->rt, &f->ht);
     if (st == BP_OK && targets) st = npy_check_shape(&f->rt, &f->ht);
     if (st == BP_OK && targets) st = check_targets_shape(&f->rt, &f->hf, &f->ht, kind);
-    if (st == BP_OK)
-        st = bp_reader_read_body(&f->rf, f->hf.count * (uint64_t)f->hf.itemsize, "array data",
-                                 &f->xf);
-    if (st == BP_OK && targets)
-        st = bp_reader_read_body(&f->rt, f->ht.count * (uint64_t)f->ht.itemsize, "array data",
-                                 &f->xt);
+    if (st == BP_OK) st = bp_reader_read_body(&f->rf, f->hf.bytes, "array data", &f->xf);
+    if (st == BP_OK && targets) st = bp_reader_read_body(&f->rt, f->ht.bytes, "array data", &f->xt);
     return st;
 }
 
@@ -438,10 +440,9 @@ static bp_status check_save_args(const char *fn, const char *path, bp_dtype dtyp
         if (shape[d] < 0)
             return bp_error(BP_ERR_INVALID_ARGUMENT, "%s: '%s': shape[%d] is %lld, expected >= 0",
                             fn, path, d, (long long)shape[d]);
-        if (shape[d] && count > NPY_MAX_BYTES / 4 / (uint64_t)shape[d])
+        if (!bp_mul_u64(count, (uint64_t)shape[d], &count) || count > NPY_MAX_BYTES / 4)
             return bp_error(BP_ERR_INVALID_ARGUMENT,
-                            "%s: '%s': the shape holds 2^58 elements or more", fn, path);
-        count *= (uint64_t)shape[d];
+                            "%s: '%s': the shape holds more than 2^58 elements", fn, path);
     }
     if (count && !data)
         return bp_error(BP_ERR_INVALID_ARGUMENT, "%s: '%s': data is NULL", fn, path);

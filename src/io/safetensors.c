@@ -15,6 +15,7 @@
 #include <sys/types.h>
 #include <unistd.h>
 
+#include "core/checked.h"
 #include "core/error.h"
 #include "io/atomic.h"
 
@@ -469,12 +470,11 @@ static bp_status check_tensor(const bp_st_file *f, const bp_st_tensor *t) {
     char shape[160];
     format_shape(t, shape, sizeof shape);
     uint64_t bytes = dtypes[t->dtype].size;
-    for (int d = 0; d < t->ndim; ++d) {
-        if (t->shape[d] && bytes > UINT64_MAX / t->shape[d])
-            return bp_error(BP_ERR_CORRUPT_FILE, "%s: tensor '%s': shape %s overflows", f->path,
-                            t->name, shape);
-        bytes *= t->shape[d];
-    }
+    for (int d = 0; d < t->ndim; ++d)
+        if (!bp_mul_u64(bytes, t->shape[d], &bytes))
+            return bp_error(BP_ERR_CORRUPT_FILE,
+                            "%s: tensor '%s': shape %s is more than 2^64 bytes (size %d)", f->path,
+                            t->name, shape, d);
     unsigned long long b = t->begin, e = t->end;
     if (b > e)
         return bp_error(BP_ERR_CORRUPT_FILE,
@@ -798,11 +798,9 @@ static bp_status check_entry(const char *path, const bp_st_entry *e) {
         return bp_error(BP_ERR_INVALID_ARGUMENT, "%s: tensor '%s' has a bad name, dtype or rank",
                         path, e->name);
     uint64_t bytes = dtypes[e->dtype].size;
-    for (int d = 0; d < e->ndim; ++d) {
-        if (e->shape[d] && bytes > UINT64_MAX / 2 / e->shape[d])
+    for (int d = 0; d < e->ndim; ++d)
+        if (!bp_mul_u64(bytes, e->shape[d], &bytes) || bytes > UINT64_MAX / 2)
             return bp_error(BP_ERR_INVALID_ARGUMENT, "%s: tensor '%s' is too large", path, e->name);
-        bytes *= e->shape[d];
-    }
     if (bytes && !e->data)
         return bp_error(BP_ERR_INVALID_ARGUMENT, "%s: tensor '%s' has no data", path, e->name);
     return BP_OK;
