@@ -200,6 +200,10 @@ static const opt_spec SPECS[] = {
     {"memory-limit", OT_INT, OFF(memory_limit), T | E | P | L, 0, NULL, 0, 9007199254740991.0, "0",
      "BYTES", "fail (naming the sizes) when the device would hold more than BYTES (0: no limit)",
      "run"},
+    {"memory-check", OT_BOOL, OFF(memory_check), T | E | P | L, 0, NULL, 0, 1, "yes", "",
+     "refuse at once a model larger than the device's free memory, naming the sizes (no: let "
+     "the allocations decide)",
+     "run"},
     /* lr-find */
     {"start-lr", OT_FLOAT, OFF(start_lr), L, OF_LO_OPEN, NULL, 0, FMAX, "1e-7", "LR",
      "first learning rate of the range test", "lr-find"},
