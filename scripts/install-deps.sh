@@ -9,6 +9,7 @@ packages=(cmake make g++ gcc clang libomp-dev pkg-config libopenblas-dev
           python3-venv gnuplot-nox dataset-fashion-mnist
           libopenmpi-dev openmpi-bin  # data-parallel training and its 2-rank tests
           libclang-rt-14-dev valgrind  # sanitizer + libFuzzer runtimes, memcheck (sanitize.sh)
+          strace  # no library planted in the current folder is opened (test_cli_modules.py)
           libboost-context-dev)  # the emulated CUDA device's fibers (cudaemu/, BP_CUDA=EMU)
 
 missing=()

@@ -18,9 +18,46 @@ cuda=${2:-}
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 
+# Every run path (RUNPATH or RPATH) of every ELF file under a folder (the programs and shared
+# objects: executable or named *.so*): absolute or $ORIGIN-relative entries only, none empty
+# (the loader reads an empty entry as the current folder, a relative one against it) and none
+# naming the build or source folder (the build tree reaches its own libraries by $ORIGIN, and an
+# installed copy must not reach back into it).
+check_run_paths() {
+    local dir=$1 bad=0 f line values entry build_abs root_abs
+    build_abs=$(cd "$build" && pwd -P)
+    root_abs=$(pwd -P)
+    while IFS= read -r -d '' f; do
+        [ "$(head -c4 "$f" | od -An -c | tr -d ' ')" = '177ELF' ] || continue
+        while IFS= read -r line; do
+            values=${line#*[}
+            values=${values%]}
+            while IFS= read -r entry; do
+                case $entry in
+                '$ORIGIN'* | '${ORIGIN}'*) ;;
+                "$build_abs" | "$build_abs"/* | "$root_abs" | "$root_abs"/*)
+                    echo "test-install: $f: run path [$values] names the build tree ('$entry')" >&2
+                    bad=1 ;;
+                /*) ;;
+                *) echo "test-install: $f: run path [$values] has an empty or relative entry" \
+                    "'$entry' (read against the current folder)" >&2
+                    bad=1 ;;
+                esac
+            done < <(awk -F: '{for (i = 1; i <= NF; i++) print $i; if (NF == 0) print ""}' \
+                <<<"$values")
+        done < <(readelf -d "$f" 2>/dev/null | grep -E '\((RUNPATH|RPATH)\)')
+    done < <(find "$dir" -type f \( -perm -u+x -o -name '*.so*' \) -print0)
+    [ $bad -eq 0 ] || exit 1
+    echo "test-install: every run path under $dir is absolute or \$ORIGIN-relative"
+}
+check_run_paths "$build"
+
 cmake --install "$build" --prefix "$tmp/prefix" >/dev/null
 mv "$tmp/prefix" "$tmp/moved"
 prefix=$tmp/moved
+check_run_paths "$prefix"
+echo "== the installed command: nothing planted in the folder it runs in is opened (strace)"
+python3 tests/cli/test_cli_modules.py "$prefix/bin/backprop"
 pcdir=$(dirname "$(find "$prefix" -name backprop.pc | head -1)")
 [ -d "$pcdir" ] || { echo "test-install: no backprop.pc under $prefix" >&2; exit 1; }
 
@@ -56,7 +93,7 @@ for b in "${bins[@]}"; do
     "$exe" $cuda
 done
 if [ -n "$cuda" ]; then
-    # The installed command finds its module through its run path, from the moved prefix too.
+    # The installed command finds its module in ../lib/backprop, from the moved prefix too.
     printf 'a,b,label\n0,1,0\n1,0,1\n1,1,0\n0,0,1\n' >"$tmp/tiny.csv"
     out=$("$prefix/bin/backprop" train --train "$tmp/tiny.csv" --device cuda --epochs 1 \
         --quiet 2>&1 || true)

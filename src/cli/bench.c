@@ -924,12 +924,13 @@ static void bench_help(FILE *f) {
             "  --help           this text\n");
 }
 
-static int parse_int(const char *flag, const char *v, int lo, int *out) {
+static int parse_int(const char *flag, const char *v, int lo, int hi, int *out) {
     char *end;
     errno = 0;
     long x = strtol(v, &end, 10);
-    if (errno || *end || end == v || x < lo || x > 1000000) {
-        fprintf(stderr, "backprop bench: %s: '%s' is not an integer >= %d\n", flag, v, lo);
+    if (errno || *end || end == v || x < lo || x > hi) {
+        fprintf(stderr, "backprop bench: %s: '%s' is not an integer in [%d, %d]\n", flag, v, lo,
+                hi);
         return CLI_EXIT_USAGE;
     }
     *out = (int)x;
@@ -979,11 +980,11 @@ static int parse(int argc, char **argv, bench_opts *o) {
         else if (strcmp(a, "--precision") == 0)
             o->precisions = v;
         else if (strcmp(a, "--warmup") == 0)
-            rc = parse_int(a, v, 0, &o->warmup);
+            rc = parse_int(a, v, 0, 1000000, &o->warmup);
         else if (strcmp(a, "--threads") == 0)
-            rc = parse_int(a, v, 0, &o->threads);
+            rc = parse_int(a, v, 0, 4096, &o->threads); /* bp_device_options */
         else
-            rc = parse_int(a, v, 1, &o->repeats);
+            rc = parse_int(a, v, 1, 1000000, &o->repeats);
         if (rc) return rc;
     }
     if (o->warmup < 0) o->warmup = o->quick ? 1 : 2;

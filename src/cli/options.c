@@ -4,6 +4,7 @@
 #define _POSIX_C_SOURCE 200809L
 #include <ctype.h>
 #include <errno.h>
+#include <float.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -45,11 +46,16 @@ typedef struct opt_spec {
 #define I      CMD_INFO
 #define L      CMD_LRFIND
 #define BIG    1e300
-#define S      OF_STORE
-#define SF     (OF_STORE | OF_FROZEN)
-#define SD     (OF_STORE | OF_DATA)
-#define SDI    (OF_STORE | OF_DATA | OF_IN)
-#define SDF    (OF_STORE | OF_DATA | OF_FORMAT)
+/* Hyper-parameters reach the update rounded to float (bp_optim_config): beyond FLT_MAX they
+ * would be infinite there. */
+#define FMAX FLT_MAX
+/* Epoch counts (--epochs, and --warmup, --step-size in epochs): turned into steps as int64. */
+#define EPOCHS_MAX 1000000
+#define S          OF_STORE
+#define SF         (OF_STORE | OF_FROZEN)
+#define SD         (OF_STORE | OF_DATA)
+#define SDI        (OF_STORE | OF_DATA | OF_IN)
+#define SDF        (OF_STORE | OF_DATA | OF_FORMAT)
 
 static const opt_spec SPECS[] = {
     /* model */
@@ -77,9 +83,9 @@ static const opt_spec SPECS[] = {
      "label smoothing of cross-entropy (--loss ce only)", "training"},
     {"opt", OT_CHOICE, OFF(opt), T | L, SF, "sgd|adam|adamw", 0, 0, "adamw", "NAME", "optimizer",
      "training"},
-    {"lr", OT_FLOAT, OFF(lr), T, SF | OF_LO_OPEN, NULL, 0, BIG, "1e-3", "LR", "peak learning rate",
+    {"lr", OT_FLOAT, OFF(lr), T, SF | OF_LO_OPEN, NULL, 0, FMAX, "1e-3", "LR", "peak learning rate",
      "training"},
-    {"wd", OT_FLOAT, OFF(wd), T | L, SF, NULL, 0, BIG, "1e-4", "WD", "weight decay", "training"},
+    {"wd", OT_FLOAT, OFF(wd), T | L, SF, NULL, 0, FMAX, "1e-4", "WD", "weight decay", "training"},
     {"momentum", OT_FLOAT, OFF(momentum), T | L, SF | OF_HI_OPEN, NULL, 0, 1, "0.9", "M",
      "SGD momentum", "training"},
     {"nesterov", OT_BOOL, OFF(nesterov), T | L, SF, NULL, 0, 1, "no", "", "Nesterov momentum (SGD)",
@@ -88,27 +94,28 @@ static const opt_spec SPECS[] = {
      "training"},
     {"beta2", OT_FLOAT, OFF(beta2), T | L, SF | OF_HI_OPEN, NULL, 0, 1, "0.999", "B", "Adam beta2",
      "training"},
-    {"eps", OT_FLOAT, OFF(eps), T | L, SF | OF_LO_OPEN, NULL, 0, BIG, "1e-8", "E", "Adam epsilon",
+    {"eps", OT_FLOAT, OFF(eps), T | L, SF | OF_LO_OPEN, NULL, 0, FMAX, "1e-8", "E", "Adam epsilon",
      "training"},
     {"schedule", OT_CHOICE, OFF(schedule), T, SF, "constant|step|cosine", 0, 0, "cosine", "NAME",
      "learning-rate schedule after the warm-up", "training"},
-    {"warmup", OT_FLOAT, OFF(warmup), T, SF, NULL, 0, BIG, "0", "EPOCHS",
+    {"warmup", OT_FLOAT, OFF(warmup), T, SF, NULL, 0, EPOCHS_MAX, "0", "EPOCHS",
      "linear warm-up, in epochs (fractions allowed)", "training"},
-    {"step-size", OT_FLOAT, OFF(step_size), T, SF | OF_LO_OPEN, NULL, 0, BIG, "1", "EPOCHS",
+    {"step-size", OT_FLOAT, OFF(step_size), T, SF | OF_LO_OPEN, NULL, 0, EPOCHS_MAX, "1", "EPOCHS",
      "step schedule: epochs between decays", "training"},
     {"gamma", OT_FLOAT, OFF(gamma), T, SF | OF_LO_OPEN, NULL, 0, 1, "0.1", "G",
      "step schedule: decay factor", "training"},
-    {"min-lr", OT_FLOAT, OFF(min_lr), T, SF, NULL, 0, BIG, "0", "LR", "cosine schedule: the floor",
+    {"min-lr", OT_FLOAT, OFF(min_lr), T, SF, NULL, 0, FMAX, "0", "LR", "cosine schedule: the floor",
      "training"},
-    {"clip", OT_FLOAT, OFF(clip), T | L, SF, NULL, 0, BIG, "0", "NORM",
+    {"clip", OT_FLOAT, OFF(clip), T | L, SF, NULL, 0, FMAX, "0", "NORM",
      "clip gradients to this global L2 norm (0: off)", "training"},
-    {"clip-value", OT_FLOAT, OFF(clip_value), T | L, SF, NULL, 0, BIG, "0", "V",
+    {"clip-value", OT_FLOAT, OFF(clip_value), T | L, SF, NULL, 0, FMAX, "0", "V",
      "clip each gradient to [-V, V] (0: off)", "training"},
     {"accum", OT_INT, OFF(accum), T | L, SF, NULL, 1, 4096, "1", "K",
      "micro-batches per step (gradient accumulation)", "training"},
     {"batch", OT_INT, OFF(batch), T | E | P | L, SF, NULL, 1, 1 << 20, "128", "N", "batch size",
      "run"},
-    {"epochs", OT_INT, OFF(epochs), T, S, NULL, 1, 1000000, "12", "N", "epochs in all", "training"},
+    {"epochs", OT_INT, OFF(epochs), T, S, NULL, 1, EPOCHS_MAX, "12", "N", "epochs in all",
+     "training"},
     {"seed", OT_INT, OFF(seed), T | L, SF, NULL, 0, 9007199254740991.0, "1", "N",
      "seed of the weights, dropout, shuffling and the validation split", "training"},
     {"device", OT_STR, OFF(device), T | E | P | L, 0, NULL, 0, 0, "auto", "NAME",
@@ -193,10 +200,14 @@ static const opt_spec SPECS[] = {
     {"memory-limit", OT_INT, OFF(memory_limit), T | E | P | L, 0, NULL, 0, 9007199254740991.0, "0",
      "BYTES", "fail (naming the sizes) when the device would hold more than BYTES (0: no limit)",
      "run"},
+    {"memory-check", OT_BOOL, OFF(memory_check), T | E | P | L, 0, NULL, 0, 1, "yes", "",
+     "refuse at once a model larger than the device's free memory, naming the sizes (no: let "
+     "the allocations decide)",
+     "run"},
     /* lr-find */
-    {"start-lr", OT_FLOAT, OFF(start_lr), L, OF_LO_OPEN, NULL, 0, BIG, "1e-7", "LR",
+    {"start-lr", OT_FLOAT, OFF(start_lr), L, OF_LO_OPEN, NULL, 0, FMAX, "1e-7", "LR",
      "first learning rate of the range test", "lr-find"},
-    {"end-lr", OT_FLOAT, OFF(end_lr), L, OF_LO_OPEN, NULL, 0, BIG, "10", "LR",
+    {"end-lr", OT_FLOAT, OFF(end_lr), L, OF_LO_OPEN, NULL, 0, FMAX, "10", "LR",
      "last learning rate of the range test", "lr-find"},
     {"steps", OT_INT, OFF(steps), L, 0, NULL, 5, 10000000, "100", "N", "steps of the range test",
      "lr-find"},
@@ -350,16 +361,21 @@ static int parse_bool(const char *s, int allow_auto, int *out) {
     return 0;
 }
 
-static int parse_list(const char *s, cli_int_list *out) {
+#define WIDTH_MAX (1L << 24)
+
+/* Widths "W,W,..."; 0 and *bad (the 1-based position of the first bad width, 0 for the list's
+ * shape) on failure. */
+static int parse_list(const char *s, cli_int_list *out, int *bad) {
     cli_int_list l = {0, {0}};
     const char *p = s;
+    *bad = 0;
     if (!*s) return *out = l, 1; /* --hidden "": no hidden layer */
     for (;;) {
         char *end;
         errno = 0;
         if (!isdigit((unsigned char)*p) || l.n == CLI_MAX_WIDTHS) return 0;
         long v = strtol(p, &end, 10);
-        if (errno == ERANGE || v < 1 || v > (1L << 24)) return 0;
+        if (errno == ERANGE || v < 1 || v > WIDTH_MAX) return *bad = l.n + 1, 0;
         l.v[l.n++] = (int)v;
         if (*end == '\0') break;
         if (*end != ',') return 0;
@@ -441,11 +457,15 @@ static int set_value(int cmd, cli_options *o, const opt_spec *s, const char *tex
         *(int *)field = b;
         return 0;
     case OT_LIST:
-        if (!parse_list(text, (cli_int_list *)field)) {
-            cli_usage_error(cmd,
-                            "%s: '%s' is not a list of widths (up to %d comma-separated "
-                            "integers >= 1)",
-                            label, text, CLI_MAX_WIDTHS);
+        if (!parse_list(text, (cli_int_list *)field, &b)) {
+            if (b)
+                cli_usage_error(cmd, "%s: width %d of '%s' is out of range (must be in [1, %ld])",
+                                label, b, text, WIDTH_MAX);
+            else
+                cli_usage_error(cmd,
+                                "%s: '%s' is not a list of widths (up to %d comma-separated "
+                                "integers in [1, %ld])",
+                                label, text, CLI_MAX_WIDTHS, WIDTH_MAX);
             return CLI_EXIT_USAGE;
         }
         return 0;

@@ -68,6 +68,19 @@ static void add(file_set *s, const char *flag, const char *path, int in_place) {
     if (r->resolved) snprintf(r->resolved, n, "%s/%s", real, base_of(path));
 }
 
+/* Standard input, which a redirection (< file) makes a file like any other input. */
+static void add_stdin(file_set *s, const char *flag) {
+    struct stat sb;
+    if (s->n == MAX_FILES || fstat(0, &sb) != 0) return;
+    file_ref *r = &s->f[s->n++];
+    memset(r, 0, sizeof *r);
+    snprintf(r->flag, sizeof r->flag, "%.60s", flag);
+    r->path = "-";
+    r->exists = 1;
+    r->dev = sb.st_dev;
+    r->ino = sb.st_ino;
+}
+
 static void free_set(file_set *s) {
     for (int i = 0; i < s->n; ++i)
         free(s->f[i].resolved);
@@ -98,7 +111,11 @@ static void collect_inputs(int cmd, const cli_options *o, const char *checkpoint
     char label[128];
     for (int i = 0; i < cli_option_count(); ++i) {
         if (!cli_option_is_input(i)) continue;
-        if (standard_stream(cli_option_name(i), cli_option_text(o, cli_option_name(i)))) continue;
+        if (standard_stream(cli_option_name(i), cli_option_text(o, cli_option_name(i)))) {
+            snprintf(label, sizeof label, "--%s", cli_option_name(i));
+            add_stdin(in, label);
+            continue;
+        }
         flag_label(o, i, strcmp(cli_option_name(i), "resume") ? checkpoint : NULL, label,
                    sizeof label);
         add(in, label, cli_option_text(o, cli_option_name(i)), 0);
@@ -132,6 +149,7 @@ static void collect_outputs(int cmd, const cli_options *o, file_set *out) {
 
 /* How two paths of one file differ, for the message. */
 static const char *how_same(const file_ref *a, const file_ref *b) {
+    if (strcmp(b->path, "-") == 0) return "standard input is redirected from it";
     if (strcmp(a->path, b->path) == 0) return "";
     struct stat sa, sb;
     int link = (lstat(a->path, &sa) == 0 && S_ISLNK(sa.st_mode)) ||
@@ -172,36 +190,12 @@ static int check_clashes(int cmd, const file_set *in, const file_set *out) {
     return 0;
 }
 
-/* The output can be created: what is at its path is a regular file or nothing, its folder is
- * there, and a file of its temporary name can be made in it (which also proves the name short
- * enough and the filesystem writable). */
-int cli_check_writable(int cmd, const char *flag, const char *path) {
-    struct stat sb;
-    const char *base = base_of(path);
-    if (!base[0] || !strcmp(base, ".") || !strcmp(base, "..") ||
-        (stat(path, &sb) == 0 && S_ISDIR(sb.st_mode))) {
-        cli_usage_error(cmd, "%s: '%s' is a folder; give a file name", flag, path);
-        return CLI_EXIT_USAGE;
-    }
-    if (stat(path, &sb) == 0 && !S_ISREG(sb.st_mode)) {
-        cli_usage_error(cmd,
-                        "%s: '%s' is not a regular file (a device, pipe or socket); it cannot be "
-                        "replaced: give a file name",
-                        flag, path);
-        return CLI_EXIT_USAGE;
-    }
-    char dir[PATH_MAX];
-    folder_of(path, dir, sizeof dir);
-    const char *bad = NULL;
-    if (stat(dir, &sb) != 0)
-        bad = errno == ENOENT || errno == ENOTDIR ? "does not exist" : strerror(errno);
-    else if (!S_ISDIR(sb.st_mode))
-        bad = "is not a folder";
-    if (bad) {
-        cli_fail(cmd, "%s: cannot write '%s': folder '%s' %s", flag, path, dir, bad);
-        return CLI_EXIT_FAIL;
-    }
-    char *tmp = bp_atomic_temp_name(path);
+/* The temporary file proves the folder takes a file of that name; for a file that exists it
+ * must also take the owner and group the replaced file has (the writer gives them). */
+static int probe(int cmd, const char *flag, const char *path, const char *target, const char *dir,
+                 const struct stat *old) {
+    const char *base = base_of(target);
+    char *tmp = bp_atomic_temp_name(target);
     if (!tmp) return cli_fail(cmd, "out of memory"), CLI_EXIT_FAIL;
     long name_max = pathconf(dir, _PC_NAME_MAX);
     size_t tmp_len = strlen(base_of(tmp));
@@ -210,6 +204,13 @@ int cli_check_writable(int cmd, const char *flag, const char *path) {
                  : open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
     int err = errno, rc = 0;
     if (fd >= 0) {
+        if (old && fchown(fd, old->st_uid, old->st_gid) != 0) {
+            cli_fail(cmd,
+                     "%s: cannot replace '%s': it belongs to user %ld, group %ld, which a new "
+                     "file of ours cannot be given (%s): write it elsewhere",
+                     flag, path, (long)old->st_uid, (long)old->st_gid, strerror(errno));
+            rc = CLI_EXIT_FAIL;
+        }
         close(fd);
         unlink(tmp);
     } else if (err == ENAMETOOLONG) {
@@ -217,7 +218,7 @@ int cli_check_writable(int cmd, const char *flag, const char *path) {
                  "%s: cannot write '%s': its name is %zu bytes, %zu with the suffix '%s' of the "
                  "file written before it is renamed, over the %ld a name may have in '%s': "
                  "choose a shorter name",
-                 flag, path, strlen(base), tmp_len, tmp + strlen(path),
+                 flag, path, strlen(base), tmp_len, tmp + strlen(target),
                  name_max > 0 ? name_max : 255, dir);
         rc = CLI_EXIT_FAIL;
     } else if (err != EEXIST) { /* EEXIST: a dead process of our pid left one; saving replaces it */
@@ -226,6 +227,47 @@ int cli_check_writable(int cmd, const char *flag, const char *path) {
         rc = CLI_EXIT_FAIL;
     }
     free(tmp);
+    return rc;
+}
+
+/* The output can be created: the file a write to its path lands on (a symlink's target; never
+ * a process's open file under /proc) is a regular file or nothing, its folder is there, and a
+ * file of its temporary name, with the owner and group of the file it replaces, can be made in
+ * it (which also proves the name short enough and the filesystem writable). */
+int cli_check_writable(int cmd, const char *flag, const char *path) {
+    struct stat sb;
+    const char *base = base_of(path);
+    if (!base[0] || !strcmp(base, ".") || !strcmp(base, "..") ||
+        (stat(path, &sb) == 0 && S_ISDIR(sb.st_mode))) {
+        cli_usage_error(cmd, "%s: '%s' is a folder; give a file name", flag, path);
+        return CLI_EXIT_USAGE;
+    }
+    char *target = NULL;
+    if (bp_atomic_target(path, &target) != BP_OK) return cli_lib_fail(cmd, flag);
+    int exists = stat(target, &sb) == 0, rc = 0;
+    if (exists && !S_ISREG(sb.st_mode)) {
+        cli_usage_error(cmd,
+                        "%s: '%s' is %s, not a regular file; it cannot be replaced: give a file "
+                        "name",
+                        flag, path, bp_atomic_kind(sb.st_mode));
+        free(target);
+        return CLI_EXIT_USAGE;
+    }
+    char dir[PATH_MAX];
+    folder_of(target, dir, sizeof dir);
+    struct stat db;
+    const char *bad = NULL;
+    if (stat(dir, &db) != 0)
+        bad = errno == ENOENT || errno == ENOTDIR ? "does not exist" : strerror(errno);
+    else if (!S_ISDIR(db.st_mode))
+        bad = "is not a folder";
+    if (bad) {
+        cli_fail(cmd, "%s: cannot write '%s': folder '%s' %s", flag, path, dir, bad);
+        rc = CLI_EXIT_FAIL;
+    } else {
+        rc = probe(cmd, flag, path, target, dir, exists ? &sb : NULL);
+    }
+    free(target);
     return rc;
 }
 

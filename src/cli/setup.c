@@ -10,6 +10,7 @@ int cli_open_device(int cmd, const cli_options *o, bp_device **dev) {
     bp_status st;
     bp_device_options opts = bp_device_options_default();
     opts.threads = o->threads;
+    opts.check_memory = o->memory_check;
     *dev = bp_device_open_ex(o->device, &opts, &st);
     if (!*dev) return cli_lib_fail(cmd, "--device");
     /* Before anything is allocated on it, so the limit covers the model, the optimizer state,
@@ -136,8 +137,12 @@ bp_model *cli_build_model(int cmd, const cli_options *o, bp_device *dev, const c
     return m;
 }
 
+/* Saturating: the flags are bounded (options.c), but a double past INT64_MAX must never reach
+ * llround (undefined; on x86 it gives INT64_MIN). */
 static int64_t epochs_to_steps(double epochs, int64_t per_epoch) {
-    return (int64_t)llround(epochs * (double)per_epoch);
+    double steps = epochs * (double)per_epoch;
+    if (!(steps < 9.2e18)) return INT64_MAX;
+    return steps <= 0 ? 0 : (int64_t)llround(steps);
 }
 
 bp_optim_config cli_optim_config(const cli_options *o, int64_t steps_per_epoch) {

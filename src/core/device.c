@@ -1,3 +1,4 @@
+#include <stdint.h>
 #include <stdlib.h>
 #include <stdio.h>
 #include <string.h>
@@ -202,6 +203,57 @@ bp_status bp_dev_alloc(bp_device *device, size_t bytes, const char *what, void *
     s->bytes_in_use += bytes;
     if (s->bytes_in_use > s->peak_bytes) s->peak_bytes = s->bytes_in_use;
     return BP_OK;
+}
+
+/* MemAvailable of /proc/meminfo in bytes; 0 when it cannot be read (then nothing is checked). */
+static size_t host_available(void) {
+    FILE *f = fopen("/proc/meminfo", "r");
+    if (!f) return 0;
+    char line[256];
+    unsigned long long kb = 0;
+    while (fgets(line, sizeof line, f))
+        if (sscanf(line, "MemAvailable: %llu kB", &kb) == 1) break;
+    fclose(f);
+    return kb > SIZE_MAX / 1024 ? SIZE_MAX : (size_t)kb * 1024;
+}
+
+bp_status bp_dev_check_fits(const bp_device *device, const char *fn, const bp_mem_part *parts,
+                            int n) {
+    if (!device->options.check_memory) return BP_OK;
+    int cpu = device->kind == BP_DEVICE_CPU;
+    size_t need = 0;
+    int largest = -1;
+    for (int i = 0; i < n; ++i) {
+        if (parts[i].host && !cpu) continue;
+        if (__builtin_add_overflow(need, parts[i].bytes, &need))
+            return bp_error(BP_ERR_OUT_OF_MEMORY,
+                            "%s: needs more than %zu bytes on %s (the %s alone are %zu bytes); "
+                            "nothing was allocated",
+                            fn, SIZE_MAX, device->name, parts[i].name, parts[i].bytes);
+        if (largest < 0 || parts[i].bytes > parts[largest].bytes) largest = i;
+    }
+    /* The memory limit is held exactly by bp_dev_alloc, with its own message; this check is for
+     * the machine's memory. Without a figure for it (CUDA: the backend has no entry for free
+     * memory yet) there is nothing to compare with. */
+    size_t avail = cpu ? host_available() : 0;
+    const char *source = "MemAvailable in /proc/meminfo";
+    if (!avail) return BP_OK;
+    if (largest < 0 || need <= avail) return BP_OK;
+    char list[512];
+    size_t used = 0;
+    list[0] = '\0';
+    for (int i = 0; i < n && used < sizeof list; ++i)
+        if ((!parts[i].host || cpu) && parts[i].bytes)
+            used += (size_t)snprintf(list + used, sizeof list - used, "%s%s %zu", used ? ", " : "",
+                                     parts[i].name, parts[i].bytes);
+    return bp_error(BP_ERR_OUT_OF_MEMORY,
+                    "%s: needs %zu bytes on %s (%.1f GiB: %s), %zu are free (%.1f GiB, %s); the "
+                    "largest part is the %s (%zu bytes); nothing was allocated (make the model or "
+                    "batch smaller; options.check_memory 0, the command's --no-memory-check, "
+                    "skips this check)",
+                    fn, need, device->name, (double)need / 1073741824.0, list, avail,
+                    (double)avail / 1073741824.0, source, parts[largest].name,
+                    parts[largest].bytes);
 }
 
 void bp_dev_free(bp_device *device, void *ptr, size_t bytes) {

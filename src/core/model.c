@@ -118,18 +118,36 @@ static size_t layout_workspace(bp_model *m, char *base) {
     return off;
 }
 
+/* Everything creation allocates, checked against what the device has free before any of it
+ * is (a model of 2e9 parameters is refused at once, not after minutes of allocating). The sizes
+ * cannot overflow (widths and max_batch are at most 2^24, layers at most 1024), and the sum is
+ * checked all the same. */
+static bp_status check_fits(bp_model *m) {
+    size_t bytes = m->n_params * sizeof(float);
+    bp_mem_part parts[] = {
+        {"parameters", bytes, 0},
+        {"gradients", bytes, 0},
+        {"bf16 copy of the weights", m->gemm_type == BP_EL_BF16 ? m->n_params * 2 : 0, 0},
+        {"workspace", m->workspace_bytes, 0},
+        {"host copy of the initial weights", bytes, 1},
+    };
+    return bp_dev_check_fits(m->device, "bp_model_create", parts,
+                             (int)(sizeof parts / sizeof parts[0]));
+}
+
 static bp_status alloc_buffers(bp_model *m) {
     size_t bytes = m->n_params * sizeof(float);
-    bp_status st =
-        bp_dev_alloc(m->device, bytes, "bp_model_create: parameters", (void **)&m->params);
+    /* The plans decide the fused layers, whose saved state the workspace holds. */
+    bp_status st = bp_model_make_plans(m);
+    m->workspace_bytes = layout_workspace(m, NULL);
+    if (st == BP_OK) st = check_fits(m);
+    if (st == BP_OK)
+        st = bp_dev_alloc(m->device, bytes, "bp_model_create: parameters", (void **)&m->params);
     if (st == BP_OK)
         st = bp_dev_alloc(m->device, bytes, "bp_model_create: gradients", (void **)&m->grads);
     if (st == BP_OK && m->gemm_type == BP_EL_BF16)
         st = bp_dev_alloc(m->device, m->n_params * sizeof(uint16_t),
                           "bp_model_create: bf16 copy of the weights", (void **)&m->params_bf16);
-    /* The plans decide the fused layers, whose saved state the workspace holds. */
-    if (st == BP_OK) st = bp_model_make_plans(m);
-    m->workspace_bytes = layout_workspace(m, NULL);
     if (st == BP_OK)
         st = bp_dev_alloc(m->device, m->workspace_bytes, "bp_model_create: workspace",
                           &m->workspace);

@@ -9,12 +9,18 @@
  * back its table of operations, each stamped with BP_MODULE_ABI and the project version. The
  * module links nothing of the core, so it serves a shared and a static core alike.
  *
- * Where a module is looked for, first match wins:
- *   1. the file named by its environment variable (BP_CUDA_MODULE, BP_MPI_MODULE);
- *   2. <dir>/backprop/<file> and <dir>/<file>, <dir> being the folder of the image that holds
- *      the core (libbackprop.so when linked shared, the program when linked static);
- *   3. <file> through the dynamic loader's own search: the calling image's run path,
- *      LD_LIBRARY_PATH, the system folders. */
+ * Where a module is looked for, first match wins, always by an absolute path (never the
+ * current folder, never a relative path: a file planted where a program runs is not loaded):
+ *   1. the file named by its environment variable (BP_CUDA_MODULE, BP_MPI_MODULE), which must
+ *      be absolute;
+ *   2. <dir>/backprop/<file>, <dir>/<file> and <dir>/../lib/backprop/<file> (the installed
+ *      layout, from bin/), <dir> being the absolute folder of the image that holds the core
+ *      (libbackprop.so when linked shared, the program when linked static);
+ *   3. <folder>/<file> for each absolute folder of the dynamic loader's search list for that
+ *      image (its run path, LD_LIBRARY_PATH, the system folders); empty and relative entries
+ *      are skipped.
+ * A candidate that is there but is a folder, not a regular file or not an ELF file is reported
+ * as such (not passed to dlopen, whose message would blame the runtime libraries). */
 #ifndef BP_CORE_MODULE_H
 #define BP_CORE_MODULE_H
 

@@ -99,6 +99,68 @@ int bp_atomic_clean_stale(const char *path) {
     return removed;
 }
 
+/* ---- the target ------------------------------------------------------------------------ */
+
+/* A link of /proc (/proc/self/fd/1, and /dev/stdout or /dev/fd/N through it) names an open file
+ * of a process, which a rename would not write to. */
+static int in_proc(const char *p) {
+    return strncmp(p, "/proc/", 6) == 0 || strcmp(p, "/proc") == 0;
+}
+
+/* dir-of(link)/to, or to when it is absolute; malloc'd. */
+static char *beside(const char *link, const char *to) {
+    if (to[0] == '/') return strdup(to);
+    char *dir = folder_of(link);
+    if (!dir) return NULL;
+    size_t n = strlen(dir) + strlen(to) + 2;
+    char *out = malloc(n);
+    if (out) snprintf(out, n, "%s/%s", dir, to);
+    free(dir);
+    return out;
+}
+
+bp_status bp_atomic_target(const char *path, char **target) {
+    *target = NULL;
+    if (!path || !*path) return bp_error(BP_ERR_INVALID_ARGUMENT, "the path is empty");
+    char *cur = strdup(path);
+    for (int hops = 0; cur; ++hops) {
+        struct stat sb;
+        if (lstat(cur, &sb) != 0 || !S_ISLNK(sb.st_mode)) {
+            *target = cur;
+            return BP_OK;
+        }
+        char to[PATH_MAX];
+        ssize_t n = hops < 40 ? readlink(cur, to, sizeof to - 1) : (errno = ELOOP, -1);
+        if (n < 0 || in_proc(cur)) {
+            int err = n < 0 ? errno : EINVAL;
+            bp_status st =
+                n < 0 ? bp_error(BP_ERR_IO, "%s: following the link %s failed: %s", path, cur,
+                                 strerror(err))
+                      : bp_error(BP_ERR_IO,
+                                 "%s: it leads to %s, a process's open file (a /proc link), not "
+                                 "a file that can be replaced: name a file",
+                                 path, cur);
+            free(cur);
+            errno = err;
+            return st;
+        }
+        to[n] = '\0';
+        char *next = beside(cur, to);
+        free(cur);
+        cur = next;
+    }
+    return bp_error(BP_ERR_OUT_OF_MEMORY, "%s: no memory", path);
+}
+
+const char *bp_atomic_kind(mode_t mode) {
+    if (S_ISREG(mode)) return "a regular file";
+    if (S_ISDIR(mode)) return "a folder";
+    if (S_ISCHR(mode) || S_ISBLK(mode)) return "a device";
+    if (S_ISFIFO(mode)) return "a pipe (FIFO)";
+    if (S_ISSOCK(mode)) return "a socket";
+    return "not a regular file";
+}
+
 /* ---- opening ----------------------------------------------------------------------------- */
 
 static bp_status open_fail(const char *path, const char *tmp, int err) {
@@ -115,25 +177,54 @@ static int open_named(const char *tmp) {
     return fd;
 }
 
+/* The new file gets the owner, group and mode of the one it replaces (owner first: a change of
+ * owner clears the set-id bits). */
+static bp_status keep_attributes(bp_atomic_file *a, const struct stat *old) {
+    struct stat now;
+    const char *what = "its owner and group";
+    int err = 0;
+    if (fstat(a->fd, &now) != 0)
+        err = errno;
+    else if ((now.st_uid != old->st_uid || now.st_gid != old->st_gid) &&
+             fchown(a->fd, old->st_uid, old->st_gid) != 0)
+        err = errno;
+    else if (fchmod(a->fd, old->st_mode & 07777) != 0)
+        err = errno, what = "its mode";
+    if (!err) return BP_OK;
+    bp_error(BP_ERR_IO,
+             "%s: the new file cannot keep %s (user %ld, group %ld, mode %04o): %s; %s is "
+             "unchanged",
+             a->path, what, (long)old->st_uid, (long)old->st_gid, (unsigned)(old->st_mode & 07777),
+             strerror(err), a->path);
+    errno = err;
+    return BP_ERR_IO;
+}
+
 bp_status bp_atomic_open(bp_atomic_file *a, const char *path) {
     memset(a, 0, sizeof *a);
     a->fd = -1;
-    if (!path || !*path) return bp_error(BP_ERR_INVALID_ARGUMENT, "the path is empty");
+    char *target = NULL;
+    bp_status st = bp_atomic_target(path, &target);
+    if (st != BP_OK) return st;
     struct stat sb;
-    if (stat(path, &sb) == 0 && S_ISDIR(sb.st_mode)) {
-        bp_error(BP_ERR_IO, "%s: cannot replace it: %s", path, strerror(EISDIR));
-        errno = EISDIR;
+    int exists = stat(target, &sb) == 0;
+    if (exists && !S_ISREG(sb.st_mode)) {
+        int err = S_ISDIR(sb.st_mode) ? EISDIR : EINVAL;
+        bp_error(BP_ERR_IO, "%s: cannot replace it: it is %s (%s), not a regular file", path,
+                 bp_atomic_kind(sb.st_mode), strerror(err));
+        free(target);
+        errno = err;
         return BP_ERR_IO;
     }
-    a->path = strdup(path);
-    a->tmp = bp_atomic_temp_name(path);
-    char *dir = folder_of(path);
-    if (!a->path || !a->tmp || !dir) {
+    a->path = target;
+    a->tmp = bp_atomic_temp_name(target);
+    char *dir = folder_of(target);
+    if (!a->tmp || !dir) {
         free(dir);
         bp_atomic_abort(a);
         return bp_error(BP_ERR_OUT_OF_MEMORY, "%s: no memory", path);
     }
-    bp_atomic_clean_stale(path);
+    bp_atomic_clean_stale(target);
 #ifdef O_TMPFILE
     if (bp_atomic_use_tmpfile) a->fd = open(dir, O_TMPFILE | O_RDWR | O_CLOEXEC, 0666);
     a->unnamed = a->fd >= 0;
@@ -142,7 +233,13 @@ bp_status bp_atomic_open(bp_atomic_file *a, const char *path) {
     if (a->fd < 0) a->fd = open_named(a->tmp);
     if (a->fd < 0) {
         int err = errno;
-        bp_status st = open_fail(path, a->tmp, err);
+        st = open_fail(target, a->tmp, err);
+        bp_atomic_abort(a);
+        errno = err;
+        return st;
+    }
+    if (exists && (st = keep_attributes(a, &sb)) != BP_OK) {
+        int err = errno;
         bp_atomic_abort(a);
         errno = err;
         return st;

@@ -7,6 +7,12 @@
  * and renamed over the target. Elsewhere it is written under that name from the start, locked
  * (flock) while its writer lives.
  *
+ * The target is the file a write to the path lands on: a symlink (a chain of them) is followed
+ * and its target replaced, so the link stays a link; a link into /proc (/dev/stdout, /dev/fd/N)
+ * is refused, as is a target that exists and is not a regular file (a folder, a device, a FIFO,
+ * a socket). A target that exists keeps its owner, group and mode: the new file is given them
+ * before a byte is written, or the target is not replaced.
+ *
  * Every open first removes the temporary files of the same target left by writers that no
  * longer run: "<name>.tmp.<pid>" beside it whose process is gone (kill(pid, 0) fails with
  * ESRCH) and whose lock nobody holds, so a writer on another host of a shared filesystem keeps
@@ -15,6 +21,7 @@
 #define BP_IO_ATOMIC_H
 
 #include <stddef.h>
+#include <sys/types.h>
 
 #include "backprop/status.h"
 
@@ -29,10 +36,20 @@ typedef struct bp_atomic_file {
     char *tmp;   /* "<path>.tmp.<pid>" */
 } bp_atomic_file;
 
-/* Starts replacing path: cleans stale temporary files of path, then opens the new file (mode
- * 0666 less the umask, like an ordinary create). On failure BP_ERR_IO (BP_ERR_OUT_OF_MEMORY)
- * naming path, with errno kept, and *a holds nothing to release. */
+/* Starts replacing path's target (see above; a->path is that target): cleans its stale
+ * temporary files, then opens the new file (mode 0666 less the umask, like an ordinary create,
+ * or the owner, group and mode of the file it replaces). On failure BP_ERR_IO
+ * (BP_ERR_OUT_OF_MEMORY) naming path, with errno kept, and *a holds nothing to release. */
 bp_status bp_atomic_open(bp_atomic_file *a, const char *path);
+
+/* The file a write to path lands on: path with its symlinks followed, malloc'd in *target (a
+ * dangling link gives the file it would create). BP_ERR_IO naming path for a link into /proc,
+ * a loop or an unreadable link; *target is then NULL. */
+bp_status bp_atomic_target(const char *path, char **target);
+
+/* "a folder", "a device", "a pipe (FIFO)", "a socket", "a regular file": what a mode is, for
+ * messages. */
+const char *bp_atomic_kind(mode_t mode);
 
 /* Makes the written file path's content: fsync, a name (for an unnamed file), rename over
  * path, fsync of the folder. fsync_fn and rename_fn (NULL: the real calls) are the test seam of

@@ -9,6 +9,11 @@
   the temporary suffix is added, a folder or a device as the target: refused before training;
 - plots are written like checkpoints: gnuplot's exit status and a complete PNG are checked before
   the rename, and on any failure the previous plot stays and the run exits 1;
+- standard input is an input: `predict --input - --output X < X` is a clash (fstat(0) by device
+  and inode);
+- an output that exists keeps its owner, group and mode when replaced; a symlink output is
+  written through to its target and stays a link; `--save /dev/stdout` (a link into /proc) and
+  a device, FIFO or socket are refused, saying what they are;
 - file names never reach gnuplot: hostile names (newline, quotes, backslash, system(), backticks,
   $(...), a leading '|') give a plot at exactly that name, run nothing and leave nothing else.
 
@@ -107,8 +112,8 @@ def test_unwritable(d):
         (["--save", "adir/"], 2, "is a folder"),
         # Devices through a link, and a FIFO: never a real device, so that a binary that gets
         # this wrong replaces only the link (a rename over /dev/null itself would replace it).
-        (["--plot", "null"], 2, "'null' is not a regular file"),
-        (["--metrics", "fifo"], 2, "'fifo' is not a regular file"),
+        (["--plot", "null"], 2, "'null' is a device, not a regular file"),
+        (["--metrics", "fifo"], 2, "'fifo' is a pipe (FIFO), not a regular file"),
     ]
     for extra, rc, needle in cases:
         r = run("train", "--train", "data.csv", *SMALL, *extra, cwd=d)
@@ -122,6 +127,82 @@ def test_unwritable(d):
           r.rc == 1 and "/proc" in r.err and "wrote" not in r.out, r)
     leftovers = [n for n in os.listdir(d) if ".tmp." in n]
     check("the checks leave no probe files", not leftovers, leftovers)
+
+
+def run_stdio(args, cwd, stdin=None, stdout=None):
+    env = dict(os.environ, OMP_NUM_THREADS="2")
+    p = subprocess.run([BIN] + args, cwd=cwd, stdin=stdin, stdout=stdout or subprocess.PIPE,
+                       stderr=subprocess.PIPE, env=env, timeout=120)
+    p.err = p.stderr.decode(errors="replace")
+    return p
+
+
+def mode_of(path):
+    st = os.stat(path)
+    return st.st_mode & 0o7777, st.st_uid, st.st_gid
+
+
+def test_replacing(d):
+    """Standard input is an input; a replaced output keeps owner, group and mode; a symlink
+    output is written through and stays a link; /dev/stdout is never renamed over."""
+    data = os.path.join(d, "data.csv")
+    with open(data, "rb") as f:
+        before = f.read()
+    with open(data, "rb") as f:
+        p = run_stdio(["predict", "m.st", "--input", "-", "--output", "data.csv"], d, stdin=f)
+    with open(data, "rb") as f:
+        same = f.read() == before
+    check("predict --input - --output X < X: exit 2 naming standard input, X unchanged",
+          p.returncode == 2 and "--input '-'" in p.err and "standard input" in p.err and same,
+          p.err)
+    with open(data, "rb") as f:
+        p = run_stdio(["predict", "m.st", "--input", "-", "--output", "p.csv"], d, stdin=f)
+    check("predict --input - < X --output Y still predicts", p.returncode == 0, p.err)
+
+    # Outputs that exist keep their mode (and owner and group, where we may give them).
+    root = os.geteuid() == 0
+    for name, mode in (("met.csv", 0o600), ("pred.csv", 0o640), ("keep.st", 0o600)):
+        path = os.path.join(d, name)
+        with open(path, "w") as f:
+            f.write("old\n")
+        os.chmod(path, mode)
+        if root:
+            os.chown(path, 65534, 65534)
+    r = run("train", "--train", "data.csv", *SMALL, "--metrics", "met.csv", "--save", "keep.st",
+            cwd=d)
+    check("train over existing --metrics and --save", r.rc == 0, r)
+    r = run("predict", "m.st", "--input", "data.csv", "--output", "pred.csv", cwd=d)
+    check("predict over an existing --output", r.rc == 0, r)
+    for name, mode in (("met.csv", 0o600), ("pred.csv", 0o640), ("keep.st", 0o600)):
+        path = os.path.join(d, name)
+        want = (mode, 65534, 65534) if root else (mode, os.geteuid(), mode_of(path)[2])
+        with open(path, "rb") as f:
+            replaced = f.read() != b"old\n"
+        check("%s replaced, keeping mode %o%s" % (name, mode, " and owner nobody" if root else ""),
+              replaced and mode_of(path) == want, (oct(mode_of(path)[0]), mode_of(path)[1:]))
+
+    # A symlink output: the target is replaced (atomically, beside it), the link stays.
+    os.mkdir(os.path.join(d, "real"))
+    with open(os.path.join(d, "real", "ck.st"), "w") as f:
+        f.write("old\n")
+    os.symlink("real/ck.st", os.path.join(d, "ck-link.st"))
+    r = run("train", "--train", "data.csv", *SMALL, "--save", "ck-link.st", cwd=d)
+    info = run("info", "real/ck.st", cwd=d)
+    check("--save LINK: the link stays a link, its target is the checkpoint",
+          r.rc == 0 and os.path.islink(os.path.join(d, "ck-link.st")) and info.rc == 0 and
+          os.listdir(os.path.join(d, "real")) == ["ck.st"], (r, info))
+
+    # /dev/stdout (a link into /proc) with standard output redirected to a file: as root a
+    # rename over it replaced the link in /dev; it is refused before training.
+    out = os.path.join(d, "stdout.txt")
+    with open(out, "wb") as f:
+        p = run_stdio(["train", "--train", "data.csv", *SMALL, "--save", "/dev/stdout"], d,
+                      stdout=f)
+    with open(out, "rb") as f:
+        text = f.read()
+    check("--save /dev/stdout > f: refused naming /proc, nothing trained, /dev/stdout a link",
+          p.returncode != 0 and "a /proc link" in p.err and b"epoch" not in text and
+          os.path.islink("/dev/stdout"), p.err)
 
 
 # ---- plots ----
@@ -292,6 +373,7 @@ def main():
         check("a checkpoint to predict with", r.rc == 0, r)
         test_clashes(d)
         test_unwritable(d)
+        test_replacing(d)
     with tempdir() as d:
         write_csv(os.path.join(d, "data.csv"), blobs(300, 1))
         test_hostile_names(d, gnuplot)

@@ -1,0 +1,223 @@
+// The atomic writer (src/io/atomic.h) and what it replaces: an existing file keeps its owner,
+// group and mode; a symlink is written through to its target (atomically, beside the target)
+// and stays a link; a folder, a device, a FIFO, a socket or a /proc link is refused with what
+// it is, and nothing is left behind. Every checkpoint, --metrics, --plot and predict output is
+// written by it.
+#include <gtest/gtest.h>
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <fstream>
+#include <set>
+#include <sstream>
+#include <string>
+
+#include "backprop/backprop.h"
+#include "io/atomic.h"
+#include "support_files.h"
+
+namespace {
+
+std::string read_all(const std::string &path) {
+    std::ifstream in(path, std::ios::binary);
+    std::stringstream ss;
+    ss << in.rdbuf();
+    return ss.str();
+}
+
+// Replaces path with bytes through the writer; the status, and the message on failure.
+bp_status replace(const std::string &path, const std::string &bytes, std::string *msg = nullptr) {
+    bp_atomic_file a;
+    bp_status st = bp_atomic_open(&a, path.c_str());
+    if (st == BP_OK) {
+        EXPECT_EQ((ssize_t)bytes.size(), write(a.fd, bytes.data(), bytes.size()));
+        st = bp_atomic_commit(&a, nullptr, nullptr);
+    }
+    if (msg) *msg = st == BP_OK ? "" : bp_last_error();
+    return st;
+}
+
+std::set<std::string> entries(const std::string &dir) {
+    std::set<std::string> out;
+    DIR *d = opendir(dir.c_str());
+    for (dirent *e; d && (e = readdir(d));)
+        if (strcmp(e->d_name, ".") && strcmp(e->d_name, "..")) out.insert(e->d_name);
+    if (d) closedir(d);
+    return out;
+}
+
+bool is_link(const std::string &path) {
+    struct stat sb;
+    return lstat(path.c_str(), &sb) == 0 && S_ISLNK(sb.st_mode);
+}
+
+class AtomicFile : public ::testing::Test {
+  protected:
+    bpt::TempDir dir_;
+};
+
+TEST_F(AtomicFile, AReplacedFileKeepsItsMode) {
+    for (mode_t mode : {0600, 0640, 0444, 0755}) {
+        std::string p = dir_.file("out.csv");
+        bpt::write_file(p, "old\n");
+        ASSERT_EQ(0, chmod(p.c_str(), mode));
+        ASSERT_EQ(BP_OK, replace(p, "new\n")) << bp_last_error();
+        struct stat sb;
+        ASSERT_EQ(0, stat(p.c_str(), &sb));
+        EXPECT_EQ(mode, sb.st_mode & 07777) << std::oct << mode;
+        EXPECT_EQ("new\n", read_all(p));
+        unlink(p.c_str());
+    }
+}
+
+TEST_F(AtomicFile, ANewFileHasTheUmasksMode) {
+    mode_t old = umask(027);
+    std::string p = dir_.file("fresh.csv");
+    ASSERT_EQ(BP_OK, replace(p, "x"));
+    umask(old);
+    struct stat sb;
+    ASSERT_EQ(0, stat(p.c_str(), &sb));
+    EXPECT_EQ(0640u, sb.st_mode & 07777);
+}
+
+// Only root can give a file to another user; elsewhere the refusal is what is checked.
+TEST_F(AtomicFile, AReplacedFileKeepsItsOwnerAndGroup) {
+    std::string p = dir_.file("owned.ckpt");
+    bpt::write_file(p, "old");
+    uid_t uid = 65534; // nobody
+    gid_t gid = 65534;
+    if (geteuid() != 0) {
+        struct stat sb;
+        ASSERT_EQ(0, stat(p.c_str(), &sb));
+        EXPECT_EQ(BP_OK, replace(p, "new")); // our own file: nothing to change
+        EXPECT_EQ(sb.st_uid, geteuid());
+        GTEST_SKIP() << "giving a file to another user needs root";
+    }
+    ASSERT_EQ(0, chown(p.c_str(), uid, gid));
+    ASSERT_EQ(0, chmod(p.c_str(), 0600));
+    ASSERT_EQ(BP_OK, replace(p, "new")) << bp_last_error();
+    struct stat sb;
+    ASSERT_EQ(0, stat(p.c_str(), &sb));
+    EXPECT_EQ(uid, sb.st_uid);
+    EXPECT_EQ(gid, sb.st_gid);
+    EXPECT_EQ(0600u, sb.st_mode & 07777);
+    EXPECT_EQ("new", read_all(p));
+}
+
+TEST_F(AtomicFile, ASymlinkIsWrittenThroughAndStaysALink) {
+    ASSERT_EQ(0, mkdir(dir_.file("real").c_str(), 0755));
+    std::string target = dir_.file("real/model.ckpt");
+    bpt::write_file(target, "old");
+    ASSERT_EQ(0, chmod(target.c_str(), 0600));
+    std::string link = dir_.file("link.ckpt");
+    std::string chain = dir_.file("chain.ckpt");
+    ASSERT_EQ(0, symlink("real/model.ckpt", link.c_str())); // relative to the link's folder
+    ASSERT_EQ(0, symlink(link.c_str(), chain.c_str()));     // absolute, to another link
+    for (const std::string &name : {link, chain}) {
+        ASSERT_EQ(BP_OK, replace(name, "new " + name)) << bp_last_error();
+        EXPECT_TRUE(is_link(link));
+        EXPECT_TRUE(is_link(chain));
+        EXPECT_EQ("new " + name, read_all(target));
+        struct stat sb;
+        ASSERT_EQ(0, stat(target.c_str(), &sb));
+        EXPECT_EQ(0600u, sb.st_mode & 07777);
+    }
+    EXPECT_EQ((std::set<std::string>{"model.ckpt"}), entries(dir_.file("real")));
+    EXPECT_EQ((std::set<std::string>{"real", "link.ckpt", "chain.ckpt"}), entries(dir_.path()));
+}
+
+TEST_F(AtomicFile, ADanglingSymlinkCreatesItsTarget) {
+    ASSERT_EQ(0, mkdir(dir_.file("real").c_str(), 0755));
+    std::string link = dir_.file("link.csv");
+    ASSERT_EQ(0, symlink("real/new.csv", link.c_str()));
+    ASSERT_EQ(BP_OK, replace(link, "made")) << bp_last_error();
+    EXPECT_TRUE(is_link(link));
+    EXPECT_EQ("made", read_all(dir_.file("real/new.csv")));
+}
+
+TEST_F(AtomicFile, ALinkLoopIsRefused) {
+    std::string a = dir_.file("a"), b = dir_.file("b");
+    ASSERT_EQ(0, symlink(b.c_str(), a.c_str()));
+    ASSERT_EQ(0, symlink(a.c_str(), b.c_str()));
+    std::string msg;
+    EXPECT_EQ(BP_ERR_IO, replace(a, "x", &msg));
+    EXPECT_NE(std::string::npos, msg.find(strerror(ELOOP))) << msg;
+    EXPECT_EQ((std::set<std::string>{"a", "b"}), entries(dir_.path()));
+}
+
+// /dev/stdout as root was renamed over: the link in /dev replaced, the output lost.
+TEST_F(AtomicFile, AProcLinkIsRefused) {
+    std::string f = dir_.file("redirected");
+    bpt::write_file(f, "keep");
+    int fd = open(f.c_str(), O_RDWR);
+    ASSERT_GE(fd, 0);
+    std::string self = "/proc/self/fd/" + std::to_string(fd);
+    std::string via = dir_.file("stdout-like");
+    ASSERT_EQ(0, symlink(self.c_str(), via.c_str()));
+    for (const std::string &p : {self, via}) {
+        std::string msg;
+        EXPECT_EQ(BP_ERR_IO, replace(p, "x", &msg)) << p;
+        EXPECT_NE(std::string::npos, msg.find("a /proc link")) << msg;
+    }
+    close(fd);
+    EXPECT_EQ("keep", read_all(f));
+    EXPECT_TRUE(is_link(via));
+    EXPECT_EQ((std::set<std::string>{"redirected", "stdout-like"}), entries(dir_.path()));
+}
+
+TEST_F(AtomicFile, WhatIsNotARegularFileIsRefusedByKind) {
+    std::string fifo = dir_.file("fifo"), sock = dir_.file("sock"), sub = dir_.file("sub");
+    std::string devlink = dir_.file("null-link");
+    ASSERT_EQ(0, mkfifo(fifo.c_str(), 0644));
+    ASSERT_EQ(0, mkdir(sub.c_str(), 0755));
+    ASSERT_EQ(0, symlink("/dev/null", devlink.c_str()));
+    int s = socket(AF_UNIX, SOCK_STREAM, 0);
+    ASSERT_GE(s, 0);
+    sockaddr_un addr{};
+    addr.sun_family = AF_UNIX;
+    ASSERT_LT(sock.size(), sizeof addr.sun_path);
+    memcpy(addr.sun_path, sock.c_str(), sock.size() + 1);
+    ASSERT_EQ(0, bind(s, reinterpret_cast<sockaddr *>(&addr), sizeof addr));
+    struct {
+        std::string path, says;
+    } cases[] = {{fifo, "a pipe (FIFO)"},
+                 {sock, "a socket"},
+                 {sub, "a folder"},
+                 {"/dev/null", "a device"},
+                 {devlink, "a device"}};
+    auto before = entries(dir_.path());
+    for (const auto &c : cases) {
+        std::string msg;
+        EXPECT_EQ(BP_ERR_IO, replace(c.path, "x", &msg)) << c.path;
+        EXPECT_NE(std::string::npos, msg.find(c.says)) << msg;
+        EXPECT_NE(std::string::npos, msg.find("not a regular file")) << msg;
+    }
+    close(s);
+    EXPECT_EQ(before, entries(dir_.path()));
+    EXPECT_TRUE(is_link(devlink));
+    struct stat sb;
+    ASSERT_EQ(0, stat("/dev/null", &sb));
+    EXPECT_TRUE(S_ISCHR(sb.st_mode));
+}
+
+TEST_F(AtomicFile, TargetFollowsLinks) {
+    ASSERT_EQ(0, mkdir(dir_.file("d").c_str(), 0755));
+    std::string link = dir_.file("d/l");
+    ASSERT_EQ(0, symlink("../t", link.c_str()));
+    char *t = nullptr;
+    ASSERT_EQ(BP_OK, bp_atomic_target(link.c_str(), &t));
+    EXPECT_EQ(dir_.file("d/../t"), std::string(t));
+    free(t);
+    ASSERT_EQ(BP_OK, bp_atomic_target("plain", &t));
+    EXPECT_STREQ("plain", t);
+    free(t);
+}
+
+} // namespace
