@@ -125,7 +125,9 @@ bp_optimizer *bp_optimizer_create(bp_model *model, const bp_optim_config *config
         o->config = *config;
         o->plateau = bp_plateau_start(&config->schedule);
         o->state_size = state_floats(config, model->n_params);
-        if (o->state_size)
+        bp_mem_part part = {"optimizer state", o->state_size * sizeof(float), 0};
+        if (o->state_size) st = bp_dev_check_fits(model->device, fn, &part, 1);
+        if (st == BP_OK && o->state_size)
             st = bp_dev_alloc(model->device, o->state_size * sizeof(float), fn, (void **)&o->state);
         if (st == BP_OK && o->state_size)
             st = model->device->ops->fill(model->device, o->state, 0.0f, o->state_size);
