@@ -121,6 +121,25 @@ TEST_P(Memory, TensorOverLimitFailsWithSizes) {
     EXPECT_THAT(std::string(bp_last_error()), HasSubstr("memory limit of 1000 bytes"));
 }
 
+// 2^40 parameters (4 TiB of weights alone): more than any host or GPU has free, so the check
+// before allocating refuses it, naming the figure it compared with, and nothing is allocated.
+TEST_P(Memory, AModelThatCannotFitIsRefusedBeforeAnyAllocation) {
+    BPT_OPEN_OR_SKIP(dev, GetParam());
+    bpt::DeviceGuard guard{dev};
+    int widths[] = {1 << 20, 1 << 20, 2};
+    bp_mlp_config cfg = bp_mlp_config_default(2, widths);
+    bp_device_stats before = stats_of(dev);
+    bp_status st = BP_OK;
+    EXPECT_EQ(bp_model_create(dev, &cfg, &st), nullptr);
+    EXPECT_EQ(st, BP_ERR_OUT_OF_MEMORY);
+    std::string why = bp_last_error();
+    EXPECT_THAT(why, ::testing::HasSubstr("bp_model_create: needs"));
+    EXPECT_THAT(why, ::testing::HasSubstr("the largest part is the parameters"));
+    EXPECT_THAT(why, ::testing::HasSubstr(GetParam() == std::string("cpu") ? "MemAvailable"
+                                                                           : "cudaMemGetInfo"));
+    EXPECT_EQ(stats_of(dev).alloc_count, before.alloc_count);
+}
+
 INSTANTIATE_TEST_SUITE_P(Backends, Memory, ::testing::ValuesIn(bpt::all_backends()),
                          [](const auto &info) { return info.param; });
 

@@ -113,6 +113,10 @@ typedef struct bp_backend_ops {
     bp_status (*copy)(bp_device *device, void *dst, const void *src, size_t bytes);
     bp_status (*fill)(bp_device *device, float *dst, float value, size_t n);
     bp_status (*synchronize)(bp_device *device);
+    /* The bytes an allocation can still get: the host's MemAvailable, the GPU's free memory
+     * and what its pool holds unused. 0 when the device cannot tell (nothing is then checked);
+     * *source names where the figure comes from, for messages. */
+    size_t (*memory_free)(bp_device *device, const char **source);
 
     /* C[m,n] = alpha * op(A) op(B) + beta * C, row-major; op(A) is [m,k], op(B) is [k,n];
      * lda, ldb, ldc are the row strides of A, B, C as stored. With beta 0, C is not read. */

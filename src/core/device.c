@@ -205,20 +205,7 @@ bp_status bp_dev_alloc(bp_device *device, size_t bytes, const char *what, void *
     return BP_OK;
 }
 
-/* MemAvailable of /proc/meminfo in bytes; 0 when it cannot be read (then nothing is checked). */
-static size_t host_available(void) {
-    FILE *f = fopen("/proc/meminfo", "r");
-    if (!f) return 0;
-    char line[256];
-    unsigned long long kb = 0;
-    while (fgets(line, sizeof line, f))
-        if (sscanf(line, "MemAvailable: %llu kB", &kb) == 1) break;
-    fclose(f);
-    return kb > SIZE_MAX / 1024 ? SIZE_MAX : (size_t)kb * 1024;
-}
-
-bp_status bp_dev_check_fits(const bp_device *device, const char *fn, const bp_mem_part *parts,
-                            int n) {
+bp_status bp_dev_check_fits(bp_device *device, const char *fn, const bp_mem_part *parts, int n) {
     if (!device->options.check_memory) return BP_OK;
     int cpu = device->kind == BP_DEVICE_CPU;
     size_t need = 0;
@@ -233,10 +220,9 @@ bp_status bp_dev_check_fits(const bp_device *device, const char *fn, const bp_me
         if (largest < 0 || parts[i].bytes > parts[largest].bytes) largest = i;
     }
     /* The memory limit is held exactly by bp_dev_alloc, with its own message; this check is for
-     * the machine's memory. Without a figure for it (CUDA: the backend has no entry for free
-     * memory yet) there is nothing to compare with. */
-    size_t avail = cpu ? host_available() : 0;
-    const char *source = "MemAvailable in /proc/meminfo";
+     * the machine's memory. Without a figure for it there is nothing to compare with. */
+    const char *source = "";
+    size_t avail = device->ops->memory_free ? device->ops->memory_free(device, &source) : 0;
     if (!avail) return BP_OK;
     if (largest < 0 || need <= avail) return BP_OK;
     char list[512];

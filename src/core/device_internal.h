@@ -28,7 +28,7 @@ typedef struct bp_mem_part {
  * of /proc/meminfo; a CUDA device has no such figure yet, and is not checked); BP_ERR_OUT_OF_MEMORY
  * naming fn, the bytes needed and free and the largest part when it does not fit. Nothing is
  * allocated. The memory limit is not this check's: bp_dev_alloc holds it exactly. */
-bp_status bp_dev_check_fits(const bp_device *device, const char *fn, const bp_mem_part *parts,
+bp_status bp_dev_check_fits(bp_device *device, const char *fn, const bp_mem_part *parts,
                             int n);
 
 #ifdef __cplusplus

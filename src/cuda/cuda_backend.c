@@ -22,6 +22,7 @@ static const bp_backend_ops bp_cuda_ops = {
     .copy = bp_cuda_copy,
     .fill = bp_cuda_fill,
     .synchronize = bp_cuda_synchronize,
+    .memory_free = bp_cuda_memory_free,
     .gemm = bp_cuda_gemm,
     .bias_act_forward = bp_cuda_bias_act_forward,
     .act_backward = bp_cuda_act_backward,

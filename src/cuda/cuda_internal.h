@@ -89,6 +89,7 @@ int bp_cuda_device_count(void);
 bp_status bp_cuda_synchronize(bp_device *device);
 
 bp_status bp_cuda_alloc(bp_device *device, size_t bytes, void **out);
+size_t bp_cuda_memory_free(bp_device *device, const char **source);
 void bp_cuda_free(bp_device *device, void *ptr);
 bp_status bp_cuda_upload(bp_device *device, void *dst, const void *host, size_t bytes);
 bp_status bp_cuda_download(bp_device *device, void *host, const void *src, size_t bytes);

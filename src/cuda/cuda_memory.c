@@ -33,6 +33,27 @@ bp_status bp_cuda_alloc(bp_device *device, size_t bytes, void **out) {
     return BP_OK;
 }
 
+/* The driver's free memory plus the blocks the pool holds unused (it keeps what is freed, so
+ * the driver alone would count a model's own freed memory as taken). 0 when either cannot be
+ * read: the caller then checks nothing. */
+size_t bp_cuda_memory_free(bp_device *device, const char **source) {
+    *source = "cudaMemGetInfo and the memory pool's unused blocks";
+    if (bp_cuda_enter(device) != BP_OK) return 0;
+    bp_cuda_impl *impl = bp_cuda_impl_of(device);
+    size_t free_bytes = 0, total = 0;
+    uint64_t reserved = 0, used = 0;
+    cudaError_t err = cudaMemGetInfo(&free_bytes, &total);
+    if (err == cudaSuccess && impl->pool)
+        err = cudaMemPoolGetAttribute(impl->pool, cudaMemPoolAttrReservedMemCurrent, &reserved);
+    if (err == cudaSuccess && impl->pool)
+        err = cudaMemPoolGetAttribute(impl->pool, cudaMemPoolAttrUsedMemCurrent, &used);
+    if (err != cudaSuccess) {
+        (void)cudaGetLastError();
+        return 0;
+    }
+    return free_bytes + (reserved > used ? (size_t)(reserved - used) : 0);
+}
+
 /* Stream-ordered too: work queued before the free may still use the block; the pool hands it
  * out again only to allocations ordered after it. A failure cannot be reported (free returns
  * nothing) and would be a lost context, which the next call that can report does. */
