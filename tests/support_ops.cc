@@ -1,5 +1,7 @@
 #include "support_ops.h"
 
+#include <algorithm>
+#include <cstring>
 #include <limits>
 #include <random>
 
@@ -25,6 +27,63 @@ std::vector<float> DevBuf::get(size_t n) const {
     EXPECT_EQ(BP_OK, st) << bp_last_error();
     return host;
 }
+
+namespace {
+
+// The guard pattern of an element: a quiet NaN with a payload (float, bf16), the same bits as a
+// label (int32).
+template <class T> T guard_value() {
+    const uint32_t bits = 0x7fc5a5a5u;
+    T v;
+    if (sizeof(T) == 4)
+        std::memcpy(&v, &bits, 4);
+    else {
+        uint16_t hi = (uint16_t)(bits >> 16);
+        std::memcpy(&v, &hi, sizeof v);
+    }
+    return v;
+}
+
+} // namespace
+
+template <class T>
+Guarded<T>::Guarded(bp_device *dev, const std::vector<T> &inside, size_t n)
+    : dev_(dev), n_(n), buf_(dev, (n + 2 * kGuardElems) * sizeof(T)) {
+    std::vector<T> host(n + 2 * kGuardElems, guard_value<T>());
+    if (inside.empty())
+        std::memset(host.data() + kGuardElems, 0xff, n * sizeof(T));
+    else
+        std::copy(inside.begin(), inside.end(), host.begin() + kGuardElems);
+    buf_.put(host);
+}
+
+template <class T> std::vector<T> Guarded<T>::all() const {
+    std::vector<T> host(n_ + 2 * kGuardElems);
+    bp_status st = dev_->ops->download(dev_, host.data(), buf_.f(), host.size() * sizeof(T));
+    EXPECT_EQ(BP_OK, st) << bp_last_error();
+    return host;
+}
+
+template <class T> void Guarded<T>::expect_guards(const char *what) const {
+    const T want = guard_value<T>();
+    std::vector<T> host = all();
+    for (size_t i = 0; i < host.size(); ++i) {
+        if (i == kGuardElems) i += n_; // the inside
+        if (i < host.size() && std::memcmp(&host[i], &want, sizeof want) != 0) {
+            bool before = i < kGuardElems;
+            ADD_FAILURE() << what << ": the guard " << (before ? "before" : "after")
+                          << " the buffer was written, first at element "
+                          << (before ? (long long)i - (long long)kGuardElems
+                                     : (long long)(i - kGuardElems))
+                          << " of " << n_;
+            return;
+        }
+    }
+}
+
+template class Guarded<float>;
+template class Guarded<int32_t>;
+template class Guarded<uint16_t>;
 
 void BackendOpsTest::SetUp() {
     BPT_OPEN_OR_SKIP(d, GetParam());
