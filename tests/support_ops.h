@@ -63,7 +63,9 @@ class DevBuf {
 // of the workspace). The guards hold a quiet NaN with a payload no op computes (for int32: a
 // label far past any class count), so a read past an input poisons the result too. The inside
 // starts as the given values, or as NaN bytes (0xff) where an output was never written.
-constexpr size_t kGuardElems = 256;
+// 4096 elements: a whole row of any shape the op tests use, so a write one row too far lands
+// in the guard, not past the allocation.
+constexpr size_t kGuardElems = 4096;
 
 template <class T> class Guarded {
   public:

@@ -14,6 +14,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <ostream>
 #include <string>
 #include <tuple>
 #include <vector>
@@ -44,6 +45,11 @@ const RowLayout kLayouts[] = {
     // One block a row with more columns than the block has threads four times over.
     {"block_per_row_past_1024", {1, 3, 31, 33, 257}, {1025, 2049}},
 };
+
+// The layout's name where gtest prints a parameter (ctest's list, failure messages).
+void PrintTo(const RowLayout &l, std::ostream *os) {
+    *os << l.name;
+}
 
 using Param = std::tuple<std::string, RowLayout>;
 
