@@ -1,6 +1,7 @@
 #include "support_ops.h"
 
 #include <algorithm>
+#include <atomic>
 #include <cstring>
 #include <limits>
 #include <random>
@@ -30,10 +31,18 @@ std::vector<float> DevBuf::get(size_t n) const {
 
 namespace {
 
-// The guard pattern of an element: a quiet NaN with a payload (float, bf16), the same bits as a
-// label (int32).
-template <class T> T guard_value() {
-    const uint32_t bits = 0x7fc5a5a5u;
+// A buffer's guard pattern: a quiet NaN whose payload (in the high 16 bits too, so a bf16 keeps
+// it) differs from the previous 62 buffers'. A NaN read past an input carries the input's
+// payload into whatever the op computes from it, so an output's guard must hold another one to
+// show that write.
+uint32_t next_guard_bits() {
+    static std::atomic<uint32_t> count{0};
+    return 0x7fc0a5a5u | (1u + count++ % 63u) << 16;
+}
+
+// The pattern as one element: the 32 bits (float, int32: a label far past any class count) or
+// their high half (bf16).
+template <class T> T guard_value(uint32_t bits) {
     T v;
     if (sizeof(T) == 4)
         std::memcpy(&v, &bits, 4);
@@ -48,8 +57,8 @@ template <class T> T guard_value() {
 
 template <class T>
 Guarded<T>::Guarded(bp_device *dev, const std::vector<T> &inside, size_t n)
-    : dev_(dev), n_(n), buf_(dev, (n + 2 * kGuardElems) * sizeof(T)) {
-    std::vector<T> host(n + 2 * kGuardElems, guard_value<T>());
+    : dev_(dev), n_(n), bits_(next_guard_bits()), buf_(dev, (n + 2 * kGuardElems) * sizeof(T)) {
+    std::vector<T> host(n + 2 * kGuardElems, guard_value<T>(bits_));
     if (inside.empty())
         std::memset(host.data() + kGuardElems, 0xff, n * sizeof(T));
     else
@@ -65,7 +74,7 @@ template <class T> std::vector<T> Guarded<T>::all() const {
 }
 
 template <class T> void Guarded<T>::expect_guards(const char *what) const {
-    const T want = guard_value<T>();
+    const T want = guard_value<T>(bits_);
     std::vector<T> host = all();
     for (size_t i = 0; i < host.size(); ++i) {
         if (i == kGuardElems) i += n_; // the inside

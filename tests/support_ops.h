@@ -60,9 +60,10 @@ class DevBuf {
 // A device buffer of n elements of T between two guard zones of kGuardElems elements each, so
 // that an op handed the inside shows a write before or past its output on any device (a GPU
 // has no canary past an allocation, and in a model such a write lands in a neighbouring buffer
-// of the workspace). The guards hold a quiet NaN with a payload no op computes (for int32: a
-// label far past any class count), so a read past an input poisons the result too. The inside
-// starts as the given values, or as NaN bytes (0xff) where an output was never written.
+// of the workspace). The guards hold a quiet NaN with a payload of the buffer's own (for int32:
+// a label far past any class count), so a read past an input poisons the result too, and what
+// an op computes from another buffer's guard never matches this one's. The inside starts as the
+// given values, or as NaN bytes (0xff) where an output was never written.
 // 4096 elements: a whole row of any shape the op tests use, so a write one row too far lands
 // in the guard, not past the allocation.
 constexpr size_t kGuardElems = 4096;
@@ -90,6 +91,7 @@ template <class T> class Guarded {
     }
     bp_device *dev_;
     size_t n_;
+    uint32_t bits_; // this buffer's guard pattern
     DevBuf buf_;
 };
 extern template class Guarded<float>;
