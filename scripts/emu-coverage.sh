@@ -19,8 +19,8 @@ if [ "${1:-}" != --report-only ]; then
     export OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1
     (cd "$b" && ctest -j"$(nproc)" --timeout 1800 -R '/cuda|CrossDevice|CudaDevice' | tail -3)
     (cd "$b" && OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 \
-        BP_MPI_TEST_DEVICE=cuda timeout 900 mpiexec -n 2 --oversubscribe tests/bp_mpi_tests \
-        --gtest_brief=1 | tail -1)
+        CUDAEMU_EXEC=eager BP_MPI_TEST_DEVICE=cuda timeout 900 mpiexec -n 2 --oversubscribe \
+        tests/bp_mpi_tests --gtest_brief=1 | tail -1)
 fi
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT

@@ -3,13 +3,15 @@
 #   1. Release build (build-emu): every CUDA case of the test suite, cudaemu's own tests and the
 #      2-rank data-parallel suite on the emulated NCCL;
 #   2. clang AddressSanitizer + UndefinedBehaviorSanitizer (build-emu-asan): a subset;
-#   3. a random schedule (CUDAEMU_SCHEDULE=random, the seed printed): a subset;
-#   4. deferred execution (CUDAEMU_EXEC=deferred): a subset.
+#   3. a random schedule (CUDAEMU_SCHEDULE=random, the seed printed): a subset.
+# Every pass runs in the emulator's default deferred execution (queued work runs only at the next
+# synchronisation, so a missing synchronisation or a kernel on another stream fails a case); the
+# 2-rank suite alone runs eager (CUDAEMU_EXEC=eager: its ranks synchronise at different points).
 # Prints each part's time. Fails on any failure, and on any CUDA case that skips where its CPU
 # twin runs (a CUDA case without a CPU twin must never skip). Results on the emulated device are
 # never GPU results: scripts/gpu-check.sh is the GPU's check.
 #   EMU_SEED=<n>     the random schedule's seed (default: the date, printed)
-#   EMU_ONLY=all|full|asan|random|deferred   run one part (default all)
+#   EMU_ONLY=all|full|asan|random   run one part (default all)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
@@ -89,8 +91,8 @@ if [ "$only" = all ] || [ "$only" = full ]; then
     # The data-parallel suite with one emulated device per rank: ncclAllReduce between the two
     # processes over shared memory.
     (cd build-emu && OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMP_NUM_THREADS=1 \
-        BP_MPI_TEST_DEVICE=cuda timeout 600 mpiexec -n 2 --oversubscribe tests/bp_mpi_tests \
-        --gtest_brief=1)
+        CUDAEMU_EXEC=eager BP_MPI_TEST_DEVICE=cuda timeout 600 mpiexec -n 2 --oversubscribe \
+        tests/bp_mpi_tests --gtest_brief=1)
     part_end "full pass"
 fi
 
@@ -115,14 +117,6 @@ if [ "$only" = all ] || [ "$only" = random ]; then
     (cd build-emu && CUDAEMU_SCHEDULE=random CUDAEMU_SEED=$seed \
         ctest --output-on-failure -j"$jobs" --timeout 1800 -R "$cuda_cases" -E "$slow")
     part_end "random-schedule pass (seed $seed)"
-fi
-
-if [ "$only" = all ] || [ "$only" = deferred ]; then
-    part_start "emulated device, deferred execution: a subset (build-emu)"
-    [ -d build-emu ] || configure build-emu Release
-    (cd build-emu && CUDAEMU_EXEC=deferred \
-        ctest --output-on-failure -j"$jobs" --timeout 1800 -R "$cuda_cases" -E "$slow")
-    part_end "deferred pass"
 fi
 
 echo "== test-emu.sh: all passed"

@@ -57,6 +57,47 @@ class DevBuf {
     size_t bytes_;
 };
 
+// A device buffer of n elements of T between two guard zones of kGuardElems elements each, so
+// that an op handed the inside shows a write before or past its output on any device (a GPU
+// has no canary past an allocation, and in a model such a write lands in a neighbouring buffer
+// of the workspace). The guards hold a quiet NaN with a payload of the buffer's own (for int32:
+// a label far past any class count), so a read past an input poisons the result too, and what
+// an op computes from another buffer's guard never matches this one's. The inside starts as the
+// given values, or as NaN bytes (0xff) where an output was never written.
+// 4096 elements: a whole row of any shape the op tests use, so a write one row too far lands
+// in the guard, not past the allocation.
+constexpr size_t kGuardElems = 4096;
+
+template <class T> class Guarded {
+  public:
+    Guarded(bp_device *dev, size_t n) : Guarded(dev, std::vector<T>(), n) {}
+    Guarded(bp_device *dev, const std::vector<T> &inside) : Guarded(dev, inside, inside.size()) {}
+    T *p() const {
+        return reinterpret_cast<T *>(buf_.f()) + kGuardElems;
+    }
+    // The inside, downloaded.
+    std::vector<T> get() const {
+        return slice(all(), kGuardElems, n_);
+    }
+    // Adds a failure naming `what`, the side and the first changed element when a guard is no
+    // longer bitwise its pattern.
+    void expect_guards(const char *what) const;
+
+  private:
+    Guarded(bp_device *dev, const std::vector<T> &inside, size_t n);
+    std::vector<T> all() const;
+    static std::vector<T> slice(const std::vector<T> &v, size_t from, size_t n) {
+        return std::vector<T>(v.begin() + from, v.begin() + from + n);
+    }
+    bp_device *dev_;
+    size_t n_;
+    uint32_t bits_; // this buffer's guard pattern
+    DevBuf buf_;
+};
+extern template class Guarded<float>;
+extern template class Guarded<int32_t>;
+extern template class Guarded<uint16_t>;
+
 // A test parametrised over backend names: opens the parameter's backend (or skips), and at the
 // end checks that the test freed every byte it allocated before closing the device.
 class BackendOpsTest : public ::testing::TestWithParam<std::string> {

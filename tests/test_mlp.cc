@@ -773,6 +773,34 @@ TEST_P(MlpTest, BatchSizesUpToMaxBatch) {
         << "a batch of max_batch + 1 rows was accepted";
 }
 
+// Output layers past 512 units, with every loss: on CUDA the loss kernels then give each row a
+// whole block and block-wide reductions (kernels/rows.cu), a layout no other model here takes.
+// An odd batch, under max_batch.
+TEST_P(MlpTest, OutputsPast512) {
+    BPT_OPEN_OR_SKIP(raw, GetParam());
+    DevicePtr dev(raw);
+    uint32_t seed = 3000;
+    for (int out : {600, 1100}) {
+        for (const auto &loss : kLosses) {
+            Case c = make_case({13, 9, out}, {BP_ACT_TANH, BP_ACT_IDENTITY}, loss, 5, seed += 10);
+            SCOPED_TRACE(case_name(c) + ", " + std::to_string(out) + " outputs");
+            ModelPtr model;
+            std::vector<float> params;
+            ASSERT_NO_FATAL_FAILURE(make_case_model(dev.get(), c, 8, &model, &params));
+            RefOut ref = ref_eval(c, bpt::to_double(params), bpt::to_double(c.x));
+            LibOut lib;
+            ASSERT_NO_FATAL_FAILURE(lib_eval(model.get(), dev.get(), c, &lib));
+            // As ForwardLossBackwardMatchReference: dot products of length <= 13, a loss summed
+            // over up to 1100 classes in double (the row sums) then over 5 rows: 1e-5; the
+            // gradients 2e-5.
+            EXPECT_LT(bpt::rel_err(lib.out, ref.out), 1e-5) << "forward";
+            EXPECT_LT(rel_err_scalar(lib.loss, ref.loss), 1e-5) << "loss";
+            EXPECT_LT(bpt::rel_err(lib.grads, ref.dparams), 2e-5) << "parameter gradients";
+            EXPECT_LT(bpt::rel_err(lib.dx, ref.dx), 2e-5) << "dx";
+        }
+    }
+}
+
 INSTANTIATE_TEST_SUITE_P(Backends, MlpTest, ::testing::ValuesIn(bpt::all_backends()),
                          [](const ::testing::TestParamInfo<std::string> &i) { return i.param; });
 

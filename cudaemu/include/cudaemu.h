@@ -13,7 +13,8 @@ extern "C" {
 /* CUDAEMU_SCHEDULE=random and CUDAEMU_SEED: threads run in a random order drawn from seed;
  * 0 restores the in-order schedule. */
 void cudaemu_set_schedule(int random, uint64_t seed);
-/* CUDAEMU_EXEC=deferred: queued work runs only at the next synchronisation point. */
+/* CUDAEMU_EXEC=deferred (the default): queued work runs only at the next synchronisation
+ * point; 0 (CUDAEMU_EXEC=eager) runs it at once. */
 void cudaemu_set_deferred(int on);
 int cudaemu_deferred(void);
 /* CUDAEMU_MEMORY: the capacity of every emulated device in bytes. */

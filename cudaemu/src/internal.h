@@ -22,7 +22,7 @@ namespace cudaemu {
 struct Config {
     bool random = false;     // CUDAEMU_SCHEDULE=random
     uint64_t seed = 1;       // CUDAEMU_SEED
-    bool deferred = false;   // CUDAEMU_EXEC=deferred
+    bool deferred = true;    // CUDAEMU_EXEC: deferred (default) or eager
     size_t capacity = 0;     // CUDAEMU_MEMORY, bytes per device
     int devices = 2;         // CUDAEMU_DEVICES
     size_t stack_bytes = 0;  // CUDAEMU_STACK, bytes per emulated thread

@@ -43,7 +43,7 @@ static Config load_config() {
     c.random = s && std::strcmp(s, "random") == 0;
     if ((s = std::getenv("CUDAEMU_SEED")) && *s) c.seed = std::strtoull(s, nullptr, 0);
     s = std::getenv("CUDAEMU_EXEC");
-    c.deferred = s && std::strcmp(s, "deferred") == 0;
+    c.deferred = !(s && std::strcmp(s, "eager") == 0); // deferred unless asked for eager
     c.capacity = parse_bytes(std::getenv("CUDAEMU_MEMORY"), (size_t)4 << 30);
     if ((s = std::getenv("CUDAEMU_DEVICES")) && *s) c.devices = std::atoi(s);
     if (c.devices < 0) c.devices = 0;
