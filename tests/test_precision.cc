@@ -10,6 +10,7 @@
 #include <cmath>
 #include <iostream>
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
 #include <limits>
 #include <random>
@@ -834,6 +835,78 @@ TEST_P(PrecisionTest, CheckpointLoadsIntoPyTorchAndPredictsWithinTheModesToleran
         off[i] += (i % 2 ? 5.0f : -5.0f) * (float)tol * std::fabs(ys[i]) + 1e-3f;
     bpt::write_raw(bad, off);
     EXPECT_EQ(1, script(bad));
+}
+
+// ---- a refused plan never refuses a model --------------------------------------------------
+// The emulated device's cuBLASLt refuses a plan the way a GPU's may (CUDAEMU_LT_REFUSE, read at
+// each heuristic call: cudaemu/README.md "Variants"): NOT_SUPPORTED, INVALID_VALUE, or success
+// with no algorithm, for a forward epilogue, a backward one, or the plain GEMMs (the bf16 last
+// layer of ten classes among them). The model is still made and trains to what the unrefused
+// one does: the refused GEMMs are composed of the plain entries, at the same rounding points
+// (the fp32 sums in another order, and a TF32 GEMM unrounded: within the mode's tolerance).
+
+struct Refusal {
+    const char *how, *what;
+};
+
+// Five AdamW steps of a ReLU/GELU network with a ten-class output; its parameters after.
+std::vector<float> train_refused(bp_device *dev, bp_precision p, const Refusal *r) {
+    if (r) setenv("CUDAEMU_LT_REFUSE", (std::string(r->how) + ":" + r->what).c_str(), 1);
+    Net n;
+    n.widths = {12, 32, 24, 10};
+    n.acts = {BP_ACT_RELU, BP_ACT_GELU_TANH, BP_ACT_IDENTITY};
+    n.max_batch = 16;
+    ModelPtr m = make_model(dev, n, p);
+    unsetenv("CUDAEMU_LT_REFUSE");
+    if (!m) return {};
+    bp_optim_config oc = bp_optim_config_default(BP_OPTIM_ADAMW);
+    OptimPtr o(bp_optimizer_create(m.get(), &oc, nullptr));
+    EXPECT_TRUE(o);
+    if (!o) return {};
+    TensorPtr x, y;
+    auto xv = bpt::uniform(16 * 12, -1.0f, 1.0f, 21);
+    std::vector<int32_t> yv(16);
+    for (int i = 0; i < 16; ++i)
+        yv[i] = i % 10;
+    bpt::upload_f32(dev, 16, 12, xv, &x);
+    bpt::upload_target(dev, BP_LOSS_CROSS_ENTROPY, 16, 1, {}, yv, &y);
+    bp_loss_config ce = {BP_LOSS_CROSS_ENTROPY, 0.0f};
+    float loss = 0.0f;
+    for (int s = 0; s < 5; ++s)
+        EXPECT_EQ(BP_OK, bp_train_step(m.get(), o.get(), &ce, x.get(), y.get(), &loss))
+            << bp_last_error();
+    return bpt::params_of(m.get());
+}
+
+TEST_P(PrecisionTest, ARefusedPlanIsComposedAndTrainsTheSame) {
+    if (GetParam().backend != "cuda")
+        GTEST_SKIP() << "cuBLASLt's refusals are emulated on the CUDA device only (a GPU "
+                        "ignores CUDAEMU_LT_REFUSE: the case then trains twice alike)";
+    BPT_OPEN_OR_SKIP(raw, GetParam().backend);
+    DevicePtr dev(raw);
+    std::vector<float> want = train_refused(dev.get(), mode(), nullptr);
+    ASSERT_FALSE(want.empty());
+    // Five Adam steps move each weight by at most 5 lr; the refused run's composed sums differ
+    // by rounding (k u |terms|), which Adam's normalised step carries at most into lr-sized
+    // moves where a gradient component is near zero. Norm-wise: 1e-5 (fp32), 1e-3 (tf32, one
+    // TF32 operand rounding in or out, 2^-11), 1e-2 (bf16, as the mode's other checks).
+    double tol = mode() == BP_PRECISION_FP32 ? 1e-5 : mode() == BP_PRECISION_TF32 ? 1e-3 : 1e-2;
+    const Refusal refusals[] = {{"unsupported", "RELU_AUX_BIAS,GELU_AUX_BIAS"},
+                                {"invalid", "RELU_AUX_BIAS"},
+                                {"empty", "GELU_AUX_BIAS"},
+                                {"unsupported", "DRELU_BGRAD"},
+                                {"invalid", "DGELU_BGRAD,DRELU_BGRAD"},
+                                {"empty", "DRELU_BGRAD"},
+                                {"invalid", "BIAS"},
+                                {"invalid", "DEFAULT"},
+                                {"unsupported", "DEFAULT"},
+                                {"empty", "ALL"}};
+    for (const Refusal &r : refusals) {
+        SCOPED_TRACE(std::string(r.how) + ":" + r.what);
+        std::vector<float> got = train_refused(dev.get(), mode(), &r);
+        ASSERT_EQ(got.size(), want.size()) << "the model was refused: " << bp_last_error();
+        EXPECT_LE(bpt::rel_err(got, want), tol);
+    }
 }
 
 INSTANTIATE_TEST_SUITE_P(Modes, PrecisionTest, ::testing::ValuesIn(all_mode_params()),
