@@ -15,13 +15,24 @@ static double round_half_even(double v) {
     return fmod(f, 2.0) == 0.0 ? f : f + 1.0;
 }
 
+/* v (a multiple of a half) to an integer by how. */
+static double round_as(double v, bpref_rounding how) {
+    if (how == BPREF_TOWARD_ZERO) return trunc(v);
+    if (how == BPREF_HALF_AWAY) return round(v);
+    return round_half_even(v);
+}
+
 double bpref_round_bits(double x, int bits) {
+    return bpref_round_bits_as(x, bits, BPREF_NEAREST_EVEN);
+}
+
+double bpref_round_bits_as(double x, int bits, bpref_rounding how) {
     if (!isfinite(x) || x == 0.0) return x;
     int e;
     frexp(x, &e);           /* |x| in [2^(e-1), 2^e) */
     if (e < -125) e = -125; /* subnormals: the grid of the smallest normal binade, 2^-126 */
     double ulp = ldexp(1.0, e - bits);
-    double r = copysign(round_half_even(x / ulp) * ulp, x); /* -tiny rounds to -0 */
+    double r = copysign(round_as(x / ulp, how) * ulp, x); /* -tiny rounds to -0 */
     double max = ldexp(2.0 - ldexp(1.0, 1 - bits), 127);
     if (fabs(r) > max) return x > 0 ? INFINITY : -INFINITY;
     return r;
@@ -33,6 +44,21 @@ double bpref_round_bf16(double x) {
 
 double bpref_round_tf32(double x) {
     return bpref_round_bits(x, 11);
+}
+
+double bpref_round_tf32_as(double x, bpref_rounding how) {
+    return bpref_round_bits_as(x, 11, how);
+}
+
+/* The TF32 rounding of bpref_mlp_backward_rounded (tests run one thread). */
+static bpref_rounding tf32_how = BPREF_NEAREST_EVEN;
+
+void bpref_set_tf32_rounding(bpref_rounding how) {
+    tf32_how = how;
+}
+
+static double tf32_operand(double x) {
+    return bpref_round_tf32_as(x, tf32_how);
 }
 
 typedef double (*rounder)(double);
@@ -93,7 +119,7 @@ static int alloc_work(work *k, const bpref_mlp *net, int batch, size_t n_params)
 static void forward(const bpref_mlp *net, int precision, const double *x, int batch, work *k) {
     int bf16 = precision == BP_PRECISION_BF16, n = net->n_layers;
     rounder operand = bf16                             ? bpref_round_bf16
-                      : precision == BP_PRECISION_TF32 ? bpref_round_tf32
+                      : precision == BP_PRECISION_TF32 ? tf32_operand
                                                        : keep;
     memcpy(k->in[0], x, (size_t)batch * net->widths[0] * sizeof(double));
     round_all(k->in[0], (size_t)batch * net->widths[0], operand);
@@ -124,7 +150,7 @@ double bpref_mlp_backward_rounded(const bpref_mlp *net, int precision, const dou
     if (!net || !params || !x || !loss || batch < 1 || net->n_layers < 1) return NAN;
     int n = net->n_layers, n_out = net->widths[n];
     rounder operand = precision == BP_PRECISION_BF16   ? bpref_round_bf16
-                      : precision == BP_PRECISION_TF32 ? bpref_round_tf32
+                      : precision == BP_PRECISION_TF32 ? tf32_operand
                                                        : keep;
     size_t n_params = bpref_mlp_n_params(net);
     work k;

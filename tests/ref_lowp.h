@@ -22,6 +22,15 @@ double bpref_round_bits(double x, int bits);
 double bpref_round_bf16(double x); /* bpref_round_bits(x, 8) */
 double bpref_round_tf32(double x); /* bpref_round_bits(x, 11) */
 
+/* The roundings a GPU may give a TF32 operand (docs/precision.md): to nearest even (the
+ * library's own, bp_round_tf32), toward zero (truncation: up to 2^-10 relative, not 2^-11),
+ * to nearest with ties away from zero. */
+typedef enum { BPREF_NEAREST_EVEN, BPREF_TOWARD_ZERO, BPREF_HALF_AWAY } bpref_rounding;
+double bpref_round_bits_as(double x, int bits, bpref_rounding how);
+double bpref_round_tf32_as(double x, bpref_rounding how); /* bits 11 */
+/* The TF32 rounding bpref_mlp_backward_rounded applies from now on (nearest even at first). */
+void bpref_set_tf32_rounding(bpref_rounding how);
+
 /* bpref_mlp_backward for a model of the given precision (BP_PRECISION_*), no dropout:
  *   tf32: every GEMM operand (x or the previous activation, W, dz) rounded to TF32;
  *   bf16: x and W rounded to bf16 once; each hidden layer's z and a = act(z) (from the

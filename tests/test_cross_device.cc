@@ -97,10 +97,16 @@ TEST_P(CrossDevice, FiftyStepsFollowTheCpu) {
         Trace b = train(cuda, GetParam(), 50, kind);
         ASSERT_EQ(a.losses.size(), 50u);
         ASSERT_EQ(b.losses.size(), 50u);
-        // fp32 on both, the same dropout masks: only summation order and libm ulps differ, so
-        // per-step losses agree to 1e-5 relative (the bound for fp32).
+        // fp32 on both, the same dropout masks: only summation order and libm ulps differ (a
+        // GPU's GEMM order, split-K or blocked, its expf/logf a faithful rounding away). The
+        // first step's losses agree to 1e-5 relative (the bound for fp32). Each later
+        // step adds its own such difference, of the same size and independent of the last
+        // (another order of other sums), on top of the parameters' drift, which Adam's
+        // normalised update keeps from growing faster than the steps' own differences add: as
+        // a random walk, step s within 1e-5 x sqrt(s + 1) (7e-5 at step 49; was 1e-5 flat).
         for (int s = 0; s < 50; ++s)
-            EXPECT_NEAR(b.losses[s], a.losses[s], 1e-5 * std::fabs(a.losses[s]))
+            EXPECT_NEAR(b.losses[s], a.losses[s],
+                        1e-5 * std::sqrt(s + 1.0) * std::fabs(a.losses[s]))
                 << "loss kind " << kind << ", step " << s;
         // Weights drift a little more than losses over 50 Adam steps: 1e-4 relative.
         EXPECT_LT(bpt::rel_err(b.params, a.params), 1e-4);

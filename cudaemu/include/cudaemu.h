@@ -21,6 +21,10 @@ int cudaemu_deferred(void);
 void cudaemu_set_capacity(size_t bytes);
 /* CUDAEMU_NCCL_TIMEOUT: seconds a rank waits for the others in a collective. */
 void cudaemu_set_nccl_timeout(double seconds);
+/* CUDAEMU_VARIANT: which variant of the device's arithmetic and cuBLASLt's offers (0..3,
+ * README.md "Variants"); 0 is the default. */
+void cudaemu_set_variant(int variant);
+int cudaemu_variant(void);
 /* The message of the last kernel fault or refused call ("" when none); stays until the next. */
 const char *cudaemu_last_fault(void);
 /* 1 when ptr lies in a live device allocation. */

@@ -1,5 +1,6 @@
-// The emulated cuBLAS: handles, and Sgemm / Sgeam computed by CBLAS on the host, column-major as
-// cuBLAS is, queued on the handle's stream like the kernels cuBLAS would launch.
+// The emulated cuBLAS: handles, and Sgemm / Sgeam computed on the host (Sgemm by CBLAS, or in the
+// variant's summation order: variant.h), column-major as cuBLAS is, queued on the handle's
+// stream like the kernels cuBLAS would launch.
 //
 // The argument checks are cuBLAS's documented ones (they return CUBLAS_STATUS_INVALID_VALUE at
 // the call). The matrices must be device memory of the handle's device covering every element
@@ -12,6 +13,7 @@
 
 #include "cublas_v2.h"
 #include "internal.h"
+#include "variant.h"
 
 struct cudaemu_cublas {
     cudaemu::Device *device;
@@ -89,9 +91,8 @@ struct GemmOp final : Op {
         if (beta == 0.0f) // BLAS does not read C then; make sure no NaN of it survives
             for (int j = 0; j < n; ++j)
                 std::memset(C + (size_t)j * ldc, 0, (size_t)m * sizeof(float));
-        cblas_sgemm(CblasColMajor, ta == CUBLAS_OP_N ? CblasNoTrans : CblasTrans,
-                    tb == CUBLAS_OP_N ? CblasNoTrans : CblasTrans, m, n, k, alpha, A, lda, B, ldb,
-                    beta, C, ldc);
+        variant_sgemm(ta != CUBLAS_OP_N, tb != CUBLAS_OP_N, m, n, k, alpha, A, lda, B, ldb, beta, C,
+                      ldc);
         return cudaSuccess;
     }
 };

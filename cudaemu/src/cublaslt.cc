@@ -31,6 +31,7 @@
 #include "cublasLt.h"
 #include "internal.h"
 #include "kernels/bp_math.h"
+#include "variant.h"
 
 struct cudaemu_cublaslt {
     cudaemu::Device *device;
@@ -242,6 +243,40 @@ cublasStatus_t decode_epilogue(uint32_t e, Epilogue *out) {
     return CUBLAS_STATUS_SUCCESS;
 }
 
+const char *epilogue_name(uint32_t e) {
+    switch (e) {
+    case CUBLASLT_EPILOGUE_DEFAULT:
+        return "DEFAULT";
+    case CUBLASLT_EPILOGUE_RELU:
+        return "RELU";
+    case CUBLASLT_EPILOGUE_RELU_AUX:
+        return "RELU_AUX";
+    case CUBLASLT_EPILOGUE_BIAS:
+        return "BIAS";
+    case CUBLASLT_EPILOGUE_RELU_BIAS:
+        return "RELU_BIAS";
+    case CUBLASLT_EPILOGUE_RELU_AUX_BIAS:
+        return "RELU_AUX_BIAS";
+    case CUBLASLT_EPILOGUE_DRELU:
+        return "DRELU";
+    case CUBLASLT_EPILOGUE_DRELU_BGRAD:
+        return "DRELU_BGRAD";
+    case CUBLASLT_EPILOGUE_GELU:
+        return "GELU";
+    case CUBLASLT_EPILOGUE_GELU_AUX:
+        return "GELU_AUX";
+    case CUBLASLT_EPILOGUE_GELU_BIAS:
+        return "GELU_BIAS";
+    case CUBLASLT_EPILOGUE_GELU_AUX_BIAS:
+        return "GELU_AUX_BIAS";
+    case CUBLASLT_EPILOGUE_DGELU:
+        return "DGELU";
+    case CUBLASLT_EPILOGUE_DGELU_BGRAD:
+        return "DGELU_BGRAD";
+    }
+    return "OTHER";
+}
+
 bool is_bf16(uint32_t t) {
     return t == CUDA_R_16BF;
 }
@@ -418,12 +453,14 @@ Needs needs_of(int algo, const Problem &p) {
         n.ld_multiple = 16;
         return n;
     }
-    uint32_t ab = (uint32_t)type_size(p.ab_type), cd = (uint32_t)type_size(p.cd_type);
+    // A variant may want more of bf16 matrices (variant_bf16_alignment), column strides too.
+    uint32_t bf = variant_bf16_alignment();
+    uint32_t ab = is_bf16(p.ab_type) ? bf : 4, cd = is_bf16(p.cd_type) ? bf : 4;
     n.align[0] = n.align[1] = ab;
     n.align[2] = n.align[3] = cd;
     n.align[4] = (uint32_t)type_size(p.bias_type);
-    n.align[5] = relu_mask(p) ? 4 : cd; // the mask is written in 32-bit words
-    n.ld_multiple = 1;
+    n.align[5] = relu_mask(p) ? 4 : (uint32_t)type_size(p.cd_type); // the mask: 32-bit words
+    n.ld_multiple = is_bf16(p.ab_type) || is_bf16(p.cd_type) ? (bf > 2 ? bf : 1) : 1;
     return n;
 }
 
@@ -476,14 +513,15 @@ void store(void *p, uint32_t type, size_t i, float v) {
         ((float *)p)[i] = v;
 }
 
-// The tanh form of GELU, as cuBLASLt's epilogue documents it, and its derivative.
+// The tanh form of GELU, as cuBLASLt's epilogue documents it, and its derivative; the tanh is
+// the variant's (a fast approximation in some).
 constexpr float kGeluScale = 0.7978845608028654f, kGeluCubic = 0.044715f;
 float gelu(float x) {
-    float t = std::tanh(kGeluScale * (x + kGeluCubic * x * x * x));
+    float t = variant_epilogue_tanh(kGeluScale * (x + kGeluCubic * x * x * x));
     return 0.5f * x * (1.0f + t);
 }
 float gelu_derivative(float x) {
-    float t = std::tanh(kGeluScale * (x + kGeluCubic * x * x * x));
+    float t = variant_epilogue_tanh(kGeluScale * (x + kGeluCubic * x * x * x));
     return 0.5f * (1.0f + t) +
            0.5f * x * (1.0f - t * t) * kGeluScale * (1.0f + 3.0f * kGeluCubic * x * x);
 }
@@ -574,7 +612,7 @@ struct MatmulOp final : Op {
         for (uint64_t j = 0; j < l.cols; ++j)
             for (uint64_t i = 0; i < l.rows; ++i) {
                 float v = load(src, l.type, j * (uint64_t)l.ld + i);
-                buf[j * l.rows + i] = p.tf32 ? bp_round_tf32(v) : v;
+                buf[j * l.rows + i] = p.tf32 ? variant_tf32(v) : v;
             }
         *ld = (int64_t)(l.rows > 0 ? l.rows : 1);
         return buf.data();
@@ -586,9 +624,8 @@ struct MatmulOp final : Op {
         std::vector<float> abuf, bbuf;
         int64_t lda = 0, ldb = 0;
         const float *a = widen(A, p.a, abuf, &lda), *b = widen(B, p.b, bbuf, &ldb);
-        cblas_sgemm(CblasColMajor, p.trans_a ? CblasTrans : CblasNoTrans,
-                    p.trans_b ? CblasTrans : CblasNoTrans, (int)p.m, (int)p.n, (int)p.k, alpha, a,
-                    (int)lda, b, (int)ldb, 0.0f, acc.data(), (int)p.m);
+        variant_sgemm(p.trans_a, p.trans_b, (int)p.m, (int)p.n, (int)p.k, alpha, a, (int)lda, b,
+                      (int)ldb, 0.0f, acc.data(), (int)p.m);
     }
 
     cudaError_t run(std::string *message) override {
@@ -809,6 +846,17 @@ cublasStatus_t cublasLtMatmulAlgoGetHeuristic(cublasLtHandle_t handle, cublasLtM
     int algos[2];
     std::string why;
     int count = candidates(p, has, algos, &why);
+    // A variant's refusal (variant.h): cuBLASLt may offer nothing for a problem it documents.
+    char how = 'u';
+    std::string refused =
+        variant_refusal(epilogue_name(p.epilogue_value), is_bf16(p.ab_type), p.tf32, &how);
+    if (!refused.empty() && how == 'e') {
+        std::fprintf(stderr, "cudaemu: %s: no algorithm: %s\n", fn, refused.c_str());
+        return CUBLAS_STATUS_SUCCESS; // with *returned 0
+    }
+    if (!refused.empty())
+        return lt_refuse(how == 'i' ? CUBLAS_STATUS_INVALID_VALUE : CUBLAS_STATUS_NOT_SUPPORTED,
+                         format("%s: %s", fn, refused.c_str()));
     if (count == 0)
         return lt_refuse(CUBLAS_STATUS_NOT_SUPPORTED,
                          format("%s: no algorithm: %s", fn, why.c_str()));

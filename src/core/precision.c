@@ -1,8 +1,10 @@
 /* Precision modes: the GEMMs of each layer in the model's types, which layers fuse their bias
  * and activation into a GEMM's epilogue, and the backend plans made once per model. Where each
  * rounding happens is in docs/precision.md; the order of the ops is in pass.c. */
+#include <stdio.h>
 #include <string.h>
 
+#include "backprop/status.h"
 #include "core/error.h"
 #include "core/model_internal.h"
 
@@ -124,8 +126,73 @@ static int plain_fp32(const bp_gemm_desc *g) {
            g->epilogue == BP_EPI_NONE;
 }
 
+/* The plan of a plain GEMM the backend refused to plan (a cuBLASLt heuristic with nothing to
+ * offer, or that answered INVALID_VALUE): the GEMM is composed of the plain entries instead. */
+static char composed_marker;
+#define BP_PLAN_COMPOSED ((void *)&composed_marker)
+
+static size_t round256(size_t bytes) {
+    return (bytes + 255) & ~(size_t)255;
+}
+
+/* Elements a row-major operand of rows x cols with row stride ld spans. */
+static size_t extent(int rows, int cols, int ld) {
+    return rows > 0 && cols > 0 ? (size_t)(rows - 1) * (size_t)ld + (size_t)cols : 0;
+}
+
+static size_t extent_a(const bp_gemm_desc *g) {
+    return extent(g->trans_a ? g->k : g->m, g->trans_a ? g->m : g->k, g->lda);
+}
+
+static size_t extent_b(const bp_gemm_desc *g) {
+    return extent(g->trans_b ? g->n : g->k, g->trans_b ? g->k : g->n, g->ldb);
+}
+
+/* Scratch a composed GEMM takes: bf16 operands widened to fp32, and the fp32 product of a bf16
+ * output. */
+static size_t composed_bytes(const bp_gemm_desc *g) {
+    size_t bytes = 0;
+    if (g->ab_type == BP_EL_BF16)
+        bytes += round256(extent_a(g) * sizeof(float)) + round256(extent_b(g) * sizeof(float));
+    if (g->c_type == BP_EL_BF16) bytes += round256((size_t)g->m * (size_t)g->ldc * sizeof(float));
+    return bytes;
+}
+
+/* A plain GEMM from the plain entries: bf16 operands widened exactly (cast), the fp32 product
+ * (gemm), a bf16 output rounded once (cast): the rounding points of gemm_ex. A TF32 GEMM runs
+ * in fp32 here, unrounded: no entry rounds to TF32, and fp32 is nearer the exact product than
+ * the mode asks for. */
+static bp_status composed_gemm(bp_model *m, const bp_gemm_desc *g) {
+    const bp_backend_ops *ops = m->device->ops;
+    const float *a = (const float *)g->a, *b = (const float *)g->b;
+    char *scratch = (char *)g->scratch;
+    bp_status st = BP_OK;
+    if (g->ab_type == BP_EL_BF16) {
+        float *wa = (float *)scratch;
+        float *wb = (float *)(scratch + round256(extent_a(g) * sizeof(float)));
+        st = ops->cast(m->device, extent_a(g), g->a, BP_EL_BF16, wa, BP_EL_F32);
+        if (st == BP_OK) st = ops->cast(m->device, extent_b(g), g->b, BP_EL_BF16, wb, BP_EL_F32);
+        a = wa, b = wb;
+        scratch += round256(extent_a(g) * sizeof(float)) + round256(extent_b(g) * sizeof(float));
+    }
+    if (st != BP_OK) return st;
+    if (g->c_type == BP_EL_F32)
+        return ops->gemm(m->device, g->trans_a, g->trans_b, g->m, g->n, g->k, g->alpha, a, g->lda,
+                         b, g->ldb, g->beta, (float *)g->c, g->ldc);
+    float *c = (float *)scratch; /* a bf16 output takes beta 0 */
+    st = ops->gemm(m->device, g->trans_a, g->trans_b, g->m, g->n, g->k, g->alpha, a, g->lda, b,
+                   g->ldb, 0.0f, c, g->ldc);
+    for (int r = 0; r < g->m && st == BP_OK; r += g->ldc == g->n ? g->m : 1) {
+        size_t count = g->ldc == g->n ? (size_t)g->m * (size_t)g->n : (size_t)g->n;
+        st = ops->cast(m->device, count, c + (size_t)r * (size_t)g->ldc, BP_EL_F32,
+                       (uint16_t *)g->c + (size_t)r * (size_t)g->ldc, BP_EL_BF16);
+    }
+    return st;
+}
+
 bp_status bp_model_gemm(bp_model *m, const bp_gemm_desc *g, void *plan) {
     const bp_backend_ops *ops = m->device->ops;
+    if (plan == BP_PLAN_COMPOSED) return composed_gemm(m, g);
     if (!plan && plain_fp32(g))
         return ops->gemm(m->device, g->trans_a, g->trans_b, g->m, g->n, g->k, g->alpha,
                          (const float *)g->a, g->lda, (const float *)g->b, g->ldb, g->beta,
@@ -151,14 +218,27 @@ static bp_status make_plan(bp_model *m, const bp_gemm_desc *g, void **plan, size
 }
 
 static void free_plan(bp_model *m, void **plan) {
-    if (*plan) m->device->ops->gemm_plan_free(m->device, *plan);
+    if (*plan && *plan != BP_PLAN_COMPOSED) m->device->ops->gemm_plan_free(m->device, *plan);
     *plan = NULL;
+}
+
+/* A plan the backend refused, for a reason other than memory: the GEMM is composed instead.
+ * The first reason is kept to be said once when the model's plans are made. */
+typedef struct fallbacks {
+    int count;
+    char first[256];
+} fallbacks;
+
+static int falls_back(bp_status st, fallbacks *fb) {
+    if (st == BP_OK || st == BP_ERR_OUT_OF_MEMORY) return 0;
+    if (fb->count++ == 0) snprintf(fb->first, sizeof fb->first, "%s", bp_last_error());
+    return 1;
 }
 
 /* Tries to fuse layer l: its forward epilogue, and (with an activation) its derivative in the
  * layer above's dX GEMM. Both or neither: a fused forward saves the activation's state in the
  * backend's format, which only the fused backward reads. */
-static bp_status try_fuse(bp_model *m, int l) {
+static bp_status try_fuse(bp_model *m, int l, fallbacks *fb) {
     int rows = m->max_batch;
     bp_layer *L = &m->layers[l];
     L->fused_fwd = 1;
@@ -176,21 +256,27 @@ static bp_status try_fuse(bp_model *m, int l) {
     }
     free_plan(m, &L->plan[BP_GEMM_FWD]);
     L->fused_fwd = L->fused_bwd = 0;
-    return st == BP_ERR_UNSUPPORTED ? BP_OK : st; /* not fusable: composed instead */
+    /* Not fusable: composed instead. A backend that fuses nothing for these types says so
+     * with BP_ERR_UNSUPPORTED, which is no news; any other refusal is. */
+    if (st == BP_ERR_UNSUPPORTED) return BP_OK;
+    return falls_back(st, fb) ? BP_OK : st;
 }
 
-/* Largest scratch any of the model's GEMMs needs. */
+/* Largest scratch any of the model's GEMMs needs: gemm_ex's, or a composed GEMM's. */
 static void size_scratch(bp_model *m) {
     const bp_backend_ops *ops = m->device->ops;
     m->scratch_bytes = 0;
-    if (!ops->gemm_scratch || m->precision == BP_PRECISION_FP32) return;
     int rows = m->max_batch;
     for (int l = 0; l < m->n_layers; ++l) {
         bp_gemm_desc g[3] = {bp_gemm_forward(m, l, rows, NULL),
                              bp_gemm_dw(m, l, rows, NULL, NULL, 0),
                              bp_gemm_dx(m, l, rows, NULL, NULL, 1)};
         for (int k = 0; k < 3; ++k) {
-            size_t need = ops->gemm_scratch(&g[k]);
+            size_t need = 0;
+            if (m->layers[l].plan[k] == BP_PLAN_COMPOSED)
+                need = composed_bytes(&g[k]);
+            else if (ops->gemm_scratch && m->precision != BP_PRECISION_FP32)
+                need = ops->gemm_scratch(&g[k]);
             if (need > m->scratch_bytes) m->scratch_bytes = need;
         }
     }
@@ -207,16 +293,28 @@ bp_status bp_model_make_plans(bp_model *m) {
         return BP_OK;
     }
     bp_status st = BP_OK;
+    fallbacks fb = {0, ""};
     for (int l = 0; l < m->n_layers && st == BP_OK; ++l)
-        if (may_fuse(m, l)) st = try_fuse(m, l);
+        if (may_fuse(m, l)) st = try_fuse(m, l, &fb);
     for (int l = 0; l < m->n_layers && st == BP_OK; ++l) {
         bp_layer *L = &m->layers[l];
         bp_gemm_desc g[BP_GEMM_COUNT] = {bp_gemm_forward(m, l, rows, NULL),
                                          bp_gemm_dw(m, l, rows, NULL, NULL, 0),
                                          bp_gemm_dx(m, l, rows, NULL, NULL, 1)};
-        for (int k = 0; k < BP_GEMM_COUNT && st == BP_OK; ++k)
-            if (!L->plan[k]) st = make_plan(m, &g[k], &L->plan[k], NULL);
+        for (int k = 0; k < BP_GEMM_COUNT && st == BP_OK; ++k) {
+            if (L->plan[k]) continue;
+            st = make_plan(m, &g[k], &L->plan[k], NULL);
+            /* A plain GEMM the backend will not plan is composed: a plan failure never refuses
+             * a model. */
+            if (falls_back(st, &fb)) L->plan[k] = BP_PLAN_COMPOSED, st = BP_OK;
+        }
     }
+    /* Said once per model: the GEMMs run, slower, through the plain entries. */
+    if (fb.count)
+        fprintf(stderr,
+                "backprop: bp_model_create on %s: %d GEMM plan(s) refused, composed of the plain "
+                "entries instead (slower; the same roundings); the first: %s\n",
+                m->device->name, fb.count, fb.first);
     /* After the fusion choices: a fused epilogue may need scratch of its own. */
     size_scratch(m);
     return st;
