@@ -4,7 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "cli/cli.h"
+#include "cli.h"
 
 int cli_metric_is_accuracy(bp_loss_kind kind) {
     return kind != BP_LOSS_MSE;

@@ -7,7 +7,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "cli/cli.h"
+#include "cli.h"
 
 typedef struct inference {
     cli_options o;
@@ -327,18 +327,18 @@ static int write_stdout(int cmd, const cli_options *o, const table *t) {
 
 static int write_predictions(int cmd, const cli_options *o, const table *t) {
     if (to_stdout(o)) return write_stdout(cmd, o, t);
-    cli_atomic_file a;
-    if (cli_atomic_open(&a, o->output)) {
+    bp_file *a = bp_file_open(o->output, NULL);
+    if (!a) {
         cli_fail(cmd, "--output: cannot write '%s': %s", o->output, strerror(errno));
         return CLI_EXIT_FAIL;
     }
-    int bad = output_npy(o) ? write_npy(t, a.f) : write_csv(t, a.f);
+    int bad = output_npy(o) ? write_npy(t, bp_file_stream(a)) : write_csv(t, bp_file_stream(a));
     if (bad) {
-        cli_atomic_abort(&a);
+        bp_file_abort(a);
         cli_fail(cmd, "out of memory");
         return CLI_EXIT_FAIL;
     }
-    if (cli_atomic_commit(&a)) {
+    if (bp_file_commit(a) != BP_OK) {
         cli_fail(cmd, "--output: writing '%s' failed: %s", o->output, strerror(errno));
         return CLI_EXIT_FAIL;
     }
