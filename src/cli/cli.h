@@ -255,10 +255,9 @@ typedef struct cli_eval {
     double metric; /* accuracy for ce/bce, MSE for mse */
     int64_t n;
 } cli_eval;
-/* Runs model over dataset in batches of the model's max_batch; out (optional) receives the
- * outputs [n, width] (malloc'd by the caller). */
+/* bp_evaluate over dataset in batches of the model's max_batch (n 0, NaNs for no rows). */
 int cli_evaluate(int cmd, bp_model *m, const bp_dataset *ds, const bp_loss_config *loss,
-                 cli_eval *res, float *out);
+                 cli_eval *res);
 int cli_metric_is_accuracy(bp_loss_kind kind);
 
 /* ---- progress.c ---- */

@@ -174,7 +174,7 @@ int cli_cmd_eval(int argc, char **argv) {
     if (!rc) {
         cli_eval ev;
         double t0 = cli_now();
-        rc = cli_evaluate(CMD_EVAL, r.m, r.d.test, &r.loss, &ev, NULL);
+        rc = cli_evaluate(CMD_EVAL, r.m, r.d.test, &r.loss, &ev);
         double secs = cli_now() - t0;
         int accuracy = cli_metric_is_accuracy(r.loss.kind);
         if (!rc && accuracy)
