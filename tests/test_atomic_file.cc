@@ -2,7 +2,7 @@
 // group and mode; a symlink is written through to its target (atomically, beside the target)
 // and stays a link; a folder, a device, a FIFO, a socket or a /proc link is refused with what
 // it is, and nothing is left behind. Every checkpoint, --metrics, --plot and predict output is
-// written by it.
+// written by it, the CLI's through the public handle of backprop/file.h (the last cases).
 #include <gtest/gtest.h>
 
 #include <dirent.h>
@@ -20,6 +20,7 @@
 #include <string>
 
 #include "backprop/backprop.h"
+#include "backprop/file.h"
 #include "io/atomic.h"
 #include "support_files.h"
 
@@ -218,6 +219,62 @@ TEST_F(AtomicFile, TargetFollowsLinks) {
     ASSERT_EQ(BP_OK, bp_atomic_target("plain", &t));
     EXPECT_STREQ("plain", t);
     free(t);
+}
+
+// ---- backprop/file.h: the public handle ----
+
+TEST(BpFile, NullArgumentsAreRefusedByName) {
+    bp_status st = BP_OK;
+    EXPECT_EQ(nullptr, bp_file_open(nullptr, &st));
+    EXPECT_EQ(BP_ERR_INVALID_ARGUMENT, st);
+    EXPECT_NE(nullptr, strstr(bp_last_error(), "bp_file_open: path is NULL")) << bp_last_error();
+    EXPECT_EQ(nullptr, bp_file_open(nullptr, nullptr));
+    EXPECT_EQ(BP_ERR_INVALID_ARGUMENT, bp_file_commit(nullptr));
+    EXPECT_NE(nullptr, strstr(bp_last_error(), "bp_file_commit")) << bp_last_error();
+    EXPECT_EQ(nullptr, bp_file_stream(nullptr));
+    bp_file_abort(nullptr);
+    st = BP_OK;
+    EXPECT_EQ(nullptr, bp_file_target(nullptr, &st));
+    EXPECT_EQ(BP_ERR_INVALID_ARGUMENT, st);
+    EXPECT_EQ(nullptr, bp_file_temp_name(nullptr));
+}
+
+TEST_F(AtomicFile, TheHandleReplacesTheTargetOnlyAtCommit) {
+    std::string p = dir_.file("metrics.csv");
+    bpt::write_file(p, "old\n");
+    bp_status st = BP_ERR_IO;
+    bp_file *f = bp_file_open(p.c_str(), &st);
+    ASSERT_NE(nullptr, f) << bp_last_error();
+    EXPECT_EQ(BP_OK, st);
+    fputs("new\n", bp_file_stream(f));
+    fflush(bp_file_stream(f));
+    EXPECT_EQ("old\n", read_all(p));
+    ASSERT_EQ(BP_OK, bp_file_commit(f)) << bp_last_error();
+    EXPECT_EQ("new\n", read_all(p));
+    EXPECT_EQ(std::set<std::string>{"metrics.csv"}, entries(dir_.path()));
+}
+
+TEST_F(AtomicFile, TheHandleAbortedLeavesTheTargetAndNoTemporary) {
+    std::string p = dir_.file("metrics.csv");
+    bpt::write_file(p, "old\n");
+    bp_file *f = bp_file_open(p.c_str(), nullptr);
+    ASSERT_NE(nullptr, f) << bp_last_error();
+    fputs("half", bp_file_stream(f));
+    bp_file_abort(f);
+    EXPECT_EQ("old\n", read_all(p));
+    EXPECT_EQ(std::set<std::string>{"metrics.csv"}, entries(dir_.path()));
+}
+
+TEST_F(AtomicFile, TheHandleRefusesAFolderAndNamesIt) {
+    bp_status st = BP_OK;
+    EXPECT_EQ(nullptr, bp_file_open(dir_.path().c_str(), &st));
+    EXPECT_EQ(BP_ERR_IO, st);
+    EXPECT_NE(nullptr, strstr(bp_last_error(), "a folder")) << bp_last_error();
+    EXPECT_STREQ("a folder", bp_file_kind(S_IFDIR | 0755));
+    char *tmp = bp_file_temp_name("/x/out.csv");
+    ASSERT_NE(nullptr, tmp);
+    EXPECT_EQ(0, strncmp(tmp, "/x/out.csv.tmp.", 15)) << tmp;
+    free(tmp);
 }
 
 } // namespace

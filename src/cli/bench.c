@@ -2,8 +2,8 @@
  *
  * The device limits are measured in the same run (the BLAS/cuBLAS sgemm rate at 2048^3 and a
  * large device-to-device copy), so "% of limit" compares like with like on a loaded machine.
- * Ops are called through the private backend table (as tests/test_ops.cc does) so that one op
- * is timed alone; training steps go through the public API. */
+ * Ops are timed alone by bp_bench_run (bench.h), training steps through bp_train_step: the
+ * command uses the public API only. */
 #define _POSIX_C_SOURCE 200809L
 #include <errno.h>
 #include <math.h>
@@ -13,8 +13,7 @@
 #include <string.h>
 #include <time.h>
 
-#include "cli/cli.h"
-#include "core/backend.h"
+#include "cli.h"
 
 #define CMD_BENCH 0 /* options.c does not know bench: its messages go through bench_fail */
 
@@ -28,10 +27,8 @@ typedef struct bench_opts {
     int n_prec;
 } bench_opts;
 
-/* One measured row: per-call seconds over the repeats, and the napkin math. */
-typedef struct sample_stats {
-    double median, min, max, q1, q3;
-} sample_stats;
+/* One measured row: seconds over the repeats. */
+typedef bp_bench_stats sample_stats;
 
 static int cmp_double(const void *a, const void *b) {
     double x = *(const double *)a, y = *(const double *)b;
@@ -119,192 +116,26 @@ static int reset_peak_rss(void) {
     return (fclose(f) == 0 && ok) ? 0 : -1;
 }
 
-/* ---- timing ---- */
-typedef struct op_ctx {
-    bp_device *dev;
-    const bp_backend_ops *ops;
-} op_ctx;
-
-/* Times fn: warm-up calls, then repeats samples of `inner` calls each (inner chosen so that a
- * sample lasts at least min_sample seconds: one call of a small op is below timer noise). */
-typedef bp_status (*op_fn)(op_ctx *c, void *arg);
-
-static int time_op(op_ctx *c, const bench_opts *o, op_fn fn, void *arg, sample_stats *out) {
-    double min_sample = o->quick ? 0.005 : 0.02;
-    for (int i = 0; i < o->warmup; ++i)
-        if (fn(c, arg) != BP_OK) return -1;
-    if (c->ops->synchronize(c->dev) != BP_OK) return -1;
-    double t0 = cli_now();
-    if (fn(c, arg) != BP_OK || c->ops->synchronize(c->dev) != BP_OK) return -1;
-    double one = cli_now() - t0;
-    int inner = one > 0 ? (int)ceil(min_sample / one) : 1000;
-    if (inner < 1) inner = 1;
-    if (inner > 1000) inner = 1000;
-    double *t = malloc((size_t)o->repeats * sizeof *t);
-    if (!t) return -1;
-    for (int r = 0; r < o->repeats; ++r) {
-        t0 = cli_now();
-        for (int i = 0; i < inner; ++i)
-            if (fn(c, arg) != BP_OK) {
-                free(t);
-                return -1;
-            }
-        if (c->ops->synchronize(c->dev) != BP_OK) {
-            free(t);
-            return -1;
-        }
-        t[r] = (cli_now() - t0) / inner;
-    }
-    *out = summarize(t, o->repeats);
-    free(t);
-    return 0;
+/* ---- ops, timed by bp_bench_run (bench.h) ---- */
+/* Times ops[0..n) on dev with the command's warm-up and repeats (at least min_repeats: every
+ * % column divides by a limit, measured over 5 samples or more). A sample lasts at least
+ * --quick's 5 ms or 20 ms: one call of a small op is below timer noise. */
+static bp_status time_ops(bp_device *dev, const bench_opts *o, const bp_bench_op *ops, int n,
+                          int min_repeats, bp_bench_result *r) {
+    bp_bench_options bo = bp_bench_options_default();
+    bo.warmup = o->warmup;
+    bo.repeats = o->repeats < min_repeats ? min_repeats : o->repeats;
+    bo.min_sample_seconds = o->quick ? 0.005 : 0.02;
+    bo.max_inner = 1000;
+    return bp_bench_run(dev, ops, n, &bo, r);
 }
 
-/* Device buffers filled with values in [-1, 1) from a fixed host pattern (fresh-looking, not
- * zeros: ReLU masks and softmax then do real work). */
-static float *dev_buffer(op_ctx *c, size_t n, unsigned seed) {
-    void *p = NULL;
-    if (c->ops->alloc(c->dev, n * sizeof(float) + 64, &p) != BP_OK) return NULL;
-    float *host = malloc(n * sizeof(float));
-    if (!host) {
-        c->ops->free(c->dev, p);
-        return NULL;
-    }
-    uint32_t s = 2463534242u ^ seed;
-    for (size_t i = 0; i < n; ++i) {
-        s ^= s << 13;
-        s ^= s >> 17;
-        s ^= s << 5;
-        host[i] = (float)((double)s / 2147483648.0 - 1.0);
-    }
-    c->ops->upload(c->dev, p, host, n * sizeof(float));
-    free(host);
-    return p;
-}
-
-/* ---- the ops ---- */
-/* C [m, n] = op(A) op(B) in a precision: fp32 through the plain gemm entry; tf32 and bf16
- * through gemm_ex, as a model's GEMMs in that mode run (bf16: operands a and b hold bf16, C is
- * fp32; scratch holds gemm_scratch's bytes, for a backend that needs them). */
-typedef struct gemm_arg {
-    int ta, tb, m, n, k;
-    float *a, *b, *c;
-    bp_precision prec;
-    void *scratch;
-    void *plan; /* the backend's gemm_plan for it, as a model's GEMMs have (NULL: none) */
-} gemm_arg;
-
-static bp_gemm_desc gemm_desc(const gemm_arg *g) {
-    bp_gemm_desc d;
-    memset(&d, 0, sizeof d);
-    d.trans_a = g->ta;
-    d.trans_b = g->tb;
-    d.m = g->m;
-    d.n = g->n;
-    d.k = g->k;
-    d.alpha = 1.0f;
-    d.ab_type = g->prec == BP_PRECISION_BF16 ? BP_EL_BF16 : BP_EL_F32;
-    d.tf32 = g->prec == BP_PRECISION_TF32;
-    d.a = g->a;
-    d.lda = g->ta ? g->m : g->k;
-    d.b = g->b;
-    d.ldb = g->tb ? g->k : g->n;
-    d.c = g->c;
-    d.ldc = g->n;
-    d.c_type = BP_EL_F32;
-    d.epilogue = BP_EPI_NONE;
-    d.scratch = g->scratch;
-    return d;
-}
-
-static bp_status run_gemm(op_ctx *c, void *p) {
-    gemm_arg *g = p;
-    if (g->prec != BP_PRECISION_FP32 || g->plan) {
-        bp_gemm_desc d = gemm_desc(g);
-        return c->ops->gemm_ex(c->dev, &d, g->plan);
-    }
-    int lda = g->ta ? g->m : g->k, ldb = g->tb ? g->k : g->n;
-    return c->ops->gemm(c->dev, g->ta, g->tb, g->m, g->n, g->k, 1.0f, g->a, lda, g->b, ldb, 0.0f,
-                        g->c, g->n);
-}
-
-/* Operands of n elements for precision prec: the fp32 buffer itself, or a bf16 copy of it
- * (cast on the device) that the caller frees. NULL on failure. */
-static float *operand_for(op_ctx *c, float *f32, size_t n, bp_precision prec) {
-    if (prec != BP_PRECISION_BF16) return f32;
-    void *p = NULL;
-    if (!f32 || c->ops->alloc(c->dev, n * 2 + 64, &p) != BP_OK) return NULL;
-    if (c->ops->cast(c->dev, n, f32, BP_EL_F32, p, BP_EL_BF16) != BP_OK) {
-        c->ops->free(c->dev, p);
-        return NULL;
-    }
-    return p;
-}
-
-/* Plans for g[0..n) where the backend makes them (a model's GEMMs run with theirs); plans_free
- * lets go of them. */
-static bp_status plans_for(op_ctx *c, gemm_arg *g, int n) {
-    bp_status st = BP_OK;
-    for (int i = 0; i < n && st == BP_OK && c->ops->gemm_plan; ++i) {
-        bp_gemm_desc d = gemm_desc(&g[i]);
-        size_t aux = 0;
-        st = c->ops->gemm_plan(c->dev, &d, &g[i].plan, &aux);
-    }
-    return st;
-}
-
-static void plans_free(op_ctx *c, gemm_arg *g, int n) {
-    for (int i = 0; i < n; ++i)
-        if (g[i].plan) c->ops->gemm_plan_free(c->dev, g[i].plan);
-}
-
-/* The scratch gemm_ex wants for the largest of g[0..n) (set into each), or BP_OK with none. */
-static bp_status gemm_scratch_for(op_ctx *c, gemm_arg *g, int n) {
-    size_t most = 0;
-    for (int i = 0; i < n && c->ops->gemm_scratch; ++i) {
-        bp_gemm_desc d = gemm_desc(&g[i]);
-        size_t need = g[i].prec == BP_PRECISION_FP32 ? 0 : c->ops->gemm_scratch(&d);
-        if (need > most) most = need;
-    }
-    void *p = NULL;
-    if (most && c->ops->alloc(c->dev, most, &p) != BP_OK) return BP_ERR_OUT_OF_MEMORY;
-    for (int i = 0; i < n; ++i)
-        g[i].scratch = p;
-    return BP_OK;
-}
-
-typedef struct elt_arg {
-    int rows, cols;
-    size_t n;
-    float *x, *y, *z, *w;
-    int32_t *labels;
-    bp_update_args up;
-} elt_arg;
-
-static bp_status run_bias_act(op_ctx *c, void *p) {
-    elt_arg *e = p;
-    return c->ops->bias_act_forward(c->dev, e->rows, e->cols, e->w, e->x, e->y, BP_ACT_RELU, 0.0f);
-}
-static bp_status run_act_backward(op_ctx *c, void *p) {
-    elt_arg *e = p;
-    return c->ops->act_backward(c->dev, e->n, e->x, e->y, e->z, BP_ACT_RELU, 0.0f);
-}
-static bp_status run_xent(op_ctx *c, void *p) {
-    elt_arg *e = p;
-    return c->ops->softmax_xent(c->dev, e->rows, e->cols, e->x, e->labels, 0.1f,
-                                1.0f / (float)e->rows, e->y, e->z);
-}
-static bp_status run_col_sum(op_ctx *c, void *p) {
-    elt_arg *e = p;
-    return c->ops->col_sum(c->dev, e->rows, e->cols, e->x, 0.0f, e->y);
-}
-static bp_status run_update(op_ctx *c, void *p) {
-    elt_arg *e = p;
-    return c->ops->update(c->dev, &e->up);
-}
-static bp_status run_copy(op_ctx *c, void *p) {
-    elt_arg *e = p;
-    return c->ops->copy(c->dev, e->y, e->x, e->n * sizeof(float));
+static bp_bench_op gemm_op(int ta, int tb, int m, int n, int k, bp_precision prec) {
+    bp_bench_op op = bp_bench_op_default(BP_BENCH_GEMM, m, n, k);
+    op.trans_a = ta;
+    op.trans_b = tb;
+    op.precision = prec;
+    return op;
 }
 
 typedef struct limits {
@@ -317,276 +148,141 @@ static void print_rule(void) {
            "----------------\n");
 }
 
-static void report_gemm(const char *tcase, const gemm_arg *g, const sample_stats *s,
+static void report_gemm(const char *tcase, const bp_bench_op *g, const bp_bench_result *r,
                         const limits *lim) {
-    int m = g->m, n = g->n, k = g->k;
-    double ab = g->prec == BP_PRECISION_BF16 ? 2.0 : 4.0;
-    double flops = 2.0 * m * n * k, bytes = ab * ((double)m * k + (double)k * n) + 4.0 * m * n;
-    double rate = flops / s->median;
-    const char *pn = bp_precision_name(g->prec);
+    int m = (int)g->m, n = (int)g->n, k = (int)g->k;
+    const sample_stats *s = &r->seconds;
+    double rate = r->flops / s->median;
+    const char *pn = bp_precision_name(g->precision);
     printf("gemm %-2s %s %5dx%5dx%5d  %8.2f GFLOP/s  (min %.3f ms, med %.3f, max %.3f)  %.3g "
            "GFLOP %.3g MB  %5.1f%% of sgemm limit\n",
-           tcase, pn, m, n, k, rate / 1e9, s->min * 1e3, s->median * 1e3, s->max * 1e3, flops / 1e9,
-           bytes / 1e6, lim->gemm_flops > 0 ? 100.0 * rate / lim->gemm_flops : 0.0);
+           tcase, pn, m, n, k, rate / 1e9, s->min * 1e3, s->median * 1e3, s->max * 1e3,
+           r->flops / 1e9, r->bytes / 1e6,
+           lim->gemm_flops > 0 ? 100.0 * rate / lim->gemm_flops : 0.0);
     json_row("op",
              "\"op\": \"gemm\", \"case\": \"%s\", \"precision\": \"%s\", \"m\": %d, \"n\": %d, "
              "\"k\": %d, \"flops\": %.6e, \"bytes\": %.6e, \"gflops\": %.4f, "
              "\"fraction_of_limit\": %.4f",
-             tcase, pn, m, n, k, flops, bytes, rate / 1e9,
+             tcase, pn, m, n, k, r->flops, r->bytes, rate / 1e9,
              lim->gemm_flops > 0 ? rate / lim->gemm_flops : 0.0);
     json_stats("seconds", s);
 }
 
-static void report_mem(const char *name, const char *shape, double bytes, const sample_stats *s,
+static void report_mem(const char *name, const char *shape, const bp_bench_result *r,
                        const limits *lim) {
-    double rate = bytes / s->median;
+    const sample_stats *s = &r->seconds;
+    double rate = r->bytes / s->median;
     printf("%-22s %-14s %8.2f GB/s   (min %.3f ms, med %.3f, max %.3f)  %.3g MB moved  %5.1f%% "
            "of copy bandwidth\n",
-           name, shape, rate / 1e9, s->min * 1e3, s->median * 1e3, s->max * 1e3, bytes / 1e6,
+           name, shape, rate / 1e9, s->min * 1e3, s->median * 1e3, s->max * 1e3, r->bytes / 1e6,
            lim->bandwidth > 0 ? 100.0 * rate / lim->bandwidth : 0.0);
     json_row("op",
              "\"op\": \"%s\", \"shape\": \"%s\", \"bytes\": %.6e, \"gbps\": %.4f, "
              "\"fraction_of_limit\": %.4f",
-             name, shape, bytes, rate / 1e9, lim->bandwidth > 0 ? rate / lim->bandwidth : 0.0);
+             name, shape, r->bytes, rate / 1e9, lim->bandwidth > 0 ? rate / lim->bandwidth : 0.0);
     json_stats("seconds", s);
 }
 
-/* The sgemm rate at 2048^3 (NN), median of at least 5 samples. Measured once up front and again
- * right before each training config, since other jobs on the machine change it by 2x within a
- * minute: a step is compared with the rate measured next to it. */
-static int measure_sgemm(op_ctx *c, const bench_opts *o, double *rate, sample_stats *s) {
-    int n = 2048;
-    size_t nn = (size_t)n * n;
-    gemm_arg g = {0,
-                  0,
-                  n,
-                  n,
-                  n,
-                  dev_buffer(c, nn, 1),
-                  dev_buffer(c, nn, 2),
-                  dev_buffer(c, nn, 3),
-                  BP_PRECISION_FP32,
-                  NULL,
-                  NULL};
-    bench_opts lo = *o;
-    if (lo.repeats < 5) lo.repeats = 5; /* every % column divides by this */
-    int rc = g.a && g.b && g.c ? time_op(c, &lo, run_gemm, &g, s) : -1;
-    if (rc == 0) *rate = 2.0 * n * n * n / s->median;
-    c->ops->free(c->dev, g.a);
-    c->ops->free(c->dev, g.b);
-    c->ops->free(c->dev, g.c);
-    return rc;
+/* The sgemm rate at 2048^3 (NN). Measured once up front and again right before each training
+ * config, since other jobs on the machine change it by 2x within a minute: a step is compared
+ * with the rate measured next to it. */
+static int measure_sgemm(bp_device *dev, const bench_opts *o, double *rate, sample_stats *s) {
+    bp_bench_op g = gemm_op(0, 0, 2048, 2048, 2048, BP_PRECISION_FP32);
+    bp_bench_result r;
+    if (time_ops(dev, o, &g, 1, 5, &r) != BP_OK) return -1;
+    *rate = r.flops / r.seconds.median;
+    *s = r.seconds;
+    return 0;
 }
 
-/* The matrix engine's own rate at 2048^3 (NN, planned as a model's GEMMs are) in precision prec,
- * with what runs it: the limit a training row in that precision is held to. */
-static int measure_engine(op_ctx *c, const bench_opts *o, bp_precision prec) {
-    int n = 2048;
-    size_t nn = (size_t)n * n;
-    float *a32 = dev_buffer(c, nn, 31), *b32 = dev_buffer(c, nn, 32), *out = dev_buffer(c, nn, 33);
-    float *a = operand_for(c, a32, nn, prec), *b = operand_for(c, b32, nn, prec);
-    gemm_arg g = {0, 0, n, n, n, a, b, out, prec, NULL, NULL};
-    bench_opts lo = *o;
-    if (lo.repeats < 5) lo.repeats = 5;
-    sample_stats s;
-    int rc = a && b && out && gemm_scratch_for(c, &g, 1) == BP_OK ? 0 : -1;
-    if (rc == 0 && plans_for(c, &g, 1) != BP_OK) rc = -1;
-    if (rc == 0) rc = time_op(c, &lo, run_gemm, &g, &s);
+/* The matrix engine's own rate at 2048^3 (NN) in precision prec, with what runs it: the limit a
+ * training row in that precision is held to. Nothing for a mode the backend does not run. */
+static int measure_engine(bp_device *dev, const bench_opts *o, bp_precision prec) {
+    bp_bench_op g = gemm_op(0, 0, 2048, 2048, 2048, prec);
+    bp_bench_result r;
+    bp_status st = time_ops(dev, o, &g, 1, 5, &r);
+    if (st == BP_ERR_UNSUPPORTED) return 0;
+    if (st != BP_OK) return -1;
     char engine[160] = "";
-    if (bp_device_matrix_engine(c->dev, prec, engine, sizeof engine) != BP_OK)
+    if (bp_device_matrix_engine(dev, prec, engine, sizeof engine) != BP_OK)
         snprintf(engine, sizeof engine, "?");
-    if (rc == 0) {
-        double rate = 2.0 * n * n * n / s.median;
-        const char *pn = bp_precision_name(prec);
-        printf("limit: %s matrix products 2048^3 %.2f GFLOP/s (min %.2f ms, med %.2f, max %.2f): "
-               "%s\n",
-               pn, rate / 1e9, s.min * 1e3, s.median * 1e3, s.max * 1e3, engine);
-        json_row("limit", "\"what\": \"engine_%s_2048\", \"gflops\": %.4f, \"engine\": \"%s\"", pn,
-                 rate / 1e9, engine);
-        json_stats("seconds", &s);
-    }
-    plans_free(c, &g, 1);
-    if (g.scratch) c->ops->free(c->dev, g.scratch);
-    if (a != a32) c->ops->free(c->dev, a);
-    if (b != b32) c->ops->free(c->dev, b);
-    float *bufs[] = {a32, b32, out};
-    for (int i = 0; i < 3; ++i)
-        if (bufs[i]) c->ops->free(c->dev, bufs[i]);
-    return rc;
+    const sample_stats *s = &r.seconds;
+    double rate = r.flops / s->median;
+    const char *pn = bp_precision_name(prec);
+    printf("limit: %s matrix products 2048^3 %.2f GFLOP/s (min %.2f ms, med %.2f, max %.2f): %s\n",
+           pn, rate / 1e9, s->min * 1e3, s->median * 1e3, s->max * 1e3, engine);
+    json_row("limit", "\"what\": \"engine_%s_2048\", \"gflops\": %.4f, \"engine\": \"%s\"", pn,
+             rate / 1e9, engine);
+    json_stats("seconds", s);
+    return 0;
 }
 
-static int measure_limits(op_ctx *c, const bench_opts *o, limits *lim) {
+static int measure_limits(bp_device *dev, const bench_opts *o, limits *lim) {
     sample_stats s;
-    bench_opts lo = *o;
-    if (lo.repeats < 5) lo.repeats = 5;
-    int rc = measure_sgemm(c, o, &lim->gemm_flops, &s);
-    if (rc == 0) {
-        printf("limit: sgemm NN 2048^3 %.2f GFLOP/s (min %.2f ms, med %.2f, max %.2f)\n",
-               lim->gemm_flops / 1e9, s.min * 1e3, s.median * 1e3, s.max * 1e3);
-        json_row("limit", "\"what\": \"sgemm_2048\", \"gflops\": %.4f", lim->gemm_flops / 1e9);
-        json_stats("seconds", &s);
-    }
-    if (rc) return rc;
+    if (measure_sgemm(dev, o, &lim->gemm_flops, &s)) return -1;
+    printf("limit: sgemm NN 2048^3 %.2f GFLOP/s (min %.2f ms, med %.2f, max %.2f)\n",
+           lim->gemm_flops / 1e9, s.min * 1e3, s.median * 1e3, s.max * 1e3);
+    json_row("limit", "\"what\": \"sgemm_2048\", \"gflops\": %.4f", lim->gemm_flops / 1e9);
+    json_stats("seconds", &s);
     /* 256 MiB each way: far past any cache, so this is DRAM (or HBM) bandwidth. On the CPU the
      * backend's copy is one memmove on one thread, so two-thread ops can pass 100% of it. */
-    elt_arg e = {0};
-    e.n = (size_t)(o->quick ? 32 : 64) << 20;
-    e.x = dev_buffer(c, e.n, 4);
-    e.y = dev_buffer(c, e.n, 5);
-    rc = -1;
-    if (e.x && e.y && time_op(c, &lo, run_copy, &e, &s) == 0) {
-        double bytes = 2.0 * e.n * sizeof(float);
-        lim->bandwidth = bytes / s.median;
-        printf("limit: copy %zu MiB, read+write %.2f GB/s (min %.2f ms, med %.2f, max %.2f)\n",
-               e.n * sizeof(float) >> 20, lim->bandwidth / 1e9, s.min * 1e3, s.median * 1e3,
-               s.max * 1e3);
-        json_row("limit", "\"what\": \"copy\", \"bytes\": %.6e, \"gbps\": %.4f", bytes,
-                 lim->bandwidth / 1e9);
-        json_stats("seconds", &s);
-        rc = 0;
-    }
-    c->ops->free(c->dev, e.x);
-    c->ops->free(c->dev, e.y);
+    size_t floats = (size_t)(o->quick ? 32 : 64) << 20;
+    bp_bench_op copy = bp_bench_op_default(BP_BENCH_COPY, (int64_t)(floats >> 10), 1024, 0);
+    bp_bench_result r;
+    if (time_ops(dev, o, &copy, 1, 5, &r) != BP_OK) return -1;
+    lim->bandwidth = r.bytes / r.seconds.median;
+    printf("limit: copy %zu MiB, read+write %.2f GB/s (min %.2f ms, med %.2f, max %.2f)\n",
+           floats * sizeof(float) >> 20, lim->bandwidth / 1e9, r.seconds.min * 1e3,
+           r.seconds.median * 1e3, r.seconds.max * 1e3);
+    json_row("limit", "\"what\": \"copy\", \"bytes\": %.6e, \"gbps\": %.4f", r.bytes,
+             lim->bandwidth / 1e9);
+    json_stats("seconds", &r.seconds);
     /* The engine's fp32 and bf16 rates: what a training row in each mode can reach. */
-    if (rc == 0 && c->ops->gemm_ex) rc = measure_engine(c, o, BP_PRECISION_FP32);
-    if (rc == 0 && c->ops->gemm_ex) rc = measure_engine(c, o, BP_PRECISION_BF16);
-    return rc;
+    if (measure_engine(dev, o, BP_PRECISION_FP32)) return -1;
+    return measure_engine(dev, o, BP_PRECISION_BF16);
 }
 
-/* One sweep of the three transpose cases in one precision over buffers a, b (fp32, cap
- * elements) and c. */
-static int sweep_gemms(op_ctx *c, const bench_opts *o, const limits *lim, bp_precision prec,
-                       float *a, float *b, float *out, size_t cap) {
+/* The three cases the passes use: forward z = x W^T (NT), weight gradient dz^T x (TN), input
+ * gradient dz W (NN), in each precision asked for. */
+static int bench_gemms(bp_device *dev, const bench_opts *o, const limits *lim) {
     static const char *const names[] = {"NN", "NT", "TN"};
     static const int ta[] = {0, 0, 1}, tb[] = {0, 1, 0};
     static const int full[] = {128, 256, 512, 1024, 2048}, quick[] = {128, 256, 512};
     const int *sizes = o->quick ? quick : full;
     int n_sizes = o->quick ? 3 : 5;
-    float *pa = operand_for(c, a, cap, prec), *pb = operand_for(c, b, cap, prec);
-    int rc = pa && pb ? 0 : -1;
-    for (int t = 0; t < 3 && rc == 0; ++t)
-        for (int i = 0; i < n_sizes && rc == 0; ++i) {
-            int sz = sizes[i];
-            gemm_arg g = {ta[t], tb[t], sz, sz, sz, pa, pb, out, prec, NULL, NULL};
-            if (gemm_scratch_for(c, &g, 1) != BP_OK) {
-                rc = -1;
-                break;
+    for (int p = 0; p < o->n_prec; ++p)
+        for (int t = 0; t < 3; ++t)
+            for (int i = 0; i < n_sizes; ++i) {
+                int sz = sizes[i];
+                bp_bench_op g = gemm_op(ta[t], tb[t], sz, sz, sz, o->prec[p]);
+                bp_bench_result r;
+                if (time_ops(dev, o, &g, 1, 1, &r) != BP_OK) return -1;
+                report_gemm(names[t], &g, &r, lim);
             }
-            sample_stats s;
-            rc = plans_for(c, &g, 1) == BP_OK ? time_op(c, o, run_gemm, &g, &s) : -1;
-            if (rc == 0) report_gemm(names[t], &g, &s, lim);
-            plans_free(c, &g, 1);
-            c->ops->free(c->dev, g.scratch);
-        }
-    if (pa != a) c->ops->free(c->dev, pa);
-    if (pb != b) c->ops->free(c->dev, pb);
-    return rc;
+    return 0;
 }
 
-/* The three cases the passes use: forward z = x W^T (NT), weight gradient dz^T x (TN), input
- * gradient dz W (NN), in each precision asked for. */
-static int bench_gemms(op_ctx *c, const bench_opts *o, const limits *lim) {
-    size_t cap = o->quick ? (size_t)512 * 512 : (size_t)2048 * 2048;
-    float *a = dev_buffer(c, cap, 1), *b = dev_buffer(c, cap, 2), *out = dev_buffer(c, cap, 3);
-    int rc = a && b && out ? 0 : -1;
-    for (int p = 0; p < o->n_prec && rc == 0; ++p)
-        rc = sweep_gemms(c, o, lim, o->prec[p], a, b, out, cap);
-    c->ops->free(c->dev, a);
-    c->ops->free(c->dev, b);
-    c->ops->free(c->dev, out);
-    return rc;
-}
-
-static int bench_elementwise(op_ctx *c, const bench_opts *o, const limits *lim) {
-    elt_arg e = {0};
-    e.rows = o->quick ? 1024 : 4096;
-    e.cols = 1024;
-    e.n = (size_t)e.rows * (size_t)e.cols;
-    e.x = dev_buffer(c, e.n, 11);
-    e.y = dev_buffer(c, e.n, 12);
-    e.z = dev_buffer(c, e.n, 13);
-    e.w = dev_buffer(c, e.n, 14);
-    void *labels = NULL;
-    int rc = -1;
-    char shape[32];
-    snprintf(shape, sizeof shape, "%dx%d", e.rows, e.cols);
-    if (!e.x || !e.y || !e.z || !e.w ||
-        c->ops->alloc(c->dev, (size_t)e.rows * sizeof(int32_t), &labels) != BP_OK)
-        goto done;
-    e.labels = labels;
-    sample_stats s;
-    /* bias+ReLU: read z and bias, write z and a; bias is one row, counted once. */
-    if (time_op(c, o, run_bias_act, &e, &s)) goto done;
-    report_mem("bias+relu forward", shape, 12.0 * e.n + 4.0 * e.cols, &s, lim);
-    /* ReLU backward: read z and da, write dz. */
-    if (time_op(c, o, run_act_backward, &e, &s)) goto done;
-    report_mem("relu backward", shape, 12.0 * e.n, &s, lim);
-    /* Column sums (bias gradient): read x, write one row. */
-    if (time_op(c, o, run_col_sum, &e, &s)) goto done;
-    report_mem("col_sum", shape, 4.0 * e.n + 4.0 * e.cols, &s, lim);
-    /* Softmax cross-entropy over 1000 classes: read logits and labels, write grad and row
-     * losses. */
-    {
-        int32_t *host = malloc((size_t)e.rows * sizeof(int32_t));
-        if (!host) goto done;
-        for (int r = 0; r < e.rows; ++r)
-            host[r] = (int32_t)((r * 7919) % 1000);
-        c->ops->upload(c->dev, labels, host, (size_t)e.rows * sizeof(int32_t));
-        free(host);
-        elt_arg x = e;
-        x.cols = 1000;
-        char xs[32];
-        snprintf(xs, sizeof xs, "%dx%d", x.rows, x.cols);
-        if (time_op(c, o, run_xent, &x, &s)) goto done;
-        report_mem("softmax-xent", xs, 8.0 * x.rows * x.cols + 8.0 * x.rows, &s, lim);
+/* The other ops of a step, ReLU's where they take an activation: bias+ReLU forward, its
+ * backward, column sums (a bias gradient), softmax cross-entropy over 1000 classes, and the
+ * SGD-momentum and Adam updates. */
+static int bench_elementwise(bp_device *dev, const bench_opts *o, const limits *lim) {
+    int rows = o->quick ? 1024 : 4096, cols = 1024;
+    static const char *const names[] = {"bias+relu forward", "relu backward",       "col_sum",
+                                        "softmax-xent",      "update sgd-momentum", "update adam"};
+    static const bp_bench_kind kinds[] = {BP_BENCH_BIAS_ACT, BP_BENCH_ACT_BACKWARD,
+                                          BP_BENCH_COL_SUM,  BP_BENCH_SOFTMAX_XENT,
+                                          BP_BENCH_UPDATE,   BP_BENCH_UPDATE};
+    for (int i = 0; i < 6; ++i) {
+        bp_bench_op op = bp_bench_op_default(kinds[i], rows, i == 3 ? 1000 : cols, 0);
+        if (i == 5) op.optimizer = BP_OPTIM_ADAM;
+        char shape[32];
+        snprintf(shape, sizeof shape, "%dx%d", rows, (int)op.n);
+        bp_bench_result r;
+        if (time_ops(dev, o, &op, 1, 1, &r) != BP_OK) return bench_fail("bench ops");
+        report_mem(names[i], shape, &r, lim);
     }
-    /* Optimizer updates over n parameters (values kept small so Adam stays finite). */
-    {
-        elt_arg u = e;
-        bp_update_args *a = &u.up;
-        memset(a, 0, sizeof *a);
-        a->n = e.n;
-        a->param = e.x;
-        a->grad = e.y;
-        a->m = e.z;
-        a->v = e.w;
-        a->grad_scale = 1.0f;
-        a->lr = 1e-6f;
-        a->kind = BP_OPTIM_SGD;
-        a->momentum = 0.9f;
-        a->v = NULL;
-        if (time_op(c, o, run_update, &u, &s)) goto done;
-        report_mem("update sgd-momentum", shape, 20.0 * e.n, &s, lim); /* r p,g,m; w p,m */
-        /* v must be non-negative for Adam: the |x| pattern is made by one abs pass on host. */
-        float *host = malloc(e.n * sizeof(float));
-        if (!host) goto done;
-        c->ops->download(c->dev, host, e.w, e.n * sizeof(float));
-        for (size_t i = 0; i < e.n; ++i)
-            host[i] = fabsf(host[i]);
-        c->ops->upload(c->dev, e.w, host, e.n * sizeof(float));
-        free(host);
-        a->kind = BP_OPTIM_ADAM;
-        a->v = e.w;
-        a->beta2 = 0.999f;
-        a->eps = 1e-8f;
-        a->one_minus_beta1 = 0.1f;
-        a->one_minus_beta2 = 0.001f;
-        a->step_size = 1e-6f;
-        a->bc2_sqrt = 1.0f;
-        if (time_op(c, o, run_update, &u, &s)) goto done;
-        report_mem("update adam", shape, 28.0 * e.n, &s, lim); /* r p,g,m,v; w p,m,v */
-    }
-    rc = 0;
-done:
-    if (rc) bench_fail("bench ops");
-    c->ops->free(c->dev, e.x);
-    c->ops->free(c->dev, e.y);
-    c->ops->free(c->dev, e.z);
-    c->ops->free(c->dev, e.w);
-    if (labels) c->ops->free(c->dev, labels);
-    return rc;
+    return 0;
 }
-
 /* ---- end-to-end training steps ---- */
 typedef struct e2e_config {
     const char *name;
@@ -641,63 +337,26 @@ static double step_bytes(const e2e_config *c) {
 /* The GEMMs of one training step at the shapes the passes give them, one after another: per
  * layer the forward z = x W^T (NT: B x out x in), the weight gradient dz^T x (TN: out x in x B)
  * and, past the first layer, the input gradient dz W (NN: B x in x out). Their time is what the
- * step would take if nothing but these GEMMs ran, on the backend's own GEMM (cuBLAS on CUDA). */
-typedef struct gemm_set {
-    int n;
-    gemm_arg g[3 * 7];
-} gemm_set;
-
-static bp_status run_gemm_set(op_ctx *c, void *p) {
-    gemm_set *s = p;
-    bp_status st = BP_OK;
-    for (int i = 0; i < s->n && st == BP_OK; ++i)
-        st = run_gemm(c, &s->g[i]);
-    return st;
-}
-
-/* Times the step's GEMMs on the shared device in precision prec; *rate is the step's GEMM
- * FLOPs over their time. Every product writes one fp32 output buffer: the rate is the GEMMs',
- * not the fused epilogues'. */
-static int measure_step_gemms(op_ctx *c, const bench_opts *o, const e2e_config *cf,
+ * step would take if nothing but these GEMMs ran, on the backend's own GEMM (cuBLAS on CUDA):
+ * *rate is the step's GEMM FLOPs over it. Every product writes one fp32 output: the rate is the
+ * GEMMs', not the fused epilogues'. */
+static int measure_step_gemms(bp_device *dev, const bench_opts *o, const e2e_config *cf,
                               bp_precision prec, double *rate, sample_stats *s, int *n_gemms) {
-    size_t cap = 0;
+    bp_bench_op set[3 * 7];
+    int n = 0;
     for (int l = 0; l + 1 < cf->n_widths; ++l) {
-        size_t in = (size_t)cf->widths[l], out = (size_t)cf->widths[l + 1], b = (size_t)cf->batch;
-        size_t biggest = in * out > b * in ? in * out : b * in;
-        if (b * out > biggest) biggest = b * out;
-        if (biggest > cap) cap = biggest;
+        int in = cf->widths[l], out = cf->widths[l + 1], b = cf->batch;
+        set[n++] = gemm_op(0, 1, b, out, in, prec);            /* forward, NT */
+        set[n++] = gemm_op(1, 0, out, in, b, prec);            /* dW, TN */
+        if (l > 0) set[n++] = gemm_op(0, 0, b, in, out, prec); /* dX, NN */
     }
-    float *x32 = dev_buffer(c, cap, 21), *w32 = dev_buffer(c, cap, 22),
-          *z32 = dev_buffer(c, cap, 23);
-    float *out = dev_buffer(c, cap, 24);
-    float *x = operand_for(c, x32, cap, prec), *w = operand_for(c, w32, cap, prec),
-          *z = operand_for(c, z32, cap, prec);
-    gemm_set set = {0};
-    for (int l = 0; l + 1 < cf->n_widths; ++l) {
-        int in = cf->widths[l], outw = cf->widths[l + 1], b = cf->batch;
-        set.g[set.n++] = (gemm_arg){0, 1, b, outw, in, x, w, out, prec, NULL, NULL}; /* fwd, NT */
-        set.g[set.n++] = (gemm_arg){1, 0, outw, in, b, z, x, out, prec, NULL, NULL}; /* dW, TN */
-        if (l > 0)
-            set.g[set.n++] = (gemm_arg){0, 0, b, in, outw, z, w, out, prec, NULL, NULL}; /* dX */
-    }
-    bench_opts lo = *o;
-    if (lo.repeats < 5) lo.repeats = 5;
-    int rc = x && w && z && out && gemm_scratch_for(c, set.g, set.n) == BP_OK ? 0 : -1;
-    if (rc == 0 && plans_for(c, set.g, set.n) != BP_OK) rc = -1;
-    if (rc == 0) rc = time_op(c, &lo, run_gemm_set, &set, s);
-    plans_free(c, set.g, set.n);
-    if (rc == 0) *rate = step_flops(cf) / s->median;
-    *n_gemms = set.n;
-    if (set.n) c->ops->free(c->dev, set.g[0].scratch);
-    float *bufs[] = {x32, w32, z32, out};
-    for (int i = 0; i < 4; ++i)
-        c->ops->free(c->dev, bufs[i]);
-    float *copies[] = {x, w, z};
-    for (int i = 0; i < 3; ++i)
-        if (copies[i] != bufs[i]) c->ops->free(c->dev, copies[i]);
-    return rc;
+    *n_gemms = n;
+    bp_bench_result r;
+    if (time_ops(dev, o, set, n, 5, &r) != BP_OK) return -1;
+    *s = r.seconds;
+    *rate = step_flops(cf) / s->median;
+    return 0;
 }
-
 static int bench_e2e(bp_device *shared, const bench_opts *o, const e2e_config *c, bp_precision prec,
                      const limits *lim) {
     const char *pn = bp_precision_name(prec);
@@ -714,9 +373,8 @@ static int bench_e2e(bp_device *shared, const bench_opts *o, const e2e_config *c
     limits near = *lim;
     double step_gemm_rate = 0; /* FLOP/s of this config's own GEMM shapes, measured here */
     if (lim->gemm_flops > 0) {
-        op_ctx oc = {shared, shared->ops};
         sample_stats gs;
-        if (measure_sgemm(&oc, o, &near.gemm_flops, &gs)) return bench_fail("sgemm 2048");
+        if (measure_sgemm(shared, o, &near.gemm_flops, &gs)) return bench_fail("sgemm 2048");
         printf("%-4s sgemm NN 2048^3 measured just before: %.2f GFLOP/s (min %.2f ms, med %.2f, "
                "max %.2f)\n",
                c->name, near.gemm_flops / 1e9, gs.min * 1e3, gs.median * 1e3, gs.max * 1e3);
@@ -724,7 +382,7 @@ static int bench_e2e(bp_device *shared, const bench_opts *o, const e2e_config *c
                  c->name, near.gemm_flops / 1e9);
         json_stats("seconds", &gs);
         int n_gemms = 0;
-        if (measure_step_gemms(&oc, o, c, prec, &step_gemm_rate, &gs, &n_gemms))
+        if (measure_step_gemms(shared, o, c, prec, &step_gemm_rate, &gs, &n_gemms))
             return bench_fail("the GEMMs at the step's shapes");
         printf("%-4s %s GEMMs at the step's %d shapes, same run: %.2f GFLOP/s (%.4g ms for "
                "all; min %.4g, max %.4g)\n",
@@ -1001,15 +659,13 @@ static int pick_precisions(bench_opts *o, const bp_device *dev) {
     snprintf(buf, sizeof buf, "%s", list);
     o->n_prec = 0;
     for (char *save = NULL, *t = strtok_r(buf, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
-        int found = -1;
-        for (int p = 0; p < BP_PRECISION_COUNT_; ++p)
-            if (strcmp(t, bp_precision_name((bp_precision)p)) == 0) found = p;
-        if (found < 0 || o->n_prec >= BP_PRECISION_COUNT_) {
+        bp_precision found;
+        if (bp_precision_parse(t, &found) != BP_OK || o->n_prec >= BP_PRECISION_COUNT_) {
             fprintf(stderr, "backprop bench: --precision: '%s' is not one of fp32, tf32, bf16\n",
                     t);
             return CLI_EXIT_USAGE;
         }
-        o->prec[o->n_prec++] = (bp_precision)found;
+        o->prec[o->n_prec++] = found;
     }
     return 0;
 }
@@ -1051,14 +707,14 @@ int cli_cmd_bench(int argc, char **argv) {
         bp_device_close(dev);
         return rc;
     }
-    cli_atomic_file af = {0};
+    bp_file *af = NULL;
     if (o.json) {
-        if (cli_atomic_open(&af, o.json)) {
+        if (!(af = bp_file_open(o.json, NULL))) {
             fprintf(stderr, "backprop bench: --json %s: %s\n", o.json, strerror(errno));
             bp_device_close(dev);
             return CLI_EXIT_FAIL;
         }
-        g_json = af.f;
+        g_json = bp_file_stream(af);
         g_json_rows = g_json_open = 0;
     }
     time_t now = time(NULL);
@@ -1083,18 +739,17 @@ int cli_cmd_bench(int argc, char **argv) {
             fprintf(g_json, "\"engine_%s\": \"%s\", ", bp_precision_name((bp_precision)p), engine);
     }
     if (g_json) fprintf(g_json, "\"threads_option\": %d,\n  \"rows\": [", o.threads);
-    op_ctx c = {dev, dev->ops};
     limits lim = {0, 0};
     rc = 0;
     print_rule();
     if (o.no_limits)
         printf("limits: not measured (--no-limits); %% of limit columns read 0\n");
-    else if (measure_limits(&c, &o, &lim))
+    else if (measure_limits(dev, &o, &lim))
         rc = bench_fail("measuring the limits");
     if (rc == 0 && (!o.only || strcmp(o.only, "ops") == 0)) {
         print_rule();
-        if (bench_gemms(&c, &o, &lim)) rc = bench_fail("gemm");
-        if (rc == 0 && bench_elementwise(&c, &o, &lim)) rc = CLI_EXIT_FAIL;
+        if (bench_gemms(dev, &o, &lim)) rc = bench_fail("gemm");
+        if (rc == 0 && bench_elementwise(dev, &o, &lim)) rc = CLI_EXIT_FAIL;
     }
     if (rc == 0 && (!o.only || strcmp(o.only, "train") == 0)) {
         print_rule();
@@ -1107,12 +762,12 @@ int cli_cmd_bench(int argc, char **argv) {
     if (g_json) {
         json_end();
         if (rc == 0) {
-            if (cli_atomic_commit(&af)) {
+            if (bp_file_commit(af) != BP_OK) {
                 fprintf(stderr, "backprop bench: --json %s: %s\n", o.json, strerror(errno));
                 rc = CLI_EXIT_FAIL;
             }
         } else
-            cli_atomic_abort(&af);
+            bp_file_abort(af);
     }
     bp_device_close(dev);
     return rc;

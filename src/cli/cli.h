@@ -12,7 +12,7 @@
 #include <stdio.h>
 
 #include "backprop/backprop.h"
-#include "io/atomic.h"
+#include "backprop/file.h"
 
 #define CLI_EXIT_OK     0
 #define CLI_EXIT_FAIL   1
@@ -118,14 +118,6 @@ void cli_warn(int cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)
 int cli_lib_fail(int cmd, const char *what);
 char *cli_strdup(const char *s);
 int cli_has_ext(const char *path, const char *ext); /* case-insensitive suffix */
-/* A file written beside its target and renamed over it once complete (io/atomic.h). */
-typedef struct cli_atomic_file {
-    FILE *f;
-    bp_atomic_file file;
-} cli_atomic_file;
-int cli_atomic_open(cli_atomic_file *a, const char *path); /* 0, or -1 with errno */
-int cli_atomic_commit(cli_atomic_file *a);                 /* 0 on success; errno kept */
-void cli_atomic_abort(cli_atomic_file *a);
 /* A number as people write it: integers in full (1048576), others in 6 digits; a rotating
  * static buffer, so one message may hold several. */
 const char *cli_num(double v);
@@ -263,10 +255,9 @@ typedef struct cli_eval {
     double metric; /* accuracy for ce/bce, MSE for mse */
     int64_t n;
 } cli_eval;
-/* Runs model over dataset in batches of the model's max_batch; out (optional) receives the
- * outputs [n, width] (malloc'd by the caller). */
+/* bp_evaluate over dataset in batches of the model's max_batch (n 0, NaNs for no rows). */
 int cli_evaluate(int cmd, bp_model *m, const bp_dataset *ds, const bp_loss_config *loss,
-                 cli_eval *res, float *out);
+                 cli_eval *res);
 int cli_metric_is_accuracy(bp_loss_kind kind);
 
 /* ---- progress.c ---- */

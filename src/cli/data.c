@@ -8,7 +8,7 @@
 #include <unistd.h>
 #include <zlib.h>
 
-#include "cli/cli.h"
+#include "cli.h"
 
 /* Named datasets: IDX files under /usr/share/datasets/NAME (Debian's dataset-* packages). */
 static const char *const NAMED[] = {"fashion-mnist", "mnist"};

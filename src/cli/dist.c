@@ -7,7 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "cli/cli.h"
+#include "cli.h"
 
 /* Ranks the launcher started, from its environment (OpenMPI, MPICH/Hydra and Slurm's PMI,
  * MVAPICH); 1 when none says. */

@@ -7,7 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "cli/cli.h"
+#include "cli.h"
 
 /* Length of the valid UTF-8 sequence at s (n bytes left), 0 when invalid: no overlong forms,
  * no surrogates, nothing above U+10FFFF. */

@@ -8,7 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "cli/cli.h"
+#include "cli.h"
 
 #define SMOOTH  0.95 /* exponential moving average of the loss, debiased */
 #define EXPLODE 4.0  /* stop when the smoothed loss exceeds this times its minimum */
@@ -121,13 +121,14 @@ static void print_curve(const curve *c) {
 
 static int write_outputs(const cli_session *s, const curve *c, double suggestion) {
     if (s->o.metrics[0]) {
-        cli_atomic_file a;
-        int bad = cli_atomic_open(&a, s->o.metrics);
-        if (!bad) {
-            fprintf(a.f, "step,lr,loss,smoothed\n");
+        bp_file *a = bp_file_open(s->o.metrics, NULL);
+        int bad = !a;
+        if (a) {
+            FILE *f = bp_file_stream(a);
+            fprintf(f, "step,lr,loss,smoothed\n");
             for (int i = 0; i < c->n; ++i)
-                fprintf(a.f, "%d,%.6g,%.6g,%.6g\n", i, c->lr[i], c->loss[i], c->smooth[i]);
-            bad = cli_atomic_commit(&a);
+                fprintf(f, "%d,%.6g,%.6g,%.6g\n", i, c->lr[i], c->loss[i], c->smooth[i]);
+            bad = bp_file_commit(a) != BP_OK;
         }
         if (bad) {
             cli_fail(CMD_LRFIND, "--metrics: cannot write '%s': %s", s->o.metrics, strerror(errno));

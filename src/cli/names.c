@@ -3,7 +3,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "cli/cli.h"
+#include "cli.h"
 
 void cli_names_free(cli_names *names) {
     for (int i = 0; i < names->n; ++i)

@@ -9,7 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "cli/cli.h"
+#include "cli.h"
 
 typedef enum opt_type { OT_INT, OT_FLOAT, OT_STR, OT_BOOL, OT_CHOICE, OT_LIST } opt_type;
 

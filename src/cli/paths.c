@@ -11,7 +11,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "cli/cli.h"
+#include "cli.h"
 
 #define MAX_FILES 64
 
@@ -195,7 +195,7 @@ static int check_clashes(int cmd, const file_set *in, const file_set *out) {
 static int probe(int cmd, const char *flag, const char *path, const char *target, const char *dir,
                  const struct stat *old) {
     const char *base = base_of(target);
-    char *tmp = bp_atomic_temp_name(target);
+    char *tmp = bp_file_temp_name(target);
     if (!tmp) return cli_fail(cmd, "out of memory"), CLI_EXIT_FAIL;
     long name_max = pathconf(dir, _PC_NAME_MAX);
     size_t tmp_len = strlen(base_of(tmp));
@@ -242,14 +242,14 @@ int cli_check_writable(int cmd, const char *flag, const char *path) {
         cli_usage_error(cmd, "%s: '%s' is a folder; give a file name", flag, path);
         return CLI_EXIT_USAGE;
     }
-    char *target = NULL;
-    if (bp_atomic_target(path, &target) != BP_OK) return cli_lib_fail(cmd, flag);
+    char *target = bp_file_target(path, NULL);
+    if (!target) return cli_lib_fail(cmd, flag);
     int exists = stat(target, &sb) == 0, rc = 0;
     if (exists && !S_ISREG(sb.st_mode)) {
         cli_usage_error(cmd,
                         "%s: '%s' is %s, not a regular file; it cannot be replaced: give a file "
                         "name",
-                        flag, path, bp_atomic_kind(sb.st_mode));
+                        flag, path, bp_file_kind(sb.st_mode));
         free(target);
         return CLI_EXIT_USAGE;
     }

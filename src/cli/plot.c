@@ -18,7 +18,7 @@
 #include <unistd.h>
 #include <zlib.h>
 
-#include "cli/cli.h"
+#include "cli.h"
 
 extern char **environ;
 
@@ -142,10 +142,11 @@ static int run_gnuplot(const char *script, int out_fd) {
 }
 
 int cli_gnuplot(int cmd, const char *script, const char *path) {
-    bp_atomic_file a;
-    if (bp_atomic_open(&a, path) != BP_OK) return cli_lib_fail(cmd, "--plot");
+    bp_file *a = bp_file_open(path, NULL);
+    if (!a) return cli_lib_fail(cmd, "--plot");
+    int fd = fileno(bp_file_stream(a));
     fflush(NULL);
-    int status = run_gnuplot(script, a.fd);
+    int status = run_gnuplot(script, fd);
     const char *why = NULL;
     char detail[96] = "";
     if (status == -1)
@@ -154,14 +155,14 @@ int cli_gnuplot(int cmd, const char *script, const char *path) {
         snprintf(detail, sizeof detail, "gnuplot was killed by signal %d", WTERMSIG(status));
     else if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
         snprintf(detail, sizeof detail, "gnuplot failed (exit status %d)", WEXITSTATUS(status));
-    else if (!check_png(a.fd, &why))
+    else if (!check_png(fd, &why))
         snprintf(detail, sizeof detail, "gnuplot wrote no complete PNG: %s", why);
     if (detail[0]) {
-        bp_atomic_abort(&a);
+        bp_file_abort(a);
         cli_fail(cmd, "--plot: %s; %s is unchanged", detail, path);
         return CLI_EXIT_FAIL;
     }
-    if (bp_atomic_commit(&a, NULL, NULL) != BP_OK) return cli_lib_fail(cmd, "--plot");
+    if (bp_file_commit(a) != BP_OK) return cli_lib_fail(cmd, "--plot");
     return 0;
 }
 

@@ -7,7 +7,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "cli/cli.h"
+#include "cli.h"
 
 typedef struct inference {
     cli_options o;
@@ -174,7 +174,7 @@ int cli_cmd_eval(int argc, char **argv) {
     if (!rc) {
         cli_eval ev;
         double t0 = cli_now();
-        rc = cli_evaluate(CMD_EVAL, r.m, r.d.test, &r.loss, &ev, NULL);
+        rc = cli_evaluate(CMD_EVAL, r.m, r.d.test, &r.loss, &ev);
         double secs = cli_now() - t0;
         int accuracy = cli_metric_is_accuracy(r.loss.kind);
         if (!rc && accuracy)
@@ -262,61 +262,39 @@ static int write_csv(const table *t, FILE *f) {
     return row ? 0 : -1;
 }
 
-/* NPY v1.0 header: magic, version, little-endian length, a dict padded with spaces to 64. */
-static void npy_header(FILE *f, const char *descr, int64_t n, int k, int vector) {
-    char dict[128];
-    int len;
-    if (vector)
-        len = snprintf(dict, sizeof dict,
-                       "{'descr': '%s', 'fortran_order': False, 'shape': (%lld,), }", descr,
-                       (long long)n);
-    else
-        len = snprintf(dict, sizeof dict,
-                       "{'descr': '%s', 'fortran_order': False, 'shape': (%lld, %d), }", descr,
-                       (long long)n, k);
-    int total = 10 + len + 1, pad = (64 - total % 64) % 64;
-    unsigned hlen = (unsigned)(len + pad + 1);
-    fwrite("\x93NUMPY\x01\x00", 1, 8, f);
-    fputc((int)(hlen & 0xff), f);
-    fputc((int)(hlen >> 8), f);
-    fwrite(dict, 1, (size_t)len, f);
-    for (int i = 0; i < pad; ++i)
-        fputc(' ', f);
-    fputc('\n', f);
-}
-
-static void put_le32(FILE *f, uint32_t v) {
-    unsigned char b[4] = {(unsigned char)v, (unsigned char)(v >> 8), (unsigned char)(v >> 16),
-                          (unsigned char)(v >> 24)};
-    fwrite(b, 1, 4, f);
-}
-
-static int write_npy(const table *t, FILE *f) {
-    if (t->what == OUT_CLASS) { /* int32 class indices [n] */
-        npy_header(f, "<i4", t->n, 1, 1);
-        for (int64_t i = 0; i < t->n; ++i)
-            put_le32(f, (uint32_t)argmax(t->z + i * t->k, t->k));
-        return 0;
-    }
+/* The outputs as NPY through bp_npy_save (data.h): int32 class indices [n], or float32 [n, k]
+ * probabilities or outputs; "-" is standard output, any other path is replaced atomically. */
+static int save_npy(int cmd, const char *path, const table *t) {
+    int cls = t->what == OUT_CLASS;
     int probs = t->what == OUT_PROBS || (t->what == OUT_AUTO && t->loss != BP_LOSS_MSE);
-    npy_header(f, "<f4", t->n, t->k, 0);
-    double *row = malloc((size_t)t->k * sizeof(double));
-    for (int64_t i = 0; row && i < t->n; ++i) {
-        transform_row(t, i, probs, row);
-        for (int j = 0; j < t->k; ++j) {
-            float v = (float)row[j];
-            uint32_t bits;
-            memcpy(&bits, &v, 4); /* written little-endian whatever the host */
-            put_le32(f, bits);
-        }
+    size_t count = (size_t)t->n * (cls ? 1 : (size_t)t->k);
+    void *data = malloc(count ? count * 4 : 1);
+    double *row = cls ? NULL : malloc((size_t)t->k * sizeof(double));
+    if (!data || (!cls && !row)) {
+        free(data);
+        free(row);
+        return cli_fail(cmd, "out of memory"), CLI_EXIT_FAIL;
     }
+    for (int64_t i = 0; i < t->n; ++i) {
+        if (cls) {
+            ((int32_t *)data)[i] = argmax(t->z + i * t->k, t->k);
+            continue;
+        }
+        transform_row(t, i, probs, row);
+        for (int j = 0; j < t->k; ++j)
+            ((float *)data)[i * t->k + j] = (float)row[j];
+    }
+    int64_t shape[2] = {t->n, t->k};
+    bp_status st = bp_npy_save(path, cls ? BP_I32 : BP_F32, cls ? 1 : 2, shape, data);
+    free(data);
     free(row);
-    return row ? 0 : -1;
+    return st == BP_OK ? 0 : cli_lib_fail(cmd, "--output");
 }
 
 /* To standard output as it comes (a pipe has nothing to rename). */
 static int write_stdout(int cmd, const cli_options *o, const table *t) {
-    int bad = output_npy(o) ? write_npy(t, stdout) : write_csv(t, stdout);
+    if (output_npy(o)) return save_npy(cmd, "-", t);
+    int bad = write_csv(t, stdout);
     if (bad) return cli_fail(cmd, "out of memory"), CLI_EXIT_FAIL;
     if (fflush(stdout) != 0 || ferror(stdout)) {
         cli_fail(cmd, "--output -: writing standard output failed: %s", strerror(errno));
@@ -327,18 +305,18 @@ static int write_stdout(int cmd, const cli_options *o, const table *t) {
 
 static int write_predictions(int cmd, const cli_options *o, const table *t) {
     if (to_stdout(o)) return write_stdout(cmd, o, t);
-    cli_atomic_file a;
-    if (cli_atomic_open(&a, o->output)) {
+    if (output_npy(o)) return save_npy(cmd, o->output, t);
+    bp_file *a = bp_file_open(o->output, NULL);
+    if (!a) {
         cli_fail(cmd, "--output: cannot write '%s': %s", o->output, strerror(errno));
         return CLI_EXIT_FAIL;
     }
-    int bad = output_npy(o) ? write_npy(t, a.f) : write_csv(t, a.f);
-    if (bad) {
-        cli_atomic_abort(&a);
+    if (write_csv(t, bp_file_stream(a))) {
+        bp_file_abort(a);
         cli_fail(cmd, "out of memory");
         return CLI_EXIT_FAIL;
     }
-    if (cli_atomic_commit(&a)) {
+    if (bp_file_commit(a) != BP_OK) {
         cli_fail(cmd, "--output: writing '%s' failed: %s", o->output, strerror(errno));
         return CLI_EXIT_FAIL;
     }

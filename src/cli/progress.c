@@ -8,7 +8,7 @@
 #include <sys/ioctl.h>
 #include <unistd.h>
 
-#include "cli/cli.h"
+#include "cli.h"
 
 #define TTY_INTERVAL  0.1  /* seconds between redraws of the bar: ~10 a second */
 #define LINE_INTERVAL 10.0 /* seconds between plain lines when stderr is a file or pipe */
@@ -354,18 +354,18 @@ void cli_history_read_csv(cli_history *h, const char *path, int upto) {
 }
 
 int cli_history_write_csv(const cli_history *h, const char *path, int accuracy) {
-    cli_atomic_file a;
-    if (cli_atomic_open(&a, path)) return -1;
-    fprintf(a.f, "epoch,train_loss,val_loss,%s,lr,seconds\n",
-            accuracy ? "val_accuracy" : "val_mse");
+    bp_file *a = bp_file_open(path, NULL);
+    if (!a) return -1;
+    FILE *f = bp_file_stream(a);
+    fprintf(f, "epoch,train_loss,val_loss,%s,lr,seconds\n", accuracy ? "val_accuracy" : "val_mse");
     for (int i = 0; i < h->n; ++i) {
         const cli_epoch_row *r = &h->rows[i];
-        fprintf(a.f, "%d,%.6g,", r->epoch, r->train_loss);
+        fprintf(f, "%d,%.6g,", r->epoch, r->train_loss);
         if (r->has_val)
-            fprintf(a.f, "%.6g,%.6g,", r->val_loss, r->val_metric);
+            fprintf(f, "%.6g,%.6g,", r->val_loss, r->val_metric);
         else
-            fputs(",,", a.f);
-        fprintf(a.f, "%.6g,%.3f\n", r->lr, r->seconds);
+            fputs(",,", f);
+        fprintf(f, "%.6g,%.3f\n", r->lr, r->seconds);
     }
-    return cli_atomic_commit(&a);
+    return bp_file_commit(a) == BP_OK ? 0 : -1; /* errno kept */
 }

@@ -4,7 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "cli/cli.h"
+#include "cli.h"
 
 int cli_open_device(int cmd, const cli_options *o, bp_device **dev) {
     bp_status st;

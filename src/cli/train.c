@@ -6,7 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "cli/cli.h"
+#include "cli.h"
 
 #define VANISHING     1e-7
 #define EXPLODING     1e3
@@ -227,7 +227,7 @@ static int end_of_epoch(trainer *t, const cli_epoch_row *r, int more, int *stop)
 static int validate(trainer *t, cli_epoch_row *r) {
     if (!t->s.d.val) return 0;
     cli_eval ev = {NAN, NAN, 0};
-    int rc = cli_evaluate(CMD_TRAIN, t->s.m, t->s.d.val, &t->s.loss, &ev, NULL);
+    int rc = cli_evaluate(CMD_TRAIN, t->s.m, t->s.d.val, &t->s.loss, &ev);
     r->has_val = rc == 0;
     r->val_loss = ev.loss;
     r->val_metric = ev.metric;
@@ -407,7 +407,7 @@ static int finish(trainer *t) {
     char test[128] = "";
     cli_eval ev = {NAN, NAN, 0};
     if (s->d.test) {
-        if (cli_evaluate(CMD_TRAIN, s->m, s->d.test, &s->loss, &ev, NULL)) return CLI_EXIT_FAIL;
+        if (cli_evaluate(CMD_TRAIN, s->m, s->d.test, &s->loss, &ev)) return CLI_EXIT_FAIL;
         if (t->accuracy)
             snprintf(test, sizeof test, "; test loss %.4f, accuracy %.2f%% (%lld %s)", ev.loss,
                      100.0 * ev.metric, (long long)ev.n, cli_plural(ev.n, "sample", "samples"));

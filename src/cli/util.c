@@ -1,4 +1,4 @@
-/* Small helpers: messages, clocks, atomic files, number lists, numbers and plurals. */
+/* Small helpers: messages, clocks, number lists, numbers and plurals. */
 #define _POSIX_C_SOURCE 200809L
 #include <errno.h>
 #include <math.h>
@@ -9,8 +9,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "cli/cli.h"
-#include "io/atomic.h"
+#include "cli.h"
 
 /* Set by dist.c in a data-parallel run; messages name the rank. */
 int cli_rank = 0, cli_ranks = 1;
@@ -80,42 +79,6 @@ char *cli_strdup(const char *s) {
 int cli_has_ext(const char *path, const char *ext) {
     size_t n = strlen(path), m = strlen(ext);
     return n > m && strcasecmp(path + n - m, ext) == 0;
-}
-
-/* ---- atomic files: the library's writer (io/atomic.h), through stdio ---- */
-
-int cli_atomic_open(cli_atomic_file *a, const char *path) {
-    memset(a, 0, sizeof *a);
-    if (bp_atomic_open(&a->file, path) != BP_OK) return -1;
-    int fd = dup(a->file.fd);
-    a->f = fd >= 0 ? fdopen(fd, "w") : NULL;
-    if (!a->f) {
-        int e = errno;
-        if (fd >= 0) close(fd);
-        bp_atomic_abort(&a->file);
-        errno = e;
-        return -1;
-    }
-    return 0;
-}
-
-int cli_atomic_commit(cli_atomic_file *a) {
-    int e = ferror(a->f) ? EIO : 0;
-    if (fflush(a->f) != 0 && !e) e = errno;
-    if (fclose(a->f) != 0 && !e) e = errno;
-    a->f = NULL;
-    if (e) {
-        bp_atomic_abort(&a->file);
-        errno = e;
-        return -1;
-    }
-    return bp_atomic_commit(&a->file, NULL, NULL) == BP_OK ? 0 : -1; /* errno kept */
-}
-
-void cli_atomic_abort(cli_atomic_file *a) {
-    if (a->f) fclose(a->f);
-    a->f = NULL;
-    bp_atomic_abort(&a->file);
 }
 
 /* ---- float lists ---- */

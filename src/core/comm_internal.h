@@ -1,7 +1,7 @@
 /* Data-parallel groups: the core's side of the MPI module.
  *
  * The public calls of include/backprop/distributed.h live in the core (src/core/comm.c) and
- * forward to the module libbackprop_mpi.so (src/dist/comm.c), which links MPI; the core loads
+ * forward to the module libbackprop_mpi.so (src/mpi/comm.c), which links MPI; the core loads
  * it on the first call that needs it, so a program that never makes a group needs no MPI
  * library to start. The training step reaches the group through the same table. */
 #ifndef BP_CORE_COMM_INTERNAL_H

@@ -4,6 +4,8 @@
 
 #include "io/atomic.h"
 
+#include "backprop/file.h"
+
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -358,4 +360,88 @@ void bp_atomic_abort(bp_atomic_file *a) {
     memset(a, 0, sizeof *a);
     a->fd = -1;
     errno = err;
+}
+
+/* ---- the public handle (backprop/file.h): the writer above, through stdio ---------------- */
+
+struct bp_file {
+    FILE *stream; /* on a dup of file.fd, so fclose leaves the writer's descriptor open */
+    bp_atomic_file file;
+};
+
+static bp_status null_arg(const char *fn, const char *what) {
+    return bp_error(BP_ERR_INVALID_ARGUMENT, "%s: %s is NULL", fn, what);
+}
+
+bp_file *bp_file_open(const char *path, bp_status *status) {
+    bp_file *f = path ? calloc(1, sizeof *f) : NULL;
+    bp_status st = !path ? null_arg("bp_file_open", "path")
+                   : !f  ? bp_error(BP_ERR_OUT_OF_MEMORY, "%s: no memory", path)
+                         : bp_atomic_open(&f->file, path);
+    if (st == BP_OK) {
+        int fd = dup(f->file.fd);
+        f->stream = fd >= 0 ? fdopen(fd, "w") : NULL;
+        if (!f->stream) {
+            int err = errno;
+            if (fd >= 0) close(fd);
+            st = bp_error(BP_ERR_IO, "%s: cannot open a stream on the new file: %s", path,
+                          strerror(err));
+            bp_atomic_abort(&f->file);
+            errno = err;
+        }
+    }
+    bp_set_status(status, st);
+    if (st == BP_OK) return f;
+    int err = errno;
+    free(f);
+    errno = err;
+    return NULL;
+}
+
+FILE *bp_file_stream(bp_file *file) {
+    if (!file) null_arg("bp_file_stream", "file");
+    return file ? file->stream : NULL;
+}
+
+bp_status bp_file_commit(bp_file *file) {
+    if (!file) return null_arg("bp_file_commit", "file");
+    int err = ferror(file->stream) ? EIO : 0;
+    if (fflush(file->stream) != 0 && !err) err = errno;
+    if (fclose(file->stream) != 0 && !err) err = errno;
+    bp_status st;
+    if (err) {
+        st = bp_error(BP_ERR_IO, "%s: writing the new file failed: %s", file->file.path,
+                      strerror(err));
+        bp_atomic_abort(&file->file);
+    } else {
+        st = bp_atomic_commit(&file->file, NULL, NULL);
+        err = errno;
+    }
+    free(file);
+    errno = err;
+    return st;
+}
+
+void bp_file_abort(bp_file *file) {
+    if (!file) return;
+    int err = errno;
+    fclose(file->stream);
+    bp_atomic_abort(&file->file);
+    free(file);
+    errno = err;
+}
+
+char *bp_file_target(const char *path, bp_status *status) {
+    char *target = NULL;
+    bp_set_status(status,
+                  path ? bp_atomic_target(path, &target) : null_arg("bp_file_target", "path"));
+    return target;
+}
+
+char *bp_file_temp_name(const char *target) {
+    return target ? bp_atomic_temp_name(target) : NULL;
+}
+
+const char *bp_file_kind(mode_t mode) {
+    return bp_atomic_kind(mode);
 }

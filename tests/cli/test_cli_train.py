@@ -61,11 +61,15 @@ def test_train_csv(d):
     shape, descr, values = read_npy(os.path.join(d, "p.npy"))
     check("predict writes NPY float32 [300, 3]", r.rc == 0 and shape == (300, 3) and descr == "<f4",
           (r, shape, descr))
+    csv_p = [float(v) for x in rows[1:] for v in x[1:]]
+    check("the NPY holds the CSV's probabilities",
+          len(values) == 900 and all(abs(a - b) <= 1e-6 for a, b in zip(values, csv_p)))
+    csv_c = [int(x[0]) for x in rows[1:]]
     r = run("predict", "m.st", "--input", "test.csv", "--output", "c.npy", "--outputs", "class",
             cwd=d)
     shape, descr, values = read_npy(os.path.join(d, "c.npy"))
     check("predict --outputs class writes NPY int32 [300]",
-          r.rc == 0 and shape == (300,) and descr == "<i4" and set(values) <= {0, 1, 2}, r)
+          r.rc == 0 and shape == (300,) and descr == "<i4" and list(values) == csv_c, r)
 
     r = run("info", "m.st", cwd=d)
     check("info prints the layers",
