@@ -181,4 +181,15 @@ TEST_F(CraftedFiles, NanLabelPointsAtNames) {
     }
 }
 
+// 2^40 rows of 1024 features (4 PiB): more than any host has free, so the dataset is refused
+// before its first byte is allocated or the caller's rows are read (x holds one row).
+TEST_F(CraftedFiles, ADatasetLargerThanFreeMemoryIsRefusedFirst) {
+    std::vector<float> x(1024, 0.5f);
+    bp_status st = BP_OK;
+    bp_dataset *d =
+        bp_dataset_from_memory((int64_t)1 << 40, 1024, x.data(), BP_TARGET_NONE, 0, nullptr, &st);
+    expect_refused(d, st, BP_ERR_OUT_OF_MEMORY,
+                   {"needs 4503599627370496 bytes", "MemAvailable", "nothing was allocated"});
+}
+
 } // namespace

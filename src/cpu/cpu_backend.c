@@ -1,12 +1,12 @@
 /* The CPU backend: host memory is device memory, every op runs to completion before it
  * returns, so copies are memcpy and synchronize has nothing to wait for. */
 #include <stdint.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "core/backend.h"
 #include "core/error.h"
+#include "core/hostmem.h"
 #include "cpu/cpu_internal.h"
 
 #define CPU_ALIGN ((size_t)64) /* a cache line, and the widest vector (AVX-512) */
@@ -95,19 +95,10 @@ static bp_status cpu_synchronize(bp_device *device) {
     return BP_OK;
 }
 
-/* MemAvailable of /proc/meminfo: what the kernel can hand out without swapping; 0 when it
- * cannot be read. */
 static size_t cpu_memory_free(bp_device *device, const char **source) {
     (void)device;
     *source = "MemAvailable in /proc/meminfo";
-    FILE *f = fopen("/proc/meminfo", "r");
-    if (!f) return 0;
-    char line[256];
-    unsigned long long kb = 0;
-    while (fgets(line, sizeof line, f))
-        if (sscanf(line, "MemAvailable: %llu kB", &kb) == 1) break;
-    fclose(f);
-    return kb > SIZE_MAX / 1024 ? SIZE_MAX : (size_t)kb * 1024;
+    return bp_host_memory_available();
 }
 
 const bp_backend_ops bp_cpu_ops = {

@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "core/checked.h"
+#include "core/hostmem.h"
 #include "io/io_internal.h"
 #include "kernels/bp_math.h"
 
@@ -17,14 +18,34 @@ static bool block_bytes(int64_t n, int cols, size_t *bytes) {
     return true;
 }
 
+/* The bytes of a dataset's features and targets, checked before anything is allocated or read:
+ * a valid size, and one the host has free. A dataset is written whole as soon as it is made, so
+ * one that cannot fit would swap or be killed midway. */
+bp_status bp_dataset_check_size(const char *fn, int64_t n, int features, int width, size_t *nx,
+                                size_t *ny) {
+    if (features < 1 || !block_bytes(n, features, nx) || !block_bytes(n, width, ny))
+        return bp_error(BP_ERR_INVALID_ARGUMENT,
+                        "%s: a dataset of %lld samples x %d features (%d targets each) is not a "
+                        "valid size",
+                        fn, (long long)n, features, width);
+    size_t avail = bp_host_memory_available(), need = 0;
+    if (__builtin_add_overflow(*nx, *ny, &need)) need = SIZE_MAX;
+    if (avail && need > avail)
+        return bp_error(BP_ERR_OUT_OF_MEMORY,
+                        "%s: a dataset of %lld samples x %d features needs %zu bytes (%.1f GiB: "
+                        "features %zu, targets %zu), %zu are free (MemAvailable in "
+                        "/proc/meminfo); nothing was allocated",
+                        fn, (long long)n, features, need, (double)need / 1073741824.0, *nx, *ny,
+                        avail);
+    return BP_OK;
+}
+
 bp_dataset *bp_dataset_new(const char *fn, int64_t n, int features, bp_target_kind kind, int width,
                            bp_status *status) {
     size_t nx = 0, ny = 0;
-    if (features < 1 || !block_bytes(n, features, &nx) || !block_bytes(n, width, &ny)) {
-        bp_set_status(status, bp_error(BP_ERR_INVALID_ARGUMENT,
-                                       "%s: a dataset of %lld samples x %d features (%d targets "
-                                       "each) is not a valid size",
-                                       fn, (long long)n, features, width));
+    bp_status st = bp_dataset_check_size(fn, n, features, width, &nx, &ny);
+    if (st != BP_OK) {
+        bp_set_status(status, st);
         return NULL;
     }
     bp_dataset *d = calloc(1, sizeof *d);
@@ -158,7 +179,9 @@ static bp_status check_labels(const char *fn, const int32_t *y, int64_t n) {
 bp_dataset *bp_dataset_from_memory(int64_t n, int features, const float *x, bp_target_kind kind,
                                    int width, const void *targets, bp_status *status) {
     const char *fn = "bp_dataset_from_memory";
+    size_t nx = 0, ny = 0;
     bp_status st = check_memory_args(n, features, x, kind, width, targets);
+    if (st == BP_OK) st = bp_dataset_check_size(fn, n, features, width, &nx, &ny);
     if (st == BP_OK) st = check_finite(fn, "x", x, n, features);
     if (st == BP_OK && kind != BP_TARGET_NONE)
         st = kind == BP_TARGET_CLASS ? check_labels(fn, targets, n)

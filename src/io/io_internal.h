@@ -33,6 +33,11 @@ struct bp_dataset {
  * Fisher-Yates draws (64-bit, reduced modulo i + 1) within 2^-24 of uniform. */
 #define BP_IO_MAX_SAMPLES (INT64_C(1) << 40)
 
+/* The bytes of n rows of features and of width targets, refused (BP_ERR_INVALID_ARGUMENT or
+ * BP_ERR_OUT_OF_MEMORY, naming fn) when they are no valid size or more than the host has free. */
+bp_status bp_dataset_check_size(const char *fn, int64_t n, int features, int width, size_t *nx,
+                                size_t *ny);
+
 /* A dataset of n samples with storage for features and targets, uninitialised; classes 0.
  * `fn` names the caller in the out-of-memory message. NULL and the status on failure. */
 bp_dataset *bp_dataset_new(const char *fn, int64_t n, int features, bp_target_kind kind, int width,
