@@ -124,89 +124,8 @@ typedef struct load_ctx {
     int unlabeled;          /* predict: a file of model_inputs columns has no targets */
 } load_ctx;
 
-/* ---- standard input ---- */
-
-/* --input - : standard input, copied into an unnamed temporary file so that the loaders can
- * open it by name and read it more than once (the hints after a failure reread the file). */
-static FILE *spool;
-static char spool_path[64];
-
 static int is_stdin(const char *path) {
     return strcmp(path, "-") == 0;
-}
-
-static const char *spool_stdin(int cmd) {
-    if (spool) return spool_path;
-    spool = tmpfile();
-    if (!spool) {
-        cli_fail(cmd, "--input -: cannot make a temporary file for standard input: %s",
-                 strerror(errno));
-        return NULL;
-    }
-    char buf[1 << 16];
-    size_t got;
-    while ((got = fread(buf, 1, sizeof buf, stdin)) > 0)
-        if (fwrite(buf, 1, got, spool) != got) break;
-    if (ferror(stdin) || ferror(spool) || fflush(spool) != 0) {
-        cli_fail(cmd, "--input -: reading standard input failed: %s", strerror(errno));
-        return NULL;
-    }
-    snprintf(spool_path, sizeof spool_path, "/proc/self/fd/%d", fileno(spool));
-    return spool_path;
-}
-
-static void close_spool(void) {
-    if (spool) fclose(spool);
-    spool = NULL;
-    spool_path[0] = '\0';
-}
-
-/* A library message (the last error when NULL), with the temporary file standard input went to
- * called by its name. */
-static int lib_fail_text(int cmd, const char *text) {
-    char msg[2048];
-    snprintf(msg, sizeof msg, "%s", text ? text : bp_last_error());
-    if (!msg[0]) snprintf(msg, sizeof msg, "failed");
-    char quoted[80];
-    snprintf(quoted, sizeof quoted, "'%s'", spool_path);
-    char *at = spool_path[0] ? strstr(msg, quoted) : NULL;
-    if (!at)
-        cli_fail(cmd, "%s", msg);
-    else
-        cli_fail(cmd, "%.*sstandard input%s", (int)(at - msg), msg, at + strlen(quoted));
-    return CLI_EXIT_FAIL;
-}
-
-/* NPY by its magic (standard input has no name to tell it by). */
-static int npy_magic(const char *path) {
-    FILE *f = fopen(path, "rb");
-    unsigned char m[6] = {0};
-    size_t got = f ? fread(m, 1, 6, f) : 0;
-    if (f) fclose(f);
-    return got == 6 && memcmp(m, "\x93NUMPY", 6) == 0;
-}
-
-/* ---- CSV ---- */
-
-/* The columns of the first non-blank line (delimiters outside quotes, plus one), however long
- * the line; 0 when the file cannot be read or holds no such line. */
-static int count_columns(const char *path, char delim) {
-    gzFile g = gzopen(path, "rb");
-    char chunk[1 << 16];
-    int cols = 0, quoted = 0, blank = 1;
-    for (int lines = 0; g && lines < 64 && gzgets(g, chunk, sizeof chunk);) {
-        for (const char *p = chunk; *p && *p != '\n'; ++p) {
-            if (*p != ' ' && *p != '\t' && *p != '\r') blank = 0;
-            if (*p == '"') quoted = !quoted;
-            cols += !quoted && *p == delim;
-        }
-        if (!strchr(chunk, '\n') && !gzeof(g)) continue; /* the line goes on */
-        if (!blank) break;
-        cols = quoted = 0;
-        ++lines;
-    }
-    if (g) gzclose(g);
-    return blank ? 0 : cols + 1;
 }
 
 static bp_csv_target label_kind(const load_ctx *lc) {
@@ -214,42 +133,6 @@ static bp_csv_target label_kind(const load_ctx *lc) {
     if (lc->o->target_kind == TK_ONEHOT) return BP_CSV_ONE_HOT;
     if (lc->o->target_kind == TK_NAMES || (lc->known && lc->known->n > 0)) return BP_CSV_CLASS_NAME;
     return BP_CSV_CLASS_AUTO;
-}
-
-/* After a failure to read class labels: whether the same file reads with other targets (kind),
- * which says what the labels are. */
-static int reads_as(const char *path, const char *targets, const bp_csv_options *co, int kind) {
-    bp_dataset *ds = NULL;
-    if (co) {
-        bp_csv_options v = *co;
-        v.target_kind = (bp_csv_target)kind;
-        ds = bp_dataset_load_csv(path, &v, NULL);
-    } else {
-        ds = bp_dataset_load_npy(path, targets, BP_TARGET_VALUES, NULL);
-    }
-    bp_dataset_free(ds);
-    return ds != NULL;
-}
-
-/* A failed load: the library's message, and the fix when class labels were expected where the
- * file holds values, or labels that mix names and numbers. */
-static int load_failed(int cmd, const char *path, const char *targets, const bp_csv_options *co,
-                       int classes) {
-    char why[1024];
-    snprintf(why, sizeof why, "%s", bp_last_error());
-    int values = classes && reads_as(path, targets, co, BP_CSV_VALUES);
-    int names = classes && !values && co && co->target_kind == BP_CSV_CLASS_AUTO &&
-                reads_as(path, targets, co, BP_CSV_CLASS_NAME);
-    if (!values && !names) return lib_fail_text(cmd, why);
-    if (values)
-        cli_usage_error(cmd,
-                        "%s: the targets are values, not class labels (integers from 0): for a "
-                        "regression give --loss mse (or --target-kind values)",
-                        why);
-    else
-        cli_usage_error(cmd, "%s: to read every label as a class name give --target-kind names",
-                        why);
-    return CLI_EXIT_USAGE;
 }
 
 static int csv_delimiter(int cmd, const cli_options *o, char *out) {
@@ -263,55 +146,61 @@ static int csv_delimiter(int cmd, const cli_options *o, char *out) {
     return 0;
 }
 
-/* Whether a CSV file has a target column: for predict, a file exactly as wide as the model's
- * input has none; any other width has the targets --target-column names. */
-static int csv_unlabeled(const load_ctx *lc, const char *flag, const char *path, char delim,
-                         int *rc) {
-    if (!lc->model_inputs) return 0;
-    int cols = count_columns(path, delim);
-    if (cols != lc->model_inputs) return 0;
-    const cli_options *o = lc->o;
-    if (!lc->unlabeled) {
+/* A CSV file exactly as wide as the model's input has no target column: data to predict from,
+ * which eval refuses, and where --target-column names nothing. */
+static int no_target_column(const load_ctx *lc, const char *flag, const char *path, int cols) {
+    const char *noun = cli_plural(cols, "column", "columns");
+    if (!lc->unlabeled)
         cli_usage_error(lc->cmd,
                         "%s: '%s' has %d %s, the model's %d inputs, and no target column: %s "
                         "needs labels (predict reads data without them)",
-                        flag, path, cols, cli_plural(cols, "column", "columns"), lc->model_inputs,
-                        cli_command_name(lc->cmd));
-        *rc = CLI_EXIT_USAGE;
-    } else if (cli_option_given(o, "target-column")) {
+                        flag, path, cols, noun, lc->model_inputs, cli_command_name(lc->cmd));
+    else
         cli_usage_error(lc->cmd,
                         "--target-column %s: '%s' has %d %s, the model's %d inputs, so no column "
                         "is left for a target (leave --target-column out to predict from it)",
-                        o->target_column, path, cols, cli_plural(cols, "column", "columns"),
-                        lc->model_inputs);
-        *rc = CLI_EXIT_USAGE;
-    }
-    return 1;
+                        lc->o->target_column, path, cols, noun, lc->model_inputs);
+    return CLI_EXIT_USAGE;
 }
 
-static bp_dataset *load_csv(const load_ctx *lc, const char *flag, const char *path, int *rc) {
+/* A failed open: the library's message, with the flag that fixes what its second reading
+ * found. */
+static int open_failed(int cmd, const bp_open_report *r) {
+    const char *why = bp_last_error();
+    if (r->hint == BP_HINT_VALUES)
+        cli_usage_error(cmd, "%s: give --loss mse (or --target-kind values)", why);
+    else if (r->hint == BP_HINT_CLASS_NAMES)
+        cli_usage_error(cmd, "%s: give --target-kind names", why);
+    else if (r->hint == BP_HINT_DELIMITER)
+        cli_usage_error(cmd, "%s: give --delimiter %s", why, delimiter_flag(r->delimiter));
+    else
+        return cli_lib_fail(cmd, "");
+    return CLI_EXIT_USAGE;
+}
+
+/* The options of one open: the format by the file's extension (standard input by its
+ * content), the targets as the flags and the model ask. */
+static int open_options(const load_ctx *lc, const char *flag, const char *path, const char *targets,
+                        bp_open_options *oo) {
     const cli_options *o = lc->o;
-    int cmd = lc->cmd;
-    bp_csv_options co = bp_csv_options_default();
-    char delim;
-    if ((*rc = csv_delimiter(cmd, o, &delim)) != 0) return NULL;
-    if ((*rc = check_delimiter(cmd, flag, path, delim)) != 0) return NULL;
-    co.delimiter = delim;
-    co.header = o->header;
-    int unlabeled = csv_unlabeled(lc, flag, path, delim, rc);
-    if (*rc) return NULL;
-    co.targets = !unlabeled && o->target_column[0] ? o->target_column : NULL;
-    co.target_kind = unlabeled ? BP_CSV_NO_TARGETS : label_kind(lc);
-    if (co.target_kind == BP_CSV_CLASS_NAME && lc->known) {
-        co.class_names = (const char *const *)lc->known->v;
-        co.n_class_names = lc->known->n;
+    *oo = bp_open_options_default();
+    oo->format = is_stdin(path)              ? BP_FORMAT_AUTO
+                 : cli_has_ext(path, ".npy") ? BP_FORMAT_NPY
+                                             : BP_FORMAT_CSV;
+    oo->targets_path = targets[0] ? targets : NULL;
+    oo->target_kind = lc->values ? BP_TARGET_VALUES : BP_TARGET_CLASS;
+    oo->inputs = lc->model_inputs;
+    oo->csv.header = o->header;
+    oo->csv.targets = o->target_column[0] ? o->target_column : NULL;
+    oo->csv.target_kind = label_kind(lc);
+    if (oo->csv.target_kind == BP_CSV_CLASS_NAME && lc->known) {
+        oo->csv.class_names = (const char *const *)lc->known->v;
+        oo->csv.n_class_names = lc->known->n;
     }
-    bp_status st;
-    bp_dataset *ds = bp_dataset_load_csv(path, &co, &st);
-    int classes = co.target_kind != BP_CSV_VALUES && co.target_kind != BP_CSV_ONE_HOT &&
-                  co.target_kind != BP_CSV_NO_TARGETS;
-    if (!ds) *rc = load_failed(cmd, path, NULL, &co, classes && st == BP_ERR_CORRUPT_FILE);
-    return ds;
+    int rc = csv_delimiter(lc->cmd, o, &oo->csv.delimiter);
+    if (!rc && oo->format == BP_FORMAT_CSV)
+        rc = check_delimiter(lc->cmd, flag, path, oo->csv.delimiter);
+    return rc;
 }
 
 /* A data file by its extension: .csv, or .npy with a targets .npy. */
@@ -326,6 +215,7 @@ static bp_dataset *load_file(const load_ctx *lc, const char *flag, const char *p
                              const char *tflag, const char *targets, int *rc) {
     int cmd = lc->cmd;
     int train = strcmp(flag, "--train") == 0;
+    bp_open_options oo;
     if (!is_stdin(path) && !known_format(path)) {
         cli_usage_error(cmd,
                         "%s: cannot tell the format of '%s' from its name: use .csv or .npy "
@@ -334,32 +224,23 @@ static bp_dataset *load_file(const load_ctx *lc, const char *flag, const char *p
         *rc = CLI_EXIT_USAGE;
         return NULL;
     }
-    if (is_stdin(path) && !(path = spool_stdin(cmd))) {
-        *rc = CLI_EXIT_FAIL;
-        return NULL;
-    }
-    if ((*rc = readable(cmd, flag, path)) != 0) return NULL;
-    int npy =
-        spool_path[0] && !strcmp(path, spool_path) ? npy_magic(path) : cli_has_ext(path, ".npy");
-    if (!npy) {
-        if (targets[0]) cli_warn(cmd, "%s is ignored: %s is CSV", tflag, path);
-        return load_csv(lc, flag, path, rc);
-    }
-    if (!targets[0] && !lc->unlabeled) { /* predict reads features alone; the others need targets */
+    if (!is_stdin(path) && (*rc = readable(cmd, flag, path)) != 0) return NULL;
+    int npy = cli_has_ext(path, ".npy");
+    if (npy && targets[0] && (*rc = readable(cmd, tflag, targets)) != 0) return NULL;
+    if ((*rc = open_options(lc, flag, path, targets, &oo)) != 0) return NULL;
+    bp_open_report r;
+    bp_dataset *ds = bp_dataset_open(path, &oo, &r, NULL);
+    if (r.targets_ignored) cli_warn(cmd, "%s is ignored: %s is CSV", tflag, path);
+    int cols = r.format == BP_FORMAT_CSV && lc->model_inputs == r.columns ? r.columns : 0;
+    if ((ds && r.no_targets && !lc->unlabeled) || (!ds && cols && oo.csv.targets)) {
+        bp_dataset_free(ds);
+        const char *shown = is_stdin(path) ? "standard input" : path;
+        if (cols) return *rc = no_target_column(lc, flag, shown, cols), NULL;
         cli_usage_error(cmd, "%s: '%s' is NPY features; give its targets with %s FILE.npy", flag,
-                        path, tflag);
-        *rc = CLI_EXIT_USAGE;
-        return NULL;
+                        shown, tflag);
+        return *rc = CLI_EXIT_USAGE, NULL;
     }
-    if (targets[0] && (*rc = readable(cmd, tflag, targets)) != 0) return NULL;
-    bp_target_kind kind = !targets[0]  ? BP_TARGET_NONE
-                          : lc->values ? BP_TARGET_VALUES
-                                       : BP_TARGET_CLASS;
-    bp_status st;
-    bp_dataset *ds = bp_dataset_load_npy(path, targets[0] ? targets : NULL, kind, &st);
-    if (!ds)
-        *rc = load_failed(cmd, path, targets, NULL,
-                          kind == BP_TARGET_CLASS && st == BP_ERR_CORRUPT_FILE);
+    if (!ds) *rc = open_failed(cmd, &r);
     return ds;
 }
 
@@ -779,6 +660,5 @@ void cli_data_free(cli_data *d) {
     free(d->offset);
     free(d->scale);
     cli_names_free(&d->names);
-    close_spool();
     memset(d, 0, sizeof *d);
 }

@@ -40,206 +40,214 @@ typedef struct opt_spec {
 } opt_spec;
 
 #define OFF(f) offsetof(cli_options, f)
-#define T      CMD_TRAIN
-#define E      CMD_EVAL
-#define P      CMD_PREDICT
-#define I      CMD_INFO
-#define L      CMD_LRFIND
-#define BIG    1e300
+/* The subcommands that take an option. */
+#define TRAIN   CMD_TRAIN
+#define EVAL    CMD_EVAL
+#define PREDICT CMD_PREDICT
+#define INFO    CMD_INFO
+#define LRFIND  CMD_LRFIND
+#define BIG     1e300
 /* Hyper-parameters reach the update rounded to float (bp_optim_config): beyond FLT_MAX they
  * would be infinite there. */
 #define FMAX FLT_MAX
 /* Epoch counts (--epochs, and --warmup, --step-size in epochs): turned into steps as int64. */
 #define EPOCHS_MAX 1000000
-#define S          OF_STORE
-#define SF         (OF_STORE | OF_FROZEN)
-#define SD         (OF_STORE | OF_DATA)
-#define SDI        (OF_STORE | OF_DATA | OF_IN)
-#define SDF        (OF_STORE | OF_DATA | OF_FORMAT)
+/* The flag sets options share. */
+#define STORED      OF_STORE
+#define FROZEN      (OF_STORE | OF_FROZEN)
+#define DATA        (OF_STORE | OF_DATA)
+#define DATA_IN     (OF_STORE | OF_DATA | OF_IN)
+#define DATA_FORMAT (OF_STORE | OF_DATA | OF_FORMAT)
 
 static const opt_spec SPECS[] = {
     /* model */
-    {"layers", OT_LIST, OFF(layers), T | L, SF, NULL, 0, 0, "", "W,W,...",
+    {"layers", OT_LIST, OFF(layers), TRAIN | LRFIND, FROZEN, NULL, 0, 0, "", "W,W,...",
      "all widths, input first, e.g. 784,512,256,10 (default: from --hidden and the data)", "model"},
-    {"hidden", OT_LIST, OFF(hidden), T | L, SF, NULL, 0, 0, "256,128", "W,...",
+    {"hidden", OT_LIST, OFF(hidden), TRAIN | LRFIND, FROZEN, NULL, 0, 0, "256,128", "W,...",
      "hidden widths; the input and output widths come from the data", "model"},
-    {"act", OT_CHOICE, OFF(act), T | L, SF,
+    {"act", OT_CHOICE, OFF(act), TRAIN | LRFIND, FROZEN,
      "relu|leaky-relu|sigmoid|tanh|gelu|gelu-tanh|silu|identity", 0, 0, "relu", "NAME",
      "activation of the hidden layers (the output layer has none)", "model"},
-    {"dropout", OT_FLOAT, OFF(dropout), T | L, SF | OF_HI_OPEN, NULL, 0, 1, "0", "P",
+    {"dropout", OT_FLOAT, OFF(dropout), TRAIN | LRFIND, FROZEN | OF_HI_OPEN, NULL, 0, 1, "0", "P",
      "dropout probability after each hidden layer", "model"},
-    {"init", OT_CHOICE, OFF(init), T | L, SF,
+    {"init", OT_CHOICE, OFF(init), TRAIN | LRFIND, FROZEN,
      "torch|he-uniform|he-normal|xavier-uniform|xavier-normal", 0, 0, "torch", "NAME",
      "weight initialisation", "model"},
-    {"precision", OT_CHOICE, OFF(precision), T | L, SF, "fp32|tf32|bf16", 0, 0, "fp32", "MODE",
+    {"precision", OT_CHOICE, OFF(precision), TRAIN | LRFIND, FROZEN, "fp32|tf32|bf16", 0, 0, "fp32",
+     "MODE",
      "arithmetic of the matrix products: fp32, tf32 (TF32 operands) or bf16 (mixed precision, "
      "fp32 master weights); on the CPU the GPU's numbers, not its speed",
      "model"},
     /* loss and optimizer */
-    {"loss", OT_CHOICE, OFF(loss), T | L, SF, "auto|ce|mse|bce", 0, 0, "auto", "NAME",
+    {"loss", OT_CHOICE, OFF(loss), TRAIN | LRFIND, FROZEN, "auto|ce|mse|bce", 0, 0, "auto", "NAME",
      "ce (softmax cross-entropy), mse or bce (with logits); auto: ce for class labels, else mse",
      "training"},
-    {"label-smoothing", OT_FLOAT, OFF(label_smoothing), T | L, SF, NULL, 0, 1, "0.1", "S",
-     "label smoothing of cross-entropy (--loss ce only)", "training"},
-    {"opt", OT_CHOICE, OFF(opt), T | L, SF, "sgd|adam|adamw", 0, 0, "adamw", "NAME", "optimizer",
+    {"label-smoothing", OT_FLOAT, OFF(label_smoothing), TRAIN | LRFIND, FROZEN, NULL, 0, 1, "0.1",
+     "S", "label smoothing of cross-entropy (--loss ce only)", "training"},
+    {"opt", OT_CHOICE, OFF(opt), TRAIN | LRFIND, FROZEN, "sgd|adam|adamw", 0, 0, "adamw", "NAME",
+     "optimizer", "training"},
+    {"lr", OT_FLOAT, OFF(lr), TRAIN, FROZEN | OF_LO_OPEN, NULL, 0, FMAX, "1e-3", "LR",
+     "peak learning rate", "training"},
+    {"wd", OT_FLOAT, OFF(wd), TRAIN | LRFIND, FROZEN, NULL, 0, FMAX, "1e-4", "WD", "weight decay",
      "training"},
-    {"lr", OT_FLOAT, OFF(lr), T, SF | OF_LO_OPEN, NULL, 0, FMAX, "1e-3", "LR", "peak learning rate",
-     "training"},
-    {"wd", OT_FLOAT, OFF(wd), T | L, SF, NULL, 0, FMAX, "1e-4", "WD", "weight decay", "training"},
-    {"momentum", OT_FLOAT, OFF(momentum), T | L, SF | OF_HI_OPEN, NULL, 0, 1, "0.9", "M",
-     "SGD momentum", "training"},
-    {"nesterov", OT_BOOL, OFF(nesterov), T | L, SF, NULL, 0, 1, "no", "", "Nesterov momentum (SGD)",
-     "training"},
-    {"beta1", OT_FLOAT, OFF(beta1), T | L, SF | OF_HI_OPEN, NULL, 0, 1, "0.9", "B", "Adam beta1",
-     "training"},
-    {"beta2", OT_FLOAT, OFF(beta2), T | L, SF | OF_HI_OPEN, NULL, 0, 1, "0.999", "B", "Adam beta2",
-     "training"},
-    {"eps", OT_FLOAT, OFF(eps), T | L, SF | OF_LO_OPEN, NULL, 0, FMAX, "1e-8", "E", "Adam epsilon",
-     "training"},
-    {"schedule", OT_CHOICE, OFF(schedule), T, SF, "constant|step|cosine", 0, 0, "cosine", "NAME",
-     "learning-rate schedule after the warm-up", "training"},
-    {"warmup", OT_FLOAT, OFF(warmup), T, SF, NULL, 0, EPOCHS_MAX, "0", "EPOCHS",
+    {"momentum", OT_FLOAT, OFF(momentum), TRAIN | LRFIND, FROZEN | OF_HI_OPEN, NULL, 0, 1, "0.9",
+     "M", "SGD momentum", "training"},
+    {"nesterov", OT_BOOL, OFF(nesterov), TRAIN | LRFIND, FROZEN, NULL, 0, 1, "no", "",
+     "Nesterov momentum (SGD)", "training"},
+    {"beta1", OT_FLOAT, OFF(beta1), TRAIN | LRFIND, FROZEN | OF_HI_OPEN, NULL, 0, 1, "0.9", "B",
+     "Adam beta1", "training"},
+    {"beta2", OT_FLOAT, OFF(beta2), TRAIN | LRFIND, FROZEN | OF_HI_OPEN, NULL, 0, 1, "0.999", "B",
+     "Adam beta2", "training"},
+    {"eps", OT_FLOAT, OFF(eps), TRAIN | LRFIND, FROZEN | OF_LO_OPEN, NULL, 0, FMAX, "1e-8", "E",
+     "Adam epsilon", "training"},
+    {"schedule", OT_CHOICE, OFF(schedule), TRAIN, FROZEN, "constant|step|cosine", 0, 0, "cosine",
+     "NAME", "learning-rate schedule after the warm-up", "training"},
+    {"warmup", OT_FLOAT, OFF(warmup), TRAIN, FROZEN, NULL, 0, EPOCHS_MAX, "0", "EPOCHS",
      "linear warm-up, in epochs (fractions allowed)", "training"},
-    {"step-size", OT_FLOAT, OFF(step_size), T, SF | OF_LO_OPEN, NULL, 0, EPOCHS_MAX, "1", "EPOCHS",
-     "step schedule: epochs between decays", "training"},
-    {"gamma", OT_FLOAT, OFF(gamma), T, SF | OF_LO_OPEN, NULL, 0, 1, "0.1", "G",
+    {"step-size", OT_FLOAT, OFF(step_size), TRAIN, FROZEN | OF_LO_OPEN, NULL, 0, EPOCHS_MAX, "1",
+     "EPOCHS", "step schedule: epochs between decays", "training"},
+    {"gamma", OT_FLOAT, OFF(gamma), TRAIN, FROZEN | OF_LO_OPEN, NULL, 0, 1, "0.1", "G",
      "step schedule: decay factor", "training"},
-    {"min-lr", OT_FLOAT, OFF(min_lr), T, SF, NULL, 0, FMAX, "0", "LR", "cosine schedule: the floor",
-     "training"},
-    {"clip", OT_FLOAT, OFF(clip), T | L, SF, NULL, 0, FMAX, "0", "NORM",
+    {"min-lr", OT_FLOAT, OFF(min_lr), TRAIN, FROZEN, NULL, 0, FMAX, "0", "LR",
+     "cosine schedule: the floor", "training"},
+    {"clip", OT_FLOAT, OFF(clip), TRAIN | LRFIND, FROZEN, NULL, 0, FMAX, "0", "NORM",
      "clip gradients to this global L2 norm (0: off)", "training"},
-    {"clip-value", OT_FLOAT, OFF(clip_value), T | L, SF, NULL, 0, FMAX, "0", "V",
+    {"clip-value", OT_FLOAT, OFF(clip_value), TRAIN | LRFIND, FROZEN, NULL, 0, FMAX, "0", "V",
      "clip each gradient to [-V, V] (0: off)", "training"},
-    {"accum", OT_INT, OFF(accum), T | L, SF, NULL, 1, 4096, "1", "K",
+    {"accum", OT_INT, OFF(accum), TRAIN | LRFIND, FROZEN, NULL, 1, 4096, "1", "K",
      "micro-batches per step (gradient accumulation)", "training"},
-    {"batch", OT_INT, OFF(batch), T | E | P | L, SF, NULL, 1, 1 << 20, "128", "N", "batch size",
-     "run"},
-    {"epochs", OT_INT, OFF(epochs), T, S, NULL, 1, EPOCHS_MAX, "12", "N", "epochs in all",
+    {"batch", OT_INT, OFF(batch), TRAIN | EVAL | PREDICT | LRFIND, FROZEN, NULL, 1, 1 << 20, "128",
+     "N", "batch size", "run"},
+    {"epochs", OT_INT, OFF(epochs), TRAIN, STORED, NULL, 1, EPOCHS_MAX, "12", "N", "epochs in all",
      "training"},
-    {"seed", OT_INT, OFF(seed), T | L, SF, NULL, 0, 9007199254740991.0, "1", "N",
+    {"seed", OT_INT, OFF(seed), TRAIN | LRFIND, FROZEN, NULL, 0, 9007199254740991.0, "1", "N",
      "seed of the weights, dropout, shuffling and the validation split", "training"},
-    {"device", OT_STR, OFF(device), T | E | P | L, 0, NULL, 0, 0, "auto", "NAME",
+    {"device", OT_STR, OFF(device), TRAIN | EVAL | PREDICT | LRFIND, 0, NULL, 0, 0, "auto", "NAME",
      "cpu, cuda, cuda:N or auto (a GPU when present)", "run"},
     /* data */
-    {"data", OT_STR, OFF(data), T | E | P | L, SD, NULL, 0, 0, "", "NAME",
+    {"data", OT_STR, OFF(data), TRAIN | EVAL | PREDICT | LRFIND, DATA, NULL, 0, 0, "", "NAME",
      "a named dataset: fashion-mnist (its train and test files)", "data"},
-    {"data-dir", OT_STR, OFF(data_dir), T | E | P | L, SD, NULL, 0, 0, "", "DIR",
-     "where the named dataset lives (default /usr/share/datasets/NAME)", "data"},
-    {"train", OT_STR, OFF(train), T | L, SDI, NULL, 0, 0, "", "FILE",
+    {"data-dir", OT_STR, OFF(data_dir), TRAIN | EVAL | PREDICT | LRFIND, DATA, NULL, 0, 0, "",
+     "DIR", "where the named dataset lives (default /usr/share/datasets/NAME)", "data"},
+    {"train", OT_STR, OFF(train), TRAIN | LRFIND, DATA_IN, NULL, 0, 0, "", "FILE",
      "training data: .csv, or .npy features with --targets", "data"},
-    {"targets", OT_STR, OFF(targets), T | E | P | L, SDI, NULL, 0, 0, "", "FILE.npy",
-     "targets of --train (train) or of --input (eval, predict) .npy", "data"},
-    {"test", OT_STR, OFF(test), T | E | P, SDI, NULL, 0, 0, "", "FILE",
+    {"targets", OT_STR, OFF(targets), TRAIN | EVAL | PREDICT | LRFIND, DATA_IN, NULL, 0, 0, "",
+     "FILE.npy", "targets of --train (train) or of --input (eval, predict) .npy", "data"},
+    {"test", OT_STR, OFF(test), TRAIN | EVAL | PREDICT, DATA_IN, NULL, 0, 0, "", "FILE",
      "test data (.csv, or .npy with --test-targets)", "data"},
-    {"test-targets", OT_STR, OFF(test_targets), T | E | P, SDI, NULL, 0, 0, "", "FILE.npy",
-     "targets of --test", "data"},
-    {"input", OT_STR, OFF(input), E | P, OF_IN, NULL, 0, 0, "", "FILE",
+    {"test-targets", OT_STR, OFF(test_targets), TRAIN | EVAL | PREDICT, DATA_IN, NULL, 0, 0, "",
+     "FILE.npy", "targets of --test", "data"},
+    {"input", OT_STR, OFF(input), EVAL | PREDICT, OF_IN, NULL, 0, 0, "", "FILE",
      "data to evaluate or predict (.csv, .npy, or - for standard input; like --test; predict: "
      "a CSV as wide as the model's input, or an NPY without --targets, has no targets)",
      "data"},
-    {"train-images", OT_STR, OFF(train_images), T | L, SDI, NULL, 0, 0, "", "FILE",
+    {"train-images", OT_STR, OFF(train_images), TRAIN | LRFIND, DATA_IN, NULL, 0, 0, "", "FILE",
      "training images, IDX (optionally .gz)", "data"},
-    {"train-labels", OT_STR, OFF(train_labels), T | L, SDI, NULL, 0, 0, "", "FILE",
+    {"train-labels", OT_STR, OFF(train_labels), TRAIN | LRFIND, DATA_IN, NULL, 0, 0, "", "FILE",
      "training labels, IDX", "data"},
-    {"test-images", OT_STR, OFF(test_images), T | E | P, SDI, NULL, 0, 0, "", "FILE",
-     "test images, IDX", "data"},
-    {"test-labels", OT_STR, OFF(test_labels), T | E | P, SDI, NULL, 0, 0, "", "FILE",
-     "test labels, IDX", "data"},
-    {"target-column", OT_STR, OFF(target_column), T | E | P | L, SDF, NULL, 0, 0, "", "COLS",
+    {"test-images", OT_STR, OFF(test_images), TRAIN | EVAL | PREDICT, DATA_IN, NULL, 0, 0, "",
+     "FILE", "test images, IDX", "data"},
+    {"test-labels", OT_STR, OFF(test_labels), TRAIN | EVAL | PREDICT, DATA_IN, NULL, 0, 0, "",
+     "FILE", "test labels, IDX", "data"},
+    {"target-column", OT_STR, OFF(target_column), TRAIN | EVAL | PREDICT | LRFIND, DATA_FORMAT,
+     NULL, 0, 0, "", "COLS",
      "CSV target column(s): header names or 0-based indices (default: the last)", "data"},
-    {"target-kind", OT_CHOICE, OFF(target_kind), T | E | P | L, SDF,
+    {"target-kind", OT_CHOICE, OFF(target_kind), TRAIN | EVAL | PREDICT | LRFIND, DATA_FORMAT,
      "auto|class|onehot|values|names", 0, 0, "auto", "KIND",
      "CSV/NPY targets: class labels (indices, or names when no label is a number), one-hot "
      "columns, values, or names (every label a name, digits too)",
      "data"},
-    {"classes", OT_INT, OFF(classes), T | L, SF, NULL, 0, 1 << 24, "0", "N",
+    {"classes", OT_INT, OFF(classes), TRAIN | LRFIND, FROZEN, NULL, 0, 1 << 24, "0", "N",
      "class labels: train N classes, labels 0..N-1 (0: 1 + the largest label; needed when the "
      "labels are far more than the distinct ones seen)",
      "data"},
-    {"header", OT_BOOL, OFF(header), T | E | P | L, SDF | OF_AUTO, NULL, 0, 1, "auto", "",
+    {"header", OT_BOOL, OFF(header), TRAIN | EVAL | PREDICT | LRFIND, DATA_FORMAT | OF_AUTO, NULL,
+     0, 1, "auto", "",
      "the CSV files have a header row (--no-header: they do not; default: detect)", "data"},
-    {"delimiter", OT_STR, OFF(delimiter), T | E | P | L, SDF, NULL, 0, 0, ",", "C",
-     "CSV delimiter (one character; 'tab' for a tab)", "data"},
-    {"val-split", OT_FLOAT, OFF(val_split), T | L, SF | OF_HI_OPEN, NULL, 0, 1, "0.1", "F",
-     "fraction of the training data held out for validation", "data"},
-    {"scale", OT_CHOICE, OFF(scale), T | L, SF, "auto|standard|minmax|global|none", 0, 0, "auto",
-     "KIND", "feature scaling fitted on the training data (auto: global for images, else standard)",
+    {"delimiter", OT_STR, OFF(delimiter), TRAIN | EVAL | PREDICT | LRFIND, DATA_FORMAT, NULL, 0, 0,
+     ",", "C", "CSV delimiter (one character; 'tab' for a tab)", "data"},
+    {"val-split", OT_FLOAT, OFF(val_split), TRAIN | LRFIND, FROZEN | OF_HI_OPEN, NULL, 0, 1, "0.1",
+     "F", "fraction of the training data held out for validation", "data"},
+    {"scale", OT_CHOICE, OFF(scale), TRAIN | LRFIND, FROZEN, "auto|standard|minmax|global|none", 0,
+     0, "auto", "KIND",
+     "feature scaling fitted on the training data (auto: global for images, else standard)",
      "data"},
     /* run */
     {"config", OT_STR, OFF(config), CMD_ALL, OF_IN, NULL, 0, 0, "", "FILE",
      "read 'name = value' lines (the flags' names) first; flags override them", "run"},
-    {"checkpoint", OT_STR, OFF(checkpoint), E | P | I, OF_IN, NULL, 0, 0, "", "FILE",
+    {"checkpoint", OT_STR, OFF(checkpoint), EVAL | PREDICT | INFO, OF_IN, NULL, 0, 0, "", "FILE",
      "the checkpoint (or give it as the first argument)", "run"},
-    {"save", OT_STR, OFF(save), T, OF_OUT, NULL, 0, 0, "", "FILE",
+    {"save", OT_STR, OFF(save), TRAIN, OF_OUT, NULL, 0, 0, "", "FILE",
      "save a checkpoint after every epoch (the best one with --early-stop)", "run"},
-    {"resume", OT_STR, OFF(resume), T, OF_IN, NULL, 0, 0, "", "FILE",
+    {"resume", OT_STR, OFF(resume), TRAIN, OF_IN, NULL, 0, 0, "", "FILE",
      "continue the run saved in FILE (its options are the defaults; saves back to it unless "
      "--save)",
      "run"},
-    {"metrics", OT_STR, OFF(metrics), T | L, OF_OUT, NULL, 0, 0, "", "FILE.csv",
+    {"metrics", OT_STR, OFF(metrics), TRAIN | LRFIND, OF_OUT, NULL, 0, 0, "", "FILE.csv",
      "write the per-epoch table (lr-find: the curve) as CSV", "run"},
-    {"plot", OT_STR, OFF(plot), T | L, OF_OUT, NULL, 0, 0, "", "FILE.png",
+    {"plot", OT_STR, OFF(plot), TRAIN | LRFIND, OF_OUT, NULL, 0, 0, "", "FILE.png",
      "draw the curves with gnuplot", "run"},
-    {"early-stop", OT_INT, OFF(early_stop), T, S, NULL, 0, 1000000, "0", "N",
+    {"early-stop", OT_INT, OFF(early_stop), TRAIN, STORED, NULL, 0, 1000000, "0", "N",
      "stop after N epochs without a better validation metric (0: off)", "run"},
-    {"monitor", OT_CHOICE, OFF(monitor), T, S, "auto|loss|acc", 0, 0, "auto", "WHAT",
+    {"monitor", OT_CHOICE, OFF(monitor), TRAIN, STORED, "auto|loss|acc", 0, 0, "auto", "WHAT",
      "the validation metric of --early-stop (auto: accuracy for classes, else loss)", "run"},
-    {"grad-check", OT_INT, OFF(grad_check), T, S, NULL, 0, 1000000000, "100", "K",
+    {"grad-check", OT_INT, OFF(grad_check), TRAIN, STORED, NULL, 0, 1000000000, "100", "K",
      "every K steps check per-layer gradient norms for vanishing/exploding (0: off)", "run"},
-    {"stop-after", OT_INT, OFF(stop_after), T, 0, NULL, 0, 1000000, "0", "N",
+    {"stop-after", OT_INT, OFF(stop_after), TRAIN, 0, NULL, 0, 1000000, "0", "N",
      "end this invocation after epoch N as if interrupted (0: run to --epochs)", "run"},
-    {"quiet", OT_BOOL, OFF(quiet), T | E | P | L, 0, NULL, 0, 1, "no", "",
+    {"quiet", OT_BOOL, OFF(quiet), TRAIN | EVAL | PREDICT | LRFIND, 0, NULL, 0, 1, "no", "",
      "no progress bar or periodic lines", "run"},
-    {"distributed", OT_BOOL, OFF(distributed), T, 0, NULL, 0, 1, "no", "",
+    {"distributed", OT_BOOL, OFF(distributed), TRAIN, 0, NULL, 0, 1, "no", "",
      "train data-parallel over the ranks of an MPI job (mpirun -np N backprop train ...); on "
      "by itself when started as several ranks",
      "run"},
-    {"threads", OT_INT, OFF(threads), T | E | P | L, 0, NULL, 0, 4096, "0", "N",
+    {"threads", OT_INT, OFF(threads), TRAIN | EVAL | PREDICT | LRFIND, 0, NULL, 0, 4096, "0", "N",
      "CPU threads for the loops, the matrix engine and the BLAS (0: the default, see README)",
      "run"},
-    {"memory-limit", OT_INT, OFF(memory_limit), T | E | P | L, 0, NULL, 0, 9007199254740991.0, "0",
-     "BYTES", "fail (naming the sizes) when the device would hold more than BYTES (0: no limit)",
-     "run"},
-    {"memory-check", OT_BOOL, OFF(memory_check), T | E | P | L, 0, NULL, 0, 1, "yes", "",
+    {"memory-limit", OT_INT, OFF(memory_limit), TRAIN | EVAL | PREDICT | LRFIND, 0, NULL, 0,
+     9007199254740991.0, "0", "BYTES",
+     "fail (naming the sizes) when the device would hold more than BYTES (0: no limit)", "run"},
+    {"memory-check", OT_BOOL, OFF(memory_check), TRAIN | EVAL | PREDICT | LRFIND, 0, NULL, 0, 1,
+     "yes", "",
      "refuse at once a model larger than the device's free memory, naming the sizes (no: let "
      "the allocations decide)",
      "run"},
     /* lr-find */
-    {"start-lr", OT_FLOAT, OFF(start_lr), L, OF_LO_OPEN, NULL, 0, FMAX, "1e-7", "LR",
+    {"start-lr", OT_FLOAT, OFF(start_lr), LRFIND, OF_LO_OPEN, NULL, 0, FMAX, "1e-7", "LR",
      "first learning rate of the range test", "lr-find"},
-    {"end-lr", OT_FLOAT, OFF(end_lr), L, OF_LO_OPEN, NULL, 0, FMAX, "10", "LR",
+    {"end-lr", OT_FLOAT, OFF(end_lr), LRFIND, OF_LO_OPEN, NULL, 0, FMAX, "10", "LR",
      "last learning rate of the range test", "lr-find"},
-    {"steps", OT_INT, OFF(steps), L, 0, NULL, 5, 10000000, "100", "N", "steps of the range test",
-     "lr-find"},
+    {"steps", OT_INT, OFF(steps), LRFIND, 0, NULL, 5, 10000000, "100", "N",
+     "steps of the range test", "lr-find"},
     /* output */
-    {"output", OT_STR, OFF(output), P, OF_OUT, NULL, 0, 0, "", "FILE",
+    {"output", OT_STR, OFF(output), PREDICT, OF_OUT, NULL, 0, 0, "", "FILE",
      "where predictions go: .csv, .npy, or - for standard output", "output"},
-    {"outputs", OT_CHOICE, OFF(outputs), P, 0, "auto|class|probs|logits", 0, 0, "auto", "WHAT",
-     "what to write (auto: CSV class and probabilities, NPY probabilities; values for mse)",
+    {"outputs", OT_CHOICE, OFF(outputs), PREDICT, 0, "auto|class|probs|logits", 0, 0, "auto",
+     "WHAT", "what to write (auto: CSV class and probabilities, NPY probabilities; values for mse)",
      "output"},
-    {"dump-weights", OT_BOOL, OFF(dump_weights), I, 0, NULL, 0, 1, "no", "",
+    {"dump-weights", OT_BOOL, OFF(dump_weights), INFO, 0, NULL, 0, 1, "no", "",
      "print every parameter (%.9g, exact for float32)", "output"},
-    {"output-format", OT_CHOICE, OFF(output_format), P, 0, "auto|csv|npy", 0, 0, "auto", "FMT",
-     "format of --output (auto: from its extension; CSV for -, standard output)", "output"},
-    {"json", OT_BOOL, OFF(json), T | E | I, 0, NULL, 0, 1, "no", "",
+    {"output-format", OT_CHOICE, OFF(output_format), PREDICT, 0, "auto|csv|npy", 0, 0, "auto",
+     "FMT", "format of --output (auto: from its extension; CSV for -, standard output)", "output"},
+    {"json", OT_BOOL, OFF(json), TRAIN | EVAL | INFO, 0, NULL, 0, 1, "no", "",
      "print one JSON object on standard output (train: the summary at the end); the rest goes "
      "to standard error",
      "output"},
-    {"train-acc", OT_CHOICE, OFF(train_acc), T, 0, "on|off", 0, 0, "on", "HOW",
+    {"train-acc", OT_CHOICE, OFF(train_acc), TRAIN, 0, "on|off", 0, 0, "on", "HOW",
      "the progress bar's train accuracy (classes), counted by each step from its own logits",
      "run"},
 };
 
-#undef T
-#undef E
-#undef P
-#undef I
-#undef L
-#undef S
-#undef SF
-#undef SD
-#undef SDI
-#undef SDF
+#undef TRAIN
+#undef EVAL
+#undef PREDICT
+#undef INFO
+#undef LRFIND
+#undef STORED
+#undef FROZEN
+#undef DATA
+#undef DATA_IN
+#undef DATA_FORMAT
 
 #define N_SPECS ((int)(sizeof SPECS / sizeof SPECS[0]))
 

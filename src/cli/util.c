@@ -16,6 +16,10 @@ int cli_rank = 0, cli_ranks = 1;
 
 FILE *cli_human = NULL;
 
+FILE *cli_out(void) {
+    return cli_human ? cli_human : stdout;
+}
+
 double cli_now(void) {
     struct timespec t;
     clock_gettime(CLOCK_MONOTONIC, &t);
