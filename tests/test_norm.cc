@@ -7,17 +7,21 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstring>
 #include <string>
 #include <vector>
 
+#include "io/safetensors.h"
 #include "ref_block.h"
 #include "support.h"
+#include "support_files.h"
 #include "support_model.h"
 
 namespace {
 
 using bpt::DevicePtr;
 using bpt::ModelPtr;
+using bpt::OptimPtr;
 using bpt::TensorPtr;
 
 struct Net {
@@ -211,6 +215,208 @@ TEST(Norm, BadConfigurationsAreRefused) {
     bp_status st = BP_OK;
     ModelPtr m(bp_model_create(dev.get(), &cfg, &st));
     EXPECT_NE(nullptr, m.get()) << bp_last_error();
+}
+
+// The reduced precisions keep the norm statistics in fp32: against the float64 reference within
+// what the GEMM operands' rounding costs (TF32: 10 mantissa bits; bf16: 7, and bf16 activations).
+TEST(Norm, CpuReducedPrecisionsStayNearTheReference) {
+    DevicePtr dev(bp_device_open("cpu", nullptr));
+    for (bp_precision prec : {BP_PRECISION_TF32, BP_PRECISION_BF16}) {
+        for (const Net &n : nets()) {
+            SCOPED_TRACE(std::string(n.name) + " " + bp_precision_name(prec));
+            bpref_block_net net = n.ref();
+            bp_mlp_config cfg = config_of(n);
+            cfg.precision = prec;
+            bp_status st = BP_OK;
+            ModelPtr m(bp_model_create(dev.get(), &cfg, &st));
+            ASSERT_NE(nullptr, m.get()) << bp_last_error();
+            size_t np = bp_model_n_params(m.get());
+            std::vector<float> pf = bpt::uniform(np, -0.6f, 0.9f, 3);
+            std::vector<float> xf = bpt::uniform((size_t)kBatch * n.widths[0], -2, 2, 4);
+            std::vector<float> tf = bpt::uniform((size_t)kBatch * n.widths.back(), -1, 1, 5);
+            BPT_OK(bp_model_set_params(m.get(), pf.data(), np));
+            std::vector<double> p = bpt::to_double(pf), x = bpt::to_double(xf),
+                                t = bpt::to_double(tf), out(tf.size()), dp(np);
+            double ref_loss = bpref_block_loss(&net, p.data(), x.data(), kBatch, t.data(),
+                                               out.data(), dp.data(), nullptr);
+            TensorPtr xt, tt, ot;
+            ASSERT_NO_FATAL_FAILURE(bpt::upload_f32(dev.get(), kBatch, n.widths[0], xf, &xt));
+            ASSERT_NO_FATAL_FAILURE(bpt::upload_f32(dev.get(), kBatch, n.widths.back(), tf, &tt));
+            ASSERT_NO_FATAL_FAILURE(
+                bpt::new_tensor(dev.get(), BP_F32, kBatch, n.widths.back(), &ot));
+            bp_loss_config loss = {};
+            loss.kind = BP_LOSS_MSE;
+            float lib_loss = 0;
+            BPT_OK(bp_model_forward(m.get(), xt.get(), BP_MODE_TRAINING, ot.get()));
+            BPT_OK(bp_model_loss(m.get(), &loss, tt.get(), &lib_loss));
+            BPT_OK(bp_model_backward(m.get(), nullptr));
+            std::vector<float> o(out.size()), g(np);
+            BPT_OK(bp_tensor_download(ot.get(), o.data(), o.size()));
+            BPT_OK(bp_model_get_grads(m.get(), g.data(), np));
+            double tol = prec == BP_PRECISION_BF16 ? 3e-2 : 4e-3;
+            EXPECT_NEAR(ref_loss, lib_loss, tol * std::fabs(ref_loss));
+            EXPECT_LT(bpt::rel_err(o, out), tol) << "output";
+            EXPECT_LT(bpt::rel_err(g, dp), 2 * tol) << "parameter gradients";
+        }
+    }
+}
+
+// The PyTorch module of docs/deep-mlp.md for this net:
+//   nn.Sequential(nn.Linear(5, 8), nn.ReLU(),
+//                 Residual(nn.LayerNorm(8), nn.Linear(8, 8), nn.GELU(), nn.Dropout(0.1)),
+//                 Residual(nn.RMSNorm(8), nn.Linear(8, 8), nn.Tanh()),
+//                 nn.LayerNorm(8), nn.Linear(8, 3))
+struct NamedNet {
+    Net net{"named",
+            {5, 8, 8, 8, 3},
+            {BP_ACT_RELU, BP_ACT_GELU, BP_ACT_TANH, BP_ACT_IDENTITY},
+            {BP_NORM_NONE, BP_NORM_LAYER, BP_NORM_RMS, BP_NORM_LAYER},
+            {0, 1, 1, 0}};
+    std::vector<float> dropout{0.0f, 0.1f, 0.0f, 0.0f};
+    bp_mlp_config config(int max_batch) const {
+        bp_mlp_config c = config_of(net);
+        c.dropout = dropout.data();
+        c.max_batch = max_batch;
+        c.seed = 9;
+        return c;
+    }
+};
+
+// name, shape, and where the library keeps it: the state_dict of the module above.
+struct Expected {
+    std::string name;
+    std::vector<uint64_t> shape;
+};
+
+TEST(NormCheckpoint, TensorNamesAreThoseOfTheTorchModule) {
+    DevicePtr dev(bp_device_open("cpu", nullptr));
+    bpt::TempDir dir;
+    NamedNet nn;
+    bp_mlp_config cfg = nn.config(4);
+    cfg.norm_eps = 1e-6f;
+    bp_status st = BP_OK;
+    ModelPtr m(bp_model_create(dev.get(), &cfg, &st));
+    ASSERT_NE(nullptr, m.get()) << bp_last_error();
+    bp_optim_config adamw = bp_optim_config_default(BP_OPTIM_ADAMW);
+    OptimPtr o(bp_optimizer_create(m.get(), &adamw, nullptr));
+    ASSERT_NE(nullptr, o.get()) << bp_last_error();
+    std::string path = dir.file("blocks.ckpt");
+    BPT_OK(bp_checkpoint_save(path.c_str(), m.get(), o.get(), nullptr, 0));
+    const std::vector<Expected> want = {{"0.weight", {8, 5}},
+                                        {"0.bias", {8}},
+                                        {"2.body.0.weight", {8}},
+                                        {"2.body.0.bias", {8}},
+                                        {"2.body.1.weight", {8, 8}},
+                                        {"2.body.1.bias", {8}},
+                                        {"3.body.0.weight", {8}},
+                                        {"3.body.1.weight", {8, 8}},
+                                        {"3.body.1.bias", {8}},
+                                        {"4.weight", {8}},
+                                        {"4.bias", {8}},
+                                        {"5.weight", {3, 8}},
+                                        {"5.bias", {3}}};
+    bp_st_file *f = nullptr;
+    BPT_OK(bp_st_open(path.c_str(), &f));
+    std::unique_ptr<bp_st_file, void (*)(bp_st_file *)> guard(f, bp_st_close);
+    EXPECT_EQ(want.size() * 3, f->n_tensors); // params, exp_avg, exp_avg_sq
+    for (const Expected &e : want)
+        for (const char *pre : {"", "optimizer."})
+            for (const char *suf : {"", ".exp_avg", ".exp_avg_sq"}) {
+                if (!*pre && *suf) continue;
+                if (*pre && !*suf) continue;
+                std::string name = pre + e.name + suf;
+                const bp_st_tensor *t = bp_st_find(f, name.c_str());
+                ASSERT_NE(nullptr, t) << name;
+                ASSERT_EQ((int)e.shape.size(), t->ndim) << name;
+                for (size_t k = 0; k < e.shape.size(); ++k)
+                    EXPECT_EQ(e.shape[k], t->shape[k]) << name;
+            }
+    EXPECT_STREQ("none,layernorm,rmsnorm,layernorm", bp_st_get_meta(f, "model.norms"));
+    EXPECT_STREQ("0,1,1,0", bp_st_get_meta(f, "model.residual"));
+    EXPECT_STREQ("9.99999997e-07", bp_st_get_meta(f, "model.norm_eps"));
+
+    // It loads back as the same model, bitwise.
+    ModelPtr back(bp_checkpoint_load_model(path.c_str(), dev.get(), 0, &st));
+    ASSERT_NE(nullptr, back.get()) << bp_last_error();
+    for (int l = 0; l < 4; ++l) {
+        EXPECT_EQ(nn.net.norms[l], bp_model_norm(back.get(), l));
+        EXPECT_EQ(nn.net.residual[l], bp_model_residual(back.get(), l));
+    }
+    EXPECT_EQ(1e-6f, bp_model_norm_eps(back.get()));
+    EXPECT_EQ(bpt::params_of(m.get()), bpt::params_of(back.get()));
+}
+
+TEST(NormCheckpoint, APlainModelWritesNoNormKeys) {
+    DevicePtr dev(bp_device_open("cpu", nullptr));
+    bpt::TempDir dir;
+    const int widths[] = {4, 6, 2};
+    bp_mlp_config cfg = bp_mlp_config_default(2, widths);
+    bp_status st = BP_OK;
+    ModelPtr m(bp_model_create(dev.get(), &cfg, &st));
+    ASSERT_NE(nullptr, m.get()) << bp_last_error();
+    std::string path = dir.file("plain.ckpt");
+    BPT_OK(bp_checkpoint_save(path.c_str(), m.get(), nullptr, nullptr, 0));
+    bp_st_file *f = nullptr;
+    BPT_OK(bp_st_open(path.c_str(), &f));
+    std::unique_ptr<bp_st_file, void (*)(bp_st_file *)> guard(f, bp_st_close);
+    EXPECT_EQ(nullptr, bp_st_get_meta(f, "model.norms"));
+    EXPECT_EQ(nullptr, bp_st_get_meta(f, "model.residual"));
+    EXPECT_EQ(nullptr, bp_st_get_meta(f, "model.norm_eps"));
+    EXPECT_NE(nullptr, bp_st_find(f, "0.weight"));
+    EXPECT_NE(nullptr, bp_st_find(f, "2.weight"));
+}
+
+// k steps, a checkpoint, more steps from it: bitwise where k + more uninterrupted steps end,
+// in fp32 and bf16, with AdamW and dropout inside a residual block.
+TEST(NormCheckpoint, ResumedTrainingIsBitwiseUninterrupted) {
+    DevicePtr dev(bp_device_open("cpu", nullptr));
+    bpt::TempDir dir;
+    NamedNet nn;
+    const int rows = 16, k = 5, more = 4;
+    std::vector<float> xf = bpt::uniform((size_t)rows * 5, -1.5f, 1.5f, 21);
+    std::vector<float> yf = bpt::uniform((size_t)rows * 3, -1, 1, 22);
+    TensorPtr x, y;
+    ASSERT_NO_FATAL_FAILURE(bpt::upload_f32(dev.get(), rows, 5, xf, &x));
+    ASSERT_NO_FATAL_FAILURE(bpt::upload_f32(dev.get(), rows, 3, yf, &y));
+    bp_loss_config loss = {};
+    loss.kind = BP_LOSS_MSE;
+    bp_optim_config oc = bp_optim_config_default(BP_OPTIM_ADAMW);
+    oc.lr = 0.01;
+    oc.weight_decay = 0.05;
+    for (bp_precision prec : {BP_PRECISION_FP32, BP_PRECISION_BF16}) {
+        SCOPED_TRACE(bp_precision_name(prec));
+        bp_mlp_config cfg = nn.config(rows);
+        cfg.precision = prec;
+        auto train = [&](bp_model *m, bp_optimizer *o, int steps) {
+            for (int s = 0; s < steps; ++s)
+                BPT_OK(bp_train_step(m, o, &loss, x.get(), y.get(), nullptr));
+        };
+        bp_status st = BP_OK;
+        ModelPtr a(bp_model_create(dev.get(), &cfg, &st));
+        ASSERT_NE(nullptr, a.get()) << bp_last_error();
+        OptimPtr oa(bp_optimizer_create(a.get(), &oc, nullptr));
+        ASSERT_NO_FATAL_FAILURE(train(a.get(), oa.get(), k + more));
+        std::string path = dir.file("resume.ckpt");
+        {
+            ModelPtr b(bp_model_create(dev.get(), &cfg, &st));
+            OptimPtr ob(bp_optimizer_create(b.get(), &oc, nullptr));
+            ASSERT_NO_FATAL_FAILURE(train(b.get(), ob.get(), k));
+            BPT_OK(bp_checkpoint_save(path.c_str(), b.get(), ob.get(), nullptr, 0));
+        }
+        ModelPtr c(bp_checkpoint_load_model(path.c_str(), dev.get(), 0, &st));
+        ASSERT_NE(nullptr, c.get()) << bp_last_error();
+        OptimPtr occ(bp_checkpoint_load_optimizer(path.c_str(), c.get(), &st));
+        ASSERT_NE(nullptr, occ.get()) << bp_last_error();
+        ASSERT_NO_FATAL_FAILURE(train(c.get(), occ.get(), more));
+        std::vector<float> pa = bpt::params_of(a.get()), pc = bpt::params_of(c.get());
+        ASSERT_EQ(pa.size(), pc.size());
+        EXPECT_EQ(0, std::memcmp(pa.data(), pc.data(), pa.size() * sizeof(float)));
+        // and the steps moved the norms' parameters
+        size_t nw = 0, nb = 0;
+        BPT_OK(bp_model_norm_offsets(a.get(), 1, &nw, &nb));
+        EXPECT_NE(1.0f, pa[nw]);
+        EXPECT_NE(0.0f, pa[nb]);
+    }
 }
 
 TEST(Norm, NamesParse) {
