@@ -419,6 +419,77 @@ TEST(NormCheckpoint, ResumedTrainingIsBitwiseUninterrupted) {
     }
 }
 
+// One training forward, loss and backward of net n at the given parameters and input: the
+// output, the parameter gradients and the input gradient, on the host.
+struct Pass {
+    std::vector<float> out, grads, dx;
+};
+
+void run_pass(bp_device *dev, const Net &n, bp_precision prec, int batch,
+              const std::vector<float> &p, const std::vector<float> &x, const std::vector<float> &t,
+              Pass *r) {
+    bp_mlp_config cfg = config_of(n);
+    cfg.precision = prec;
+    cfg.max_batch = batch;
+    bp_status st = BP_OK;
+    ModelPtr m(bp_model_create(dev, &cfg, &st));
+    ASSERT_NE(nullptr, m.get()) << bp_last_error();
+    BPT_OK(bp_model_set_params(m.get(), p.data(), p.size()));
+    TensorPtr xt, tt, ot, dxt;
+    ASSERT_NO_FATAL_FAILURE(bpt::upload_f32(dev, batch, n.widths[0], x, &xt));
+    ASSERT_NO_FATAL_FAILURE(bpt::upload_f32(dev, batch, n.widths.back(), t, &tt));
+    ASSERT_NO_FATAL_FAILURE(bpt::new_tensor(dev, BP_F32, batch, n.widths.back(), &ot));
+    ASSERT_NO_FATAL_FAILURE(bpt::new_tensor(dev, BP_F32, batch, n.widths[0], &dxt));
+    bp_loss_config loss = {};
+    loss.kind = BP_LOSS_MSE;
+    BPT_OK(bp_model_zero_grad(m.get()));
+    BPT_OK(bp_model_forward(m.get(), xt.get(), BP_MODE_TRAINING, ot.get()));
+    BPT_OK(bp_model_loss(m.get(), &loss, tt.get(), nullptr));
+    BPT_OK(bp_model_backward(m.get(), dxt.get()));
+    r->out.resize(t.size());
+    r->grads.resize(p.size());
+    r->dx.resize(x.size());
+    BPT_OK(bp_tensor_download(ot.get(), r->out.data(), r->out.size()));
+    BPT_OK(bp_model_get_grads(m.get(), r->grads.data(), p.size()));
+    BPT_OK(bp_tensor_download(dxt.get(), r->dx.data(), r->dx.size()));
+}
+
+// The CUDA kernels (a warp a row up to 1024 features, a block a row beyond) against the CPU in
+// every precision: the same per-element math, statistics summed in double in another order,
+// and the GEMMs of another engine.
+TEST(NormCuda, MatchesTheCpuInEveryPrecision) {
+    BPT_OPEN_OR_SKIP(raw, "cuda");
+    DevicePtr cuda(raw);
+    DevicePtr cpu(bp_device_open("cpu", nullptr));
+    std::vector<Net> all = nets();
+    all.push_back({"wide_block_rows",
+                   {1100, 1100, 4},
+                   {BP_ACT_GELU, BP_ACT_IDENTITY},
+                   {BP_NORM_LAYER, BP_NORM_RMS},
+                   {1, 0}});
+    for (bp_precision prec : {BP_PRECISION_FP32, BP_PRECISION_TF32, BP_PRECISION_BF16}) {
+        for (const Net &n : all) {
+            SCOPED_TRACE(std::string(n.name) + " " + bp_precision_name(prec));
+            const int batch = n.widths[0] > 1024 ? 3 : kBatch;
+            bpref_block_net net = n.ref();
+            size_t np = bpref_block_n_params(&net);
+            std::vector<float> p = bpt::uniform(np, -0.6f, 0.9f, 3);
+            if (n.widths[0] > 1024)
+                for (float &v : p)
+                    v *= 0.05f; // keep the 1100-wide sums of order 1
+            std::vector<float> x = bpt::uniform((size_t)batch * n.widths[0], -2, 2, 4);
+            std::vector<float> t = bpt::uniform((size_t)batch * n.widths.back(), -1, 1, 5);
+            Pass a, b;
+            ASSERT_NO_FATAL_FAILURE(run_pass(cpu.get(), n, prec, batch, p, x, t, &a));
+            ASSERT_NO_FATAL_FAILURE(run_pass(cuda.get(), n, prec, batch, p, x, t, &b));
+            double tol = prec == BP_PRECISION_BF16 ? 2e-2 : prec == BP_PRECISION_TF32 ? 2e-3 : 1e-5;
+            EXPECT_LT(bpt::rel_err(b.out, a.out), tol) << "output";
+            EXPECT_LT(bpt::rel_err(b.grads, a.grads), tol) << "parameter gradients";
+            EXPECT_LT(bpt::rel_err(b.dx, a.dx), tol) << "input gradient";
+        }
+    }
+}
+
 TEST(Norm, NamesParse) {
     bp_norm k = BP_NORM_NONE;
     BPT_OK(bp_norm_parse("rmsnorm", &k));
