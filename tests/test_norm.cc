@@ -458,7 +458,7 @@ void run_pass(bp_device *dev, const Net &n, bp_precision prec, int batch,
 // The CUDA kernels (a warp a row up to 1024 features, a block a row beyond) against the CPU in
 // every precision: the same per-element math, statistics summed in double in another order,
 // and the GEMMs of another engine.
-TEST(NormCuda, MatchesTheCpuInEveryPrecision) {
+TEST(CrossDeviceNorm, CudaMatchesTheCpuInEveryPrecision) {
     BPT_OPEN_OR_SKIP(raw, "cuda");
     DevicePtr cuda(raw);
     DevicePtr cpu(bp_device_open("cpu", nullptr));

@@ -191,11 +191,12 @@ BP_API bp_status bp_model_zero_grad(bp_model *model);
 BP_API int64_t bp_model_output_rows(const bp_model *model);
 
 /* The output of linear layer `layer` (0..n_layers-1) in that forward, after its activation (and
- * in training mode its dropout): bp_model_output_rows x widths[layer + 1] floats into host,
- * count being that product. Waits for the device. The last layer's is the model's output; a
- * backward leaves them as they were. In bf16 mode a hidden layer's output is kept in bf16 and
- * comes back as those values, widened exactly. BP_ERR_INVALID_ARGUMENT when the model holds no
- * outputs or layer is out of range, BP_ERR_SHAPE_MISMATCH for another count. */
+ * in training mode its dropout), with its input added for a residual layer: bp_model_output_rows x
+ * widths[layer + 1] floats into host, count being that product. Waits for the device. The last
+ * layer's is the model's output; a backward leaves them as they were. In bf16 mode a hidden layer's
+ * output is kept in bf16 and comes back as those values, widened exactly. BP_ERR_INVALID_ARGUMENT
+ * when the model holds no outputs or layer is out of range, BP_ERR_SHAPE_MISMATCH for another
+ * count. */
 BP_API bp_status bp_model_layer_output(const bp_model *model, int layer, float *host, size_t count);
 
 /* What bp_model_predict writes for each row. */
