@@ -149,6 +149,26 @@ BP_HD float bp_act_derivative(float z, bp_activation act, float slope) {
     }
 }
 
+/* ---- normalization (LayerNorm, RMSNorm) -------------------------------------------------- *
+ *
+ * A row of n features: mean (0 for RMSNorm) and var = the mean of (x - mean)^2 are the
+ * statistics, accumulated by the backend in fp32 or wider; xhat = (x - mean) * rstd. */
+
+BP_HD float bp_norm_rstd(float var, float eps) {
+    return 1.0f / sqrtf(var + eps);
+}
+
+/* y = xhat * weight + bias (bias 0 for RMSNorm). */
+BP_HD float bp_norm_forward_elem(float x, float mean, float rstd, float weight, float bias) {
+    return (x - mean) * rstd * weight + bias;
+}
+
+/* dL/dx from g = dy * weight, xhat, and the row means of g (mean_g; 0 for RMSNorm, whose mean
+ * is not subtracted) and of g * xhat (mean_gx): rstd * (g - mean_g - xhat * mean_gx). */
+BP_HD float bp_norm_backward_elem(float g, float xhat, float rstd, float mean_g, float mean_gx) {
+    return rstd * (g - mean_g - xhat * mean_gx);
+}
+
 /* ---- loss elements -------------------------------------------------------------------- */
 
 /* Squared error of one element; *grad = d/dpred. */

@@ -94,6 +94,29 @@ __device__ __forceinline__ T group_allreduce(T v, Op op, T identity, T *smem) {
     }
 }
 
+// Row kernels: a group of threads owns a row, one warp (8 rows per kRowThreads-thread block)
+// when the row is short, the whole kRowThreads-thread block when it is long.
+constexpr int kRowThreads = 256;
+
+template <int GROUP> __device__ __forceinline__ int group_row() {
+    if constexpr (GROUP == kWarp)
+        return blockIdx.x * (kRowThreads / kWarp) + threadIdx.x / kWarp;
+    else
+        return blockIdx.x;
+}
+
+// Calls launch(std::integral_constant<int, GROUP>{}, blocks) with the layout for cols: a warp a
+// row up to WARP_COLS_MAX columns, a block a row beyond.
+template <int WARP_COLS_MAX, typename Launch>
+cudaError_t dispatch_rows(int rows, int cols, Launch &&launch) {
+    if (cols <= WARP_COLS_MAX) {
+        constexpr int per_block = kRowThreads / kWarp;
+        unsigned blocks = (unsigned)((rows + per_block - 1) / per_block);
+        return launch(std::integral_constant<int, kWarp>{}, blocks);
+    }
+    return launch(std::integral_constant<int, kRowThreads>{}, (unsigned)rows);
+}
+
 // Calls launch(std::integral_constant<int, ACT>{}) with the activation as a compile-time
 // constant, so each kernel instance folds bp_act_forward's switch away. Unknown values take the
 // identity, as bp_act_forward's default does.

@@ -7,32 +7,10 @@
 #include "cuda/launch.h"
 #include "kernels/bp_math.h"
 #include "kernels/common.cuh"
+#include "kernels/elem.cuh"
 
 namespace bp_cu {
 namespace {
-
-// Loads and stores of one element type (bp_eltype T) as fp32 values.
-template <int T> struct Elem;
-
-template <> struct Elem<BP_EL_F32> {
-    using type = float;
-    static __device__ __forceinline__ float load(const float *p, size_t i) {
-        return p[i];
-    }
-    static __device__ __forceinline__ void store(float *p, size_t i, float v) {
-        p[i] = v;
-    }
-};
-
-template <> struct Elem<BP_EL_BF16> {
-    using type = uint16_t;
-    static __device__ __forceinline__ float load(const uint16_t *p, size_t i) {
-        return bp_bf16_to_f32(p[i]);
-    }
-    static __device__ __forceinline__ void store(uint16_t *p, size_t i, float v) {
-        p[i] = bp_f32_to_bf16(v);
-    }
-};
 
 template <int SRC, int DST>
 __global__ void cast_kernel(size_t n, const typename Elem<SRC>::type *__restrict__ src,

@@ -14,15 +14,7 @@
 namespace bp_cu {
 namespace {
 
-constexpr int kRowThreads = 256;  // threads per block, both layouts
 constexpr int kWarpRowsMax = 512; // rows up to this many columns go one warp per row
-
-template <int GROUP> __device__ __forceinline__ int group_row() {
-    if constexpr (GROUP == kWarp)
-        return blockIdx.x * (kRowThreads / kWarp) + threadIdx.x / kWarp;
-    else
-        return blockIdx.x;
-}
 
 // Scratch for a block-wide group: one value per warp (unused by warp groups).
 template <int GROUP> struct RowShared {
@@ -142,16 +134,6 @@ __global__ void __launch_bounds__(kRowThreads)
     if (lane == 0 && row_loss) row_loss[row] = (float)loss;
 }
 
-// Calls launch(std::integral_constant<int, GROUP>{}, blocks) with the layout for cols.
-template <typename Launch> cudaError_t dispatch_rows(int rows, int cols, Launch &&launch) {
-    if (cols <= kWarpRowsMax) {
-        constexpr int per_block = kRowThreads / kWarp;
-        unsigned blocks = (unsigned)((rows + per_block - 1) / per_block);
-        return launch(std::integral_constant<int, kWarp>{}, blocks);
-    }
-    return launch(std::integral_constant<int, kRowThreads>{}, (unsigned)rows);
-}
-
 } // namespace
 } // namespace bp_cu
 
@@ -159,7 +141,7 @@ using namespace bp_cu;
 
 extern "C" cudaError_t bp_cu_softmax(cudaStream_t stream, int rows, int cols, const float *x,
                                      float *y) {
-    return dispatch_rows(rows, cols, [&](auto group, unsigned blocks) {
+    return dispatch_rows<kWarpRowsMax>(rows, cols, [&](auto group, unsigned blocks) {
         BP_LAUNCH(blocks, kRowThreads, 0, stream, softmax_kernel<decltype(group)::value>)
         (rows, cols, x, y);
         return cudaGetLastError();
@@ -170,7 +152,7 @@ extern "C" cudaError_t bp_cu_softmax_xent(cudaStream_t stream, int rows, int col
                                           const float *logits, const int32_t *labels,
                                           float smoothing, float grad_scale, float *grad,
                                           float *row_loss) {
-    return dispatch_rows(rows, cols, [&](auto group, unsigned blocks) {
+    return dispatch_rows<kWarpRowsMax>(rows, cols, [&](auto group, unsigned blocks) {
         BP_LAUNCH(blocks, kRowThreads, 0, stream, softmax_xent_kernel<decltype(group)::value>)
         (rows, cols, logits, labels, smoothing, grad_scale, grad, row_loss);
         return cudaGetLastError();
@@ -179,7 +161,7 @@ extern "C" cudaError_t bp_cu_softmax_xent(cudaStream_t stream, int rows, int col
 
 extern "C" cudaError_t bp_cu_class_match(cudaStream_t stream, int rows, int cols,
                                          const float *logits, const int32_t *labels, float *match) {
-    return dispatch_rows(rows, cols, [&](auto group, unsigned blocks) {
+    return dispatch_rows<kWarpRowsMax>(rows, cols, [&](auto group, unsigned blocks) {
         BP_LAUNCH(blocks, kRowThreads, 0, stream, class_match_kernel<decltype(group)::value>)
         (rows, cols, logits, labels, match);
         return cudaGetLastError();
@@ -189,7 +171,7 @@ extern "C" cudaError_t bp_cu_class_match(cudaStream_t stream, int rows, int cols
 extern "C" cudaError_t bp_cu_mse(cudaStream_t stream, int rows, int cols, const float *pred,
                                  const float *target, float grad_scale, float *grad,
                                  float *row_loss) {
-    return dispatch_rows(rows, cols, [&](auto group, unsigned blocks) {
+    return dispatch_rows<kWarpRowsMax>(rows, cols, [&](auto group, unsigned blocks) {
         BP_LAUNCH(blocks, kRowThreads, 0, stream, elem_loss_kernel<decltype(group)::value, MseElem>)
         (rows, cols, pred, target, grad_scale, grad, row_loss);
         return cudaGetLastError();
@@ -199,7 +181,7 @@ extern "C" cudaError_t bp_cu_mse(cudaStream_t stream, int rows, int cols, const 
 extern "C" cudaError_t bp_cu_bce_logits(cudaStream_t stream, int rows, int cols,
                                         const float *logits, const float *target, float grad_scale,
                                         float *grad, float *row_loss) {
-    return dispatch_rows(rows, cols, [&](auto group, unsigned blocks) {
+    return dispatch_rows<kWarpRowsMax>(rows, cols, [&](auto group, unsigned blocks) {
         BP_LAUNCH(blocks, kRowThreads, 0, stream, elem_loss_kernel<decltype(group)::value, BceElem>)
         (rows, cols, logits, target, grad_scale, grad, row_loss);
         return cudaGetLastError();

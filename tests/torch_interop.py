@@ -4,7 +4,8 @@
     torch_interop.py CHECKPOINT INPUTS OUTPUTS ROWS [TOLERANCE]
 
 CHECKPOINT is read with safetensors.torch.load_file; the nn.Sequential is built from its
-metadata alone (model.widths, model.activations, model.dropout, model.leaky_slope), and
+metadata alone (model.widths, model.activations, model.dropout, model.leaky_slope, and where
+present model.norms, model.norm_eps, model.residual: docs/deep-mlp.md), and
 load_state_dict(strict=True) takes the tensors once the "optimizer." and "run." keys are
 dropped. Each optimizer state tensor must be named after a parameter and have its shape.
 INPUTS and OUTPUTS are raw little-endian float32 files, [ROWS, in] and [ROWS, out]: backprop's
@@ -42,24 +43,62 @@ def activation(name, slope):
     return table[name]()
 
 
+class RMSNorm(torch.nn.Module):
+    """nn.RMSNorm(n, eps) (PyTorch 2.4 and later) for the PyTorch releases without it: the same
+    parameter name and math, y = x / sqrt(mean(x^2) + eps) * weight."""
+
+    def __init__(self, n, eps):
+        super().__init__()
+        self.eps = eps
+        self.weight = torch.nn.Parameter(torch.ones(n))
+
+    def forward(self, x):
+        return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps) * self.weight
+
+
+class Residual(torch.nn.Module):
+    """x + body(x): a residual layer of backprop (docs/deep-mlp.md)."""
+
+    def __init__(self, *layers):
+        super().__init__()
+        self.body = torch.nn.Sequential(*layers)
+
+    def forward(self, x):
+        return x + self.body(x)
+
+
+def norm_module(name, n, eps):
+    if name == "layernorm":
+        return torch.nn.LayerNorm(n, eps=eps)
+    if name == "rmsnorm":
+        return torch.nn.RMSNorm(n, eps=eps) if hasattr(torch.nn, "RMSNorm") else RMSNorm(n, eps)
+    if name != "none":
+        raise ValueError(f"unknown norm {name!r}")
+    return None
+
+
 def build(meta):
-    """The nn.Sequential the metadata describes: Linear, activation (none for identity),
-    Dropout when p > 0, layer after layer."""
+    """The module the metadata describes (docs/deep-mlp.md): per layer its norm (model.norms),
+    Linear, activation (none for identity) and Dropout when p > 0, in one nn.Sequential, or
+    wrapped in one Residual for a residual layer (model.residual)."""
     widths = [int(w) for w in meta["model.widths"].split(",")]
     acts = meta["model.activations"].split(",")
     drops = [float(p) for p in meta["model.dropout"].split(",")]
     slope = float(meta["model.leaky_slope"])
     n = int(meta["model.n_layers"])
-    if not (len(widths) == n + 1 and len(acts) == n and len(drops) == n):
+    norms = meta.get("model.norms", ",".join(["none"] * n)).split(",")
+    residual = [int(r) for r in meta.get("model.residual", ",".join(["0"] * n)).split(",")]
+    eps = float(meta.get("model.norm_eps", "1e-5"))
+    if not (len(widths) == n + 1 and len(acts) == n and len(drops) == n and len(norms) == n and
+            len(residual) == n):
         raise ValueError("model metadata lists disagree with model.n_layers")
     modules = []
     for i in range(n):
-        modules.append(torch.nn.Linear(widths[i], widths[i + 1]))
-        act = activation(acts[i], slope)
-        if act is not None:
-            modules.append(act)
-        if drops[i] > 0:
-            modules.append(torch.nn.Dropout(drops[i]))
+        layer = [norm_module(norms[i], widths[i], eps),
+                 torch.nn.Linear(widths[i], widths[i + 1]), activation(acts[i], slope),
+                 torch.nn.Dropout(drops[i]) if drops[i] > 0 else None]
+        layer = [m for m in layer if m is not None]
+        modules += [Residual(*layer)] if residual[i] else layer
     return torch.nn.Sequential(*modules), widths
 
 

@@ -2,6 +2,7 @@
 """Continues a backprop training run in torch.optim and compares where both sides end.
 
     torch_optim.py CHECKPOINT X LABELS ROWS STEPS OURS_PARAMS OURS_STATE [--beta2-float32]
+                   [--state-tolerance=T]
 
 CHECKPOINT is a backprop checkpoint with its optimizer state (AdamW or SGD with momentum). The
 nn.Sequential is built from its metadata and its weights loaded (torch_interop.load), and a
@@ -17,6 +18,9 @@ float rounding of two implementations of the same arithmetic over a few dozen st
 the test guards against, a hyper-parameter rounded to float before 1 - beta2 is formed, is 1.3e-5
 in exp_avg_sq. --beta2-float32 makes PyTorch commit that error itself (beta2 = float32(beta2)):
 the comparison must then fail, which shows the tolerance can see it.
+
+--state-tolerance=T holds the state buffers to T instead (the parameters stay at 2e-6): over
+50 steps the first moment, which shrinks as the gradients do, carries more relative rounding.
 
 Exit status: 0 when everything matches, 1 on a mismatch, 2 when the inputs cannot be used.
 """
@@ -73,6 +77,10 @@ def rel(a, b):
 def main(argv):
     args = [a for a in argv[1:] if not a.startswith("--")]
     beta2_float32 = "--beta2-float32" in argv
+    state_tol = TOLERANCE
+    for a in argv[1:]:
+        if a.startswith("--state-tolerance="):
+            state_tol = float(a.split("=", 1)[1])
     if len(args) != 7:
         print(__doc__, file=sys.stderr)
         return 2
@@ -104,9 +112,11 @@ def main(argv):
     errors = {"parameters": rel(theirs_params, ours_params)}
     for k, t, o in zip(keys, theirs_state, ours_split):
         errors[k] = rel(t, o)
-    bad = {k: e for k, e in errors.items() if not e <= TOLERANCE}
+    bad = {k: e for k, e in errors.items()
+           if not e <= (TOLERANCE if k == "parameters" else state_tol)}
     print("torch_optim: " + meta["optimizer.kind"] + f" after {steps} more steps: " +
-          ", ".join(f"{k} {e:.3g}" for k, e in errors.items()) + f" (tolerance {TOLERANCE:g})")
+          ", ".join(f"{k} {e:.3g}" for k, e in errors.items()) +
+          f" (tolerance {TOLERANCE:g}, state {state_tol:g})")
     return 1 if bad else 0
 
 

@@ -4,6 +4,11 @@
  * layer is an nn.Linear, followed by its activation module (none for identity) and an
  * nn.Dropout when its probability is above 0, so a 784-512-10 ReLU model with dropout 0.2 on
  * the hidden layer writes "0.weight" [512, 784], "0.bias" [512], "3.weight", "3.bias".
+ * A layer's norm (bp_mlp_config.norms) is a module of its own before its Linear ("4.weight",
+ * "4.bias" of an nn.LayerNorm); a residual layer is one module whose nn.Sequential "body" holds
+ * its norm, Linear, activation and dropout ("2.body.0.weight", "2.body.1.weight"): the module
+ * of docs/deep-mlp.md. Such a model also writes model.norms (none, layernorm, rmsnorm),
+ * model.norm_eps and model.residual (0/1 per layer); a file without them has none.
  *
  * Optimizer state is written per parameter under "optimizer.", with PyTorch's state names:
  * "optimizer.<param>.momentum_buffer" for SGD with momentum, "optimizer.<param>.exp_avg" and

@@ -2,9 +2,11 @@
  *
  * A model is a stack of n_layers linear layers. Layer l maps widths[l] features to widths[l+1],
  * then applies activations[l], then (in training mode) dropout with probability dropout[l].
- * Weights are [out, in] like PyTorch's nn.Linear. All parameters live in one flat buffer in
- * PyTorch state_dict order: W0, b0, W1, b1, ...; gradients live in a second buffer of the same
- * layout.
+ * Weights are [out, in] like PyTorch's nn.Linear. A layer may first normalize its input
+ * (norms[l]) and may add its input to its output (residual[l]): the pre-norm block
+ * y = x + dropout(act(linear(norm(x)))) of docs/deep-mlp.md. All parameters live in one flat
+ * buffer in PyTorch state_dict order: per layer its norm's weight (and bias) if any, then W, b;
+ * gradients live in a second buffer of the same layout.
  *
  * Lifetime: a model lives on its device and is freed before it. A model and its optimizer may
  * be freed in either order; once the model is freed, bp_optimizer_free is the only call its
@@ -58,6 +60,20 @@ typedef enum bp_init {
 BP_API const char *bp_init_name(bp_init init);
 BP_API bp_status bp_init_parse(const char *text, bp_init *out);
 
+/* The normalization of a layer's input, over its features, as PyTorch defines them:
+ * LayerNorm y = (x - mean) / sqrt(var + eps) * weight + bias (var biased), RMSNorm
+ * y = x / sqrt(mean(x^2) + eps) * weight. weight starts at 1, bias at 0. */
+typedef enum bp_norm {
+    BP_NORM_NONE = 0,
+    BP_NORM_LAYER = 1, /* nn.LayerNorm(in, eps) */
+    BP_NORM_RMS = 2,   /* nn.RMSNorm(in, eps) */
+    BP_NORM_COUNT_ = 3
+} bp_norm;
+
+/* "none", "layernorm", "rmsnorm". */
+BP_API const char *bp_norm_name(bp_norm norm);
+BP_API bp_status bp_norm_parse(const char *text, bp_norm *out);
+
 typedef enum bp_mode { BP_MODE_INFERENCE = 0, BP_MODE_TRAINING = 1 } bp_mode;
 
 /* "inference", "training". */
@@ -98,10 +114,15 @@ typedef struct bp_mlp_config {
     uint64_t seed;          /* initial weights and dropout masks */
     int max_batch;          /* largest batch a call may pass; the workspace is sized for it once */
     bp_precision precision; /* BP_PRECISION_FP32 in a zeroed or default config */
+    const bp_norm *norms;   /* n_layers entries: the norm of each layer's input; NULL: none */
+    const int *residual;    /* n_layers flags: add the layer's input to its output (needs
+                               widths[l] == widths[l + 1]); NULL: none */
+    float norm_eps;         /* > 0 when any layer has a norm; 1e-5 in a default config */
 } bp_mlp_config;
 
 /* Defaults: activations NULL, no dropout, leaky_slope 0.01, torch-default init, seed 0,
- * max_batch 256, fp32. widths must outlive the call to bp_model_create only. */
+ * max_batch 256, fp32, no norms, no residuals, norm_eps 1e-5. widths must outlive the call to
+ * bp_model_create only. */
 BP_API bp_mlp_config bp_mlp_config_default(int n_layers, const int *widths);
 
 /* Builds a model on device with initial weights from config.seed (the same on every device). The
@@ -121,6 +142,14 @@ BP_API float bp_model_dropout(const bp_model *model, int layer);
 BP_API float bp_model_leaky_slope(const bp_model *model);
 BP_API uint64_t bp_model_seed(const bp_model *model);
 BP_API bp_precision bp_model_precision(const bp_model *model); /* NULL: BP_PRECISION_FP32 */
+BP_API bp_norm bp_model_norm(const bp_model *model, int layer);
+BP_API int bp_model_residual(const bp_model *model, int layer);
+BP_API float bp_model_norm_eps(const bp_model *model);
+
+/* Offsets (in floats) of layer's norm weight and bias [widths[layer]] in the flat buffers:
+ * BP_ERR_INVALID_ARGUMENT when the layer has no norm; *bias_offset is SIZE_MAX for RMSNorm. */
+BP_API bp_status bp_model_norm_offsets(const bp_model *model, int layer, size_t *weight_offset,
+                                       size_t *bias_offset);
 
 /* Training forwards run so far: the counter that picks each dropout mask. A checkpoint keeps
  * it so a resumed run draws the masks an uninterrupted run would. */
@@ -162,11 +191,12 @@ BP_API bp_status bp_model_zero_grad(bp_model *model);
 BP_API int64_t bp_model_output_rows(const bp_model *model);
 
 /* The output of linear layer `layer` (0..n_layers-1) in that forward, after its activation (and
- * in training mode its dropout): bp_model_output_rows x widths[layer + 1] floats into host,
- * count being that product. Waits for the device. The last layer's is the model's output; a
- * backward leaves them as they were. In bf16 mode a hidden layer's output is kept in bf16 and
- * comes back as those values, widened exactly. BP_ERR_INVALID_ARGUMENT when the model holds no
- * outputs or layer is out of range, BP_ERR_SHAPE_MISMATCH for another count. */
+ * in training mode its dropout), with its input added for a residual layer: bp_model_output_rows x
+ * widths[layer + 1] floats into host, count being that product. Waits for the device. The last
+ * layer's is the model's output; a backward leaves them as they were. In bf16 mode a hidden layer's
+ * output is kept in bf16 and comes back as those values, widened exactly. BP_ERR_INVALID_ARGUMENT
+ * when the model holds no outputs or layer is out of range, BP_ERR_SHAPE_MISMATCH for another
+ * count. */
 BP_API bp_status bp_model_layer_output(const bp_model *model, int layer, float *host, size_t count);
 
 /* What bp_model_predict writes for each row. */

@@ -218,6 +218,29 @@ typedef struct bp_backend_ops {
     bp_status (*act_backward_ex)(bp_device *device, size_t n, const void *z, bp_eltype z_type,
                                  const float *da, float *dz, bp_activation act, float slope);
 
+    /* ---- normalization and residual layers (docs/deep-mlp.md); optional: without them a
+     * backend runs no model with a norm or a residual (bp_model_create refuses it) ---------- */
+
+    /* Normalizes each of rows rows of cols features of x (x_type) as `kind` (model.h):
+     * y[r,c] = bp_norm_forward_elem(x, mean[r], rstd[r], weight[c], bias[c]) stored in y_type;
+     * bias is NULL for RMSNorm (0). The statistics are accumulated in fp32 or wider; mean[r]
+     * (0 for RMSNorm) and rstd[r] are written for norm_backward. */
+    bp_status (*norm_forward)(bp_device *device, bp_norm kind, int rows, int cols, const void *x,
+                              bp_eltype x_type, const float *weight, const float *bias, float eps,
+                              void *y, bp_eltype y_type, float *mean, float *rstd);
+
+    /* The gradient through norm_forward from dy (fp32): dx (fp32; not dy) by
+     * bp_norm_backward_elem; dweight[c] = beta * dweight[c] + sum_r dy * xhat and (LayerNorm,
+     * dbias not NULL) dbias[c] = beta * dbias[c] + sum_r dy, beta 0 or 1, deterministic. */
+    bp_status (*norm_backward)(bp_device *device, bp_norm kind, int rows, int cols, const void *x,
+                               bp_eltype x_type, const float *weight, const float *mean,
+                               const float *rstd, const float *dy, float *dx, float beta,
+                               float *dweight, float *dbias);
+
+    /* y[i] += x[i] (x of x_type, the sum in fp32) for n elements: a residual connection, and
+     * its gradient. */
+    bp_status (*add)(bp_device *device, size_t n, const void *x, bp_eltype x_type, float *y);
+
     /* Collectives across the processes of a data-parallel group, on the device (optional: all
      * NULL means the core sums through host memory over MPI). coll_id makes the group's id on
      * rank 0 (at most BP_COLL_ID_BYTES); the core sends it to the other ranks, and every rank

@@ -61,7 +61,18 @@ static void init_layer(const bp_layer *L, int l, bp_init init, uint64_t seed, fl
             b[i] = 0.0f;
 }
 
+/* A norm starts as PyTorch's does: weight 1, bias 0 (no draws, so the linear layers' weights
+ * are those of the same model without norms). */
+static void init_norm(const bp_layer *L, float *host) {
+    for (int i = 0; i < L->in; ++i)
+        host[L->nw_off + (size_t)i] = 1.0f;
+    for (int i = 0; L->norm == BP_NORM_LAYER && i < L->in; ++i)
+        host[L->nb_off + (size_t)i] = 0.0f;
+}
+
 void bp_init_params(const bp_model *m, bp_init init, float *host) {
-    for (int l = 0; l < m->n_layers; ++l)
+    for (int l = 0; l < m->n_layers; ++l) {
         init_layer(&m->layers[l], l, init, m->seed, host);
+        if (m->layers[l].norm != BP_NORM_NONE) init_norm(&m->layers[l], host);
+    }
 }

@@ -16,11 +16,39 @@ bp_mlp_config bp_mlp_config_default(int n_layers, const int *widths) {
     c.leaky_slope = 0.01f;
     c.init = BP_INIT_TORCH_DEFAULT;
     c.max_batch = 256;
+    c.norm_eps = 1e-5f;
     return c;
 }
 
 /* The largest width a model may have; keeps every size product inside int for BLAS. */
 #define BP_MAX_WIDTH (1 << 24)
+
+/* The norms and residuals: known norms, eps > 0 when one is used, and a residual only where
+ * the layer keeps its width (the sum needs the same shape on both sides). */
+static bp_status check_blocks(const bp_mlp_config *c) {
+    const char *fn = "bp_model_create";
+    int any_norm = 0;
+    for (int i = 0; c->norms && i < c->n_layers; ++i) {
+        if ((unsigned)c->norms[i] >= BP_NORM_COUNT_)
+            return bp_error(BP_ERR_INVALID_ARGUMENT, "%s: norms[%d] is %d, not a norm", fn, i,
+                            (int)c->norms[i]);
+        any_norm |= c->norms[i] != BP_NORM_NONE;
+    }
+    if (any_norm && !(c->norm_eps > 0.0f && isfinite(c->norm_eps)))
+        return bp_error(BP_ERR_INVALID_ARGUMENT, "%s: norm_eps is %g, expected a finite value > 0",
+                        fn, (double)c->norm_eps);
+    for (int i = 0; c->residual && i < c->n_layers; ++i) {
+        if (c->residual[i] != 0 && c->residual[i] != 1)
+            return bp_error(BP_ERR_INVALID_ARGUMENT, "%s: residual[%d] is %d, expected 0 or 1", fn,
+                            i, c->residual[i]);
+        if (c->residual[i] && c->widths[i] != c->widths[i + 1])
+            return bp_error(BP_ERR_INVALID_ARGUMENT,
+                            "%s: layer %d has a residual connection but maps %d features to %d "
+                            "(a residual needs the same width in and out)",
+                            fn, i, c->widths[i], c->widths[i + 1]);
+    }
+    return BP_OK;
+}
 
 static bp_status check_config(const bp_mlp_config *c) {
     const char *fn = "bp_model_create";
@@ -52,6 +80,23 @@ static bp_status check_config(const bp_mlp_config *c) {
     if (c->max_batch < 1 || c->max_batch > BP_MAX_WIDTH)
         return bp_error(BP_ERR_INVALID_ARGUMENT, "%s: max_batch is %d, expected 1..%d", fn,
                         c->max_batch, BP_MAX_WIDTH);
+    return check_blocks(c);
+}
+
+/* A backend without the norm and residual entries runs no model that has one. */
+static bp_status check_backend_blocks(const bp_model *m) {
+    const bp_backend_ops *ops = m->device->ops;
+    if (ops->norm_forward && ops->norm_backward && ops->add) return BP_OK;
+    for (int l = 0; l < m->n_layers; ++l) {
+        const bp_layer *L = &m->layers[l];
+        if (bp_layer_is_block(L))
+            return bp_error(BP_ERR_UNSUPPORTED,
+                            "bp_model_create: layer %d has %s%s%s, which the %s backend cannot "
+                            "run yet (no normalization or residual kernels)",
+                            l, L->norm ? bp_norm_name(L->norm) : "",
+                            L->norm && L->residual ? " and " : "",
+                            L->residual ? "a residual connection" : "", ops->name);
+    }
     return BP_OK;
 }
 
@@ -66,6 +111,19 @@ static void setup_layers(bp_model *m, const bp_mlp_config *c) {
         L->dropout = c->dropout ? c->dropout[l] : 0.0f;
         L->drop_threshold = (uint32_t)llround((double)L->dropout * 16777216.0);
         L->drop_scale = (float)(1.0 / (1.0 - (double)L->dropout));
+        L->norm = c->norms ? c->norms[l] : BP_NORM_NONE;
+        L->residual = c->residual ? c->residual[l] : 0;
+        m->has_blocks |= bp_layer_is_block(L);
+        /* state_dict order: the norm (a module before the Linear) first */
+        L->nw_off = L->nb_off = SIZE_MAX;
+        if (L->norm != BP_NORM_NONE) {
+            L->nw_off = off;
+            off += (size_t)L->in;
+        }
+        if (L->norm == BP_NORM_LAYER) {
+            L->nb_off = off;
+            off += (size_t)L->in;
+        }
         L->w_off = off;
         off += (size_t)L->in * (size_t)L->out;
         L->b_off = off;
@@ -94,11 +152,18 @@ static size_t layout_workspace(bp_model *m, char *base) {
     for (int l = 0; l < m->n_layers; ++l) {
         bp_layer *L = &m->layers[l];
         BP_TAKE(L->z, L->z_bytes);
+        if (L->norm != BP_NORM_NONE) {
+            BP_TAKE(L->h, b * (size_t)L->in * bp_eltype_size(m->gemm_type));
+            BP_TAKE(L->mean, b * sizeof(float));
+            BP_TAKE(L->rstd, b * sizeof(float));
+        }
         if (bp_layer_has_own_output(L))
             BP_TAKE(L->a, b * (size_t)L->out * bp_eltype_size(L->type));
         else
             L->a = L->z;
         if ((size_t)L->out > widest) widest = (size_t)L->out;
+        /* a block's backward also holds the gradient of its input */
+        if (m->has_blocks && (size_t)L->in > widest) widest = (size_t)L->in;
     }
     BP_TAKE(m->dout, b * (size_t)m->widths[m->n_layers] * sizeof(float));
     BP_TAKE(m->dbuf[0], b * widest * sizeof(float));
@@ -107,9 +172,10 @@ static size_t layout_workspace(bp_model *m, char *base) {
         BP_TAKE(m->dz_lp[0], b * widest * 2);
         BP_TAKE(m->dz_lp[1], b * widest * 2);
         BP_TAKE(m->x_lp, b * (size_t)m->widths[0] * 2);
-    } else {
-        BP_TAKE(m->dbuf[1], b * widest * sizeof(float));
     }
+    if (m->gemm_type != BP_EL_BF16 || m->has_blocks)
+        BP_TAKE(m->dbuf[1], b * widest * sizeof(float));
+    if (m->has_blocks) BP_TAKE(m->dbuf[2], b * widest * sizeof(float));
     if (any_fused_bwd(m)) BP_TAKE(m->bgrad, widest * sizeof(float));
     if (m->scratch_bytes) BP_TAKE(m->scratch, m->scratch_bytes);
     BP_TAKE(m->row_loss, b * sizeof(float));
@@ -189,8 +255,10 @@ bp_model *bp_model_create(bp_device *device, const bp_mlp_config *config, bp_sta
         m->leaky_slope = config->leaky_slope;
         m->seed = config->seed;
         m->max_batch = config->max_batch;
+        m->norm_eps = config->norm_eps;
         setup_layers(m, config);
-        st = bp_model_setup_precision(m, config->precision);
+        st = check_backend_blocks(m);
+        if (st == BP_OK) st = bp_model_setup_precision(m, config->precision);
         if (st == BP_OK) st = alloc_buffers(m);
     }
     if (st == BP_OK) st = init_weights(m, config->init);
@@ -252,6 +320,35 @@ float bp_model_leaky_slope(const bp_model *model) {
     return model ? model->leaky_slope : 0.0f;
 }
 
+bp_norm bp_model_norm(const bp_model *model, int layer) {
+    if (!model || layer < 0 || layer >= model->n_layers) return BP_NORM_NONE;
+    return model->layers[layer].norm;
+}
+
+int bp_model_residual(const bp_model *model, int layer) {
+    if (!model || layer < 0 || layer >= model->n_layers) return 0;
+    return model->layers[layer].residual;
+}
+
+float bp_model_norm_eps(const bp_model *model) {
+    return model ? model->norm_eps : 0.0f;
+}
+
+bp_status bp_model_norm_offsets(const bp_model *model, int layer, size_t *weight_offset,
+                                size_t *bias_offset) {
+    const char *fn = "bp_model_norm_offsets";
+    if (!model) return bp_error(BP_ERR_INVALID_ARGUMENT, "%s: model is NULL", fn);
+    if (layer < 0 || layer >= model->n_layers)
+        return bp_error(BP_ERR_INVALID_ARGUMENT, "%s: layer %d is out of range [0, %d)", fn, layer,
+                        model->n_layers);
+    const bp_layer *L = &model->layers[layer];
+    if (L->norm == BP_NORM_NONE)
+        return bp_error(BP_ERR_INVALID_ARGUMENT, "%s: layer %d has no norm", fn, layer);
+    if (weight_offset) *weight_offset = L->nw_off;
+    if (bias_offset) *bias_offset = L->nb_off;
+    return BP_OK;
+}
+
 uint64_t bp_model_seed(const bp_model *model) {
     return model ? model->seed : 0;
 }
@@ -299,10 +396,17 @@ bp_status bp_model_get_grads(const bp_model *model, float *host, size_t count) {
     return model->device->ops->download(model->device, host, model->grads, count * sizeof(float));
 }
 
-/* Names flat index i as "layer L weight [r, c]" or "layer L bias [r]". */
+/* Names flat index i as "layer L weight [r, c]", "layer L bias [r]" or "layer L norm weight
+ * [c]" / "layer L norm bias [c]". */
 static void name_param(const bp_model *m, size_t i, char *buf, size_t size) {
     for (int l = 0; l < m->n_layers; ++l) {
         const bp_layer *L = &m->layers[l];
+        if (L->norm != BP_NORM_NONE && i < L->w_off) {
+            int is_w = i < L->nw_off + (size_t)L->in;
+            snprintf(buf, size, "layer %d norm %s [%zu]", l, is_w ? "weight" : "bias",
+                     i - (is_w ? L->nw_off : L->nb_off));
+            return;
+        }
         if (i < L->b_off) {
             size_t k = i - L->w_off;
             snprintf(buf, size, "layer %d weight [%zu, %zu]", l, k / (size_t)L->in,

@@ -23,6 +23,14 @@ typedef struct bp_layer {
      * activation keeps in z the backend's saved state of it (BP_EPI_BIAS_ACT's aux). */
     void *z, *a;
     size_t z_bytes;
+    /* The norm of the layer's input (docs/deep-mlp.md): its weight and bias offsets (nb_off
+     * SIZE_MAX for RMSNorm); h [max_batch, in] of gemm_type holds the normalized input, the
+     * GEMMs' operand; mean and rstd [max_batch] the row statistics backward reads. */
+    bp_norm norm;
+    size_t nw_off, nb_off;
+    void *h;
+    float *mean, *rstd;
+    int residual;  /* out = the layer's input + dropout(act(z)) (in == out) */
     int fused_fwd; /* the forward GEMM adds the bias and applies act (BP_EPI_BIAS_ACT) */
     int fused_bwd; /* act' and the bias gradient come from the layer above's dX GEMM */
     void *plan[BP_GEMM_COUNT];
@@ -30,7 +38,12 @@ typedef struct bp_layer {
 
 /* A layer's output needs its own buffer unless it is z itself (identity, no dropout). */
 static inline int bp_layer_has_own_output(const bp_layer *L) {
-    return L->act != BP_ACT_IDENTITY || L->drop_threshold != 0;
+    return L->act != BP_ACT_IDENTITY || L->drop_threshold != 0 || L->residual;
+}
+
+/* A layer with a norm or a residual: it runs unfused, and its backward has a step of its own. */
+static inline int bp_layer_is_block(const bp_layer *L) {
+    return L->norm != BP_NORM_NONE || L->residual;
 }
 
 /* Scalars kept on the device so a step reads back at most once. */
@@ -42,6 +55,8 @@ struct bp_model {
     int *widths;
     bp_layer *layers;
     float leaky_slope;
+    float norm_eps;
+    int has_blocks; /* some layer has a norm or a residual */
     uint64_t seed;
     int max_batch;
     size_t n_params;
@@ -53,7 +68,8 @@ struct bp_model {
     void *workspace;       /* one block: layer z/a, dout, gradient buffers, row losses, ... */
     size_t workspace_bytes;
     float *dout;    /* loss gradient, [max_batch, widths[n]] */
-    float *dbuf[2]; /* fp32 gradients between layers, [max_batch, widest] (bf16: dbuf[0]) */
+    float *dbuf[3]; /* fp32 gradients between layers, [max_batch, widest] (bf16: dbuf[0]);
+                       a model with a block layer has all three, as wide as its widest width */
     void *dz_lp[2]; /* bf16 mode: the gradients entering the GEMMs, [max_batch, widest] */
     void *x_lp;     /* bf16 mode: the last forward's input rounded to bf16 */
     float *bgrad;   /* [widest]: a fused bias gradient before it is added (accumulating) */

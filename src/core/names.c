@@ -51,6 +51,7 @@ BP_NAME_TABLE(bp_names_activation, "an activation", "identity", "relu", "leaky_r
               "tanh", "gelu", "gelu_tanh", "silu");
 BP_NAME_TABLE(bp_names_init, "an init scheme", "torch_default", "he_uniform", "he_normal",
               "xavier_uniform", "xavier_normal");
+BP_NAME_TABLE(bp_names_norm, "a norm", "none", "layernorm", "rmsnorm");
 BP_NAME_TABLE(bp_names_mode, "a mode", "inference", "training");
 BP_NAME_TABLE(bp_names_precision, "a precision", "fp32", "tf32", "bf16");
 BP_NAME_TABLE(bp_names_predict_output, "a prediction output", "logits", "softmax", "sigmoid",
@@ -65,6 +66,7 @@ BP_NAME_PAIR(bp_device_kind, bp_names_device_kind)
 BP_NAME_PAIR(bp_dtype, bp_names_dtype)
 BP_NAME_PAIR(bp_activation, bp_names_activation)
 BP_NAME_PAIR(bp_init, bp_names_init)
+BP_NAME_PAIR(bp_norm, bp_names_norm)
 BP_NAME_PAIR(bp_mode, bp_names_mode)
 BP_NAME_PAIR(bp_precision, bp_names_precision)
 BP_NAME_PAIR(bp_predict_output, bp_names_predict_output)

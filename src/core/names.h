@@ -20,7 +20,7 @@ typedef struct bp_name_table {
 /* The tables (src/core/names.c, src/io/data_names.c); the checkpoint reads and writes through
  * them too. */
 extern const bp_name_table bp_names_device_kind, bp_names_dtype, bp_names_activation, bp_names_init,
-    bp_names_mode, bp_names_precision, bp_names_predict_output, bp_names_loss_kind,
+    bp_names_norm, bp_names_mode, bp_names_precision, bp_names_predict_output, bp_names_loss_kind,
     bp_names_optim_kind, bp_names_schedule_kind, bp_names_plateau_mode, bp_names_threshold_mode,
     bp_names_target_kind, bp_names_csv_target, bp_names_scaling_kind, bp_names_data_format,
     bp_names_data_hint;

@@ -11,17 +11,50 @@ static uint64_t dropout_stream(uint64_t call, int layer) {
     return (call << 16) | (uint64_t)layer;
 }
 
-/* Layer l of a forward on rows rows of in (gemm_type). The three forms round at the same
- * points (docs/precision.md): fused, the GEMM's epilogue adds the bias and applies act in fp32
- * and stores a; an fp32 layer adds them in place on the fp32 product; a bf16 layer makes z and
- * a from the fp32 product in dbuf[0], applying dropout before a is rounded. */
-static bp_status layer_forward(bp_model *m, int l, const void *in, int rows, int training,
+/* The input of layer l as stored: the caller's fp32 x for layer 0, else the layer below's
+ * output (bf16 below a bf16 model's hidden layer). */
+static const void *layer_input(const bp_model *m, int l, const float *x, bp_eltype *type) {
+    *type = l > 0 ? m->layers[l - 1].type : BP_EL_F32;
+    return l > 0 ? m->layers[l - 1].a : (const void *)x;
+}
+
+/* What layer l's GEMMs multiply (gemm_type): its normalized input, else its input. */
+static const void *gemm_input(const bp_model *m, int l, const float *x) {
+    if (m->layers[l].norm != BP_NORM_NONE) return m->layers[l].h;
+    if (l > 0) return m->layers[l - 1].a;
+    return m->x_lp ? m->x_lp : (const void *)x;
+}
+
+static bp_status norm_forward(bp_model *m, int l, const float *x, int rows) {
+    const bp_layer *L = &m->layers[l];
+    bp_eltype type;
+    const void *in = layer_input(m, l, x, &type);
+    const float *bias = L->norm == BP_NORM_LAYER ? m->params + L->nb_off : NULL;
+    return m->device->ops->norm_forward(m->device, L->norm, rows, L->in, in, type,
+                                        m->params + L->nw_off, bias, m->norm_eps, L->h,
+                                        m->gemm_type, L->mean, L->rstd);
+}
+
+/* a += the layer's input: the residual, added in fp32 after dropout. */
+static bp_status residual_add(bp_model *m, int l, const float *x, int rows, float *a) {
+    bp_eltype type;
+    const void *in = layer_input(m, l, x, &type);
+    return m->device->ops->add(m->device, (size_t)rows * (size_t)m->layers[l].in, in, type, a);
+}
+
+/* Layer l of a forward on rows rows of x (the model's input). The three forms round at the
+ * same points (docs/precision.md): fused, the GEMM's epilogue adds the bias and applies act in
+ * fp32 and stores a; an fp32 layer adds them in place on the fp32 product; a bf16 layer makes z
+ * and a from the fp32 product in dbuf[0], applying dropout and the residual before a is
+ * rounded. A norm first makes the GEMM's operand h from the layer's input. */
+static bp_status layer_forward(bp_model *m, int l, const float *x, int rows, int training,
                                uint64_t call, int64_t row0) {
     const bp_backend_ops *ops = m->device->ops;
     bp_device *d = m->device;
     bp_layer *L = &m->layers[l];
-    bp_gemm_desc g = bp_gemm_forward(m, l, rows, in);
-    bp_status st = bp_model_gemm(m, &g, L->plan[BP_GEMM_FWD]);
+    bp_status st = L->norm != BP_NORM_NONE ? norm_forward(m, l, x, rows) : BP_OK;
+    bp_gemm_desc g = bp_gemm_forward(m, l, rows, gemm_input(m, l, x));
+    if (st == BP_OK) st = bp_model_gemm(m, &g, L->plan[BP_GEMM_FWD]);
     if (st != BP_OK || L->fused_fwd) return st;
     size_t n = (size_t)rows * (size_t)L->out;
     int drop = training && L->drop_threshold;
@@ -31,15 +64,18 @@ static bp_status layer_forward(bp_model *m, int l, const void *in, int rows, int
         if (st == BP_OK && drop)
             st = ops->dropout(d, n, L->a, L->a, m->seed, dropout_stream(call, l),
                               (uint64_t)row0 * (uint64_t)L->out, L->drop_threshold, L->drop_scale);
+        if (st == BP_OK && L->residual) st = residual_add(m, l, x, rows, L->a);
         return st;
     }
     float *acc = m->dbuf[0];
-    st = ops->bias_act_forward_ex(d, rows, L->out, bias, acc, L->z, L->type, drop ? acc : L->a,
-                                  drop ? BP_EL_F32 : L->type, L->act, m->leaky_slope);
+    int via_acc = drop || L->residual;
+    st = ops->bias_act_forward_ex(d, rows, L->out, bias, acc, L->z, L->type, via_acc ? acc : L->a,
+                                  via_acc ? BP_EL_F32 : L->type, L->act, m->leaky_slope);
     if (st == BP_OK && drop)
         st = ops->dropout(d, n, acc, acc, m->seed, dropout_stream(call, l),
                           (uint64_t)row0 * (uint64_t)L->out, L->drop_threshold, L->drop_scale);
-    if (st == BP_OK && drop) st = ops->cast(d, n, acc, BP_EL_F32, L->a, L->type);
+    if (st == BP_OK && L->residual) st = residual_add(m, l, x, rows, acc);
+    if (st == BP_OK && via_acc) st = ops->cast(d, n, acc, BP_EL_F32, L->a, L->type);
     return st;
 }
 
@@ -48,17 +84,12 @@ bp_status bp_model_forward_rows(bp_model *m, const float *x, int rows, bp_mode m
     int training = mode == BP_MODE_TRAINING;
     m->trained_forward = 0;
     m->have_loss = 0;
-    const void *in = x;
     bp_status st = BP_OK;
-    if (m->x_lp) {
+    if (m->x_lp)
         st = m->device->ops->cast(m->device, (size_t)rows * (size_t)m->widths[0], x, BP_EL_F32,
                                   m->x_lp, BP_EL_BF16);
-        in = m->x_lp;
-    }
-    for (int l = 0; l < m->n_layers && st == BP_OK; ++l) {
-        st = layer_forward(m, l, in, rows, training, call, row0);
-        in = m->layers[l].a;
-    }
+    for (int l = 0; l < m->n_layers && st == BP_OK; ++l)
+        st = layer_forward(m, l, x, rows, training, call, row0);
     if (st != BP_OK) return st;
     m->x = x;
     m->batch = rows;
@@ -267,6 +298,67 @@ static bp_status layer_dx(bp_model *m, int l, grad_state *gs, int overwrite) {
     return st;
 }
 
+/* One of the three fp32 gradient buffers of a model with blocks that is neither a nor b. */
+static float *spare_dbuf(const bp_model *m, const void *a, const void *b) {
+    for (int k = 0; k < 2; ++k)
+        if (m->dbuf[k] != a && m->dbuf[k] != b) return m->dbuf[k];
+    return m->dbuf[2];
+}
+
+/* The gradient through a block layer's norm: into a spare buffer, from g. */
+static bp_status norm_backward(bp_model *m, int l, const float *g, float *out, float beta) {
+    const bp_layer *L = &m->layers[l];
+    bp_eltype type;
+    const void *in = layer_input(m, l, m->x, &type);
+    float *dbias = L->norm == BP_NORM_LAYER ? m->grads + L->nb_off : NULL;
+    return m->device->ops->norm_backward(m->device, L->norm, m->batch, L->in, in, type,
+                                         m->params + L->nw_off, L->mean, L->rstd, g, out, beta,
+                                         m->grads + L->nw_off, dbias);
+}
+
+/* The backward of a block layer (norm, residual, or both), unfused: S, the gradient of its
+ * output, stays whole until the residual adds it to the gradient of its input; the dz, the
+ * dX product and the norm's gradient each go to a buffer the step still needs none of. */
+static bp_status block_backward(bp_model *m, int l, grad_state *gs, float *dx, int overwrite) {
+    const bp_backend_ops *ops = m->device->ops;
+    bp_device *d = m->device;
+    const bp_layer *L = &m->layers[l];
+    int rows = m->batch;
+    float beta = overwrite ? 0.0f : 1.0f;
+    const float *S = gs->src;
+    float *D = (float *)S;
+    bp_status st = BP_OK;
+    if (L->act != BP_ACT_IDENTITY || L->drop_threshold) {
+        D = spare_dbuf(m, S, NULL);
+        st = layer_dz(m, L, l, S, D);
+    }
+    if (st == BP_OK) st = ops->col_sum(d, rows, L->out, D, beta, m->grads + L->b_off);
+    const void *dz = D;
+    if (st == BP_OK && m->gemm_type == BP_EL_BF16) {
+        gs->lp ^= 1;
+        st =
+            ops->cast(d, (size_t)rows * (size_t)L->out, D, BP_EL_F32, m->dz_lp[gs->lp], BP_EL_BF16);
+        dz = m->dz_lp[gs->lp];
+    }
+    bp_gemm_desc g = bp_gemm_dw(m, l, rows, dz, gemm_input(m, l, m->x), beta);
+    if (st == BP_OK) st = bp_model_gemm(m, &g, L->plan[BP_GEMM_DW]);
+    /* layer 0's norm still needs the gradient of h for its own weight and bias */
+    if (st != BP_OK || (l == 0 && !dx && L->norm == BP_NORM_NONE)) return st;
+    float *G = spare_dbuf(m, S, D), *E = G;
+    g = bp_gemm_dx(m, l, rows, dz, G, 1);
+    st = bp_model_gemm(m, &g, L->plan[BP_GEMM_DX]);
+    if (st == BP_OK && L->norm != BP_NORM_NONE) {
+        E = spare_dbuf(m, S, G);
+        st = norm_backward(m, l, G, E, beta);
+    }
+    size_t n_in = (size_t)rows * (size_t)L->in;
+    if (st == BP_OK && L->residual) st = ops->add(d, n_in, S, BP_EL_F32, E);
+    if (st == BP_OK && l == 0 && dx) st = ops->copy(d, dx, E, n_in * sizeof(float));
+    gs->src = E;
+    gs->dz = NULL;
+    return st;
+}
+
 bp_status bp_model_backward_rows(bp_model *m, float *dx, int overwrite) {
     int rows = m->batch;
     float beta = overwrite ? 0.0f : 1.0f;
@@ -274,10 +366,13 @@ bp_status bp_model_backward_rows(bp_model *m, float *dx, int overwrite) {
     bp_status st = BP_OK;
     for (int l = m->n_layers - 1; l >= 0 && st == BP_OK; --l) {
         const bp_layer *L = &m->layers[l];
+        if (bp_layer_is_block(L)) {
+            st = block_backward(m, l, &gs, dx, overwrite);
+            continue;
+        }
         if (!gs.dz) st = layer_grad_in(m, l, &gs, beta);
-        const void *in = l > 0 ? m->layers[l - 1].a : m->x_lp ? m->x_lp : (const void *)m->x;
         if (st == BP_OK) {
-            bp_gemm_desc g = bp_gemm_dw(m, l, rows, gs.dz, in, beta);
+            bp_gemm_desc g = bp_gemm_dw(m, l, rows, gs.dz, gemm_input(m, l, m->x), beta);
             st = bp_model_gemm(m, &g, L->plan[BP_GEMM_DW]);
         }
         if (st == BP_OK && l > 0) {

@@ -207,6 +207,10 @@ bp_status bp_model_gemm(bp_model *m, const bp_gemm_desc *g, void *plan) {
 static int may_fuse(const bp_model *m, int l) {
     const bp_layer *L = &m->layers[l];
     if (L->drop_threshold) return 0; /* dropout sits between the activation and the next GEMM */
+    /* A block layer runs unfused, and the layer below one cannot take its derivative from the
+     * block's dX GEMM (a norm and a residual sit between them). */
+    if (bp_layer_is_block(L) || (l + 1 < m->n_layers && bp_layer_is_block(&m->layers[l + 1])))
+        return 0;
     if (L->act == BP_ACT_IDENTITY) return 1;
     /* The derivative is fused into the dX GEMM of the layer above, so the last layer has none */
     return l + 1 < m->n_layers && (L->act == BP_ACT_RELU || L->act == BP_ACT_GELU_TANH);

@@ -133,6 +133,9 @@ const bp_backend_ops bp_cpu_ops = {
     .cast = bp_cpu_cast,
     .bias_act_forward_ex = bp_cpu_bias_act_forward_ex,
     .act_backward_ex = bp_cpu_act_backward_ex,
+    .norm_forward = bp_cpu_norm_forward,
+    .norm_backward = bp_cpu_norm_backward,
+    .add = bp_cpu_add,
 #if BP_HAVE_ONEDNN
     .gemm_plan = bp_dnnl_gemm_plan,
     .gemm_plan_free = bp_dnnl_gemm_plan_free,

@@ -6,9 +6,20 @@
 #include <stdint.h>
 
 #include "core/backend.h"
+#include "kernels/bp_math.h"
 
 #ifndef BP_HAVE_ONEDNN
 #define BP_HAVE_ONEDNN 0
+/* Normalization and residual layers (cpu_norm.c). */
+bp_status bp_cpu_norm_forward(bp_device *device, bp_norm kind, int rows, int cols, const void *x,
+                              bp_eltype x_type, const float *weight, const float *bias, float eps,
+                              void *y, bp_eltype y_type, float *mean, float *rstd);
+bp_status bp_cpu_norm_backward(bp_device *device, bp_norm kind, int rows, int cols, const void *x,
+                               bp_eltype x_type, const float *weight, const float *mean,
+                               const float *rstd, const float *dy, float *dx, float beta,
+                               float *dweight, float *dbias);
+bp_status bp_cpu_add(bp_device *device, size_t n, const void *x, bp_eltype x_type, float *y);
+
 #endif
 
 /* The CPU device's state (device->impl). */
@@ -57,6 +68,19 @@ static inline float bp_cpu_row_max(const float *x, int cols) {
     for (int j = 1; j < cols; ++j)
         m = x[j] > m ? x[j] : m;
     return m;
+}
+
+/* Element i of a buffer of type, as fp32 (bf16 widens exactly), and stored back (bf16 rounds
+ * by bp_f32_to_bf16). */
+static inline float bp_cpu_load(const void *p, bp_eltype type, size_t i) {
+    return type == BP_EL_BF16 ? bp_bf16_to_f32(((const uint16_t *)p)[i]) : ((const float *)p)[i];
+}
+
+static inline void bp_cpu_store(void *p, bp_eltype type, size_t i, float v) {
+    if (type == BP_EL_BF16)
+        ((uint16_t *)p)[i] = bp_f32_to_bf16(v);
+    else
+        ((float *)p)[i] = v;
 }
 
 /* fp32 C = alpha op(A) op(B) + beta C through the build's engine (oneDNN's sgemm, or CBLAS),
@@ -126,5 +150,15 @@ bp_status bp_cpu_bias_act_forward_ex(bp_device *device, int rows, int cols, cons
                                      bp_eltype a_type, bp_activation act, float slope);
 bp_status bp_cpu_act_backward_ex(bp_device *device, size_t n, const void *z, bp_eltype z_type,
                                  const float *da, float *dz, bp_activation act, float slope);
+
+/* Normalization and residual layers (cpu_norm.c). */
+bp_status bp_cpu_norm_forward(bp_device *device, bp_norm kind, int rows, int cols, const void *x,
+                              bp_eltype x_type, const float *weight, const float *bias, float eps,
+                              void *y, bp_eltype y_type, float *mean, float *rstd);
+bp_status bp_cpu_norm_backward(bp_device *device, bp_norm kind, int rows, int cols, const void *x,
+                               bp_eltype x_type, const float *weight, const float *mean,
+                               const float *rstd, const float *dy, float *dx, float beta,
+                               float *dweight, float *dbias);
+bp_status bp_cpu_add(bp_device *device, size_t n, const void *x, bp_eltype x_type, float *y);
 
 #endif

@@ -7,16 +7,8 @@
 #include "cpu/cpu_internal.h"
 #include "kernels/bp_math.h"
 
-static inline float load(const void *p, bp_eltype type, size_t i) {
-    return type == BP_EL_BF16 ? bp_bf16_to_f32(((const uint16_t *)p)[i]) : ((const float *)p)[i];
-}
-
-static inline void store(void *p, bp_eltype type, size_t i, float v) {
-    if (type == BP_EL_BF16)
-        ((uint16_t *)p)[i] = bp_f32_to_bf16(v);
-    else
-        ((float *)p)[i] = v;
-}
+#define load  bp_cpu_load
+#define store bp_cpu_store
 
 bp_status bp_cpu_cast(bp_device *device, size_t n, const void *src, bp_eltype src_type, void *dst,
                       bp_eltype dst_type) {

@@ -43,6 +43,9 @@ static const bp_backend_ops bp_cuda_ops = {
     .cast = bp_cuda_cast,
     .bias_act_forward_ex = bp_cuda_bias_act_forward_ex,
     .act_backward_ex = bp_cuda_act_backward_ex,
+    .norm_forward = bp_cuda_norm_forward,
+    .norm_backward = bp_cuda_norm_backward,
+    .add = bp_cuda_add,
 #ifdef BP_HAVE_NCCL
     .coll_id = bp_cuda_coll_id,
     .coll_init = bp_cuda_coll_init,

@@ -137,6 +137,14 @@ bp_status bp_cuda_bias_act_forward_ex(bp_device *device, int rows, int cols, con
                                       bp_eltype a_type, bp_activation act, float slope);
 bp_status bp_cuda_act_backward_ex(bp_device *device, size_t n, const void *z, bp_eltype z_type,
                                   const float *da, float *dz, bp_activation act, float slope);
+bp_status bp_cuda_norm_forward(bp_device *device, bp_norm kind, int rows, int cols, const void *x,
+                               bp_eltype x_type, const float *weight, const float *bias, float eps,
+                               void *y, bp_eltype y_type, float *mean, float *rstd);
+bp_status bp_cuda_norm_backward(bp_device *device, bp_norm kind, int rows, int cols, const void *x,
+                                bp_eltype x_type, const float *weight, const float *mean,
+                                const float *rstd, const float *dy, float *dx, float beta,
+                                float *dweight, float *dbias);
+bp_status bp_cuda_add(bp_device *device, size_t n, const void *x, bp_eltype x_type, float *y);
 
 /* In cuda_nccl.c, built with NCCL only. */
 bp_status bp_cuda_coll_id(bp_device *device, void *id, size_t size);

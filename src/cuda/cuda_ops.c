@@ -203,3 +203,39 @@ bp_status bp_cuda_act_backward_ex(bp_device *device, size_t n, const void *z, bp
                 eltype_name(z_type));
     return BP_OK;
 }
+
+bp_status bp_cuda_norm_forward(bp_device *device, bp_norm kind, int rows, int cols, const void *x,
+                               bp_eltype x_type, const float *weight, const float *bias, float eps,
+                               void *y, bp_eltype y_type, float *mean, float *rstd) {
+    if (rows <= 0 || cols <= 0) return BP_OK;
+    BP_CUDA_ENTER(device);
+    BP_CUDA_TRY(device,
+                bp_cu_norm_forward(stream_of(device), kind, rows, cols, x, x_type, weight, bias,
+                                   eps, y, y_type, mean, rstd),
+                "norm_forward kernel (%s, rows=%d, cols=%d, x %s, y %s)",
+                kind == BP_NORM_LAYER ? "layernorm" : "rmsnorm", rows, cols, eltype_name(x_type),
+                eltype_name(y_type));
+    return BP_OK;
+}
+
+bp_status bp_cuda_norm_backward(bp_device *device, bp_norm kind, int rows, int cols, const void *x,
+                                bp_eltype x_type, const float *weight, const float *mean,
+                                const float *rstd, const float *dy, float *dx, float beta,
+                                float *dweight, float *dbias) {
+    if (rows <= 0 || cols <= 0) return BP_OK;
+    BP_CUDA_ENTER(device);
+    BP_CUDA_TRY(device,
+                bp_cu_norm_backward(stream_of(device), kind, rows, cols, x, x_type, weight, mean,
+                                    rstd, dy, dx, beta, dweight, dbias),
+                "norm_backward kernels (%s, rows=%d, cols=%d, x %s)",
+                kind == BP_NORM_LAYER ? "layernorm" : "rmsnorm", rows, cols, eltype_name(x_type));
+    return BP_OK;
+}
+
+bp_status bp_cuda_add(bp_device *device, size_t n, const void *x, bp_eltype x_type, float *y) {
+    if (n == 0) return BP_OK;
+    BP_CUDA_ENTER(device);
+    BP_CUDA_TRY(device, bp_cu_add(stream_of(device), n, x, x_type, y), "add kernel (n=%zu, x %s)",
+                n, eltype_name(x_type));
+    return BP_OK;
+}

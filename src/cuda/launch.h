@@ -81,6 +81,17 @@ cudaError_t bp_cu_act_backward_ex(cudaStream_t stream, size_t n, const void *z, 
                                   const float *da, float *dz, bp_activation act, float slope);
 cudaError_t bp_cu_update_bf16(cudaStream_t stream, const bp_update_args *args);
 
+/* Norm and residual layers (kernels/norm.cu); semantics of norm_forward, norm_backward and add
+ * in core/backend.h. */
+cudaError_t bp_cu_norm_forward(cudaStream_t stream, bp_norm kind, int rows, int cols, const void *x,
+                               bp_eltype x_type, const float *weight, const float *bias, float eps,
+                               void *y, bp_eltype y_type, float *mean, float *rstd);
+cudaError_t bp_cu_norm_backward(cudaStream_t stream, bp_norm kind, int rows, int cols,
+                                const void *x, bp_eltype x_type, const float *weight,
+                                const float *mean, const float *rstd, const float *dy, float *dx,
+                                float beta, float *dweight, float *dbias);
+cudaError_t bp_cu_add(cudaStream_t stream, size_t n, const void *x, bp_eltype x_type, float *y);
+
 #ifdef __cplusplus
 }
 #endif

@@ -30,6 +30,9 @@ typedef struct ckpt_model {
     int *widths;         /* n_layers + 1 */
     bp_activation *acts; /* n_layers */
     float *dropout;      /* n_layers */
+    bp_norm *norms;      /* n_layers */
+    int *residual;       /* n_layers */
+    float norm_eps;
     float leaky_slope;
     uint64_t seed, rng_counter;
     int max_batch;
@@ -40,6 +43,8 @@ static void ckpt_model_free(ckpt_model *cm) {
     free(cm->widths);
     free(cm->acts);
     free(cm->dropout);
+    free(cm->norms);
+    free(cm->residual);
 }
 
 static bp_status ckpt_model_alloc(ckpt_model *cm, int n_layers, const char *path) {
@@ -47,7 +52,9 @@ static bp_status ckpt_model_alloc(ckpt_model *cm, int n_layers, const char *path
     cm->widths = calloc((size_t)n_layers + 1, sizeof *cm->widths);
     cm->acts = calloc((size_t)n_layers, sizeof *cm->acts);
     cm->dropout = calloc((size_t)n_layers, sizeof *cm->dropout);
-    if (!cm->widths || !cm->acts || !cm->dropout)
+    cm->norms = calloc((size_t)n_layers, sizeof *cm->norms);
+    cm->residual = calloc((size_t)n_layers, sizeof *cm->residual);
+    if (!cm->widths || !cm->acts || !cm->dropout || !cm->norms || !cm->residual)
         return bp_error(BP_ERR_OUT_OF_MEMORY, "%s: no host memory", path);
     return BP_OK;
 }
@@ -113,22 +120,45 @@ static void plan_add(plan *p, const char *name, int ndim, uint64_t d0, uint64_t 
     it->offset = offset;
 }
 
-/* Parameters in the flat layout W0, b0, W1, b1, ... (see model.h); with suffix, the state
- * tensors "optimizer.<param>.<suffix>" at base + the parameter's offset. */
+/* One parameter tensor "<pre><module>.<what><dot><suffix>" into the plan at base + *off. */
+static void plan_one(plan *p, const char *module, const char *what, const char *suffix, int ndim,
+                     uint64_t d0, uint64_t d1, size_t base, size_t *off) {
+    char name[64]; /* at most 39 used: "optimizer.1023.body.1.weight.exp_avg_sq" */
+    size_t at = *off;
+    *off += (size_t)(d0 * (ndim == 2 ? d1 : 1));
+    int len = snprintf(name, sizeof name, "%s%s.%s%s%s", suffix ? "optimizer." : "", module, what,
+                       suffix ? "." : "", suffix ? suffix : "");
+    if (len > 0 && (size_t)len < sizeof name) plan_add(p, name, ndim, d0, d1, base + at);
+}
+
+/* Parameters in the flat layout of model.h; with suffix, the state tensors
+ * "optimizer.<param>.<suffix>" at base + the parameter's offset. The names are those of the
+ * PyTorch module of docs/deep-mlp.md: an nn.Sequential whose layer l is its norm (if any), its
+ * Linear, its activation and dropout modules (where they exist), or, for a residual layer, one
+ * Residual module holding those in its nn.Sequential "body". */
 static void plan_params(plan *p, const ckpt_model *cm, const char *suffix, size_t base) {
-    char name[64];
+    char module[32];
     size_t off = 0;
-    int seq = 0; /* the nn.Sequential index of layer l's Linear */
+    int seq = 0; /* the top-level nn.Sequential index of layer l's next module */
     for (int l = 0; l < cm->n_layers; ++l) {
         uint64_t in = (uint64_t)cm->widths[l], out = (uint64_t)cm->widths[l + 1];
-        const char *pre = suffix ? "optimizer." : "", *dot = suffix ? "." : "";
-        snprintf(name, sizeof name, "%s%d.weight%s%s", pre, seq, dot, suffix ? suffix : "");
-        plan_add(p, name, 2, out, in, base + off);
-        off += (size_t)(in * out);
-        snprintf(name, sizeof name, "%s%d.bias%s%s", pre, seq, dot, suffix ? suffix : "");
-        plan_add(p, name, 1, out, 0, base + off);
-        off += (size_t)out;
-        seq += 1 + (cm->acts[l] != BP_ACT_IDENTITY) + (cm->dropout[l] > 0.0f);
+        int res = cm->residual[l], k = 0; /* k: the index inside a residual's body */
+        if (cm->norms[l] != BP_NORM_NONE) {
+            if (res)
+                snprintf(module, sizeof module, "%d.body.%d", seq, k++);
+            else
+                snprintf(module, sizeof module, "%d", seq++);
+            plan_one(p, module, "weight", suffix, 1, in, 0, base, &off);
+            if (cm->norms[l] == BP_NORM_LAYER)
+                plan_one(p, module, "bias", suffix, 1, in, 0, base, &off);
+        }
+        if (res)
+            snprintf(module, sizeof module, "%d.body.%d", seq, k);
+        else
+            snprintf(module, sizeof module, "%d", seq);
+        plan_one(p, module, "weight", suffix, 2, out, in, base, &off);
+        plan_one(p, module, "bias", suffix, 1, out, 0, base, &off);
+        seq += res ? 1 : 1 + (cm->acts[l] != BP_ACT_IDENTITY) + (cm->dropout[l] > 0.0f);
     }
     p->floats = base + off;
 }
@@ -140,7 +170,7 @@ static bp_status make_plan(plan *p, const ckpt_model *cm, const bp_optim_config 
     int n_state = config ? state_names(config, names) : 1;
     p->n = 0;
     p->floats = 0;
-    p->items = malloc(sizeof *p->items * 2 * (size_t)cm->n_layers * (size_t)n_state + 1);
+    p->items = malloc(sizeof *p->items * 4 * (size_t)cm->n_layers * (size_t)n_state + 1);
     if (!p->items) return bp_error(BP_ERR_OUT_OF_MEMORY, "%s: no host memory", path);
     if (!config) plan_params(p, cm, NULL, 0);
     for (int s = 0; config && s < n_state; ++s)
@@ -343,7 +373,7 @@ static int mr_name(mreader *r, const char *key, const bp_name_table *t) {
 }
 
 /* Item kinds of a comma-separated list. */
-enum { LIST_WIDTH, LIST_ACT, LIST_DROPOUT };
+enum { LIST_WIDTH, LIST_ACT, LIST_DROPOUT, LIST_NORM, LIST_FLAG };
 
 static int parse_item(const char *tok, int kind, void *out, size_t k) {
     long long w = 0;
@@ -358,6 +388,14 @@ static int parse_item(const char *tok, int kind, void *out, size_t k) {
         if ((a = bp_name_find(&bp_names_activation, tok)) < 0) return 0;
         ((bp_activation *)out)[k] = (bp_activation)a;
         return 1;
+    case LIST_NORM:
+        if ((a = bp_name_find(&bp_names_norm, tok)) < 0) return 0;
+        ((bp_norm *)out)[k] = (bp_norm)a;
+        return 1;
+    case LIST_FLAG:
+        if (!parse_int(tok, 0, 1, &w)) return 0;
+        ((int *)out)[k] = (int)w;
+        return 1;
     default:
         if (!parse_float(tok, &p) || !(p >= 0.0f && p < 1.0f)) return 0;
         ((float *)out)[k] = p;
@@ -368,7 +406,7 @@ static int parse_item(const char *tok, int kind, void *out, size_t k) {
 /* A list of exactly n items of kind into out. */
 static void mr_list(mreader *r, const char *key, int kind, void *out, int n) {
     static const char *const wants[] = {"widths in 1..16777216", "activation names",
-                                        "probabilities in [0, 1)"};
+                                        "probabilities in [0, 1)", "norm names", "flags (0 or 1)"};
     const char *v = mr_get(r, key), *s = v;
     int k = 0;
     while (s && r->st == BP_OK) {
@@ -423,6 +461,13 @@ static bp_status read_model_meta(const bp_st_file *f, ckpt_model *cm) {
     cm->precision = BP_PRECISION_FP32;
     if (r.st == BP_OK && bp_st_get_meta(f, "model.precision"))
         cm->precision = (bp_precision)mr_name(&r, "model.precision", &bp_names_precision);
+    /* Optional: only a model with norms or residuals writes them. */
+    if (r.st == BP_OK && bp_st_get_meta(f, "model.norms")) {
+        mr_list(&r, "model.norms", LIST_NORM, cm->norms, n);
+        cm->norm_eps = mr_float(&r, "model.norm_eps");
+    }
+    if (r.st == BP_OK && bp_st_get_meta(f, "model.residual"))
+        mr_list(&r, "model.residual", LIST_FLAG, cm->residual, n);
     return r.st;
 }
 
@@ -548,6 +593,10 @@ static void ml_add_list(mlist *l, const char *key, const ckpt_model *cm, int kin
         else if (kind == LIST_ACT)
             at +=
                 (size_t)snprintf(buf + at, size - at, "%s%s", sep, bp_activation_name(cm->acts[k]));
+        else if (kind == LIST_NORM)
+            at += (size_t)snprintf(buf + at, size - at, "%s%s", sep, bp_norm_name(cm->norms[k]));
+        else if (kind == LIST_FLAG)
+            at += (size_t)snprintf(buf + at, size - at, "%s%d", sep, cm->residual[k]);
         else
             at += (size_t)snprintf(buf + at, size - at, "%s%.9g", sep, (double)cm->dropout[k]);
     }
@@ -566,6 +615,17 @@ static void ml_model(mlist *l, const ckpt_model *cm) {
     ml_add(l, "model.rng_counter", "%llu", (unsigned long long)cm->rng_counter);
     ml_add(l, "model.max_batch", "%d", cm->max_batch);
     ml_add(l, "model.precision", "%s", bp_precision_name(cm->precision));
+    /* Only where used, so a plain model's checkpoint is the one it always was. */
+    int norms = 0, residual = 0;
+    for (int k = 0; k < cm->n_layers; ++k) {
+        norms |= cm->norms[k] != BP_NORM_NONE;
+        residual |= cm->residual[k];
+    }
+    if (norms) {
+        ml_add_list(l, "model.norms", cm, LIST_NORM);
+        ml_add(l, "model.norm_eps", "%.9g", (double)cm->norm_eps);
+    }
+    if (residual) ml_add_list(l, "model.residual", cm, LIST_FLAG);
 }
 
 static void ml_plateau(mlist *l, const bp_schedule *s, const bp_plateau_state *p) {
@@ -695,7 +755,10 @@ static bp_status describe_model(const bp_model *m, ckpt_model *cm, const char *p
     for (int l = 0; l < m->n_layers; ++l) {
         cm->acts[l] = m->layers[l].act;
         cm->dropout[l] = m->layers[l].dropout;
+        cm->norms[l] = m->layers[l].norm;
+        cm->residual[l] = m->layers[l].residual;
     }
+    cm->norm_eps = m->norm_eps;
     cm->leaky_slope = m->leaky_slope;
     cm->seed = m->seed;
     cm->rng_counter = bp_model_rng_counter(m);
@@ -939,6 +1002,9 @@ bp_status bp_checkpoint_model_config(bp_checkpoint *checkpoint, bp_mlp_config *c
     config->seed = cm->seed;
     config->max_batch = cm->max_batch;
     config->precision = cm->precision;
+    config->norms = cm->norms;
+    config->residual = cm->residual;
+    if (cm->norm_eps > 0.0f) config->norm_eps = cm->norm_eps;
     return BP_OK;
 }
 
@@ -958,6 +1024,9 @@ static bp_model *create_model(const bp_st_file *f, const ckpt_model *cm, bp_devi
     c.seed = cm->seed;
     c.max_batch = max_batch > 0 ? max_batch : cm->max_batch;
     c.precision = cm->precision;
+    c.norms = cm->norms;
+    c.residual = cm->residual;
+    if (cm->norm_eps > 0.0f) c.norm_eps = cm->norm_eps;
     bp_model *m = bp_model_create(device, &c, st);
     if (!m) *st = with_path(*st, f->path);
     return m;
@@ -1011,6 +1080,8 @@ static bp_status check_same_model(const char *fn, const bp_st_file *f, const ckp
     int same = m->n_layers == cm->n_layers;
     for (int i = 0; same && i <= cm->n_layers; ++i)
         same = m->widths[i] == cm->widths[i];
+    for (int l = 0; same && l < cm->n_layers; ++l)
+        same = m->layers[l].norm == cm->norms[l] && m->layers[l].residual == cm->residual[l];
     if (same) return BP_OK;
     char want[128];
     describe(cm, want, sizeof want);
