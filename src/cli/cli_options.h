@@ -29,8 +29,8 @@ enum { ACC_ON, ACC_OFF };
 typedef struct cli_options {
     /* model */
     cli_int_list layers, hidden;
-    int act, init, precision;
-    double dropout;
+    int act, init, precision, norm, residual;
+    double dropout, norm_eps;
     /* loss and optimizer */
     int loss;
     double label_smoothing;

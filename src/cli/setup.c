@@ -114,19 +114,28 @@ static const bp_activation ACTS[] = {BP_ACT_RELU, BP_ACT_LEAKY_RELU, BP_ACT_SIGM
 static const bp_init INITS[] = {BP_INIT_TORCH_DEFAULT, BP_INIT_HE_UNIFORM, BP_INIT_HE_NORMAL,
                                 BP_INIT_XAVIER_UNIFORM, BP_INIT_XAVIER_NORMAL};
 static const bp_precision PRECISIONS[] = {BP_PRECISION_FP32, BP_PRECISION_TF32, BP_PRECISION_BF16};
+static const bp_norm NORMS[] = {BP_NORM_NONE, BP_NORM_LAYER, BP_NORM_RMS};
 
 bp_model *cli_build_model(int cmd, const cli_options *o, bp_device *dev, const cli_int_list *w) {
     int n = w->n - 1;
     bp_activation acts[CLI_MAX_WIDTHS];
     float drop[CLI_MAX_WIDTHS];
+    bp_norm norms[CLI_MAX_WIDTHS];
+    int residual[CLI_MAX_WIDTHS];
     for (int l = 0; l < n; ++l) {
         int hidden = l < n - 1;
         acts[l] = hidden ? ACTS[o->act] : BP_ACT_IDENTITY;
         drop[l] = hidden ? (float)o->dropout : 0.0f;
+        /* The data are scaled already (--scale); a norm of a raw row would mix its features. */
+        norms[l] = l > 0 ? NORMS[o->norm] : BP_NORM_NONE;
+        residual[l] = o->residual && w->v[l] == w->v[l + 1];
     }
     bp_mlp_config c = bp_mlp_config_default(n, w->v);
     c.activations = acts;
     c.dropout = drop;
+    c.norms = norms;
+    c.residual = residual;
+    c.norm_eps = (float)o->norm_eps;
     c.init = INITS[o->init];
     c.precision = PRECISIONS[o->precision];
     c.seed = (uint64_t)o->seed;
@@ -183,6 +192,15 @@ void cli_describe_model(const bp_model *m, FILE *f) {
     fprintf(f, " %s", act);
     if (n > 1 && bp_model_dropout(m, 0) > 0.0f)
         fprintf(f, ", dropout %g", (double)bp_model_dropout(m, 0));
+    int normed = 0, residual = 0;
+    for (int l = 0; l < n; ++l) {
+        normed += bp_model_norm(m, l) != BP_NORM_NONE;
+        residual += bp_model_residual(m, l) == 1;
+    }
+    if (normed)
+        fprintf(f, ", %s on %d layer%s' inputs", bp_norm_name(bp_model_norm(m, n - 1)), normed,
+                normed == 1 ? "" : "s");
+    if (residual) fprintf(f, ", %d residual layer%s", residual, residual == 1 ? "" : "s");
     fprintf(f, ", %zu parameters, precision %s", bp_model_n_params(m),
             bp_precision_name(bp_model_precision(m)));
 }

@@ -9,8 +9,8 @@ import pty
 import random
 import subprocess
 
-from clitest import (BIN, accuracy_in, blobs, check, finish, read_npy, run, tempdir, write_csv,
-                     write_npy)
+from clitest import (BIN, accuracy_in, blobs, check, checksums, finish, read_npy, run, tempdir,
+                     write_csv, write_npy)
 
 TRAIN = ["--hidden", "16,16", "--lr", "0.01", "--batch", "32", "--epochs", "8", "--seed", "3"]
 
@@ -206,6 +206,31 @@ def test_idx_and_plot(d):
           and not os.path.exists(os.path.join(d, "none.png")), r)
 
 
+def test_norm_residual(d):
+    """--norm and --residual build the pre-norm residual blocks (docs/deep-mlp.md): the model line
+    and `info` say so, a resumed run ends bitwise where an uninterrupted one does, eval reloads it,
+    and --norm-eps out of its range is refused naming the flag."""
+    write_csv(os.path.join(d, "nr.csv"), blobs(300, 21))
+    opts = ["--train", "nr.csv", "--hidden", "16,16,16", "--norm", "layernorm", "--residual",
+            "--epochs", "4", "--batch", "32", "--seed", "5", "--device", "cpu"]
+    r = run("train", *opts, "--save", "full.st", cwd=d)
+    check("--norm layernorm --residual: trains, and the model line names both",
+          r.rc == 0 and "layernorm on 3 layers' inputs, 2 residual layers" in r.out, r)
+    i = run("info", "full.st", cwd=d)
+    check("info: the checkpoint holds the norms and the residual flags",
+          i.rc == 0 and "layernorm on 3 layers' inputs, 2 residual layers" in i.out, i)
+    r = run("train", *opts, "--save", "cut.st", "--stop-after", "2", cwd=d)
+    r2 = run("train", "--resume", "cut.st", "--quiet", cwd=d)
+    a, b = run("info", "full.st", cwd=d), run("info", "cut.st", cwd=d)
+    check("resumed after epoch 2: bitwise the uninterrupted run (parameters and optimizer)",
+          r.rc in (0, 130) and r2.rc == 0 and checksums(a.out) and
+          checksums(a.out) == checksums(b.out), "%s\n%s" % (a.out, b.out))
+    e = run("eval", "--checkpoint", "full.st", "--input", "nr.csv", cwd=d)
+    check("eval reloads the model", e.rc == 0 and accuracy_in(e.out) is not None, e)
+    r = run("train", *opts, "--norm", "rmsnorm", "--norm-eps", "0", cwd=d)
+    check("--norm-eps 0 is refused naming the flag", r.rc == 2 and "--norm-eps" in r.err, r)
+
+
 def main():
     with tempdir() as d:
         test_train_csv(d)
@@ -217,6 +242,8 @@ def main():
         test_lr_find(d)
     with tempdir() as d:
         test_idx_and_plot(d)
+    with tempdir() as d:
+        test_norm_residual(d)
     finish()
 
 
