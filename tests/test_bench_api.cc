@@ -90,6 +90,12 @@ TEST_P(Bench, EveryOpKindWithItsNapkinMath) {
         SCOPED_TRACE(bp_bench_kind_name(c.kind));
         run({bp_bench_op_default(c.kind, 33, 20, 0)}, 0, c.bytes);
     }
+    for (bp_norm k : {BP_NORM_LAYER, BP_NORM_RMS}) {
+        SCOPED_TRACE(bp_norm_name(k));
+        bp_bench_op op = bp_bench_op_default(BP_BENCH_NORM, 33, 20, 0);
+        op.norm = k;
+        run({op}, 0, 20 * e + 16 * m + (k == BP_NORM_LAYER ? 20 : 12) * n);
+    }
     for (bp_activation a : {BP_ACT_GELU, BP_ACT_SIGMOID}) {
         bp_bench_op op = bp_bench_op_default(BP_BENCH_BIAS_ACT, 33, 20, 0);
         op.activation = a;
@@ -188,6 +194,7 @@ TEST(ApiContract, Bench) {
     EXPECT_EQ(op.precision, BP_PRECISION_FP32);
     EXPECT_EQ(op.activation, BP_ACT_RELU);
     EXPECT_EQ(op.optimizer, BP_OPTIM_SGD);
+    EXPECT_EQ(op.norm, BP_NORM_LAYER);
     bp_bench_result r;
     EXPECT_FAILS(INVALID, "bp_bench_run", bp_bench_run(nullptr, &op, 1, nullptr, &r));
     EXPECT_ERROR_HAS("device is NULL");
@@ -202,7 +209,7 @@ TEST(ApiContract, Bench) {
         void (*change)(bp_bench_op *);
     };
     const BadOp bad_ops[] = {
-        {"ops[1].kind is 7", [](bp_bench_op *o) { o->kind = BP_BENCH_KIND_COUNT_; }},
+        {"ops[1].kind is 8", [](bp_bench_op *o) { o->kind = BP_BENCH_KIND_COUNT_; }},
         {"ops[1].m is 0", [](bp_bench_op *o) { o->m = 0; }},
         {"ops[1].n is 2147483648", [](bp_bench_op *o) { o->n = INT64_C(1) << 31; }},
         {"over 2^40", [](bp_bench_op *o) { o->m = o->n = INT64_C(1) << 21; }},
@@ -226,6 +233,11 @@ TEST(ApiContract, Bench) {
          [](bp_bench_op *o) {
              o->kind = BP_BENCH_UPDATE;
              o->optimizer = (bp_optim_kind)7;
+         }},
+        {"ops[1].norm is 0, expected BP_NORM_LAYER or BP_NORM_RMS",
+         [](bp_bench_op *o) {
+             o->kind = BP_BENCH_NORM;
+             o->norm = BP_NORM_NONE;
          }},
     };
     for (const BadOp &b : bad_ops) {

@@ -85,8 +85,9 @@ TEST(EnumNames, Data) {
 }
 
 TEST(EnumNames, Bench) {
-    check_pair(bp_bench_kind_name, bp_bench_kind_parse, "bp_bench_kind_parse",
-               {"gemm", "bias_act", "act_backward", "col_sum", "softmax_xent", "update", "copy"});
+    check_pair(
+        bp_bench_kind_name, bp_bench_kind_parse, "bp_bench_kind_parse",
+        {"gemm", "bias_act", "act_backward", "col_sum", "softmax_xent", "update", "copy", "norm"});
     EXPECT_STREQ(bp_bench_kind_name(BP_BENCH_KIND_COUNT_), "");
 }
 

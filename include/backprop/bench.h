@@ -34,11 +34,13 @@ typedef enum bp_bench_kind {
     BP_BENCH_SOFTMAX_XENT = 4, /* softmax cross-entropy value and gradient, m rows of n classes */
     BP_BENCH_UPDATE = 5,       /* one optimizer update over m * n parameters */
     BP_BENCH_COPY = 6,         /* a device-to-device copy of m * n floats */
-    BP_BENCH_KIND_COUNT_ = 7
+    BP_BENCH_NORM = 7,         /* a norm layer's forward and backward over m rows of n features
+                                  (model.h's LayerNorm or RMSNorm, fp32, stats per row) */
+    BP_BENCH_KIND_COUNT_ = 8
 } bp_bench_kind;
 
-/* "gemm", "bias_act", "act_backward", "col_sum", "softmax_xent", "update", "copy" (the name and
- * parse pair of device.h). */
+/* "gemm", "bias_act", "act_backward", "col_sum", "softmax_xent", "update", "copy", "norm" (the
+ * name and parse pair of device.h). */
 BP_API const char *bp_bench_kind_name(bp_bench_kind kind);
 BP_API bp_status bp_bench_kind_parse(const char *text, bp_bench_kind *out);
 
@@ -51,9 +53,10 @@ typedef struct bp_bench_op {
     bp_precision precision;   /* GEMM; tf32 and bf16 need a backend that runs those modes */
     bp_activation activation; /* BIAS_ACT, ACT_BACKWARD */
     bp_optim_kind optimizer;  /* UPDATE: SGD with momentum 0.9, Adam or AdamW */
+    bp_norm norm;             /* NORM: BP_NORM_LAYER or BP_NORM_RMS */
 } bp_bench_op;
 
-/* An op of kind over m x n (k for a GEMM), fp32, ReLU, SGD, no transposes. */
+/* An op of kind over m x n (k for a GEMM), fp32, ReLU, SGD, LayerNorm, no transposes. */
 BP_API bp_bench_op bp_bench_op_default(bp_bench_kind kind, int64_t m, int64_t n, int64_t k);
 
 typedef struct bp_bench_options {
@@ -80,7 +83,11 @@ typedef struct bp_bench_result {
                                (2 bytes per bf16 element) and C; bias_act 12 per element and the
                                bias; act_backward 12 per element; col_sum the input and a row;
                                softmax_xent 8 per logit and 8 per row; update 20 per parameter
-                               for SGD with momentum, 28 for Adam and AdamW; copy 8 per float */
+                               for SGD with momentum, 28 for Adam and AdamW; copy 8 per float;
+                               norm 20 per element (x and y forward; x, dy and dx backward),
+                               16 per row (its statistics) and 20 per feature for LayerNorm
+                               (weight and bias read, weight read, their gradients written),
+                               12 for RMSNorm */
 } bp_bench_result;
 
 /* Times ops[0..n_ops) run in order on device (a GEMM list such as a training step's shapes),

@@ -263,16 +263,17 @@ static int bench_gemms(bp_device *dev, const bench_opts *o, const limits *lim) {
 }
 
 /* The other ops of a step, ReLU's where they take an activation: bias+ReLU forward, its
- * backward, column sums (a bias gradient), softmax cross-entropy over 1000 classes, and the
- * SGD-momentum and Adam updates. */
+ * backward, column sums (a bias gradient), softmax cross-entropy over 1000 classes, the
+ * SGD-momentum and Adam updates, and a LayerNorm's forward and backward. */
 static int bench_elementwise(bp_device *dev, const bench_opts *o, const limits *lim) {
     int rows = o->quick ? 1024 : 4096, cols = 1024;
     static const char *const names[] = {"bias+relu forward", "relu backward",       "col_sum",
-                                        "softmax-xent",      "update sgd-momentum", "update adam"};
-    static const bp_bench_kind kinds[] = {BP_BENCH_BIAS_ACT, BP_BENCH_ACT_BACKWARD,
-                                          BP_BENCH_COL_SUM,  BP_BENCH_SOFTMAX_XENT,
-                                          BP_BENCH_UPDATE,   BP_BENCH_UPDATE};
-    for (int i = 0; i < 6; ++i) {
+                                        "softmax-xent",      "update sgd-momentum", "update adam",
+                                        "layernorm fwd+bwd"};
+    static const bp_bench_kind kinds[] = {
+        BP_BENCH_BIAS_ACT, BP_BENCH_ACT_BACKWARD, BP_BENCH_COL_SUM, BP_BENCH_SOFTMAX_XENT,
+        BP_BENCH_UPDATE,   BP_BENCH_UPDATE,       BP_BENCH_NORM};
+    for (int i = 0; i < 7; ++i) {
         bp_bench_op op = bp_bench_op_default(kinds[i], rows, i == 3 ? 1000 : cols, 0);
         if (i == 5) op.optimizer = BP_OPTIM_ADAM;
         char shape[32];

@@ -18,7 +18,7 @@ static const char *const fn = "bp_bench_run";
 #define MAX_ELEMENTS (INT64_C(1) << 40)  /* per operand: no device holds 4 TiB */
 
 BP_NAME_TABLE(bp_names_bench_kind, "a bench op", "gemm", "bias_act", "act_backward", "col_sum",
-              "softmax_xent", "update", "copy");
+              "softmax_xent", "update", "copy", "norm");
 BP_NAME_PAIR(bp_bench_kind, bp_names_bench_kind)
 
 bp_bench_op bp_bench_op_default(bp_bench_kind kind, int64_t m, int64_t n, int64_t k) {
@@ -31,6 +31,7 @@ bp_bench_op bp_bench_op_default(bp_bench_kind kind, int64_t m, int64_t n, int64_
     op.precision = BP_PRECISION_FP32;
     op.activation = BP_ACT_RELU;
     op.optimizer = BP_OPTIM_SGD;
+    op.norm = BP_NORM_LAYER;
     return op;
 }
 
@@ -90,6 +91,13 @@ static bp_status check_op(const bp_device *d, int i, const bp_bench_op *op) {
     if (op->kind == BP_BENCH_UPDATE && (unsigned)op->optimizer > BP_OPTIM_ADAMW)
         return bp_error(BP_ERR_INVALID_ARGUMENT, "%s: ops[%d].optimizer is %d, not an optimizer",
                         fn, i, (int)op->optimizer);
+    if (op->kind == BP_BENCH_NORM && op->norm != BP_NORM_LAYER && op->norm != BP_NORM_RMS)
+        return bp_error(BP_ERR_INVALID_ARGUMENT,
+                        "%s: ops[%d].norm is %d, expected BP_NORM_LAYER or BP_NORM_RMS", fn, i,
+                        (int)op->norm);
+    if (op->kind == BP_BENCH_NORM && (!d->ops->norm_forward || !d->ops->norm_backward))
+        return bp_error(BP_ERR_UNSUPPORTED, "%s: ops[%d]: the %s backend runs no norm layers", fn,
+                        i, d->ops->name);
     return BP_OK;
 }
 
@@ -145,6 +153,8 @@ static double op_bytes(const bp_bench_op *op) {
         return 8.0 * e + 8.0 * m; /* read logits, write the gradient; labels and row losses */
     case BP_BENCH_UPDATE:
         return (op->optimizer == BP_OPTIM_SGD ? 20.0 : 28.0) * e;
+    case BP_BENCH_NORM:
+        return 20.0 * e + 16.0 * m + (op->norm == BP_NORM_LAYER ? 20.0 : 12.0) * n;
     default:
         return 8.0 * e; /* copy: read and write */
     }
@@ -152,9 +162,10 @@ static double op_bytes(const bp_bench_op *op) {
 
 /* ---- operands ----------------------------------------------------------------------------- */
 
-/* Four float operands shared by the ops (slot 3 non-negative: Adam's v), bf16 copies of the
- * first two for bf16 GEMMs, labels, and GEMM scratch. */
-enum { SLOTS = 4 };
+/* Four float operands shared by the ops (slot 3 non-negative: Adam's v), a fifth for a norm's
+ * per-feature and per-row vectors (run_norm), bf16 copies of the first two for bf16 GEMMs,
+ * labels, and GEMM scratch. */
+enum { SLOTS = 5 };
 
 typedef struct bench_mem {
     bp_device *d;
@@ -218,6 +229,7 @@ static void size_operands(bench_mem *mem, const bp_bench_op *ops, int n_ops) {
         }
         for (int s = 0; s < (op->kind == BP_BENCH_UPDATE ? 4 : 3); ++s)
             grow(&mem->nf[s], e);
+        if (op->kind == BP_BENCH_NORM) grow(&mem->nf[4], 4 * n + 2 * m);
         if (op->kind == BP_BENCH_SOFTMAX_XENT) grow(&mem->nlabels, m);
     }
 }
@@ -282,7 +294,7 @@ static bp_status alloc_operands(bench_mem *mem, const bp_bench_op *ops, int n_op
         st = bp_dev_alloc(mem->d, mem->nlabels * sizeof(int32_t), fn, (void **)&mem->labels);
     if (st == BP_OK && mem->nscratch) st = bp_dev_alloc(mem->d, mem->nscratch, fn, &mem->scratch);
     for (int s = 0; s < SLOTS && st == BP_OK; ++s)
-        if (mem->nf[s]) st = fill_pattern(mem, mem->f[s], mem->nf[s], (uint32_t)s + 1, s == 3);
+        if (mem->nf[s]) st = fill_pattern(mem, mem->f[s], mem->nf[s], (uint32_t)s + 1, s >= 3);
     for (int s = 0; s < 2 && st == BP_OK; ++s)
         if (mem->nh[s])
             st = mem->d->ops->cast(mem->d, mem->nh[s], mem->f[s], BP_EL_F32, mem->h[s], BP_EL_BF16);
@@ -316,6 +328,21 @@ static bp_update_args update_args(const bp_bench_op *op, const bench_mem *mem) {
     return a;
 }
 
+/* A norm's forward from x (slot 0) into y (slot 1), then its backward from dy (slot 2) into dx
+ * (slot 1 again); slot 4 holds weight, bias, their gradients [n each] and the row statistics. */
+static bp_status run_norm(const bp_bench_op *op, const bench_mem *mem) {
+    bp_device *d = mem->d;
+    int rows = (int)op->m, cols = (int)op->n, layer = op->norm == BP_NORM_LAYER;
+    float *v = mem->f[4], *mean = v + 4 * (size_t)cols, *rstd = mean + rows;
+    float *w = v, *b = layer ? v + cols : NULL, *dw = v + 2 * (size_t)cols;
+    float *db = layer ? dw + cols : NULL;
+    bp_status st = d->ops->norm_forward(d, op->norm, rows, cols, mem->f[0], BP_EL_F32, w, b, 1e-5f,
+                                        mem->f[1], BP_EL_F32, mean, rstd);
+    if (st != BP_OK) return st;
+    return d->ops->norm_backward(d, op->norm, rows, cols, mem->f[0], BP_EL_F32, w, mean, rstd,
+                                 mem->f[2], mem->f[1], 0.0f, dw, db);
+}
+
 static bp_status run_op(const bp_bench_op *op, const bench_mem *mem) {
     bp_device *d = mem->d;
     const bp_backend_ops *o = d->ops;
@@ -342,6 +369,8 @@ static bp_status run_op(const bp_bench_op *op, const bench_mem *mem) {
         bp_update_args a = update_args(op, mem);
         return o->update(d, &a);
     }
+    case BP_BENCH_NORM:
+        return run_norm(op, mem);
     default:
         return o->copy(d, f[1], f[0], e * sizeof(float));
     }
