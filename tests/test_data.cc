@@ -1038,7 +1038,8 @@ TEST_F(OpenData, DashIsStandardInputEvenAPipe) {
             EXPECT_EQ(d, nullptr);
             EXPECT_EQ(st, BP_ERR_CORRUPT_FILE);
             EXPECT_EQ(r.hint, BP_HINT_VALUES);
-            EXPECT_THAT(bp_last_error(), HasSubstr("bp_dataset_open: 'standard input': line 2, column 2"));
+            EXPECT_THAT(bp_last_error(),
+                        HasSubstr("bp_dataset_open: 'standard input': line 2, column 2"));
             EXPECT_THAT(bp_last_error(), Not(HasSubstr("/proc/")));
         });
     }

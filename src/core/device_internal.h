@@ -24,12 +24,12 @@ typedef struct bp_mem_part {
 } bp_mem_part;
 
 /* Before allocating the parts: when the device's options.check_memory is 1, their sum
- * (overflow-checked) is compared with the memory the machine has free (on the CPU, MemAvailable
- * of /proc/meminfo; a CUDA device has no such figure yet, and is not checked); BP_ERR_OUT_OF_MEMORY
- * naming fn, the bytes needed and free and the largest part when it does not fit. Nothing is
- * allocated. The memory limit is not this check's: bp_dev_alloc holds it exactly. */
-bp_status bp_dev_check_fits(bp_device *device, const char *fn, const bp_mem_part *parts,
-                            int n);
+ * (overflow-checked) is compared with the memory the device reports free (its backend's
+ * memory_free: MemAvailable on the CPU, cudaMemGetInfo and the pool's unused blocks on CUDA; a
+ * device that cannot tell is not checked); BP_ERR_OUT_OF_MEMORY naming fn, the bytes needed
+ * and free and the largest part when it does not fit. Nothing is allocated. The memory limit
+ * is not this check's: bp_dev_alloc holds it exactly. */
+bp_status bp_dev_check_fits(bp_device *device, const char *fn, const bp_mem_part *parts, int n);
 
 #ifdef __cplusplus
 }
