@@ -218,7 +218,8 @@ static void load(bp_module *m) {
     }
     const char *dir = bp_core_image_dir();
     if (dir[0] && (try_in(m, dir, "backprop/") || try_in(m, dir, ""))) return;
-    if (dir[0] && BP_MODULE_DIR_FROM_BIN[0] && try_in(m, dir, BP_MODULE_DIR_FROM_BIN "/")) return;
+    static const char from_bin[] = BP_MODULE_DIR_FROM_BIN;
+    if (dir[0] && from_bin[0] && try_in(m, dir, BP_MODULE_DIR_FROM_BIN "/")) return;
     if (try_loader_path(m)) return;
     fail(m, BP_ERR_UNSUPPORTED,
          "%s module %s was not found (looked in %s/backprop, %s, %s/%s and the loader's "
