@@ -1,6 +1,7 @@
 /* Precision modes: the GEMMs of each layer in the model's types, which layers fuse their bias
  * and activation into a GEMM's epilogue, and the backend plans made once per model. Where each
  * rounding happens is in docs/precision.md; the order of the ops is in pass.c. */
+#include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -30,10 +31,25 @@ bp_status bp_model_setup_precision(bp_model *m, bp_precision precision) {
     return BP_OK;
 }
 
+/* base + bytes. The plans are made before the buffers exist (their sizes decide what the
+ * model allocates), when base is NULL: then the offset alone stands for the pointer, whose
+ * alignment is all a plan reads. */
+static void *at(const void *base, size_t bytes) {
+    return base ? (char *)base + bytes : (void *)(uintptr_t)bytes;
+}
+
+static float *param_at(const bp_model *m, size_t off) {
+    return at(m->params, off * sizeof(float));
+}
+
+static float *grad_at(const bp_model *m, size_t off) {
+    return at(m->grads, off * sizeof(float));
+}
+
 /* The weights of layer L as a GEMM operand: the bf16 copy in bf16 mode. */
 static const void *weights(const bp_model *m, const bp_layer *L) {
-    if (m->params_bf16) return m->params_bf16 + L->w_off;
-    return m->params + L->w_off;
+    if (m->gemm_type == BP_EL_BF16) return at(m->params_bf16, L->w_off * sizeof(uint16_t));
+    return param_at(m, L->w_off);
 }
 
 static bp_gemm_desc base_desc(const bp_model *m) {
@@ -66,7 +82,7 @@ bp_gemm_desc bp_gemm_forward(const bp_model *m, int l, int rows, const void *in)
     if (L->fused_fwd) {
         g.epilogue = BP_EPI_BIAS_ACT;
         g.act = L->act;
-        g.bias = m->params + L->b_off;
+        g.bias = param_at(m, L->b_off);
         g.aux = L->act != BP_ACT_IDENTITY ? L->z : NULL;
         g.c = bp_layer_has_own_output(L) ? L->a : L->z;
         g.c_type = L->type;
@@ -90,7 +106,7 @@ bp_gemm_desc bp_gemm_dw(const bp_model *m, int l, int rows, const void *dz, cons
     g.lda = L->out;
     g.b = in;
     g.ldb = L->in;
-    g.c = m->grads + L->w_off;
+    g.c = grad_at(m, L->w_off);
     g.ldc = L->in;
     return g;
 }
@@ -115,7 +131,7 @@ bp_gemm_desc bp_gemm_dx(const bp_model *m, int l, int rows, const void *dz, void
         g.epilogue = BP_EPI_DACT_BGRAD;
         g.act = below->act;
         g.aux = below->z;
-        g.bias_grad = overwrite ? m->grads + below->b_off : m->bgrad;
+        g.bias_grad = overwrite ? grad_at(m, below->b_off) : m->bgrad;
         g.c_type = m->gemm_type;
     }
     return g;
