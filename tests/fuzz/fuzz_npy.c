@@ -47,7 +47,7 @@ static int parse_npy(const uint8_t *a, size_t na, npy_parts *p) {
     }
     p->dict = dict, p->shape_at = at + 9, p->shape_end = end + 1, p->dict_end = dict + hlen;
     /* The item size is the third character of the descr ('<f4'), when the text has one. */
-    int size = descr && strnlen(descr + 10, 3) == 3 ? descr[12] - '0' : 1;
+    int size = descr && descr[10] && descr[11] && descr[12] ? descr[12] - '0' : 1;
     p->item = size >= 1 && size <= 8 ? (size_t)size : 1;
     p->f = (fuzz_dims){0, {0}, ((uint64_t)1 << 48) - 1};
     for (const char *s = p->shape_at + 1; p->f.n < FUZZ_MAX_DIMS && s < end;) {
