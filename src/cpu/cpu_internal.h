@@ -10,15 +10,6 @@
 
 #ifndef BP_HAVE_ONEDNN
 #define BP_HAVE_ONEDNN 0
-/* Normalization and residual layers (cpu_norm.c). */
-bp_status bp_cpu_norm_forward(bp_device *device, bp_norm kind, int rows, int cols, const void *x,
-                              bp_eltype x_type, const float *weight, const float *bias, float eps,
-                              void *y, bp_eltype y_type, float *mean, float *rstd);
-bp_status bp_cpu_norm_backward(bp_device *device, bp_norm kind, int rows, int cols, const void *x,
-                               bp_eltype x_type, const float *weight, const float *mean,
-                               const float *rstd, const float *dy, float *dx, float beta,
-                               float *dweight, float *dbias);
-bp_status bp_cpu_add(bp_device *device, size_t n, const void *x, bp_eltype x_type, float *y);
 
 #endif
 
