@@ -20,9 +20,8 @@ int cli_check_names(int cmd, const cli_options *o);
 int cli_check_outputs(int cmd, const cli_options *o, const char *checkpoint);
 /* The write check alone, for one output (flag names it in messages). */
 int cli_check_writable(int cmd, const char *flag, const char *path);
-/* Verifies a checkpoint's checksums (bp_checkpoint_verify) before it is used; one line
- * saying it is unverified when it has none. 0 or CLI_EXIT_FAIL. */
-int cli_verify_checkpoint(int cmd, const char *path, int *verified);
+/* The folder part of path ("." for a bare name), in buf. */
+void cli_folder_of(const char *path, char *buf, size_t size);
 
 /* ---- data.c ---- */
 typedef struct cli_data {

@@ -25,24 +25,25 @@ typedef struct cli_run_state {
 int cli_checkpoint_save(int cmd, const char *path, const bp_model *m, const bp_optimizer *opt,
                         const cli_options *o, const cli_data *d, const bp_loss_config *loss,
                         const cli_run_state *rs);
-/* Reads a run.KEY entry (malloc'd, NULL when absent); *failed set on an I/O error. */
-char *cli_meta_get(int cmd, const char *path, const char *key, int *failed);
-int cli_read_run_state(int cmd, const char *path, cli_run_state *rs);
-/* Reads the scaling and loss stored with a model. */
-int cli_read_model_meta(int cmd, const char *path, int features, float **offset, float **scale,
-                        int *scaling, bp_loss_config *loss);
+/* Opens the checkpoint at path once for the command: readable (flag names it in the message,
+ * NULL: "checkpoint"), parsed, every tensor checked against its checksum (a notice when it has
+ * none; *verified, which may be NULL, says which). NULL after a message. */
+bp_checkpoint *cli_checkpoint_open(int cmd, const char *flag, const char *path, int *verified);
+int cli_read_run_state(int cmd, const bp_checkpoint *ck, cli_run_state *rs);
+/* Reads the scaling and loss stored with a model (a loss kind of -1 when none is). */
+int cli_read_model_meta(int cmd, const bp_checkpoint *ck, int features, float **offset,
+                        float **scale, int *scaling, bp_loss_config *loss);
 /* Applies the run.cfg.* options of a checkpoint under the user's: all of them (STORED_ALL, for
  * --resume), or for eval/predict the data options (STORED_SOURCES: which files) or the format
  * options (STORED_FORMATS: how to read them). */
 enum { STORED_ALL = 0, STORED_SOURCES = 1, STORED_FORMATS = 2 };
-int cli_apply_stored_options(int cmd, const char *path, cli_options *o, int which);
-/* Data paths (--train, --test, --data-dir...) are kept relative to the checkpoint's folder;
- * this is such a stored value as a path from here (malloc'd). */
-char *cli_resolve_stored_path(const char *ckpt, const char *value);
-int cli_option_is_data_path(int index);
+int cli_apply_stored_options(int cmd, const bp_checkpoint *ck, cli_options *o, int which);
+/* The run.cfg value of option `index` (malloc'd; NULL when absent). Data paths (--train, --test,
+ * --data-dir...) are kept relative to the checkpoint's folder: this is such a path from here. */
+char *cli_stored_option(const bp_checkpoint *ck, int index);
 /* The class names stored with a model (run.class_names; none: n 0), which must be as many as
  * its outputs when outputs > 0. 0 or CLI_EXIT_FAIL. */
-int cli_read_class_names(int cmd, const char *path, int outputs, cli_names *names);
+int cli_read_class_names(int cmd, const bp_checkpoint *ck, int outputs, cli_names *names);
 
 /* ---- model setup (setup.c) ---- */
 int cli_open_device(int cmd, const cli_options *o, bp_device **dev);
@@ -53,6 +54,8 @@ bp_loss_kind cli_loss_kind(const cli_options *o, const cli_data *d);
 bp_model *cli_build_model(int cmd, const cli_options *o, bp_device *dev, const cli_int_list *w);
 bp_optim_config cli_optim_config(const cli_options *o, int64_t steps_per_epoch);
 void cli_describe_model(const bp_model *m, FILE *f);
+/* An activation as --act spells it. */
+const char *cli_act_name(bp_activation a);
 
 /* ---- session.c: what train and lr-find share ---- */
 typedef struct cli_session {
@@ -64,7 +67,8 @@ typedef struct cli_session {
     bp_loader *loader;
     bp_loss_config loss;
     int64_t steps_per_epoch;
-    cli_run_state rs; /* from --resume, else fresh */
+    cli_run_state rs;  /* from --resume, else fresh */
+    bp_checkpoint *ck; /* --resume's, else NULL */
     int resuming;
     bp_comm *comm; /* data-parallel runs (dist.c), else NULL */
 } cli_session;

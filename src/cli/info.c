@@ -1,11 +1,9 @@
 /* backprop info: what a checkpoint holds, with checksums of its parameters and optimizer state
  * so two checkpoints can be compared bit for bit. */
 #define _POSIX_C_SOURCE 200809L
-#include <errno.h>
 #include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #include "cli.h"
 
@@ -21,12 +19,6 @@ static int sequential_index(const bp_model *m, int l) {
     return index;
 }
 
-static const char *act_name(bp_activation a) {
-    static const char *const names[] = {"identity", "relu", "leaky-relu", "sigmoid",
-                                        "tanh",     "gelu", "gelu-tanh",  "silu"};
-    return (int)a >= 0 && a < BP_ACT_COUNT_ ? names[a] : "?";
-}
-
 static void print_layers(const bp_model *m, cli_json *j) {
     if (j) {
         cli_json_begin(j, "layers", '[');
@@ -40,7 +32,7 @@ static void print_layers(const bp_model *m, cli_json *j) {
             cli_json_int(j, "out", bp_model_width(m, l + 1));
             cli_json_str(j, "weight", w);
             cli_json_str(j, "bias", b);
-            cli_json_str(j, "activation", act_name(bp_model_activation(m, l)));
+            cli_json_str(j, "activation", cli_act_name(bp_model_activation(m, l)));
             cli_json_num(j, "dropout", (double)bp_model_dropout(m, l));
             cli_json_end(j, '}');
         }
@@ -51,7 +43,7 @@ static void print_layers(const bp_model *m, cli_json *j) {
     for (int l = 0; l < bp_model_n_layers(m); ++l) {
         int in = bp_model_width(m, l), out = bp_model_width(m, l + 1), q = sequential_index(m, l);
         printf("  %d: linear %d -> %d (%d.weight [%d, %d], %d.bias [%d]), %s", l, in, out, q, out,
-               in, q, out, act_name(bp_model_activation(m, l)));
+               in, q, out, cli_act_name(bp_model_activation(m, l)));
         if (bp_model_dropout(m, l) > 0.0f) printf(", dropout %g", (double)bp_model_dropout(m, l));
         putchar('\n');
     }
@@ -114,9 +106,9 @@ static int print_params(const char *path, const bp_model *m, int dump_all, cli_j
     return 0;
 }
 
-static void print_optimizer(const char *path, bp_model *m, cli_json *j) {
+static void print_optimizer(bp_checkpoint *ck, bp_model *m, cli_json *j) {
     bp_status st;
-    bp_optimizer *opt = bp_checkpoint_load_optimizer(path, m, &st);
+    bp_optimizer *opt = bp_checkpoint_read_optimizer(ck, m, &st);
     if (!opt) {
         if (j)
             cli_json_null(j, "optimizer");
@@ -150,9 +142,9 @@ static void print_optimizer(const char *path, bp_model *m, cli_json *j) {
 }
 
 /* The class names, index by index. */
-static int print_classes(const char *path, const bp_model *m, cli_json *j) {
+static int print_classes(const bp_checkpoint *ck, const bp_model *m, cli_json *j) {
     cli_names names = {NULL, 0};
-    int rc = cli_read_class_names(CMD_INFO, path, bp_model_width(m, bp_model_n_layers(m)), &names);
+    int rc = cli_read_class_names(CMD_INFO, ck, bp_model_width(m, bp_model_n_layers(m)), &names);
     if (rc) return rc;
     if (j) {
         cli_json_names(j, "class_names", &names);
@@ -167,32 +159,24 @@ static int print_classes(const char *path, const bp_model *m, cli_json *j) {
 
 /* The run.* entries the train command writes, then its options as a reusable config file (data
  * paths as seen from here: a checkpoint keeps them relative to its folder). */
-static int print_run(const char *path, cli_json *j) {
+static void print_run(const bp_checkpoint *ck, cli_json *j) {
     static const char *const keys[] = {
         "epoch",       "batch_in_epoch", "loss",         "label_smoothing", "scaling",
         "features",    "target_kind",    "classes",      "loader_seed",     "best_epoch",
         "best_metric", "bad_epochs",     "train_seconds"};
-    int failed = 0, any = 0;
-    for (size_t i = 0; i < sizeof keys / sizeof keys[0] && !failed; ++i) {
-        char *v = cli_meta_get(CMD_INFO, path, keys[i], &failed);
+    int any = 0;
+    for (size_t i = 0; i < sizeof keys / sizeof keys[0]; ++i) {
+        const char *v = bp_checkpoint_meta(ck, keys[i]);
         if (v && !any++) j ? cli_json_begin(j, "run", '{') : (void)printf("run:\n");
         if (v && j) cli_json_text(j, keys[i], v);
         if (v && !j) printf("  %s = %s\n", keys[i], v);
-        free(v);
     }
     if (any && j) cli_json_end(j, '}');
     if (!any)
         j ? cli_json_null(j, "run") : (void)printf("run: none (not saved by backprop train)\n");
-    char key[96];
     any = 0;
-    for (int i = 0; i < cli_option_count() && !failed; ++i) {
-        snprintf(key, sizeof key, "cfg.%s", cli_option_name(i));
-        char *v = cli_meta_get(CMD_INFO, path, key, &failed);
-        if (v && cli_option_is_data_path(i)) {
-            char *resolved = cli_resolve_stored_path(path, v);
-            free(v);
-            v = resolved;
-        }
+    for (int i = 0; i < cli_option_count(); ++i) {
+        char *v = cli_stored_option(ck, i);
         if (v && !any++)
             j ? cli_json_begin(j, "options", '{')
               : (void)printf("options (usable as a --config file):\n");
@@ -202,18 +186,27 @@ static int print_run(const char *path, cli_json *j) {
     }
     if (any && j) cli_json_end(j, '}');
     if (!any && j) cli_json_null(j, "options");
-    return failed ? CLI_EXIT_FAIL : 0;
+}
+
+/* What follows the model's description, in either form. */
+static int print_parts(bp_checkpoint *ck, bp_model *m, int dump_all, cli_json *j) {
+    print_layers(m, j);
+    int rc = print_classes(ck, m, j);
+    if (rc) return rc;
+    print_optimizer(ck, m, j);
+    print_run(ck, j);
+    return print_params(bp_checkpoint_path(ck), m, dump_all, j);
 }
 
 /* The same as one JSON object; nothing is printed when a part fails (its message says why). */
-static int info_json(const char *path, bp_model *m, int verified, int dump_all) {
+static int info_json(bp_checkpoint *ck, bp_model *m, int verified, int dump_all) {
     char *text = NULL;
     size_t size = 0;
     FILE *f = open_memstream(&text, &size);
     if (!f) return cli_fail(CMD_INFO, "out of memory"), CLI_EXIT_FAIL;
     cli_json j;
     cli_json_open(&j, f);
-    cli_json_str(&j, "checkpoint", path);
+    cli_json_str(&j, "checkpoint", bp_checkpoint_path(ck));
     cli_json_bool(&j, "checksums_verified", verified);
     cli_json_begin(&j, "model", '{');
     cli_json_begin(&j, "widths", '[');
@@ -227,11 +220,7 @@ static int info_json(const char *path, bp_model *m, int verified, int dump_all) 
     if (bp_device_matrix_engine(bp_model_device(m), bp_model_precision(m), engine, sizeof engine) ==
         BP_OK)
         cli_json_str(&j, "cpu_matrix_engine", engine);
-    print_layers(m, &j);
-    int rc = print_classes(path, m, &j);
-    if (!rc) print_optimizer(path, m, &j);
-    if (!rc) rc = print_run(path, &j);
-    if (!rc) rc = print_params(path, m, dump_all, &j);
+    int rc = print_parts(ck, m, dump_all, &j);
     cli_json_close(&j);
     fclose(f);
     if (!rc) fwrite(text, 1, size, stdout);
@@ -247,19 +236,16 @@ int cli_cmd_info(int argc, char **argv) {
         cli_usage_error(CMD_INFO, "no checkpoint: give it as the first argument");
         rc = CLI_EXIT_USAGE;
     }
-    if (!rc && access(path, R_OK) != 0) {
-        cli_fail(CMD_INFO, "cannot read checkpoint '%s': %s", path, strerror(errno));
-        rc = CLI_EXIT_FAIL;
-    }
+    bp_checkpoint *ck = NULL;
     bp_device *dev = NULL;
     bp_model *m = NULL;
     bp_status st;
     int verified = 0;
-    if (!rc) rc = cli_verify_checkpoint(CMD_INFO, path, &verified);
+    if (!rc && !(ck = cli_checkpoint_open(CMD_INFO, NULL, path, &verified))) rc = CLI_EXIT_FAIL;
     if (!rc && !(dev = bp_device_open("cpu", &st))) rc = cli_lib_fail(CMD_INFO, "");
-    if (!rc && !(m = bp_checkpoint_load_model(path, dev, 1, &st))) rc = cli_lib_fail(CMD_INFO, "");
+    if (!rc && !(m = bp_checkpoint_read_model(ck, dev, 1, &st))) rc = cli_lib_fail(CMD_INFO, "");
     if (!rc && o.json) {
-        rc = info_json(path, m, verified, o.dump_weights);
+        rc = info_json(ck, m, verified, o.dump_weights);
     } else if (!rc) {
         printf("checkpoint: %s\nmodel: ", path);
         cli_describe_model(m, stdout);
@@ -271,12 +257,9 @@ int cli_cmd_info(int argc, char **argv) {
         if (bp_device_matrix_engine(dev, bp_model_precision(m), engine, sizeof engine) == BP_OK)
             printf("matrix products on this CPU (%s): %s\n",
                    bp_precision_name(bp_model_precision(m)), engine);
-        print_layers(m, NULL);
-        rc = print_classes(path, m, NULL);
-        if (!rc) print_optimizer(path, m, NULL);
-        if (!rc) rc = print_run(path, NULL);
-        if (!rc) rc = print_params(path, m, o.dump_weights, NULL);
+        rc = print_parts(ck, m, o.dump_weights, NULL);
     }
+    bp_checkpoint_close(ck);
     bp_model_free(m);
     bp_device_close(dev);
     cli_options_free(&o);

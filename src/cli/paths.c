@@ -32,8 +32,7 @@ typedef struct file_set {
     int n;
 } file_set;
 
-/* The folder part of path ("." for a bare name), in buf. */
-static void folder_of(const char *path, char *buf, size_t size) {
+void cli_folder_of(const char *path, char *buf, size_t size) {
     const char *slash = strrchr(path, '/');
     if (!slash)
         snprintf(buf, size, ".");
@@ -61,7 +60,7 @@ static void add(file_set *s, const char *flag, const char *path, int in_place) {
         return;
     }
     char dir[PATH_MAX], real[PATH_MAX];
-    folder_of(path, dir, sizeof dir);
+    cli_folder_of(path, dir, sizeof dir);
     if (!realpath(dir, real)) return; /* a missing folder: the write check says so */
     size_t n = strlen(real) + strlen(base_of(path)) + 2;
     r->resolved = malloc(n);
@@ -254,7 +253,7 @@ int cli_check_writable(int cmd, const char *flag, const char *path) {
         return CLI_EXIT_USAGE;
     }
     char dir[PATH_MAX];
-    folder_of(target, dir, sizeof dir);
+    cli_folder_of(target, dir, sizeof dir);
     struct stat db;
     const char *bad = NULL;
     if (stat(dir, &db) != 0)
@@ -293,14 +292,4 @@ int cli_check_outputs(int cmd, const cli_options *o, const char *checkpoint) {
     free_set(&in);
     free_set(&out);
     return rc;
-}
-
-int cli_verify_checkpoint(int cmd, const char *path, int *verified_out) {
-    int verified = 0;
-    if (bp_checkpoint_verify(path, &verified) != BP_OK) return cli_lib_fail(cmd, "");
-    if (verified_out) *verified_out = verified;
-    if (!verified)
-        cli_warn(cmd, "%s has no checksums (saved by an older backprop): it is used unverified",
-                 path);
-    return 0;
 }

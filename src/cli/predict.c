@@ -16,6 +16,7 @@ typedef struct inference {
     bp_model *m;
     bp_loss_config loss;
     const char *ckpt;
+    bp_checkpoint *ck;
     cli_names names; /* the model's class names, or none */
 } inference;
 
@@ -67,7 +68,6 @@ static int check_output(int cmd, const cli_options *o) {
 /* --outputs asks for what the model's loss gives: classes from cross-entropy, probabilities
  * from cross-entropy (softmax) or BCE (sigmoid each). */
 static int check_outputs_kind(int cmd, const cli_options *o, bp_loss_kind loss, const char *ckpt) {
-    static const char *const LOSSES[] = {"mse", "ce", "bce"};
     const char *bad = NULL;
     if (o->outputs == OUT_CLASS && loss != BP_LOSS_CROSS_ENTROPY)
         bad = loss == BP_LOSS_MSE ? "its outputs are values, not classes"
@@ -78,7 +78,7 @@ static int check_outputs_kind(int cmd, const cli_options *o, bp_loss_kind loss, 
     cli_usage_error(cmd,
                     "--outputs %s: the model in %s was trained with --loss %s: %s (use --outputs "
                     "%s or logits)",
-                    cli_choice_name("outputs", o->outputs), ckpt, LOSSES[loss], bad,
+                    cli_choice_name("outputs", o->outputs), ckpt, bp_loss_kind_name(loss), bad,
                     loss == BP_LOSS_MSE ? "auto" : "probs");
     return CLI_EXIT_USAGE;
 }
@@ -98,26 +98,22 @@ static int setup(inference *r, int cmd, int argc, char **argv) {
         cli_usage_error(cmd, "no checkpoint: give it as the first argument or with --checkpoint");
         return CLI_EXIT_USAGE;
     }
-    if (access(r->ckpt, R_OK) != 0) {
-        cli_fail(cmd, "cannot read checkpoint '%s': %s", r->ckpt, strerror(errno));
-        return CLI_EXIT_FAIL;
-    }
-    if ((rc = cli_verify_checkpoint(cmd, r->ckpt, NULL))) return rc;
-    if (!any_source_given(o) && (rc = cli_apply_stored_options(cmd, r->ckpt, o, STORED_SOURCES)))
+    if (!(r->ck = cli_checkpoint_open(cmd, NULL, r->ckpt, NULL))) return CLI_EXIT_FAIL;
+    if (!any_source_given(o) && (rc = cli_apply_stored_options(cmd, r->ck, o, STORED_SOURCES)))
         return rc;
-    if ((rc = cli_apply_stored_options(cmd, r->ckpt, o, STORED_FORMATS))) return rc;
+    if ((rc = cli_apply_stored_options(cmd, r->ck, o, STORED_FORMATS))) return rc;
     if ((rc = cli_check_outputs(cmd, o, r->ckpt))) return rc;
     if ((rc = cli_open_device(cmd, o, &r->dev))) return rc;
     bp_status st;
-    r->m = bp_checkpoint_load_model(r->ckpt, r->dev, o->batch, &st);
+    r->m = bp_checkpoint_read_model(r->ck, r->dev, o->batch, &st);
     if (!r->m) return cli_lib_fail(cmd, "");
     float *offset = NULL, *scale = NULL;
     int scaling;
-    rc = cli_read_model_meta(cmd, r->ckpt, bp_model_width(r->m, 0), &offset, &scale, &scaling,
+    rc = cli_read_model_meta(cmd, r->ck, bp_model_width(r->m, 0), &offset, &scale, &scaling,
                              &r->loss);
     int known = (int)r->loss.kind >= 0;
     int outputs = bp_model_width(r->m, bp_model_n_layers(r->m));
-    if (!rc) rc = cli_read_class_names(cmd, r->ckpt, outputs, &r->names);
+    if (!rc) rc = cli_read_class_names(cmd, r->ck, outputs, &r->names);
     if (!rc && known && cmd == CMD_PREDICT) rc = check_outputs_kind(cmd, o, r->loss.kind, r->ckpt);
     if (!rc)
         rc = cli_data_load_eval(cmd, o, cli_targets_are_values(o, r->loss.kind, known), &r->names,
@@ -142,14 +138,11 @@ static int setup(inference *r, int cmd, int argc, char **argv) {
 
 static void teardown(inference *r) {
     cli_names_free(&r->names);
+    bp_checkpoint_close(r->ck);
     bp_model_free(r->m);
     cli_data_free(&r->d);
     bp_device_close(r->dev);
     cli_options_free(&r->o);
-}
-
-static const char *loss_name(bp_loss_kind k) {
-    return k == BP_LOSS_CROSS_ENTROPY ? "ce" : k == BP_LOSS_MSE ? "mse" : "bce";
 }
 
 static void eval_json(const inference *r, const cli_eval *ev, double secs, int accuracy) {
@@ -158,7 +151,7 @@ static void eval_json(const inference *r, const cli_eval *ev, double secs, int a
     cli_json_str(&j, "checkpoint", r->ckpt);
     cli_json_str(&j, "data", r->d.test_name);
     cli_json_int(&j, "samples", ev->n);
-    cli_json_str(&j, "loss_kind", loss_name(r->loss.kind));
+    cli_json_str(&j, "loss_kind", bp_loss_kind_name(r->loss.kind));
     cli_json_num(&j, "loss", ev->loss);
     cli_json_num(&j, accuracy ? "accuracy" : "mse", ev->metric);
     cli_json_int(&j, "outputs", bp_model_width(r->m, bp_model_n_layers(r->m)));

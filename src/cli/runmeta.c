@@ -9,6 +9,7 @@
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "cli.h"
 
@@ -64,17 +65,13 @@ static void add_owned(meta_list *l, const char *key, char *value) {
     l->n++;
 }
 
-static const char *loss_name(bp_loss_kind k) {
-    return k == BP_LOSS_CROSS_ENTROPY ? "ce" : k == BP_LOSS_MSE ? "mse" : "bce";
-}
-
 static void add_state(meta_list *l, const cli_data *d, const bp_loss_config *loss,
                       const cli_run_state *rs) {
     add(l, "format", "%s", META_FORMAT);
     add(l, "scaling", "%s", cli_scale_name(d->scaling));
     add_owned(l, "scale_offset", cli_format_floats(d->offset, (size_t)d->features));
     add_owned(l, "scale_scale", cli_format_floats(d->scale, (size_t)d->features));
-    add(l, "loss", "%s", loss_name(loss->kind));
+    add(l, "loss", "%s", bp_loss_kind_name(loss->kind));
     add(l, "label_smoothing", "%.9g", (double)loss->label_smoothing);
     add(l, "features", "%d", d->features);
     add(l, "target_kind", "%s", d->kind == BP_TARGET_CLASS ? "class" : "values");
@@ -97,14 +94,6 @@ static void add_state(meta_list *l, const cli_data *d, const bp_loss_config *los
 static int is_data_path(int i) {
     return (cli_option_is_input(i) && cli_option_is_data(i)) ||
            strcmp(cli_option_name(i), "data-dir") == 0;
-}
-
-static void folder_of(const char *path, char *buf, size_t size) {
-    const char *slash = strrchr(path, '/');
-    if (!slash)
-        snprintf(buf, size, ".");
-    else
-        snprintf(buf, size, "%.*s", slash == path ? 1 : (int)(slash - path), path);
 }
 
 /* The path of `to` from the folder `from`, both absolute and resolved (realpath). */
@@ -135,24 +124,20 @@ static char *relative_path(const char *from, const char *to) {
 static char *stored_path(const char *ckpt, const char *value) {
     char dir[PATH_MAX], from[PATH_MAX], to[PATH_MAX];
     if (!value[0] || value[0] == '/') return cli_strdup(value);
-    folder_of(ckpt, dir, sizeof dir);
+    cli_folder_of(ckpt, dir, sizeof dir);
     if (!realpath(dir, from) || !realpath(value, to)) return cli_strdup(value);
     char *rel = relative_path(from, to);
     return rel ? rel : cli_strdup(value);
 }
 
-char *cli_resolve_stored_path(const char *ckpt, const char *value) {
-    char dir[PATH_MAX];
-    folder_of(ckpt, dir, sizeof dir);
+/* A stored data path as a path from here. One longer than PATH_MAX, which no file has, stays as
+ * stored: opening it fails with its name. */
+static char *resolve_stored_path(const char *ckpt, const char *value) {
+    char dir[PATH_MAX], out[2 * PATH_MAX];
+    cli_folder_of(ckpt, dir, sizeof dir);
     if (!value[0] || value[0] == '/' || strcmp(dir, ".") == 0) return cli_strdup(value);
-    size_t n = strlen(dir) + strlen(value) + 2;
-    char *out = malloc(n);
-    if (out) snprintf(out, n, "%s/%s", dir, value);
-    return out;
-}
-
-int cli_option_is_data_path(int index) {
-    return is_data_path(index);
+    int n = snprintf(out, sizeof out, "%s/%s", dir, value);
+    return cli_strdup(n < (int)sizeof out ? out : value);
 }
 
 int cli_checkpoint_save(int cmd, const char *path, const bp_model *m, const bp_optimizer *opt,
@@ -186,111 +171,95 @@ int cli_checkpoint_save(int cmd, const char *path, const bp_model *m, const bp_o
     return rc;
 }
 
-char *cli_meta_get(int cmd, const char *path, const char *key, int *failed) {
-    bp_status st = BP_OK;
-    char *v = bp_checkpoint_get_meta(path, key, &st);
-    if (!v && st != BP_OK) {
-        if (!*failed) cli_lib_fail(cmd, "");
-        *failed = 1;
+bp_checkpoint *cli_checkpoint_open(int cmd, const char *flag, const char *path, int *verified) {
+    if (access(path, R_OK) != 0) {
+        if (flag)
+            cli_fail(cmd, "%s: cannot read '%s': %s", flag, path, strerror(errno));
+        else
+            cli_fail(cmd, "cannot read checkpoint '%s': %s", path, strerror(errno));
+        return NULL;
     }
-    return v;
+    bp_status st;
+    int ok = 0;
+    bp_checkpoint *ck = bp_checkpoint_open(path, &st);
+    if (!ck || bp_checkpoint_check(ck, &ok) != BP_OK) {
+        cli_lib_fail(cmd, "");
+        bp_checkpoint_close(ck);
+        return NULL;
+    }
+    if (verified) *verified = ok;
+    if (!ok)
+        cli_warn(cmd, "%s has no checksums (saved by an older backprop): it is used unverified",
+                 path);
+    return ck;
 }
 
-/* A numeric run.KEY into *out (left alone when absent). */
-static void meta_number(int cmd, const char *path, const char *key, double *out, int *failed) {
-    char *v = cli_meta_get(cmd, path, key, failed);
-    if (v) {
-        char *end;
-        double x = strtod(v, &end);
-        if (end != v && !*end)
-            *out = x;
-        else if (!*failed)
-            cli_fail(cmd, "%s: run.%s is '%s', not a number", path, key, v), *failed = 1;
-    }
-    free(v);
+/* A numeric run.KEY into *out (left alone when absent); 0 or CLI_EXIT_FAIL. */
+static int meta_number(int cmd, const bp_checkpoint *ck, const char *key, double *out) {
+    const char *v = bp_checkpoint_meta(ck, key);
+    char *end;
+    if (!v) return 0;
+    double x = strtod(v, &end);
+    if (end != v && !*end) return *out = x, 0;
+    cli_fail(cmd, "%s: run.%s is '%s', not a number", bp_checkpoint_path(ck), key, v);
+    return CLI_EXIT_FAIL;
 }
 
-int cli_read_run_state(int cmd, const char *path, cli_run_state *rs) {
-    int failed = 0;
-    char *format = cli_meta_get(cmd, path, "format", &failed);
-    if (!failed && !format) {
+int cli_read_run_state(int cmd, const bp_checkpoint *ck, cli_run_state *rs) {
+    static const char *const keys[] = {"epoch",        "batch_in_epoch", "epoch_loss_sum",
+                                       "epoch_loss_n", "best_epoch",     "best_metric",
+                                       "bad_epochs",   "train_seconds"};
+    double v[8] = {0, 0, 0, 0, 0, NAN, 0, 0};
+    if (!bp_checkpoint_meta(ck, "format")) {
         cli_fail(cmd,
                  "--resume: '%s' has no run.* entries: it was not saved by backprop train, "
                  "so there is no run to continue",
-                 path);
-        failed = 1;
+                 bp_checkpoint_path(ck));
+        return CLI_EXIT_FAIL;
     }
-    free(format);
-    double epoch = 0, batch = 0, sum = 0, n = 0, best_epoch = 0, best = NAN, bad = 0, secs = 0;
-    meta_number(cmd, path, "epoch", &epoch, &failed);
-    meta_number(cmd, path, "batch_in_epoch", &batch, &failed);
-    meta_number(cmd, path, "epoch_loss_sum", &sum, &failed);
-    meta_number(cmd, path, "epoch_loss_n", &n, &failed);
-    meta_number(cmd, path, "best_epoch", &best_epoch, &failed);
-    meta_number(cmd, path, "best_metric", &best, &failed);
-    meta_number(cmd, path, "bad_epochs", &bad, &failed);
-    meta_number(cmd, path, "train_seconds", &secs, &failed);
+    for (int i = 0; i < 8; ++i)
+        if (meta_number(cmd, ck, keys[i], &v[i])) return CLI_EXIT_FAIL;
     /* The seed is a 64-bit integer: read it exactly, not through a double. */
-    char *s = cli_meta_get(cmd, path, "loader_seed", &failed);
-    if (s) rs->loader_seed = strtoull(s, NULL, 10);
-    free(s);
-    if (failed) return CLI_EXIT_FAIL;
-    rs->epoch = (int)epoch;
-    rs->batch_in_epoch = (int64_t)batch;
-    rs->epoch_loss_sum = sum;
-    rs->epoch_loss_n = (int64_t)n;
-    rs->best_epoch = (int)best_epoch;
-    rs->best_metric = best;
-    rs->bad_epochs = (int)bad;
-    rs->train_seconds = secs;
+    const char *seed = bp_checkpoint_meta(ck, "loader_seed");
+    if (seed) rs->loader_seed = strtoull(seed, NULL, 10);
+    rs->epoch = (int)v[0];
+    rs->batch_in_epoch = (int64_t)v[1];
+    rs->epoch_loss_sum = v[2];
+    rs->epoch_loss_n = (int64_t)v[3];
+    rs->best_epoch = (int)v[4];
+    rs->best_metric = v[5];
+    rs->bad_epochs = (int)v[6];
+    rs->train_seconds = v[7];
     return 0;
 }
 
-static int read_scaling(int cmd, const char *path, int features, float **offset, float **scale,
-                        int *failed) {
-    char *o = cli_meta_get(cmd, path, "scale_offset", failed);
-    char *s = cli_meta_get(cmd, path, "scale_scale", failed);
+int cli_read_model_meta(int cmd, const bp_checkpoint *ck, int features, float **offset,
+                        float **scale, int *scaling, bp_loss_config *loss) {
+    const char *o = bp_checkpoint_meta(ck, "scale_offset"),
+               *s = bp_checkpoint_meta(ck, "scale_scale");
+    const char *sname = bp_checkpoint_meta(ck, "scaling"), *lname = bp_checkpoint_meta(ck, "loss");
+    double smoothing = 0.0;
     *offset = malloc((size_t)features * sizeof(float));
     *scale = malloc((size_t)features * sizeof(float));
-    int rc = 0;
-    if (!*offset || !*scale) {
-        rc = (cli_fail(cmd, "out of memory"), CLI_EXIT_FAIL);
-    } else if (!o || !s) {
-        /* A checkpoint from the library alone: no scaling. */
+    if (!*offset || !*scale) return cli_fail(cmd, "out of memory"), CLI_EXIT_FAIL;
+    if (meta_number(cmd, ck, "label_smoothing", &smoothing)) return CLI_EXIT_FAIL;
+    if (!o || !s) { /* a checkpoint from the library alone: no scaling */
         for (int j = 0; j < features; ++j)
             (*offset)[j] = 0.0f, (*scale)[j] = 1.0f;
     } else if (cli_parse_floats(o, *offset, (size_t)features) != features ||
                cli_parse_floats(s, *scale, (size_t)features) != features) {
-        cli_fail(cmd, "%s: run.scale_offset / run.scale_scale are not %d numbers each", path,
-                 features);
-        rc = CLI_EXIT_FAIL;
+        cli_fail(cmd, "%s: run.scale_offset / run.scale_scale are not %d numbers each",
+                 bp_checkpoint_path(ck), features);
+        return CLI_EXIT_FAIL;
     }
-    free(o);
-    free(s);
-    return rc;
-}
-
-int cli_read_model_meta(int cmd, const char *path, int features, float **offset, float **scale,
-                        int *scaling, bp_loss_config *loss) {
-    int failed = 0;
-    *offset = *scale = NULL;
-    char *sname = cli_meta_get(cmd, path, "scaling", &failed);
-    char *lname = cli_meta_get(cmd, path, "loss", &failed);
-    double smoothing = 0.0;
-    meta_number(cmd, path, "label_smoothing", &smoothing, &failed);
-    int rc = failed ? CLI_EXIT_FAIL : read_scaling(cmd, path, features, offset, scale, &failed);
     *scaling = SCALE_NONE;
     for (int k = SCALE_STANDARD; sname && k <= SCALE_NONE; ++k)
         if (strcmp(sname, cli_scale_name(k)) == 0) *scaling = k;
-    loss->kind = (bp_loss_kind)-1; /* unknown: the caller decides from the data */
-    if (lname && strcmp(lname, "ce") == 0) loss->kind = BP_LOSS_CROSS_ENTROPY;
-    if (lname && strcmp(lname, "mse") == 0) loss->kind = BP_LOSS_MSE;
-    if (lname && strcmp(lname, "bce") == 0) loss->kind = BP_LOSS_BCE_LOGITS;
+    bp_loss_kind kind;
+    /* unknown: the caller decides from the data */
+    loss->kind = lname && bp_loss_kind_parse(lname, &kind) == BP_OK ? kind : (bp_loss_kind)-1;
     loss->label_smoothing = (float)smoothing;
-    free(sname);
-    free(lname);
-    if (failed && !rc) rc = CLI_EXIT_FAIL;
-    return rc;
+    return 0;
 }
 
 static int wanted(int i, int which) {
@@ -299,46 +268,43 @@ static int wanted(int i, int which) {
     return cli_option_is_data(i) && !cli_option_is_format(i);
 }
 
-int cli_apply_stored_options(int cmd, const char *path, cli_options *o, int which) {
-    int failed = 0;
-    char key[96], source[1100];
+char *cli_stored_option(const bp_checkpoint *ck, int index) {
+    char key[96];
+    snprintf(key, sizeof key, "cfg.%s", cli_option_name(index));
+    const char *v = bp_checkpoint_meta(ck, key);
+    if (!v) return NULL;
+    /* data paths are kept relative to the checkpoint's folder */
+    return is_data_path(index) ? resolve_stored_path(bp_checkpoint_path(ck), v) : cli_strdup(v);
+}
+
+int cli_apply_stored_options(int cmd, const bp_checkpoint *ck, cli_options *o, int which) {
+    const char *path = bp_checkpoint_path(ck);
+    char source[1100];
     snprintf(source, sizeof source, "%s: run.cfg", path);
-    for (int i = 0; i < cli_option_count() && !failed; ++i) {
-        if (!wanted(i, which)) continue;
-        const char *name = cli_option_name(i);
-        snprintf(key, sizeof key, "cfg.%s", name);
-        char *v = cli_meta_get(cmd, path, key, &failed);
+    for (int i = 0; i < cli_option_count(); ++i) {
+        char *v = wanted(i, which) ? cli_stored_option(ck, i) : NULL;
         if (!v) continue;
-        if (is_data_path(i)) { /* kept relative to the checkpoint's folder */
-            char *resolved = cli_resolve_stored_path(path, v);
-            free(v);
-            if (!resolved) return cli_fail(cmd, "out of memory"), CLI_EXIT_FAIL;
-            v = resolved;
-        }
+        const char *name = cli_option_name(i);
         int frozen = cli_option_frozen(i) && which == STORED_ALL;
         if (o->given[i] && frozen && strcmp(o->text[i], v) != 0)
             cli_warn(cmd, "--%s %s is ignored: the run in %s has %s '%s' and continues with it",
                      name, o->text[i], path, name, v);
-        if ((!o->given[i] || frozen) && cli_set_option(cmd, o, name, v, source, 0)) failed = 1;
+        int rc = (!o->given[i] || frozen) ? cli_set_option(cmd, o, name, v, source, 0) : 0;
         free(v);
+        if (rc) return CLI_EXIT_FAIL;
     }
-    return failed ? CLI_EXIT_FAIL : 0;
+    return 0;
 }
 
-int cli_read_class_names(int cmd, const char *path, int outputs, cli_names *names) {
-    int failed = 0;
-    char *v = cli_meta_get(cmd, path, "class_names", &failed);
+int cli_read_class_names(int cmd, const bp_checkpoint *ck, int outputs, cli_names *names) {
+    const char *v = bp_checkpoint_meta(ck, "class_names");
     names->n = 0;
     names->v = NULL;
-    if (failed) return CLI_EXIT_FAIL;
     if (!v) return 0;
-    int rc = cli_names_split(names, v) ? (cli_fail(cmd, "out of memory"), CLI_EXIT_FAIL) : 0;
-    free(v);
-    if (!rc && outputs > 0 && names->n != outputs) {
-        cli_fail(cmd, "%s: run.class_names holds %d names, but the model has %d outputs", path,
-                 names->n, outputs);
-        rc = CLI_EXIT_FAIL;
-    }
-    if (rc) cli_names_free(names);
-    return rc;
+    if (cli_names_split(names, v)) return cli_fail(cmd, "out of memory"), CLI_EXIT_FAIL;
+    if (outputs <= 0 || names->n == outputs) return 0;
+    cli_fail(cmd, "%s: run.class_names holds %d names, but the model has %d outputs",
+             bp_checkpoint_path(ck), names->n, outputs);
+    cli_names_free(names);
+    return CLI_EXIT_FAIL;
 }

@@ -1,24 +1,18 @@
 /* Setting up a training session (train and lr-find): options, data, scaling, device, model and
  * loader, every check that the data fits the model done before the first step. */
 #define _POSIX_C_SOURCE 200809L
-#include <errno.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #include "cli.h"
 
 static int resume_options(cli_session *s) {
-    cli_options *o = &s->o;
-    if (access(o->resume, R_OK) != 0) {
-        cli_fail(s->cmd, "--resume: cannot read '%s': %s", o->resume, strerror(errno));
-        return CLI_EXIT_FAIL;
-    }
     s->resuming = 1;
-    int rc = cli_verify_checkpoint(s->cmd, o->resume, NULL);
-    if (!rc) rc = cli_read_run_state(s->cmd, o->resume, &s->rs);
-    return rc ? rc : cli_apply_stored_options(s->cmd, o->resume, o, STORED_ALL);
+    s->ck = cli_checkpoint_open(s->cmd, "--resume", s->o.resume, NULL);
+    if (!s->ck) return CLI_EXIT_FAIL;
+    int rc = cli_read_run_state(s->cmd, s->ck, &s->rs);
+    return rc ? rc : cli_apply_stored_options(s->cmd, s->ck, &s->o, STORED_ALL);
 }
 
 static int check_loss(cli_session *s) {
@@ -52,11 +46,8 @@ static int check_loss(cli_session *s) {
 
 /* The resumed run's width against the data's, before the stored scaling is read by it. */
 static int check_resumed_width(cli_session *s) {
-    int failed = 0;
-    char *v = cli_meta_get(s->cmd, s->o.resume, "features", &failed);
+    const char *v = bp_checkpoint_meta(s->ck, "features");
     int width = v ? atoi(v) : s->d.features;
-    free(v);
-    if (failed) return CLI_EXIT_FAIL;
     if (width == s->d.features) return 0;
     cli_usage_error(s->cmd,
                     "--resume: the run in %s was trained on %d %s, but %s has %d: give it the "
@@ -74,8 +65,7 @@ static int setup_scaling(cli_session *s) {
         float *offset = NULL, *scale = NULL;
         int scaling;
         bp_loss_config stored;
-        rc = cli_read_model_meta(s->cmd, o->resume, s->d.features, &offset, &scale, &scaling,
-                                 &stored);
+        rc = cli_read_model_meta(s->cmd, s->ck, s->d.features, &offset, &scale, &scaling, &stored);
         if (!rc) rc = cli_data_scale(s->cmd, &s->d, scaling, offset, scale);
         free(offset);
         free(scale);
@@ -92,7 +82,7 @@ static int setup_model(cli_session *s) {
     if (s->resuming) {
         bp_status st;
         int max_batch = (o->batch + o->accum - 1) / o->accum;
-        s->m = bp_checkpoint_load_model(o->resume, s->dev, max_batch, &st);
+        s->m = bp_checkpoint_read_model(s->ck, s->dev, max_batch, &st);
         if (!s->m) return cli_lib_fail(s->cmd, "--resume");
         return cli_check_model_fits(s->cmd, s->m, &s->d, o->resume);
     }
@@ -133,7 +123,7 @@ static int load_data(cli_session *s, int values) {
     cli_names known = {NULL, 0};
     char whose[1100];
     snprintf(whose, sizeof whose, "the run in %s", s->o.resume);
-    int rc = cli_read_class_names(s->cmd, s->o.resume, 0, &known);
+    int rc = cli_read_class_names(s->cmd, s->ck, 0, &known);
     if (!rc) rc = cli_data_load_train(s->cmd, &s->o, values, &known, whose, &s->d);
     cli_names_free(&known);
     return rc;
@@ -174,6 +164,7 @@ int cli_session_setup(cli_session *s, int cmd, int argc, char **argv) {
 }
 
 void cli_session_free(cli_session *s) {
+    bp_checkpoint_close(s->ck);
     bp_loader_free(s->loader);
     bp_model_free(s->m);
     cli_data_free(&s->d);

@@ -116,6 +116,12 @@ static const bp_init INITS[] = {BP_INIT_TORCH_DEFAULT, BP_INIT_HE_UNIFORM, BP_IN
 static const bp_precision PRECISIONS[] = {BP_PRECISION_FP32, BP_PRECISION_TF32, BP_PRECISION_BF16};
 static const bp_norm NORMS[] = {BP_NORM_NONE, BP_NORM_LAYER, BP_NORM_RMS};
 
+const char *cli_act_name(bp_activation a) {
+    for (size_t k = 0; k < sizeof ACTS / sizeof ACTS[0]; ++k)
+        if (ACTS[k] == a) return cli_choice_name("act", (int)k);
+    return "?";
+}
+
 bp_model *cli_build_model(int cmd, const cli_options *o, bp_device *dev, const cli_int_list *w) {
     int n = w->n - 1;
     bp_activation acts[CLI_MAX_WIDTHS];
@@ -186,10 +192,7 @@ void cli_describe_model(const bp_model *m, FILE *f) {
     int n = bp_model_n_layers(m);
     for (int l = 0; l <= n; ++l)
         fprintf(f, "%s%d", l ? "-" : "", bp_model_width(m, l));
-    const char *act = n > 1 ? cli_choice_name("act", 0) : "linear";
-    for (size_t k = 0; n > 1 && k < sizeof ACTS / sizeof ACTS[0]; ++k)
-        if (ACTS[k] == bp_model_activation(m, 0)) act = cli_choice_name("act", (int)k);
-    fprintf(f, " %s", act);
+    fprintf(f, " %s", n > 1 ? cli_act_name(bp_model_activation(m, 0)) : "linear");
     if (n > 1 && bp_model_dropout(m, 0) > 0.0f)
         fprintf(f, ", dropout %g", (double)bp_model_dropout(m, 0));
     int normed = 0, residual = 0;

@@ -278,7 +278,7 @@ static int make_optimizer(trainer *t) {
     cli_session *s = &t->s;
     bp_status st;
     if (s->resuming) {
-        t->opt = bp_checkpoint_load_optimizer(s->o.resume, s->m, &st);
+        t->opt = bp_checkpoint_read_optimizer(s->ck, s->m, &st);
         return t->opt ? 0 : cli_lib_fail(CMD_TRAIN, "--resume");
     }
     bp_optim_config c = cli_optim_config(&s->o, s->steps_per_epoch);
@@ -311,13 +311,12 @@ static void describe(const trainer *t) {
     else
         fprintf(cli_out(), "%d %s, scaling %s\n", s->d.target_width,
                 cli_plural(s->d.target_width, "target", "targets"), cli_scale_name(s->d.scaling));
-    static const char *const LOSSES[] = {"mse", "ce", "bce"};
     fprintf(cli_out(),
             "training: %s, lr %g, wd %g, %s schedule, batch %d, %d %s of %lld %s, loss %s",
             cli_choice_name("opt", o->opt), o->lr, o->wd, cli_choice_name("schedule", o->schedule),
             o->batch, o->epochs, cli_plural(o->epochs, "epoch", "epochs"),
             (long long)s->steps_per_epoch, cli_plural(s->steps_per_epoch, "step", "steps"),
-            LOSSES[s->loss.kind]);
+            bp_loss_kind_name(s->loss.kind));
     if (s->loss.label_smoothing > 0.0f)
         fprintf(cli_out(), " (label smoothing %g)", (double)s->loss.label_smoothing);
     fputc('\n', cli_out());
@@ -351,7 +350,6 @@ static void history_json(const trainer *t, cli_json *j) {
 /* --json: the run's summary as one object on stdout (the table went to stderr). */
 static void summary_json(const trainer *t, const cli_eval *test) {
     const cli_session *s = &t->s;
-    static const char *const LOSSES[] = {"mse", "ce", "bce"};
     cli_json j;
     cli_json_open(&j, stdout);
     cli_json_int(&j, "epochs", s->rs.epoch);
@@ -367,7 +365,7 @@ static void summary_json(const trainer *t, const cli_eval *test) {
     cli_json_int(&j, "parameters", (long long)bp_model_n_params(s->m));
     cli_json_str(&j, "device", bp_device_name(s->dev));
     cli_json_end(&j, '}');
-    cli_json_str(&j, "loss_kind", LOSSES[s->loss.kind]);
+    cli_json_str(&j, "loss_kind", bp_loss_kind_name(s->loss.kind));
     if (s->d.kind == BP_TARGET_CLASS)
         cli_json_int(&j, "classes", s->d.classes);
     else

@@ -114,18 +114,6 @@ long cli_parse_floats(const char *s, float *out, size_t cap) {
     return (long)n;
 }
 
-void cli_format_duration(double seconds, char *buf, size_t size) {
-    if (!(seconds >= 0) || seconds > 3.6e6) {
-        snprintf(buf, size, "--:--");
-        return;
-    }
-    long s = (long)(seconds + 0.5);
-    if (s >= 3600)
-        snprintf(buf, size, "%ld:%02ld:%02ld", s / 3600, s / 60 % 60, s % 60);
-    else
-        snprintf(buf, size, "%ld:%02ld", s / 60, s % 60);
-}
-
 uint64_t cli_fnv1a(uint64_t h, const void *data, size_t n) {
     const unsigned char *p = data;
     for (size_t i = 0; i < n; ++i)
