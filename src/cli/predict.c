@@ -189,98 +189,47 @@ int cli_cmd_eval(int argc, char **argv) {
 typedef struct table {
     int64_t n;
     int k;
-    const float *z; /* raw outputs [n, k] */
-    int what;       /* OUT_CLASS, OUT_PROBS, OUT_LOGITS; OUT_AUTO resolved by the writer */
-    bp_loss_kind loss;
+    const int32_t *cls;     /* each row's class, or NULL when not written */
+    const float *v;         /* [n, k] probabilities or outputs, or NULL when not written */
+    const char *prefix;     /* of the CSV's value columns: p, y or logit */
     const cli_names *names; /* class names: the CSV's classes and column names, or none */
 } table;
 
-static int argmax(const float *z, int k) {
-    int best = 0;
-    for (int j = 1; j < k; ++j)
-        if (z[j] > z[best]) best = j;
-    return best;
-}
-
-/* Row i transformed: probabilities (softmax for ce, sigmoid for bce) or the raw outputs. */
-static void transform_row(const table *t, int64_t i, int probs, double *out) {
-    const float *z = t->z + i * t->k;
-    if (probs && t->loss == BP_LOSS_CROSS_ENTROPY) {
-        double max = z[argmax(z, t->k)], sum = 0.0;
-        for (int j = 0; j < t->k; ++j)
-            sum += out[j] = exp((double)z[j] - max);
-        for (int j = 0; j < t->k; ++j)
-            out[j] /= sum;
-    } else {
-        for (int j = 0; j < t->k; ++j)
-            out[j] = probs && t->loss == BP_LOSS_BCE_LOGITS ? 1.0 / (1.0 + exp(-(double)z[j]))
-                                                            : (double)z[j];
-    }
-}
-
 static int write_csv(const table *t, FILE *f) {
-    int cls = t->what == OUT_CLASS || (t->what == OUT_AUTO && t->loss == BP_LOSS_CROSS_ENTROPY);
-    int cols = t->what != OUT_CLASS;
-    int probs = t->what == OUT_PROBS || (t->what == OUT_AUTO && t->loss != BP_LOSS_MSE);
-    const char *prefix = probs ? "p" : t->loss == BP_LOSS_MSE ? "y" : "logit";
     int named = t->names && t->names->n == t->k;
-    if (cls) fputs("class", f);
-    for (int j = 0; cols && j < t->k; ++j) {
-        if (cls || j) fputc(',', f);
+    if (t->cls) fputs("class", f);
+    for (int j = 0; t->v && j < t->k; ++j) {
+        if (t->cls || j) fputc(',', f);
         if (!named) {
-            fprintf(f, "%s%d", prefix, j);
+            fprintf(f, "%s%d", t->prefix, j);
             continue;
         }
-        size_t len = strlen(prefix) + strlen(t->names->v[j]) + 2;
+        size_t len = strlen(t->prefix) + strlen(t->names->v[j]) + 2;
         char *head = malloc(len);
         if (!head) return -1;
-        snprintf(head, len, "%s_%s", prefix, t->names->v[j]); /* p_cat */
+        snprintf(head, len, "%s_%s", t->prefix, t->names->v[j]); /* p_cat */
         cli_csv_field(f, head, ',');
         free(head);
     }
     fputc('\n', f);
-    double *row = malloc((size_t)t->k * sizeof(double));
-    for (int64_t i = 0; row && i < t->n; ++i) {
-        int c = argmax(t->z + i * t->k, t->k);
-        if (cls && named)
-            cli_csv_field(f, t->names->v[c], ',');
-        else if (cls)
-            fprintf(f, "%d", c);
-        transform_row(t, i, probs, row);
-        for (int j = 0; cols && j < t->k; ++j)
-            fprintf(f, "%s%.7g", cls || j ? "," : "", row[j]);
+    for (int64_t i = 0; i < t->n; ++i) {
+        if (t->cls && named)
+            cli_csv_field(f, t->names->v[t->cls[i]], ',');
+        else if (t->cls)
+            fprintf(f, "%d", (int)t->cls[i]);
+        for (int j = 0; t->v && j < t->k; ++j)
+            fprintf(f, "%s%.7g", t->cls || j ? "," : "", (double)t->v[i * t->k + j]);
         fputc('\n', f);
     }
-    free(row);
-    return row ? 0 : -1;
+    return 0;
 }
 
 /* The outputs as NPY through bp_npy_save (data.h): int32 class indices [n], or float32 [n, k]
  * probabilities or outputs; "-" is standard output, any other path is replaced atomically. */
 static int save_npy(int cmd, const char *path, const table *t) {
-    int cls = t->what == OUT_CLASS;
-    int probs = t->what == OUT_PROBS || (t->what == OUT_AUTO && t->loss != BP_LOSS_MSE);
-    size_t count = (size_t)t->n * (cls ? 1 : (size_t)t->k);
-    void *data = malloc(count ? count * 4 : 1);
-    double *row = cls ? NULL : malloc((size_t)t->k * sizeof(double));
-    if (!data || (!cls && !row)) {
-        free(data);
-        free(row);
-        return cli_fail(cmd, "out of memory"), CLI_EXIT_FAIL;
-    }
-    for (int64_t i = 0; i < t->n; ++i) {
-        if (cls) {
-            ((int32_t *)data)[i] = argmax(t->z + i * t->k, t->k);
-            continue;
-        }
-        transform_row(t, i, probs, row);
-        for (int j = 0; j < t->k; ++j)
-            ((float *)data)[i * t->k + j] = (float)row[j];
-    }
     int64_t shape[2] = {t->n, t->k};
-    bp_status st = bp_npy_save(path, cls ? BP_I32 : BP_F32, cls ? 1 : 2, shape, data);
-    free(data);
-    free(row);
+    bp_status st = t->v ? bp_npy_save(path, BP_F32, 2, shape, t->v)
+                        : bp_npy_save(path, BP_I32, 1, shape, t->cls);
     return st == BP_OK ? 0 : cli_lib_fail(cmd, "--output");
 }
 
@@ -316,29 +265,53 @@ static int write_predictions(int cmd, const cli_options *o, const table *t) {
     return 0;
 }
 
+/* What predict writes, from the model through bp_model_predict (its argmax, softmax and
+ * sigmoid): the class (CSV: auto for cross-entropy; NPY: only when asked) and the probabilities
+ * (auto: unless the loss is mse) or outputs. */
+static int predict(inference *r, table *t, int32_t **cls, float **v) {
+    const cli_options *o = &r->o;
+    int what = o->outputs;
+    bp_loss_kind loss = r->loss.kind;
+    int probs = what == OUT_PROBS || (what == OUT_AUTO && loss != BP_LOSS_MSE);
+    int with_cls =
+        what == OUT_CLASS || (what == OUT_AUTO && !output_npy(o) && loss == BP_LOSS_CROSS_ENTROPY);
+    bp_predict_output form = !probs                          ? BP_PREDICT_LOGITS
+                             : loss == BP_LOSS_CROSS_ENTROPY ? BP_PREDICT_SOFTMAX
+                                                             : BP_PREDICT_SIGMOID;
+    const float *x = bp_dataset_features_data(r->d.test);
+    size_t n = (size_t)(t->n ? t->n : 1);
+    *cls = with_cls ? malloc(n * sizeof **cls) : NULL;
+    *v = what != OUT_CLASS ? malloc(n * (size_t)t->k * sizeof **v) : NULL;
+    if ((with_cls && !*cls) || (what != OUT_CLASS && !*v))
+        return cli_fail(CMD_PREDICT, "out of memory"), CLI_EXIT_FAIL;
+    /* max_batch (--batch) rows at a time */
+    if ((*cls && bp_model_predict(r->m, x, t->n, BP_PREDICT_CLASS, *cls) != BP_OK) ||
+        (*v && bp_model_predict(r->m, x, t->n, form, *v) != BP_OK))
+        return cli_lib_fail(CMD_PREDICT, "prediction");
+    t->cls = *cls;
+    t->v = *v;
+    t->prefix = probs ? "p" : loss == BP_LOSS_MSE ? "y" : "logit";
+    return 0;
+}
+
 int cli_cmd_predict(int argc, char **argv) {
     inference r;
     memset(&r, 0, sizeof r);
     int rc = setup(&r, CMD_PREDICT, argc, argv);
-    float *z = NULL;
+    int32_t *cls = NULL;
+    float *v = NULL;
     if (!rc) {
         int64_t n = bp_dataset_size(r.d.test);
-        int k = bp_model_width(r.m, bp_model_n_layers(r.m));
-        z = malloc((size_t)(n ? n : 1) * (size_t)k * sizeof(float));
-        if (!z) rc = (cli_fail(CMD_PREDICT, "out of memory"), CLI_EXIT_FAIL);
-        /* The model's outputs from host rows, max_batch (--batch) at a time; softmax, sigmoid
-         * and argmax are taken from them here, for every form written. */
-        if (!rc && bp_model_predict(r.m, bp_dataset_features_data(r.d.test), n, BP_PREDICT_LOGITS,
-                                    z) != BP_OK)
-            rc = cli_lib_fail(CMD_PREDICT, "prediction");
-        table t = {n, k, z, r.o.outputs, r.loss.kind, &r.names};
+        table t = {n, bp_model_width(r.m, bp_model_n_layers(r.m)), NULL, NULL, "", &r.names};
+        rc = predict(&r, &t, &cls, &v);
         if (!rc) rc = write_predictions(CMD_PREDICT, &r.o, &t);
         if (!rc)
             fprintf(to_stdout(&r.o) ? stderr : stdout, "wrote %lld predictions to %s%s\n",
                     (long long)n, to_stdout(&r.o) ? "standard output" : r.o.output,
                     r.d.kind == BP_TARGET_NONE ? " (data without targets)" : "");
     }
-    free(z);
+    free(cls);
+    free(v);
     teardown(&r);
     return rc < 0 ? CLI_EXIT_OK : rc;
 }
