@@ -86,12 +86,19 @@ const char *cli_option_text(const cli_options *o, const char *name);
 /* Options written into checkpoints (run.cfg.NAME) and read back on --resume. */
 int cli_option_count(void);
 const char *cli_option_name(int index);
-int cli_option_stored(int index);    /* saved in checkpoints */
-int cli_option_frozen(int index);    /* on resume the checkpoint's value wins */
-int cli_option_is_data(int index);   /* names or reads the data */
-int cli_option_is_format(int index); /* how to read data files (CSV columns, header...) */
-int cli_option_is_input(int index);  /* names a file the command reads */
-int cli_option_is_output(int index); /* names a file the command writes */
+/* Flags of an option. */
+enum {
+    OF_STORE = 1,  /* written into checkpoints as run.cfg.NAME */
+    OF_FROZEN = 2, /* on --resume the checkpoint's value wins */
+    OF_DATA = 4,   /* names the data; eval/predict take them from the checkpoint when none given */
+    OF_AUTO = 8,   /* a bool that may also be "auto" (-1) */
+    OF_LO_OPEN = 16,
+    OF_HI_OPEN = 32,
+    OF_FORMAT = 64, /* how to read data files, not which: eval/predict always take them */
+    OF_IN = 128,    /* names a file the command reads */
+    OF_OUT = 256    /* names a file the command writes */
+};
+int cli_option_has(int index, unsigned flag);
 int cli_option_of(int index, int cmd);
 const char *cli_choice_name(const char *option, int value);
 

@@ -91,7 +91,7 @@ static int check_options(cli_session *s) {
     for (int i = 0; i < cli_option_count(); ++i) {
         const char *name = cli_option_name(i), *text = cli_option_text(o, name);
         int ends_the_run = strcmp(name, "stop-after") == 0;
-        if (!ends_the_run && (!cli_option_stored(i) || cli_option_is_data(i))) continue;
+        if (!ends_the_run && (!cli_option_has(i, OF_STORE) || cli_option_has(i, OF_DATA))) continue;
         snprintf(what, sizeof what, "--%s", name);
         if (bp_comm_check_same(s->comm, text ? text : "", what) != BP_OK)
             return cli_lib_fail(s->cmd, "");

@@ -13,30 +13,17 @@
 
 typedef enum opt_type { OT_INT, OT_FLOAT, OT_STR, OT_BOOL, OT_CHOICE, OT_LIST } opt_type;
 
-/* Flags of an option. */
-enum {
-    OF_STORE = 1,  /* written into checkpoints as run.cfg.NAME */
-    OF_FROZEN = 2, /* on --resume the checkpoint's value wins */
-    OF_DATA = 4,   /* names the data; eval/predict take them from the checkpoint when none given */
-    OF_AUTO = 8,   /* a bool that may also be "auto" (-1) */
-    OF_LO_OPEN = 16,
-    OF_HI_OPEN = 32,
-    OF_FORMAT = 64, /* how to read data files, not which: eval/predict always take them */
-    OF_IN = 128,    /* names a file the command reads */
-    OF_OUT = 256    /* names a file the command writes */
-};
-
 typedef struct opt_spec {
     const char *name;
     opt_type type;
     size_t offset;
     unsigned cmds, flags;
-    const char *choices; /* OT_CHOICE: "a|b|c" */
-    double lo, hi;       /* numeric bounds */
-    const char *def;     /* default as text ("" for none) */
+    const char *def; /* default as text ("" for none) */
     const char *metavar;
-    const char *help;
     const char *group;
+    const char *help;
+    double lo, hi;       /* numeric bounds */
+    const char *choices; /* OT_CHOICE: "a|b|c" */
 } opt_spec;
 
 #define OFF(f) offsetof(cli_options, f)
@@ -59,190 +46,188 @@ typedef struct opt_spec {
 #define DATA_IN     (OF_STORE | OF_DATA | OF_IN)
 #define DATA_FORMAT (OF_STORE | OF_DATA | OF_FORMAT)
 
+/* An entry leaves out the trailing fields it does not use (bounds, choices): they are zero. */
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmissing-field-initializers"
 static const opt_spec SPECS[] = {
     /* model */
-    {"layers", OT_LIST, OFF(layers), TRAIN | LRFIND, FROZEN, NULL, 0, 0, "", "W,W,...",
-     "all widths, input first, e.g. 784,512,256,10 (default: from --hidden and the data)", "model"},
-    {"hidden", OT_LIST, OFF(hidden), TRAIN | LRFIND, FROZEN, NULL, 0, 0, "256,128", "W,...",
-     "hidden widths; the input and output widths come from the data", "model"},
-    {"act", OT_CHOICE, OFF(act), TRAIN | LRFIND, FROZEN,
-     "relu|leaky-relu|sigmoid|tanh|gelu|gelu-tanh|silu|identity", 0, 0, "relu", "NAME",
-     "activation of the hidden layers (the output layer has none)", "model"},
-    {"dropout", OT_FLOAT, OFF(dropout), TRAIN | LRFIND, FROZEN | OF_HI_OPEN, NULL, 0, 1, "0", "P",
-     "dropout probability after each hidden layer", "model"},
-    {"norm", OT_CHOICE, OFF(norm), TRAIN | LRFIND, FROZEN, "none|layernorm|rmsnorm", 0, 0, "none",
-     "NAME", "normalize the input of every layer but the first (docs/deep-mlp.md)", "model"},
-    {"norm-eps", OT_FLOAT, OFF(norm_eps), TRAIN | LRFIND, FROZEN | OF_LO_OPEN, NULL, 0, 1, "1e-5",
-     "E", "epsilon of --norm", "model"},
-    {"residual", OT_BOOL, OFF(residual), TRAIN | LRFIND, FROZEN, NULL, 0, 1, "no", "",
-     "add its input to the output of every layer whose input and output widths match", "model"},
-    {"init", OT_CHOICE, OFF(init), TRAIN | LRFIND, FROZEN,
-     "torch|he-uniform|he-normal|xavier-uniform|xavier-normal", 0, 0, "torch", "NAME",
-     "weight initialisation", "model"},
-    {"precision", OT_CHOICE, OFF(precision), TRAIN | LRFIND, FROZEN, "fp32|tf32|bf16", 0, 0, "fp32",
-     "MODE",
+    {"layers", OT_LIST, OFF(layers), TRAIN | LRFIND, FROZEN, "", "W,W,...", "model",
+     "all widths, input first, e.g. 784,512,256,10 (default: from --hidden and the data)"},
+    {"hidden", OT_LIST, OFF(hidden), TRAIN | LRFIND, FROZEN, "256,128", "W,...", "model",
+     "hidden widths; the input and output widths come from the data"},
+    {"act", OT_CHOICE, OFF(act), TRAIN | LRFIND, FROZEN, "relu", "NAME", "model",
+     "activation of the hidden layers (the output layer has none)",
+     .choices = "relu|leaky-relu|sigmoid|tanh|gelu|gelu-tanh|silu|identity"},
+    {"dropout", OT_FLOAT, OFF(dropout), TRAIN | LRFIND, FROZEN | OF_HI_OPEN, "0", "P", "model",
+     "dropout probability after each hidden layer", .hi = 1},
+    {"norm", OT_CHOICE, OFF(norm), TRAIN | LRFIND, FROZEN, "none", "NAME", "model",
+     "normalize the input of every layer but the first (docs/deep-mlp.md)",
+     .choices = "none|layernorm|rmsnorm"},
+    {"norm-eps", OT_FLOAT, OFF(norm_eps), TRAIN | LRFIND, FROZEN | OF_LO_OPEN, "1e-5", "E", "model",
+     "epsilon of --norm", .hi = 1},
+    {"residual", OT_BOOL, OFF(residual), TRAIN | LRFIND, FROZEN, "no", "", "model",
+     "add its input to the output of every layer whose input and output widths match"},
+    {"init", OT_CHOICE, OFF(init), TRAIN | LRFIND, FROZEN, "torch", "NAME", "model",
+     "weight initialisation", .choices = "torch|he-uniform|he-normal|xavier-uniform|xavier-normal"},
+    {"precision", OT_CHOICE, OFF(precision), TRAIN | LRFIND, FROZEN, "fp32", "MODE", "model",
      "arithmetic of the matrix products: fp32, tf32 (TF32 operands) or bf16 (mixed precision, "
      "fp32 master weights); on the CPU the GPU's numbers, not its speed",
-     "model"},
+     .choices = "fp32|tf32|bf16"},
     /* loss and optimizer */
-    {"loss", OT_CHOICE, OFF(loss), TRAIN | LRFIND, FROZEN, "auto|ce|mse|bce", 0, 0, "auto", "NAME",
+    {"loss", OT_CHOICE, OFF(loss), TRAIN | LRFIND, FROZEN, "auto", "NAME", "training",
      "ce (softmax cross-entropy), mse or bce (with logits); auto: ce for class labels, else mse",
-     "training"},
-    {"label-smoothing", OT_FLOAT, OFF(label_smoothing), TRAIN | LRFIND, FROZEN, NULL, 0, 1, "0.1",
-     "S", "label smoothing of cross-entropy (--loss ce only)", "training"},
-    {"opt", OT_CHOICE, OFF(opt), TRAIN | LRFIND, FROZEN, "sgd|adam|adamw", 0, 0, "adamw", "NAME",
-     "optimizer", "training"},
-    {"lr", OT_FLOAT, OFF(lr), TRAIN, FROZEN | OF_LO_OPEN, NULL, 0, FMAX, "1e-3", "LR",
-     "peak learning rate", "training"},
-    {"wd", OT_FLOAT, OFF(wd), TRAIN | LRFIND, FROZEN, NULL, 0, FMAX, "1e-4", "WD", "weight decay",
-     "training"},
-    {"momentum", OT_FLOAT, OFF(momentum), TRAIN | LRFIND, FROZEN | OF_HI_OPEN, NULL, 0, 1, "0.9",
-     "M", "SGD momentum", "training"},
-    {"nesterov", OT_BOOL, OFF(nesterov), TRAIN | LRFIND, FROZEN, NULL, 0, 1, "no", "",
-     "Nesterov momentum (SGD)", "training"},
-    {"beta1", OT_FLOAT, OFF(beta1), TRAIN | LRFIND, FROZEN | OF_HI_OPEN, NULL, 0, 1, "0.9", "B",
-     "Adam beta1", "training"},
-    {"beta2", OT_FLOAT, OFF(beta2), TRAIN | LRFIND, FROZEN | OF_HI_OPEN, NULL, 0, 1, "0.999", "B",
-     "Adam beta2", "training"},
-    {"eps", OT_FLOAT, OFF(eps), TRAIN | LRFIND, FROZEN | OF_LO_OPEN, NULL, 0, FMAX, "1e-8", "E",
-     "Adam epsilon", "training"},
-    {"schedule", OT_CHOICE, OFF(schedule), TRAIN, FROZEN, "constant|step|cosine", 0, 0, "cosine",
-     "NAME", "learning-rate schedule after the warm-up", "training"},
-    {"warmup", OT_FLOAT, OFF(warmup), TRAIN, FROZEN, NULL, 0, EPOCHS_MAX, "0", "EPOCHS",
-     "linear warm-up, in epochs (fractions allowed)", "training"},
-    {"step-size", OT_FLOAT, OFF(step_size), TRAIN, FROZEN | OF_LO_OPEN, NULL, 0, EPOCHS_MAX, "1",
-     "EPOCHS", "step schedule: epochs between decays", "training"},
-    {"gamma", OT_FLOAT, OFF(gamma), TRAIN, FROZEN | OF_LO_OPEN, NULL, 0, 1, "0.1", "G",
-     "step schedule: decay factor", "training"},
-    {"min-lr", OT_FLOAT, OFF(min_lr), TRAIN, FROZEN, NULL, 0, FMAX, "0", "LR",
-     "cosine schedule: the floor", "training"},
-    {"clip", OT_FLOAT, OFF(clip), TRAIN | LRFIND, FROZEN, NULL, 0, FMAX, "0", "NORM",
-     "clip gradients to this global L2 norm (0: off)", "training"},
-    {"clip-value", OT_FLOAT, OFF(clip_value), TRAIN | LRFIND, FROZEN, NULL, 0, FMAX, "0", "V",
-     "clip each gradient to [-V, V] (0: off)", "training"},
-    {"accum", OT_INT, OFF(accum), TRAIN | LRFIND, FROZEN, NULL, 1, 4096, "1", "K",
-     "micro-batches per step (gradient accumulation)", "training"},
-    {"batch", OT_INT, OFF(batch), TRAIN | EVAL | PREDICT | LRFIND, FROZEN, NULL, 1, 1 << 20, "128",
-     "N", "batch size", "run"},
-    {"epochs", OT_INT, OFF(epochs), TRAIN, STORED, NULL, 1, EPOCHS_MAX, "12", "N", "epochs in all",
-     "training"},
-    {"seed", OT_INT, OFF(seed), TRAIN | LRFIND, FROZEN, NULL, 0, 9007199254740991.0, "1", "N",
-     "seed of the weights, dropout, shuffling and the validation split", "training"},
-    {"device", OT_STR, OFF(device), TRAIN | EVAL | PREDICT | LRFIND, 0, NULL, 0, 0, "auto", "NAME",
-     "cpu, cuda, cuda:N or auto (a GPU when present)", "run"},
+     .choices = "auto|ce|mse|bce"},
+    {"label-smoothing", OT_FLOAT, OFF(label_smoothing), TRAIN | LRFIND, FROZEN, "0.1", "S",
+     "training", "label smoothing of cross-entropy (--loss ce only)", .hi = 1},
+    {"opt", OT_CHOICE, OFF(opt), TRAIN | LRFIND, FROZEN, "adamw", "NAME", "training", "optimizer",
+     .choices = "sgd|adam|adamw"},
+    {"lr", OT_FLOAT, OFF(lr), TRAIN, FROZEN | OF_LO_OPEN, "1e-3", "LR", "training",
+     "peak learning rate", .hi = FMAX},
+    {"wd", OT_FLOAT, OFF(wd), TRAIN | LRFIND, FROZEN, "1e-4", "WD", "training", "weight decay",
+     .hi = FMAX},
+    {"momentum", OT_FLOAT, OFF(momentum), TRAIN | LRFIND, FROZEN | OF_HI_OPEN, "0.9", "M",
+     "training", "SGD momentum", .hi = 1},
+    {"nesterov", OT_BOOL, OFF(nesterov), TRAIN | LRFIND, FROZEN, "no", "", "training",
+     "Nesterov momentum (SGD)"},
+    {"beta1", OT_FLOAT, OFF(beta1), TRAIN | LRFIND, FROZEN | OF_HI_OPEN, "0.9", "B", "training",
+     "Adam beta1", .hi = 1},
+    {"beta2", OT_FLOAT, OFF(beta2), TRAIN | LRFIND, FROZEN | OF_HI_OPEN, "0.999", "B", "training",
+     "Adam beta2", .hi = 1},
+    {"eps", OT_FLOAT, OFF(eps), TRAIN | LRFIND, FROZEN | OF_LO_OPEN, "1e-8", "E", "training",
+     "Adam epsilon", .hi = FMAX},
+    {"schedule", OT_CHOICE, OFF(schedule), TRAIN, FROZEN, "cosine", "NAME", "training",
+     "learning-rate schedule after the warm-up", .choices = "constant|step|cosine"},
+    {"warmup", OT_FLOAT, OFF(warmup), TRAIN, FROZEN, "0", "EPOCHS", "training",
+     "linear warm-up, in epochs (fractions allowed)", .hi = EPOCHS_MAX},
+    {"step-size", OT_FLOAT, OFF(step_size), TRAIN, FROZEN | OF_LO_OPEN, "1", "EPOCHS", "training",
+     "step schedule: epochs between decays", .hi = EPOCHS_MAX},
+    {"gamma", OT_FLOAT, OFF(gamma), TRAIN, FROZEN | OF_LO_OPEN, "0.1", "G", "training",
+     "step schedule: decay factor", .hi = 1},
+    {"min-lr", OT_FLOAT, OFF(min_lr), TRAIN, FROZEN, "0", "LR", "training",
+     "cosine schedule: the floor", .hi = FMAX},
+    {"clip", OT_FLOAT, OFF(clip), TRAIN | LRFIND, FROZEN, "0", "NORM", "training",
+     "clip gradients to this global L2 norm (0: off)", .hi = FMAX},
+    {"clip-value", OT_FLOAT, OFF(clip_value), TRAIN | LRFIND, FROZEN, "0", "V", "training",
+     "clip each gradient to [-V, V] (0: off)", .hi = FMAX},
+    {"accum", OT_INT, OFF(accum), TRAIN | LRFIND, FROZEN, "1", "K", "training",
+     "micro-batches per step (gradient accumulation)", .lo = 1, .hi = 4096},
+    {"batch", OT_INT, OFF(batch), TRAIN | EVAL | PREDICT | LRFIND, FROZEN, "128", "N", "run",
+     "batch size", .lo = 1, .hi = 1 << 20},
+    {"epochs", OT_INT, OFF(epochs), TRAIN, STORED, "12", "N", "training", "epochs in all", .lo = 1,
+     .hi = EPOCHS_MAX},
+    {"seed", OT_INT, OFF(seed), TRAIN | LRFIND, FROZEN, "1", "N", "training",
+     "seed of the weights, dropout, shuffling and the validation split", .hi = 9007199254740991.0},
+    {"device", OT_STR, OFF(device), TRAIN | EVAL | PREDICT | LRFIND, 0, "auto", "NAME", "run",
+     "cpu, cuda, cuda:N or auto (a GPU when present)"},
     /* data */
-    {"data", OT_STR, OFF(data), TRAIN | EVAL | PREDICT | LRFIND, DATA, NULL, 0, 0, "", "NAME",
-     "a named dataset: fashion-mnist (its train and test files)", "data"},
-    {"data-dir", OT_STR, OFF(data_dir), TRAIN | EVAL | PREDICT | LRFIND, DATA, NULL, 0, 0, "",
-     "DIR", "where the named dataset lives (default /usr/share/datasets/NAME)", "data"},
-    {"train", OT_STR, OFF(train), TRAIN | LRFIND, DATA_IN, NULL, 0, 0, "", "FILE",
-     "training data: .csv, or .npy features with --targets", "data"},
-    {"targets", OT_STR, OFF(targets), TRAIN | EVAL | PREDICT | LRFIND, DATA_IN, NULL, 0, 0, "",
-     "FILE.npy", "targets of --train (train) or of --input (eval, predict) .npy", "data"},
-    {"test", OT_STR, OFF(test), TRAIN | EVAL | PREDICT, DATA_IN, NULL, 0, 0, "", "FILE",
-     "test data (.csv, or .npy with --test-targets)", "data"},
-    {"test-targets", OT_STR, OFF(test_targets), TRAIN | EVAL | PREDICT, DATA_IN, NULL, 0, 0, "",
-     "FILE.npy", "targets of --test", "data"},
-    {"input", OT_STR, OFF(input), EVAL | PREDICT, OF_IN, NULL, 0, 0, "", "FILE",
+    {"data", OT_STR, OFF(data), TRAIN | EVAL | PREDICT | LRFIND, DATA, "", "NAME", "data",
+     "a named dataset: fashion-mnist (its train and test files)"},
+    {"data-dir", OT_STR, OFF(data_dir), TRAIN | EVAL | PREDICT | LRFIND, DATA, "", "DIR", "data",
+     "where the named dataset lives (default /usr/share/datasets/NAME)"},
+    {"train", OT_STR, OFF(train), TRAIN | LRFIND, DATA_IN, "", "FILE", "data",
+     "training data: .csv, or .npy features with --targets"},
+    {"targets", OT_STR, OFF(targets), TRAIN | EVAL | PREDICT | LRFIND, DATA_IN, "", "FILE.npy",
+     "data", "targets of --train (train) or of --input (eval, predict) .npy"},
+    {"test", OT_STR, OFF(test), TRAIN | EVAL | PREDICT, DATA_IN, "", "FILE", "data",
+     "test data (.csv, or .npy with --test-targets)"},
+    {"test-targets", OT_STR, OFF(test_targets), TRAIN | EVAL | PREDICT, DATA_IN, "", "FILE.npy",
+     "data", "targets of --test"},
+    {"input", OT_STR, OFF(input), EVAL | PREDICT, OF_IN, "", "FILE", "data",
      "data to evaluate or predict (.csv, .npy, or - for standard input; like --test; predict: "
-     "a CSV as wide as the model's input, or an NPY without --targets, has no targets)",
-     "data"},
-    {"train-images", OT_STR, OFF(train_images), TRAIN | LRFIND, DATA_IN, NULL, 0, 0, "", "FILE",
-     "training images, IDX (optionally .gz)", "data"},
-    {"train-labels", OT_STR, OFF(train_labels), TRAIN | LRFIND, DATA_IN, NULL, 0, 0, "", "FILE",
-     "training labels, IDX", "data"},
-    {"test-images", OT_STR, OFF(test_images), TRAIN | EVAL | PREDICT, DATA_IN, NULL, 0, 0, "",
-     "FILE", "test images, IDX", "data"},
-    {"test-labels", OT_STR, OFF(test_labels), TRAIN | EVAL | PREDICT, DATA_IN, NULL, 0, 0, "",
-     "FILE", "test labels, IDX", "data"},
-    {"target-column", OT_STR, OFF(target_column), TRAIN | EVAL | PREDICT | LRFIND, DATA_FORMAT,
-     NULL, 0, 0, "", "COLS",
-     "CSV target column(s): header names or 0-based indices (default: the last)", "data"},
+     "a CSV as wide as the model's input, or an NPY without --targets, has no targets)"},
+    {"train-images", OT_STR, OFF(train_images), TRAIN | LRFIND, DATA_IN, "", "FILE", "data",
+     "training images, IDX (optionally .gz)"},
+    {"train-labels", OT_STR, OFF(train_labels), TRAIN | LRFIND, DATA_IN, "", "FILE", "data",
+     "training labels, IDX"},
+    {"test-images", OT_STR, OFF(test_images), TRAIN | EVAL | PREDICT, DATA_IN, "", "FILE", "data",
+     "test images, IDX"},
+    {"test-labels", OT_STR, OFF(test_labels), TRAIN | EVAL | PREDICT, DATA_IN, "", "FILE", "data",
+     "test labels, IDX"},
+    {"target-column", OT_STR, OFF(target_column), TRAIN | EVAL | PREDICT | LRFIND, DATA_FORMAT, "",
+     "COLS", "data", "CSV target column(s): header names or 0-based indices (default: the last)"},
     {"target-kind", OT_CHOICE, OFF(target_kind), TRAIN | EVAL | PREDICT | LRFIND, DATA_FORMAT,
-     "auto|class|onehot|values|names", 0, 0, "auto", "KIND",
+     "auto", "KIND", "data",
      "CSV/NPY targets: class labels (indices, or names when no label is a number), one-hot "
      "columns, values, or names (every label a name, digits too)",
-     "data"},
-    {"classes", OT_INT, OFF(classes), TRAIN | LRFIND, FROZEN, NULL, 0, 1 << 24, "0", "N",
+     .choices = "auto|class|onehot|values|names"},
+    {"classes", OT_INT, OFF(classes), TRAIN | LRFIND, FROZEN, "0", "N", "data",
      "class labels: train N classes, labels 0..N-1 (0: 1 + the largest label; needed when the "
      "labels are far more than the distinct ones seen)",
-     "data"},
-    {"header", OT_BOOL, OFF(header), TRAIN | EVAL | PREDICT | LRFIND, DATA_FORMAT | OF_AUTO, NULL,
-     0, 1, "auto", "",
-     "the CSV files have a header row (--no-header: they do not; default: detect)", "data"},
-    {"delimiter", OT_STR, OFF(delimiter), TRAIN | EVAL | PREDICT | LRFIND, DATA_FORMAT, NULL, 0, 0,
-     ",", "C", "CSV delimiter (one character; 'tab' for a tab)", "data"},
-    {"val-split", OT_FLOAT, OFF(val_split), TRAIN | LRFIND, FROZEN | OF_HI_OPEN, NULL, 0, 1, "0.1",
-     "F", "fraction of the training data held out for validation", "data"},
-    {"scale", OT_CHOICE, OFF(scale), TRAIN | LRFIND, FROZEN, "auto|standard|minmax|global|none", 0,
-     0, "auto", "KIND",
+     .hi = 1 << 24},
+    {"header", OT_BOOL, OFF(header), TRAIN | EVAL | PREDICT | LRFIND, DATA_FORMAT | OF_AUTO, "auto",
+     "", "data", "the CSV files have a header row (--no-header: they do not; default: detect)"},
+    {"delimiter", OT_STR, OFF(delimiter), TRAIN | EVAL | PREDICT | LRFIND, DATA_FORMAT, ",", "C",
+     "data", "CSV delimiter (one character; 'tab' for a tab)"},
+    {"val-split", OT_FLOAT, OFF(val_split), TRAIN | LRFIND, FROZEN | OF_HI_OPEN, "0.1", "F", "data",
+     "fraction of the training data held out for validation", .hi = 1},
+    {"scale", OT_CHOICE, OFF(scale), TRAIN | LRFIND, FROZEN, "auto", "KIND", "data",
      "feature scaling fitted on the training data (auto: global for images, else standard)",
-     "data"},
+     .choices = "auto|standard|minmax|global|none"},
     /* run */
-    {"config", OT_STR, OFF(config), CMD_ALL, OF_IN, NULL, 0, 0, "", "FILE",
-     "read 'name = value' lines (the flags' names) first; flags override them", "run"},
-    {"checkpoint", OT_STR, OFF(checkpoint), EVAL | PREDICT | INFO, OF_IN, NULL, 0, 0, "", "FILE",
-     "the checkpoint (or give it as the first argument)", "run"},
-    {"save", OT_STR, OFF(save), TRAIN, OF_OUT, NULL, 0, 0, "", "FILE",
-     "save a checkpoint after every epoch (the best one with --early-stop)", "run"},
-    {"resume", OT_STR, OFF(resume), TRAIN, OF_IN, NULL, 0, 0, "", "FILE",
+    {"config", OT_STR, OFF(config), CMD_ALL, OF_IN, "", "FILE", "run",
+     "read 'name = value' lines (the flags' names) first; flags override them"},
+    {"checkpoint", OT_STR, OFF(checkpoint), EVAL | PREDICT | INFO, OF_IN, "", "FILE", "run",
+     "the checkpoint (or give it as the first argument)"},
+    {"save", OT_STR, OFF(save), TRAIN, OF_OUT, "", "FILE", "run",
+     "save a checkpoint after every epoch (the best one with --early-stop)"},
+    {"resume", OT_STR, OFF(resume), TRAIN, OF_IN, "", "FILE", "run",
      "continue the run saved in FILE (its options are the defaults; saves back to it unless "
-     "--save)",
-     "run"},
-    {"metrics", OT_STR, OFF(metrics), TRAIN | LRFIND, OF_OUT, NULL, 0, 0, "", "FILE.csv",
-     "write the per-epoch table (lr-find: the curve) as CSV", "run"},
-    {"plot", OT_STR, OFF(plot), TRAIN | LRFIND, OF_OUT, NULL, 0, 0, "", "FILE.png",
-     "draw the curves with gnuplot", "run"},
-    {"early-stop", OT_INT, OFF(early_stop), TRAIN, STORED, NULL, 0, 1000000, "0", "N",
-     "stop after N epochs without a better validation metric (0: off)", "run"},
-    {"monitor", OT_CHOICE, OFF(monitor), TRAIN, STORED, "auto|loss|acc", 0, 0, "auto", "WHAT",
-     "the validation metric of --early-stop (auto: accuracy for classes, else loss)", "run"},
-    {"grad-check", OT_INT, OFF(grad_check), TRAIN, STORED, NULL, 0, 1000000000, "100", "K",
-     "every K steps check per-layer gradient norms for vanishing/exploding (0: off)", "run"},
-    {"stop-after", OT_INT, OFF(stop_after), TRAIN, 0, NULL, 0, 1000000, "0", "N",
-     "end this invocation after epoch N as if interrupted (0: run to --epochs)", "run"},
-    {"quiet", OT_BOOL, OFF(quiet), TRAIN | EVAL | PREDICT | LRFIND, 0, NULL, 0, 1, "no", "",
-     "no progress bar or periodic lines", "run"},
-    {"distributed", OT_BOOL, OFF(distributed), TRAIN, 0, NULL, 0, 1, "no", "",
+     "--save)"},
+    {"metrics", OT_STR, OFF(metrics), TRAIN | LRFIND, OF_OUT, "", "FILE.csv", "run",
+     "write the per-epoch table (lr-find: the curve) as CSV"},
+    {"plot", OT_STR, OFF(plot), TRAIN | LRFIND, OF_OUT, "", "FILE.png", "run",
+     "draw the curves with gnuplot"},
+    {"early-stop", OT_INT, OFF(early_stop), TRAIN, STORED, "0", "N", "run",
+     "stop after N epochs without a better validation metric (0: off)", .hi = 1000000},
+    {"monitor", OT_CHOICE, OFF(monitor), TRAIN, STORED, "auto", "WHAT", "run",
+     "the validation metric of --early-stop (auto: accuracy for classes, else loss)",
+     .choices = "auto|loss|acc"},
+    {"grad-check", OT_INT, OFF(grad_check), TRAIN, STORED, "100", "K", "run",
+     "every K steps check per-layer gradient norms for vanishing/exploding (0: off)",
+     .hi = 1000000000},
+    {"stop-after", OT_INT, OFF(stop_after), TRAIN, 0, "0", "N", "run",
+     "end this invocation after epoch N as if interrupted (0: run to --epochs)", .hi = 1000000},
+    {"quiet", OT_BOOL, OFF(quiet), TRAIN | EVAL | PREDICT | LRFIND, 0, "no", "", "run",
+     "no progress bar or periodic lines"},
+    {"distributed", OT_BOOL, OFF(distributed), TRAIN, 0, "no", "", "run",
      "train data-parallel over the ranks of an MPI job (mpirun -np N backprop train ...); on "
-     "by itself when started as several ranks",
-     "run"},
-    {"threads", OT_INT, OFF(threads), TRAIN | EVAL | PREDICT | LRFIND, 0, NULL, 0, 4096, "0", "N",
+     "by itself when started as several ranks"},
+    {"threads", OT_INT, OFF(threads), TRAIN | EVAL | PREDICT | LRFIND, 0, "0", "N", "run",
      "CPU threads for the loops, the matrix engine and the BLAS (0: the default, see README)",
-     "run"},
-    {"memory-limit", OT_INT, OFF(memory_limit), TRAIN | EVAL | PREDICT | LRFIND, 0, NULL, 0,
-     9007199254740991.0, "0", "BYTES",
-     "fail (naming the sizes) when the device would hold more than BYTES (0: no limit)", "run"},
-    {"memory-check", OT_BOOL, OFF(memory_check), TRAIN | EVAL | PREDICT | LRFIND, 0, NULL, 0, 1,
-     "yes", "",
+     .hi = 4096},
+    {"memory-limit", OT_INT, OFF(memory_limit), TRAIN | EVAL | PREDICT | LRFIND, 0, "0", "BYTES",
+     "run", "fail (naming the sizes) when the device would hold more than BYTES (0: no limit)",
+     .hi = 9007199254740991.0},
+    {"memory-check", OT_BOOL, OFF(memory_check), TRAIN | EVAL | PREDICT | LRFIND, 0, "yes", "",
+     "run",
      "refuse at once a model larger than the device's free memory, naming the sizes (no: let "
-     "the allocations decide)",
-     "run"},
+     "the allocations decide)"},
     /* lr-find */
-    {"start-lr", OT_FLOAT, OFF(start_lr), LRFIND, OF_LO_OPEN, NULL, 0, FMAX, "1e-7", "LR",
-     "first learning rate of the range test", "lr-find"},
-    {"end-lr", OT_FLOAT, OFF(end_lr), LRFIND, OF_LO_OPEN, NULL, 0, FMAX, "10", "LR",
-     "last learning rate of the range test", "lr-find"},
-    {"steps", OT_INT, OFF(steps), LRFIND, 0, NULL, 5, 10000000, "100", "N",
-     "steps of the range test", "lr-find"},
+    {"start-lr", OT_FLOAT, OFF(start_lr), LRFIND, OF_LO_OPEN, "1e-7", "LR", "lr-find",
+     "first learning rate of the range test", .hi = FMAX},
+    {"end-lr", OT_FLOAT, OFF(end_lr), LRFIND, OF_LO_OPEN, "10", "LR", "lr-find",
+     "last learning rate of the range test", .hi = FMAX},
+    {"steps", OT_INT, OFF(steps), LRFIND, 0, "100", "N", "lr-find", "steps of the range test",
+     .lo = 5, .hi = 10000000},
     /* output */
-    {"output", OT_STR, OFF(output), PREDICT, OF_OUT, NULL, 0, 0, "", "FILE",
-     "where predictions go: .csv, .npy, or - for standard output", "output"},
-    {"outputs", OT_CHOICE, OFF(outputs), PREDICT, 0, "auto|class|probs|logits", 0, 0, "auto",
-     "WHAT", "what to write (auto: CSV class and probabilities, NPY probabilities; values for mse)",
-     "output"},
-    {"dump-weights", OT_BOOL, OFF(dump_weights), INFO, 0, NULL, 0, 1, "no", "",
-     "print every parameter (%.9g, exact for float32)", "output"},
-    {"output-format", OT_CHOICE, OFF(output_format), PREDICT, 0, "auto|csv|npy", 0, 0, "auto",
-     "FMT", "format of --output (auto: from its extension; CSV for -, standard output)", "output"},
-    {"json", OT_BOOL, OFF(json), TRAIN | EVAL | INFO, 0, NULL, 0, 1, "no", "",
+    {"output", OT_STR, OFF(output), PREDICT, OF_OUT, "", "FILE", "output",
+     "where predictions go: .csv, .npy, or - for standard output"},
+    {"outputs", OT_CHOICE, OFF(outputs), PREDICT, 0, "auto", "WHAT", "output",
+     "what to write (auto: CSV class and probabilities, NPY probabilities; values for mse)",
+     .choices = "auto|class|probs|logits"},
+    {"dump-weights", OT_BOOL, OFF(dump_weights), INFO, 0, "no", "", "output",
+     "print every parameter (%.9g, exact for float32)"},
+    {"output-format", OT_CHOICE, OFF(output_format), PREDICT, 0, "auto", "FMT", "output",
+     "format of --output (auto: from its extension; CSV for -, standard output)",
+     .choices = "auto|csv|npy"},
+    {"json", OT_BOOL, OFF(json), TRAIN | EVAL | INFO, 0, "no", "", "output",
      "print one JSON object on standard output (train: the summary at the end); the rest goes "
-     "to standard error",
-     "output"},
-    {"train-acc", OT_CHOICE, OFF(train_acc), TRAIN, 0, "on|off", 0, 0, "on", "HOW",
+     "to standard error"},
+    {"train-acc", OT_CHOICE, OFF(train_acc), TRAIN, 0, "on", "HOW", "run",
      "the progress bar's train accuracy (classes), counted by each step from its own logits",
-     "run"},
+     .choices = "on|off"},
 };
+#pragma GCC diagnostic pop
 
 #undef TRAIN
 #undef EVAL
@@ -271,23 +256,8 @@ int cli_option_count(void) {
 const char *cli_option_name(int index) {
     return SPECS[index].name;
 }
-int cli_option_stored(int index) {
-    return (SPECS[index].flags & OF_STORE) != 0;
-}
-int cli_option_frozen(int index) {
-    return (SPECS[index].flags & OF_FROZEN) != 0;
-}
-int cli_option_is_data(int index) {
-    return (SPECS[index].flags & OF_DATA) != 0;
-}
-int cli_option_is_format(int index) {
-    return (SPECS[index].flags & OF_FORMAT) != 0;
-}
-int cli_option_is_input(int index) {
-    return (SPECS[index].flags & OF_IN) != 0;
-}
-int cli_option_is_output(int index) {
-    return (SPECS[index].flags & OF_OUT) != 0;
+int cli_option_has(int index, unsigned flag) {
+    return (SPECS[index].flags & flag) != 0;
 }
 int cli_option_of(int index, int cmd) {
     return (SPECS[index].cmds & (unsigned)cmd) != 0;

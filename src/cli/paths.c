@@ -109,7 +109,7 @@ static int standard_stream(const char *name, const char *path) {
 static void collect_inputs(int cmd, const cli_options *o, const char *checkpoint, file_set *in) {
     char label[128];
     for (int i = 0; i < cli_option_count(); ++i) {
-        if (!cli_option_is_input(i)) continue;
+        if (!cli_option_has(i, OF_IN)) continue;
         if (standard_stream(cli_option_name(i), cli_option_text(o, cli_option_name(i)))) {
             snprintf(label, sizeof label, "--%s", cli_option_name(i));
             add_stdin(in, label);
@@ -135,7 +135,7 @@ static void collect_outputs(int cmd, const cli_options *o, file_set *out) {
     if (cli_rank > 0) return;
     char label[96];
     for (int i = 0; i < cli_option_count(); ++i) {
-        if (!cli_option_is_output(i) || !cli_option_of(i, cmd)) continue;
+        if (!cli_option_has(i, OF_OUT) || !cli_option_of(i, cmd)) continue;
         const char *name = cli_option_name(i);
         if (standard_stream(name, cli_option_text(o, name))) continue;
         snprintf(label, sizeof label, "--%s", name);
@@ -272,10 +272,11 @@ int cli_check_writable(int cmd, const char *flag, const char *path) {
 
 int cli_check_names(int cmd, const cli_options *o) {
     for (int i = 0; i < cli_option_count(); ++i) {
-        if (!(cli_option_is_input(i) || cli_option_is_output(i)) || !o->given[i]) continue;
+        if (!(cli_option_has(i, OF_IN) || cli_option_has(i, OF_OUT)) || !o->given[i]) continue;
         if (cli_option_text(o, cli_option_name(i))[0]) continue;
         cli_usage_error(cmd, "--%s: the file name is empty%s", cli_option_name(i),
-                        cli_option_is_output(i) ? " (leave the option out to write nothing)" : "");
+                        cli_option_has(i, OF_OUT) ? " (leave the option out to write nothing)"
+                                                  : "");
         return CLI_EXIT_USAGE;
     }
     return 0;

@@ -23,7 +23,7 @@ typedef struct inference {
 /* Whether the user named data files (then the checkpoint's do not apply). */
 static int any_source_given(const cli_options *o) {
     for (int i = 0; i < cli_option_count(); ++i)
-        if (cli_option_is_data(i) && !cli_option_is_format(i) && o->given[i]) return 1;
+        if (cli_option_has(i, OF_DATA) && !cli_option_has(i, OF_FORMAT) && o->given[i]) return 1;
     return cli_option_given(o, "input");
 }
 

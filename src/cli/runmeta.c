@@ -92,7 +92,7 @@ static void add_state(meta_list *l, const cli_data *d, const bp_loss_config *los
 
 /* Options whose value is a path the run reads data from. */
 static int is_data_path(int i) {
-    return (cli_option_is_input(i) && cli_option_is_data(i)) ||
+    return (cli_option_has(i, OF_IN) && cli_option_has(i, OF_DATA)) ||
            strcmp(cli_option_name(i), "data-dir") == 0;
 }
 
@@ -152,7 +152,7 @@ int cli_checkpoint_save(int cmd, const char *path, const bp_model *m, const bp_o
     add_state(&l, d, loss, rs);
     char key[96];
     for (int i = 0; i < cli_option_count(); ++i)
-        if (cli_option_stored(i)) {
+        if (cli_option_has(i, OF_STORE)) {
             snprintf(key, sizeof key, "cfg.%s", cli_option_name(i));
             if (is_data_path(i))
                 add_owned(&l, key, stored_path(path, o->text[i]));
@@ -263,9 +263,9 @@ int cli_read_model_meta(int cmd, const bp_checkpoint *ck, int features, float **
 }
 
 static int wanted(int i, int which) {
-    if (which == STORED_ALL) return cli_option_stored(i);
-    if (which == STORED_FORMATS) return cli_option_is_format(i);
-    return cli_option_is_data(i) && !cli_option_is_format(i);
+    if (which == STORED_ALL) return cli_option_has(i, OF_STORE);
+    if (which == STORED_FORMATS) return cli_option_has(i, OF_FORMAT);
+    return cli_option_has(i, OF_DATA) && !cli_option_has(i, OF_FORMAT);
 }
 
 char *cli_stored_option(const bp_checkpoint *ck, int index) {
@@ -285,7 +285,7 @@ int cli_apply_stored_options(int cmd, const bp_checkpoint *ck, cli_options *o, i
         char *v = wanted(i, which) ? cli_stored_option(ck, i) : NULL;
         if (!v) continue;
         const char *name = cli_option_name(i);
-        int frozen = cli_option_frozen(i) && which == STORED_ALL;
+        int frozen = cli_option_has(i, OF_FROZEN) && which == STORED_ALL;
         if (o->given[i] && frozen && strcmp(o->text[i], v) != 0)
             cli_warn(cmd, "--%s %s is ignored: the run in %s has %s '%s' and continues with it",
                      name, o->text[i], path, name, v);
