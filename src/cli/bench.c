@@ -186,12 +186,22 @@ static void report_mem(const char *name, const char *shape, const bp_bench_resul
 /* The sgemm rate at 2048^3 (NN). Measured once up front and again right before each training
  * config, since other jobs on the machine change it by 2x within a minute: a step is compared
  * with the rate measured next to it. */
-static int measure_sgemm(bp_device *dev, const bench_opts *o, double *rate, sample_stats *s) {
+static int measure_sgemm(bp_device *dev, const bench_opts *o, const char *before, double *rate) {
     bp_bench_op g = gemm_op(0, 0, 2048, 2048, 2048, BP_PRECISION_FP32);
     bp_bench_result r;
     if (time_ops(dev, o, &g, 1, 5, &r) != BP_OK) return -1;
-    *rate = r.flops / r.seconds.median;
-    *s = r.seconds;
+    const sample_stats *s = &r.seconds;
+    *rate = r.flops / s->median;
+    if (before)
+        printf("%-4s sgemm NN 2048^3 measured just before: ", before);
+    else
+        printf("limit: sgemm NN 2048^3 ");
+    printf("%.2f GFLOP/s (min %.2f ms, med %.2f, max %.2f)\n", *rate / 1e9, s->min * 1e3,
+           s->median * 1e3, s->max * 1e3);
+    json_row("limit", "\"what\": \"sgemm_2048\", %s%s%s\"gflops\": %.4f",
+             before ? "\"before_config\": \"" : "", before ? before : "", before ? "\", " : "",
+             *rate / 1e9);
+    json_stats("seconds", s);
     return 0;
 }
 
@@ -218,12 +228,7 @@ static int measure_engine(bp_device *dev, const bench_opts *o, bp_precision prec
 }
 
 static int measure_limits(bp_device *dev, const bench_opts *o, limits *lim) {
-    sample_stats s;
-    if (measure_sgemm(dev, o, &lim->gemm_flops, &s)) return -1;
-    printf("limit: sgemm NN 2048^3 %.2f GFLOP/s (min %.2f ms, med %.2f, max %.2f)\n",
-           lim->gemm_flops / 1e9, s.min * 1e3, s.median * 1e3, s.max * 1e3);
-    json_row("limit", "\"what\": \"sgemm_2048\", \"gflops\": %.4f", lim->gemm_flops / 1e9);
-    json_stats("seconds", &s);
+    if (measure_sgemm(dev, o, NULL, &lim->gemm_flops)) return -1;
     /* 256 MiB each way: far past any cache, so this is DRAM (or HBM) bandwidth. On the CPU the
      * backend's copy is one memmove on one thread, so two-thread ops can pass 100% of it. */
     size_t floats = (size_t)(o->quick ? 32 : 64) << 20;
@@ -342,7 +347,7 @@ static double step_bytes(const e2e_config *c) {
  * *rate is the step's GEMM FLOPs over it. Every product writes one fp32 output: the rate is the
  * GEMMs', not the fused epilogues'. */
 static int measure_step_gemms(bp_device *dev, const bench_opts *o, const e2e_config *cf,
-                              bp_precision prec, double *rate, sample_stats *s, int *n_gemms) {
+                              bp_precision prec, double *rate) {
     bp_bench_op set[3 * 7];
     int n = 0;
     for (int l = 0; l + 1 < cf->n_widths; ++l) {
@@ -351,11 +356,19 @@ static int measure_step_gemms(bp_device *dev, const bench_opts *o, const e2e_con
         set[n++] = gemm_op(1, 0, out, in, b, prec);            /* dW, TN */
         if (l > 0) set[n++] = gemm_op(0, 0, b, in, out, prec); /* dX, NN */
     }
-    *n_gemms = n;
     bp_bench_result r;
     if (time_ops(dev, o, set, n, 5, &r) != BP_OK) return -1;
-    *s = r.seconds;
+    const sample_stats *s = &r.seconds;
+    const char *pn = bp_precision_name(prec);
     *rate = step_flops(cf) / s->median;
+    printf("%-4s %s GEMMs at the step's %d shapes, same run: %.2f GFLOP/s (%.4g ms for all; min "
+           "%.4g, max %.4g)\n",
+           cf->name, pn, n, *rate / 1e9, s->median * 1e3, s->min * 1e3, s->max * 1e3);
+    json_row("limit",
+             "\"what\": \"gemm_step_shapes\", \"before_config\": \"%s\", \"precision\": \"%s\", "
+             "\"gemms\": %d, \"gflops\": %.4f",
+             cf->name, pn, n, *rate / 1e9);
+    json_stats("seconds", s);
     return 0;
 }
 static int bench_e2e(bp_device *shared, const bench_opts *o, const e2e_config *c, bp_precision prec,
@@ -374,26 +387,9 @@ static int bench_e2e(bp_device *shared, const bench_opts *o, const e2e_config *c
     limits near = *lim;
     double step_gemm_rate = 0; /* FLOP/s of this config's own GEMM shapes, measured here */
     if (lim->gemm_flops > 0) {
-        sample_stats gs;
-        if (measure_sgemm(shared, o, &near.gemm_flops, &gs)) return bench_fail("sgemm 2048");
-        printf("%-4s sgemm NN 2048^3 measured just before: %.2f GFLOP/s (min %.2f ms, med %.2f, "
-               "max %.2f)\n",
-               c->name, near.gemm_flops / 1e9, gs.min * 1e3, gs.median * 1e3, gs.max * 1e3);
-        json_row("limit", "\"what\": \"sgemm_2048\", \"before_config\": \"%s\", \"gflops\": %.4f",
-                 c->name, near.gemm_flops / 1e9);
-        json_stats("seconds", &gs);
-        int n_gemms = 0;
-        if (measure_step_gemms(shared, o, c, prec, &step_gemm_rate, &gs, &n_gemms))
+        if (measure_sgemm(shared, o, c->name, &near.gemm_flops)) return bench_fail("sgemm 2048");
+        if (measure_step_gemms(shared, o, c, prec, &step_gemm_rate))
             return bench_fail("the GEMMs at the step's shapes");
-        printf("%-4s %s GEMMs at the step's %d shapes, same run: %.2f GFLOP/s (%.4g ms for "
-               "all; min %.4g, max %.4g)\n",
-               c->name, pn, n_gemms, step_gemm_rate / 1e9, gs.median * 1e3, gs.min * 1e3,
-               gs.max * 1e3);
-        json_row("limit",
-                 "\"what\": \"gemm_step_shapes\", \"before_config\": \"%s\", \"precision\": "
-                 "\"%s\", \"gemms\": %d, \"gflops\": %.4f",
-                 c->name, pn, n_gemms, step_gemm_rate / 1e9);
-        json_stats("seconds", &gs);
         lim = &near;
     }
     long base_kb = reset_peak_rss() == 0 ? proc_status_kb("VmRSS") : -1;
@@ -561,7 +557,7 @@ done:
 }
 
 /* ---- the command ---- */
-static void bench_help(FILE *f) {
+void cli_bench_help(FILE *f) {
     fprintf(f,
             "usage: backprop bench [options]\n\n"
             "Measures the device limits (sgemm at 2048^3, copy bandwidth), per-op throughput\n"
@@ -583,68 +579,59 @@ static void bench_help(FILE *f) {
             "  --help           this text\n");
 }
 
-static int parse_int(const char *flag, const char *v, int lo, int hi, int *out) {
-    char *end;
-    errno = 0;
-    long x = strtol(v, &end, 10);
-    if (errno || *end || end == v || x < lo || x > hi) {
-        fprintf(stderr, "backprop bench: %s: '%s' is not an integer in [%d, %d]\n", flag, v, lo,
-                hi);
-        return CLI_EXIT_USAGE;
-    }
-    *out = (int)x;
-    return 0;
-}
-
 static int parse(int argc, char **argv, bench_opts *o) {
     *o = (bench_opts){"auto", NULL, "S,M,L,XL", NULL, 0, -1, -1, 0, 0, NULL, {0}, 0};
+    /* A flag sets text, or num from its value in [lo, hi], or (lo -1) num to 1. */
+    const struct {
+        const char *flag, **text;
+        int *num, lo, hi;
+    } flags[] = {{"--config", &o->configs, NULL, 0, 0},
+                 {"--only", &o->only, NULL, 0, 0},
+                 {"--device", &o->device, NULL, 0, 0},
+                 {"--json", &o->json, NULL, 0, 0},
+                 {"--precision", &o->precisions, NULL, 0, 0},
+                 {"--warmup", NULL, &o->warmup, 0, 1000000},
+                 {"--repeats", NULL, &o->repeats, 1, 1000000},
+                 {"--threads", NULL, &o->threads, 0, 4096}, /* bp_device_options */
+                 {"--quick", NULL, &o->quick, -1, 0},
+                 {"--no-limits", NULL, &o->no_limits, -1, 0}};
+    const int n_flags = (int)(sizeof flags / sizeof flags[0]);
     for (int i = 0; i < argc; ++i) {
         const char *a = argv[i];
-        if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
-            bench_help(stdout);
-            return -1;
-        }
-        if (strcmp(a, "--quick") == 0 || strcmp(a, "--no-limits") == 0) {
-            *(a[2] == 'q' ? &o->quick : &o->no_limits) = 1;
-            continue;
-        }
-        static const char *const with_value[] = {"--config",    "--only",   "--device",
-                                                 "--json",      "--warmup", "--repeats",
-                                                 "--precision", "--threads"};
-        int known = 0;
-        for (int k = 0; k < 8; ++k)
-            known |= strcmp(a, with_value[k]) == 0;
-        if (!known) {
+        if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) return cli_bench_help(stdout), -1;
+        int k = 0;
+        while (k < n_flags && strcmp(a, flags[k].flag) != 0)
+            ++k;
+        if (k == n_flags) {
             fprintf(stderr, "backprop bench: %s: unknown option (see backprop bench --help)\n", a);
             return CLI_EXIT_USAGE;
+        }
+        if (flags[k].lo < 0) {
+            *flags[k].num = 1;
+            continue;
         }
         if (i + 1 >= argc) {
             fprintf(stderr, "backprop bench: %s needs a value\n", a);
             return CLI_EXIT_USAGE;
         }
         const char *v = argv[++i];
-        int rc = 0;
-        if (strcmp(a, "--config") == 0)
-            o->configs = v;
-        else if (strcmp(a, "--only") == 0) {
-            if (strcmp(v, "ops") && strcmp(v, "train")) {
-                fprintf(stderr, "backprop bench: --only: '%s' is not one of ops, train\n", v);
-                return CLI_EXIT_USAGE;
-            }
-            o->only = v;
-        } else if (strcmp(a, "--device") == 0)
-            o->device = v;
-        else if (strcmp(a, "--json") == 0)
-            o->json = v;
-        else if (strcmp(a, "--precision") == 0)
-            o->precisions = v;
-        else if (strcmp(a, "--warmup") == 0)
-            rc = parse_int(a, v, 0, 1000000, &o->warmup);
-        else if (strcmp(a, "--threads") == 0)
-            rc = parse_int(a, v, 0, 4096, &o->threads); /* bp_device_options */
-        else
-            rc = parse_int(a, v, 1, 1000000, &o->repeats);
-        if (rc) return rc;
+        if (flags[k].text) {
+            *flags[k].text = v;
+            continue;
+        }
+        char *end;
+        errno = 0;
+        long x = strtol(v, &end, 10);
+        if (errno || *end || end == v || x < flags[k].lo || x > flags[k].hi) {
+            fprintf(stderr, "backprop bench: %s: '%s' is not an integer in [%d, %d]\n", a, v,
+                    flags[k].lo, flags[k].hi);
+            return CLI_EXIT_USAGE;
+        }
+        *flags[k].num = (int)x;
+    }
+    if (o->only && strcmp(o->only, "ops") && strcmp(o->only, "train")) {
+        fprintf(stderr, "backprop bench: --only: '%s' is not one of ops, train\n", o->only);
+        return CLI_EXIT_USAGE;
     }
     if (o->warmup < 0) o->warmup = o->quick ? 1 : 2;
     if (o->repeats < 0) o->repeats = o->quick ? 3 : 10;
@@ -772,8 +759,4 @@ int cli_cmd_bench(int argc, char **argv) {
     }
     bp_device_close(dev);
     return rc;
-}
-
-void cli_bench_help(FILE *f) {
-    bench_help(f);
 }

@@ -69,7 +69,8 @@ int cli_gnuplot_ready(int cmd, const char *path);
 int cli_plot_history(int cmd, const cli_history *h, const char *path, int accuracy);
 /* Runs a gnuplot script that draws one PNG on its standard output, into path atomically: the
  * file name never reaches gnuplot. gnuplot's exit status and a complete PNG (every chunk's CRC,
- * IEND last) are checked before the rename. 0, or CLI_EXIT_FAIL with a message. */
+ * IEND last) are checked before the rename. 0 (and a line saying so on stderr), or
+ * CLI_EXIT_FAIL with a message. */
 int cli_gnuplot(int cmd, const char *script, const char *path);
 /* Whether the n bytes are a complete PNG; *why says what is wrong when not. */
 int cli_png_complete(const unsigned char *p, size_t n, const char **why);

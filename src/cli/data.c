@@ -256,61 +256,28 @@ static int count_sources(const char *a, const char *b, const char *c) {
     return (a[0] != 0) + (b[0] != 0) + (c[0] != 0);
 }
 
-static int load_train_set(const load_ctx *lc, cli_data *d) {
-    int cmd = lc->cmd;
+/* The training (test 0) or test set from the one source given: the named dataset's files,
+ * flag's data file with its targets (tflag), or the IDX pair. None: no set, 0. */
+static int load_source(const load_ctx *lc, int test, const char *flag, const char *path,
+                       const char *tflag, const char *targets, cli_data *d) {
     const cli_options *o = lc->o;
-    int rc = idx_pair(cmd, o->train_images, o->train_labels, "train");
-    if (rc) return rc;
-    int n = count_sources(o->data, o->train, o->train_images);
-    if (n != 1) {
-        cli_usage_error(cmd,
-                        "%s: give one of --data NAME, --train FILE, or --train-images and "
-                        "--train-labels",
-                        n ? "more than one training set" : "no training data");
-        return CLI_EXIT_USAGE;
-    }
-    bp_dataset *all = NULL;
+    int cmd = lc->cmd, rc = 0;
+    bp_dataset **ds = test ? &d->test : &d->train;
+    char *name = test ? d->test_name : d->train_name;
+    const char *images = test ? o->test_images : o->train_images;
+    const char *labels = test ? o->test_labels : o->train_labels;
     if (o->data[0]) {
-        all = load_named(cmd, o, 0, &rc);
-        snprintf(d->train_name, sizeof d->train_name, "%s (train)", o->data);
-    } else if (o->train[0]) {
-        all = load_file(lc, "--train", o->train, "--targets", o->targets, &rc);
-        snprintf(d->train_name, sizeof d->train_name, "%s", o->train);
-    } else {
-        if ((rc = readable(cmd, "--train-images", o->train_images)) ||
-            (rc = readable(cmd, "--train-labels", o->train_labels)))
+        *ds = load_named(cmd, o, test, &rc);
+        snprintf(name, sizeof d->test_name, "%s (%s)", o->data, test ? "test" : "train");
+    } else if (path[0]) {
+        *ds = load_file(lc, flag, path, tflag, targets, &rc);
+        snprintf(name, sizeof d->test_name, "%s", is_stdin(path) ? "standard input" : path);
+    } else if (images[0]) {
+        if ((rc = readable(cmd, test ? "--test-images" : "--train-images", images)) ||
+            (rc = readable(cmd, test ? "--test-labels" : "--train-labels", labels)))
             return rc;
-        all = load_idx(cmd, o->train_images, o->train_labels, &rc);
-        snprintf(d->train_name, sizeof d->train_name, "%s", o->train_images);
-    }
-    d->train = all;
-    return all ? 0 : rc;
-}
-
-/* Test data for train: from --data, --test or the IDX pair; none is fine. */
-static int load_test_set(const load_ctx *lc, cli_data *d, int named) {
-    int cmd = lc->cmd;
-    const cli_options *o = lc->o;
-    int rc = idx_pair(cmd, o->test_images, o->test_labels, "test");
-    if (rc) return rc;
-    int n = count_sources(named ? o->data : "", o->test, o->test_images);
-    if (n > 1) {
-        cli_usage_error(cmd, "more than one test set: give one of --data NAME, --test FILE, or "
-                             "--test-images and --test-labels");
-        return CLI_EXIT_USAGE;
-    }
-    if (named && o->data[0]) {
-        d->test = load_named(cmd, o, 1, &rc);
-        snprintf(d->test_name, sizeof d->test_name, "%s (test)", o->data);
-    } else if (o->test[0]) {
-        d->test = load_file(lc, "--test", o->test, "--test-targets", o->test_targets, &rc);
-        snprintf(d->test_name, sizeof d->test_name, "%s", o->test);
-    } else if (o->test_images[0]) {
-        if ((rc = readable(cmd, "--test-images", o->test_images)) ||
-            (rc = readable(cmd, "--test-labels", o->test_labels)))
-            return rc;
-        d->test = load_idx(cmd, o->test_images, o->test_labels, &rc);
-        snprintf(d->test_name, sizeof d->test_name, "%s", o->test_images);
+        *ds = load_idx(cmd, images, labels, &rc);
+        snprintf(name, sizeof d->test_name, "%s", images);
     }
     return rc;
 }
@@ -581,12 +548,27 @@ int cli_data_load_train(int cmd, const cli_options *o, int values, const cli_nam
                         const char *whose, cli_data *d) {
     memset(d, 0, sizeof *d);
     load_ctx lc = {cmd, o, values, known, 0, 0};
-    int rc = load_train_set(&lc, d);
+    int rc = idx_pair(cmd, o->train_images, o->train_labels, "train");
+    int n = count_sources(o->data, o->train, o->train_images);
+    if (!rc && n != 1) {
+        cli_usage_error(cmd,
+                        "%s: give one of --data NAME, --train FILE, or --train-images and "
+                        "--train-labels",
+                        n ? "more than one training set" : "no training data");
+        return CLI_EXIT_USAGE;
+    }
+    if (!rc) rc = load_source(&lc, 0, "--train", o->train, "--targets", o->targets, d);
     if (!rc) rc = take_names(cmd, d, d->train);
-    /* The test labels are mapped onto the training set's classes. */
+    /* Test data (none is fine), its labels mapped onto the training set's classes. */
     load_ctx test = lc;
     test.known = d->names.n ? &d->names : known;
-    if (!rc) rc = load_test_set(&test, d, 1);
+    if (!rc) rc = idx_pair(cmd, o->test_images, o->test_labels, "test");
+    if (!rc && count_sources(o->data, o->test, o->test_images) > 1) {
+        cli_usage_error(cmd, "more than one test set: give one of --data NAME, --test FILE, or "
+                             "--test-images and --test-labels");
+        return CLI_EXIT_USAGE;
+    }
+    if (!rc) rc = load_source(&test, 1, "--test", o->test, "--test-targets", o->test_targets, d);
     if (!rc) rc = summarize(cmd, d);
     if (!rc) rc = check_classes(cmd, o, d, known, whose);
     if (!rc) rc = split(cmd, o, d);
@@ -607,13 +589,9 @@ int cli_data_load_eval(int cmd, const cli_options *o, int values, const cli_name
                         n ? "more than one data set" : "no data");
         return CLI_EXIT_USAGE;
     }
-    if (o->input[0]) {
-        d->test = load_file(&lc, "--input", o->input, "--targets", o->targets, &rc);
-        snprintf(d->test_name, sizeof d->test_name, "%s",
-                 is_stdin(o->input) ? "standard input" : o->input);
-    } else {
-        rc = load_test_set(&lc, d, 1);
-    }
+    int in = o->input[0] != 0;
+    rc = load_source(&lc, 1, in ? "--input" : "--test", in ? o->input : o->test,
+                     in ? "--targets" : "--test-targets", in ? o->targets : o->test_targets, d);
     if (!rc && !d->test) rc = CLI_EXIT_FAIL;
     if (!rc) rc = take_names(cmd, d, d->test);
     if (!rc) rc = summarize(cmd, d);

@@ -156,7 +156,6 @@ static int write_outputs(const cli_session *s, const curve *c, double suggestion
              "plot $d using 1:2 with lines lc rgb '#bbbbbb' title 'loss', "
              "$d using 1:3 with lines lw 2 title 'smoothed'\n");
     int rc = cli_gnuplot(CMD_LRFIND, g, s->o.plot);
-    if (rc == 0) fprintf(stderr, "plot written to %s\n", s->o.plot);
     free(g);
     return rc;
 }

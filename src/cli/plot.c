@@ -163,6 +163,7 @@ int cli_gnuplot(int cmd, const char *script, const char *path) {
         return CLI_EXIT_FAIL;
     }
     if (bp_file_commit(a) != BP_OK) return cli_lib_fail(cmd, "--plot");
+    fprintf(stderr, "plot written to %s\n", path);
     return 0;
 }
 
@@ -198,7 +199,6 @@ int cli_plot_history(int cmd, const cli_history *h, const char *path, int accura
                  "unset multiplot\n",
                  accuracy ? "accuracy (%)" : "MSE");
     int rc = cli_gnuplot(cmd, s, path);
-    if (rc == 0) fprintf(stderr, "plot written to %s\n", path);
     free(s);
     return rc;
 }

@@ -237,24 +237,17 @@ static void smooth(cli_progress *p, double now) {
 }
 
 static void draw(cli_progress *p, double now) {
+    char line[4096];
     smooth(p, now);
     if (p->tty) {
-        char line[4096];
         cli_progress_line(p, now, terminal_columns(), utf8_terminal(), line, sizeof line);
         fprintf(stderr, "\r%s\033[K", line);
-    } else {
-        char eta[32], elapsed[32], run[32], acc[32] = "";
-        clock_text(epoch_left(p), eta, sizeof eta);
-        clock_text(now - p->start, elapsed, sizeof elapsed);
-        clock_text(run_left(p), run, sizeof run);
-        if (p->run.has_acc && p->scored)
-            snprintf(acc, sizeof acc, "  acc %.2f%%", 100.0 * (double)p->right / (double)p->scored);
-        double loss = p->loss_n ? p->loss_sum / (double)p->loss_n : NAN;
-        fprintf(stderr,
-                "epoch %d/%d  step %lld/%lld  loss %.4f%s  %.0f samples/s  ETA %s  elapsed %s  "
-                "run ETA %s\n",
-                p->epoch, p->epochs, (long long)p->step, (long long)p->steps, loss, acc,
-                sample_rate(p), eta, elapsed, run);
+    } else { /* a line a log keeps: every item, no bar */
+        bar_text t;
+        size_t len;
+        bar_texts(p, now, &t);
+        compose(&t, N_ITEMS, 0, 0.0, 0, line, sizeof line, &len);
+        fprintf(stderr, "%s\n", line);
     }
     fflush(stderr);
     p->last_draw = now;

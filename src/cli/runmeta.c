@@ -54,15 +54,11 @@ static void add(meta_list *l, const char *key, const char *fmt, ...) {
     l->n++;
 }
 
+/* add() of a malloc'd value (NULL: out of memory), which it frees. */
 static void add_owned(meta_list *l, const char *key, char *value) {
-    if (l->oom || l->n == l->cap || !value) {
-        free(value);
-        l->oom = 1;
-        return;
-    }
-    l->e[l->n].key = own(l, cli_strdup(key));
-    l->e[l->n].value = own(l, value);
-    l->n++;
+    if (!value) l->oom = 1;
+    if (value) add(l, key, "%s", value);
+    free(value);
 }
 
 static void add_state(meta_list *l, const cli_data *d, const bp_loss_config *loss,
