@@ -8,7 +8,6 @@
 #include "cli_names.h"
 
 /* ---- json.c ---- */
-size_t cli_utf8_seq(const unsigned char *s, size_t n); /* 0: not a valid sequence */
 int cli_utf8_valid(const char *s);
 /* s for a message: bytes that are not UTF-8 (or control characters) as \xHH. */
 void cli_escape_bytes(const char *s, char *out, size_t size);

@@ -54,10 +54,6 @@ void cli_progress_step(cli_progress *p, int rows, float loss);
  * has taken under 2% of the epoch's time (the first batch always). */
 void cli_progress_score(cli_progress *p, int64_t right, int64_t rows);
 void cli_progress_clear(cli_progress *p);
-/* The bar for a terminal cols columns wide, at time now: what the redraw writes (no \r), never
- * wider than cols - 1. */
-void cli_progress_line(const cli_progress *p, double now, int cols, int unicode, char *out,
-                       size_t size);
 void cli_table_header(int accuracy);
 void cli_table_row(const cli_epoch_row *r, int accuracy);
 
@@ -72,7 +68,5 @@ int cli_plot_history(int cmd, const cli_history *h, const char *path, int accura
  * IEND last) are checked before the rename. 0 (and a line saying so on stderr), or
  * CLI_EXIT_FAIL with a message. */
 int cli_gnuplot(int cmd, const char *script, const char *path);
-/* Whether the n bytes are a complete PNG; *why says what is wrong when not. */
-int cli_png_complete(const unsigned char *p, size_t n, const char **why);
 
 #endif

@@ -20,67 +20,54 @@ static int sequential_index(const bp_model *m, int l) {
 }
 
 static void print_layers(const bp_model *m, cli_json *j) {
-    if (j) {
-        cli_json_begin(j, "layers", '[');
-        for (int l = 0; l < bp_model_n_layers(m); ++l) {
-            char w[32], b[32];
-            int q = sequential_index(m, l);
-            snprintf(w, sizeof w, "%d.weight", q);
-            snprintf(b, sizeof b, "%d.bias", q);
-            cli_json_begin(j, NULL, '{');
-            cli_json_int(j, "in", bp_model_width(m, l));
-            cli_json_int(j, "out", bp_model_width(m, l + 1));
-            cli_json_str(j, "weight", w);
-            cli_json_str(j, "bias", b);
-            cli_json_str(j, "activation", cli_act_name(bp_model_activation(m, l)));
-            cli_json_num(j, "dropout", (double)bp_model_dropout(m, l));
-            cli_json_end(j, '}');
-        }
-        cli_json_end(j, ']');
-        return;
-    }
-    printf("layers:\n");
+    j ? cli_json_begin(j, "layers", '[') : (void)printf("layers:\n");
     for (int l = 0; l < bp_model_n_layers(m); ++l) {
         int in = bp_model_width(m, l), out = bp_model_width(m, l + 1), q = sequential_index(m, l);
-        printf("  %d: linear %d -> %d (%d.weight [%d, %d], %d.bias [%d]), %s", l, in, out, q, out,
-               in, q, out, cli_act_name(bp_model_activation(m, l)));
-        if (bp_model_dropout(m, l) > 0.0f) printf(", dropout %g", (double)bp_model_dropout(m, l));
-        putchar('\n');
+        const char *act = cli_act_name(bp_model_activation(m, l));
+        double drop = (double)bp_model_dropout(m, l);
+        if (!j) {
+            printf("  %d: linear %d -> %d (%d.weight [%d, %d], %d.bias [%d]), %s", l, in, out, q,
+                   out, in, q, out, act);
+            drop > 0.0 ? printf(", dropout %g\n", drop) : putchar('\n');
+            continue;
+        }
+        char w[32], b[32];
+        snprintf(w, sizeof w, "%d.weight", q);
+        snprintf(b, sizeof b, "%d.bias", q);
+        cli_json_begin(j, NULL, '{');
+        cli_json_int(j, "in", in);
+        cli_json_int(j, "out", out);
+        cli_json_str(j, "weight", w);
+        cli_json_str(j, "bias", b);
+        cli_json_str(j, "activation", act);
+        cli_json_num(j, "dropout", drop);
+        cli_json_end(j, '}');
     }
+    if (j) cli_json_end(j, ']');
 }
 
+/* Every parameter, tensor by tensor (%.9g: exact for float32). */
 static void dump(const bp_model *m, const float *p, cli_json *j) {
-    if (j) {
-        cli_json_begin(j, "weights", '{');
-        for (int l = 0; l < bp_model_n_layers(m); ++l) {
-            size_t w, b, out = (size_t)bp_model_width(m, l + 1), in = (size_t)bp_model_width(m, l);
-            bp_model_layer_offsets(m, l, &w, &b);
-            char name[32];
-            int q = sequential_index(m, l);
-            for (int part = 0; part < 2; ++part) {
-                snprintf(name, sizeof name, "%d.%s", q, part ? "bias" : "weight");
-                cli_json_begin(j, name, '[');
-                size_t at = part ? b : w, count = part ? out : out * in;
-                for (size_t i = 0; i < count; ++i)
-                    cli_json_num(j, NULL, (double)p[at + i]);
-                cli_json_end(j, ']');
-            }
-        }
-        cli_json_end(j, '}');
-        return;
-    }
+    if (j) cli_json_begin(j, "weights", '{');
     for (int l = 0; l < bp_model_n_layers(m); ++l) {
-        size_t w, b;
-        bp_model_layer_offsets(m, l, &w, &b);
-        size_t out = (size_t)bp_model_width(m, l + 1), in = (size_t)bp_model_width(m, l);
-        int q = sequential_index(m, l);
-        printf("%d.weight [%zu, %zu]\n", q, out, in);
-        for (size_t i = 0; i < out * in; ++i)
-            printf("%.9g\n", (double)p[w + i]);
-        printf("%d.bias [%zu]\n", q, out);
-        for (size_t i = 0; i < out; ++i)
-            printf("%.9g\n", (double)p[b + i]);
+        size_t at[2], out = (size_t)bp_model_width(m, l + 1), in = (size_t)bp_model_width(m, l);
+        bp_model_layer_offsets(m, l, &at[0], &at[1]);
+        for (int part = 0; part < 2; ++part) {
+            char name[32];
+            snprintf(name, sizeof name, "%d.%s", sequential_index(m, l), part ? "bias" : "weight");
+            if (j)
+                cli_json_begin(j, name, '[');
+            else if (part)
+                printf("%s [%zu]\n", name, out);
+            else
+                printf("%s [%zu, %zu]\n", name, out, in);
+            for (size_t i = 0; i < (part ? out : out * in); ++i)
+                j ? cli_json_num(j, NULL, (double)p[at[part] + i])
+                  : (void)printf("%.9g\n", (double)p[at[part] + i]);
+            if (j) cli_json_end(j, ']');
+        }
     }
+    if (j) cli_json_end(j, '}');
 }
 
 static int print_params(const char *path, const bp_model *m, int dump_all, cli_json *j) {

@@ -11,7 +11,7 @@
 
 /* Length of the valid UTF-8 sequence at s (n bytes left), 0 when invalid: no overlong forms,
  * no surrogates, nothing above U+10FFFF. */
-size_t cli_utf8_seq(const unsigned char *s, size_t n) {
+static size_t utf8_seq(const unsigned char *s, size_t n) {
     if (s[0] < 0x80) return 1;
     size_t len = s[0] >= 0xf0 ? 4 : s[0] >= 0xe0 ? 3 : s[0] >= 0xc2 ? 2 : 0;
     if (len == 0 || s[0] > 0xf4 || len > n) return 0;
@@ -28,7 +28,7 @@ int cli_utf8_valid(const char *s) {
     const unsigned char *p = (const unsigned char *)s;
     size_t n = strlen(s);
     for (size_t i = 0; i < n;) {
-        size_t len = cli_utf8_seq(p + i, n - i);
+        size_t len = utf8_seq(p + i, n - i);
         if (!len) return 0;
         i += len;
     }
@@ -39,7 +39,7 @@ void cli_escape_bytes(const char *s, char *out, size_t size) {
     const unsigned char *p = (const unsigned char *)s;
     size_t n = strlen(s), at = 0;
     for (size_t i = 0; i < n && at + 5 < size;) {
-        size_t len = cli_utf8_seq(p + i, n - i);
+        size_t len = utf8_seq(p + i, n - i);
         if (len && p[i] >= 0x20) {
             if (at + len + 1 >= size) break;
             memcpy(out + at, p + i, len);
@@ -69,7 +69,7 @@ static void put_string(FILE *f, const char *s) {
     fputc('"', f);
     for (size_t i = 0; i < n;) {
         unsigned char c = p[i];
-        size_t len = cli_utf8_seq(p + i, n - i);
+        size_t len = utf8_seq(p + i, n - i);
         if (c == '"' || c == '\\') {
             fputc('\\', f);
             fputc(c, f);

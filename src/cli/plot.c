@@ -52,7 +52,8 @@ static uint32_t be32(const unsigned char *p) {
     return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
 }
 
-int cli_png_complete(const unsigned char *p, size_t n, const char **why) {
+/* Whether the n bytes are a complete PNG; *why says what is wrong when not. */
+static int png_complete(const unsigned char *p, size_t n, const char **why) {
     static const unsigned char signature[8] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n'};
     if (n == 0) return *why = "the file is empty", 0;
     if (n < 8 || memcmp(p, signature, 8) != 0) return *why = "it is not a PNG", 0;
@@ -86,7 +87,7 @@ static int check_png(int fd, const char **why) {
         if (k <= 0) break;
         got += (size_t)k;
     }
-    int ok = got == n ? cli_png_complete(buf, n, why) : (*why = "it cannot be read back", 0);
+    int ok = got == n ? png_complete(buf, n, why) : (*why = "it cannot be read back", 0);
     free(buf);
     return ok;
 }

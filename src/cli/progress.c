@@ -173,8 +173,10 @@ static int compose(const bar_text *t, int keep, int bar, double frac, int unicod
     return cols;
 }
 
-void cli_progress_line(const cli_progress *p, double now, int cols, int unicode, char *out,
-                       size_t size) {
+/* The bar for a terminal cols columns wide, at time now: what the redraw writes (no \r), never
+ * wider than cols - 1. */
+static void progress_line(const cli_progress *p, double now, int cols, int unicode, char *out,
+                          size_t size) {
     bar_text t;
     bar_texts(p, now, &t);
     int avail = cols - 1; /* the last column would leave the cursor waiting to wrap */
@@ -240,7 +242,7 @@ static void draw(cli_progress *p, double now) {
     char line[4096];
     smooth(p, now);
     if (p->tty) {
-        cli_progress_line(p, now, terminal_columns(), utf8_terminal(), line, sizeof line);
+        progress_line(p, now, terminal_columns(), utf8_terminal(), line, sizeof line);
         fprintf(stderr, "\r%s\033[K", line);
     } else { /* a line a log keeps: every item, no bar */
         bar_text t;
