@@ -6,7 +6,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
-#include <zlib.h>
 
 #include "cli.h"
 
@@ -81,38 +80,6 @@ static const char *delimiter_flag(char c) {
     return buf;
 }
 
-/* The first non-blank line of a CSV file (gzip or not, as the loader reads it) holds none of
- * the delimiter but some of another common one: a usage error naming both. */
-static int check_delimiter(int cmd, const char *flag, const char *path, char delim) {
-    static const char others[] = {',', ';', '\t', '|'};
-    gzFile g = gzopen(path, "rb");
-    char line[8192];
-    int got = 0;
-    for (int tries = 0; g && !got && tries < 64 && gzgets(g, line, sizeof line); ++tries)
-        got = line[strspn(line, " \t\r\n")] != '\0';
-    if (g) gzclose(g);
-    if (!got) return 0;
-    int count[sizeof others] = {0}, mine = 0, quoted = 0;
-    for (const char *p = line; *p && *p != '\n'; ++p) {
-        if (*p == '"') quoted = !quoted;
-        if (quoted) continue;
-        mine += *p == delim;
-        for (size_t k = 0; k < sizeof others; ++k)
-            count[k] += *p == others[k];
-    }
-    size_t best = sizeof others;
-    for (size_t k = 0; k < sizeof others; ++k)
-        if (others[k] != delim && count[k] > 0 && (best == sizeof others || count[k] > count[best]))
-            best = k;
-    if (mine > 0 || best == sizeof others) return 0;
-    char want[8];
-    snprintf(want, sizeof want, "%s", delimiter_flag(delim));
-    cli_usage_error(cmd, "%s: '%s': the first line has no %s but %d %s: give --delimiter %s", flag,
-                    path, want, count[best], delimiter_flag(others[best]),
-                    delimiter_flag(others[best]));
-    return CLI_EXIT_USAGE;
-}
-
 /* What a load asks of the files: value targets or class labels (with the names a model
  * already knows), and for predict whether data without a target column is welcome. */
 typedef struct load_ctx {
@@ -180,7 +147,7 @@ static int open_failed(int cmd, const bp_open_report *r) {
 
 /* The options of one open: the format by the file's extension (standard input by its
  * content), the targets as the flags and the model ask. */
-static int open_options(const load_ctx *lc, const char *flag, const char *path, const char *targets,
+static int open_options(const load_ctx *lc, const char *path, const char *targets,
                         bp_open_options *oo) {
     const cli_options *o = lc->o;
     *oo = bp_open_options_default();
@@ -197,10 +164,7 @@ static int open_options(const load_ctx *lc, const char *flag, const char *path, 
         oo->csv.class_names = (const char *const *)lc->known->v;
         oo->csv.n_class_names = lc->known->n;
     }
-    int rc = csv_delimiter(lc->cmd, o, &oo->csv.delimiter);
-    if (!rc && oo->format == BP_FORMAT_CSV)
-        rc = check_delimiter(lc->cmd, flag, path, oo->csv.delimiter);
-    return rc;
+    return csv_delimiter(lc->cmd, o, &oo->csv.delimiter);
 }
 
 /* A data file by its extension: .csv, or .npy with a targets .npy. */
@@ -227,7 +191,7 @@ static bp_dataset *load_file(const load_ctx *lc, const char *flag, const char *p
     if (!is_stdin(path) && (*rc = readable(cmd, flag, path)) != 0) return NULL;
     int npy = cli_has_ext(path, ".npy");
     if (npy && targets[0] && (*rc = readable(cmd, tflag, targets)) != 0) return NULL;
-    if ((*rc = open_options(lc, flag, path, targets, &oo)) != 0) return NULL;
+    if ((*rc = open_options(lc, path, targets, &oo)) != 0) return NULL;
     bp_open_report r;
     bp_dataset *ds = bp_dataset_open(path, &oo, &r, NULL);
     if (r.targets_ignored) cli_warn(cmd, "%s is ignored: %s is CSV", tflag, path);

@@ -97,7 +97,7 @@ def test_errors_with_fixes(d):
         f.write("a;b;label\n" + "".join("%d;%d;%d\n" % (i, i * 2, i % 2) for i in range(40)))
     r = run("train", "--train", "semi.csv", *SMALL, cwd=d)
     check("a ';' file read with ',': exit 2 naming both delimiters and the flag",
-          r.rc == 2 and "no ','" in r.err and "2 ';'" in r.err and "--delimiter ';'" in r.err, r)
+          r.rc == 2 and "no ','" in r.err and "2 of ';'" in r.err and "--delimiter ';'" in r.err, r)
     with open(os.path.join(d, "tabs.csv"), "w") as f:
         f.write("a\tb\tlabel\n" + "".join("%d\t%d\t%d\n" % (i, i * 2, i % 2) for i in range(40)))
     r = run("train", "--train", "tabs.csv", *SMALL, cwd=d)
