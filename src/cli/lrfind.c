@@ -136,25 +136,23 @@ static int write_outputs(const cli_session *s, const curve *c, double suggestion
         }
     }
     if (!s->o.plot[0] || c->n < 2 || !cli_gnuplot_ready(CMD_LRFIND, NULL)) return 0;
-    size_t cap = 512 + (size_t)c->n * 64;
-    char *g = malloc(cap);
-    if (!g) return 0;
-    size_t used = (size_t)snprintf(g, cap, "$d << EOD\n");
+    char *g = NULL;
+    size_t size = 0;
+    FILE *f = open_memstream(&g, &size);
+    if (!f) return cli_fail(CMD_LRFIND, "out of memory"), CLI_EXIT_FAIL;
+    fprintf(f, "$d << EOD\n");
     for (int i = 0; i < c->n; ++i)
-        used += (size_t)snprintf(g + used, cap - used, "%.6g %.6g %.6g\n", c->lr[i], c->loss[i],
-                                 c->smooth[i]);
-    used += (size_t)snprintf(g + used, cap - used,
-                             "EOD\nset logscale x\nset format x '%%.0e'\nset grid\n"
-                             "set xlabel 'learning rate'\nset ylabel 'loss'\n"
-                             "set title 'learning-rate range test'\nset yrange [*:%.6g]\n",
-                             1.3 * c->smooth[0]); /* the explosion would flatten the rest */
+        fprintf(f, "%.6g %.6g %.6g\n", c->lr[i], c->loss[i], c->smooth[i]);
+    fprintf(f,
+            "EOD\nset logscale x\nset format x '%%.0e'\nset grid\nset xlabel 'learning rate'\n"
+            "set ylabel 'loss'\nset title 'learning-rate range test'\nset yrange [*:%.6g]\n",
+            1.3 * c->smooth[0]); /* the explosion would flatten the rest */
     if (suggestion > 0)
-        used += (size_t)snprintf(g + used, cap - used,
-                                 "set arrow from %.6g, graph 0 to %.6g, graph 1 nohead dt 2\n",
-                                 suggestion, suggestion);
-    snprintf(g + used, cap - used,
-             "plot $d using 1:2 with lines lc rgb '#bbbbbb' title 'loss', "
-             "$d using 1:3 with lines lw 2 title 'smoothed'\n");
+        fprintf(f, "set arrow from %.6g, graph 0 to %.6g, graph 1 nohead dt 2\n", suggestion,
+                suggestion);
+    fprintf(f, "plot $d using 1:2 with lines lc rgb '#bbbbbb' title 'loss', "
+               "$d using 1:3 with lines lw 2 title 'smoothed'\n");
+    fclose(f);
     int rc = cli_gnuplot(CMD_LRFIND, g, s->o.plot);
     free(g);
     return rc;

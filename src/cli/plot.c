@@ -172,33 +172,32 @@ int cli_gnuplot(int cmd, const char *script, const char *path) {
 
 int cli_plot_history(int cmd, const cli_history *h, const char *path, int accuracy) {
     if (h->n == 0 || !on_path("gnuplot")) return 0; /* said at the start */
-    size_t cap = 512 + (size_t)h->n * 96;
-    char *s = malloc(cap);
-    if (!s) return cli_fail(cmd, "out of memory"), CLI_EXIT_FAIL;
+    char *s = NULL;
+    size_t size = 0;
+    FILE *f = open_memstream(&s, &size);
+    if (!f) return cli_fail(cmd, "out of memory"), CLI_EXIT_FAIL;
     int has_val = 0;
-    size_t used = (size_t)snprintf(s, cap, "set datafile missing '?'\n$d << EOD\n");
+    fprintf(f, "set datafile missing '?'\n$d << EOD\n");
     for (int i = 0; i < h->n; ++i) {
         const cli_epoch_row *r = &h->rows[i];
         has_val |= r->has_val;
         double m = accuracy ? 100.0 * r->val_metric : r->val_metric;
         if (r->has_val)
-            used += (size_t)snprintf(s + used, cap - used, "%d %.6g %.6g %.6g\n", r->epoch,
-                                     r->train_loss, r->val_loss, m);
+            fprintf(f, "%d %.6g %.6g %.6g\n", r->epoch, r->train_loss, r->val_loss, m);
         else
-            used +=
-                (size_t)snprintf(s + used, cap - used, "%d %.6g ? ?\n", r->epoch, r->train_loss);
+            fprintf(f, "%d %.6g ? ?\n", r->epoch, r->train_loss);
     }
-    used += (size_t)snprintf(s + used, cap - used,
-                             "EOD\nset grid\nset xlabel 'epoch'\nset key top right\n%s%s"
-                             "set title 'loss'\nplot $d using 1:2 with linespoints title 'train'",
-                             h->n <= 20 ? "set xtics 1\n" : "",
-                             has_val ? "set multiplot layout 1,2\n" : "");
+    fprintf(f,
+            "EOD\nset grid\nset xlabel 'epoch'\nset key top right\n%s%s"
+            "set title 'loss'\nplot $d using 1:2 with linespoints title 'train'",
+            h->n <= 20 ? "set xtics 1\n" : "", has_val ? "set multiplot layout 1,2\n" : "");
     if (has_val)
-        snprintf(s + used, cap - used,
-                 ", $d using 1:3 with linespoints title 'validation'\n"
-                 "set title 'validation %s'\nplot $d using 1:4 with linespoints notitle\n"
-                 "unset multiplot\n",
-                 accuracy ? "accuracy (%)" : "MSE");
+        fprintf(f,
+                ", $d using 1:3 with linespoints title 'validation'\n"
+                "set title 'validation %s'\nplot $d using 1:4 with linespoints notitle\n"
+                "unset multiplot\n",
+                accuracy ? "accuracy (%)" : "MSE");
+    fclose(f);
     int rc = cli_gnuplot(cmd, s, path);
     free(s);
     return rc;
