@@ -377,27 +377,25 @@ static int device_name_ok(const char *name) {
     return 1;
 }
 
-/* "must be > 0" and the like, from the spec's bounds. */
-static void bounds_text(const opt_spec *s, char *buf, size_t size) {
-    const char *lo = s->flags & OF_LO_OPEN ? "(" : "[";
-    const char *hi = s->flags & OF_HI_OPEN ? ")" : "]";
+/* v within the spec's bounds: 0, or a usage error saying them ("must be > 0", "in [0, 1)"). */
+static int check_bounds(int cmd, const opt_spec *s, double v, const char *text, const char *label) {
+    int lo_open = (s->flags & OF_LO_OPEN) != 0, hi_open = (s->flags & OF_HI_OPEN) != 0;
+    if (!(v < s->lo || (v == s->lo && lo_open)) && !(v > s->hi || (v == s->hi && hi_open)))
+        return 0;
+    char range[96];
     if (s->hi >= BIG)
-        snprintf(buf, size, "%s %s", s->flags & OF_LO_OPEN ? ">" : ">=", cli_num(s->lo));
+        snprintf(range, sizeof range, "%s %s", lo_open ? ">" : ">=", cli_num(s->lo));
     else
-        snprintf(buf, size, "in %s%s, %s%s", lo, cli_num(s->lo), cli_num(s->hi), hi);
-}
-
-static int in_bounds(const opt_spec *s, double v) {
-    if (v < s->lo || (v == s->lo && (s->flags & OF_LO_OPEN))) return 0;
-    if (v > s->hi || (v == s->hi && (s->flags & OF_HI_OPEN))) return 0;
-    return 1;
+        snprintf(range, sizeof range, "in %s%s, %s%s", lo_open ? "(" : "[", cli_num(s->lo),
+                 cli_num(s->hi), hi_open ? ")" : "]");
+    cli_usage_error(cmd, "%s: '%s' is out of range (must be %s)", label, text, range);
+    return CLI_EXIT_USAGE;
 }
 
 /* Parses text for spec s into its field of o; prints a usage error naming label on failure. */
 static int set_value(int cmd, cli_options *o, const opt_spec *s, const char *text,
                      const char *label) {
     void *field = (char *)o + s->offset;
-    char range[96];
     double d;
     int64_t i64;
     int b;
@@ -405,21 +403,13 @@ static int set_value(int cmd, cli_options *o, const opt_spec *s, const char *tex
     case OT_FLOAT:
         if (!parse_double(text, &d))
             return cli_usage_error(cmd, "%s: '%s' is not a number", label, text), CLI_EXIT_USAGE;
-        if (!in_bounds(s, d)) {
-            bounds_text(s, range, sizeof range);
-            cli_usage_error(cmd, "%s: '%s' is out of range (must be %s)", label, text, range);
-            return CLI_EXIT_USAGE;
-        }
+        if (check_bounds(cmd, s, d, text, label)) return CLI_EXIT_USAGE;
         *(double *)field = d;
         return 0;
     case OT_INT:
         if (!parse_int64(text, &i64))
             return cli_usage_error(cmd, "%s: '%s' is not an integer", label, text), CLI_EXIT_USAGE;
-        if (!in_bounds(s, (double)i64)) {
-            bounds_text(s, range, sizeof range);
-            cli_usage_error(cmd, "%s: '%s' is out of range (must be %s)", label, text, range);
-            return CLI_EXIT_USAGE;
-        }
+        if (check_bounds(cmd, s, (double)i64, text, label)) return CLI_EXIT_USAGE;
         if (s->offset == OFF(seed) || s->offset == OFF(memory_limit))
             *(int64_t *)field = i64;
         else
