@@ -305,12 +305,10 @@ static void describe(const trainer *t) {
             (long long)(s->d.val ? bp_dataset_size(s->d.val) : 0), (long long)n_test,
             cli_plural(n_test, "sample", "samples"), s->d.features,
             cli_plural(s->d.features, "feature", "features"));
-    if (s->d.kind == BP_TARGET_CLASS)
-        fprintf(cli_out(), "%d %s, scaling %s\n", s->d.classes,
-                cli_plural(s->d.classes, "class", "classes"), cli_scale_name(s->d.scaling));
-    else
-        fprintf(cli_out(), "%d %s, scaling %s\n", s->d.target_width,
-                cli_plural(s->d.target_width, "target", "targets"), cli_scale_name(s->d.scaling));
+    int classes = s->d.kind == BP_TARGET_CLASS, n = classes ? s->d.classes : s->d.target_width;
+    fprintf(cli_out(), "%d %s, scaling %s\n", n,
+            classes ? cli_plural(n, "class", "classes") : cli_plural(n, "target", "targets"),
+            cli_scale_name(s->d.scaling));
     fprintf(cli_out(),
             "training: %s, lr %g, wd %g, %s schedule, batch %d, %d %s of %lld %s, loss %s",
             cli_choice_name("opt", o->opt), o->lr, o->wd, cli_choice_name("schedule", o->schedule),
