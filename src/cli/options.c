@@ -33,7 +33,6 @@ typedef struct opt_spec {
 #define PREDICT CMD_PREDICT
 #define INFO    CMD_INFO
 #define LRFIND  CMD_LRFIND
-#define BIG     1e300
 /* Hyper-parameters reach the update rounded to float (bp_optim_config): beyond FLT_MAX they
  * would be infinite there. */
 #define FMAX FLT_MAX
@@ -377,18 +376,13 @@ static int device_name_ok(const char *name) {
     return 1;
 }
 
-/* v within the spec's bounds: 0, or a usage error saying them ("must be > 0", "in [0, 1)"). */
+/* v within the spec's bounds: 0, or a usage error saying them ("must be in [0, 1)"). */
 static int check_bounds(int cmd, const opt_spec *s, double v, const char *text, const char *label) {
     int lo_open = (s->flags & OF_LO_OPEN) != 0, hi_open = (s->flags & OF_HI_OPEN) != 0;
     if (!(v < s->lo || (v == s->lo && lo_open)) && !(v > s->hi || (v == s->hi && hi_open)))
         return 0;
-    char range[96];
-    if (s->hi >= BIG)
-        snprintf(range, sizeof range, "%s %s", lo_open ? ">" : ">=", cli_num(s->lo));
-    else
-        snprintf(range, sizeof range, "in %s%s, %s%s", lo_open ? "(" : "[", cli_num(s->lo),
-                 cli_num(s->hi), hi_open ? ")" : "]");
-    cli_usage_error(cmd, "%s: '%s' is out of range (must be %s)", label, text, range);
+    cli_usage_error(cmd, "%s: '%s' is out of range (must be in %s%s, %s%s)", label, text,
+                    lo_open ? "(" : "[", cli_num(s->lo), cli_num(s->hi), hi_open ? ")" : "]");
     return CLI_EXIT_USAGE;
 }
 
