@@ -2,8 +2,10 @@
  * reads back as the same double (a float widened to double first, so it is exact too); a NaN or
  * an infinity, which JSON cannot hold, is null. Strings are escaped as RFC 8259 asks; bytes
  * that are not UTF-8 (a file name can hold any) become U+FFFD, so the output always parses. */
+#define _POSIX_C_SOURCE 200809L /* regex.h */
 #include <inttypes.h>
 #include <math.h>
+#include <regex.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -149,29 +151,14 @@ void cli_json_null(cli_json *j, const char *key) {
     fputs("null", j->f);
 }
 
-/* Whether text is a JSON number: -?(0|[1-9][0-9]*)(.[0-9]+)?([eE][+-]?[0-9]+)? */
+/* Whether text is a JSON number (RFC 8259's grammar). */
 static int json_number(const char *s) {
-    if (*s == '-') ++s;
-    if (*s == '0')
-        ++s;
-    else if (*s >= '1' && *s <= '9')
-        while (*s >= '0' && *s <= '9')
-            ++s;
-    else
+    regex_t re;
+    if (regcomp(&re, "^-?(0|[1-9][0-9]*)(\\.[0-9]+)?([eE][+-]?[0-9]+)?$", REG_EXTENDED | REG_NOSUB))
         return 0;
-    if (*s == '.') {
-        if (!(*++s >= '0' && *s <= '9')) return 0;
-        while (*s >= '0' && *s <= '9')
-            ++s;
-    }
-    if (*s == 'e' || *s == 'E') {
-        ++s;
-        if (*s == '+' || *s == '-') ++s;
-        if (!(*s >= '0' && *s <= '9')) return 0;
-        while (*s >= '0' && *s <= '9')
-            ++s;
-    }
-    return *s == '\0';
+    int ok = regexec(&re, s, 0, NULL, 0) == 0;
+    regfree(&re);
+    return ok;
 }
 
 void cli_json_text(cli_json *j, const char *key, const char *text) {
