@@ -33,7 +33,7 @@ typedef struct cli_data {
     int target_width;
     bp_target_kind kind;
     float *offset, *scale; /* scaling, features floats each */
-    int scaling;           /* SCALE_* actually used */
+    int scaling;           /* the bp_scaling_kind used (never SCALE_AUTO) */
     cli_names names;       /* the class names (the training data's, or the evaluation data's,
                               the model's first); n 0 for class indices */
 } cli_data;
@@ -53,7 +53,6 @@ int cli_data_load_eval(int cmd, const cli_options *o, int values, const cli_name
 /* Fits (or takes) the scaling and applies it to every loaded set. */
 int cli_data_scale(int cmd, cli_data *d, int scaling, const float *offset, const float *scale);
 void cli_data_free(cli_data *d);
-const char *cli_scale_name(int scaling);
 /* Every label of ds (the file `name`) below classes: else exit 2 naming the row and label, and
  * `whose` classes they would need ("the model in m.st"). */
 int cli_check_labels(int cmd, const bp_dataset *ds, const char *name, int classes,

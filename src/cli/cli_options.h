@@ -15,9 +15,11 @@ typedef struct cli_int_list {
     int v[CLI_MAX_WIDTHS];
 } cli_int_list;
 
-/* Choices, in the order of the option's choice list. */
+/* Choices, in the order of the option's choice list. A list that names a library enum
+ * (--act, --init, --norm, --precision, --opt, --schedule, --scale) follows its order, so a
+ * choice's index is the enum's value (bp_scaling_kind for --scale, auto last). */
 enum { LOSS_AUTO, LOSS_CE, LOSS_MSE, LOSS_BCE };
-enum { SCALE_AUTO, SCALE_STANDARD, SCALE_MINMAX, SCALE_GLOBAL, SCALE_NONE };
+enum { SCALE_NONE, SCALE_MINMAX, SCALE_STANDARD, SCALE_GLOBAL, SCALE_AUTO };
 enum { TK_AUTO, TK_CLASS, TK_ONEHOT, TK_VALUES };
 enum { MON_AUTO, MON_LOSS, MON_ACC };
 enum { OUT_AUTO, OUT_CLASS, OUT_PROBS, OUT_LOGITS };

@@ -54,8 +54,6 @@ bp_loss_kind cli_loss_kind(const cli_options *o, const cli_data *d);
 bp_model *cli_build_model(int cmd, const cli_options *o, bp_device *dev, const cli_int_list *w);
 bp_optim_config cli_optim_config(const cli_options *o, int64_t steps_per_epoch);
 void cli_describe_model(const bp_model *m, FILE *f);
-/* An activation as --act spells it. */
-const char *cli_act_name(bp_activation a);
 
 /* ---- session.c: what train and lr-find share ---- */
 typedef struct cli_session {

@@ -14,10 +14,6 @@ static const char *const NAMED[] = {"fashion-mnist", "mnist"};
 static const char *const IDX_FILES[4] = {"train-images-idx3-ubyte", "train-labels-idx1-ubyte",
                                          "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"};
 
-const char *cli_scale_name(int scaling) {
-    return cli_choice_name("scale", scaling);
-}
-
 int cli_targets_are_values(const cli_options *o, bp_loss_kind loss, int loss_known) {
     if (o->target_kind == TK_VALUES) return 1;
     if (o->target_kind == TK_CLASS || o->target_kind == TK_ONEHOT) return 0;
@@ -562,19 +558,6 @@ int cli_data_load_eval(int cmd, const cli_options *o, int values, const cli_name
     return rc;
 }
 
-static bp_scaling_kind library_scaling(int scaling) {
-    switch (scaling) {
-    case SCALE_STANDARD:
-        return BP_SCALE_STANDARD;
-    case SCALE_MINMAX:
-        return BP_SCALE_MINMAX;
-    case SCALE_GLOBAL:
-        return BP_SCALE_GLOBAL;
-    default:
-        return BP_SCALE_NONE;
-    }
-}
-
 int cli_data_scale(int cmd, cli_data *d, int scaling, const float *offset, const float *scale) {
     size_t n = (size_t)d->features;
     d->offset = malloc(n * sizeof(float));
@@ -584,7 +567,7 @@ int cli_data_scale(int cmd, cli_data *d, int scaling, const float *offset, const
     if (offset) {
         memcpy(d->offset, offset, n * sizeof(float));
         memcpy(d->scale, scale, n * sizeof(float));
-    } else if (bp_dataset_fit_scaling(d->train, library_scaling(scaling), d->offset, d->scale) !=
+    } else if (bp_dataset_fit_scaling(d->train, (bp_scaling_kind)scaling, d->offset, d->scale) !=
                BP_OK) {
         return cli_lib_fail(cmd, "");
     }

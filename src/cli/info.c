@@ -23,7 +23,7 @@ static void print_layers(const bp_model *m, cli_json *j) {
     j ? cli_json_begin(j, "layers", '[') : (void)printf("layers:\n");
     for (int l = 0; l < bp_model_n_layers(m); ++l) {
         int in = bp_model_width(m, l), out = bp_model_width(m, l + 1), q = sequential_index(m, l);
-        const char *act = cli_act_name(bp_model_activation(m, l));
+        const char *act = cli_choice_name("act", bp_model_activation(m, l));
         double drop = (double)bp_model_dropout(m, l);
         if (!j) {
             printf("  %d: linear %d -> %d (%d.weight [%d, %d], %d.bias [%d]), %s", l, in, out, q,

@@ -56,7 +56,7 @@ static const opt_spec SPECS[] = {
      "hidden widths; the input and output widths come from the data"},
     {"act", OT_CHOICE, OFF(act), TRAIN | LRFIND, FROZEN, "relu", "NAME", "model",
      "activation of the hidden layers (the output layer has none)",
-     .choices = "relu|leaky-relu|sigmoid|tanh|gelu|gelu-tanh|silu|identity"},
+     .choices = "identity|relu|leaky-relu|sigmoid|tanh|gelu|gelu-tanh|silu"},
     {"dropout", OT_FLOAT, OFF(dropout), TRAIN | LRFIND, FROZEN | OF_HI_OPEN, "0", "P", "model",
      "dropout probability after each hidden layer", .hi = 1},
     {"norm", OT_CHOICE, OFF(norm), TRAIN | LRFIND, FROZEN, "none", "NAME", "model",
@@ -161,7 +161,7 @@ static const opt_spec SPECS[] = {
      "fraction of the training data held out for validation", .hi = 1},
     {"scale", OT_CHOICE, OFF(scale), TRAIN | LRFIND, FROZEN, "auto", "KIND", "data",
      "feature scaling fitted on the training data (auto: global for images, else standard)",
-     .choices = "auto|standard|minmax|global|none"},
+     .choices = "none|minmax|standard|global|auto"},
     /* run */
     {"config", OT_STR, OFF(config), CMD_ALL, OF_IN, "", "FILE", "run",
      "read 'name = value' lines (the flags' names) first; flags override them"},

@@ -64,7 +64,7 @@ static void add_owned(meta_list *l, const char *key, char *value) {
 static void add_state(meta_list *l, const cli_data *d, const bp_loss_config *loss,
                       const cli_run_state *rs) {
     add(l, "format", "%s", META_FORMAT);
-    add(l, "scaling", "%s", cli_scale_name(d->scaling));
+    add(l, "scaling", "%s", bp_scaling_kind_name((bp_scaling_kind)d->scaling));
     add_owned(l, "scale_offset", cli_format_floats(d->offset, (size_t)d->features));
     add_owned(l, "scale_scale", cli_format_floats(d->scale, (size_t)d->features));
     add(l, "loss", "%s", bp_loss_kind_name(loss->kind));
@@ -248,9 +248,8 @@ int cli_read_model_meta(int cmd, const bp_checkpoint *ck, int features, float **
                  bp_checkpoint_path(ck), features);
         return CLI_EXIT_FAIL;
     }
-    *scaling = SCALE_NONE;
-    for (int k = SCALE_STANDARD; sname && k <= SCALE_NONE; ++k)
-        if (strcmp(sname, cli_scale_name(k)) == 0) *scaling = k;
+    bp_scaling_kind sk = BP_SCALE_NONE;
+    *scaling = sname && bp_scaling_kind_parse(sname, &sk) == BP_OK ? (int)sk : BP_SCALE_NONE;
     bp_loss_kind kind;
     /* unknown: the caller decides from the data */
     loss->kind = lname && bp_loss_kind_parse(lname, &kind) == BP_OK ? kind : (bp_loss_kind)-1;

@@ -108,20 +108,6 @@ bp_loss_kind cli_loss_kind(const cli_options *o, const cli_data *d) {
     }
 }
 
-static const bp_activation ACTS[] = {BP_ACT_RELU, BP_ACT_LEAKY_RELU, BP_ACT_SIGMOID,
-                                     BP_ACT_TANH, BP_ACT_GELU,       BP_ACT_GELU_TANH,
-                                     BP_ACT_SILU, BP_ACT_IDENTITY};
-static const bp_init INITS[] = {BP_INIT_TORCH_DEFAULT, BP_INIT_HE_UNIFORM, BP_INIT_HE_NORMAL,
-                                BP_INIT_XAVIER_UNIFORM, BP_INIT_XAVIER_NORMAL};
-static const bp_precision PRECISIONS[] = {BP_PRECISION_FP32, BP_PRECISION_TF32, BP_PRECISION_BF16};
-static const bp_norm NORMS[] = {BP_NORM_NONE, BP_NORM_LAYER, BP_NORM_RMS};
-
-const char *cli_act_name(bp_activation a) {
-    for (size_t k = 0; k < sizeof ACTS / sizeof ACTS[0]; ++k)
-        if (ACTS[k] == a) return cli_choice_name("act", (int)k);
-    return "?";
-}
-
 bp_model *cli_build_model(int cmd, const cli_options *o, bp_device *dev, const cli_int_list *w) {
     int n = w->n - 1;
     bp_activation acts[CLI_MAX_WIDTHS];
@@ -130,10 +116,10 @@ bp_model *cli_build_model(int cmd, const cli_options *o, bp_device *dev, const c
     int residual[CLI_MAX_WIDTHS];
     for (int l = 0; l < n; ++l) {
         int hidden = l < n - 1;
-        acts[l] = hidden ? ACTS[o->act] : BP_ACT_IDENTITY;
+        acts[l] = hidden ? (bp_activation)o->act : BP_ACT_IDENTITY;
         drop[l] = hidden ? (float)o->dropout : 0.0f;
         /* The data are scaled already (--scale); a norm of a raw row would mix its features. */
-        norms[l] = l > 0 ? NORMS[o->norm] : BP_NORM_NONE;
+        norms[l] = l > 0 ? (bp_norm)o->norm : BP_NORM_NONE;
         residual[l] = o->residual && w->v[l] == w->v[l + 1];
     }
     bp_mlp_config c = bp_mlp_config_default(n, w->v);
@@ -142,8 +128,8 @@ bp_model *cli_build_model(int cmd, const cli_options *o, bp_device *dev, const c
     c.norms = norms;
     c.residual = residual;
     c.norm_eps = (float)o->norm_eps;
-    c.init = INITS[o->init];
-    c.precision = PRECISIONS[o->precision];
+    c.init = (bp_init)o->init;
+    c.precision = (bp_precision)o->precision;
     c.seed = (uint64_t)o->seed;
     c.max_batch = (o->batch + o->accum - 1) / o->accum; /* one micro-batch at a time */
     bp_status st;
@@ -161,11 +147,10 @@ static int64_t epochs_to_steps(double epochs, int64_t per_epoch) {
 }
 
 bp_optim_config cli_optim_config(const cli_options *o, int64_t steps_per_epoch) {
-    static const bp_optim_kind KINDS[] = {BP_OPTIM_SGD, BP_OPTIM_ADAM, BP_OPTIM_ADAMW};
-    bp_optim_config c = bp_optim_config_default(KINDS[o->opt]);
+    bp_optim_config c = bp_optim_config_default((bp_optim_kind)o->opt);
     c.lr = o->lr;
     c.weight_decay = o->wd;
-    if (o->opt == 0) {
+    if (o->opt == BP_OPTIM_SGD) {
         c.momentum = o->momentum;
         c.nesterov = o->nesterov;
         c.dampening = 0.0;
@@ -176,9 +161,7 @@ bp_optim_config cli_optim_config(const cli_options *o, int64_t steps_per_epoch) 
     c.clip_norm = o->clip;
     c.clip_value = o->clip_value;
     c.accum_steps = o->accum;
-    static const bp_schedule_kind SCHEDULES[] = {BP_SCHEDULE_CONSTANT, BP_SCHEDULE_STEP,
-                                                 BP_SCHEDULE_COSINE};
-    c.schedule.kind = SCHEDULES[o->schedule];
+    c.schedule.kind = (bp_schedule_kind)o->schedule;
     c.schedule.warmup_steps = epochs_to_steps(o->warmup, steps_per_epoch);
     int64_t step = epochs_to_steps(o->step_size, steps_per_epoch);
     c.schedule.step_size = step < 1 ? 1 : step;
@@ -192,7 +175,7 @@ void cli_describe_model(const bp_model *m, FILE *f) {
     int n = bp_model_n_layers(m);
     for (int l = 0; l <= n; ++l)
         fprintf(f, "%s%d", l ? "-" : "", bp_model_width(m, l));
-    fprintf(f, " %s", n > 1 ? cli_act_name(bp_model_activation(m, 0)) : "linear");
+    fprintf(f, " %s", n > 1 ? cli_choice_name("act", bp_model_activation(m, 0)) : "linear");
     if (n > 1 && bp_model_dropout(m, 0) > 0.0f)
         fprintf(f, ", dropout %g", (double)bp_model_dropout(m, 0));
     int normed = 0, residual = 0;

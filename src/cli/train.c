@@ -308,7 +308,7 @@ static void describe(const trainer *t) {
     int classes = s->d.kind == BP_TARGET_CLASS, n = classes ? s->d.classes : s->d.target_width;
     fprintf(cli_out(), "%d %s, scaling %s\n", n,
             classes ? cli_plural(n, "class", "classes") : cli_plural(n, "target", "targets"),
-            cli_scale_name(s->d.scaling));
+            bp_scaling_kind_name((bp_scaling_kind)s->d.scaling));
     fprintf(cli_out(),
             "training: %s, lr %g, wd %g, %s schedule, batch %d, %d %s of %lld %s, loss %s",
             cli_choice_name("opt", o->opt), o->lr, o->wd, cli_choice_name("schedule", o->schedule),

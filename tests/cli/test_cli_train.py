@@ -3,6 +3,7 @@
 
 usage: test_cli_train.py [path/to/backprop]"""
 import csv
+import json
 import math
 import os
 import pty
@@ -231,6 +232,42 @@ def test_norm_residual(d):
     check("--norm-eps 0 is refused naming the flag", r.rc == 2 and "--norm-eps" in r.err, r)
 
 
+def metadata(path):
+    """The checkpoint's string metadata (its safetensors header's __metadata__)."""
+    with open(path, "rb") as f:
+        n = int.from_bytes(f.read(8), "little")
+        return json.loads(f.read(n))["__metadata__"]
+
+
+def test_choices(d):
+    """Each choice of the flags that name a library enum reaches the model, the optimizer and
+    the data: what the checkpoint holds and info prints is the flag's value, and a resumed run
+    keeps the scaling."""
+    write_csv(os.path.join(d, "ch.csv"), blobs(120, 23))
+    base = ["--train", "ch.csv", "--hidden", "4", "--epochs", "2", "--batch", "32", "--quiet",
+            "--device", "cpu"]
+    for act in ("identity", "relu", "leaky-relu", "sigmoid", "tanh", "gelu", "gelu-tanh", "silu"):
+        r = run("train", *base, "--act", act, "--save", "a.st", cwd=d)
+        i = run("info", "a.st", cwd=d)
+        first = [l for l in i.out.splitlines() if l.startswith("  0: linear")]
+        check("--act %s: the hidden layer's activation" % act,
+              r.rc == 0 and len(first) == 1 and first[0].endswith(", " + act), i)
+    for opt, sched, prec in (("sgd", "constant", "fp32"), ("adam", "step", "tf32"),
+                             ("adamw", "cosine", "bf16")):
+        r = run("train", *base, "--opt", opt, "--schedule", sched, "--precision", prec, "--save",
+                "o.st", cwd=d)
+        m = metadata(os.path.join(d, "o.st")) if r.rc == 0 else {}
+        check("--opt %s --schedule %s --precision %s: the checkpoint's" % (opt, sched, prec),
+              (m.get("optimizer.kind"), m.get("optimizer.schedule.kind"),
+               m.get("model.precision")) == (opt, sched, prec), (r, m))
+    for scale in ("none", "minmax", "standard", "global"):
+        r = run("train", *base, "--scale", scale, "--save", "s.st", "--stop-after", "1", cwd=d)
+        r2 = run("train", "--resume", "s.st", "--quiet", cwd=d)
+        i = run("info", "s.st", cwd=d)
+        check("--scale %s: kept by the checkpoint and by --resume" % scale,
+              r.rc == 0 and r2.rc == 0 and "  scaling = %s\n" % scale in i.out, (r, r2, i))
+
+
 def main():
     with tempdir() as d:
         test_train_csv(d)
@@ -244,6 +281,8 @@ def main():
         test_idx_and_plot(d)
     with tempdir() as d:
         test_norm_residual(d)
+    with tempdir() as d:
+        test_choices(d)
     finish()
 
 
