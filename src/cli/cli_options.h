@@ -16,9 +16,10 @@ typedef struct cli_int_list {
 } cli_int_list;
 
 /* Choices, in the order of the option's choice list. A list that names a library enum
- * (--act, --init, --norm, --precision, --opt, --schedule, --scale) follows its order, so a
- * choice's index is the enum's value (bp_scaling_kind for --scale, auto last). */
-enum { LOSS_AUTO, LOSS_CE, LOSS_MSE, LOSS_BCE };
+ * (--act, --init, --norm, --precision, --opt, --schedule, --scale, --loss) follows its order, so
+ * a choice's index is the enum's value (bp_scaling_kind for --scale, bp_loss_kind for --loss;
+ * auto last). */
+enum { LOSS_MSE, LOSS_CE, LOSS_BCE, LOSS_AUTO };
 enum { SCALE_NONE, SCALE_MINMAX, SCALE_STANDARD, SCALE_GLOBAL, SCALE_AUTO };
 enum { TK_AUTO, TK_CLASS, TK_ONEHOT, TK_VALUES };
 enum { MON_AUTO, MON_LOSS, MON_ACC };

@@ -75,7 +75,7 @@ static const opt_spec SPECS[] = {
     /* loss and optimizer */
     {"loss", OT_CHOICE, OFF(loss), TRAIN | LRFIND, FROZEN, "auto", "NAME", "training",
      "ce (softmax cross-entropy), mse or bce (with logits); auto: ce for class labels, else mse",
-     .choices = "auto|ce|mse|bce"},
+     .choices = "mse|ce|bce|auto"},
     {"label-smoothing", OT_FLOAT, OFF(label_smoothing), TRAIN | LRFIND, FROZEN, "0.1", "S",
      "training", "label smoothing of cross-entropy (--loss ce only)", .hi = 1},
     {"opt", OT_CHOICE, OFF(opt), TRAIN | LRFIND, FROZEN, "adamw", "NAME", "training", "optimizer",

@@ -96,16 +96,8 @@ int cli_check_model_fits(int cmd, const bp_model *m, const cli_data *d, const ch
 }
 
 bp_loss_kind cli_loss_kind(const cli_options *o, const cli_data *d) {
-    switch (o->loss) {
-    case LOSS_CE:
-        return BP_LOSS_CROSS_ENTROPY;
-    case LOSS_MSE:
-        return BP_LOSS_MSE;
-    case LOSS_BCE:
-        return BP_LOSS_BCE_LOGITS;
-    default:
-        return d && d->kind == BP_TARGET_VALUES ? BP_LOSS_MSE : BP_LOSS_CROSS_ENTROPY;
-    }
+    if (o->loss != LOSS_AUTO) return (bp_loss_kind)o->loss;
+    return d && d->kind == BP_TARGET_VALUES ? BP_LOSS_MSE : BP_LOSS_CROSS_ENTROPY;
 }
 
 bp_model *cli_build_model(int cmd, const cli_options *o, bp_device *dev, const cli_int_list *w) {
