@@ -260,6 +260,14 @@ def test_choices(d):
         check("--opt %s --schedule %s --precision %s: the checkpoint's" % (opt, sched, prec),
               (m.get("optimizer.kind"), m.get("optimizer.schedule.kind"),
                m.get("model.precision")) == (opt, sched, prec), (r, m))
+    with open(os.path.join(d, "bin.csv"), "w") as f:  # 0/1 targets: values for mse and bce
+        f.write("a,b,y\n" + "".join("%d,%d,%d\n" % (i % 5, i % 3, i % 2) for i in range(64)))
+    for loss, data in (("mse", "bin.csv"), ("ce", "ch.csv"), ("bce", "bin.csv")):
+        args = ["--train", data] + base[2:] + ["--loss", loss, "--save", "l.st"]
+        r = run("train", *args + (["--target-kind", "values"] if data == "bin.csv" else []),
+                cwd=d)
+        m = metadata(os.path.join(d, "l.st")) if r.rc == 0 else {}
+        check("--loss %s: the checkpoint's" % loss, m.get("run.loss") == loss, (r, m))
     for scale in ("none", "minmax", "standard", "global"):
         r = run("train", *base, "--scale", scale, "--save", "s.st", "--stop-after", "1", cwd=d)
         r2 = run("train", "--resume", "s.st", "--quiet", cwd=d)
