@@ -155,3 +155,69 @@ bp_status bp_cuda_copy(bp_device *device, void *dst, const void *src, size_t byt
         "copy: cudaMemcpyAsync(device to device, %zu bytes from %p to %p)", bytes, src, dst);
     return BP_OK;
 }
+
+/* ---- host memory and marks for a step that does not wait ---------------------------------- */
+
+bp_status bp_cuda_host_alloc(bp_device *device, size_t bytes, void **out) {
+    *out = NULL;
+    BP_CUDA_ENTER(device);
+    BP_CUDA_TRY(device, cudaHostAlloc(out, bytes, cudaHostAllocDefault), "cudaHostAlloc(%zu bytes)",
+                bytes);
+    return BP_OK;
+}
+
+void bp_cuda_host_free(bp_device *device, void *ptr) {
+    if (!ptr || bp_cuda_enter(device) != BP_OK) return;
+    if (cudaFreeHost(ptr) != cudaSuccess) (void)cudaGetLastError();
+}
+
+/* host is pinned (host_alloc's), so the copy is queued and nothing waits. */
+bp_status bp_cuda_download_async(bp_device *device, void *host, const void *src, size_t bytes) {
+    BP_CUDA_ENTER(device);
+    BP_CUDA_TRY(
+        device,
+        cudaMemcpyAsync(host, src, bytes, cudaMemcpyDeviceToHost, bp_cuda_impl_of(device)->stream),
+        "download_async: cudaMemcpyAsync(device to host, %zu bytes from %p)", bytes, src);
+    return BP_OK;
+}
+
+bp_status bp_cuda_mark_create(bp_device *device, void **mark) {
+    *mark = NULL;
+    BP_CUDA_ENTER(device);
+    cudaEvent_t ev = NULL;
+    BP_CUDA_TRY(device, cudaEventCreateWithFlags(&ev, cudaEventDisableTiming),
+                "cudaEventCreateWithFlags(disable timing)");
+    *mark = ev;
+    return BP_OK;
+}
+
+void bp_cuda_mark_free(bp_device *device, void *mark) {
+    if (!mark || bp_cuda_enter(device) != BP_OK) return;
+    if (cudaEventDestroy((cudaEvent_t)mark) != cudaSuccess) (void)cudaGetLastError();
+}
+
+bp_status bp_cuda_mark_record(bp_device *device, void *mark) {
+    BP_CUDA_ENTER(device);
+    BP_CUDA_TRY(device, cudaEventRecord((cudaEvent_t)mark, bp_cuda_impl_of(device)->stream),
+                "mark: cudaEventRecord");
+    return BP_OK;
+}
+
+/* A query never waits; cudaErrorNotReady is its "not yet", not a failure. */
+bp_status bp_cuda_mark_done(bp_device *device, void *mark, int wait, int *done) {
+    *done = 0;
+    BP_CUDA_ENTER(device);
+    if (wait) {
+        BP_CUDA_TRY(device, cudaEventSynchronize((cudaEvent_t)mark), "mark: cudaEventSynchronize");
+        *done = 1;
+        return BP_OK;
+    }
+    cudaError_t err = cudaEventQuery((cudaEvent_t)mark);
+    if (err == cudaErrorNotReady) {
+        (void)cudaGetLastError();
+        return BP_OK;
+    }
+    BP_CUDA_TRY(device, err, "mark: cudaEventQuery");
+    *done = 1;
+    return BP_OK;
+}
