@@ -21,11 +21,14 @@
 // call that takes the kernel, the configuration and the launch site (named in the emulator's
 // fault messages) and returns a callable taking the kernel's arguments. The kernel comes last so
 // that a template argument list with commas (k<A, B>) is simply the rest of the macro's arguments.
+// Each launch is counted (bp_cu_note_launch, src/cuda/launch.h) as its grid is evaluated.
 #if defined(__CUDACC__)
-#define BP_LAUNCH(grid, block, smem, stream, ...) __VA_ARGS__<<<grid, block, smem, stream>>>
+#define BP_LAUNCH(grid, block, smem, stream, ...)                                                  \
+    __VA_ARGS__<<<(bp_cu_note_launch(), (grid)), block, smem, stream>>>
 #elif defined(CUDAEMU)
 #define BP_LAUNCH(grid, block, smem, stream, ...)                                                  \
-    ::cudaemu::launch(__VA_ARGS__, grid, block, smem, stream, __FILE__, __LINE__)
+    ::cudaemu::launch(__VA_ARGS__, (bp_cu_note_launch(), (grid)), block, smem, stream, __FILE__,   \
+                      __LINE__)
 #else
 #error "kernels/ build with nvcc, or with the host compiler against cudaemu/include"
 #endif

@@ -143,6 +143,8 @@ typedef struct bp_backend_ops {
      * and what its pool holds unused. 0 when the device cannot tell (nothing is then checked);
      * *source names where the figure comes from, for messages. */
     size_t (*memory_free)(bp_device *device, const char **source);
+    /* The handle's counters (optional: NULL counts nothing). */
+    void (*counters)(const bp_device *device, bp_device_counters *out);
 
     /* C[m,n] = alpha * op(A) op(B) + beta * C, row-major; op(A) is [m,k], op(B) is [k,n];
      * lda, ldb, ldc are the row strides of A, B, C as stored. With beta 0, C is not read. */

@@ -37,6 +37,7 @@ static const bp_backend_ops bp_cuda_ops = {
     .sum_squares = bp_cuda_sum_squares,
     .dropout = bp_cuda_dropout,
     .update = bp_cuda_update,
+    .counters = bp_cuda_counters,
     .check_labels_into = bp_cuda_check_labels_into,
     .step_decide = bp_cuda_step_decide,
     .host_alloc = bp_cuda_host_alloc,

@@ -38,7 +38,14 @@ typedef struct bp_cuda_impl {
     cudaEvent_t stage_done[BP_CUDA_STAGE_SLOTS]; /* recorded after the slot's last copy */
     int stage_next;
     int64_t *host_result; /* pinned, one value read back by check_labels */
+    bp_device_counters counters; /* bp_cu_note_launch and bp_cu_note_wait add to them */
 } bp_cuda_impl;
+
+/* Count one queued work item (a kernel: every BP_LAUNCH; a GEMM; a copy) or one wait for the
+ * device, on the handle the calling thread entered last (bp_cuda_enter). */
+void bp_cu_note_launch(void);
+void bp_cu_note_wait(void);
+void bp_cuda_counters(const bp_device *device, bp_device_counters *out);
 
 static inline bp_cuda_impl *bp_cuda_impl_of(const bp_device *device) {
     return (bp_cuda_impl *)device->impl;

@@ -106,6 +106,8 @@ bp_status bp_cuda_check_labels(bp_device *device, int rows, const int32_t *label
     BP_CUDA_TRY(device,
                 bp_cu_check_labels(impl->stream, rows, labels, classes, impl->scratch, first),
                 "check_labels kernels (rows=%d, classes=%d)", rows, classes);
+    bp_cu_note_launch();
+    bp_cu_note_wait();
     BP_CUDA_TRY(device,
                 cudaMemcpyAsync(impl->host_result, first, sizeof *first, cudaMemcpyDeviceToHost,
                                 impl->stream),

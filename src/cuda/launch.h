@@ -26,6 +26,9 @@ extern "C" {
 /* Bytes of scratch the reductions need: one 8-byte partial per block and one 8-byte result. */
 #define BP_CU_SCRATCH_BYTES ((size_t)(BP_CU_REDUCE_BLOCKS + 1) * 8)
 
+/* Counts a launch on the handle entered last (cuda_device.c); BP_LAUNCH calls it. */
+void bp_cu_note_launch(void);
+
 /* cudaSuccess when this build holds a kernel image the current device can run. */
 cudaError_t bp_cu_probe(void);
 
