@@ -66,7 +66,7 @@ static std::string describe(const Capture *c) {
 void invalidate(Capture *c, const std::string &why) {
     if (c->invalid) return;
     c->invalid = true;
-    std::fprintf(stderr, "cudaemu: %s is invalidated: %s\n", describe(c).c_str(), why.c_str());
+    c->why = why; // printed by the refusal now, and by cudaStreamEndCapture
 }
 
 cudaError_t refuse_in_capture(Stream *s, cudaError_t err, const char *fn) {
@@ -75,7 +75,8 @@ cudaError_t refuse_in_capture(Stream *s, cudaError_t err, const char *fn) {
     if (c->invalid) return record(cudaErrorStreamCaptureInvalidated);
     std::string why = format("%s on stream %p, which is capturing", fn, (void *)s);
     invalidate(c, why);
-    return refuse(err, why + format(" (%s)", cudaGetErrorName(err)));
+    return refuse(
+        err, why + format(" (%s; %s is invalidated)", cudaGetErrorName(err), describe(c).c_str()));
 }
 
 cudaError_t refuse_unsafe(const char *fn) {
@@ -89,9 +90,10 @@ cudaError_t refuse_unsafe(const char *fn) {
         refused = true;
     }
     if (!refused) return cudaSuccess;
-    return refuse(
-        cudaErrorStreamCaptureUnsupported,
-        format("%s refused while a stream captures (cudaErrorStreamCaptureUnsupported)", fn));
+    return refuse(cudaErrorStreamCaptureUnsupported,
+                  format("%s refused while a stream captures in a mode that forbids it "
+                         "(cudaErrorStreamCaptureUnsupported; the capture is invalidated)",
+                         fn));
 }
 
 cudaError_t refuse_legacy(Device *dev, const char *fn) {
@@ -399,8 +401,12 @@ cudaError_t cudaStreamEndCapture(cudaStream_t stream, cudaGraph_t *graph) {
         return record(cudaErrorStreamCaptureWrongThread);
     Stream *loose = c->invalid ? nullptr : unjoined(c);
     bool invalid = c->invalid;
+    std::string why = c->why;
     std::unique_ptr<Graph> g = end_capture(c);
-    if (invalid) return record(cudaErrorStreamCaptureInvalidated);
+    if (invalid)
+        return refuse(cudaErrorStreamCaptureInvalidated,
+                      format("cudaStreamEndCapture: no graph, the capture was invalidated by %s",
+                             why.c_str()));
     if (loose)
         return refuse(cudaErrorStreamCaptureUnjoined,
                       format("cudaStreamEndCapture: stream %p was forked into the capture and its "

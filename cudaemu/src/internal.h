@@ -109,6 +109,7 @@ struct Capture {
     cudaStreamCaptureMode mode;
     std::thread::id thread;
     bool invalid = false;
+    std::string why; // what invalidated it
     std::unique_ptr<Graph> graph;
     std::set<Stream *> streams; // the origin and the streams forked into it
 };
