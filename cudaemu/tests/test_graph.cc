@@ -347,6 +347,42 @@ TEST_F(EmuGraph, CudaEmuUnjoinedCaptureIsRefused) {
     EXPECT_EQ(cudaStreamEndCapture(s2, &graph), cudaErrorIllegalState); // not capturing
 }
 
+// The capture ends on its origin stream, on the thread that began it (but Relaxed), and a
+// stream destroyed while it takes part invalidates it.
+TEST_F(EmuGraph, CudaEmuEndCaptureChecksItsStreamAndThread) {
+    cudaGraph_t graph = nullptr;
+    ASSERT_EQ(cudaStreamBeginCapture(s, cudaStreamCaptureModeGlobal), cudaSuccess);
+    EXPECT_EQ(cudaStreamBeginCapture(s, cudaStreamCaptureModeGlobal), cudaErrorIllegalState);
+    ASSERT_EQ(cudaEventRecord(e, s), cudaSuccess);
+    ASSERT_EQ(cudaStreamWaitEvent(s2, e, 0), cudaSuccess);
+    cudaError_t other = cudaSuccess;
+    std::thread([&] { other = cudaStreamEndCapture(s, &graph); }).join();
+    EXPECT_EQ(other, cudaErrorStreamCaptureWrongThread);
+    EXPECT_EQ(status(s), cudaStreamCaptureStatusActive);
+    EXPECT_EQ(cudaStreamEndCapture(s2, &graph), cudaErrorStreamCaptureUnmatched);
+    EXPECT_EQ(cudaStreamEndCapture(s, &graph), cudaErrorStreamCaptureInvalidated);
+
+    cudaStream_t doomed = nullptr;
+    ASSERT_EQ(cudaStreamCreateWithFlags(&doomed, cudaStreamNonBlocking), cudaSuccess);
+    ASSERT_EQ(cudaStreamBeginCapture(s, cudaStreamCaptureModeGlobal), cudaSuccess);
+    ASSERT_EQ(cudaEventRecord(e, s), cudaSuccess);
+    ASSERT_EQ(cudaStreamWaitEvent(doomed, e, 0), cudaSuccess);
+    ASSERT_EQ(cudaStreamDestroy(doomed), cudaSuccess);
+    EXPECT_EQ(status(s), cudaStreamCaptureStatusInvalidated);
+    EXPECT_EQ(cudaStreamEndCapture(s, &graph), cudaErrorStreamCaptureInvalidated);
+
+    ASSERT_EQ(cudaStreamCreateWithFlags(&doomed, cudaStreamNonBlocking), cudaSuccess);
+    ASSERT_EQ(cudaStreamBeginCapture(doomed, cudaStreamCaptureModeGlobal), cudaSuccess);
+    ASSERT_EQ(cudaEventRecord(e, doomed), cudaSuccess);
+    ASSERT_EQ(cudaStreamWaitEvent(s, e, 0), cudaSuccess);
+    ASSERT_EQ(cudaStreamDestroy(doomed), cudaSuccess); // the origin: the capture ends
+    EXPECT_EQ(status(s), cudaStreamCaptureStatusNone);
+    void *p = nullptr;
+    EXPECT_EQ(cudaMalloc(&p, 16), cudaSuccess);
+    EXPECT_EQ(cudaFree(p), cudaSuccess);
+    cudaGetLastError();
+}
+
 // Each call CUDA refuses during a capture returns CUDA's code, and invalidates the capture:
 // later work on the stream is refused, and cudaStreamEndCapture gives no graph.
 TEST_F(EmuGraph, CudaEmuRefusalsInvalidateTheCapture) {
