@@ -198,6 +198,23 @@ BP_HD float bp_xent_grad_elem(float z, float lse, float q) {
 
 /* ---- optimizer update rules (PyTorch's, see include/backprop/optim.h) -------------------- */
 
+/* Norm clipping's coefficient from the squared norm, as PyTorch's clip_grad_norm_: the norm
+ * rounded to fp32, then clip / (norm + 1e-6) in fp32, at most 1; 1 when clip_norm is 0. */
+BP_HD float bp_clip_scale(float norm2, float clip_norm) {
+    if (!(clip_norm > 0.0f)) return 1.0f;
+    float coef = clip_norm / ((float)sqrt((double)norm2) + 1e-6f);
+    return coef < 1.0f ? coef : 1.0f;
+}
+
+/* Why a training step may not update (core/backend.h's BP_REFUSED_*, in the order looked at):
+ * 1 a class out of range (bad_row < INT64_MAX), 2 a non-finite loss sum, 3 a non-finite
+ * squared gradient norm; 0 none. */
+BP_HD int32_t bp_step_refusal(int64_t bad_row, float loss, float norm2) {
+    if (bad_row != INT64_MAX) return 1;
+    if (!isfinite(loss)) return 2;
+    return isfinite(norm2) ? 0 : 3;
+}
+
 /* Scale (norm clipping), then clamp (value clipping) one gradient. */
 BP_HD float bp_grad_prepare(float g, float scale, float clip_value) {
     g *= scale;

@@ -13,6 +13,7 @@
 #include <type_traits>
 
 #include "backprop/model.h"
+#include "core/backend.h"
 
 // One launch site for two compilers. nvcc compiles BP_LAUNCH(grid, block, smem, stream, k)(args)
 // to the usual k<<<grid, block, smem, stream>>>(args), the same launch as writing it out. The
@@ -20,11 +21,14 @@
 // call that takes the kernel, the configuration and the launch site (named in the emulator's
 // fault messages) and returns a callable taking the kernel's arguments. The kernel comes last so
 // that a template argument list with commas (k<A, B>) is simply the rest of the macro's arguments.
+// Each launch is counted (bp_cu_note_launch, src/cuda/launch.h) as its grid is evaluated.
 #if defined(__CUDACC__)
-#define BP_LAUNCH(grid, block, smem, stream, ...) __VA_ARGS__<<<grid, block, smem, stream>>>
+#define BP_LAUNCH(grid, block, smem, stream, ...)                                                  \
+    __VA_ARGS__<<<(bp_cu_note_launch(), (grid)), block, smem, stream>>>
 #elif defined(CUDAEMU)
 #define BP_LAUNCH(grid, block, smem, stream, ...)                                                  \
-    ::cudaemu::launch(__VA_ARGS__, grid, block, smem, stream, __FILE__, __LINE__)
+    ::cudaemu::launch(__VA_ARGS__, (bp_cu_note_launch(), (grid)), block, smem, stream, __FILE__,   \
+                      __LINE__)
 #else
 #error "kernels/ build with nvcc, or with the host compiler against cudaemu/include"
 #endif
@@ -42,6 +46,16 @@ constexpr unsigned kMaxBlocks = 8192;
 inline unsigned grid_for(size_t n) {
     size_t blocks = (n + kThreads - 1) / kThreads;
     return blocks < kMaxBlocks ? (unsigned)blocks : kMaxBlocks;
+}
+
+// The update kernels' prologue: false when step_decide refused the step (the kernel then
+// writes nothing); else a->grad_scale becomes the clip coefficient it decided. Every thread
+// reads the same word, written by an earlier kernel, so the blocks agree.
+__device__ __forceinline__ bool bp_cu_take_gate(bp_update_args *a) {
+    if (!a->gate) return true;
+    if (a->gate->refused) return false;
+    a->grad_scale = a->gate->scale;
+    return true;
 }
 
 struct SumOp {

@@ -49,6 +49,7 @@ __global__ void act_backward_ex_kernel(size_t n, const typename Elem<ZT>::type *
 // The optimizer step of update.cu for a bf16 model: the same element rules, and each updated
 // parameter's bf16 copy written in the same pass.
 __global__ void sgd_bf16_kernel(bp_update_args a) {
+    if (!bp_cu_take_gate(&a)) return;
     const bool use_buf = a.momentum != 0.0f && a.m != nullptr;
     for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < a.n;
          i += (size_t)gridDim.x * blockDim.x) {
@@ -64,6 +65,7 @@ __global__ void sgd_bf16_kernel(bp_update_args a) {
 }
 
 template <int DECOUPLED> __global__ void adam_bf16_kernel(bp_update_args a) {
+    if (!bp_cu_take_gate(&a)) return;
     for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < a.n;
          i += (size_t)gridDim.x * blockDim.x) {
         float g = bp_grad_prepare(a.grad[i], a.grad_scale, a.clip_value);

@@ -117,10 +117,9 @@ extern "C" cudaError_t bp_cu_sum(cudaStream_t stream, size_t n, const float *x, 
 }
 
 extern "C" cudaError_t bp_cu_check_labels(cudaStream_t stream, int rows, const int32_t *labels,
-                                          int classes, void *scratch, int64_t **result) {
+                                          int classes, void *scratch, int64_t *result) {
     long long *partials = (long long *)scratch;
-    long long *first = partials + BP_CU_REDUCE_BLOCKS;
-    *result = (int64_t *)first;
+    long long *first = (long long *)result;
     BP_LAUNCH(BP_CU_REDUCE_BLOCKS, kSumThreads, 0, stream, labels_partials_kernel)
     (rows, labels, classes, partials);
     cudaError_t err = cudaGetLastError();

@@ -12,6 +12,7 @@ namespace {
 
 // SGD, with or without momentum (a.m may be NULL only when momentum is 0).
 __global__ void sgd_kernel(bp_update_args a) {
+    if (!bp_cu_take_gate(&a)) return;
     const bool use_buf = a.momentum != 0.0f && a.m != nullptr;
     for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < a.n;
          i += (size_t)gridDim.x * blockDim.x) {
@@ -26,6 +27,7 @@ __global__ void sgd_kernel(bp_update_args a) {
 
 // Adam (DECOUPLED = 0) and AdamW (DECOUPLED = 1).
 template <int DECOUPLED> __global__ void adam_kernel(bp_update_args a) {
+    if (!bp_cu_take_gate(&a)) return;
     for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < a.n;
          i += (size_t)gridDim.x * blockDim.x) {
         float g = bp_grad_prepare(a.grad[i], a.grad_scale, a.clip_value);
@@ -38,10 +40,21 @@ template <int DECOUPLED> __global__ void adam_kernel(bp_update_args a) {
     }
 }
 
+__global__ void step_decide_kernel(bp_step_state *s, float clip_norm) {
+    if (!s->refused) s->refused = bp_step_refusal(s->bad_row, s->loss, s->norm2);
+    s->scale = bp_clip_scale(s->norm2, clip_norm);
+}
+
 } // namespace
 } // namespace bp_cu
 
 using namespace bp_cu;
+
+extern "C" cudaError_t bp_cu_step_decide(cudaStream_t stream, bp_step_state *state,
+                                         float clip_norm) {
+    BP_LAUNCH(1, 1, 0, stream, step_decide_kernel)(state, clip_norm);
+    return cudaGetLastError();
+}
 
 extern "C" cudaError_t bp_cu_update(cudaStream_t stream, const bp_update_args *args) {
     if (args->param_bf16) return bp_cu_update_bf16(stream, args); // kernels/lowp.cu

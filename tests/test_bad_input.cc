@@ -80,6 +80,7 @@ class BadInput : public ::testing::TestWithParam<std::string> {
     std::vector<int32_t> ys;
     int64_t steps0 = 0;
     bp_loss_config ce = {BP_LOSS_CROSS_ENTROPY, 0.0f};
+    float loss = 0.0f; // a loss_value makes a step report its own refusal (train.h)
 };
 
 TEST_P(BadInput, NullHandles) {
@@ -188,11 +189,11 @@ TEST_P(BadInput, LabelOutOfRange) {
     std::vector<int32_t> bad = ys;
     bad[5] = 4; // the model has 4 outputs: classes 0..3
     ASSERT_EQ(bp_tensor_upload(y, bad.data(), bad.size()), BP_OK);
-    expect_error(bp_train_step(model, opt, &ce, x, y, nullptr), BP_ERR_INVALID_ARGUMENT,
+    expect_error(bp_train_step(model, opt, &ce, x, y, &loss), BP_ERR_INVALID_ARGUMENT,
                  "target row 5 holds class 4, outside [0, 4)");
     bad[5] = -1;
     ASSERT_EQ(bp_tensor_upload(y, bad.data(), bad.size()), BP_OK);
-    expect_error(bp_train_step(model, opt, &ce, x, y, nullptr), BP_ERR_INVALID_ARGUMENT,
+    expect_error(bp_train_step(model, opt, &ce, x, y, &loss), BP_ERR_INVALID_ARGUMENT,
                  "target row 5 holds class -1");
     expect_unchanged();
 }
@@ -201,11 +202,11 @@ TEST_P(BadInput, NonFiniteInputNamesRowAndColumn) {
     std::vector<float> bad = xs;
     bad[2 * 6 + 3] = std::numeric_limits<float>::quiet_NaN();
     ASSERT_EQ(bp_tensor_upload(x, bad.data(), bad.size()), BP_OK);
-    expect_error(bp_train_step(model, opt, &ce, x, y, nullptr), BP_ERR_NON_FINITE,
+    expect_error(bp_train_step(model, opt, &ce, x, y, &loss), BP_ERR_NON_FINITE,
                  "x[2, 3] is nan");
     bad[2 * 6 + 3] = std::numeric_limits<float>::infinity();
     ASSERT_EQ(bp_tensor_upload(x, bad.data(), bad.size()), BP_OK);
-    expect_error(bp_train_step(model, opt, &ce, x, y, nullptr), BP_ERR_NON_FINITE,
+    expect_error(bp_train_step(model, opt, &ce, x, y, &loss), BP_ERR_NON_FINITE,
                  "x[2, 3] is inf");
     expect_unchanged();
 }
@@ -217,14 +218,14 @@ TEST_P(BadInput, NonFiniteTargetAndLoss) {
     t[9] = std::numeric_limits<float>::infinity();
     ASSERT_EQ(bp_tensor_upload(yf, t.data(), t.size()), BP_OK);
     bp_loss_config mse = {BP_LOSS_MSE, 0.0f};
-    expect_error(bp_train_step(model, opt, &mse, x, yf, nullptr), BP_ERR_NON_FINITE,
+    expect_error(bp_train_step(model, opt, &mse, x, yf, &loss), BP_ERR_NON_FINITE,
                  "target[2, 1] is inf");
     // Inputs so large the outputs overflow: the loss itself is not finite.
     std::vector<float> huge(48, 3e38f);
     ASSERT_EQ(bp_tensor_upload(x, huge.data(), huge.size()), BP_OK);
     t[9] = 0.5f;
     ASSERT_EQ(bp_tensor_upload(yf, t.data(), t.size()), BP_OK);
-    bp_status st = bp_train_step(model, opt, &mse, x, yf, nullptr);
+    bp_status st = bp_train_step(model, opt, &mse, x, yf, &loss);
     EXPECT_EQ(st, BP_ERR_NON_FINITE) << bp_last_error();
     EXPECT_THAT(std::string(bp_last_error()), HasSubstr("parameters and optimizer unchanged"));
     bp_tensor_free(yf);

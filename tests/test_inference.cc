@@ -242,6 +242,12 @@ TEST_P(InferenceTest, TrainStepCountsTheRowsClassifiedRight) {
             for (int i = 0; i < batch; ++i)
                 want += cls[i] == y[i];
             BPT_OK(bp_train_step(net.model.get(), opt.get(), &ce, tx.get(), ty.get(), nullptr));
+            // A step that did not wait is counted once its results are read.
+            bp_step_totals tot;
+            BPT_OK(bp_train_results(opt.get(), 1, &tot));
+            EXPECT_EQ(tot.steps, 1) << "step " << step;
+            EXPECT_EQ(tot.correct, want) << "step " << step;
+            EXPECT_EQ(tot.rows, batch) << "step " << step;
             BPT_OK(bp_train_step_correct(net.model.get(), &correct, &n));
             EXPECT_EQ(correct, want) << "step " << step;
             EXPECT_EQ(n, batch) << "step " << step;
@@ -254,6 +260,9 @@ TEST_P(InferenceTest, TrainStepCountsTheRowsClassifiedRight) {
         ASSERT_NO_FATAL_FAILURE(bpt::upload_f32(dev.get(), batch, k, t, &tt));
         bp_loss_config mse = {BP_LOSS_MSE, 0.0f};
         BPT_OK(bp_train_step(net.model.get(), opt.get(), &mse, tx.get(), tt.get(), nullptr));
+        bp_step_totals tot;
+        BPT_OK(bp_train_results(opt.get(), 1, &tot));
+        EXPECT_EQ(tot.rows, 0) << "an MSE step has no rows to count";
         EXPECT_EQ(BP_ERR_INVALID_ARGUMENT, bp_train_step_correct(net.model.get(), &correct, &n));
     }
 }

@@ -152,6 +152,8 @@ inline T shfl_up_sync(const char *f, int l, unsigned mask, T v, unsigned delta, 
 struct Closure {
     virtual ~Closure() = default;
     virtual void run_thread() = 0;
+    // The kernel's address (a graph update keeps a kernel node only for the same function).
+    virtual const void *function() const = 0;
 };
 
 template <typename... P> struct KernelClosure final : Closure {
@@ -161,6 +163,9 @@ template <typename... P> struct KernelClosure final : Closure {
     explicit KernelClosure(void (*k)(P...), A &&...a) : kernel(k), args(std::forward<A>(a)...) {}
     void run_thread() override {
         std::apply(kernel, args);
+    }
+    const void *function() const override {
+        return reinterpret_cast<const void *>(kernel);
     }
 };
 

@@ -30,6 +30,23 @@ const char *cudaemu_last_fault(void);
 /* 1 when ptr lies in a live device allocation. */
 int cudaemu_is_device_pointer(const void *ptr);
 
+/* What the process has asked of the emulated devices since the start or the last reset
+ * (atomic counters, per process). */
+typedef struct cudaemu_counts {
+    /* calls that made the host wait for device work: cudaDeviceSynchronize,
+     * cudaStreamSynchronize, cudaEventSynchronize, cudaMemcpy, cudaMemset, cudaFree and
+     * cudaFreeHost of a non-NULL pointer, cudaMemcpyAsync between device and pageable host
+     * memory (CUDA stages those synchronously). Not cudaEventQuery nor cudaStreamQuery. */
+    uint64_t host_syncs;
+    uint64_t kernels;         /* kernel launches queued directly on a stream (not replays) */
+    uint64_t library_calls;   /* cuBLAS/cuBLASLt GEMMs (and Sgeam), NCCL collectives queued */
+    uint64_t copies;          /* copies and memsets queued (cudaMemcpy and cudaMemset too) */
+    uint64_t graph_launches;  /* cudaGraphLaunch calls */
+    uint64_t graph_nodes_run; /* work items run by graph replays */
+} cudaemu_counts;
+void cudaemu_get_counts(cudaemu_counts *out);
+void cudaemu_reset_counts(void);
+
 #ifdef __cplusplus
 }
 #endif

@@ -14,6 +14,8 @@
 #include <mutex>
 #include <set>
 #include <string>
+#include <thread>
+#include <vector>
 
 #include "cuda_runtime.h"
 
@@ -56,21 +58,90 @@ struct Op {
     virtual std::string what() const {
         return "device work";
     }
+    // As a graph node: its type, and for a kernel the function (cudaGraphExecUpdate keeps a
+    // node only when both stay).
+    virtual cudaGraphNodeType node_type() const {
+        return cudaGraphNodeTypeKernel;
+    }
+    virtual const void *function() const {
+        return nullptr;
+    }
+    // Called when a graph replay queues the node (a copy to host memory poisons it, as a queued
+    // copy does in deferred mode).
+    virtual void replay_queued() {}
 };
+
+struct Capture;
+struct GraphNode;
 
 struct Stream {
     Device *device;
     unsigned flags;
     std::deque<std::unique_ptr<Op>> queue;
+    Capture *capture = nullptr;    // the capture sequence it takes part in, or NULL
+    std::vector<GraphNode *> tips; // while capturing: what its next node depends on
 };
 
 struct Event {
     Device *device;
     unsigned flags;
-    Stream *stream = nullptr; // where it was last recorded
-    bool pending = false;     // recorded, not yet reached
-    double when = 0;          // host seconds when reached
+    Stream *stream = nullptr;      // where it was last recorded
+    bool pending = false;          // recorded, not yet reached
+    double when = 0;               // host seconds when reached
+    Capture *capture = nullptr;    // recorded in this (live) capture: a set of nodes, not work
+    std::vector<GraphNode *> tips; // the nodes it stands for then
 };
+
+// ---- graphs and stream capture (graph.cc) --------------------------------------------------
+struct GraphNode {
+    std::shared_ptr<Op> op; // shared with the executable graphs made from it
+    std::vector<GraphNode *> deps;
+};
+
+struct Graph {
+    Device *device;
+    std::vector<std::unique_ptr<GraphNode>> nodes; // in capture order, a topological order
+};
+
+struct Capture {
+    Device *device;
+    Stream *origin;
+    cudaStreamCaptureMode mode;
+    std::thread::id thread;
+    bool invalid = false;
+    std::string why; // what invalidated it
+    std::unique_ptr<Graph> graph;
+    std::set<Stream *> streams; // the origin and the streams forked into it
+};
+
+// For a call that synchronises with or queries stream s: err (the capture invalidated) when s
+// is capturing, cudaErrorStreamCaptureInvalidated when its capture already is, else cudaSuccess.
+cudaError_t refuse_in_capture(Stream *s, cudaError_t err, const char *fn);
+// For the calls CUDA calls potentially unsafe during a capture (cudaMalloc, cudaFree, the
+// synchronous copies...): cudaErrorStreamCaptureUnsupported, invalidating the captures that
+// forbid it (Global ones anywhere, ThreadLocal ones of this thread), or cudaSuccess.
+cudaError_t refuse_unsafe(const char *fn);
+// For the legacy stream of dev while a blocking stream of it captures:
+// cudaErrorStreamCaptureImplicit (that capture invalidated), or cudaSuccess.
+cudaError_t refuse_legacy(Device *dev, const char *fn);
+// For a device-wide synchronisation: cudaErrorStreamCaptureUnsupported while a stream of dev
+// captures (invalidated), or cudaSuccess.
+cudaError_t refuse_device_sync(Device *dev, const char *fn);
+void invalidate(Capture *c, const std::string &why);
+// Ends every capture of dev and frees it (cudaDeviceReset).
+void drop_captures(Device *dev);
+// A destroyed stream leaves its capture, invalidating it (and ending it, if it began there).
+void leave_capture(Stream *s);
+// cudaEventRecord on a capturing stream s; cudaStreamWaitEvent on e recorded in a capture or by
+// a capturing stream s (a fork, a join, or CUDA's refusal).
+cudaError_t capture_record(Event *e, Stream *s);
+cudaError_t capture_wait(Stream *s, Event *e);
+
+// What cudaemu_get_counts reports.
+enum class Work { kernel, library, copy, none };
+void count_host_sync();
+void count_graph_node_run();
+void count_graph_launch();
 
 struct Pool {
     Device *device;
@@ -119,6 +190,10 @@ std::string check_device_range(const void *p, size_t bytes, const Device *dev);
 cudaError_t resolve(cudaStream_t handle, Stream **out);
 // Queues op on s, or runs it now in eager mode. A fault makes the device's error sticky.
 void enqueue(Stream *s, std::unique_ptr<Op> op);
+// The way work reaches a stream: recorded as a node when s is capturing (an error when the
+// capture was invalidated, or s is the legacy stream while a blocking stream captures), else
+// counted as kind and queued.
+cudaError_t submit_work(Stream *s, std::unique_ptr<Op> op, Work kind);
 // Runs everything queued on dev's streams (a synchronisation point).
 void flush_device(Device *dev);
 void flush_stream(Stream *s);

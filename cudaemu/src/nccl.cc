@@ -452,7 +452,8 @@ ncclResult_t ncclAllReduce(const void *sendbuff, void *recvbuff, size_t count,
     work->count = count;
     work->type = datatype;
     work->op = op;
-    enqueue(s, std::move(work));
+    if (submit_work(s, std::move(work), Work::library) != cudaSuccess)
+        return ncclUnhandledCudaError;
     if (!config().deferred && comm->async != ncclSuccess) return comm->async;
     return ncclSuccess;
 }

@@ -396,7 +396,7 @@ cudaError_t queue_library_work(Device *dev, cudaStream_t stream, std::unique_ptr
     thread_state().device = saved;
     if (err != cudaSuccess) return err;
     if (s->device != dev) return cudaErrorInvalidResourceHandle;
-    enqueue(s, std::move(op));
+    if ((err = submit_work(s, std::move(op), Work::library)) != cudaSuccess) return err;
     return dev->sticky;
 }
 
@@ -414,10 +414,21 @@ struct CopyOp final : Op {
     void *dst;
     const void *src;
     size_t bytes;
+    cudaMemcpyKind kind;        // resolved: never cudaMemcpyDefault
     std::vector<char> snapshot; // a pageable host source, read at the call as CUDA does
     cudaError_t run(std::string *) override {
         std::memmove(dst, snapshot.empty() ? src : snapshot.data(), bytes);
         return cudaSuccess;
+    }
+    cudaGraphNodeType node_type() const override {
+        return cudaGraphNodeTypeMemcpy;
+    }
+    void replay_queued() override {
+        poison_host_destination();
+    }
+    // Until the copy runs, the host sees poison rather than a plausible old value.
+    void poison_host_destination() {
+        if (config().deferred && kind == cudaMemcpyDeviceToHost) std::memset(dst, kPoison, bytes);
     }
 };
 
@@ -429,6 +440,9 @@ struct Memset2DOp final : Op {
         for (size_t r = 0; r < height; ++r)
             std::memset(ptr + r * pitch, value, width);
         return cudaSuccess;
+    }
+    cudaGraphNodeType node_type() const override {
+        return cudaGraphNodeTypeMemset;
     }
 };
 
@@ -464,6 +478,9 @@ struct KernelOp final : Op {
     Device *device;
     std::string what() const override {
         return format("kernel launched at %s:%d", config.file, config.line);
+    }
+    const void *function() const override {
+        return closure->function();
     }
     cudaError_t run(std::string *message) override {
         for (const PointerArg &p : pointers) {
@@ -526,8 +543,16 @@ static const char *kind_name(cudaMemcpyKind k) {
     }
 }
 
+// A copy's host side in pageable memory: CUDA stages it synchronously, and cannot capture it.
+static bool pageable_side(const void *dst, const void *src, cudaMemcpyKind k) {
+    bool host_src = k == cudaMemcpyHostToDevice || k == cudaMemcpyHostToHost;
+    bool host_dst = k == cudaMemcpyDeviceToHost || k == cudaMemcpyHostToHost;
+    return (host_src && !is_pinned(src)) || (host_dst && !is_pinned(dst));
+}
+
+// asynchronous: a cudaMemcpyAsync (a pageable one counts as a host synchronisation).
 static cudaError_t copy_async(void *dst, const void *src, size_t bytes, cudaMemcpyKind kind,
-                              Stream *s, const char *fn) {
+                              Stream *s, const char *fn, bool asynchronous) {
     if ((unsigned)kind > cudaMemcpyDefault) return record(cudaErrorInvalidMemcpyDirection);
     if (bytes == 0) return cudaSuccess;
     cudaMemcpyKind k = kind;
@@ -535,19 +560,28 @@ static cudaError_t copy_async(void *dst, const void *src, size_t bytes, cudaMemc
     if (!bad.empty())
         return refuse(cudaErrorInvalidValue, format("%s(%p <- %p, %zu bytes, %s) refused: %s", fn,
                                                     dst, src, bytes, kind_name(kind), bad.c_str()));
+    bool pageable = pageable_side(dst, src, k);
+    if (pageable) {
+        cudaError_t err = refuse_in_capture(s, cudaErrorStreamCaptureUnsupported,
+                                            format("%s with pageable host memory", fn).c_str());
+        if (err != cudaSuccess) return err;
+    }
     auto op = std::make_unique<CopyOp>();
     op->dst = dst;
     op->src = src;
     op->bytes = bytes;
-    if (config().deferred) {
+    op->kind = k;
+    if (config().deferred && !s->capture) {
         bool host_src = k == cudaMemcpyHostToDevice || k == cudaMemcpyHostToHost;
         if (host_src && !is_pinned(src))
             op->snapshot.assign((const char *)src, (const char *)src + bytes);
-        // Until the copy runs, the host sees poison rather than a plausible old value.
-        if (k == cudaMemcpyDeviceToHost) std::memset(dst, kPoison, bytes);
+        op->poison_host_destination();
     }
-    enqueue(s, std::move(op));
-    return cudaSuccess;
+    bool captured = s->capture != nullptr;
+    cudaError_t err = submit_work(s, std::move(op), Work::copy);
+    if (err == cudaSuccess && asynchronous && pageable && k != cudaMemcpyHostToHost && !captured)
+        count_host_sync();
+    return err;
 }
 
 static cudaError_t memset_2d(void *ptr, size_t pitch, int value, size_t width, size_t height,
@@ -566,8 +600,7 @@ static cudaError_t memset_2d(void *ptr, size_t pitch, int value, size_t width, s
     op->width = width;
     op->height = height;
     op->value = (unsigned char)value;
-    enqueue(s, std::move(op));
-    return cudaSuccess;
+    return submit_work(s, std::move(op), Work::copy);
 }
 
 // ---- launch ----------------------------------------------------------------------------------
@@ -600,7 +633,7 @@ void submit(const LaunchConfig &config, Closure *closure, const PointerArg *poin
     op->closure = std::move(owned);
     op->pointers.assign(pointers, pointers + count);
     op->device = dev;
-    enqueue(s, std::move(op));
+    if (submit_work(s, std::move(op), Work::kernel) != cudaSuccess) return; // recorded
     // A fault of a kernel run at once is reported by the next call, as a GPU reports it.
     if (dev->sticky != cudaSuccess) record(dev->sticky);
 }
@@ -646,6 +679,17 @@ const char *cudaGetErrorName(cudaError_t e) {
         CUDAEMU_NAME(cudaErrorLaunchFailure)
         CUDAEMU_NAME(cudaErrorNotPermitted)
         CUDAEMU_NAME(cudaErrorNotSupported)
+        CUDAEMU_NAME(cudaErrorIllegalState)
+        CUDAEMU_NAME(cudaErrorStreamCaptureUnsupported)
+        CUDAEMU_NAME(cudaErrorStreamCaptureInvalidated)
+        CUDAEMU_NAME(cudaErrorStreamCaptureMerge)
+        CUDAEMU_NAME(cudaErrorStreamCaptureUnmatched)
+        CUDAEMU_NAME(cudaErrorStreamCaptureUnjoined)
+        CUDAEMU_NAME(cudaErrorStreamCaptureIsolation)
+        CUDAEMU_NAME(cudaErrorStreamCaptureImplicit)
+        CUDAEMU_NAME(cudaErrorCapturedEvent)
+        CUDAEMU_NAME(cudaErrorStreamCaptureWrongThread)
+        CUDAEMU_NAME(cudaErrorGraphExecUpdateFailure)
         CUDAEMU_NAME(cudaErrorUnknown)
 #undef CUDAEMU_NAME
     }
@@ -688,6 +732,19 @@ const char *cudaGetErrorString(cudaError_t e) {
         return "unspecified launch failure";
     case cudaErrorNotSupported:
         return "operation not supported";
+    case cudaErrorStreamCaptureUnsupported:
+        return "operation not permitted when stream is capturing";
+    case cudaErrorStreamCaptureInvalidated:
+        return "operation failed due to a previous error during capture";
+    case cudaErrorStreamCaptureUnjoined:
+        return "capture sequence contains a fork that was not joined to the primary stream";
+    case cudaErrorStreamCaptureImplicit:
+        return "operation would make the legacy stream depend on a capturing blocking stream";
+    case cudaErrorCapturedEvent:
+        return "operation not permitted on an event last recorded in a capturing stream";
+    case cudaErrorGraphExecUpdateFailure:
+        return "the graph update was not performed because it included changes which violated "
+               "constraints specific to instantiated graph update";
     default:
         return "unknown error";
     }
@@ -817,6 +874,8 @@ cudaError_t cudaDeviceSynchronize(void) {
     Device *dev = nullptr;
     cudaError_t err = enter(&dev);
     if (err != cudaSuccess) return err;
+    if ((err = refuse_device_sync(dev, "cudaDeviceSynchronize")) != cudaSuccess) return err;
+    count_host_sync();
     flush_device(dev);
     pools_settle(dev);
     return dev->sticky != cudaSuccess ? record(dev->sticky) : cudaSuccess;
@@ -826,6 +885,7 @@ cudaError_t cudaDeviceReset(void) {
     CUDAEMU_LOCK;
     Device *dev = current_device();
     if (!dev) return record(cudaErrorInvalidDevice);
+    drop_captures(dev);
     for (Stream *s : dev->streams) {
         s->queue.clear();
         all_streams().erase(s);
@@ -871,6 +931,7 @@ cudaError_t cudaMalloc(void **ptr, size_t size) {
     if (err != cudaSuccess) return err;
     if (!ptr) return record(cudaErrorInvalidValue);
     *ptr = nullptr;
+    if ((err = refuse_unsafe("cudaMalloc")) != cudaSuccess) return err;
     if (size == 0) return cudaSuccess;
     return device_alloc(dev, nullptr, size, ptr);
 }
@@ -880,11 +941,13 @@ cudaError_t cudaFree(void *ptr) {
     Device *dev = nullptr;
     cudaError_t err = enter(&dev);
     if (err != cudaSuccess) return err;
+    if ((err = refuse_unsafe("cudaFree")) != cudaSuccess) return err;
     if (!ptr) return cudaSuccess;
     Alloc *al = find_alloc(ptr, 0);
     if (!al || al->base != ptr || !al->device)
         return refuse(cudaErrorInvalidValue,
                       format("cudaFree(%p) refused: not the start of a device allocation", ptr));
+    count_host_sync();
     flush_device(al->device); // cudaFree waits for the device
     std::string bad = check_canary(*al);
     if (!bad.empty()) fault(al->device, cudaErrorIllegalAddress, "found by cudaFree: " + bad);
@@ -899,6 +962,7 @@ cudaError_t cudaHostAlloc(void **ptr, size_t size, unsigned int flags) {
     if (err != cudaSuccess) return err;
     if (!ptr || flags > 0x0f) return record(cudaErrorInvalidValue);
     *ptr = nullptr;
+    if ((err = refuse_unsafe("cudaHostAlloc")) != cudaSuccess) return err;
     if (size == 0) return cudaSuccess;
     void *p = nullptr;
     if (posix_memalign(&p, 256, size) != 0) return record(cudaErrorMemoryAllocation);
@@ -914,11 +978,14 @@ cudaError_t cudaMallocHost(void **ptr, size_t size) {
 
 cudaError_t cudaFreeHost(void *ptr) {
     CUDAEMU_LOCK;
+    cudaError_t err = refuse_unsafe("cudaFreeHost");
+    if (err != cudaSuccess) return err;
     if (!ptr) return cudaSuccess;
     Alloc *al = find_alloc(ptr, 0);
     if (!al || al->base != ptr || al->device)
         return refuse(cudaErrorInvalidValue,
                       format("cudaFreeHost(%p) refused: not pinned host memory", ptr));
+    count_host_sync();
     for (Device *d : devices())
         flush_device(d);
     release((uintptr_t)ptr);
@@ -933,7 +1000,7 @@ cudaError_t cudaMemcpyAsync(void *dst, const void *src, size_t count, enum cudaM
     cudaError_t err = enter(&dev);
     if (err != cudaSuccess) return err;
     if ((err = resolve(stream, &s)) != cudaSuccess) return record(err);
-    return copy_async(dst, src, count, kind, s, "cudaMemcpyAsync");
+    return copy_async(dst, src, count, kind, s, "cudaMemcpyAsync", true);
 }
 
 cudaError_t cudaMemcpy(void *dst, const void *src, size_t count, enum cudaMemcpyKind kind) {
@@ -941,8 +1008,11 @@ cudaError_t cudaMemcpy(void *dst, const void *src, size_t count, enum cudaMemcpy
     Device *dev = nullptr;
     cudaError_t err = enter(&dev);
     if (err != cudaSuccess) return err;
-    err = copy_async(dst, src, count, kind, &dev->null_stream, "cudaMemcpy");
+    if ((err = refuse_legacy(dev, "cudaMemcpy")) != cudaSuccess) return err;
+    if ((err = refuse_unsafe("cudaMemcpy")) != cudaSuccess) return err;
+    err = copy_async(dst, src, count, kind, &dev->null_stream, "cudaMemcpy", false);
     if (err != cudaSuccess) return err;
+    count_host_sync();
     flush_device(dev);
     return dev->sticky != cudaSuccess ? record(dev->sticky) : cudaSuccess;
 }
@@ -959,9 +1029,17 @@ cudaError_t cudaMemsetAsync(void *ptr, int value, size_t count, cudaStream_t str
 
 cudaError_t cudaMemset(void *ptr, int value, size_t count) {
     CUDAEMU_LOCK;
-    cudaError_t err = cudaMemsetAsync(ptr, value, count, nullptr);
+    Device *dev = nullptr;
+    cudaError_t err = enter(&dev);
     if (err != cudaSuccess) return err;
-    return cudaDeviceSynchronize();
+    if ((err = refuse_legacy(dev, "cudaMemset")) != cudaSuccess) return err;
+    if ((err = refuse_unsafe("cudaMemset")) != cudaSuccess) return err;
+    err = memset_2d(ptr, count, value, count, 1, &dev->null_stream, "cudaMemset");
+    if (err != cudaSuccess) return err;
+    count_host_sync();
+    flush_device(dev);
+    pools_settle(dev);
+    return dev->sticky != cudaSuccess ? record(dev->sticky) : cudaSuccess;
 }
 
 cudaError_t cudaMemset2DAsync(void *ptr, size_t pitch, int value, size_t width, size_t height,
@@ -999,6 +1077,7 @@ cudaError_t cudaStreamDestroy(cudaStream_t stream) {
     Stream *s = nullptr;
     if (!stream || resolve(stream, &s) != cudaSuccess || s == &s->device->null_stream)
         return record(cudaErrorInvalidResourceHandle);
+    leave_capture(s);
     flush_stream(s); // its queued work still runs, as on a GPU
     for (Event *e : s->device->events)
         if (e->stream == s) e->stream = nullptr;
@@ -1008,13 +1087,19 @@ cudaError_t cudaStreamDestroy(cudaStream_t stream) {
     return cudaSuccess;
 }
 
-cudaError_t cudaStreamSynchronize(cudaStream_t stream) {
+// Runs what is queued on the stream; fn: the caller, for refusals; a host synchronisation when
+// counted (cudaStreamSynchronize), else a query.
+static cudaError_t stream_wait(cudaStream_t stream, const char *fn, bool counted) {
     CUDAEMU_LOCK;
     Device *dev = nullptr;
     Stream *s = nullptr;
     cudaError_t err = enter(&dev);
     if (err != cudaSuccess) return err;
     if ((err = resolve(stream, &s)) != cudaSuccess) return record(err);
+    if (s == &dev->null_stream && (err = refuse_legacy(dev, fn)) != cudaSuccess) return err;
+    if ((err = refuse_in_capture(s, cudaErrorStreamCaptureUnsupported, fn)) != cudaSuccess)
+        return err;
+    if (counted) count_host_sync();
     if (s == &dev->null_stream)
         flush_device(dev);
     else
@@ -1023,8 +1108,14 @@ cudaError_t cudaStreamSynchronize(cudaStream_t stream) {
     return dev->sticky != cudaSuccess ? record(dev->sticky) : cudaSuccess;
 }
 
+cudaError_t cudaStreamSynchronize(cudaStream_t stream) {
+    return stream_wait(stream, "cudaStreamSynchronize", true);
+}
+
+// A progress point: the emulator has no background progress, so a query runs the stream's work
+// (a GPU would have run it on its own) and answers that it is done. Not a host synchronisation.
 cudaError_t cudaStreamQuery(cudaStream_t stream) {
-    return cudaStreamSynchronize(stream); // the emulator has no background progress
+    return stream_wait(stream, "cudaStreamQuery", false);
 }
 
 static std::set<Event *> &all_events() {
@@ -1068,6 +1159,11 @@ cudaError_t cudaEventRecord(cudaEvent_t event, cudaStream_t stream) {
     if ((err = find_event(event, &e)) != cudaSuccess) return err;
     if ((err = resolve(stream, &s)) != cudaSuccess) return record(err);
     if (s->device != e->device) return record(cudaErrorInvalidResourceHandle);
+    if (s == &dev->null_stream && (err = refuse_legacy(dev, "cudaEventRecord")) != cudaSuccess)
+        return err;
+    if (s->capture) return capture_record(e, s);
+    e->capture = nullptr;
+    e->tips.clear();
     e->stream = s;
     e->pending = true;
     auto op = std::make_unique<RecordOp>();
@@ -1076,13 +1172,22 @@ cudaError_t cudaEventRecord(cudaEvent_t event, cudaStream_t stream) {
     return cudaSuccess;
 }
 
-cudaError_t cudaEventSynchronize(cudaEvent_t event) {
+// Runs the work queued before the event's record; counted as a host synchronisation or not
+// (a query), refused for an event recorded in a live capture.
+static cudaError_t event_wait(cudaEvent_t event, const char *fn, bool counted) {
     CUDAEMU_LOCK;
     Event *e = nullptr;
     cudaError_t err = find_event(event, &e);
     if (err != cudaSuccess) return err;
     Device *dev = e->device;
     if (dev->sticky != cudaSuccess) return record(dev->sticky);
+    if (e->capture) {
+        std::string why =
+            format("%s on event %p, last recorded in a capturing stream", fn, (void *)e);
+        invalidate(e->capture, why);
+        return refuse(cudaErrorCapturedEvent, why + " (cudaErrorCapturedEvent)");
+    }
+    if (counted) count_host_sync();
     while (e->pending && e->stream && !e->stream->queue.empty()) {
         std::unique_ptr<Op> op = std::move(e->stream->queue.front());
         e->stream->queue.pop_front();
@@ -1092,8 +1197,13 @@ cudaError_t cudaEventSynchronize(cudaEvent_t event) {
     return dev->sticky != cudaSuccess ? record(dev->sticky) : cudaSuccess;
 }
 
+cudaError_t cudaEventSynchronize(cudaEvent_t event) {
+    return event_wait(event, "cudaEventSynchronize", true);
+}
+
+// A progress point, as cudaStreamQuery: runs the work before the event and answers cudaSuccess.
 cudaError_t cudaEventQuery(cudaEvent_t event) {
-    return cudaEventSynchronize(event);
+    return event_wait(event, "cudaEventQuery", false);
 }
 
 cudaError_t cudaEventElapsedTime(float *ms, cudaEvent_t start, cudaEvent_t end) {
@@ -1133,6 +1243,9 @@ cudaError_t cudaStreamWaitEvent(cudaStream_t stream, cudaEvent_t event, unsigned
     if ((err = resolve(stream, &s)) != cudaSuccess) return record(err);
     if ((err = find_event(event, &e)) != cudaSuccess) return err;
     if (flags != 0) return record(cudaErrorInvalidValue);
+    if (s == &dev->null_stream && (err = refuse_legacy(dev, "cudaStreamWaitEvent")) != cudaSuccess)
+        return err;
+    if (e->capture || s->capture) return capture_wait(s, e);
     auto op = std::make_unique<WaitOp>();
     op->event = e;
     enqueue(s, std::move(op));
@@ -1276,6 +1389,10 @@ cudaError_t cudaMallocFromPoolAsync(void **ptr, size_t size, cudaMemPool_t pool,
     if ((err = resolve(stream, &s)) != cudaSuccess) return record(err);
     if (!ptr) return record(cudaErrorInvalidValue);
     *ptr = nullptr;
+    // CUDA records an allocation node; the emulator refuses instead (README.md).
+    if ((err = refuse_in_capture(s, cudaErrorStreamCaptureUnsupported, "cudaMallocAsync")) !=
+        cudaSuccess)
+        return err;
     if (size == 0) return cudaSuccess;
     return device_alloc(p->device, p, size, ptr);
 }
@@ -1295,6 +1412,9 @@ cudaError_t cudaFreeAsync(void *ptr, cudaStream_t stream) {
     cudaError_t err = enter(&dev);
     if (err != cudaSuccess) return err;
     if ((err = resolve(stream, &s)) != cudaSuccess) return record(err);
+    if ((err = refuse_in_capture(s, cudaErrorStreamCaptureUnsupported, "cudaFreeAsync")) !=
+        cudaSuccess)
+        return err;
     if (!ptr) return cudaSuccess;
     Alloc *al = find_alloc(ptr, 0);
     if (!al || al->base != ptr || !al->device)
@@ -1303,8 +1423,7 @@ cudaError_t cudaFreeAsync(void *ptr, cudaStream_t stream) {
             format("cudaFreeAsync(%p) refused: not the start of a device allocation", ptr));
     auto op = std::make_unique<FreeOp>();
     op->key = (uintptr_t)ptr;
-    enqueue(s, std::move(op));
-    return cudaSuccess;
+    return submit_work(s, std::move(op), Work::none);
 }
 
 cudaError_t cudaFuncGetAttributes(struct cudaFuncAttributes *attr, const void *func) {

@@ -52,6 +52,43 @@ TEST_F(Emu, CudaEmuNcclAllReduceSumsOverProcesses) {
     EXPECT_EQ(codes, (std::vector<int>{0, 0}));
 }
 
+// A collective on a capturing stream is a node of the graph: each replay reduces again, and
+// only the replays count.
+TEST_F(Emu, CudaEmuNcclAllReduceIsCapturedAndReplayed) {
+    ncclUniqueId id;
+    ASSERT_EQ(ncclGetUniqueId(&id), ncclSuccess);
+    auto codes = run_ranks(2, [&](int rank) {
+        if (cudaSetDevice(rank) != cudaSuccess) return 10;
+        ncclComm_t comm = nullptr;
+        if (ncclCommInitRank(&comm, 2, id, rank) != ncclSuccess) return 11;
+        cudaStream_t s = nullptr;
+        cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking);
+        std::vector<float> h(64, (float)(rank + 1));
+        float *d = nullptr;
+        cudaMalloc((void **)&d, 64 * sizeof(float));
+        cudaMemcpy(d, h.data(), 64 * sizeof(float), cudaMemcpyHostToDevice);
+        cudaemu_reset_counts();
+        cudaGraph_t g = nullptr;
+        cudaGraphExec_t x = nullptr;
+        if (cudaStreamBeginCapture(s, cudaStreamCaptureModeGlobal) != cudaSuccess) return 12;
+        if (ncclAllReduce(d, d, 64, ncclFloat, ncclSum, comm, s) != ncclSuccess) return 13;
+        if (cudaStreamEndCapture(s, &g) != cudaSuccess) return 14;
+        if (cudaGraphInstantiate(&x, g, 0) != cudaSuccess) return 15;
+        for (int r = 0; r < 2; ++r)
+            if (cudaGraphLaunch(x, s) != cudaSuccess) return 16;
+        if (cudaStreamSynchronize(s) != cudaSuccess) return 17;
+        cudaemu_counts c;
+        cudaemu_get_counts(&c);
+        if (c.library_calls != 0 || c.graph_launches != 2 || c.graph_nodes_run != 2) return 18;
+        cudaMemcpy(h.data(), d, 64 * sizeof(float), cudaMemcpyDeviceToHost);
+        if (h != std::vector<float>(64, 6.0f)) return 19; // (1 + 2) + (1 + 2)
+        cudaGraphExecDestroy(x);
+        cudaGraphDestroy(g);
+        return ncclCommDestroy(comm) == ncclSuccess ? 0 : 20;
+    });
+    EXPECT_EQ(codes, (std::vector<int>{0, 0}));
+}
+
 TEST_F(Emu, CudaEmuNcclRanksThatDisagreeAreRefused) {
     ncclUniqueId id;
     ASSERT_EQ(ncclGetUniqueId(&id), ncclSuccess);

@@ -89,6 +89,15 @@ BP_API bp_status bp_device_set_memory_limit(bp_device *device, size_t bytes);
 
 BP_API bp_status bp_device_get_stats(const bp_device *device, bp_device_stats *stats);
 
+/* What a handle has asked of its device since it was opened, for benchmarks and tests (CUDA;
+ * on the CPU, which runs every op as it is called, all are 0). */
+typedef struct bp_device_counters {
+    uint64_t launches;   /* work queued: kernels, cuBLAS/cuBLASLt GEMMs, copies */
+    uint64_t host_waits; /* calls that waited for the device (synchronize, a read back, ...) */
+} bp_device_counters;
+
+BP_API bp_status bp_device_get_counters(const bp_device *device, bp_device_counters *counters);
+
 #ifdef __cplusplus
 }
 #endif

@@ -122,7 +122,8 @@ BP_API void bp_optimizer_free(bp_optimizer *optimizer);
  * BP_ERR_NON_FINITE, changing nothing, when the gradient norm is NaN or infinite. */
 BP_API bp_status bp_optimizer_step(bp_optimizer *optimizer);
 
-/* Optimizer steps taken so far. */
+/* Optimizer steps taken so far, counting the steps queued by bp_train_step; a refused step
+ * found later takes the count back to it (train.h). */
 BP_API int64_t bp_optimizer_steps(const bp_optimizer *optimizer);
 
 /* The learning rate the next step will use. */
@@ -152,7 +153,8 @@ BP_API bp_status bp_optimizer_set_weight_decay(bp_optimizer *optimizer, double w
 BP_API bp_status bp_optimizer_report_metric(bp_optimizer *optimizer, double metric, int *reduced);
 
 /* The state buffers (floats: 0 for plain SGD, n_params for SGD with momentum, 2*n_params for
- * Adam and AdamW: m then v), to and from the host, for checkpoints. */
+ * Adam and AdamW: m then v), to and from the host, for checkpoints. Both first wait for the
+ * steps bp_train_step queued, and report a refused one among them (train.h) without copying. */
 BP_API size_t bp_optimizer_state_size(const bp_optimizer *optimizer);
 BP_API bp_status bp_optimizer_get_state(const bp_optimizer *optimizer, float *host, size_t count,
                                         int64_t *steps);

@@ -68,6 +68,29 @@ typedef struct bp_gemm_desc {
     void *scratch;     /* gemm_scratch(desc) bytes of device memory (NULL when that is 0) */
 } bp_gemm_desc;
 
+/* What a training step leaves on the device (one block of device memory per model): its
+ * scalars, which the step's own kernels write and the host reads back without waiting
+ * (docs/design.md, "A step that does not wait"). The first three are the BP_SCALAR_* floats. */
+typedef struct bp_step_state {
+    float loss;      /* sum of the rows' losses */
+    float norm2;     /* squared norm of the gradient */
+    float match;     /* cross-entropy: rows classified right */
+    float scale;     /* step_decide: the clip coefficient the update multiplies each gradient by */
+    int64_t bad_row; /* check_labels_into: first target row whose class is out of range, or
+                        INT64_MAX; INT64_MAX when the loss takes no classes */
+    int32_t refused; /* step_decide: BP_REFUSED_*; once set, every later update skips until the
+                        host clears it, so the steps queued after a refused one change nothing */
+    int32_t unused;
+} bp_step_state;
+
+/* Why step_decide refused a step (bp_step_state.refused), in the order it looks. */
+enum {
+    BP_REFUSED_NONE = 0,
+    BP_REFUSED_LABEL = 1, /* bad_row holds a class outside the model's outputs */
+    BP_REFUSED_LOSS = 2,  /* the loss sum is not finite */
+    BP_REFUSED_GRAD = 3   /* the gradient's squared norm is not finite */
+};
+
 /* Arguments of one optimizer update over a flat buffer of n floats. */
 typedef struct bp_update_args {
     bp_optim_kind kind;
@@ -94,6 +117,9 @@ typedef struct bp_update_args {
     /* When not NULL: also receives bp_f32_to_bf16 of every updated parameter, in the same pass
      * (the bf16 copy of a bf16 model's weights). */
     uint16_t *param_bf16;
+    /* When not NULL (device memory, step_decide's): the update does nothing when gate->refused
+     * is set, and takes gate->scale for grad_scale. */
+    const bp_step_state *gate;
 } bp_update_args;
 
 typedef struct bp_backend_ops {
@@ -117,6 +143,8 @@ typedef struct bp_backend_ops {
      * and what its pool holds unused. 0 when the device cannot tell (nothing is then checked);
      * *source names where the figure comes from, for messages. */
     size_t (*memory_free)(bp_device *device, const char **source);
+    /* The handle's counters (optional: NULL counts nothing). */
+    void (*counters)(const bp_device *device, bp_device_counters *out);
 
     /* C[m,n] = alpha * op(A) op(B) + beta * C, row-major; op(A) is [m,k], op(B) is [k,n];
      * lda, ldb, ldc are the row strides of A, B, C as stored. With beta 0, C is not read. */
@@ -161,6 +189,29 @@ typedef struct bp_backend_ops {
      * back to the host (waits). */
     bp_status (*check_labels)(bp_device *device, int rows, const int32_t *labels, int classes,
                               int64_t *bad_index);
+
+    /* ---- a step that does not wait (optional: without all of them, bp_train_step reads its
+     * scalars back and decides on the host) ---------------------------------------------------- */
+
+    /* check_labels without the read back: state->bad_row = the first row with a label outside
+     * [0, classes), or INT64_MAX. */
+    bp_status (*check_labels_into)(bp_device *device, int rows, const int32_t *labels, int classes,
+                                   bp_step_state *state);
+    /* On the device, from state's loss, norm2 and bad_row: sets state->refused (unless set
+     * already) and state->scale = min(clip_norm / (sqrt(norm2) + 1e-6), 1) in fp32 as PyTorch's
+     * clip_grad_norm_ (1 when clip_norm is 0). */
+    bp_status (*step_decide)(bp_device *device, bp_step_state *state, float clip_norm);
+    /* Host memory the device copies into without waiting (pinned on a GPU), and back. */
+    bp_status (*host_alloc)(bp_device *device, size_t bytes, void **out);
+    void (*host_free)(bp_device *device, void *ptr);
+    /* Queues a copy of bytes of device memory into host_alloc's memory; nothing waits. */
+    bp_status (*download_async)(bp_device *device, void *host, const void *src, size_t bytes);
+    /* Marks: mark_record marks the point the device's queue has reached; mark_done sets *done
+     * to whether the device has passed it, waiting for that when wait is 1. */
+    bp_status (*mark_create)(bp_device *device, void **mark);
+    void (*mark_free)(bp_device *device, void *mark);
+    bp_status (*mark_record)(bp_device *device, void *mark);
+    bp_status (*mark_done)(bp_device *device, void *mark, int wait, int *done);
 
     /* *out (device memory, one float) = sum of x[0..n) (sum); sum of squares (sum_squares).
      * Accumulated in double. */

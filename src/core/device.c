@@ -183,6 +183,15 @@ bp_status bp_device_get_stats(const bp_device *device, bp_device_stats *stats) {
     return BP_OK;
 }
 
+bp_status bp_device_get_counters(const bp_device *device, bp_device_counters *counters) {
+    if (!device || !counters)
+        return bp_error(BP_ERR_INVALID_ARGUMENT, "bp_device_get_counters: %s is NULL",
+                        device ? "counters" : "device");
+    memset(counters, 0, sizeof *counters);
+    if (device->ops->counters) device->ops->counters(device, counters);
+    return BP_OK;
+}
+
 bp_status bp_dev_alloc(bp_device *device, size_t bytes, const char *what, void **out) {
     *out = NULL;
     bp_device_stats *s = &device->stats;

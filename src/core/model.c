@@ -179,7 +179,8 @@ static size_t layout_workspace(bp_model *m, char *base) {
     if (any_fused_bwd(m)) BP_TAKE(m->bgrad, widest * sizeof(float));
     if (m->scratch_bytes) BP_TAKE(m->scratch, m->scratch_bytes);
     BP_TAKE(m->row_loss, b * sizeof(float));
-    BP_TAKE(m->scalars, BP_SCALAR_COUNT * sizeof(float));
+    BP_TAKE(m->state, sizeof(bp_step_state));
+    m->scalars = base ? (float *)m->state : NULL;
 #undef BP_TAKE
     return off;
 }
@@ -229,7 +230,16 @@ static bp_status init_weights(bp_model *m, bp_init init) {
     free(host);
     if (st == BP_OK) st = bp_model_sync_lowp(m);
     if (st == BP_OK) st = m->device->ops->fill(m->device, m->grads, 0.0f, m->n_params);
+    if (st == BP_OK) st = bp_model_clear_state(m);
     return st;
+}
+
+bp_status bp_model_clear_state(bp_model *m) {
+    bp_step_state clear;
+    memset(&clear, 0, sizeof clear);
+    clear.bad_row = INT64_MAX;
+    clear.scale = 1.0f;
+    return m->device->ops->upload(m->device, m->state, &clear, sizeof clear);
 }
 
 bp_model *bp_model_create(bp_device *device, const bp_mlp_config *config, bp_status *status) {

@@ -46,7 +46,7 @@ static inline int bp_layer_is_block(const bp_layer *L) {
     return L->norm != BP_NORM_NONE || L->residual;
 }
 
-/* Scalars kept on the device so a step reads back at most once. */
+/* Scalars kept on the device (bp_step_state's first floats) so a step reads back at most once. */
 enum { BP_SCALAR_LOSS = 0, BP_SCALAR_NORM2 = 1, BP_SCALAR_MATCH = 2, BP_SCALAR_COUNT = 3 };
 
 struct bp_model {
@@ -76,7 +76,8 @@ struct bp_model {
     void *scratch;  /* gemm_ex scratch, scratch_bytes (NULL when none) */
     size_t scratch_bytes;
     float *row_loss; /* [max_batch]: each row's loss, then (cross-entropy) its class match */
-    float *scalars;  /* BP_SCALAR_COUNT */
+    bp_step_state *state; /* device memory: what a training step leaves for the host */
+    float *scalars;       /* BP_SCALAR_COUNT: the first floats of state */
 
     /* What the last forward left for loss and backward. */
     const float *x; /* input of the last training forward (the caller's tensor) */
@@ -112,9 +113,13 @@ bp_status bp_model_loss_rows(bp_model *m, const bp_loss_config *loss, const void
  * over 4 bytes per parameter, and the GEMM then also read the zeros back. */
 bp_status bp_model_backward_rows(bp_model *m, float *dx, int overwrite);
 
-/* Validates a loss config and a target tensor against the model for call fn. */
+/* Validates a loss config and a target tensor against the model for call fn; labels: also
+ * checks a cross-entropy target's classes on the device (which waits for the answer). */
 bp_status bp_check_loss_args(const char *fn, const bp_model *m, const bp_loss_config *loss,
-                             const bp_tensor *target, int64_t rows);
+                             const bp_tensor *target, int64_t rows, int labels);
+
+/* Puts the device's bp_step_state back to no step: no refusal, no bad row (queued, no wait). */
+bp_status bp_model_clear_state(bp_model *m);
 
 /* Reads the device scalars (waits). */
 bp_status bp_model_read_scalars(bp_model *m, float out[BP_SCALAR_COUNT]);

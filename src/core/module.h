@@ -34,7 +34,7 @@ extern "C" {
 
 /* Bumped whenever a struct shared with the modules (bp_backend_ops, bp_device, bp_model,
  * bp_optimizer, bp_comm_ops, bp_module_host) changes. */
-#define BP_MODULE_ABI 5
+#define BP_MODULE_ABI 6
 
 /* What the core offers a module. */
 typedef struct bp_module_host {

@@ -142,6 +142,7 @@ bp_optimizer *bp_optimizer_create(bp_model *model, const bp_optim_config *config
 
 void bp_optimizer_free(bp_optimizer *optimizer) {
     if (!optimizer) return;
+    bp_steps_free(optimizer);
     bp_dev_free(optimizer->device, optimizer->state, optimizer->state_size * sizeof(float));
     free(optimizer);
 }
@@ -286,6 +287,14 @@ static bp_update_args update_args(const bp_optimizer *o, float grad_scale) {
     return a;
 }
 
+bp_status bp_optimizer_apply_gated(bp_optimizer *o, const bp_step_state *gate) {
+    bp_update_args a = update_args(o, 1.0f);
+    a.gate = gate;
+    bp_status st = o->model->device->ops->update(o->model->device, &a);
+    if (st == BP_OK) o->steps++;
+    return st;
+}
+
 bp_status bp_optimizer_apply(bp_optimizer *o, double norm) {
     bp_model *m = o->model;
     if (!isfinite(norm)) {
@@ -333,7 +342,11 @@ static bp_status check_state(const char *fn, const bp_optimizer *o, const float 
 
 bp_status bp_optimizer_get_state(const bp_optimizer *optimizer, float *host, size_t count,
                                  int64_t *steps) {
-    bp_status st = check_state("bp_optimizer_get_state", optimizer, host, count);
+    const char *fn = "bp_optimizer_get_state";
+    bp_status st = check_state(fn, optimizer, host, count);
+    /* The queued steps are settled first (the handle stays what the caller sees: their results
+     * are read, and a refusal among them is reported). */
+    if (st == BP_OK) st = bp_steps_settle(fn, (bp_optimizer *)optimizer);
     if (st != BP_OK) return st;
     bp_device *d = optimizer->model->device;
     if (count) st = d->ops->download(d, host, optimizer->state, count * sizeof(float));
@@ -345,6 +358,7 @@ bp_status bp_optimizer_set_state(bp_optimizer *optimizer, const float *host, siz
                                  int64_t steps) {
     const char *fn = "bp_optimizer_set_state";
     bp_status st = check_state(fn, optimizer, host, count);
+    if (st == BP_OK) st = bp_steps_settle(fn, optimizer);
     if (st != BP_OK) return st;
     if (steps < 0)
         return bp_error(BP_ERR_INVALID_ARGUMENT, "%s: steps is %lld, expected >= 0", fn,

@@ -24,7 +24,37 @@ struct bp_optimizer {
     float *state; /* device memory: SGD momentum, or Adam m then v */
     size_t state_size;
     bp_plateau_state plateau;
+    struct bp_step_ring *ring; /* step.c: the results of queued steps; NULL before the first */
 };
+
+/* ---- step.c: the results of training steps that do not wait ----------------------------- */
+
+/* A refused step the host has read and not yet reported. */
+typedef struct bp_step_found {
+    int32_t reason; /* BP_REFUSED_*; 0: none */
+    int64_t step;
+    float loss;     /* its mean loss */
+    float norm2;
+    int64_t bad_row;
+    int later; /* steps queued behind it, which did nothing */
+} bp_step_found;
+
+/* 1 when device d has the entries of a step that does not wait (core/backend.h). */
+int bp_steps_supported(const bp_device *d);
+/* After a step's update: queues the copy of the model's state into the next slot and its mark
+ * (waiting only when all slots are still pending), for optimizer step o->steps. */
+bp_status bp_steps_queue(bp_optimizer *o, double denom, int64_t rows, int ce);
+/* Reads the slots the device has passed, oldest first (wait: every pending one); a refusal
+ * found takes o->steps back to it and is kept for bp_steps_take_found. */
+bp_status bp_steps_drain(bp_optimizer *o, int wait);
+int bp_steps_take_found(bp_optimizer *o, bp_step_found *found);
+/* The error for a refusal found later, as call fn reports it. */
+bp_status bp_steps_report(const char *fn, const bp_optimizer *o, const bp_step_found *found);
+/* Waits for every queued step and reports a refusal among them (BP_OK when none). */
+bp_status bp_steps_settle(const char *fn, bp_optimizer *o);
+/* The newest step read; NULL when none. */
+const bp_step_result *bp_steps_last(const bp_optimizer *o);
+void bp_steps_free(bp_optimizer *o);
 
 bp_status bp_check_optim_config(const char *fn, const bp_optim_config *config);
 
@@ -33,6 +63,9 @@ double bp_schedule_lr(const bp_optim_config *config, int64_t t);
 
 /* A plateau schedule's starting state (no metric seen yet) for the configured mode. */
 bp_plateau_state bp_plateau_start(const bp_schedule *schedule);
+
+/* The update with step_decide's verdict and clip coefficient read from gate on the device. */
+bp_status bp_optimizer_apply_gated(bp_optimizer *optimizer, const bp_step_state *gate);
 
 /* Clips by the given global gradient norm and updates; refuses a non-finite norm. */
 bp_status bp_optimizer_apply(bp_optimizer *optimizer, double norm);

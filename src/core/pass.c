@@ -125,7 +125,7 @@ bp_status bp_model_forward(bp_model *model, const bp_tensor *x, bp_mode mode, bp
 }
 
 bp_status bp_check_loss_args(const char *fn, const bp_model *m, const bp_loss_config *loss,
-                             const bp_tensor *target, int64_t rows) {
+                             const bp_tensor *target, int64_t rows, int labels) {
     if (!loss) return bp_error(BP_ERR_INVALID_ARGUMENT, "%s: loss is NULL", fn);
     int classes = m->widths[m->n_layers];
     bp_status st = BP_OK;
@@ -147,7 +147,7 @@ bp_status bp_check_loss_args(const char *fn, const bp_model *m, const bp_loss_co
     if (st == BP_OK && target->rows != rows)
         st = bp_error(BP_ERR_SHAPE_MISMATCH, "%s: target has %lld rows, the batch has %lld", fn,
                       (long long)target->rows, (long long)rows);
-    if (st == BP_OK && loss->kind == BP_LOSS_CROSS_ENTROPY) {
+    if (st == BP_OK && labels && loss->kind == BP_LOSS_CROSS_ENTROPY) {
         int64_t bad = -1;
         st = m->device->ops->check_labels(m->device, (int)rows, target->data, classes, &bad);
         if (st == BP_OK && bad >= 0) {
@@ -201,7 +201,7 @@ bp_status bp_model_loss(bp_model *model, const bp_loss_config *loss, const bp_te
     if (!model) return bp_error(BP_ERR_INVALID_ARGUMENT, "%s: model is NULL", fn);
     if (model->batch == 0)
         return bp_error(BP_ERR_INVALID_ARGUMENT, "%s: no forward pass has run on this model", fn);
-    bp_status st = bp_check_loss_args(fn, model, loss, target, model->batch);
+    bp_status st = bp_check_loss_args(fn, model, loss, target, model->batch, 1);
     if (st != BP_OK) return st;
     double denom = loss_denominator(loss, model->batch, model->widths[model->n_layers]);
     st = bp_model_loss_rows(model, loss, target->data, (float)(1.0 / denom), 0);

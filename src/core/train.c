@@ -10,7 +10,7 @@
 #include "core/tensor_internal.h"
 
 static bp_status check_step_args(bp_model *m, bp_optimizer *o, const bp_loss_config *loss,
-                                 const bp_tensor *x, const bp_tensor *target) {
+                                 const bp_tensor *x, const bp_tensor *target, int labels) {
     const char *fn = "bp_train_step";
     if (!m || !o)
         return bp_error(BP_ERR_INVALID_ARGUMENT, "%s: %s is NULL", fn, m ? "optimizer" : "model");
@@ -25,7 +25,7 @@ static bp_status check_step_args(bp_model *m, bp_optimizer *o, const bp_loss_con
         return bp_error(BP_ERR_SHAPE_MISMATCH,
                         "%s: x has %lld rows, fewer than accum_steps %d micro-batches", fn,
                         (long long)x->rows, k);
-    return bp_check_loss_args(fn, m, loss, target, x->rows);
+    return bp_check_loss_args(fn, m, loss, target, x->rows, labels);
 }
 
 /* Names the first non-finite value of a host copy of t ("x[3, 17] is nan"); 0 when none. */
@@ -109,12 +109,15 @@ static bp_status step_sums(bp_model *m, const float s[BP_SCALAR_COUNT], double s
     return m->comm ? bp_comm_sum(m->comm, sums, 2) : BP_OK;
 }
 
-bp_status bp_train_step(bp_model *model, bp_optimizer *optimizer, const bp_loss_config *loss,
-                        const bp_tensor *x, const bp_tensor *target, float *loss_value) {
+/* The step of a model in a data-parallel group, or on a backend without the entries of a
+ * step that does not wait: the host reads the scalars back, sums them over the group, and
+ * decides. */
+static bp_status step_on_host(bp_model *model, bp_optimizer *optimizer, const bp_loss_config *loss,
+                              const bp_tensor *x, const bp_tensor *target, float *loss_value) {
     int64_t total = 0, offset = 0;
     if (model) model->step_rows = 0; /* no train accuracy until this step succeeds */
     bp_status st =
-        step_rows(model, check_step_args(model, optimizer, loss, x, target), x, &total, &offset);
+        step_rows(model, check_step_args(model, optimizer, loss, x, target, 1), x, &total, &offset);
     if (st != BP_OK) return st;
     const bp_backend_ops *ops = model->device->ops;
     int k = optimizer->config.accum_steps, cols = model->widths[model->n_layers];
@@ -143,6 +146,71 @@ bp_status bp_train_step(bp_model *model, bp_optimizer *optimizer, const bp_loss_
         model->step_rows = total;
     }
     return st;
+}
+
+/* The refusal of the step just waited for, described with its own x and target (still the
+ * caller's), as a step that waits always has. A bad label leaves the dropout streams too. */
+static bp_status report_own(bp_model *m, bp_optimizer *o, const bp_tensor *x,
+                            const bp_tensor *target, const bp_step_found *f) {
+    if (f->reason != BP_REFUSED_LABEL) return report_nonfinite(m, o, x, target, f->loss, f->loss);
+    m->forward_calls--;
+    int32_t label = 0;
+    m->device->ops->download(m->device, &label, (const int32_t *)target->data + f->bad_row,
+                             sizeof label);
+    int classes = m->widths[m->n_layers];
+    return bp_error(BP_ERR_INVALID_ARGUMENT,
+                    "bp_train_step: target row %lld holds class %d, outside [0, %d) (the model "
+                    "has %d outputs)",
+                    (long long)f->bad_row, (int)label, classes, classes);
+}
+
+/* Waits for the step just queued (and any before it) and gives its loss or its refusal. */
+static bp_status wait_for_step(bp_model *m, bp_optimizer *o, const bp_tensor *x,
+                               const bp_tensor *target, int64_t step, float *loss_value) {
+    bp_status st = bp_steps_drain(o, 1);
+    bp_step_found f;
+    if (st == BP_OK && bp_steps_take_found(o, &f))
+        return f.step == step && f.later == 0 ? report_own(m, o, x, target, &f)
+                                              : bp_steps_report("bp_train_step", o, &f);
+    if (st == BP_OK) *loss_value = bp_steps_last(o)->loss;
+    return st;
+}
+
+/* The step on the device alone: the labels checked, the refusal and the clip coefficient
+ * decided, and the results copied back, all queued; nothing waits unless loss_value asks. */
+static bp_status step_queued(bp_model *model, bp_optimizer *o, const bp_loss_config *loss,
+                             const bp_tensor *x, const bp_tensor *target, float *loss_value) {
+    bp_status st = check_step_args(model, o, loss, x, target, 0);
+    if (st == BP_OK) st = bp_steps_drain(o, 0);
+    bp_step_found f;
+    if (st == BP_OK && bp_steps_take_found(o, &f)) st = bp_steps_report("bp_train_step", o, &f);
+    if (st != BP_OK) return st;
+    const bp_backend_ops *ops = model->device->ops;
+    bp_device *d = model->device;
+    int k = o->config.accum_steps, cols = model->widths[model->n_layers];
+    int ce = loss->kind == BP_LOSS_CROSS_ENTROPY;
+    double denom = ce ? (double)x->rows : (double)x->rows * cols;
+    uint64_t call = model->forward_calls++;
+    if (ce) st = ops->check_labels_into(d, (int)x->rows, target->data, cols, model->state);
+    for (int i = 0; i < k && st == BP_OK; ++i)
+        st = micro_batch(model, loss, x, target, i, k, (float)(1.0 / denom), call, 0);
+    if (st == BP_OK)
+        st = ops->sum_squares(d, model->n_params, model->grads, model->scalars + BP_SCALAR_NORM2);
+    if (st == BP_OK) st = ops->step_decide(d, model->state, (float)o->config.clip_norm);
+    int64_t step = o->steps;
+    /* the state is final once decided: its copy may go before the update */
+    if (st == BP_OK) st = bp_steps_queue(o, denom, x->rows, ce);
+    if (st == BP_OK) st = bp_optimizer_apply_gated(o, model->state);
+    if (st != BP_OK || !loss_value) return st;
+    return wait_for_step(model, o, x, target, step, loss_value);
+}
+
+bp_status bp_train_step(bp_model *model, bp_optimizer *optimizer, const bp_loss_config *loss,
+                        const bp_tensor *x, const bp_tensor *target, float *loss_value) {
+    if (model && optimizer && optimizer->model == model && !model->comm &&
+        bp_steps_supported(model->device))
+        return step_queued(model, optimizer, loss, x, target, loss_value);
+    return step_on_host(model, optimizer, loss, x, target, loss_value);
 }
 
 bp_status bp_train_step_correct(const bp_model *model, int64_t *correct, int64_t *rows) {

@@ -101,6 +101,41 @@ static size_t cpu_memory_free(bp_device *device, const char **source) {
     return bp_host_memory_available();
 }
 
+/* The CPU runs every op before the call returns: host memory is plain memory, a copy is done
+ * when queued and every mark is passed when recorded. */
+static bp_status cpu_host_alloc(bp_device *device, size_t bytes, void **out) {
+    (void)device;
+    *out = malloc(bytes);
+    return *out ? BP_OK
+                : bp_error(BP_ERR_OUT_OF_MEMORY, "cpu host_alloc: no memory for %zu bytes", bytes);
+}
+
+static bp_status cpu_mark_create(bp_device *device, void **mark) {
+    static char passed; /* any non-NULL address: marks hold nothing */
+    (void)device;
+    *mark = &passed;
+    return BP_OK;
+}
+
+static void cpu_mark_free(bp_device *device, void *mark) {
+    (void)device;
+    (void)mark;
+}
+
+static bp_status cpu_mark_record(bp_device *device, void *mark) {
+    (void)device;
+    (void)mark;
+    return BP_OK;
+}
+
+static bp_status cpu_mark_done(bp_device *device, void *mark, int wait, int *done) {
+    (void)device;
+    (void)mark;
+    (void)wait;
+    *done = 1;
+    return BP_OK;
+}
+
 const bp_backend_ops bp_cpu_ops = {
     .name = "cpu",
     .init = cpu_init,
@@ -128,6 +163,15 @@ const bp_backend_ops bp_cpu_ops = {
     .sum_squares = bp_cpu_sum_squares,
     .dropout = bp_cpu_dropout,
     .update = bp_cpu_update,
+    .check_labels_into = bp_cpu_check_labels_into,
+    .step_decide = bp_cpu_step_decide,
+    .host_alloc = cpu_host_alloc,
+    .host_free = cpu_free,
+    .download_async = cpu_download,
+    .mark_create = cpu_mark_create,
+    .mark_free = cpu_mark_free,
+    .mark_record = cpu_mark_record,
+    .mark_done = cpu_mark_done,
     .gemm_ex = bp_cpu_gemm_ex,
     .gemm_scratch = bp_cpu_gemm_scratch,
     .cast = bp_cpu_cast,

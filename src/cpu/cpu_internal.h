@@ -114,6 +114,9 @@ bp_status bp_cpu_bce_logits(bp_device *device, int rows, int cols, const float *
                             const float *target, float grad_scale, float *grad, float *row_loss);
 
 bp_status bp_cpu_update(bp_device *device, const bp_update_args *args);
+bp_status bp_cpu_step_decide(bp_device *device, bp_step_state *state, float clip_norm);
+bp_status bp_cpu_check_labels_into(bp_device *device, int rows, const int32_t *labels, int classes,
+                                   bp_step_state *state);
 
 /* The tf32 and bf16 modes (cpu_gemm.c, cpu_lowp.c). */
 bp_status bp_cpu_gemm_ex(bp_device *device, const bp_gemm_desc *desc, void *plan);

@@ -129,3 +129,11 @@ bp_status bp_cpu_check_labels(bp_device *device, int rows, const int32_t *labels
     }
     return BP_OK;
 }
+
+bp_status bp_cpu_check_labels_into(bp_device *device, int rows, const int32_t *labels, int classes,
+                                   bp_step_state *state) {
+    int64_t bad = -1;
+    bp_cpu_check_labels(device, rows, labels, classes, &bad);
+    state->bad_row = bad < 0 ? INT64_MAX : bad;
+    return BP_OK;
+}

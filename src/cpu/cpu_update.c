@@ -108,8 +108,23 @@ static void adam_bf16(int nt, const bp_update_args *args) {
 }
 
 /* The state buffers are checked because a missing one would be a crash, not a wrong number. */
+bp_status bp_cpu_step_decide(bp_device *device, bp_step_state *state, float clip_norm) {
+    (void)device;
+    if (!state->refused)
+        state->refused = bp_step_refusal(state->bad_row, state->loss, state->norm2);
+    state->scale = bp_clip_scale(state->norm2, clip_norm);
+    return BP_OK;
+}
+
 bp_status bp_cpu_update(bp_device *device, const bp_update_args *args) {
     int nt = bp_cpu_threads(device);
+    bp_update_args gated;
+    if (args->gate) { /* step_decide's verdict, read here once (the device is this thread) */
+        if (args->gate->refused) return BP_OK;
+        gated = *args;
+        gated.grad_scale = args->gate->scale;
+        args = &gated;
+    }
     switch (args->kind) {
     case BP_OPTIM_SGD:
         if (args->momentum == 0.0f) {

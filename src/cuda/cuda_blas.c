@@ -30,12 +30,14 @@ static bp_status scale_c(bp_device *device, int m, int n, float beta, float *c, 
     if (beta == 1.0f) return BP_OK;
     if (beta == 0.0f) {
         size_t pitch = (size_t)ldc * sizeof(float), width = (size_t)n * sizeof(float);
+        bp_cu_note_launch();
         BP_CUDA_TRY(device, cudaMemset2DAsync(c, pitch, 0, width, (size_t)m, impl->stream),
                     "gemm with k = 0: cudaMemset2DAsync(%d rows of %zu bytes, pitch %zu)", m, width,
                     pitch);
         return BP_OK;
     }
     const float zero = 0.0f;
+    bp_cu_note_launch();
     BP_CUBLAS_TRY(device,
                   cublasSgeam(impl->blas, CUBLAS_OP_N, CUBLAS_OP_N, n, m, &beta, c, ldc, &zero, c,
                               ldc, c, ldc),
@@ -51,6 +53,7 @@ bp_status bp_cuda_gemm(bp_device *device, int trans_a, int trans_b, int m, int n
     BP_CUDA_ENTER(device);
     if (k == 0) return scale_c(device, m, n, beta, c, ldc);
     bp_cuda_impl *impl = bp_cuda_impl_of(device);
+    bp_cu_note_launch();
     BP_CUBLAS_TRY(device,
                   cublasSgemm(impl->blas, op_of(trans_b), op_of(trans_a), n, m, k, &alpha, b, ldb,
                               a, lda, &beta, c, ldc),

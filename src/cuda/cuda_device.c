@@ -22,7 +22,24 @@ int bp_cuda_device_count(void) {
     return count;
 }
 
+/* The counters of the handle this thread entered last: the launchers in kernels/ know only a
+ * stream. */
+static _Thread_local bp_device_counters *entered;
+
+void bp_cu_note_launch(void) {
+    if (entered) entered->launches++;
+}
+
+void bp_cu_note_wait(void) {
+    if (entered) entered->host_waits++;
+}
+
+void bp_cuda_counters(const bp_device *device, bp_device_counters *out) {
+    *out = bp_cuda_impl_of(device)->counters;
+}
+
 bp_status bp_cuda_enter(const bp_device *device) {
+    entered = &bp_cuda_impl_of(device)->counters;
     int index = bp_cuda_impl_of(device)->index;
     BP_CUDA_TRY(device, cudaSetDevice(index), "cudaSetDevice(%d)", index);
     return BP_OK;
@@ -196,6 +213,7 @@ void bp_cuda_destroy(bp_device *device) {
 bp_status bp_cuda_synchronize(bp_device *device) {
     BP_CUDA_ENTER(device);
     /* An asynchronous failure of earlier work (a kernel fault) is reported here. */
+    bp_cu_note_wait();
     BP_CUDA_TRY(device, cudaStreamSynchronize(bp_cuda_impl_of(device)->stream),
                 "cudaStreamSynchronize");
     return BP_OK;

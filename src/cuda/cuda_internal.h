@@ -38,7 +38,14 @@ typedef struct bp_cuda_impl {
     cudaEvent_t stage_done[BP_CUDA_STAGE_SLOTS]; /* recorded after the slot's last copy */
     int stage_next;
     int64_t *host_result; /* pinned, one value read back by check_labels */
+    bp_device_counters counters; /* bp_cu_note_launch and bp_cu_note_wait add to them */
 } bp_cuda_impl;
+
+/* Count one queued work item (a kernel: every BP_LAUNCH; a GEMM; a copy) or one wait for the
+ * device, on the handle the calling thread entered last (bp_cuda_enter). */
+void bp_cu_note_launch(void);
+void bp_cu_note_wait(void);
+void bp_cuda_counters(const bp_device *device, bp_device_counters *out);
 
 static inline bp_cuda_impl *bp_cuda_impl_of(const bp_device *device) {
     return (bp_cuda_impl *)device->impl;
@@ -95,6 +102,13 @@ bp_status bp_cuda_upload(bp_device *device, void *dst, const void *host, size_t 
 bp_status bp_cuda_download(bp_device *device, void *host, const void *src, size_t bytes);
 bp_status bp_cuda_copy(bp_device *device, void *dst, const void *src, size_t bytes);
 void bp_cuda_release_staging(bp_cuda_impl *impl);
+bp_status bp_cuda_host_alloc(bp_device *device, size_t bytes, void **out);
+void bp_cuda_host_free(bp_device *device, void *ptr);
+bp_status bp_cuda_download_async(bp_device *device, void *host, const void *src, size_t bytes);
+bp_status bp_cuda_mark_create(bp_device *device, void **mark);
+void bp_cuda_mark_free(bp_device *device, void *mark);
+bp_status bp_cuda_mark_record(bp_device *device, void *mark);
+bp_status bp_cuda_mark_done(bp_device *device, void *mark, int wait, int *done);
 
 bp_status bp_cuda_gemm(bp_device *device, int trans_a, int trans_b, int m, int n, int k,
                        float alpha, const float *a, int lda, const float *b, int ldb, float beta,
@@ -125,6 +139,9 @@ bp_status bp_cuda_bce_logits(bp_device *device, int rows, int cols, const float 
                              const float *target, float grad_scale, float *grad, float *row_loss);
 bp_status bp_cuda_check_labels(bp_device *device, int rows, const int32_t *labels, int classes,
                                int64_t *bad_index);
+bp_status bp_cuda_check_labels_into(bp_device *device, int rows, const int32_t *labels,
+                                    int classes, bp_step_state *state);
+bp_status bp_cuda_step_decide(bp_device *device, bp_step_state *state, float clip_norm);
 bp_status bp_cuda_sum(bp_device *device, size_t n, const float *x, float *out);
 bp_status bp_cuda_sum_squares(bp_device *device, size_t n, const float *x, float *out);
 bp_status bp_cuda_dropout(bp_device *device, size_t n, const float *x, float *y, uint64_t seed,

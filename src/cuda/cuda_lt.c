@@ -378,6 +378,7 @@ static bp_status run(bp_device *device, lt_plan *p, const bp_gemm_desc *g) {
     const lt_choice *c = NULL;
     if (st == BP_OK) st = find_choice(device, p, g, &c);
     if (st != BP_OK) return st;
+    bp_cu_note_launch();
     cublasStatus_t s =
         cublasLtMatmul(impl->lt, p->op, &g->alpha, g->b, p->la, g->a, p->lb, &g->beta, g->c, p->lc,
                        g->c, p->lc, &c->algo, impl->blas_workspace, c->workspace, impl->stream);

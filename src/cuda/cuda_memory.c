@@ -8,6 +8,7 @@
  * queued free has happened, hand all unused memory back to the driver, and ask again. */
 static cudaError_t retry_after_trim(bp_cuda_impl *impl, size_t bytes, void **out) {
     (void)cudaGetLastError();
+    bp_cu_note_wait();
     cudaError_t err = cudaStreamSynchronize(impl->stream);
     if (err == cudaSuccess) err = cudaMemPoolTrimTo(impl->pool, 0);
     if (err == cudaSuccess) err = cudaMallocFromPoolAsync(out, bytes, impl->pool, impl->stream);
@@ -93,9 +94,15 @@ static bp_status upload_chunk(const bp_device *device, bp_cuda_impl *impl, char 
                               const char *host, size_t len) {
     int slot = impl->stage_next;
     impl->stage_next = (slot + 1) % BP_CUDA_STAGE_SLOTS;
-    BP_CUDA_TRY(device, cudaEventSynchronize(impl->stage_done[slot]),
-                "upload: cudaEventSynchronize(staging slot %d)", slot);
+    cudaError_t err = cudaEventQuery(impl->stage_done[slot]);
+    if (err == cudaErrorNotReady) { /* the device is two chunks behind: only now wait */
+        (void)cudaGetLastError();
+        bp_cu_note_wait();
+        err = cudaEventSynchronize(impl->stage_done[slot]);
+    }
+    BP_CUDA_TRY(device, err, "upload: waiting for staging slot %d", slot);
     memcpy(impl->stage[slot], host, len);
+    bp_cu_note_launch();
     BP_CUDA_TRY(device,
                 cudaMemcpyAsync(dst, impl->stage[slot], len, cudaMemcpyHostToDevice, impl->stream),
                 "upload: cudaMemcpyAsync(host to device, %zu bytes to %p)", len, (void *)dst);
@@ -108,6 +115,8 @@ static bp_status upload_chunk(const bp_device *device, bp_cuda_impl *impl, char 
  * free it as soon as we return. */
 static bp_status upload_direct(const bp_device *device, bp_cuda_impl *impl, void *dst,
                                const void *host, size_t bytes) {
+    bp_cu_note_launch();
+    bp_cu_note_wait();
     BP_CUDA_TRY(device, cudaMemcpyAsync(dst, host, bytes, cudaMemcpyHostToDevice, impl->stream),
                 "upload: cudaMemcpyAsync(host to device, %zu bytes to %p)", bytes, dst);
     BP_CUDA_TRY(device, cudaStreamSynchronize(impl->stream),
@@ -138,6 +147,8 @@ bp_status bp_cuda_download(bp_device *device, void *host, const void *src, size_
     BP_CUDA_ENTER(device);
     bp_cuda_impl *impl = bp_cuda_impl_of(device);
     if (bytes == 0) return BP_OK;
+    bp_cu_note_launch();
+    bp_cu_note_wait();
     BP_CUDA_TRY(device, cudaMemcpyAsync(host, src, bytes, cudaMemcpyDeviceToHost, impl->stream),
                 "download: cudaMemcpyAsync(device to host, %zu bytes from %p)", bytes, src);
     /* Also reports an asynchronous failure of any earlier work on the stream. */
@@ -149,9 +160,78 @@ bp_status bp_cuda_download(bp_device *device, void *host, const void *src, size_
 bp_status bp_cuda_copy(bp_device *device, void *dst, const void *src, size_t bytes) {
     BP_CUDA_ENTER(device);
     if (bytes == 0 || dst == src) return BP_OK;
+    bp_cu_note_launch();
     BP_CUDA_TRY(
         device,
         cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, bp_cuda_impl_of(device)->stream),
         "copy: cudaMemcpyAsync(device to device, %zu bytes from %p to %p)", bytes, src, dst);
+    return BP_OK;
+}
+
+/* ---- host memory and marks for a step that does not wait ---------------------------------- */
+
+bp_status bp_cuda_host_alloc(bp_device *device, size_t bytes, void **out) {
+    *out = NULL;
+    BP_CUDA_ENTER(device);
+    BP_CUDA_TRY(device, cudaHostAlloc(out, bytes, cudaHostAllocDefault), "cudaHostAlloc(%zu bytes)",
+                bytes);
+    return BP_OK;
+}
+
+void bp_cuda_host_free(bp_device *device, void *ptr) {
+    if (!ptr || bp_cuda_enter(device) != BP_OK) return;
+    if (cudaFreeHost(ptr) != cudaSuccess) (void)cudaGetLastError();
+}
+
+/* host is pinned (host_alloc's), so the copy is queued and nothing waits. */
+bp_status bp_cuda_download_async(bp_device *device, void *host, const void *src, size_t bytes) {
+    BP_CUDA_ENTER(device);
+    bp_cu_note_launch();
+    BP_CUDA_TRY(
+        device,
+        cudaMemcpyAsync(host, src, bytes, cudaMemcpyDeviceToHost, bp_cuda_impl_of(device)->stream),
+        "download_async: cudaMemcpyAsync(device to host, %zu bytes from %p)", bytes, src);
+    return BP_OK;
+}
+
+bp_status bp_cuda_mark_create(bp_device *device, void **mark) {
+    *mark = NULL;
+    BP_CUDA_ENTER(device);
+    cudaEvent_t ev = NULL;
+    BP_CUDA_TRY(device, cudaEventCreateWithFlags(&ev, cudaEventDisableTiming),
+                "cudaEventCreateWithFlags(disable timing)");
+    *mark = ev;
+    return BP_OK;
+}
+
+void bp_cuda_mark_free(bp_device *device, void *mark) {
+    if (!mark || bp_cuda_enter(device) != BP_OK) return;
+    if (cudaEventDestroy((cudaEvent_t)mark) != cudaSuccess) (void)cudaGetLastError();
+}
+
+bp_status bp_cuda_mark_record(bp_device *device, void *mark) {
+    BP_CUDA_ENTER(device);
+    BP_CUDA_TRY(device, cudaEventRecord((cudaEvent_t)mark, bp_cuda_impl_of(device)->stream),
+                "mark: cudaEventRecord");
+    return BP_OK;
+}
+
+/* A query never waits; cudaErrorNotReady is its "not yet", not a failure. */
+bp_status bp_cuda_mark_done(bp_device *device, void *mark, int wait, int *done) {
+    *done = 0;
+    BP_CUDA_ENTER(device);
+    if (wait) {
+        bp_cu_note_wait();
+        BP_CUDA_TRY(device, cudaEventSynchronize((cudaEvent_t)mark), "mark: cudaEventSynchronize");
+        *done = 1;
+        return BP_OK;
+    }
+    cudaError_t err = cudaEventQuery((cudaEvent_t)mark);
+    if (err == cudaErrorNotReady) {
+        (void)cudaGetLastError();
+        return BP_OK;
+    }
+    BP_CUDA_TRY(device, err, "mark: cudaEventQuery");
+    *done = 1;
     return BP_OK;
 }

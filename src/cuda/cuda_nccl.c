@@ -38,6 +38,7 @@ bp_status bp_cuda_coll_init(bp_device *device, const void *id, int rank, int siz
  * ring sums each chunk once and then copies it to every rank: the same bits everywhere. */
 bp_status bp_cuda_coll_sum(bp_device *device, void *coll, float *buf, size_t n) {
     BP_CUDA_ENTER(device);
+    bp_cu_note_launch();
     ncclResult_t r = ncclAllReduce(buf, buf, n, ncclFloat, ncclSum, (ncclComm_t)coll,
                                    bp_cuda_impl_of(device)->stream);
     return r == ncclSuccess ? BP_OK : nccl_fail(device, r, "ncclAllReduce");

@@ -102,16 +102,37 @@ bp_status bp_cuda_check_labels(bp_device *device, int rows, const int32_t *label
     if (rows <= 0) return BP_OK;
     BP_CUDA_ENTER(device);
     bp_cuda_impl *impl = bp_cuda_impl_of(device);
-    int64_t *first = NULL;
+    int64_t *first = (int64_t *)impl->scratch + BP_CU_REDUCE_BLOCKS;
     BP_CUDA_TRY(device,
-                bp_cu_check_labels(impl->stream, rows, labels, classes, impl->scratch, &first),
+                bp_cu_check_labels(impl->stream, rows, labels, classes, impl->scratch, first),
                 "check_labels kernels (rows=%d, classes=%d)", rows, classes);
+    bp_cu_note_launch();
+    bp_cu_note_wait();
     BP_CUDA_TRY(device,
                 cudaMemcpyAsync(impl->host_result, first, sizeof *first, cudaMemcpyDeviceToHost,
                                 impl->stream),
                 "check_labels: cudaMemcpyAsync(device to host, %zu bytes)", sizeof *first);
     BP_CUDA_TRY(device, cudaStreamSynchronize(impl->stream), "check_labels: cudaStreamSynchronize");
     *bad_index = *impl->host_result == INT64_MAX ? -1 : *impl->host_result;
+    return BP_OK;
+}
+
+/* The same scan into the step's state, without the read back. rows > 0 (a step has rows). */
+bp_status bp_cuda_check_labels_into(bp_device *device, int rows, const int32_t *labels, int classes,
+                                    bp_step_state *state) {
+    BP_CUDA_ENTER(device);
+    bp_cuda_impl *impl = bp_cuda_impl_of(device);
+    BP_CUDA_TRY(
+        device,
+        bp_cu_check_labels(impl->stream, rows, labels, classes, impl->scratch, &state->bad_row),
+        "check_labels kernels (rows=%d, classes=%d)", rows, classes);
+    return BP_OK;
+}
+
+bp_status bp_cuda_step_decide(bp_device *device, bp_step_state *state, float clip_norm) {
+    BP_CUDA_ENTER(device);
+    BP_CUDA_TRY(device, bp_cu_step_decide(stream_of(device), state, clip_norm),
+                "step_decide kernel (clip_norm %g)", (double)clip_norm);
     return BP_OK;
 }
 

@@ -26,6 +26,9 @@ extern "C" {
 /* Bytes of scratch the reductions need: one 8-byte partial per block and one 8-byte result. */
 #define BP_CU_SCRATCH_BYTES ((size_t)(BP_CU_REDUCE_BLOCKS + 1) * 8)
 
+/* Counts a launch on the handle entered last (cuda_device.c); BP_LAUNCH calls it. */
+void bp_cu_note_launch(void);
+
 /* cudaSuccess when this build holds a kernel image the current device can run. */
 cudaError_t bp_cu_probe(void);
 
@@ -47,10 +50,10 @@ cudaError_t bp_cu_col_sum(cudaStream_t stream, int rows, int cols, const float *
 cudaError_t bp_cu_sum(cudaStream_t stream, size_t n, const float *x, int squares, void *scratch,
                       float *out);
 
-/* *result (device memory in scratch) = the first row with a label outside [0, classes), or
- * INT64_MAX when none. */
+/* *result (device memory) = the first row with a label outside [0, classes), or INT64_MAX
+ * when none; scratch: BP_CU_SCRATCH_BYTES. */
 cudaError_t bp_cu_check_labels(cudaStream_t stream, int rows, const int32_t *labels, int classes,
-                               void *scratch, int64_t **result);
+                               void *scratch, int64_t *result);
 
 cudaError_t bp_cu_softmax(cudaStream_t stream, int rows, int cols, const float *x, float *y);
 
@@ -69,6 +72,9 @@ cudaError_t bp_cu_bce_logits(cudaStream_t stream, int rows, int cols, const floa
                              const float *target, float grad_scale, float *grad, float *row_loss);
 
 cudaError_t bp_cu_update(cudaStream_t stream, const bp_update_args *args);
+
+/* step_decide of core/backend.h: one thread. */
+cudaError_t bp_cu_step_decide(cudaStream_t stream, bp_step_state *state, float clip_norm);
 
 /* The tf32 and bf16 modes (kernels/lowp.cu); semantics of the entries of the same names in
  * core/backend.h. bp_cu_update_bf16 is bp_cu_update writing args->param_bf16 too. */

@@ -1,0 +1,199 @@
+// The training step that does not wait (train.h): with no loss_value, bp_train_step queues the
+// step; its results are read later (bp_train_results), and a refused step is reported by the
+// next call that reads, naming the step, having changed nothing. On every backend.
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <string>
+#include <vector>
+
+#include "support.h"
+#include "support_model.h"
+
+namespace {
+
+using bpt::DevicePtr;
+using bpt::ModelPtr;
+using bpt::OptimPtr;
+using bpt::TensorPtr;
+using ::testing::HasSubstr;
+
+const int kWidths[] = {6, 12, 4};
+const int kRows = 8;
+
+struct Trainer {
+    ModelPtr model;
+    OptimPtr opt;
+    TensorPtr x, y;
+};
+
+// Adam with norm clipping at 0.05, so the device's clip coefficient is below 1 in every step.
+void make_run(bp_device *dev, Trainer *r) {
+    bp_mlp_config cfg = bp_mlp_config_default(2, kWidths);
+    cfg.seed = 5;
+    cfg.max_batch = kRows;
+    bp_status st;
+    r->model.reset(bp_model_create(dev, &cfg, &st));
+    ASSERT_TRUE(r->model) << bp_last_error();
+    bp_optim_config oc = bp_optim_config_default(BP_OPTIM_ADAM);
+    oc.lr = 0.01;
+    oc.clip_norm = 0.05;
+    r->opt.reset(bp_optimizer_create(r->model.get(), &oc, &st));
+    ASSERT_TRUE(r->opt) << bp_last_error();
+    ASSERT_NO_FATAL_FAILURE(bpt::new_tensor(dev, BP_F32, kRows, kWidths[0], &r->x));
+    ASSERT_NO_FATAL_FAILURE(bpt::new_tensor(dev, BP_I32, kRows, 1, &r->y));
+}
+
+std::vector<float> batch_x(int step) {
+    return bpt::uniform((size_t)kRows * kWidths[0], -1.0f, 1.0f, 100 + (uint32_t)step);
+}
+
+std::vector<int32_t> batch_y(int step) {
+    std::vector<int32_t> y(kRows);
+    for (int i = 0; i < kRows; ++i)
+        y[i] = (i * 3 + step) % kWidths[2];
+    return y;
+}
+
+void upload_batch(Trainer *r, const std::vector<float> &x, const std::vector<int32_t> &y) {
+    BPT_OK(bp_tensor_upload(r->x.get(), x.data(), x.size()));
+    BPT_OK(bp_tensor_upload(r->y.get(), y.data(), y.size()));
+}
+
+// Parameters, then the optimizer state, then its step count as a float.
+std::vector<float> snapshot(Trainer *r) {
+    size_t n = bp_model_n_params(r->model.get()), s = bp_optimizer_state_size(r->opt.get());
+    std::vector<float> out(n + s + 1);
+    int64_t steps = -1;
+    EXPECT_EQ(bp_model_get_params(r->model.get(), out.data(), n), BP_OK) << bp_last_error();
+    EXPECT_EQ(bp_optimizer_get_state(r->opt.get(), out.data() + n, s, &steps), BP_OK)
+        << bp_last_error();
+    out[n + s] = (float)steps;
+    return out;
+}
+
+bool same_bits(const std::vector<float> &a, const std::vector<float> &b) {
+    return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0;
+}
+
+const bp_loss_config kCe = {BP_LOSS_CROSS_ENTROPY, 0.0f};
+
+class StepQueue : public ::testing::TestWithParam<std::string> {};
+
+// 20 steps asked for their loss and 20 queued give the same bits: parameters, Adam's state,
+// the step count, and the losses (the queued ones summed by bp_train_results).
+TEST_P(StepQueue, WaitingAndQueuedStepsAreBitwiseEqual) {
+    BPT_OPEN_OR_SKIP(raw, GetParam());
+    DevicePtr dev(raw);
+    Trainer a, b;
+    ASSERT_NO_FATAL_FAILURE(make_run(dev.get(), &a));
+    ASSERT_NO_FATAL_FAILURE(make_run(dev.get(), &b));
+    double sum = 0.0;
+    float last = 0.0f;
+    for (int step = 0; step < 20; ++step) {
+        upload_batch(&a, batch_x(step), batch_y(step));
+        upload_batch(&b, batch_x(step), batch_y(step));
+        BPT_OK(bp_train_step(a.model.get(), a.opt.get(), &kCe, a.x.get(), a.y.get(), &last));
+        sum += (double)last;
+        BPT_OK(bp_train_step(b.model.get(), b.opt.get(), &kCe, b.x.get(), b.y.get(), nullptr));
+    }
+    EXPECT_EQ(bp_optimizer_steps(b.opt.get()), 20);
+    bp_step_totals tot;
+    BPT_OK(bp_train_results(b.opt.get(), 1, &tot));
+    EXPECT_EQ(tot.steps, 20);
+    EXPECT_EQ(tot.loss_sum, sum);
+    EXPECT_EQ(tot.last.step, 19);
+    EXPECT_EQ(tot.last.loss, last);
+    EXPECT_EQ(tot.rows, 20 * kRows);
+    EXPECT_TRUE(same_bits(snapshot(&a), snapshot(&b)));
+    BPT_OK(bp_train_results(b.opt.get(), 1, &tot));
+    EXPECT_EQ(tot.steps, 0) << "each step is counted by one call";
+}
+
+// Runs two good steps, then the bad batch queued, then a good one queued; exactly one of the
+// later calls reports the bad step (want, naming "step 2"), and the model and optimizer are as
+// after the two good steps. A step after that trains again.
+void expect_reported_later(Trainer *r, const std::vector<float> &bad_x,
+                           const std::vector<int32_t> &bad_y, bp_status want,
+                           const std::string &text) {
+    for (int step = 0; step < 2; ++step) {
+        upload_batch(r, batch_x(step), batch_y(step));
+        BPT_OK(bp_train_step(r->model.get(), r->opt.get(), &kCe, r->x.get(), r->y.get(), nullptr));
+    }
+    std::vector<float> before = snapshot(r);
+    upload_batch(r, bad_x, bad_y);
+    BPT_OK(bp_train_step(r->model.get(), r->opt.get(), &kCe, r->x.get(), r->y.get(), nullptr));
+    upload_batch(r, batch_x(3), batch_y(3));
+    int reports = 0;
+    // On a device that has run the bad step by now, this call finds it and queues nothing.
+    bp_status st =
+        bp_train_step(r->model.get(), r->opt.get(), &kCe, r->x.get(), r->y.get(), nullptr);
+    if (st != BP_OK) {
+        ++reports;
+        EXPECT_EQ(st, want);
+        EXPECT_THAT(std::string(bp_last_error()), HasSubstr("step 2 was refused"));
+        EXPECT_THAT(std::string(bp_last_error()), HasSubstr(text));
+    }
+    bp_step_totals tot;
+    st = bp_train_results(r->opt.get(), 1, &tot);
+    if (st != BP_OK) {
+        ++reports;
+        EXPECT_EQ(st, want);
+        EXPECT_THAT(std::string(bp_last_error()), HasSubstr("step 2 was refused"));
+        EXPECT_THAT(std::string(bp_last_error()), HasSubstr(text));
+    }
+    EXPECT_EQ(reports, 1) << "the refusal is reported once";
+    EXPECT_EQ(bp_optimizer_steps(r->opt.get()), 2);
+    EXPECT_TRUE(same_bits(before, snapshot(r))) << "the refused step changed something";
+    float loss = 0.0f;
+    BPT_OK(bp_train_step(r->model.get(), r->opt.get(), &kCe, r->x.get(), r->y.get(), &loss));
+    EXPECT_TRUE(std::isfinite(loss));
+    EXPECT_EQ(bp_optimizer_steps(r->opt.get()), 3);
+    EXPECT_FALSE(same_bits(before, snapshot(r))) << "training did not go on after the refusal";
+}
+
+TEST_P(StepQueue, AQueuedNonFiniteStepIsReportedLaterAndChangesNothing) {
+    BPT_OPEN_OR_SKIP(raw, GetParam());
+    DevicePtr dev(raw);
+    Trainer r;
+    ASSERT_NO_FATAL_FAILURE(make_run(dev.get(), &r));
+    std::vector<float> x = batch_x(2);
+    x[3 * kWidths[0] + 1] = std::numeric_limits<float>::quiet_NaN();
+    expect_reported_later(&r, x, batch_y(2), BP_ERR_NON_FINITE, "the loss is nan");
+}
+
+TEST_P(StepQueue, AQueuedBadLabelIsReportedLaterNamingTheRow) {
+    BPT_OPEN_OR_SKIP(raw, GetParam());
+    DevicePtr dev(raw);
+    Trainer r;
+    ASSERT_NO_FATAL_FAILURE(make_run(dev.get(), &r));
+    std::vector<int32_t> y = batch_y(2);
+    y[5] = kWidths[2];
+    expect_reported_later(&r, batch_x(2), y, BP_ERR_INVALID_ARGUMENT,
+                          "target row 5 holds a class outside [0, 4)");
+}
+
+TEST_P(StepQueue, ResultsContract) {
+    BPT_OPEN_OR_SKIP(raw, GetParam());
+    DevicePtr dev(raw);
+    Trainer r;
+    ASSERT_NO_FATAL_FAILURE(make_run(dev.get(), &r));
+    bp_step_totals tot;
+    EXPECT_EQ(bp_train_results(nullptr, 1, &tot), BP_ERR_INVALID_ARGUMENT);
+    EXPECT_THAT(std::string(bp_last_error()), HasSubstr("bp_train_results: optimizer is NULL"));
+    EXPECT_EQ(bp_train_results(r.opt.get(), 1, nullptr), BP_ERR_INVALID_ARGUMENT);
+    EXPECT_THAT(std::string(bp_last_error()), HasSubstr("totals is NULL"));
+    EXPECT_EQ(bp_train_results(r.opt.get(), 2, &tot), BP_ERR_INVALID_ARGUMENT);
+    EXPECT_THAT(std::string(bp_last_error()), HasSubstr("wait is 2, expected 0 or 1"));
+    tot.steps = -1;
+    BPT_OK(bp_train_results(r.opt.get(), 0, &tot));
+    EXPECT_EQ(tot.steps, 0) << "no step yet";
+}
+
+INSTANTIATE_TEST_SUITE_P(Backends, StepQueue, ::testing::ValuesIn(bpt::all_backends()),
+                         [](const ::testing::TestParamInfo<std::string> &i) { return i.param; });
+
+} // namespace
