@@ -56,9 +56,13 @@ typedef struct bp_device_options {
      * (naming the bytes needed, the bytes free and the largest part) before allocating anything;
      * 0: skip that check and let the allocations decide. */
     int check_memory;
+    /* CUDA: 1 (default): bp_train_step captures its step as a CUDA graph once its shapes and
+     * buffers repeat, and replays it with one launch; 0: queues each op as it goes. The two
+     * give bitwise the same results. Ignored by the CPU. */
+    int graphs;
 } bp_device_options;
 
-/* threads 0, check_memory 1. */
+/* threads 0, check_memory 1, graphs 1. */
 BP_API bp_device_options bp_device_options_default(void);
 
 /* bp_device_open with options (NULL: the defaults). A field out of its range is

@@ -68,6 +68,7 @@ bp_device_options bp_device_options_default(void) {
     memset(&o, 0, sizeof o);
     o.threads = 0;
     o.check_memory = 1;
+    o.graphs = 1;
     return o;
 }
 
@@ -84,6 +85,9 @@ static bp_status check_options(const bp_device_options *o) {
         return bp_error(BP_ERR_INVALID_ARGUMENT,
                         "bp_device_open: options.check_memory is %d, expected 0 or 1",
                         o->check_memory);
+    if (o->graphs != 0 && o->graphs != 1)
+        return bp_error(BP_ERR_INVALID_ARGUMENT,
+                        "bp_device_open: options.graphs is %d, expected 0 or 1", o->graphs);
     return BP_OK;
 }
 
