@@ -51,19 +51,22 @@ static double chunk_sum(const float *v, int n, float shift, int square) {
     int i = 0;
     if (square)
         for (; i + LANES <= n; i += LANES)
+#pragma omp simd
             for (int l = 0; l < LANES; ++l) {
                 float d = v[i + l] - shift;
                 acc[l] += d * d;
             }
     else
         for (; i + LANES <= n; i += LANES)
+#pragma omp simd
             for (int l = 0; l < LANES; ++l)
                 acc[l] += v[i + l] - shift;
+    double tail = 0.0;
     for (; i < n; ++i) {
         float d = v[i] - shift;
-        acc[i % LANES] += square ? d * d : d;
+        tail += square ? d * d : d;
     }
-    return lanes_total(acc);
+    return lanes_total(acc) + tail;
 }
 
 /* The sum (square 0) or the sum of squares of x's row at o, less shift. */
@@ -131,18 +134,20 @@ static void chunk_grad_sums(int n, const float *v, const float *dy, const float 
     float sg[LANES] = {0}, sgx[LANES] = {0};
     int i = 0;
     for (; i + LANES <= n; i += LANES)
+#pragma omp simd
         for (int l = 0; l < LANES; ++l) {
             float g = dy[i + l] * weight[i + l];
             sg[l] += g;
             sgx[l] += g * ((v[i + l] - mean) * rstd);
         }
+    double tg = 0.0, tgx = 0.0;
     for (; i < n; ++i) {
         float g = dy[i] * weight[i];
-        sg[i % LANES] += g;
-        sgx[i % LANES] += g * ((v[i] - mean) * rstd);
+        tg += g;
+        tgx += g * ((v[i] - mean) * rstd);
     }
-    sums[0] += lanes_total(sg);
-    sums[1] += lanes_total(sgx);
+    sums[0] += lanes_total(sg) + tg;
+    sums[1] += lanes_total(sgx) + tgx;
 }
 
 /* dx of n features, and their shares of the weight and bias gradients added to pw and pb (pb
