@@ -551,22 +551,34 @@ TEST(Norm, ADeepResidualMlpTrainsWhereAPlainOneStalls) {
 // classifier) trains 2 AdamW steps here, is saved, and trains 50 more here and, from the
 // checkpoint, in PyTorch (tests/torch_optim.py builds the module of docs/deep-mlp.md through
 // torch_interop.build and loads it strictly). The parameters must agree to the plain MLP's
-// tolerance, 2e-6 relative (measured: 2.9e-7 LayerNorm, 2.8e-7 RMSNorm); the AdamW state to
-// 5e-6 (measured: exp_avg 3.1e-6 and 2.5e-6, exp_avg_sq 5e-7 and 7e-7). The plain MLP's 2e-6 is
-// for 20 steps of a 3-layer net; a plain 6-layer ReLU-free version of this net drifts to 1.2e-6
-// in the parameters and 1e-4 in exp_avg_sq over these 50 steps, so the blocks are not the
-// looser part.
+// tolerance, 2e-6 relative; the AdamW state to 5e-6. Measured after the 50 steps, as ours
+// against PyTorch float32 (the check); PyTorch float32 and ours against PyTorch float64 from the
+// same checkpoint (torch_optim.py --float64, printed by each test):
+//
+//                            parameters              exp_avg                 exp_avg_sq
+//   LayerNorm blocks         2.7e-7; 1.1e-6, 1.1e-6  3.1e-6; 4.5e-6, 5.2e-6  7.9e-7; 1.3e-6, 1.3e-6
+//   RMSNorm blocks           2.8e-7; 1.2e-6, 1.1e-6  2.6e-6; 3.3e-6, 4.1e-6  5.4e-7; 1.2e-6, 1.1e-6
+//   no blocks (the control)  1.2e-6; 3.1e-6, 2.5e-6  1.8e-5; 2.7e-5, 2.5e-5  1.0e-4; 2.3e-4, 1.2e-4
+//
+// The plain MLP's 2e-6 (test_torch_optim.cc) is for 20 steps of a 3-layer net; after 20 steps
+// these nets agree to it too (exp_avg at most 9.2e-7). Over 50 steps the batch is learnt (loss
+// 2e-3), the gradients shrink, and the first moment, a running mean of them, keeps the rounding
+// of every step: PyTorch's own float32 run ends 4.5e-6 from float64, and ours 5.2e-6. No float32
+// implementation can be held to 2e-6 there, and the same net without the blocks drifts 6 to 190
+// times further, so 5e-6 is what float32 allows, not room the norms need. The control runs that
+// plain net with the state held to 1e-3, to print its numbers beside these.
 void torch_parity(bp_norm norm, const std::string &py) {
+    const int blocks = norm != BP_NORM_NONE;
     const int widths[] = {6, 16, 16, 16, 16, 16, 4};
     const bp_activation acts[] = {BP_ACT_TANH, BP_ACT_GELU, BP_ACT_GELU,
                                   BP_ACT_GELU, BP_ACT_GELU, BP_ACT_IDENTITY};
     const bp_norm norms[] = {BP_NORM_NONE, norm, norm, norm, norm, norm};
-    const int residual[] = {0, 1, 1, 1, 1, 0};
+    const int residual[] = {0, blocks, blocks, blocks, blocks, 0};
     const int rows = 32, before = 2, after = 50;
     DevicePtr dev(bp_device_open("cpu", nullptr));
     bp_mlp_config cfg = bp_mlp_config_default(6, widths);
     cfg.activations = acts;
-    cfg.norms = norms;
+    cfg.norms = blocks ? norms : nullptr;
     cfg.residual = residual;
     cfg.seed = 5;
     cfg.max_batch = rows;
@@ -605,7 +617,8 @@ void torch_parity(bp_norm norm, const std::string &py) {
     std::string cmd = "'" + py + "' '" BP_SOURCE_DIR "/tests/torch_optim.py' '" + ckpt + "' '" +
                       dir.file("x.f32") + "' '" + dir.file("y.i32") + "' " + std::to_string(rows) +
                       " " + std::to_string(after) + " '" + dir.file("params.f32") + "' '" +
-                      dir.file("state.f32") + "' --state-tolerance=5e-6";
+                      dir.file("state.f32") +
+                      "' --float64 --state-tolerance=" + (blocks ? "5e-6" : "1e-3");
     EXPECT_EQ(0, bpt::run_exit_code(cmd)) << cmd;
 }
 
@@ -619,6 +632,12 @@ TEST(NormTorch, FiftyAdamWStepsOfAResidualRmsNormMlpMatchPyTorch) {
     std::string why, py = bpt::torch_python(&why);
     if (py.empty()) GTEST_SKIP() << why;
     torch_parity(BP_NORM_RMS, py);
+}
+
+TEST(NormTorch, ControlFiftyAdamWStepsOfTheSameMlpWithoutBlocks) {
+    std::string why, py = bpt::torch_python(&why);
+    if (py.empty()) GTEST_SKIP() << why;
+    torch_parity(BP_NORM_NONE, py);
 }
 
 TEST(Norm, NamesParse) {
