@@ -92,59 +92,76 @@ TEST(NormReference, GradientsMatchCentralDifferences) {
     }
 }
 
-bp_mlp_config config_of(const Net &n) {
+bp_mlp_config config_of(const Net &n, int batch = kBatch) {
     bp_mlp_config c = bp_mlp_config_default((int)n.acts.size(), n.widths.data());
     c.activations = n.acts.data();
     c.norms = n.norms.data();
     c.residual = n.residual.data();
-    c.max_batch = kBatch;
+    c.max_batch = batch;
     return c;
 }
 
-// The library (fp32, CPU) against the float64 reference: output, loss, every parameter
-// gradient and the input gradient, at the same parameters.
+// The library (fp32, CPU) against the float64 reference on a batch of `batch` rows: output,
+// loss, every parameter gradient and the input gradient, at the same parameters.
+void expect_reference(bp_device *dev, const Net &n, int batch) {
+    SCOPED_TRACE(n.name);
+    bpref_block_net net = n.ref();
+    bp_mlp_config cfg = config_of(n, batch);
+    bp_status st = BP_OK;
+    ModelPtr m(bp_model_create(dev, &cfg, &st));
+    ASSERT_NE(nullptr, m.get()) << bp_last_error();
+    size_t np = bp_model_n_params(m.get());
+    ASSERT_EQ(bpref_block_n_params(&net), np);
+    std::vector<float> pf = bpt::uniform(np, -0.6f, 0.9f, 3);
+    std::vector<float> xf = bpt::uniform((size_t)batch * n.widths[0], -2, 2, 4);
+    std::vector<float> tf = bpt::uniform((size_t)batch * n.widths.back(), -1, 1, 5);
+    BPT_OK(bp_model_set_params(m.get(), pf.data(), np));
+    std::vector<double> p = bpt::to_double(pf), x = bpt::to_double(xf), t = bpt::to_double(tf);
+    std::vector<double> out(tf.size()), dp(np), dx(xf.size());
+    double ref_loss = bpref_block_loss(&net, p.data(), x.data(), batch, t.data(), out.data(),
+                                       dp.data(), dx.data());
+
+    TensorPtr xt, tt, ot, dxt;
+    ASSERT_NO_FATAL_FAILURE(bpt::upload_f32(dev, batch, n.widths[0], xf, &xt));
+    ASSERT_NO_FATAL_FAILURE(bpt::upload_f32(dev, batch, n.widths.back(), tf, &tt));
+    ASSERT_NO_FATAL_FAILURE(bpt::new_tensor(dev, BP_F32, batch, n.widths.back(), &ot));
+    ASSERT_NO_FATAL_FAILURE(bpt::new_tensor(dev, BP_F32, batch, n.widths[0], &dxt));
+    bp_loss_config loss = {};
+    loss.kind = BP_LOSS_MSE;
+    float lib_loss = 0;
+    BPT_OK(bp_model_zero_grad(m.get()));
+    BPT_OK(bp_model_forward(m.get(), xt.get(), BP_MODE_TRAINING, ot.get()));
+    BPT_OK(bp_model_loss(m.get(), &loss, tt.get(), &lib_loss));
+    BPT_OK(bp_model_backward(m.get(), dxt.get()));
+    std::vector<float> o(out.size()), g(np), gx(dx.size());
+    BPT_OK(bp_tensor_download(ot.get(), o.data(), o.size()));
+    BPT_OK(bp_model_get_grads(m.get(), g.data(), np));
+    BPT_OK(bp_tensor_download(dxt.get(), gx.data(), gx.size()));
+    EXPECT_NEAR(ref_loss, lib_loss, 1e-5 * std::fabs(ref_loss));
+    EXPECT_LT(bpt::rel_err(o, out), 1e-5) << "output";
+    EXPECT_LT(bpt::rel_err(g, dp), 1e-5) << "parameter gradients";
+    EXPECT_LT(bpt::rel_err(gx, dx), 1e-5) << "input gradient";
+}
+
 TEST(Norm, CpuMatchesFloat64Reference) {
     DevicePtr dev(bp_device_open("cpu", nullptr));
     ASSERT_NE(nullptr, dev.get()) << bp_last_error();
-    for (const Net &n : nets()) {
-        SCOPED_TRACE(n.name);
-        bpref_block_net net = n.ref();
-        bp_mlp_config cfg = config_of(n);
-        bp_status st = BP_OK;
-        ModelPtr m(bp_model_create(dev.get(), &cfg, &st));
-        ASSERT_NE(nullptr, m.get()) << bp_last_error();
-        size_t np = bp_model_n_params(m.get());
-        ASSERT_EQ(bpref_block_n_params(&net), np);
-        std::vector<float> pf = bpt::uniform(np, -0.6f, 0.9f, 3);
-        std::vector<float> xf = bpt::uniform((size_t)kBatch * n.widths[0], -2, 2, 4);
-        std::vector<float> tf = bpt::uniform((size_t)kBatch * n.widths.back(), -1, 1, 5);
-        BPT_OK(bp_model_set_params(m.get(), pf.data(), np));
-        std::vector<double> p = bpt::to_double(pf), x = bpt::to_double(xf), t = bpt::to_double(tf);
-        std::vector<double> out(tf.size()), dp(np), dx(xf.size());
-        double ref_loss = bpref_block_loss(&net, p.data(), x.data(), kBatch, t.data(), out.data(),
-                                           dp.data(), dx.data());
+    for (const Net &n : nets())
+        expect_reference(dev.get(), n, kBatch);
+}
 
-        TensorPtr xt, tt, ot, dxt;
-        ASSERT_NO_FATAL_FAILURE(bpt::upload_f32(dev.get(), kBatch, n.widths[0], xf, &xt));
-        ASSERT_NO_FATAL_FAILURE(bpt::upload_f32(dev.get(), kBatch, n.widths.back(), tf, &tt));
-        ASSERT_NO_FATAL_FAILURE(bpt::new_tensor(dev.get(), BP_F32, kBatch, n.widths.back(), &ot));
-        ASSERT_NO_FATAL_FAILURE(bpt::new_tensor(dev.get(), BP_F32, kBatch, n.widths[0], &dxt));
-        bp_loss_config loss = {};
-        loss.kind = BP_LOSS_MSE;
-        float lib_loss = 0;
-        BPT_OK(bp_model_zero_grad(m.get()));
-        BPT_OK(bp_model_forward(m.get(), xt.get(), BP_MODE_TRAINING, ot.get()));
-        BPT_OK(bp_model_loss(m.get(), &loss, tt.get(), &lib_loss));
-        BPT_OK(bp_model_backward(m.get(), dxt.get()));
-        std::vector<float> o(out.size()), g(np), gx(dx.size());
-        BPT_OK(bp_tensor_download(ot.get(), o.data(), o.size()));
-        BPT_OK(bp_model_get_grads(m.get(), g.data(), np));
-        BPT_OK(bp_tensor_download(dxt.get(), gx.data(), gx.size()));
-        EXPECT_NEAR(ref_loss, lib_loss, 1e-5 * std::fabs(ref_loss));
-        EXPECT_LT(bpt::rel_err(o, out), 1e-5) << "output";
-        EXPECT_LT(bpt::rel_err(g, dp), 1e-5) << "parameter gradients";
-        EXPECT_LT(bpt::rel_err(gx, dx), 1e-5) << "input gradient";
-    }
+// The same at shapes that take every loop of src/cpu/cpu_norm.c: 75 rows are two whole blocks
+// of 32 and a part one (the weight and bias gradients are summed per block), 300 features a
+// whole chunk of 256 and a part one whose 44 are two groups of 16 lanes and 12 left over.
+TEST(Norm, CpuMatchesFloat64ReferenceOverRowBlocksAndFeatureChunks) {
+    DevicePtr dev(bp_device_open("cpu", nullptr));
+    ASSERT_NE(nullptr, dev.get()) << bp_last_error();
+    const bp_activation I = BP_ACT_IDENTITY, T = BP_ACT_TANH;
+    const bp_norm LN = BP_NORM_LAYER, RMS = BP_NORM_RMS;
+    const std::vector<Net> wide = {{"layernorm_wide", {300, 300, 4}, {T, I}, {LN, LN}, {1, 0}},
+                                   {"rmsnorm_wide", {300, 300, 4}, {T, I}, {RMS, RMS}, {1, 0}}};
+    for (const Net &n : wide)
+        expect_reference(dev.get(), n, 75);
 }
 
 // A fresh model's norms start as PyTorch's: weight 1, bias 0; the linear layers' weights are
