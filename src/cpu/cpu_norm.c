@@ -189,8 +189,13 @@ bp_status bp_cpu_norm_backward(bp_device *device, bp_norm kind, int rows, int co
                                bp_eltype x_type, const float *weight, const float *mean,
                                const float *rstd, const float *dy, float *dx, float beta,
                                float *dweight, float *dbias) {
-    if (rows <= 0 || cols <= 0) return BP_OK;
     int center = kind == BP_NORM_LAYER, with_bias = center && dbias;
+    if (cols <= 0) return BP_OK;
+    if (rows <= 0) { /* sums over no rows: 0, added to the gradients for beta 1 */
+        if (beta == 0.0f) memset(dweight, 0, (size_t)cols * sizeof *dweight);
+        if (beta == 0.0f && with_bias) memset(dbias, 0, (size_t)cols * sizeof *dbias);
+        return BP_OK;
+    }
     int blocks = (rows + ROW_BLOCK - 1) / ROW_BLOCK;
     size_t plane = (size_t)blocks * (size_t)cols;
     /* the weight partials of every block, then the bias partials */
