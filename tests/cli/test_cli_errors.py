@@ -94,7 +94,8 @@ def test_grad_monitor(d):
           r.rc == 0 and "layer 0 (3 -> 8) gradient norm" in r.err and "exploding" in r.err, r)
     check("it stops repeating after 3 warnings per layer",
           r.err.count("layer 0 (3 -> 8)") == 3 and "suppressed" in r.err, r)
-    line = [x for x in r.out.splitlines() if x.startswith("gradient norms at step 1, layer 0 to 1:")]
+    head = "gradient norms at step 1, layer 0 to 1:"
+    line = [x for x in r.out.splitlines() if x.startswith(head)]
     check("--grad-check given: the first check prints both layers' norms, once",
           len(line) == 1 and len(line[0].split(":")[1].split()) == 2, r)
     r = run("train", "--train", "train.csv", "--hidden", "8", *SMALL, cwd=d)
