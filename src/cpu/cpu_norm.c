@@ -1,10 +1,11 @@
 /* LayerNorm, RMSNorm and the residual add; the per-element math is bp_math.h's, the one the
  * CUDA kernels call.
  *
- * Speed: a row is read from memory once per pass direction. The forward's three sweeps (mean,
- * variance, output) and the backward's two (row sums, then dx) run a CHUNK of features at a
- * time over a row that stays in the first-level cache, and the backward adds each row's share
- * of the weight and bias gradients while it has the row, instead of reading x and dy again.
+ * Speed: a row is read from memory once by the forward and once by the backward. The forward's
+ * three sweeps (mean, variance, output) and the backward's two (row sums, then dx) run a CHUNK
+ * of features at a time over a row that stays in the first-level cache (up to a few thousand
+ * features), and the backward adds each row's share of the weight and bias gradients while it
+ * has the row, instead of reading x and dy again.
  *
  * Accuracy: every sum is a two-level one: LANES fp32 accumulators over a chunk (at most
  * CHUNK / LANES = 16 additions each, and independent lanes let it vectorise), the lanes and the
