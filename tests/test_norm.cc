@@ -92,59 +92,76 @@ TEST(NormReference, GradientsMatchCentralDifferences) {
     }
 }
 
-bp_mlp_config config_of(const Net &n) {
+bp_mlp_config config_of(const Net &n, int batch = kBatch) {
     bp_mlp_config c = bp_mlp_config_default((int)n.acts.size(), n.widths.data());
     c.activations = n.acts.data();
     c.norms = n.norms.data();
     c.residual = n.residual.data();
-    c.max_batch = kBatch;
+    c.max_batch = batch;
     return c;
 }
 
-// The library (fp32, CPU) against the float64 reference: output, loss, every parameter
-// gradient and the input gradient, at the same parameters.
+// The library (fp32, CPU) against the float64 reference on a batch of `batch` rows: output,
+// loss, every parameter gradient and the input gradient, at the same parameters.
+void expect_reference(bp_device *dev, const Net &n, int batch) {
+    SCOPED_TRACE(n.name);
+    bpref_block_net net = n.ref();
+    bp_mlp_config cfg = config_of(n, batch);
+    bp_status st = BP_OK;
+    ModelPtr m(bp_model_create(dev, &cfg, &st));
+    ASSERT_NE(nullptr, m.get()) << bp_last_error();
+    size_t np = bp_model_n_params(m.get());
+    ASSERT_EQ(bpref_block_n_params(&net), np);
+    std::vector<float> pf = bpt::uniform(np, -0.6f, 0.9f, 3);
+    std::vector<float> xf = bpt::uniform((size_t)batch * n.widths[0], -2, 2, 4);
+    std::vector<float> tf = bpt::uniform((size_t)batch * n.widths.back(), -1, 1, 5);
+    BPT_OK(bp_model_set_params(m.get(), pf.data(), np));
+    std::vector<double> p = bpt::to_double(pf), x = bpt::to_double(xf), t = bpt::to_double(tf);
+    std::vector<double> out(tf.size()), dp(np), dx(xf.size());
+    double ref_loss = bpref_block_loss(&net, p.data(), x.data(), batch, t.data(), out.data(),
+                                       dp.data(), dx.data());
+
+    TensorPtr xt, tt, ot, dxt;
+    ASSERT_NO_FATAL_FAILURE(bpt::upload_f32(dev, batch, n.widths[0], xf, &xt));
+    ASSERT_NO_FATAL_FAILURE(bpt::upload_f32(dev, batch, n.widths.back(), tf, &tt));
+    ASSERT_NO_FATAL_FAILURE(bpt::new_tensor(dev, BP_F32, batch, n.widths.back(), &ot));
+    ASSERT_NO_FATAL_FAILURE(bpt::new_tensor(dev, BP_F32, batch, n.widths[0], &dxt));
+    bp_loss_config loss = {};
+    loss.kind = BP_LOSS_MSE;
+    float lib_loss = 0;
+    BPT_OK(bp_model_zero_grad(m.get()));
+    BPT_OK(bp_model_forward(m.get(), xt.get(), BP_MODE_TRAINING, ot.get()));
+    BPT_OK(bp_model_loss(m.get(), &loss, tt.get(), &lib_loss));
+    BPT_OK(bp_model_backward(m.get(), dxt.get()));
+    std::vector<float> o(out.size()), g(np), gx(dx.size());
+    BPT_OK(bp_tensor_download(ot.get(), o.data(), o.size()));
+    BPT_OK(bp_model_get_grads(m.get(), g.data(), np));
+    BPT_OK(bp_tensor_download(dxt.get(), gx.data(), gx.size()));
+    EXPECT_NEAR(ref_loss, lib_loss, 1e-5 * std::fabs(ref_loss));
+    EXPECT_LT(bpt::rel_err(o, out), 1e-5) << "output";
+    EXPECT_LT(bpt::rel_err(g, dp), 1e-5) << "parameter gradients";
+    EXPECT_LT(bpt::rel_err(gx, dx), 1e-5) << "input gradient";
+}
+
 TEST(Norm, CpuMatchesFloat64Reference) {
     DevicePtr dev(bp_device_open("cpu", nullptr));
     ASSERT_NE(nullptr, dev.get()) << bp_last_error();
-    for (const Net &n : nets()) {
-        SCOPED_TRACE(n.name);
-        bpref_block_net net = n.ref();
-        bp_mlp_config cfg = config_of(n);
-        bp_status st = BP_OK;
-        ModelPtr m(bp_model_create(dev.get(), &cfg, &st));
-        ASSERT_NE(nullptr, m.get()) << bp_last_error();
-        size_t np = bp_model_n_params(m.get());
-        ASSERT_EQ(bpref_block_n_params(&net), np);
-        std::vector<float> pf = bpt::uniform(np, -0.6f, 0.9f, 3);
-        std::vector<float> xf = bpt::uniform((size_t)kBatch * n.widths[0], -2, 2, 4);
-        std::vector<float> tf = bpt::uniform((size_t)kBatch * n.widths.back(), -1, 1, 5);
-        BPT_OK(bp_model_set_params(m.get(), pf.data(), np));
-        std::vector<double> p = bpt::to_double(pf), x = bpt::to_double(xf), t = bpt::to_double(tf);
-        std::vector<double> out(tf.size()), dp(np), dx(xf.size());
-        double ref_loss = bpref_block_loss(&net, p.data(), x.data(), kBatch, t.data(), out.data(),
-                                           dp.data(), dx.data());
+    for (const Net &n : nets())
+        expect_reference(dev.get(), n, kBatch);
+}
 
-        TensorPtr xt, tt, ot, dxt;
-        ASSERT_NO_FATAL_FAILURE(bpt::upload_f32(dev.get(), kBatch, n.widths[0], xf, &xt));
-        ASSERT_NO_FATAL_FAILURE(bpt::upload_f32(dev.get(), kBatch, n.widths.back(), tf, &tt));
-        ASSERT_NO_FATAL_FAILURE(bpt::new_tensor(dev.get(), BP_F32, kBatch, n.widths.back(), &ot));
-        ASSERT_NO_FATAL_FAILURE(bpt::new_tensor(dev.get(), BP_F32, kBatch, n.widths[0], &dxt));
-        bp_loss_config loss = {};
-        loss.kind = BP_LOSS_MSE;
-        float lib_loss = 0;
-        BPT_OK(bp_model_zero_grad(m.get()));
-        BPT_OK(bp_model_forward(m.get(), xt.get(), BP_MODE_TRAINING, ot.get()));
-        BPT_OK(bp_model_loss(m.get(), &loss, tt.get(), &lib_loss));
-        BPT_OK(bp_model_backward(m.get(), dxt.get()));
-        std::vector<float> o(out.size()), g(np), gx(dx.size());
-        BPT_OK(bp_tensor_download(ot.get(), o.data(), o.size()));
-        BPT_OK(bp_model_get_grads(m.get(), g.data(), np));
-        BPT_OK(bp_tensor_download(dxt.get(), gx.data(), gx.size()));
-        EXPECT_NEAR(ref_loss, lib_loss, 1e-5 * std::fabs(ref_loss));
-        EXPECT_LT(bpt::rel_err(o, out), 1e-5) << "output";
-        EXPECT_LT(bpt::rel_err(g, dp), 1e-5) << "parameter gradients";
-        EXPECT_LT(bpt::rel_err(gx, dx), 1e-5) << "input gradient";
-    }
+// The same at shapes that take every loop of src/cpu/cpu_norm.c: 75 rows are two whole blocks
+// of 32 and a part one (the weight and bias gradients are summed per block), 300 features a
+// whole chunk of 256 and a part one whose 44 are two groups of 16 lanes and 12 left over.
+TEST(Norm, CpuMatchesFloat64ReferenceOverRowBlocksAndFeatureChunks) {
+    DevicePtr dev(bp_device_open("cpu", nullptr));
+    ASSERT_NE(nullptr, dev.get()) << bp_last_error();
+    const bp_activation I = BP_ACT_IDENTITY, T = BP_ACT_TANH;
+    const bp_norm LN = BP_NORM_LAYER, RMS = BP_NORM_RMS;
+    const std::vector<Net> wide = {{"layernorm_wide", {300, 300, 4}, {T, I}, {LN, LN}, {1, 0}},
+                                   {"rmsnorm_wide", {300, 300, 4}, {T, I}, {RMS, RMS}, {1, 0}}};
+    for (const Net &n : wide)
+        expect_reference(dev.get(), n, 75);
 }
 
 // A fresh model's norms start as PyTorch's: weight 1, bias 0; the linear layers' weights are
@@ -551,22 +568,34 @@ TEST(Norm, ADeepResidualMlpTrainsWhereAPlainOneStalls) {
 // classifier) trains 2 AdamW steps here, is saved, and trains 50 more here and, from the
 // checkpoint, in PyTorch (tests/torch_optim.py builds the module of docs/deep-mlp.md through
 // torch_interop.build and loads it strictly). The parameters must agree to the plain MLP's
-// tolerance, 2e-6 relative (measured: 2.9e-7 LayerNorm, 2.8e-7 RMSNorm); the AdamW state to
-// 5e-6 (measured: exp_avg 3.1e-6 and 2.5e-6, exp_avg_sq 5e-7 and 7e-7). The plain MLP's 2e-6 is
-// for 20 steps of a 3-layer net; a plain 6-layer ReLU-free version of this net drifts to 1.2e-6
-// in the parameters and 1e-4 in exp_avg_sq over these 50 steps, so the blocks are not the
-// looser part.
+// tolerance, 2e-6 relative; the AdamW state to 5e-6. Measured after the 50 steps, as ours
+// against PyTorch float32 (the check); PyTorch float32 and ours against PyTorch float64 from the
+// same checkpoint (torch_optim.py --float64, printed by each test):
+//
+//                            parameters              exp_avg                 exp_avg_sq
+//   LayerNorm blocks         2.7e-7; 1.1e-6, 1.1e-6  3.1e-6; 4.5e-6, 5.2e-6  7.9e-7; 1.3e-6, 1.3e-6
+//   RMSNorm blocks           2.8e-7; 1.2e-6, 1.1e-6  2.6e-6; 3.3e-6, 4.1e-6  5.4e-7; 1.2e-6, 1.1e-6
+//   no blocks (the control)  1.2e-6; 3.1e-6, 2.5e-6  1.8e-5; 2.7e-5, 2.5e-5  1.0e-4; 2.3e-4, 1.2e-4
+//
+// The plain MLP's 2e-6 (test_torch_optim.cc) is for 20 steps of a 3-layer net; after 20 steps
+// these nets agree to it too (exp_avg at most 9.2e-7). Over 50 steps the batch is learnt (loss
+// 2e-3), the gradients shrink, and the first moment, a running mean of them, keeps the rounding
+// of every step: PyTorch's own float32 run ends 4.5e-6 from float64, and ours 5.2e-6. No float32
+// implementation can be held to 2e-6 there, and the same net without the blocks drifts 6 to 190
+// times further, so 5e-6 is what float32 allows, not room the norms need. The control runs that
+// plain net with the state held to 1e-3, to print its numbers beside these.
 void torch_parity(bp_norm norm, const std::string &py) {
+    const int blocks = norm != BP_NORM_NONE;
     const int widths[] = {6, 16, 16, 16, 16, 16, 4};
     const bp_activation acts[] = {BP_ACT_TANH, BP_ACT_GELU, BP_ACT_GELU,
                                   BP_ACT_GELU, BP_ACT_GELU, BP_ACT_IDENTITY};
     const bp_norm norms[] = {BP_NORM_NONE, norm, norm, norm, norm, norm};
-    const int residual[] = {0, 1, 1, 1, 1, 0};
+    const int residual[] = {0, blocks, blocks, blocks, blocks, 0};
     const int rows = 32, before = 2, after = 50;
     DevicePtr dev(bp_device_open("cpu", nullptr));
     bp_mlp_config cfg = bp_mlp_config_default(6, widths);
     cfg.activations = acts;
-    cfg.norms = norms;
+    cfg.norms = blocks ? norms : nullptr;
     cfg.residual = residual;
     cfg.seed = 5;
     cfg.max_batch = rows;
@@ -605,7 +634,8 @@ void torch_parity(bp_norm norm, const std::string &py) {
     std::string cmd = "'" + py + "' '" BP_SOURCE_DIR "/tests/torch_optim.py' '" + ckpt + "' '" +
                       dir.file("x.f32") + "' '" + dir.file("y.i32") + "' " + std::to_string(rows) +
                       " " + std::to_string(after) + " '" + dir.file("params.f32") + "' '" +
-                      dir.file("state.f32") + "' --state-tolerance=5e-6";
+                      dir.file("state.f32") +
+                      "' --float64 --state-tolerance=" + (blocks ? "5e-6" : "1e-3");
     EXPECT_EQ(0, bpt::run_exit_code(cmd)) << cmd;
 }
 
@@ -619,6 +649,12 @@ TEST(NormTorch, FiftyAdamWStepsOfAResidualRmsNormMlpMatchPyTorch) {
     std::string why, py = bpt::torch_python(&why);
     if (py.empty()) GTEST_SKIP() << why;
     torch_parity(BP_NORM_RMS, py);
+}
+
+TEST(NormTorch, ControlFiftyAdamWStepsOfTheSameMlpWithoutBlocks) {
+    std::string why, py = bpt::torch_python(&why);
+    if (py.empty()) GTEST_SKIP() << why;
+    torch_parity(BP_NORM_NONE, py);
 }
 
 TEST(Norm, NamesParse) {

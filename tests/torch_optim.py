@@ -22,6 +22,10 @@ the comparison must then fail, which shows the tolerance can see it.
 --state-tolerance=T holds the state buffers to T instead (the parameters stay at 2e-6): over
 50 steps the first moment, which shrinks as the gradients do, carries more relative rounding.
 
+--float64 also takes the same steps in float64 from the same checkpoint and prints how far
+PyTorch's float32 run and ours each end from it: the rounding that float32 arithmetic itself
+carries over those steps, the scale a tolerance must leave room for. It decides nothing.
+
 Exit status: 0 when everything matches, 1 on a mismatch, 2 when the inputs cannot be used.
 """
 import os
@@ -74,6 +78,36 @@ def rel(a, b):
     return float(np.linalg.norm(a - b) / max(np.linalg.norm(b), 1e-30))
 
 
+def train(model, named, opt, keys, x, y, steps):
+    """steps of cross-entropy on the batch; the parameters and state buffers after them."""
+    model.train()
+    loss_fn = torch.nn.CrossEntropyLoss()
+    for _ in range(steps):
+        opt.zero_grad()
+        loss_fn(model(x), y).backward()
+        opt.step()
+    params = torch.cat([p.detach().flatten() for _, p in named]).double().numpy()
+    return params, flat_state(opt, named, keys)
+
+
+def distances(keys, ref_params, ref_state, params, state):
+    errors = {"parameters": rel(ref_params, params)}
+    for k, r, o in zip(keys, ref_state, state):
+        errors[k] = rel(r, o)
+    return errors
+
+
+def float64_run(path, meta, beta2_float32, keys, x, y, steps):
+    """The same steps from the same checkpoint, in float64."""
+    tensors, _, model, _, _ = load(path)
+    model = model.double()
+    named = list(model.named_parameters())
+    opt = make_optimizer(meta, [p for _, p in named], beta2_float32)
+    load_state(opt, named, {k: v.double() for k, v in tensors.items()},
+               int(meta["optimizer.steps"]))
+    return train(model, named, opt, keys, x.double(), y, steps)
+
+
 def main(argv):
     args = [a for a in argv[1:] if not a.startswith("--")]
     beta2_float32 = "--beta2-float32" in argv
@@ -98,20 +132,18 @@ def main(argv):
     except Exception as e:  # the inputs are not what this check needs
         print(f"torch_optim: {type(e).__name__}: {e}", file=sys.stderr)
         return 2
-    model.train()
-    loss_fn = torch.nn.CrossEntropyLoss()
-    for _ in range(steps):
-        opt.zero_grad()
-        loss_fn(model(x), y).backward()
-        opt.step()
-    theirs_params = torch.cat([p.detach().flatten() for _, p in named]).double().numpy()
     keys = ["exp_avg", "exp_avg_sq"] if "exp_avg" in opt.state[named[0][1]] else [
         "momentum_buffer"]
-    theirs_state = flat_state(opt, named, keys)
+    theirs_params, theirs_state = train(model, named, opt, keys, x, y, steps)
     ours_split = np.split(ours_state, len(keys))
-    errors = {"parameters": rel(theirs_params, ours_params)}
-    for k, t, o in zip(keys, theirs_state, ours_split):
-        errors[k] = rel(t, o)
+    errors = distances(keys, theirs_params, theirs_state, ours_params, ours_split)
+    if "--float64" in argv:
+        exact = float64_run(path, meta, beta2_float32, keys, x, y, steps)
+        print("torch_optim: from float64 PyTorch, PyTorch float32: " +
+              ", ".join(f"{k} {e:.3g}" for k, e in
+                        distances(keys, *exact, theirs_params, theirs_state).items()) +
+              "; ours: " + ", ".join(f"{k} {e:.3g}" for k, e in
+                                     distances(keys, *exact, ours_params, ours_split).items()))
     bad = {k: e for k, e in errors.items()
            if not e <= (TOLERANCE if k == "parameters" else state_tol)}
     print("torch_optim: " + meta["optimizer.kind"] + f" after {steps} more steps: " +

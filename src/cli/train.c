@@ -57,12 +57,26 @@ static void grad_warn(trainer *t, int l, int kind, double norm, int epoch, int64
              *count == MAX_GRAD_WARN ? "; further warnings for this layer suppressed" : "");
 }
 
+/* Every layer's norm at the run's first check when --grad-check was given: how the gradient's
+ * size changes with depth at the start (docs/deep-mlp.md). */
+static void print_norms(trainer *t, int64_t global) {
+    bp_model *m = t->s.m;
+    cli_progress_clear(&t->prog);
+    fprintf(cli_out(), "gradient norms at step %lld, layer 0 to %d:", (long long)global,
+            bp_model_n_layers(m) - 1);
+    for (int l = 0; l < bp_model_n_layers(m); ++l)
+        fprintf(cli_out(), " %.2g", layer_norm(m, t->grads, l));
+    fputc('\n', cli_out());
+}
+
 /* Per-layer norms from a host copy of the gradients: only every --grad-check steps, since the
  * copy costs a device read of the whole buffer. */
-static int check_grads(trainer *t, int epoch, int64_t step) {
+static int check_grads(trainer *t, int epoch, int64_t step, int64_t global) {
     bp_model *m = t->s.m;
     if (bp_model_get_grads(m, t->grads, bp_model_n_params(m)) != BP_OK)
         return cli_lib_fail(CMD_TRAIN, "reading gradients");
+    if (global == t->s.o.grad_check && cli_rank == 0 && cli_option_given(&t->s.o, "grad-check"))
+        print_norms(t, global);
     for (int l = 0; l < bp_model_n_layers(m); ++l) {
         double norm = layer_norm(m, t->grads, l);
         if (norm < VANISHING) grad_warn(t, l, 0, norm, epoch, step);
@@ -173,7 +187,7 @@ static int run_epoch(trainer *t, int epoch, int64_t first, double *seconds) {
         cli_progress_step(&t->prog, (int)global_rows(s, b), loss);
         int64_t global = bp_optimizer_steps(t->opt);
         if (s->o.grad_check > 0 && global % s->o.grad_check == 0 &&
-            check_grads(t, epoch + 1, b + 1))
+            check_grads(t, epoch + 1, b + 1, global))
             return CLI_EXIT_FAIL;
     }
     *seconds = cli_now() - t0;

@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """backprop's failures: data that does not fit the model is caught before training with both
 numbers named; a missing file is named; a failing run leaves files on disk untouched; the
-gradient monitor and the non-finite stop name where.
+gradient monitor and the non-finite stop name where; --grad-check prints every layer's norm at
+its first check.
 
 usage: test_cli_errors.py [path/to/backprop]"""
 import os
@@ -93,6 +94,13 @@ def test_grad_monitor(d):
           r.rc == 0 and "layer 0 (3 -> 8) gradient norm" in r.err and "exploding" in r.err, r)
     check("it stops repeating after 3 warnings per layer",
           r.err.count("layer 0 (3 -> 8)") == 3 and "suppressed" in r.err, r)
+    head = "gradient norms at step 1, layer 0 to 1:"
+    line = [x for x in r.out.splitlines() if x.startswith(head)]
+    check("--grad-check given: the first check prints both layers' norms, once",
+          len(line) == 1 and len(line[0].split(":")[1].split()) == 2, r)
+    r = run("train", "--train", "train.csv", "--hidden", "8", *SMALL, cwd=d)
+    check("without --grad-check no norms are printed", r.rc == 0 and "gradient norms" not in r.out,
+          r)
 
 
 def main():
