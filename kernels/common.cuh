@@ -55,6 +55,11 @@ __device__ __forceinline__ bool bp_cu_take_gate(bp_update_args *a) {
     if (!a->gate) return true;
     if (a->gate->refused) return false;
     a->grad_scale = a->gate->scale;
+    a->first_step = a->gate->first_step;
+    a->lr = a->gate->lr;
+    a->step_size = a->gate->step_size;
+    a->bc2_sqrt = a->gate->bc2_sqrt;
+    a->decay_factor = a->gate->decay_factor;
     return true;
 }
 

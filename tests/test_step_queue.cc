@@ -4,7 +4,11 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <dlfcn.h>
+#include <link.h>
+
 #include <cmath>
+#include <cstdio>
 #include <cstring>
 #include <limits>
 #include <string>
@@ -191,6 +195,133 @@ TEST_P(StepQueue, ResultsContract) {
     tot.steps = -1;
     BPT_OK(bp_train_results(r.opt.get(), 0, &tot));
     EXPECT_EQ(tot.steps, 0) << "no step yet";
+}
+
+// ---- graphs (bp_device_options.graphs) ----
+
+// The emulated device's own counts, when the CUDA backend runs on it (found in the loaded
+// module, which links cudaemu; absent on a GPU build): an account of the host's waits that does
+// not rely on the backend counting its own calls.
+struct EmuCounts {
+    uint64_t host_syncs, kernels, library_calls, copies, graph_launches, graph_nodes_run;
+};
+using EmuGetCounts = void (*)(EmuCounts *);
+
+int find_module(struct dl_phdr_info *info, size_t, void *out) {
+    const char *name = info->dlpi_name ? info->dlpi_name : "";
+    size_t len = std::strlen(name), want = std::strlen("libbackprop_cuda.so");
+    if (len >= want && std::strcmp(name + len - want, "libbackprop_cuda.so") == 0) {
+        *(std::string *)out = name;
+        return 1;
+    }
+    return 0;
+}
+
+EmuGetCounts emu_counts() {
+    std::string path;
+    dl_iterate_phdr(find_module, &path);
+    void *h = path.empty() ? nullptr : dlopen(path.c_str(), RTLD_NOW | RTLD_NOLOAD);
+    void *f = h ? dlsym(h, "cudaemu_get_counts") : nullptr;
+    if (h) dlclose(h);
+    return reinterpret_cast<EmuGetCounts>(f);
+}
+
+DevicePtr open_with_graphs(const std::string &name, int graphs) {
+    bp_device_options o = bp_device_options_default();
+    EXPECT_EQ(o.graphs, 1) << "graphs are on by default";
+    o.graphs = graphs;
+    bp_status st;
+    return DevicePtr(bp_device_open_ex(name.c_str(), &o, &st));
+}
+
+// Steps with a schedule, a learning rate and a weight decay changed between steps, and
+// gradient accumulation: the same bits with graphs on and off. On CUDA the graphed run records
+// its step and replays it (counted); a changed weight decay records it again.
+TEST_P(StepQueue, GraphsOnAndOffAreBitwiseEqual) {
+    if (!bp_device_available(GetParam().c_str())) GTEST_SKIP() << GetParam() << " not available";
+    int cuda = GetParam() == "cuda";
+    for (int accum : {1, 2}) {
+        SCOPED_TRACE("accum_steps " + std::to_string(accum));
+        DevicePtr on = open_with_graphs(GetParam(), 1), off = open_with_graphs(GetParam(), 0);
+        ASSERT_TRUE(on && off) << bp_last_error();
+        Trainer a, b;
+        ASSERT_NO_FATAL_FAILURE(make_run(on.get(), &a));
+        ASSERT_NO_FATAL_FAILURE(make_run(off.get(), &b));
+        for (Trainer *t : {&a, &b}) {
+            bp_optim_config oc = bp_optim_config_default(BP_OPTIM_ADAMW);
+            oc.lr = 0.02;
+            oc.accum_steps = accum;
+            oc.clip_norm = 0.05;
+            oc.schedule.kind = BP_SCHEDULE_COSINE;
+            oc.schedule.warmup_steps = 3;
+            oc.schedule.total_steps = 20;
+            bp_status st;
+            t->opt.reset(bp_optimizer_create(t->model.get(), &oc, &st));
+            ASSERT_TRUE(t->opt) << bp_last_error();
+        }
+        bp_device_counters c0, c1;
+        BPT_OK(bp_device_get_counters(on.get(), &c0));
+        for (int step = 0; step < 20; ++step) {
+            for (Trainer *t : {&a, &b}) {
+                upload_batch(t, batch_x(step), batch_y(step));
+                if (step == 7) {
+                    BPT_OK(bp_optimizer_set_lr(t->opt.get(), 0.005));
+                }
+                if (step == 12) {
+                    BPT_OK(bp_optimizer_set_weight_decay(t->opt.get(), 0.1));
+                }
+                BPT_OK(bp_train_step(t->model.get(), t->opt.get(), &kCe, t->x.get(), t->y.get(),
+                                     nullptr));
+            }
+        }
+        BPT_OK(bp_device_get_counters(on.get(), &c1));
+        bp_step_totals ta, tb;
+        BPT_OK(bp_train_results(a.opt.get(), 1, &ta));
+        BPT_OK(bp_train_results(b.opt.get(), 1, &tb));
+        EXPECT_EQ(ta.steps, 20);
+        EXPECT_EQ(ta.loss_sum, tb.loss_sum);
+        EXPECT_TRUE(same_bits(snapshot(&a), snapshot(&b)));
+        // Recorded at steps 1 and 13 (the weight decay is part of what a recording holds), run
+        // eagerly at steps 0 and 12: 18 replays.
+        EXPECT_EQ(c1.graph_launches - c0.graph_launches, cuda ? 18u : 0u);
+    }
+}
+
+// A steady step on CUDA: one replay, one upload of its scalars and one copy of its state back,
+// and no wait for the device, by the backend's count and by the emulated device's own.
+TEST_P(StepQueue, ASteadyStepWaitsForNothing) {
+    if (GetParam() != "cuda") GTEST_SKIP() << "the CPU runs each op as it is called";
+    BPT_OPEN_OR_SKIP(raw, GetParam());
+    DevicePtr dev(raw);
+    Trainer r;
+    ASSERT_NO_FATAL_FAILURE(make_run(dev.get(), &r));
+    upload_batch(&r, batch_x(0), batch_y(0));
+    for (int step = 0; step < 3; ++step) // recorded at the second
+        BPT_OK(bp_train_step(r.model.get(), r.opt.get(), &kCe, r.x.get(), r.y.get(), nullptr));
+    EmuGetCounts emu = emu_counts();
+    EmuCounts e0{}, e1{};
+    if (emu) emu(&e0);
+    bp_device_counters c0, c1;
+    BPT_OK(bp_device_get_counters(dev.get(), &c0));
+    const int steps = 10;
+    for (int step = 0; step < steps; ++step)
+        BPT_OK(bp_train_step(r.model.get(), r.opt.get(), &kCe, r.x.get(), r.y.get(), nullptr));
+    BPT_OK(bp_device_get_counters(dev.get(), &c1));
+    if (emu) emu(&e1);
+    EXPECT_EQ(c1.host_waits - c0.host_waits, 0u);
+    EXPECT_EQ(c1.graph_launches - c0.graph_launches, (uint64_t)steps);
+    EXPECT_EQ(c1.launches - c0.launches, 2u * steps) << "more than the scalars' and state's copies";
+    if (!emu) {
+        std::printf("[ note ] not on the emulated device: its own counts were not read\n");
+        return;
+    }
+    EXPECT_EQ(e1.host_syncs - e0.host_syncs, 0u);
+    EXPECT_EQ(e1.graph_launches - e0.graph_launches, (uint64_t)steps);
+    EXPECT_EQ(e1.kernels - e0.kernels, 0u);
+    EXPECT_EQ(e1.library_calls - e0.library_calls, 0u);
+    bp_step_totals tot;
+    BPT_OK(bp_train_results(r.opt.get(), 1, &tot));
+    EXPECT_EQ(tot.steps, 13);
 }
 
 INSTANTIATE_TEST_SUITE_P(Backends, StepQueue, ::testing::ValuesIn(bpt::all_backends()),

@@ -44,8 +44,10 @@ typedef struct cudaemu_counts {
     uint64_t graph_launches;  /* cudaGraphLaunch calls */
     uint64_t graph_nodes_run; /* work items run by graph replays */
 } cudaemu_counts;
-void cudaemu_get_counts(cudaemu_counts *out);
-void cudaemu_reset_counts(void);
+/* Exported from a module that links cudaemu statically (backprop's CUDA backend), so a test can
+ * find them there with dlsym and count what the backend asked of the emulated device. */
+__attribute__((visibility("default"))) void cudaemu_get_counts(cudaemu_counts *out);
+__attribute__((visibility("default"))) void cudaemu_reset_counts(void);
 
 #ifdef __cplusplus
 }

@@ -80,7 +80,10 @@ typedef struct bp_step_state {
                         INT64_MAX; INT64_MAX when the loss takes no classes */
     int32_t refused; /* step_decide: BP_REFUSED_*; once set, every later update skips until the
                         host clears it, so the steps queued after a refused one change nothing */
-    int32_t unused;
+    /* The step's own scalars of bp_update_args, uploaded by the host before the step, so that a
+     * captured step (a CUDA graph) replays with each step's values. */
+    int32_t first_step;
+    float lr, step_size, bc2_sqrt, decay_factor;
 } bp_step_state;
 
 /* Why step_decide refused a step (bp_step_state.refused), in the order it looks. */
@@ -118,7 +121,8 @@ typedef struct bp_update_args {
      * (the bf16 copy of a bf16 model's weights). */
     uint16_t *param_bf16;
     /* When not NULL (device memory, step_decide's): the update does nothing when gate->refused
-     * is set, and takes gate->scale for grad_scale. */
+     * is set, and takes grad_scale from gate->scale and the step's scalars (first_step, lr,
+     * step_size, bc2_sqrt, decay_factor) from the gate's fields of those names. */
     const bp_step_state *gate;
 } bp_update_args;
 
@@ -204,14 +208,24 @@ typedef struct bp_backend_ops {
     /* Host memory the device copies into without waiting (pinned on a GPU), and back. */
     bp_status (*host_alloc)(bp_device *device, size_t bytes, void **out);
     void (*host_free)(bp_device *device, void *ptr);
-    /* Queues a copy of bytes of device memory into host_alloc's memory; nothing waits. */
+    /* Queue copies between device memory and host_alloc's memory; nothing waits. */
     bp_status (*download_async)(bp_device *device, void *host, const void *src, size_t bytes);
+    bp_status (*upload_async)(bp_device *device, void *dst, const void *host, size_t bytes);
     /* Marks: mark_record marks the point the device's queue has reached; mark_done sets *done
      * to whether the device has passed it, waiting for that when wait is 1. */
     bp_status (*mark_create)(bp_device *device, void **mark);
     void (*mark_free)(bp_device *device, void *mark);
     bp_status (*mark_record)(bp_device *device, void *mark);
     bp_status (*mark_done)(bp_device *device, void *mark, int wait, int *done);
+
+    /* Graphs (optional): graph_begin records the device's queue instead of running it, until
+     * graph_end, which makes an executable graph of what was recorded into *exec (updating the
+     * one *exec holds when it can; a failed recording leaves *exec NULL and returns the first
+     * failure); graph_launch queues it as one launch; graph_free frees it. */
+    bp_status (*graph_begin)(bp_device *device);
+    bp_status (*graph_end)(bp_device *device, void **exec);
+    bp_status (*graph_launch)(bp_device *device, void *exec);
+    void (*graph_free)(bp_device *device, void *exec);
 
     /* *out (device memory, one float) = sum of x[0..n) (sum); sum of squares (sum_squares).
      * Accumulated in double. */

@@ -143,6 +143,7 @@ bp_optimizer *bp_optimizer_create(bp_model *model, const bp_optim_config *config
 void bp_optimizer_free(bp_optimizer *optimizer) {
     if (!optimizer) return;
     bp_steps_free(optimizer);
+    bp_step_graph_free(optimizer);
     bp_dev_free(optimizer->device, optimizer->state, optimizer->state_size * sizeof(float));
     free(optimizer);
 }
@@ -254,10 +255,23 @@ bp_status bp_optimizer_report_metric(bp_optimizer *optimizer, double metric, int
     return BP_OK;
 }
 
-static bp_update_args update_args(const bp_optimizer *o, float grad_scale) {
+void bp_optimizer_step_scalars(const bp_optimizer *o, bp_step_state *s) {
+    const bp_optim_config *c = &o->config;
+    double lr = bp_schedule_lr(c, o->steps), t = (double)(o->steps + 1);
+    /* As torch.optim: each Python float reaches the kernel rounded to float, and each quantity
+     * derived from them is formed in double first. */
+    s->first_step = o->steps == 0;
+    s->lr = (float)lr;
+    s->step_size = (float)(lr / (1.0 - pow(c->beta1, t)));
+    s->bc2_sqrt = (float)sqrt(1.0 - pow(c->beta2, t));
+    s->decay_factor = (float)(1.0 - lr * c->weight_decay);
+}
+
+bp_update_args bp_optimizer_update_args(const bp_optimizer *o, float grad_scale) {
     const bp_optim_config *c = &o->config;
     bp_model *m = o->model;
-    double lr = bp_schedule_lr(c, o->steps), t = (double)(o->steps + 1);
+    bp_step_state s;
+    bp_optimizer_step_scalars(o, &s);
     bp_update_args a;
     memset(&a, 0, sizeof a);
     a.kind = c->kind;
@@ -268,31 +282,21 @@ static bp_update_args update_args(const bp_optimizer *o, float grad_scale) {
     a.m = o->state_size ? o->state : NULL;
     a.v = c->kind != BP_OPTIM_SGD ? o->state + m->n_params : NULL;
     a.grad_scale = grad_scale;
-    /* As torch.optim: each Python float reaches the kernel rounded to float, and each quantity
-     * derived from them is formed in double first. */
     a.clip_value = (float)c->clip_value;
-    a.lr = (float)lr;
+    a.lr = s.lr;
     a.weight_decay = (float)c->weight_decay;
     a.momentum = (float)c->momentum;
     a.one_minus_dampening = (float)(1.0 - c->dampening);
     a.nesterov = c->nesterov;
-    a.first_step = o->steps == 0;
+    a.first_step = s.first_step;
     a.beta2 = (float)c->beta2;
     a.eps = (float)c->eps;
     a.one_minus_beta1 = (float)(1.0 - c->beta1);
     a.one_minus_beta2 = (float)(1.0 - c->beta2);
-    a.step_size = (float)(lr / (1.0 - pow(c->beta1, t)));
-    a.bc2_sqrt = (float)sqrt(1.0 - pow(c->beta2, t));
-    a.decay_factor = (float)(1.0 - lr * c->weight_decay);
+    a.step_size = s.step_size;
+    a.bc2_sqrt = s.bc2_sqrt;
+    a.decay_factor = s.decay_factor;
     return a;
-}
-
-bp_status bp_optimizer_apply_gated(bp_optimizer *o, const bp_step_state *gate) {
-    bp_update_args a = update_args(o, 1.0f);
-    a.gate = gate;
-    bp_status st = o->model->device->ops->update(o->model->device, &a);
-    if (st == BP_OK) o->steps++;
-    return st;
 }
 
 bp_status bp_optimizer_apply(bp_optimizer *o, double norm) {
@@ -311,7 +315,7 @@ bp_status bp_optimizer_apply(bp_optimizer *o, double norm) {
         float coef = (float)o->config.clip_norm / ((float)norm + 1e-6f);
         scale = coef < 1.0f ? coef : 1.0f;
     }
-    bp_update_args a = update_args(o, scale);
+    bp_update_args a = bp_optimizer_update_args(o, scale);
     bp_status st = m->device->ops->update(m->device, &a);
     if (st == BP_OK) o->steps++;
     return st;

@@ -25,6 +25,7 @@ struct bp_optimizer {
     size_t state_size;
     bp_plateau_state plateau;
     struct bp_step_ring *ring; /* step.c: the results of queued steps; NULL before the first */
+    struct bp_step_graph *graph; /* train.c: the captured step (CUDA graphs); NULL when none */
 };
 
 /* ---- step.c: the results of training steps that do not wait ----------------------------- */
@@ -41,9 +42,12 @@ typedef struct bp_step_found {
 
 /* 1 when device d has the entries of a step that does not wait (core/backend.h). */
 int bp_steps_supported(const bp_device *d);
-/* After a step's update: queues the copy of the model's state into the next slot and its mark
- * (waiting only when all slots are still pending), for optimizer step o->steps. */
-bp_status bp_steps_queue(bp_optimizer *o, double denom, int64_t rows, int ce);
+/* The host memory of the slot the next step uses (waiting only when every slot is pending):
+ * the step's scalars go up from it, its state comes back into it. */
+bp_status bp_steps_reserve(bp_optimizer *o, bp_step_state **host);
+/* After the step's ops: queues the copy of the model's state into that slot and its mark, for
+ * optimizer step o->steps. */
+bp_status bp_steps_commit(bp_optimizer *o, double denom, int64_t rows, int ce);
 /* Reads the slots the device has passed, oldest first (wait: every pending one); a refusal
  * found takes o->steps back to it and is kept for bp_steps_take_found. */
 bp_status bp_steps_drain(bp_optimizer *o, int wait);
@@ -55,6 +59,8 @@ bp_status bp_steps_settle(const char *fn, bp_optimizer *o);
 /* The newest step read; NULL when none. */
 const bp_step_result *bp_steps_last(const bp_optimizer *o);
 void bp_steps_free(bp_optimizer *o);
+/* train.c: frees the optimizer's recorded step. */
+void bp_step_graph_free(bp_optimizer *o);
 
 bp_status bp_check_optim_config(const char *fn, const bp_optim_config *config);
 
@@ -64,8 +70,10 @@ double bp_schedule_lr(const bp_optim_config *config, int64_t t);
 /* A plateau schedule's starting state (no metric seen yet) for the configured mode. */
 bp_plateau_state bp_plateau_start(const bp_schedule *schedule);
 
-/* The update with step_decide's verdict and clip coefficient read from gate on the device. */
-bp_status bp_optimizer_apply_gated(bp_optimizer *optimizer, const bp_step_state *gate);
+/* The update's arguments for optimizer step o->steps, with grad_scale. */
+bp_update_args bp_optimizer_update_args(const bp_optimizer *o, float grad_scale);
+/* Its step's own scalars into s's fields first_step, lr, step_size, bc2_sqrt, decay_factor. */
+void bp_optimizer_step_scalars(const bp_optimizer *o, bp_step_state *s);
 
 /* Clips by the given global gradient norm and updates; refuses a non-finite norm. */
 bp_status bp_optimizer_apply(bp_optimizer *optimizer, double norm);

@@ -7,6 +7,7 @@
  * their updates too; the host, reading it, takes the optimizer back to that step, clears the
  * refusal and keeps the finding for the next call that reports. */
 #include <math.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -124,7 +125,8 @@ bp_status bp_steps_drain(bp_optimizer *o, int wait) {
     return BP_OK;
 }
 
-bp_status bp_steps_queue(bp_optimizer *o, double denom, int64_t rows, int ce) {
+bp_status bp_steps_reserve(bp_optimizer *o, bp_step_state **host) {
+    *host = NULL;
     bp_status st = o->ring ? BP_OK : ring_create(o);
     if (st == BP_OK && o->ring->count == BP_STEP_SLOTS) st = bp_steps_drain(o, 0);
     /* the device is BP_STEP_SLOTS steps behind: wait for the oldest */
@@ -134,11 +136,17 @@ bp_status bp_steps_queue(bp_optimizer *o, double denom, int64_t rows, int ce) {
         st = o->device->ops->mark_done(o->device, r->slot[r->head].mark, 1, &done);
         if (st == BP_OK) st = bp_steps_drain(o, 0);
     }
-    if (st != BP_OK) return st;
+    if (st == BP_OK) *host = o->ring->slot[(o->ring->head + o->ring->count) % BP_STEP_SLOTS].host;
+    return st;
+}
+
+bp_status bp_steps_commit(bp_optimizer *o, double denom, int64_t rows, int ce) {
     bp_step_ring *r = o->ring;
     step_slot *s = &r->slot[(r->head + r->count) % BP_STEP_SLOTS];
     const bp_backend_ops *ops = o->device->ops;
-    st = ops->download_async(o->device, s->host, o->model->state, sizeof(bp_step_state));
+    /* the results only: the step's scalars, in the slot's tail, went up from there */
+    bp_status st = ops->download_async(o->device, s->host, o->model->state,
+                                       offsetof(bp_step_state, first_step));
     if (st == BP_OK) st = ops->mark_record(o->device, s->mark);
     if (st != BP_OK) return st;
     s->step = o->steps;

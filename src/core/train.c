@@ -2,6 +2,8 @@
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
+#include <stddef.h>
 
 #include "core/comm_internal.h"
 #include "core/error.h"
@@ -176,6 +178,107 @@ static bp_status wait_for_step(bp_model *m, bp_optimizer *o, const bp_tensor *x,
     return st;
 }
 
+/* The step's device work, from the label check to the update, all queued: recorded once as a
+ * graph when graphs are on. Its per-step scalars are read from the model's state, which the
+ * host uploads before it. */
+static bp_status enqueue_step(bp_model *m, bp_optimizer *o, const bp_loss_config *loss,
+                              const bp_tensor *x, const bp_tensor *target, double denom,
+                              uint64_t call) {
+    const bp_backend_ops *ops = m->device->ops;
+    bp_device *d = m->device;
+    int k = o->config.accum_steps, cols = m->widths[m->n_layers];
+    bp_status st = BP_OK;
+    if (loss->kind == BP_LOSS_CROSS_ENTROPY)
+        st = ops->check_labels_into(d, (int)x->rows, target->data, cols, m->state);
+    for (int i = 0; i < k && st == BP_OK; ++i)
+        st = micro_batch(m, loss, x, target, i, k, (float)(1.0 / denom), call, 0);
+    if (st == BP_OK) st = ops->sum_squares(d, m->n_params, m->grads, m->scalars + BP_SCALAR_NORM2);
+    if (st == BP_OK) st = ops->step_decide(d, m->state, (float)o->config.clip_norm);
+    if (st != BP_OK) return st;
+    bp_update_args a = bp_optimizer_update_args(o, 1.0f);
+    a.gate = m->state;
+    return ops->update(d, &a);
+}
+
+/* What a recorded step depends on besides the device memory it reads: a step with other values
+ * is recorded again. The per-step scalars are zero here (they come from the state). */
+typedef struct step_key {
+    const void *x, *target;
+    int64_t rows;
+    bp_loss_config loss;
+    int accum;
+    float clip_norm;
+    bp_update_args args;
+} step_key;
+
+struct bp_step_graph {
+    void *exec;   /* the recorded step, for key */
+    step_key key; /* of exec, or of the last step run eagerly */
+    int repeats;  /* steps in a row with key */
+    int broken;   /* a recording failed: this optimizer runs its steps eagerly from now on */
+};
+
+static step_key make_key(const bp_optimizer *o, const bp_loss_config *loss, const bp_tensor *x,
+                         const bp_tensor *target) {
+    step_key k;
+    memset(&k, 0, sizeof k); /* the padding too: keys are compared with memcmp */
+    k.x = x->data;
+    k.target = target->data;
+    k.rows = x->rows;
+    k.loss = *loss;
+    k.accum = o->config.accum_steps;
+    k.clip_norm = (float)o->config.clip_norm;
+    k.args = bp_optimizer_update_args(o, 1.0f);
+    k.args.first_step = 0;
+    k.args.lr = k.args.step_size = k.args.bc2_sqrt = k.args.decay_factor = 0.0f;
+    return k;
+}
+
+/* Graphs need the device's entries and a step whose kernels take nothing that changes from step
+ * to step by value: dropout's stream does, so a model with dropout runs eagerly. */
+static int graphs_usable(const bp_model *m, const bp_optimizer *o) {
+    const bp_backend_ops *ops = m->device->ops;
+    if (!m->device->options.graphs || !ops->graph_begin || (o->graph && o->graph->broken)) return 0;
+    for (int l = 0; l < m->n_layers; ++l)
+        if (m->layers[l].drop_threshold) return 0;
+    return 1;
+}
+
+/* Records the step (the second time in a row its key is seen) and replays it; 0 in *ran when it
+ * did not (the caller then runs it eagerly). A failed recording turns graphs off for o. */
+static bp_status run_graph(bp_model *m, bp_optimizer *o, const bp_loss_config *loss,
+                           const bp_tensor *x, const bp_tensor *target, double denom, uint64_t call,
+                           int *ran) {
+    *ran = 0;
+    if (!o->graph && !(o->graph = calloc(1, sizeof *o->graph))) return BP_OK;
+    struct bp_step_graph *g = o->graph;
+    step_key key = make_key(o, loss, x, target);
+    int same = memcmp(&key, &g->key, sizeof key) == 0;
+    g->repeats = same ? g->repeats + 1 : 1;
+    g->key = key;
+    if (g->repeats < 2) return BP_OK;
+    const bp_backend_ops *ops = m->device->ops;
+    if (!same || !g->exec) {
+        bp_status st = ops->graph_begin(m->device);
+        if (st != BP_OK) return BP_OK;
+        bp_status rec = enqueue_step(m, o, loss, x, target, denom, call);
+        st = ops->graph_end(m->device, &g->exec);
+        if (rec != BP_OK || st != BP_OK) {
+            g->broken = 1;
+            return BP_OK;
+        }
+    }
+    *ran = 1;
+    return ops->graph_launch(m->device, g->exec);
+}
+
+void bp_step_graph_free(bp_optimizer *o) {
+    if (!o->graph) return;
+    if (o->graph->exec) o->device->ops->graph_free(o->device, o->graph->exec);
+    free(o->graph);
+    o->graph = NULL;
+}
+
 /* The step on the device alone: the labels checked, the refusal and the clip coefficient
  * decided, and the results copied back, all queued; nothing waits unless loss_value asks. */
 static bp_status step_queued(bp_model *model, bp_optimizer *o, const bp_loss_config *loss,
@@ -184,24 +287,25 @@ static bp_status step_queued(bp_model *model, bp_optimizer *o, const bp_loss_con
     if (st == BP_OK) st = bp_steps_drain(o, 0);
     bp_step_found f;
     if (st == BP_OK && bp_steps_take_found(o, &f)) st = bp_steps_report("bp_train_step", o, &f);
+    bp_step_state *slot = NULL;
+    if (st == BP_OK) st = bp_steps_reserve(o, &slot);
     if (st != BP_OK) return st;
     const bp_backend_ops *ops = model->device->ops;
-    bp_device *d = model->device;
-    int k = o->config.accum_steps, cols = model->widths[model->n_layers];
     int ce = loss->kind == BP_LOSS_CROSS_ENTROPY;
-    double denom = ce ? (double)x->rows : (double)x->rows * cols;
+    double denom = ce ? (double)x->rows : (double)x->rows * model->widths[model->n_layers];
     uint64_t call = model->forward_calls++;
-    if (ce) st = ops->check_labels_into(d, (int)x->rows, target->data, cols, model->state);
-    for (int i = 0; i < k && st == BP_OK; ++i)
-        st = micro_batch(model, loss, x, target, i, k, (float)(1.0 / denom), call, 0);
-    if (st == BP_OK)
-        st = ops->sum_squares(d, model->n_params, model->grads, model->scalars + BP_SCALAR_NORM2);
-    if (st == BP_OK) st = ops->step_decide(d, model->state, (float)o->config.clip_norm);
-    int64_t step = o->steps;
-    /* the state is final once decided: its copy may go before the update */
-    if (st == BP_OK) st = bp_steps_queue(o, denom, x->rows, ce);
-    if (st == BP_OK) st = bp_optimizer_apply_gated(o, model->state);
-    if (st != BP_OK || !loss_value) return st;
+    /* the step's scalars go up from its slot, which nothing rewrites before the step has run */
+    bp_optimizer_step_scalars(o, slot);
+    st = ops->upload_async(model->device, &model->state->first_step, &slot->first_step,
+                           sizeof *slot - offsetof(bp_step_state, first_step));
+    int ran = 0;
+    if (st == BP_OK && graphs_usable(model, o))
+        st = run_graph(model, o, loss, x, target, denom, call, &ran);
+    if (st == BP_OK && !ran) st = enqueue_step(model, o, loss, x, target, denom, call);
+    if (st == BP_OK) st = bp_steps_commit(o, denom, x->rows, ce);
+    if (st != BP_OK) return st;
+    int64_t step = o->steps++;
+    if (!loss_value) return BP_OK;
     return wait_for_step(model, o, x, target, step, loss_value);
 }
 

@@ -168,6 +168,7 @@ const bp_backend_ops bp_cpu_ops = {
     .host_alloc = cpu_host_alloc,
     .host_free = cpu_free,
     .download_async = cpu_download,
+    .upload_async = cpu_upload,
     .mark_create = cpu_mark_create,
     .mark_free = cpu_mark_free,
     .mark_record = cpu_mark_record,

@@ -121,8 +121,14 @@ bp_status bp_cpu_update(bp_device *device, const bp_update_args *args) {
     bp_update_args gated;
     if (args->gate) { /* step_decide's verdict, read here once (the device is this thread) */
         if (args->gate->refused) return BP_OK;
+        const bp_step_state *g = args->gate;
         gated = *args;
-        gated.grad_scale = args->gate->scale;
+        gated.grad_scale = g->scale;
+        gated.first_step = g->first_step;
+        gated.lr = g->lr;
+        gated.step_size = g->step_size;
+        gated.bc2_sqrt = g->bc2_sqrt;
+        gated.decay_factor = g->decay_factor;
         args = &gated;
     }
     switch (args->kind) {

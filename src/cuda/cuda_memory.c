@@ -235,3 +235,15 @@ bp_status bp_cuda_mark_done(bp_device *device, void *mark, int wait, int *done) 
     *done = 1;
     return BP_OK;
 }
+
+/* host is pinned (host_alloc's) and stays unchanged until the copy has run (the caller's mark
+ * says when), so the copy is queued and nothing waits. */
+bp_status bp_cuda_upload_async(bp_device *device, void *dst, const void *host, size_t bytes) {
+    BP_CUDA_ENTER(device);
+    bp_cu_note_launch();
+    BP_CUDA_TRY(
+        device,
+        cudaMemcpyAsync(dst, host, bytes, cudaMemcpyHostToDevice, bp_cuda_impl_of(device)->stream),
+        "upload_async: cudaMemcpyAsync(host to device, %zu bytes to %p)", bytes, dst);
+    return BP_OK;
+}
