@@ -229,7 +229,8 @@ def note_torch(path):
         return
     by = {}
     for r in doc["rows"]:
-        by.setdefault(r["config"], []).append("%s %.0f" % (r["mode"], r["samples_per_s"]))
+        mode = r["mode"] + (" graph" if r.get("graph") else "")
+        by.setdefault(r["config"], []).append("%s %.0f" % (mode, r["samples_per_s"]))
     print("torch %s: %s (samples/s)" % (doc.get("torch"), "; ".join(
         "%s %s" % (c, ", ".join(v)) for c, v in by.items())))
 

@@ -63,6 +63,8 @@ def make_model(widths, opt_name, device="cpu", variant="plain"):
         kw["fused"] = True
     elif "foreach" in variant:
         kw["foreach"] = True
+    if "capturable" in variant and opt_name != "sgd":
+        kw["capturable"] = True  # its step count on the device, so a CUDA graph can hold it
     if opt_name == "sgd":
         opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, **kw)
     elif opt_name == "adam":
