@@ -24,6 +24,7 @@
 /* An algorithm and what it was chosen for. */
 typedef struct lt_choice {
     int valid;
+    int timed; /* the candidates were timed on real operands (time_choice) */
     int m, n, k;
     uint32_t align; /* alignment_key() of the pointers */
     cublasLtMatmulAlgo_t algo;
@@ -264,8 +265,10 @@ static void describe(const bp_gemm_desc *g, cublasLtEpilogue_t e, char *buf, siz
              g->tf32 ? " (TF32)" : "", eltype_name(g->c_type), epilogue_name(e));
 }
 
-/* Asks the heuristic for the best algorithm for g within the device's workspace. */
-static bp_status choose(bp_device *device, lt_plan *p, const bp_gemm_desc *g, lt_choice *out) {
+/* Asks the heuristic for its best algorithms for g (up to max, best first) within the
+ * device's workspace; *found of them. */
+static bp_status ask(bp_device *device, lt_plan *p, const bp_gemm_desc *g, int max,
+                     cublasLtMatmulHeuristicResult_t *result, int *found) {
     bp_cuda_impl *impl = bp_cuda_impl_of(device);
     cublasLtMatmulPreference_t pref = NULL;
     BP_CUBLAS_TRY(device, cublasLtMatmulPreferenceCreate(&pref), "cublasLtMatmulPreferenceCreate");
@@ -279,26 +282,35 @@ static bp_status choose(bp_device *device, lt_plan *p, const bp_gemm_desc *g, lt
         pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof ws);
     for (int i = 0; i < 4 && s == CUBLAS_STATUS_SUCCESS; ++i)
         s = cublasLtMatmulPreferenceSetAttribute(pref, attrs[i], &al[i], sizeof al[i]);
-    cublasLtMatmulHeuristicResult_t result;
-    memset(&result, 0, sizeof result);
-    int found = 0;
+    memset(result, 0, sizeof *result * (size_t)max);
+    *found = 0;
     char what[256];
     describe(g, p->epilogue, what, sizeof what);
     if (s != CUBLAS_STATUS_SUCCESS) {
         cublasLtMatmulPreferenceDestroy(pref);
         return bp_cublas_fail(device, s, "cublasLtMatmulPreferenceSetAttribute for %s", what);
     }
-    s = cublasLtMatmulAlgoGetHeuristic(impl->lt, p->op, p->la, p->lb, p->lc, p->lc, pref, 1,
-                                       &result, &found);
+    s = cublasLtMatmulAlgoGetHeuristic(impl->lt, p->op, p->la, p->lb, p->lc, p->lc, pref, max,
+                                       result, found);
     cublasLtMatmulPreferenceDestroy(pref);
-    if (s == CUBLAS_STATUS_NOT_SUPPORTED || (s == CUBLAS_STATUS_SUCCESS && found == 0))
+    if (s == CUBLAS_STATUS_NOT_SUPPORTED || (s == CUBLAS_STATUS_SUCCESS && *found == 0))
         return bp_error(BP_ERR_UNSUPPORTED,
                         "cublasLtMatmulAlgoGetHeuristic on %s: no algorithm for %s within %llu "
                         "bytes of workspace",
                         device->name, what, (unsigned long long)ws);
     if (s != CUBLAS_STATUS_SUCCESS)
         return bp_cublas_fail(device, s, "cublasLtMatmulAlgoGetHeuristic for %s", what);
+    return BP_OK;
+}
+
+/* The heuristic's best algorithm for g (timed later, on the first run with real operands). */
+static bp_status choose(bp_device *device, lt_plan *p, const bp_gemm_desc *g, lt_choice *out) {
+    cublasLtMatmulHeuristicResult_t result;
+    int found = 0;
+    bp_status st = ask(device, p, g, 1, &result, &found);
+    if (st != BP_OK) return st;
     out->valid = 1;
+    out->timed = 0;
     out->m = g->m, out->n = g->n, out->k = g->k;
     out->align = alignment_key(g, p->epilogue);
     out->algo = result.algo;
@@ -306,12 +318,70 @@ static bp_status choose(bp_device *device, lt_plan *p, const bp_gemm_desc *g, lt
     return BP_OK;
 }
 
+static cublasStatus_t matmul(bp_cuda_impl *impl, lt_plan *p, const bp_gemm_desc *g,
+                             const cublasLtMatmulAlgo_t *algo, size_t workspace) {
+    bp_cu_note_launch();
+    return cublasLtMatmul(impl->lt, p->op, &g->alpha, g->b, p->la, g->a, p->lb, &g->beta, g->c,
+                          p->lc, g->c, p->lc, algo, impl->blas_workspace, workspace, impl->stream);
+}
+
+/* Seconds of LT_TIMED_RUNS runs of one candidate, between two events (this waits). */
+#define LT_CANDIDATES 4
+#define LT_TIMED_RUNS 3
+static float time_candidate(bp_cuda_impl *impl, lt_plan *p, const bp_gemm_desc *g,
+                            const cublasLtMatmulHeuristicResult_t *r, cudaEvent_t ev[2]) {
+    float ms = -1.0f;
+    int ok = cudaEventRecord(ev[0], impl->stream) == cudaSuccess;
+    for (int i = 0; i < LT_TIMED_RUNS && ok; ++i)
+        ok = matmul(impl, p, g, &r->algo, r->workspaceSize) == CUBLAS_STATUS_SUCCESS;
+    if (ok) ok = cudaEventRecord(ev[1], impl->stream) == cudaSuccess;
+    bp_cu_note_wait();
+    if (ok) ok = cudaEventSynchronize(ev[1]) == cudaSuccess;
+    if (ok && cudaEventElapsedTime(&ms, ev[0], ev[1]) != cudaSuccess) ms = -1.0f;
+    (void)cudaGetLastError(); /* a candidate that fails is only not chosen */
+    return ms;
+}
+
+/* Once per choice, on its first run with real operands: the heuristic's first LT_CANDIDATES
+ * algorithms each run and timed, and the fastest kept (the heuristic's first is a model's
+ * guess). Not while the stream is being recorded (a graph), where waiting is refused, nor for
+ * a product that adds into C (beta != 0), which the trial runs would change: those keep the
+ * heuristic's first. The trial runs write what the real run then writes again. */
+static void time_choice(bp_device *device, lt_plan *p, const bp_gemm_desc *g, lt_choice *c) {
+    bp_cuda_impl *impl = bp_cuda_impl_of(device);
+    c->timed = 1;
+    enum cudaStreamCaptureStatus capturing = cudaStreamCaptureStatusNone;
+    if (g->beta != 0.0f || cudaStreamIsCapturing(impl->stream, &capturing) != cudaSuccess ||
+        capturing != cudaStreamCaptureStatusNone)
+        return;
+    cublasLtMatmulHeuristicResult_t r[LT_CANDIDATES];
+    int found = 0;
+    cudaEvent_t ev[2] = {NULL, NULL};
+    if (ask(device, p, g, LT_CANDIDATES, r, &found) != BP_OK || found < 2 ||
+        cudaEventCreate(&ev[0]) != cudaSuccess || cudaEventCreate(&ev[1]) != cudaSuccess) {
+        if (ev[0]) cudaEventDestroy(ev[0]);
+        (void)cudaGetLastError();
+        return;
+    }
+    float best = -1.0f;
+    for (int i = 0; i < found; ++i) {
+        float ms = time_candidate(impl, p, g, &r[i], ev);
+        if (ms >= 0.0f && (best < 0.0f || ms < best)) {
+            best = ms;
+            c->algo = r[i].algo;
+            c->workspace = r[i].workspaceSize;
+        }
+    }
+    cudaEventDestroy(ev[0]);
+    cudaEventDestroy(ev[1]);
+}
+
 /* The plan's choice for g, asking the heuristic when neither fits. */
 static bp_status find_choice(bp_device *device, lt_plan *p, const bp_gemm_desc *g,
-                             const lt_choice **out) {
+                             lt_choice **out) {
     uint32_t key = alignment_key(g, p->epilogue);
     for (int i = 0; i < LT_CHOICES; ++i) {
-        const lt_choice *c = &p->choice[i];
+        lt_choice *c = &p->choice[i];
         if (c->valid && c->m == g->m && c->n == g->n && c->k == g->k && c->align == key) {
             *out = c;
             return BP_OK;
@@ -375,13 +445,11 @@ static bp_status run(bp_device *device, lt_plan *p, const bp_gemm_desc *g) {
     bp_cuda_impl *impl = bp_cuda_impl_of(device);
     bp_status st = reshape(device, p, g);
     if (st == BP_OK) st = set_pointers(device, p, g);
-    const lt_choice *c = NULL;
+    lt_choice *c = NULL;
     if (st == BP_OK) st = find_choice(device, p, g, &c);
     if (st != BP_OK) return st;
-    bp_cu_note_launch();
-    cublasStatus_t s =
-        cublasLtMatmul(impl->lt, p->op, &g->alpha, g->b, p->la, g->a, p->lb, &g->beta, g->c, p->lc,
-                       g->c, p->lc, &c->algo, impl->blas_workspace, c->workspace, impl->stream);
+    if (!c->timed) time_choice(device, p, g, c);
+    cublasStatus_t s = matmul(impl, p, g, &c->algo, c->workspace);
     if (s == CUBLAS_STATUS_SUCCESS) return BP_OK;
     char what[256];
     describe(g, p->epilogue, what, sizeof what);
