@@ -14,6 +14,7 @@
 #include <string>
 #include <vector>
 
+#include "cudaemu/include/cudaemu.h"
 #include "support.h"
 #include "support_model.h"
 
@@ -201,11 +202,9 @@ TEST_P(StepQueue, ResultsContract) {
 
 // The emulated device's own counts, when the CUDA backend runs on it (found in the loaded
 // module, which links cudaemu; absent on a GPU build): an account of the host's waits that does
-// not rely on the backend counting its own calls.
-struct EmuCounts {
-    uint64_t host_syncs, kernels, library_calls, copies, graph_launches, graph_nodes_run;
-};
-using EmuGetCounts = void (*)(EmuCounts *);
+// not rely on the backend counting its own calls. Only its declarations are included here.
+using EmuCounts = cudaemu_counts;
+using EmuGetCounts = decltype(&cudaemu_get_counts);
 
 int find_module(struct dl_phdr_info *info, size_t, void *out) {
     const char *name = info->dlpi_name ? info->dlpi_name : "";
