@@ -6,6 +6,8 @@
 #include <stdint.h>
 #include <stdio.h>
 
+#include "backprop/train.h"
+
 /* ---- progress.c ---- */
 typedef struct cli_epoch_row {
     int epoch;
@@ -49,7 +51,10 @@ typedef struct cli_progress {
     cli_progress_run run; /* kept by cli_progress_start */
 } cli_progress;
 void cli_progress_start(cli_progress *p, int epoch, int epochs, int64_t steps, int64_t first);
-void cli_progress_step(cli_progress *p, int rows, float loss);
+/* A step queued, of rows rows; its loss arrives with cli_progress_results. */
+void cli_progress_step(cli_progress *p, int rows);
+/* The losses (and, scored, the train accuracy) of the steps the device has finished. */
+void cli_progress_results(cli_progress *p, const bp_step_totals *t, int scored);
 /* Whether to score the next batch for the train accuracy: always with full, else while scoring
  * has taken under 2% of the epoch's time (the first batch always). */
 void cli_progress_score(cli_progress *p, int64_t right, int64_t rows);

@@ -64,7 +64,11 @@ static int run_range(cli_session *s, bp_optimizer *opt, curve *c) {
         avg = SMOOTH * avg + (1.0 - SMOOTH) * loss;
         double smooth = avg / (1.0 - pow(SMOOTH, i + 1));
         c->lr[c->n] = lr, c->loss[c->n] = loss, c->smooth[c->n] = smooth, c->n++;
-        cli_progress_step(&prog, (int)bp_tensor_rows(x), loss);
+        bp_step_totals done; /* the step just waited for */
+        if (bp_train_results(opt, 0, &done) != BP_OK)
+            return cli_progress_clear(&prog), cli_lib_fail(CMD_LRFIND, "");
+        cli_progress_step(&prog, (int)bp_tensor_rows(x));
+        cli_progress_results(&prog, &done, 0);
         if (smooth < best) best = smooth;
         if (i > 5 && smooth > EXPLODE * best) {
             cli_progress_clear(&prog);

@@ -255,12 +255,16 @@ static void draw(cli_progress *p, double now) {
     p->last_draw = now;
 }
 
-void cli_progress_step(cli_progress *p, int rows, float loss) {
+void cli_progress_results(cli_progress *p, const bp_step_totals *t, int scored) {
+    p->loss_sum += t->loss_sum;
+    p->loss_n += t->steps;
+    if (scored) cli_progress_score(p, t->correct, t->rows);
+}
+
+void cli_progress_step(cli_progress *p, int rows) {
     p->step++;
     p->done_here++;
     p->samples += rows;
-    p->loss_sum += loss;
-    p->loss_n++;
     if (p->quiet) return;
     double now = cli_now();
     double interval = p->tty ? TTY_INTERVAL : LINE_INTERVAL;

@@ -100,10 +100,13 @@ static void prepare_scoring(trainer *t) {
     t->prog.run.has_acc = scores(t);
 }
 
-static void score(trainer *t) {
-    int64_t right = 0, rows = 0;
-    if (bp_train_step_correct(t->s.m, &right, &rows) == BP_OK)
-        cli_progress_score(&t->prog, right, rows);
+/* The losses and counts of the steps the device has finished (wait: of every step queued),
+ * into the bar; a step refused since is reported here. The loop never waits for a step. */
+static bp_status collect(trainer *t, int wait) {
+    bp_step_totals done;
+    bp_status st = bp_train_results(t->opt, wait, &done);
+    cli_progress_results(&t->prog, &done, t->prog.run.has_acc);
+    return st;
 }
 
 /* ---- one epoch ---- */
@@ -171,6 +174,8 @@ static int run_epoch(trainer *t, int epoch, int64_t first, double *seconds) {
     for (int64_t b = first;; ++b) {
         int sig = s->comm ? cli_dist_interrupted(s->comm) : cli_interrupted;
         if (sig) {
+            bp_status st = collect(t, 1); /* the steps queued so far, in what is saved */
+            if (st != BP_OK) return step_failed(t, st, epoch, b);
             s->rs.train_seconds += cli_now() - t0;
             return interrupted(t, sig, epoch, b);
         }
@@ -178,18 +183,19 @@ static int run_epoch(trainer *t, int epoch, int64_t first, double *seconds) {
         if (bp_loader_next(s->loader, &x, &y) != BP_OK)
             return cli_lib_fail(CMD_TRAIN, "loading a batch");
         if (!x) break;
-        float loss = 0.0f;
         t->last_lr = bp_optimizer_lr(t->opt);
         t->saved_now = 0;
-        bp_status st = bp_train_step(s->m, t->opt, &s->loss, x, y, &loss);
+        bp_status st = bp_train_step(s->m, t->opt, &s->loss, x, y, NULL);
+        if (st == BP_OK) st = collect(t, 0);
         if (st != BP_OK) return step_failed(t, st, epoch, b);
-        if (t->prog.run.has_acc) score(t);
-        cli_progress_step(&t->prog, (int)global_rows(s, b), loss);
+        cli_progress_step(&t->prog, (int)global_rows(s, b));
         int64_t global = bp_optimizer_steps(t->opt);
         if (s->o.grad_check > 0 && global % s->o.grad_check == 0 &&
             check_grads(t, epoch + 1, b + 1, global))
             return CLI_EXIT_FAIL;
     }
+    bp_status st = collect(t, 1);
+    if (st != BP_OK) return step_failed(t, st, epoch, s->steps_per_epoch - 1);
     *seconds = cli_now() - t0;
     cli_progress_clear(&t->prog);
     return 0;

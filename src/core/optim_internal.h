@@ -56,6 +56,8 @@ int bp_steps_take_found(bp_optimizer *o, bp_step_found *found);
 bp_status bp_steps_report(const char *fn, const bp_optimizer *o, const bp_step_found *found);
 /* Waits for every queued step and reports a refusal among them (BP_OK when none). */
 bp_status bp_steps_settle(const char *fn, bp_optimizer *o);
+/* Adds the result of a step that waited (a data-parallel one) to what bp_train_results reads. */
+bp_status bp_steps_record(bp_optimizer *o, const bp_step_result *res, int ce);
 /* The newest step read; NULL when none. */
 const bp_step_result *bp_steps_last(const bp_optimizer *o);
 void bp_steps_free(bp_optimizer *o);

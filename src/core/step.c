@@ -67,12 +67,28 @@ static bp_status ring_create(bp_optimizer *o) {
     o->ring = r;
     const bp_backend_ops *ops = o->device->ops;
     bp_status st = BP_OK;
-    for (int i = 0; i < BP_STEP_SLOTS && st == BP_OK; ++i) {
+    /* a backend that cannot queue a step only keeps the totals of the steps that waited */
+    for (int i = 0; i < BP_STEP_SLOTS && st == BP_OK && bp_steps_supported(o->device); ++i) {
         st = ops->host_alloc(o->device, sizeof(bp_step_state), (void **)&r->slot[i].host);
         if (st == BP_OK) st = ops->mark_create(o->device, &r->slot[i].mark);
     }
     if (st != BP_OK) bp_steps_free(o);
     return st;
+}
+
+static void add_result(bp_optimizer *o, const bp_step_result *res, int ce) {
+    bp_step_ring *r = o->ring;
+    r->totals.steps++;
+    r->totals.loss_sum += (double)res->loss;
+    r->totals.correct += res->correct;
+    r->totals.rows += ce ? res->rows : 0;
+    r->totals.last = *res;
+    r->last = *res;
+    r->have_last = 1;
+    if (o->model) {
+        o->model->step_correct = res->correct;
+        o->model->step_rows = ce ? res->rows : 0;
+    }
 }
 
 /* What slot s says, added to the totals, or the refusal it reports. */
@@ -93,18 +109,14 @@ static bp_status consume(bp_optimizer *o, const step_slot *s) {
     }
     bp_step_result res = {s->step, (float)((double)h->loss / s->denom), 0, s->rows};
     if (s->ce) res.correct = (int64_t)llround((double)h->match);
-    r->totals.steps++;
-    r->totals.loss_sum += (double)res.loss;
-    r->totals.correct += res.correct;
-    r->totals.rows += s->ce ? s->rows : 0;
-    r->totals.last = res;
-    r->last = res;
-    r->have_last = 1;
-    if (o->model) {
-        o->model->step_correct = res.correct;
-        o->model->step_rows = s->ce ? s->rows : 0;
-    }
+    add_result(o, &res, s->ce);
     return BP_OK;
+}
+
+bp_status bp_steps_record(bp_optimizer *o, const bp_step_result *res, int ce) {
+    bp_status st = o->ring ? BP_OK : ring_create(o);
+    if (st == BP_OK) add_result(o, res, ce);
+    return st;
 }
 
 bp_status bp_steps_drain(bp_optimizer *o, int wait) {
@@ -167,28 +179,36 @@ int bp_steps_take_found(bp_optimizer *o, bp_step_found *found) {
 }
 
 bp_status bp_steps_report(const char *fn, const bp_optimizer *o, const bp_step_found *f) {
-    char later[160] = "";
+    char later[160] = "", where[160] = "";
+    bp_model *m = o->model;
     if (f->later > 0)
         snprintf(later, sizeof later,
                  "; the %d step%s queued after it did nothing either (the optimizer is back at "
                  "step %lld)",
                  f->later, f->later == 1 ? "" : "s", (long long)f->step);
     if (f->reason == BP_REFUSED_LABEL) {
-        int classes = o->model ? o->model->widths[o->model->n_layers] : 0;
+        int classes = m ? m->widths[m->n_layers] : 0;
         return bp_error(BP_ERR_INVALID_ARGUMENT,
-                        "%s: step %lld was refused: target row %lld holds a class outside [0, %d) "
-                        "(the model has %d outputs); parameters and optimizer unchanged%s",
+                        "%s: bp_train_step's step %lld was refused: target row %lld holds a class "
+                        "outside [0, %d) (the model has %d outputs); parameters and optimizer "
+                        "unchanged%s",
                         fn, (long long)f->step, (long long)f->bad_row, classes, classes, later);
     }
     if (f->reason == BP_REFUSED_LOSS)
         return bp_error(BP_ERR_NON_FINITE,
-                        "%s: step %lld was refused: the loss is %g (a non-finite input or target, "
-                        "or outputs that overflowed: is the learning rate too high?); parameters "
-                        "and optimizer unchanged%s",
-                        fn, (long long)f->step, (double)f->loss, later);
+                        "%s: bp_train_step's step %lld was refused: the loss is %g (a non-finite "
+                        "input or target, or the outputs of layer %d, the last, overflowed: is the "
+                        "learning rate too high?); parameters and optimizer unchanged%s",
+                        fn, (long long)f->step, (double)f->loss, m ? m->n_layers - 1 : 0, later);
+    /* With no step behind it, the model's gradients are still the refused step's. */
+    if (m && f->later == 0 && bp_model_find_nonfinite_grad(m, where, sizeof where))
+        return bp_error(BP_ERR_NON_FINITE,
+                        "%s: bp_train_step's step %lld was refused: the gradient of %s is "
+                        "non-finite; parameters and optimizer unchanged",
+                        fn, (long long)f->step, where);
     return bp_error(BP_ERR_NON_FINITE,
-                    "%s: step %lld was refused: the gradient is non-finite (its squared norm is "
-                    "%g); parameters and optimizer unchanged%s",
+                    "%s: bp_train_step's step %lld was refused: the gradient is non-finite (its "
+                    "squared norm is %g); parameters and optimizer unchanged%s",
                     fn, (long long)f->step, (double)f->norm2, later);
 }
 

@@ -142,11 +142,10 @@ static bp_status step_on_host(bp_model *model, bp_optimizer *optimizer, const bp
         return report_nonfinite(model, optimizer, x, target, value,
                                 (float)((double)s[BP_SCALAR_LOSS] / denom));
     if (loss_value) *loss_value = value;
+    int ce = loss->kind == BP_LOSS_CROSS_ENTROPY;
+    bp_step_result res = {optimizer->steps, value, ce ? (int64_t)llround(sums[1]) : 0, total};
     st = bp_optimizer_apply(optimizer, norm);
-    if (st == BP_OK && loss->kind == BP_LOSS_CROSS_ENTROPY) {
-        model->step_correct = (int64_t)llround(sums[1]);
-        model->step_rows = total;
-    }
+    if (st == BP_OK) st = bp_steps_record(optimizer, &res, ce);
     return st;
 }
 
