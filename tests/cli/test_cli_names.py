@@ -121,7 +121,7 @@ def test_names(d):
     r = run("train", "--resume", "m.st", "--train", "emu.csv", "--epochs", "5", "--quiet",
             "--save", "r.st", cwd=d)
     check("--resume: a training name the run does not know is exit 2 naming row and name",
-          r.rc == 2 and "emu.csv: row 7 has class 'emu'" in r.err
+          r.rc == 2 and "emu.csv': row 7 has class 'emu'" in r.err
           and "the run in m.st" in r.err, r)
 
     # --resume maps the names: 2 epochs + 2 more is bitwise 4 at once.
