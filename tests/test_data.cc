@@ -1228,6 +1228,40 @@ TEST_F(OpenData, ALabelPastMaxClassesIsNamedByFileRowAndLabel) {
                 HasSubstr("row 3 has class 'emu', which is not one of the 2 classes (dog, cat)"));
 }
 
+TEST_F(OpenData, CheckClassesNamesTheRowAndTheLabel) {
+    const std::string p = dir.file("l.csv");
+    write_file(p, labels_csv({"0", "2", "1", "3"}));
+    bp_status st;
+    bp_open_report r;
+    DatasetPtr d = open(p, bp_open_options_default(), &r, &st);
+    ASSERT_NE(d, nullptr) << bp_last_error();
+    EXPECT_EQ(BP_OK, bp_dataset_check_classes(d.get(), 4, "l.csv"));
+    EXPECT_EQ(BP_ERR_INVALID_ARGUMENT, bp_dataset_check_classes(d.get(), 3, "l.csv"));
+    EXPECT_THAT(bp_last_error(), HasSubstr("bp_dataset_check_classes: 'l.csv': row 4 has label 3, "
+                                           "outside the 3 classes (labels 0 to 2)"));
+    EXPECT_EQ(BP_ERR_INVALID_ARGUMENT, bp_dataset_check_classes(d.get(), 2, nullptr));
+    EXPECT_THAT(bp_last_error(), HasSubstr("'the dataset': row 2 has label 2"));
+    EXPECT_EQ(BP_ERR_INVALID_ARGUMENT, bp_dataset_check_classes(d.get(), 0, "l.csv"));
+    EXPECT_THAT(bp_last_error(), HasSubstr("classes is 0, expected >= 1"));
+    EXPECT_EQ(BP_ERR_INVALID_ARGUMENT, bp_dataset_check_classes(nullptr, 3, "l.csv"));
+    EXPECT_THAT(bp_last_error(), HasSubstr("bp_dataset_check_classes: dataset is NULL"));
+    bp_open_options o = bp_open_options_default();
+    o.csv.target_kind = BP_CSV_VALUES; // values: no classes to be outside of
+    d = open(p, o, &r, &st);
+    ASSERT_NE(d, nullptr) << bp_last_error();
+    EXPECT_EQ(BP_OK, bp_dataset_check_classes(d.get(), 1, "l.csv"));
+    // Names: the first of the classes' names, "..." past eight.
+    std::vector<std::string> names;
+    for (char c = 'a'; c <= 'k'; ++c)
+        names.push_back(std::string(1, c));
+    write_file(p, labels_csv(names));
+    d = open(p, bp_open_options_default(), &r, &st);
+    ASSERT_NE(d, nullptr) << bp_last_error();
+    EXPECT_EQ(BP_ERR_INVALID_ARGUMENT, bp_dataset_check_classes(d.get(), 10, "l.csv"));
+    EXPECT_THAT(bp_last_error(), HasSubstr("row 11 has class 'k', which is not one of the 10 "
+                                           "classes (a, b, c, d, e, f, g, h, ...)"));
+}
+
 TEST_F(OpenData, ALikelyTypoInALabelIsRefused) {
     std::vector<std::string> labels;
     for (int i = 0; i < 300; ++i)

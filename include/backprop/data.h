@@ -205,6 +205,13 @@ typedef struct bp_open_report {
 BP_API bp_dataset *bp_dataset_open(const char *path, const bp_open_options *options,
                                    bp_open_report *report, bp_status *status);
 
+/* Checks that every class label of dataset is one of `classes` (>= 1) classes, as a model with
+ * that many outputs needs (data of other targets passes): BP_ERR_INVALID_ARGUMENT naming name
+ * (the data's file, for the message; NULL: "the dataset"), the first row outside (1-based) and
+ * its label, or its class name with the classes' first names. bp_dataset_open's max_classes
+ * makes the same check as it reads. */
+BP_API bp_status bp_dataset_check_classes(const bp_dataset *dataset, int classes, const char *name);
+
 /* Writes an array as a NumPy .npy file (format 1.0, C order, little-endian): dtype BP_F32
  * ('<f4') or BP_I32 ('<i4'), ndim 1..32 sizes in shape (each >= 0), the elements of data in C
  * order (their product, which must stay below 2^60 bytes). path "-" writes standard output;

@@ -340,26 +340,10 @@ static const char *first_names(const bp_dataset *ds, int classes) {
 
 int cli_check_labels(int cmd, const bp_dataset *ds, const char *name, int classes,
                      const char *whose) {
-    if (!ds || bp_dataset_target_kind(ds) != BP_TARGET_CLASS) return 0;
-    const int32_t *y = bp_dataset_targets_data(ds);
-    for (int64_t i = 0; i < bp_dataset_size(ds); ++i) {
-        if (y[i] < classes) continue;
-        if (bp_dataset_n_class_names(ds)) {
-            cli_usage_error(cmd,
-                            "%s: row %lld has class '%s', which %s does not have (its %d %s: %s): "
-                            "data to evaluate cannot add classes",
-                            name, (long long)i + 1, name_of(ds, y[i]), whose, classes,
-                            cli_plural(classes, "class", "classes"), first_names(ds, classes));
-            return CLI_EXIT_USAGE;
-        }
-        cli_usage_error(cmd,
-                        "%s: row %lld has label %d, but %s has %d %s (labels 0 to %d): data to "
-                        "evaluate cannot add classes",
-                        name, (long long)i + 1, (int)y[i], whose, classes,
-                        cli_plural(classes, "class", "classes"), classes - 1);
-        return CLI_EXIT_USAGE;
-    }
-    return 0;
+    if (!ds || bp_dataset_check_classes(ds, classes, name) == BP_OK) return 0;
+    cli_usage_error(cmd, "%s: those of %s; data to evaluate cannot add classes", bp_last_error(),
+                    whose);
+    return CLI_EXIT_USAGE;
 }
 
 int cli_check_named_outputs(int cmd, const cli_data *d, int outputs, const char *who) {

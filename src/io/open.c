@@ -324,22 +324,36 @@ static bp_status refuse(open_ctx *c, bp_data_hint hint) {
     return BP_ERR_INVALID_ARGUMENT;
 }
 
-/* The first label at or past options.max_classes, named by its row. */
-static bp_status outside(open_ctx *c, const bp_dataset *d, int64_t row) {
+/* The first row whose label is `classes` or more; -1 when there is none. */
+static int64_t first_outside(const bp_dataset *d, int classes) {
+    const int32_t *y = d->y;
+    for (int64_t i = 0; i < d->n; ++i)
+        if (y[i] >= classes) return i;
+    return -1;
+}
+
+/* That row's label (or name) is not one of k classes: the message, as `who`. */
+static bp_status outside(const char *who, const char *name, const bp_dataset *d, int64_t row,
+                         int k) {
     int32_t label = ((const int32_t *)d->y)[row];
-    int k = c->o.max_classes;
     char list[256];
     if (d->n_names)
-        bp_error(BP_ERR_INVALID_ARGUMENT,
-                 "%s: '%s': row %lld has class '%s', which is not one of the %d %s (%s)", fn,
-                 c->data.name, (long long)row + 1, d->names[label], k, k == 1 ? "class" : "classes",
-                 names_list(d, k, list, sizeof list));
-    else
-        bp_error(BP_ERR_INVALID_ARGUMENT,
-                 "%s: '%s': row %lld has label %d, outside the %d %s (labels 0 to %d)", fn,
-                 c->data.name, (long long)row + 1, (int)label, k, k == 1 ? "class" : "classes",
-                 k - 1);
-    return refuse(c, BP_HINT_CLASSES);
+        return bp_error(BP_ERR_INVALID_ARGUMENT,
+                        "%s: '%s': row %lld has class '%s', which is not one of the %d %s (%s)",
+                        who, name, (long long)row + 1, d->names[label], k,
+                        k == 1 ? "class" : "classes", names_list(d, k, list, sizeof list));
+    return bp_error(BP_ERR_INVALID_ARGUMENT,
+                    "%s: '%s': row %lld has label %d, outside the %d %s (labels 0 to %d)", who,
+                    name, (long long)row + 1, (int)label, k, k == 1 ? "class" : "classes", k - 1);
+}
+
+bp_status bp_dataset_check_classes(const bp_dataset *dataset, int classes, const char *name) {
+    static const char *const who = "bp_dataset_check_classes";
+    if (!dataset) return bp_error(BP_ERR_INVALID_ARGUMENT, "%s: dataset is NULL", who);
+    if (classes < 1)
+        return bp_error(BP_ERR_INVALID_ARGUMENT, "%s: classes is %d, expected >= 1", who, classes);
+    int64_t row = dataset->kind == BP_TARGET_CLASS ? first_outside(dataset, classes) : -1;
+    return row < 0 ? BP_OK : outside(who, name ? name : "the dataset", dataset, row, classes);
 }
 
 /* Class counts no data of this size supports: a typo in a label, or a column of identifiers. */
@@ -376,9 +390,10 @@ static bp_status check_labels(open_ctx *c, const bp_dataset *d) {
     c->report->distinct_labels = distinct;
     c->report->top_label_row = top + 1;
     if (c->o.max_classes == 0) return suspect_count(c, d);
-    for (int64_t i = 0; i < d->n; ++i)
-        if (y[i] >= c->o.max_classes) return outside(c, d, i);
-    return BP_OK;
+    int64_t row = first_outside(d, c->o.max_classes);
+    if (row < 0) return BP_OK;
+    outside(fn, c->data.name, d, row, c->o.max_classes);
+    return refuse(c, BP_HINT_CLASSES);
 }
 
 /* ---- the call ----------------------------------------------------------------------------- */
