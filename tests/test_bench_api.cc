@@ -227,6 +227,10 @@ TEST_P(Bench, TrainTimesStepsAndCountsTheDevicesWork) {
     EXPECT_DOUBLE_EQ(r.samples_per_second, 16.0 / r.seconds.median);
     // The warm-up, the sizing step, the samples' steps and their parts' updates.
     EXPECT_EQ(bp_optimizer_steps(t.opt.get()), o.warmup + 1 + 2 * o.repeats * r.inner);
+    // Each sample read its steps' results (that is its wait): none is left unread.
+    bp_step_totals left{};
+    BPT_OK(bp_train_results(t.opt.get(), 1, &left));
+    EXPECT_EQ(left.steps, 0);
     if (bp_device_get_kind(dev_.get()) == BP_DEVICE_CUDA) {
         EXPECT_GT(r.launches_per_step, 1.0); // a step is several kernels and GEMMs at least
         // One wait per sample, none per step: the timed steps do not wait for the device.
