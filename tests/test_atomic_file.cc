@@ -277,4 +277,109 @@ TEST_F(AtomicFile, TheHandleRefusesAFolderAndNamesIt) {
     free(tmp);
 }
 
+// ---- bp_file_check: an output checked before work starts ----
+
+// The status of bp_file_check(path) and its message.
+bp_status check(const std::string &path, std::string *msg) {
+    bp_status st = bp_file_check(path.c_str());
+    *msg = st == BP_OK ? "" : bp_last_error();
+    return st;
+}
+
+bool has(const std::string &msg, const std::string &part) {
+    return msg.find(part) != std::string::npos;
+}
+
+TEST(BpFileCheck, NullAndEmptyAreRefusedByName) {
+    EXPECT_EQ(BP_ERR_INVALID_ARGUMENT, bp_file_check(nullptr));
+    EXPECT_NE(nullptr, strstr(bp_last_error(), "bp_file_check: path is NULL")) << bp_last_error();
+    EXPECT_EQ(BP_ERR_INVALID_ARGUMENT, bp_file_check(""));
+    EXPECT_NE(nullptr, strstr(bp_last_error(), "bp_file_check: the path is empty"))
+        << bp_last_error();
+}
+
+TEST_F(AtomicFile, CheckPassesAWritablePathAndLeavesNothing) {
+    std::string msg, old = dir_.file("old.csv");
+    bpt::write_file(old, "keep");
+    EXPECT_EQ(BP_OK, check(dir_.file("new.csv"), &msg)) << msg;
+    EXPECT_EQ(BP_OK, check(old, &msg)) << msg;
+    EXPECT_EQ("keep", read_all(old));
+    EXPECT_EQ(std::set<std::string>{"old.csv"}, entries(dir_.path()));
+}
+
+TEST_F(AtomicFile, CheckRefusesWhatCannotNameAnOutput) {
+    std::string sub = dir_.file("sub"), fifo = dir_.file("fifo"), msg;
+    ASSERT_EQ(0, mkdir(sub.c_str(), 0755));
+    ASSERT_EQ(0, mkfifo(fifo.c_str(), 0644));
+    for (const std::string &p : {sub, sub + "/", sub + "/.", sub + "/.."}) {
+        EXPECT_EQ(BP_ERR_INVALID_ARGUMENT, check(p, &msg)) << p;
+        EXPECT_TRUE(has(msg, "'" + p + "' is a folder; give a file name")) << msg;
+    }
+    EXPECT_EQ(BP_ERR_INVALID_ARGUMENT, check("/dev/null", &msg));
+    EXPECT_TRUE(has(msg, "'/dev/null' is a device, not a regular file")) << msg;
+    EXPECT_EQ(BP_ERR_INVALID_ARGUMENT, check(fifo, &msg));
+    EXPECT_TRUE(has(msg, "is a pipe (FIFO), not a regular file")) << msg;
+    EXPECT_EQ((std::set<std::string>{"fifo", "sub"}), entries(dir_.path()));
+}
+
+TEST_F(AtomicFile, CheckNamesAFolderThatIsNotThere) {
+    std::string file = dir_.file("file"), msg;
+    bpt::write_file(file, "x");
+    EXPECT_EQ(BP_ERR_IO, check(dir_.file("none/deeper/out.csv"), &msg));
+    EXPECT_TRUE(has(msg, "folder '" + dir_.file("none/deeper") + "' does not exist")) << msg;
+    EXPECT_EQ(BP_ERR_IO, check(file + "/out.csv", &msg));
+    EXPECT_TRUE(has(msg, "folder '" + file + "' is not a folder")) << msg;
+    EXPECT_EQ(std::set<std::string>{"file"}, entries(dir_.path()));
+}
+
+TEST(BpFileCheck, ProcTakesNoFile) {
+    std::string msg;
+    EXPECT_EQ(BP_ERR_IO, check("/proc/out.csv", &msg));
+    EXPECT_TRUE(has(msg, "cannot write '/proc/out.csv': cannot create a file in folder '/proc'"))
+        << msg;
+}
+
+TEST_F(AtomicFile, CheckRefusesAReadOnlyFolder) {
+    std::string msg, ro = dir_.file("ro");
+    ASSERT_EQ(0, mkdir(ro.c_str(), 0555));
+    if (access(ro.c_str(), W_OK) == 0) {
+        chmod(ro.c_str(), 0755);
+        GTEST_SKIP() << "a read-only folder is writable to root";
+    }
+    EXPECT_EQ(BP_ERR_IO, check(ro + "/out.csv", &msg));
+    EXPECT_TRUE(has(msg, "cannot create a file in folder '" + ro + "': " + strerror(EACCES)))
+        << msg;
+    chmod(ro.c_str(), 0755);
+    EXPECT_TRUE(entries(ro).empty());
+}
+
+TEST_F(AtomicFile, CheckFollowsLinksToTheFolderWritten) {
+    std::string sub = dir_.file("sub"), msg;
+    ASSERT_EQ(0, mkdir(sub.c_str(), 0755));
+    std::string to_sub = dir_.file("to-sub"), dangling = dir_.file("dangling");
+    ASSERT_EQ(0, symlink("sub/out.csv", to_sub.c_str()));
+    ASSERT_EQ(0, symlink("none/out.csv", dangling.c_str()));
+    EXPECT_EQ(BP_OK, check(to_sub, &msg)) << msg;
+    EXPECT_TRUE(entries(sub).empty());
+    EXPECT_EQ(BP_ERR_IO, check(dangling, &msg));
+    EXPECT_TRUE(has(msg, "folder '" + dir_.file("none") + "' does not exist")) << msg;
+    bpt::write_file(dir_.file("open"), "x");
+    int fd = open(dir_.file("open").c_str(), O_RDONLY);
+    ASSERT_GE(fd, 0);
+    std::string self = "/proc/self/fd/" + std::to_string(fd);
+    EXPECT_EQ(BP_ERR_IO, check(self, &msg));
+    EXPECT_TRUE(has(msg, "a /proc link")) << msg;
+    close(fd);
+    EXPECT_TRUE(is_link(to_sub) && is_link(dangling));
+}
+
+TEST_F(AtomicFile, CheckRefusesANameTooLongForItsSuffix) {
+    std::string name(250, 'n'), msg; // fits in 255 bytes, not with ".tmp.<pid>"
+    EXPECT_EQ(BP_ERR_IO, check(dir_.file(name), &msg));
+    EXPECT_TRUE(has(msg, "its name is 250 bytes")) << msg;
+    EXPECT_TRUE(has(msg, "with the suffix '.tmp.")) << msg;
+    EXPECT_TRUE(has(msg, "choose a shorter name")) << msg;
+    EXPECT_TRUE(entries(dir_.path()).empty());
+}
+
 } // namespace

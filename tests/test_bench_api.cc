@@ -1,6 +1,7 @@
 // bp_bench_run on every backend: every op kind and a list run and come back with consistent
 // statistics and the napkin math of bench.h (computed here from its formulas), the operands are
-// freed, a memory limit is kept, and bad arguments are named. Speed itself is never asserted.
+// freed, a memory limit is kept, and bad arguments are named. bp_bench_train: the steps it
+// takes, its counters, a refused step. Speed itself is never asserted.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -178,6 +179,81 @@ TEST_P(Bench, AMemoryLimitIsKept) {
     BPT_OK(bp_device_set_memory_limit(dev_.get(), 0));
 }
 
+// ---- bp_bench_train ----
+
+// A 4-8-3 classifier, Adam, and a batch of 16 for it (labels: bad_label in row 5 when >= 0).
+struct TrainSetup {
+    bpt::ModelPtr model;
+    bpt::OptimPtr opt;
+    bpt::TensorPtr x, y;
+    bp_loss_config loss = {BP_LOSS_CROSS_ENTROPY, 0.0f};
+
+    void make(bp_device *dev, int bad_label = -1) {
+        const int widths[] = {4, 8, 3};
+        bp_mlp_config mc = bp_mlp_config_default(2, widths);
+        mc.max_batch = 16;
+        bp_status st = BP_OK;
+        model.reset(bp_model_create(dev, &mc, &st));
+        ASSERT_TRUE(model) << bp_last_error();
+        bp_optim_config oc = bp_optim_config_default(BP_OPTIM_ADAM);
+        opt.reset(bp_optimizer_create(model.get(), &oc, &st));
+        ASSERT_TRUE(opt) << bp_last_error();
+        std::vector<float> hx(16 * 4);
+        std::vector<int32_t> labels(16);
+        for (size_t i = 0; i < hx.size(); ++i)
+            hx[i] = (float)((i * 7) % 11) / 11.0f - 0.5f;
+        for (int r = 0; r < 16; ++r)
+            labels[r] = r == 5 && bad_label >= 0 ? bad_label : r % 3;
+        bpt::upload_f32(dev, 16, 4, hx, &x);
+        bpt::upload_target(dev, BP_LOSS_CROSS_ENTROPY, 16, 3, {}, labels, &y);
+    }
+};
+
+TEST_P(Bench, TrainTimesStepsAndCountsTheDevicesWork) {
+    TrainSetup t;
+    ASSERT_NO_FATAL_FAILURE(t.make(dev_.get()));
+    bp_bench_options o = quick();
+    bp_bench_train_result r;
+    BPT_OK(bp_bench_train(t.model.get(), t.opt.get(), &t.loss, t.x.get(), t.y.get(), &o, &r));
+    EXPECT_EQ(r.samples, o.repeats);
+    EXPECT_GE(r.inner, 1);
+    EXPECT_LE(r.inner, o.max_inner);
+    for (const bp_bench_stats *s :
+         {&r.seconds, &r.forward_seconds, &r.backward_seconds, &r.update_seconds}) {
+        EXPECT_GT(s->min, 0.0);
+        EXPECT_LE(s->min, s->median);
+        EXPECT_LE(s->median, s->max);
+    }
+    EXPECT_DOUBLE_EQ(r.samples_per_second, 16.0 / r.seconds.median);
+    // The warm-up, the sizing step, the samples' steps and their parts' updates.
+    EXPECT_EQ(bp_optimizer_steps(t.opt.get()), o.warmup + 1 + 2 * o.repeats * r.inner);
+    // Each sample read its steps' results (that is its wait): none is left unread.
+    bp_step_totals left{};
+    BPT_OK(bp_train_results(t.opt.get(), 1, &left));
+    EXPECT_EQ(left.steps, 0);
+    if (bp_device_get_kind(dev_.get()) == BP_DEVICE_CUDA) {
+        EXPECT_GT(r.launches_per_step, 1.0); // a step is several kernels and GEMMs at least
+        // One wait per sample, none per step: the timed steps do not wait for the device.
+        EXPECT_GT(r.host_waits_per_step, 0.0);
+        EXPECT_LE(r.host_waits_per_step, 1.0 / r.inner + 1e-9);
+    } else {
+        EXPECT_EQ(r.launches_per_step, 0.0);
+        EXPECT_EQ(r.host_waits_per_step, 0.0);
+    }
+    for (double v : {r.launches_per_step, r.host_waits_per_step})
+        EXPECT_TRUE(std::isfinite(v));
+}
+
+// A refused step (a label outside the classes) fails the call with the step's status.
+TEST_P(Bench, TrainReportsARefusedStep) {
+    TrainSetup t;
+    ASSERT_NO_FATAL_FAILURE(t.make(dev_.get(), 7));
+    bp_bench_options o = quick();
+    bp_bench_train_result r;
+    EXPECT_FAILS(INVALID, "target row 5 holds a class outside [0, 3)",
+                 bp_bench_train(t.model.get(), t.opt.get(), &t.loss, t.x.get(), t.y.get(), &o, &r));
+}
+
 INSTANTIATE_TEST_SUITE_P(Backends, Bench, ::testing::ValuesIn(bpt::all_backends()),
                          [](const ::testing::TestParamInfo<std::string> &i) { return i.param; });
 
@@ -267,6 +343,30 @@ TEST(ApiContract, Bench) {
         EXPECT_FAILS(INVALID, "bp_bench_run", bp_bench_run(dev, &op, 1, &o, &r));
         EXPECT_ERROR_HAS(b.part);
     }
+}
+
+TEST(ApiContract, BenchTrain) {
+    bp_device *dev = bp_device_open("cpu", nullptr);
+    ASSERT_NE(dev, nullptr) << bp_last_error();
+    bpt::DeviceGuard guard{dev};
+    TrainSetup t;
+    ASSERT_NO_FATAL_FAILURE(t.make(dev));
+    bp_model *m = t.model.get();
+    bp_optimizer *o = t.opt.get();
+    const bp_tensor *x = t.x.get(), *y = t.y.get();
+    const bp_loss_config *l = &t.loss;
+    bp_bench_train_result r;
+    EXPECT_FAILS(INVALID, "model is NULL", bp_bench_train(nullptr, o, l, x, y, nullptr, &r));
+    EXPECT_FAILS(INVALID, "optimizer is NULL", bp_bench_train(m, nullptr, l, x, y, nullptr, &r));
+    EXPECT_FAILS(INVALID, "loss is NULL", bp_bench_train(m, o, nullptr, x, y, nullptr, &r));
+    EXPECT_FAILS(INVALID, "x is NULL", bp_bench_train(m, o, l, nullptr, y, nullptr, &r));
+    EXPECT_FAILS(INVALID, "target is NULL", bp_bench_train(m, o, l, x, nullptr, nullptr, &r));
+    EXPECT_FAILS(INVALID, "result is NULL", bp_bench_train(m, o, l, x, y, nullptr, nullptr));
+    bp_bench_options bad = bp_bench_options_default();
+    bad.repeats = 0;
+    EXPECT_FAILS(INVALID, "bp_bench_train: options.repeats is 0",
+                 bp_bench_train(m, o, l, x, y, &bad, &r));
+    EXPECT_EQ(bp_optimizer_steps(o), 0); // nothing ran
 }
 
 } // namespace

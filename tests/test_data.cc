@@ -1162,6 +1162,171 @@ TEST_F(OpenData, ACsvAsWideAsTheInputsHasNoTargets) {
     EXPECT_EQ(r.targets_ignored, 1);
 }
 
+// A CSV of one feature and these labels, one per row.
+std::string labels_csv(const std::vector<std::string> &labels) {
+    std::string s = "x,label\n";
+    for (size_t i = 0; i < labels.size(); ++i)
+        s += std::to_string(i) + "," + labels[i] + "\n";
+    return s;
+}
+
+TEST_F(OpenData, ReportsTheLabelsItRead) {
+    const std::string p = dir.file("l.csv");
+    write_file(p, labels_csv({"1", "4", "1", "4", "0"}));
+    bp_status st;
+    bp_open_report r;
+    DatasetPtr d = open(p, bp_open_options_default(), &r, &st);
+    ASSERT_NE(d, nullptr) << bp_last_error();
+    EXPECT_EQ(r.distinct_labels, 3);
+    EXPECT_EQ(r.top_label_row, 2); // the first 4
+    bp_open_options o = bp_open_options_default();
+    o.csv.target_kind = BP_CSV_VALUES;
+    d = open(p, o, &r, &st);
+    ASSERT_NE(d, nullptr) << bp_last_error();
+    EXPECT_EQ(r.distinct_labels, 0);
+    EXPECT_EQ(r.top_label_row, 0);
+}
+
+TEST_F(OpenData, ALabelPastMaxClassesIsNamedByFileRowAndLabel) {
+    const std::string p = dir.file("l.csv");
+    write_file(p, labels_csv({"0", "1", "2", "5", "7"}));
+    bp_open_options o = bp_open_options_default();
+    o.max_classes = 3;
+    bp_status st;
+    bp_open_report r;
+    DatasetPtr d = open(p, o, &r, &st);
+    EXPECT_EQ(d, nullptr);
+    EXPECT_EQ(st, BP_ERR_INVALID_ARGUMENT);
+    EXPECT_EQ(r.hint, BP_HINT_CLASSES);
+    EXPECT_THAT(bp_last_error(),
+                HasSubstr("'" + p + "': row 4 has label 5, outside the 3 classes (labels 0 to 2)"));
+    o.max_classes = 8;
+    d = open(p, o, &r, &st);
+    ASSERT_NE(d, nullptr) << bp_last_error();
+    EXPECT_EQ(bp_dataset_classes(d.get()), 8); // the loader's count: 1 + the largest label
+    EXPECT_EQ(r.hint, BP_HINT_NONE);
+
+    // NPY labels, and class names past the names a caller gives.
+    const std::string x = dir.file("x.npy"), y = dir.file("y.npy");
+    write_npy_pair(x, y); // labels 2, 0, 1, 2
+    o = bp_open_options_default();
+    o.targets_path = y.c_str();
+    o.max_classes = 2;
+    d = open(x, o, &r, &st);
+    EXPECT_EQ(d, nullptr);
+    EXPECT_THAT(bp_last_error(), HasSubstr("'" + x + "': row 1 has label 2, outside the 2"));
+    write_file(p, labels_csv({"cat", "dog", "emu"}));
+    const char *const known[] = {"dog", "cat"};
+    o = bp_open_options_default();
+    o.csv.class_names = known;
+    o.csv.n_class_names = 2;
+    o.max_classes = 2;
+    d = open(p, o, &r, &st);
+    EXPECT_EQ(d, nullptr);
+    EXPECT_EQ(r.hint, BP_HINT_CLASSES);
+    EXPECT_THAT(bp_last_error(),
+                HasSubstr("row 3 has class 'emu', which is not one of the 2 classes (dog, cat)"));
+}
+
+TEST_F(OpenData, CheckClassesNamesTheRowAndTheLabel) {
+    const std::string p = dir.file("l.csv");
+    write_file(p, labels_csv({"0", "2", "1", "3"}));
+    bp_status st;
+    bp_open_report r;
+    DatasetPtr d = open(p, bp_open_options_default(), &r, &st);
+    ASSERT_NE(d, nullptr) << bp_last_error();
+    EXPECT_EQ(BP_OK, bp_dataset_check_classes(d.get(), 4, "l.csv"));
+    EXPECT_EQ(BP_ERR_INVALID_ARGUMENT, bp_dataset_check_classes(d.get(), 3, "l.csv"));
+    EXPECT_THAT(bp_last_error(), HasSubstr("bp_dataset_check_classes: 'l.csv': row 4 has label 3, "
+                                           "outside the 3 classes (labels 0 to 2)"));
+    EXPECT_EQ(BP_ERR_INVALID_ARGUMENT, bp_dataset_check_classes(d.get(), 2, nullptr));
+    EXPECT_THAT(bp_last_error(), HasSubstr("'the dataset': row 2 has label 2"));
+    EXPECT_EQ(BP_ERR_INVALID_ARGUMENT, bp_dataset_check_classes(d.get(), 0, "l.csv"));
+    EXPECT_THAT(bp_last_error(), HasSubstr("classes is 0, expected >= 1"));
+    EXPECT_EQ(BP_ERR_INVALID_ARGUMENT, bp_dataset_check_classes(nullptr, 3, "l.csv"));
+    EXPECT_THAT(bp_last_error(), HasSubstr("bp_dataset_check_classes: dataset is NULL"));
+    bp_open_options o = bp_open_options_default();
+    o.csv.target_kind = BP_CSV_VALUES; // values: no classes to be outside of
+    d = open(p, o, &r, &st);
+    ASSERT_NE(d, nullptr) << bp_last_error();
+    EXPECT_EQ(BP_OK, bp_dataset_check_classes(d.get(), 1, "l.csv"));
+    // Names: the first of the classes' names, "..." past eight.
+    std::vector<std::string> names;
+    for (char c = 'a'; c <= 'k'; ++c)
+        names.push_back(std::string(1, c));
+    write_file(p, labels_csv(names));
+    d = open(p, bp_open_options_default(), &r, &st);
+    ASSERT_NE(d, nullptr) << bp_last_error();
+    EXPECT_EQ(BP_ERR_INVALID_ARGUMENT, bp_dataset_check_classes(d.get(), 10, "l.csv"));
+    EXPECT_THAT(bp_last_error(), HasSubstr("row 11 has class 'k', which is not one of the 10 "
+                                           "classes (a, b, c, d, e, f, g, h, ...)"));
+}
+
+TEST_F(OpenData, ALikelyTypoInALabelIsRefused) {
+    std::vector<std::string> labels;
+    for (int i = 0; i < 300; ++i)
+        labels.push_back(std::to_string(i % 3));
+    labels[56] = "1000000";
+    const std::string p = dir.file("typo.csv");
+    write_file(p, labels_csv(labels));
+    bp_status st;
+    bp_open_report r;
+    DatasetPtr d = open(p, bp_open_options_default(), &r, &st);
+    EXPECT_EQ(d, nullptr);
+    EXPECT_EQ(st, BP_ERR_INVALID_ARGUMENT);
+    EXPECT_EQ(r.hint, BP_HINT_CLASS_COUNT);
+    EXPECT_EQ(r.top_label_row, 57);
+    EXPECT_THAT(bp_last_error(), HasSubstr("'" + p +
+                                           "': row 57 has label 1000000, which makes 1000001 "
+                                           "classes, but only 4 distinct labels appear"));
+    bp_open_options o = bp_open_options_default();
+    o.max_classes = 1000001; // the caller means it
+    d = open(p, o, &r, &st);
+    ASSERT_NE(d, nullptr) << bp_last_error();
+    EXPECT_EQ(bp_dataset_classes(d.get()), 1000001);
+    // 1000 classes are not suspect, nor are 1001 of which a quarter appear.
+    labels[56] = "999";
+    write_file(p, labels_csv(labels));
+    d = open(p, bp_open_options_default(), &r, &st);
+    EXPECT_NE(d, nullptr) << bp_last_error();
+    labels.clear();
+    for (int i = 0; i < 251; ++i)
+        labels.push_back(std::to_string(i * 4));
+    write_file(p, labels_csv(labels)); // 1001 classes, 251 distinct
+    d = open(p, bp_open_options_default(), &r, &st);
+    EXPECT_NE(d, nullptr) << bp_last_error();
+    labels.pop_back();
+    labels.push_back("1000");
+    labels.push_back("1000");
+    labels[0] = "4"; // 250 distinct: under a quarter
+    write_file(p, labels_csv(labels));
+    d = open(p, bp_open_options_default(), &r, &st);
+    EXPECT_EQ(d, nullptr);
+    EXPECT_EQ(r.hint, BP_HINT_CLASS_COUNT);
+}
+
+TEST_F(OpenData, AColumnOfIdentifiersIsRefused) {
+    std::vector<std::string> labels;
+    for (int i = 0; i < 1001; ++i)
+        labels.push_back("id" + std::to_string(i));
+    const std::string p = dir.file("ids.csv");
+    write_file(p, labels_csv(labels));
+    bp_status st;
+    bp_open_report r;
+    DatasetPtr d = open(p, bp_open_options_default(), &r, &st);
+    EXPECT_EQ(d, nullptr);
+    EXPECT_EQ(r.hint, BP_HINT_IDENTIFIERS);
+    EXPECT_THAT(bp_last_error(), HasSubstr("'" + p +
+                                           "': the target column holds 1001 distinct names in "
+                                           "1001 rows: a column of identifiers"));
+    for (int i = 0; i < 1001; ++i)
+        labels.push_back(labels[(size_t)i]); // each name twice: classes
+    write_file(p, labels_csv(labels));
+    d = open(p, bp_open_options_default(), &r, &st);
+    ASSERT_NE(d, nullptr) << bp_last_error();
+    EXPECT_EQ(r.distinct_labels, 1001);
+}
+
 TEST_F(OpenData, BinaryThatIsNoFormatIsNamed) {
     const std::string p = dir.file("blob");
     write_file(p, std::string("\x7f"
@@ -1187,6 +1352,7 @@ TEST(ApiContract, DatasetOpen) {
     EXPECT_EQ(o.csv.target_kind, BP_CSV_CLASS_AUTO);
     EXPECT_EQ(o.csv.delimiter, ',');
     EXPECT_EQ(o.inputs, 0);
+    EXPECT_EQ(o.max_classes, 0);
     const std::string absent = dir.file("absent.csv");
     struct Case {
         const char *path;
@@ -1202,6 +1368,8 @@ TEST(ApiContract, DatasetOpen) {
          "options.target_kind"},
         {"x", [](bp_open_options *p) { p->inputs = -1; }, BP_ERR_INVALID_ARGUMENT,
          "options.inputs is -1"},
+        {"x", [](bp_open_options *p) { p->max_classes = -1; }, BP_ERR_INVALID_ARGUMENT,
+         "options.max_classes is -1"},
         {"-", [](bp_open_options *p) { p->targets_path = "-"; }, BP_ERR_INVALID_ARGUMENT,
          "both standard input"},
         {absent.c_str(), nullptr, BP_ERR_IO, "No such file"},

@@ -80,8 +80,9 @@ TEST(EnumNames, Data) {
                {"none", "minmax", "standard", "global"});
     check_pair(bp_data_format_name, bp_data_format_parse, "bp_data_format_parse",
                {"auto", "csv", "npy", "idx"});
-    check_pair(bp_data_hint_name, bp_data_hint_parse, "bp_data_hint_parse",
-               {"none", "delimiter", "values", "class_names"});
+    check_pair(
+        bp_data_hint_name, bp_data_hint_parse, "bp_data_hint_parse",
+        {"none", "delimiter", "values", "class_names", "classes", "class_count", "identifiers"});
 }
 
 TEST(EnumNames, Bench) {

@@ -7,7 +7,7 @@
  * softmax do real work). A sample runs the list `inner` times and waits for the device; the
  * result is the time of one run of the list, as the median and quartiles over the samples, with
  * the napkin math to compare it to a limit: the FLOPs of its matrix products and the least bytes
- * it must move. A whole training step is timed with bp_train_step (train.h) instead.
+ * it must move. bp_bench_train times a whole training step (train.h) the same way.
  *
  * Lifetime: nothing is kept; the operands are freed before the call returns (they count in
  * bp_device_get_stats while it runs, and against a memory limit).
@@ -20,6 +20,7 @@
 #include "device.h"
 #include "model.h"
 #include "optim.h"
+#include "train.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -98,6 +99,36 @@ typedef struct bp_bench_result {
  * is asserted about speed: the numbers are what this device did now. */
 BP_API bp_status bp_bench_run(bp_device *device, const bp_bench_op *ops, int n_ops,
                               const bp_bench_options *options, bp_bench_result *result);
+
+/* ---- a whole training step ---- */
+
+typedef struct bp_bench_train_result {
+    bp_bench_stats seconds; /* one step, over the samples */
+    /* The same step in parts, each timed up to the device finishing it: forward and loss,
+     * zero_grad and backward, the optimizer's update (its gradient norm included). They wait
+     * for the device where the step does not, so they add up to more than a step. */
+    bp_bench_stats forward_seconds, backward_seconds, update_seconds;
+    int samples;               /* = repeats */
+    int inner;                 /* steps in each sample */
+    double samples_per_second; /* x's rows over the median step */
+    /* bp_device_get_counters over the timed steps (the sample-sizing one and the samples),
+     * per step: the work queued, and the waits for the device, the one wait at the end of
+     * each sample included (1 / inner per step). 0 on the CPU, which counts none. */
+    double launches_per_step, host_waits_per_step;
+} bp_bench_train_result;
+
+/* Times bp_train_step(model, optimizer, loss, x, target) as a training loop runs it, with
+ * options (NULL: the defaults; min_sample_seconds and max_inner size the samples in steps): the
+ * warm-up steps, then samples of `inner` steps queued without waiting (loss_value NULL), each
+ * ended by bp_train_results waiting for them and checking that the device ran them all, so a
+ * sample's time is the device's work. Then the parts (see above), `inner` of each per sample.
+ * Every step trains: the model and the optimizer move on (warmup + 1 + 2 * repeats * inner
+ * updates). A NULL argument or an option out of range is BP_ERR_INVALID_ARGUMENT naming it; a
+ * refused step fails the call with its status (train.h). */
+BP_API bp_status bp_bench_train(bp_model *model, bp_optimizer *optimizer,
+                                const bp_loss_config *loss, const bp_tensor *x,
+                                const bp_tensor *target, const bp_bench_options *options,
+                                bp_bench_train_result *result);
 
 #ifdef __cplusplus
 }

@@ -130,15 +130,20 @@ BP_API bp_status bp_data_format_parse(const char *text, bp_data_format *out);
 /* What a failed open most likely means, beyond its message (which says it too). */
 typedef enum bp_data_hint {
     BP_HINT_NONE = 0,
-    BP_HINT_DELIMITER = 1,  /* a CSV whose first line has none of the delimiter but another
-                               common one (report.delimiter): the delimiter is wrong */
-    BP_HINT_VALUES = 2,     /* class labels were asked for, and the targets read as values:
-                               they are regression targets (BP_CSV_VALUES, BP_TARGET_VALUES) */
-    BP_HINT_CLASS_NAMES = 3 /* BP_CSV_CLASS_AUTO met labels that mix numbers and names; they
-                               read as names (BP_CSV_CLASS_NAME) */
+    BP_HINT_DELIMITER = 1,   /* a CSV whose first line has none of the delimiter but another
+                                common one (report.delimiter): the delimiter is wrong */
+    BP_HINT_VALUES = 2,      /* class labels were asked for, and the targets read as values:
+                                they are regression targets (BP_CSV_VALUES, BP_TARGET_VALUES) */
+    BP_HINT_CLASS_NAMES = 3, /* BP_CSV_CLASS_AUTO met labels that mix numbers and names; they
+                                read as names (BP_CSV_CLASS_NAME) */
+    BP_HINT_CLASSES = 4,     /* a label outside options.max_classes */
+    BP_HINT_CLASS_COUNT = 5, /* max_classes 0: the largest label makes over 1000 classes, few of
+                                which appear: a typo? (a max_classes that holds it reads them) */
+    BP_HINT_IDENTIFIERS = 6  /* max_classes 0: over 1000 class names in under twice as many
+                                rows: a column of identifiers, not labels? */
 } bp_data_hint;
 
-/* "none", "delimiter", "values", "class_names". */
+/* "none", "delimiter", "values", "class_names", "classes", "class_count", "identifiers". */
 BP_API const char *bp_data_hint_name(bp_data_hint hint);
 BP_API bp_status bp_data_hint_parse(const char *text, bp_data_hint *out);
 
@@ -154,10 +159,20 @@ typedef struct bp_open_options {
      * then holds features alone and is read as BP_CSV_NO_TARGETS (data to predict from);
      * naming target columns for it (csv.targets) is BP_ERR_INVALID_ARGUMENT. */
     int inputs;
+    /* Class labels (every format). > 0: the classes the data is for (a model's outputs, a
+     * count the caller fixes): a label at or past it (a name past class_names) is
+     * BP_ERR_INVALID_ARGUMENT naming the file, the row and the label or name (hint
+     * BP_HINT_CLASSES). 0: the data's own; then index labels whose largest makes over 1000
+     * classes though fewer than a quarter of them appear, and over 1000 class names in fewer
+     * than twice as many rows, are refused naming the file and the row of the largest label,
+     * as BP_HINT_CLASS_COUNT and BP_HINT_IDENTIFIERS (one-hot targets are not checked). The
+     * dataset's classes are the loader's either way. */
+    int max_classes;
 } bp_open_options;
 
 /* format AUTO, no targets file, target_kind BP_TARGET_CLASS, csv = bp_csv_options_default()
- * with target_kind BP_CSV_CLASS_AUTO (indices or names, whichever the labels are), inputs 0. */
+ * with target_kind BP_CSV_CLASS_AUTO (indices or names, whichever the labels are), inputs 0,
+ * max_classes 0. */
 BP_API bp_open_options bp_open_options_default(void);
 
 /* What bp_dataset_open found, filled on success and on failure as far as it got. */
@@ -170,6 +185,9 @@ typedef struct bp_open_report {
     int targets_ignored;   /* 1: targets_path was given for a CSV, which holds its own */
     bp_data_hint hint;     /* on failure: see bp_data_hint */
     char delimiter;        /* BP_HINT_DELIMITER: the delimiter the first line has */
+    /* Class labels, once read: how many distinct ones appear (1: nothing to learn), and the
+     * row (1-based, in file order) of the first largest; 0 for other targets. */
+    int64_t distinct_labels, top_label_row;
 } bp_open_report;
 
 /* A dataset from path ("-": standard input, read once) by its content, not its name: gzip is
@@ -186,6 +204,13 @@ typedef struct bp_open_report {
  * on failure. */
 BP_API bp_dataset *bp_dataset_open(const char *path, const bp_open_options *options,
                                    bp_open_report *report, bp_status *status);
+
+/* Checks that every class label of dataset is one of `classes` (>= 1) classes, as a model with
+ * that many outputs needs (data of other targets passes): BP_ERR_INVALID_ARGUMENT naming name
+ * (the data's file, for the message; NULL: "the dataset"), the first row outside (1-based) and
+ * its label, or its class name with the classes' first names. bp_dataset_open's max_classes
+ * makes the same check as it reads. */
+BP_API bp_status bp_dataset_check_classes(const bp_dataset *dataset, int classes, const char *name);
 
 /* Writes an array as a NumPy .npy file (format 1.0, C order, little-endian): dtype BP_F32
  * ('<f4') or BP_I32 ('<i4'), ndim 1..32 sizes in shape (each >= 0), the elements of data in C

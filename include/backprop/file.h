@@ -45,7 +45,19 @@ BP_API bp_status bp_file_commit(bp_file *file);
 /* Drops the new file and releases the handle; the target is untouched. Accepts NULL. */
 BP_API void bp_file_abort(bp_file *file);
 
-/* For checking an output before work starts (bp_file_open then tells the rest): */
+/* Checks before work starts that path can be written as bp_file_open and bp_file_commit write
+ * it, so a program that would fail at its first save fails before its work: the target (links
+ * followed, as above) is a regular file or nothing, its folder exists, and a file of its
+ * temporary name, with the owner and group of the file it replaces, can be created there (and
+ * is removed again): that proves the folder writable, the filesystem not read-only and the
+ * name short enough with its suffix. BP_ERR_INVALID_ARGUMENT when path cannot name an output
+ * (NULL or empty; a folder, or a name ending in '/', "." or ".."; a device, FIFO or socket),
+ * BP_ERR_IO when the place refuses it (no such folder, no permission, /proc, a name too long); the
+ * message names the path, and the folder where it is the cause. A full disk is found only by
+ * writing. */
+BP_API bp_status bp_file_check(const char *path);
+
+/* For wording one's own check (bp_file_open and bp_file_check tell the rest): */
 
 /* The file a write to path lands on, symlinks followed (a dangling link gives the file it would
  * create), malloc'd (release with free). NULL with BP_ERR_IO for a link into /proc, a loop or an

@@ -2,11 +2,10 @@
  *
  * The device limits are measured in the same run (the BLAS/cuBLAS sgemm rate at 2048^3 and a
  * large device-to-device copy), so "% of limit" compares like with like on a loaded machine.
- * Ops are timed alone by bp_bench_run (bench.h), training steps through bp_train_step: the
+ * Ops are timed alone by bp_bench_run (bench.h), training steps by bp_bench_train: the
  * command uses the public API only. */
 #define _POSIX_C_SOURCE 200809L
 #include <errno.h>
-#include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -29,25 +28,6 @@ typedef struct bench_opts {
 
 /* One measured row: seconds over the repeats. */
 typedef bp_bench_stats sample_stats;
-
-static int cmp_double(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
-}
-
-static double quantile(const double *sorted, int n, double q) {
-    double pos = q * (n - 1);
-    int lo = (int)pos;
-    int hi = lo + 1 < n ? lo + 1 : lo;
-    return sorted[lo] + (pos - lo) * (sorted[hi] - sorted[lo]);
-}
-
-static sample_stats summarize(double *t, int n) {
-    qsort(t, (size_t)n, sizeof *t, cmp_double);
-    sample_stats s = {quantile(t, n, 0.5), t[0], t[n - 1], quantile(t, n, 0.25),
-                      quantile(t, n, 0.75)};
-    return s;
-}
 
 /* "backprop bench: WHAT: <the library's detail>"; returns CLI_EXIT_FAIL. */
 static int bench_fail(const char *what) {
@@ -416,7 +396,6 @@ static int bench_e2e(bp_device *shared, const bench_opts *o, const e2e_config *c
     size_t nx = (size_t)c->batch * (size_t)in;
     float *hx = y ? malloc(nx * sizeof(float)) : NULL;
     int32_t *hy = hx ? malloc((size_t)c->batch * sizeof(int32_t)) : NULL;
-    double *tt = NULL;
     if (!hy) {
         if (m && opt && x && y)
             bench_fail("out of memory");
@@ -436,70 +415,20 @@ static int bench_e2e(bp_device *shared, const bench_opts *o, const e2e_config *c
         bench_fail(c->name);
         goto done;
     }
-    int warm = o->warmup, reps = o->repeats;
-    tt = malloc(4 * (size_t)reps * sizeof *tt);
-    if (!tt) goto done;
-    double *t_step = tt, *t_fwd = tt + reps, *t_bwd = tt + 2 * reps, *t_upd = tt + 3 * reps;
-    /* Whole steps through bp_train_step (the API a training loop calls). A sample is `inner`
-     * steps, enough to last min_sample seconds: one small step is within timer and scheduler
-     * noise. */
-    double min_sample = o->quick ? 0.02 : 0.2;
-    int inner = 1;
-    for (int r = 0; r < warm + 1; ++r) {
-        double t0 = cli_now();
-        st = bp_train_step(m, opt, &loss, x, y, NULL);
-        if (st == BP_OK) st = bp_device_synchronize(dev);
-        if (st != BP_OK) {
-            bench_fail(c->name);
-            goto done;
-        }
-        double one = cli_now() - t0;
-        inner = one > 0 ? (int)ceil(min_sample / one) : 1000;
-        inner = inner < 1 ? 1 : inner > 1000 ? 1000 : inner;
+    /* A sample lasts min_sample seconds: one small step is within timer and scheduler noise. */
+    bp_bench_options bo = {o->warmup, o->repeats, o->quick ? 0.02 : 0.2, 1000};
+    bp_bench_train_result tr;
+    if (bp_bench_train(m, opt, &loss, x, y, &bo, &tr) != BP_OK) {
+        bench_fail(c->name);
+        goto done;
     }
-    for (int r = 0; r < reps; ++r) {
-        double t0 = cli_now();
-        for (int i = 0; i < inner && st == BP_OK; ++i)
-            st = bp_train_step(m, opt, &loss, x, y, NULL);
-        if (st == BP_OK) st = bp_device_synchronize(dev);
-        if (st != BP_OK) {
-            bench_fail(c->name);
-            goto done;
-        }
-        t_step[r] = (cli_now() - t0) / inner;
-    }
-    /* The same step in parts: forward + loss, zero_grad + backward, grad norm + update. */
-    for (int r = 0; r < reps; ++r) {
-        t_fwd[r] = t_bwd[r] = t_upd[r] = 0;
-        for (int i = 0; i < inner; ++i) {
-            double t0 = cli_now();
-            st = bp_model_forward(m, x, BP_MODE_TRAINING, NULL);
-            if (st == BP_OK) st = bp_model_loss(m, &loss, y, NULL);
-            if (st == BP_OK) st = bp_device_synchronize(dev);
-            double t1 = cli_now();
-            if (st == BP_OK) st = bp_model_zero_grad(m);
-            if (st == BP_OK) st = bp_model_backward(m, NULL);
-            if (st == BP_OK) st = bp_device_synchronize(dev);
-            double t2 = cli_now();
-            if (st == BP_OK) st = bp_optimizer_step(opt);
-            if (st == BP_OK) st = bp_device_synchronize(dev);
-            double t3 = cli_now();
-            if (st != BP_OK) {
-                bench_fail(c->name);
-                goto done;
-            }
-            t_fwd[r] += (t1 - t0) / inner;
-            t_bwd[r] += (t2 - t1) / inner;
-            t_upd[r] += (t3 - t2) / inner;
-        }
-    }
-    sample_stats ss = summarize(t_step, reps), sf = summarize(t_fwd, reps),
-                 sb = summarize(t_bwd, reps), su = summarize(t_upd, reps);
+    const sample_stats ss = tr.seconds;
+    int graph = bp_device_get_kind(dev) == BP_DEVICE_CUDA && bp_device_get_options(dev).graphs;
     bp_device_stats ds;
     bp_device_get_stats(dev, &ds);
     long hwm_kb = proc_status_kb("VmHWM");
     double flops = step_flops(c), bytes = step_bytes(c), p = n_params(c);
-    double sps = c->batch / ss.median, gf = flops / ss.median;
+    double sps = tr.samples_per_second, gf = flops / ss.median;
     /* The step cannot beat its GEMMs at the sgemm rate plus its bytes at copy bandwidth. */
     double t_lim = (lim->gemm_flops > 0 ? flops / lim->gemm_flops : 0) +
                    (lim->bandwidth > 0 ? bytes / lim->bandwidth : 0);
@@ -511,14 +440,18 @@ static int bench_e2e(bp_device *shared, const bench_opts *o, const e2e_config *c
            optim_name(c->opt), pn, p);
     printf("     step %.3f ms (min %.3f, max %.3f, IQR %.3f-%.3f; %d samples of %d steps): %.0f "
            "samples/s, %.2f GFLOP/s = %.1f%% of sgemm limit\n",
-           ss.median * 1e3, ss.min * 1e3, ss.max * 1e3, ss.q1 * 1e3, ss.q3 * 1e3, reps, inner, sps,
-           gf / 1e9, lim->gemm_flops > 0 ? 100.0 * gf / lim->gemm_flops : 0.0);
+           ss.median * 1e3, ss.min * 1e3, ss.max * 1e3, ss.q1 * 1e3, ss.q3 * 1e3, tr.samples,
+           tr.inner, sps, gf / 1e9, lim->gemm_flops > 0 ? 100.0 * gf / lim->gemm_flops : 0.0);
     if (step_gemm_rate > 0)
         printf("     %.1f%% of the %s GEMMs' rate at the step's own shapes (their time alone: "
                "%.4g ms)\n",
                100.0 * gf / step_gemm_rate, pn, flops / step_gemm_rate * 1e3);
     printf("     parts (median ms): forward+loss %.3f, zero_grad+backward %.3f, norm+update %.3f\n",
-           sf.median * 1e3, sb.median * 1e3, su.median * 1e3);
+           tr.forward_seconds.median * 1e3, tr.backward_seconds.median * 1e3,
+           tr.update_seconds.median * 1e3);
+    printf("     device: %.1f launches and %.2f host waits per step (bp_device_get_counters), CUDA "
+           "graphs %s\n",
+           tr.launches_per_step, tr.host_waits_per_step, graph ? "on" : "off");
     printf("     napkin: %.4g GFLOP/step (6*B*sum(in*out) - 2*B*in0*out0), >= %.4g MB/step; "
            "limit time %.3f ms = %.1f%% of measured\n",
            flops / 1e9, bytes / 1e6, t_lim * 1e3, 100.0 * t_lim / ss.median);
@@ -533,19 +466,20 @@ static int bench_e2e(bp_device *shared, const bench_opts *o, const e2e_config *c
              "\"samples_per_s\": %.3f, \"gflops\": %.4f, \"fraction_of_sgemm\": %.4f, "
              "\"fraction_of_step_shape_gemm\": %.4f, "
              "\"limit_seconds\": %.6e, \"device_peak_bytes\": %zu, \"process_hwm_delta_kib\": "
-             "%ld, \"warmup\": %d, \"repeats\": %d, \"steps_per_sample\": %d",
+             "%ld, \"warmup\": %d, \"repeats\": %d, \"steps_per_sample\": %d, "
+             "\"launches_per_step\": %.4f, \"host_syncs_per_step\": %.4f, \"graph\": %s",
              c->name, pn, layers, c->batch, optim_name(c->opt), p, flops, bytes, sps, gf / 1e9,
              lim->gemm_flops > 0 ? gf / lim->gemm_flops : 0.0,
              step_gemm_rate > 0 ? gf / step_gemm_rate : 0.0, t_lim,
              ds.peak_bytes - ds0.bytes_in_use, base_kb >= 0 && hwm_kb >= 0 ? hwm_kb - base_kb : -1L,
-             warm, reps, inner);
+             o->warmup, tr.samples, tr.inner, tr.launches_per_step, tr.host_waits_per_step,
+             graph ? "true" : "false");
     json_stats("step_seconds", &ss);
-    json_stats("forward_seconds", &sf);
-    json_stats("backward_seconds", &sb);
-    json_stats("update_seconds", &su);
+    json_stats("forward_seconds", &tr.forward_seconds);
+    json_stats("backward_seconds", &tr.backward_seconds);
+    json_stats("update_seconds", &tr.update_seconds);
     rc = 0;
 done:
-    free(tt);
     free(hx);
     free(hy);
     bp_tensor_free(x);

@@ -24,6 +24,7 @@ int cli_check_writable(int cmd, const char *flag, const char *path);
 void cli_folder_of(const char *path, char *buf, size_t size);
 
 /* ---- data.c ---- */
+#define CLI_MAX_CLASSES (1 << 24) /* the most classes a model may have (--classes' bound) */
 typedef struct cli_data {
     bp_dataset *train, *val, *test;
     char train_name[512], test_name[512]; /* for messages */

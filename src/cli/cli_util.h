@@ -28,6 +28,8 @@ const char *cli_plural(long long n, const char *one, const char *many);
 /* Comma-separated %.9g floats, malloc'd; and back (returns the count or -1). */
 char *cli_format_floats(const float *v, size_t n);
 long cli_parse_floats(const char *s, float *out, size_t cap);
+/* FNV-1a 64 of n bytes, continuing from h (CLI_FNV_BASIS to start). */
+#define CLI_FNV_BASIS 0xcbf29ce484222325ull
 uint64_t cli_fnv1a(uint64_t h, const void *data, size_t n);
 
 /* Where the human output of train, eval and info goes: stdout, or stderr under --json (then

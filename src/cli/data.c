@@ -53,21 +53,6 @@ static int check_named(int cmd, const cli_options *o) {
     return CLI_EXIT_USAGE;
 }
 
-static bp_dataset *load_idx(int cmd, const char *images, const char *labels, int *rc) {
-    bp_status st;
-    bp_dataset *ds = bp_dataset_load_idx(images, labels, &st);
-    if (!ds) *rc = cli_lib_fail(cmd, "");
-    return ds;
-}
-
-static bp_dataset *load_named(int cmd, const cli_options *o, int test, int *rc) {
-    char images[1024], labels[1024];
-    if ((*rc = check_named(cmd, o)) != 0) return NULL;
-    if ((*rc = named_file(cmd, o, test ? 2 : 0, images, sizeof images)) != 0) return NULL;
-    if ((*rc = named_file(cmd, o, test ? 3 : 1, labels, sizeof labels)) != 0) return NULL;
-    return load_idx(cmd, images, labels, rc);
-}
-
 /* How a delimiter is given on the command line. */
 static const char *delimiter_flag(char c) {
     static char buf[4];
@@ -85,6 +70,9 @@ typedef struct load_ctx {
     const cli_names *known; /* class names the model has, or none */
     int model_inputs;       /* the model's input width (eval, predict), else 0 */
     int unlabeled;          /* predict: a file of model_inputs columns has no targets */
+    int max_classes;        /* bp_open_options.max_classes */
+    const char *whose;      /* what fixes max_classes, for messages */
+    bp_open_report *report; /* of the last open */
 } load_ctx;
 
 static int is_stdin(const char *path) {
@@ -128,9 +116,19 @@ static int no_target_column(const load_ctx *lc, const char *flag, const char *pa
 
 /* A failed open: the library's message, with the flag that fixes what its second reading
  * found. */
-static int open_failed(int cmd, const bp_open_report *r) {
+static int open_failed(const load_ctx *lc, const bp_open_report *r) {
     const char *why = bp_last_error();
-    if (r->hint == BP_HINT_VALUES)
+    int cmd = lc->cmd;
+    if (r->hint == BP_HINT_CLASSES)
+        cli_usage_error(cmd, "%s: %s", why, lc->whose);
+    else if (r->hint == BP_HINT_CLASS_COUNT)
+        cli_usage_error(cmd,
+                        "%s (to train that many classes anyway give --classes with that count; "
+                        "for values, --loss mse)",
+                        why);
+    else if (r->hint == BP_HINT_IDENTIFIERS)
+        cli_usage_error(cmd, "%s (--target-column names the label column)", why);
+    else if (r->hint == BP_HINT_VALUES)
         cli_usage_error(cmd, "%s: give --loss mse (or --target-kind values)", why);
     else if (r->hint == BP_HINT_CLASS_NAMES)
         cli_usage_error(cmd, "%s: give --target-kind names", why);
@@ -153,6 +151,7 @@ static int open_options(const load_ctx *lc, const char *path, const char *target
     oo->targets_path = targets[0] ? targets : NULL;
     oo->target_kind = lc->values ? BP_TARGET_VALUES : BP_TARGET_CLASS;
     oo->inputs = lc->model_inputs;
+    oo->max_classes = lc->max_classes;
     oo->csv.header = o->header;
     oo->csv.targets = o->target_column[0] ? o->target_column : NULL;
     oo->csv.target_kind = label_kind(lc);
@@ -188,11 +187,11 @@ static bp_dataset *load_file(const load_ctx *lc, const char *flag, const char *p
     int npy = cli_has_ext(path, ".npy");
     if (npy && targets[0] && (*rc = readable(cmd, tflag, targets)) != 0) return NULL;
     if ((*rc = open_options(lc, path, targets, &oo)) != 0) return NULL;
-    bp_open_report r;
-    bp_dataset *ds = bp_dataset_open(path, &oo, &r, NULL);
-    if (r.targets_ignored) cli_warn(cmd, "%s is ignored: %s is CSV", tflag, path);
-    int cols = r.format == BP_FORMAT_CSV && lc->model_inputs == r.columns ? r.columns : 0;
-    if ((ds && r.no_targets && !lc->unlabeled) || (!ds && cols && oo.csv.targets)) {
+    const bp_open_report *r = lc->report;
+    bp_dataset *ds = bp_dataset_open(path, &oo, lc->report, NULL);
+    if (r->targets_ignored) cli_warn(cmd, "%s is ignored: %s is CSV", tflag, path);
+    int cols = r->format == BP_FORMAT_CSV && lc->model_inputs == r->columns ? r->columns : 0;
+    if ((ds && r->no_targets && !lc->unlabeled) || (!ds && cols && oo.csv.targets)) {
         bp_dataset_free(ds);
         const char *shown = is_stdin(path) ? "standard input" : path;
         if (cols) return *rc = no_target_column(lc, flag, shown, cols), NULL;
@@ -200,8 +199,28 @@ static bp_dataset *load_file(const load_ctx *lc, const char *flag, const char *p
                         shown, tflag);
         return *rc = CLI_EXIT_USAGE, NULL;
     }
-    if (!ds) *rc = open_failed(cmd, &r);
+    if (!ds) *rc = open_failed(lc, r);
     return ds;
+}
+
+/* An IDX pair (images, labels): through bp_dataset_open, which checks the labels. */
+static bp_dataset *load_idx(const load_ctx *lc, const char *images, const char *labels, int *rc) {
+    bp_open_options oo = bp_open_options_default();
+    oo.format = BP_FORMAT_IDX;
+    oo.targets_path = labels;
+    oo.max_classes = lc->max_classes;
+    bp_dataset *ds = bp_dataset_open(images, &oo, lc->report, NULL);
+    if (!ds) *rc = open_failed(lc, lc->report);
+    return ds;
+}
+
+static bp_dataset *load_named(const load_ctx *lc, int test, int *rc) {
+    char images[1024], labels[1024];
+    int cmd = lc->cmd;
+    if ((*rc = check_named(cmd, lc->o)) != 0) return NULL;
+    if ((*rc = named_file(cmd, lc->o, test ? 2 : 0, images, sizeof images)) != 0) return NULL;
+    if ((*rc = named_file(cmd, lc->o, test ? 3 : 1, labels, sizeof labels)) != 0) return NULL;
+    return load_idx(lc, images, labels, rc);
 }
 
 static int idx_pair(int cmd, const char *images, const char *labels, const char *what) {
@@ -227,7 +246,7 @@ static int load_source(const load_ctx *lc, int test, const char *flag, const cha
     const char *images = test ? o->test_images : o->train_images;
     const char *labels = test ? o->test_labels : o->train_labels;
     if (o->data[0]) {
-        *ds = load_named(cmd, o, test, &rc);
+        *ds = load_named(lc, test, &rc);
         snprintf(name, sizeof d->test_name, "%s (%s)", o->data, test ? "test" : "train");
     } else if (path[0]) {
         *ds = load_file(lc, flag, path, tflag, targets, &rc);
@@ -236,7 +255,7 @@ static int load_source(const load_ctx *lc, int test, const char *flag, const cha
         if ((rc = readable(cmd, test ? "--test-images" : "--train-images", images)) ||
             (rc = readable(cmd, test ? "--test-labels" : "--train-labels", labels)))
             return rc;
-        *ds = load_idx(cmd, images, labels, &rc);
+        *ds = load_idx(lc, images, labels, &rc);
         snprintf(name, sizeof d->test_name, "%s", images);
     }
     return rc;
@@ -302,35 +321,6 @@ static int split(int cmd, const cli_options *o, cli_data *d) {
 
 /* ---- labels ---- */
 
-static int by_label(const void *a, const void *b) {
-    int32_t x = *(const int32_t *)a, y = *(const int32_t *)b;
-    return (x > y) - (x < y);
-}
-
-/* Distinct values among n labels that are all in [0, top]. */
-static int64_t distinct_labels(const int32_t *y, int64_t n, int32_t top) {
-    int64_t count = 0;
-    if (top < (1 << 24)) { /* a bitmap of 2 MB at most */
-        unsigned char *seen = calloc((size_t)top / 8 + 1, 1);
-        if (!seen) return -1;
-        for (int64_t i = 0; i < n; ++i) {
-            unsigned char bit = (unsigned char)(1u << (y[i] & 7));
-            count += !(seen[y[i] >> 3] & bit);
-            seen[y[i] >> 3] |= bit;
-        }
-        free(seen);
-        return count;
-    }
-    int32_t *copy = malloc((size_t)n * sizeof *copy);
-    if (!copy) return -1;
-    memcpy(copy, y, (size_t)n * sizeof *copy);
-    qsort(copy, (size_t)n, sizeof *copy, by_label);
-    for (int64_t i = 0; i < n; ++i)
-        count += i == 0 || copy[i] != copy[i - 1];
-    free(copy);
-    return count;
-}
-
 /* A name of a dataset's classes, for messages. */
 static const char *name_of(const bp_dataset *ds, int32_t label) {
     const char *s = bp_dataset_class_name(ds, label);
@@ -350,26 +340,10 @@ static const char *first_names(const bp_dataset *ds, int classes) {
 
 int cli_check_labels(int cmd, const bp_dataset *ds, const char *name, int classes,
                      const char *whose) {
-    if (!ds || bp_dataset_target_kind(ds) != BP_TARGET_CLASS) return 0;
-    const int32_t *y = bp_dataset_targets_data(ds);
-    for (int64_t i = 0; i < bp_dataset_size(ds); ++i) {
-        if (y[i] < classes) continue;
-        if (bp_dataset_n_class_names(ds)) {
-            cli_usage_error(cmd,
-                            "%s: row %lld has class '%s', which %s does not have (its %d %s: %s): "
-                            "data to evaluate cannot add classes",
-                            name, (long long)i + 1, name_of(ds, y[i]), whose, classes,
-                            cli_plural(classes, "class", "classes"), first_names(ds, classes));
-            return CLI_EXIT_USAGE;
-        }
-        cli_usage_error(cmd,
-                        "%s: row %lld has label %d, but %s has %d %s (labels 0 to %d): data to "
-                        "evaluate cannot add classes",
-                        name, (long long)i + 1, (int)y[i], whose, classes,
-                        cli_plural(classes, "class", "classes"), classes - 1);
-        return CLI_EXIT_USAGE;
-    }
-    return 0;
+    if (!ds || bp_dataset_check_classes(ds, classes, name) == BP_OK) return 0;
+    cli_usage_error(cmd, "%s: those of %s; data to evaluate cannot add classes", bp_last_error(),
+                    whose);
+    return CLI_EXIT_USAGE;
 }
 
 int cli_check_named_outputs(int cmd, const cli_data *d, int outputs, const char *who) {
@@ -390,14 +364,13 @@ static int64_t row_of(const bp_dataset *ds, int32_t label) {
     return 0;
 }
 
-/* Training labels that are names (rows in file order): no --classes; on --resume no name the
- * run does not know (known, `whose`); names a checkpoint can keep (UTF-8); not a column of
- * identifiers; one class is a warning. */
+/* Training labels that are names (bp_dataset_open checked their count and that a resumed run
+ * knows them): no --classes; not for a run trained on indices; names a checkpoint can keep
+ * (UTF-8). */
 static int check_named_classes(int cmd, const cli_options *o, cli_data *d, const cli_names *known,
                                const char *whose) {
     const bp_dataset *t = d->train;
     int n = bp_dataset_n_class_names(t);
-    int64_t rows = bp_dataset_size(t);
     if (o->classes > 0) {
         cli_usage_error(cmd,
                         "--classes applies to class indices; %s has class names (%d: %s), one "
@@ -412,18 +385,6 @@ static int check_named_classes(int cmd, const cli_options *o, cli_data *d, const
                         d->train_name, first_names(t, n), whose);
         return CLI_EXIT_USAGE;
     }
-    if (known && known->n > 0 && n > known->n) { /* names it does not know come after its own */
-        const int32_t *y = bp_dataset_targets_data(t);
-        int64_t at = 0;
-        while (y[at] < known->n)
-            ++at;
-        cli_usage_error(cmd,
-                        "%s: row %lld has class '%s', which %s does not have (its %d %s: %s): "
-                        "data cannot add classes to a run",
-                        d->train_name, (long long)at + 1, name_of(t, y[at]), whose, known->n,
-                        cli_plural(known->n, "class", "classes"), cli_names_list(known));
-        return CLI_EXIT_USAGE;
-    }
     for (int k = 0; k < n; ++k)
         if (!cli_utf8_valid(name_of(t, k))) {
             char shown[160];
@@ -434,65 +395,33 @@ static int check_named_classes(int cmd, const cli_options *o, cli_data *d, const
                             d->train_name, (long long)row_of(t, k) + 1, shown);
             return CLI_EXIT_USAGE;
         }
-    if (n > 1000 && 2 * (int64_t)n > rows) {
-        cli_usage_error(cmd,
-                        "%s: the target column holds %d distinct names in %lld rows: a column of "
-                        "identifiers rather than classes? (--target-column names the label "
-                        "column)",
-                        d->train_name, n, (long long)rows);
-        return CLI_EXIT_USAGE;
-    }
     d->classes = n;
-    d->top_label = n - 1;
-    d->top_row = row_of(t, n - 1);
-    if (n == 1)
-        cli_warn(cmd,
-                 "%s: every training label is '%s': with one class there is nothing to learn "
-                 "(another --target-column?)",
-                 d->train_name, name_of(t, 0));
     return 0;
 }
 
-/* The training labels before the split (rows in file order): --classes, a class count far
- * above the labels seen (a typo such as 1000000), a single class. */
+/* The training labels before the split (rows in file order; bp_dataset_open checked them
+ * against --classes and for a typo): --classes needs labels, one class is a warning. */
 static int check_classes(int cmd, const cli_options *o, cli_data *d, const cli_names *known,
-                         const char *whose) {
-    if (d->kind == BP_TARGET_CLASS && bp_dataset_n_class_names(d->train))
-        return check_named_classes(cmd, o, d, known, whose);
+                         const char *whose, const bp_open_report *r) {
     if (d->kind != BP_TARGET_CLASS) {
         if (o->classes <= 0) return 0;
         cli_usage_error(cmd, "--classes applies to class labels; %s has target values",
                         d->train_name);
         return CLI_EXIT_USAGE;
     }
-    const int32_t *y = bp_dataset_targets_data(d->train);
-    int64_t n = bp_dataset_size(d->train);
-    for (int64_t i = 0; i < n; ++i)
-        if (i == 0 || y[i] > d->top_label) d->top_label = y[i], d->top_row = i;
-    int64_t distinct = distinct_labels(y, n, d->top_label);
-    if (distinct < 0) return cli_fail(cmd, "out of memory"), CLI_EXIT_FAIL;
-    if (o->classes > 0 && d->top_label >= o->classes) {
-        cli_usage_error(cmd, "--classes %d: row %lld of %s has label %d (labels must be 0 to %d)",
-                        o->classes, (long long)d->top_row + 1, d->train_name, d->top_label,
-                        o->classes - 1);
-        return CLI_EXIT_USAGE;
-    }
-    if (o->classes > 0) {
-        d->classes = o->classes;
-    } else if (o->target_kind != TK_ONEHOT && d->classes > 1000 && d->classes > 4 * distinct) {
-        cli_usage_error(cmd,
-                        "%s: row %lld has label %d, which makes %d classes, but only %lld "
-                        "distinct %s appear: a typo in the data? (to train that many classes "
-                        "anyway give --classes %d; for values, --loss mse)",
-                        d->train_name, (long long)d->top_row + 1, d->top_label, d->classes,
-                        (long long)distinct, cli_plural(distinct, "label", "labels"), d->classes);
-        return CLI_EXIT_USAGE;
-    }
-    if (distinct == 1)
+    int named = bp_dataset_n_class_names(d->train) > 0;
+    if (named && check_named_classes(cmd, o, d, known, whose)) return CLI_EXIT_USAGE;
+    d->top_row = r->top_label_row - 1;
+    d->top_label = ((const int32_t *)bp_dataset_targets_data(d->train))[d->top_row];
+    if (o->classes > 0) d->classes = o->classes;
+    char label[160];
+    snprintf(label, sizeof label, named ? "'%s'" : "%s",
+             named ? name_of(d->train, d->top_label) : cli_num(d->top_label));
+    if (r->distinct_labels == 1)
         cli_warn(cmd,
-                 "%s: every training label is %d: with one class there is nothing to learn "
+                 "%s: every training label is %s: with one class there is nothing to learn "
                  "(another --target-column?)",
-                 d->train_name, d->top_label);
+                 d->train_name, label);
     return 0;
 }
 
@@ -507,7 +436,15 @@ static int take_names(int cmd, cli_data *d, const bp_dataset *ds) {
 int cli_data_load_train(int cmd, const cli_options *o, int values, const cli_names *known,
                         const char *whose, cli_data *d) {
     memset(d, 0, sizeof *d);
-    load_ctx lc = {cmd, o, values, known, 0, 0};
+    bp_open_report report;
+    char whose_classes[1200];
+    int max = o->classes > 0 ? o->classes : known && known->n ? known->n : 0;
+    if (o->classes > 0)
+        snprintf(whose_classes, sizeof whose_classes, "given by --classes %d", o->classes);
+    else
+        snprintf(whose_classes, sizeof whose_classes,
+                 "the classes of %s (data cannot add classes to a run)", whose ? whose : "?");
+    load_ctx lc = {cmd, o, values, known, 0, 0, max, whose_classes, &report};
     int rc = idx_pair(cmd, o->train_images, o->train_labels, "train");
     int n = count_sources(o->data, o->train, o->train_images);
     if (!rc && n != 1) {
@@ -520,8 +457,11 @@ int cli_data_load_train(int cmd, const cli_options *o, int values, const cli_nam
     if (!rc) rc = load_source(&lc, 0, "--train", o->train, "--targets", o->targets, d);
     if (!rc) rc = take_names(cmd, d, d->train);
     /* Test data (none is fine), its labels mapped onto the training set's classes. */
+    bp_open_report train_report = report;
     load_ctx test = lc;
     test.known = d->names.n ? &d->names : known;
+    test.max_classes = CLI_MAX_CLASSES; /* checked against the model (cli_check_labels) */
+    test.whose = "the most classes a model may have";
     if (!rc) rc = idx_pair(cmd, o->test_images, o->test_labels, "test");
     if (!rc && count_sources(o->data, o->test, o->test_images) > 1) {
         cli_usage_error(cmd, "more than one test set: give one of --data NAME, --test FILE, or "
@@ -530,7 +470,7 @@ int cli_data_load_train(int cmd, const cli_options *o, int values, const cli_nam
     }
     if (!rc) rc = load_source(&test, 1, "--test", o->test, "--test-targets", o->test_targets, d);
     if (!rc) rc = summarize(cmd, d);
-    if (!rc) rc = check_classes(cmd, o, d, known, whose);
+    if (!rc) rc = check_classes(cmd, o, d, known, whose, &train_report);
     if (!rc) rc = split(cmd, o, d);
     return rc;
 }
@@ -538,7 +478,10 @@ int cli_data_load_train(int cmd, const cli_options *o, int values, const cli_nam
 int cli_data_load_eval(int cmd, const cli_options *o, int values, const cli_names *known,
                        int model_inputs, int unlabeled, cli_data *d) {
     memset(d, 0, sizeof *d);
-    load_ctx lc = {cmd, o, values, known, model_inputs, unlabeled};
+    bp_open_report report;
+    load_ctx lc = {cmd,          o,         values,          known,
+                   model_inputs, unlabeled, CLI_MAX_CLASSES, "the most classes a model may have",
+                   &report};
     int rc = idx_pair(cmd, o->test_images, o->test_labels, "test");
     if (rc) return rc;
     int n = count_sources(o->input, o->test, o->test_images) + (o->data[0] != 0);

@@ -71,7 +71,7 @@ static void describe_data(const cli_data *d, char *buf, size_t size) {
     int64_t n = bp_dataset_size(t);
     size_t xs = (size_t)n * (size_t)d->features * sizeof(float);
     size_t ys = (size_t)n * (size_t)bp_dataset_target_width(t) * 4;
-    uint64_t h = cli_fnv1a(0xcbf29ce484222325ull, bp_dataset_features_data(t), xs);
+    uint64_t h = cli_fnv1a(CLI_FNV_BASIS, bp_dataset_features_data(t), xs);
     h = cli_fnv1a(h, bp_dataset_targets_data(t), ys);
     for (int i = 0; i < d->names.n; ++i) /* the classes' names, NUL-terminated each */
         h = cli_fnv1a(h, d->names.v[i], strlen(d->names.v[i]) + 1);

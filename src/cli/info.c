@@ -7,8 +7,6 @@
 
 #include "cli.h"
 
-#define FNV_OFFSET 1469598103934665603ull
-
 /* Index of layer l's Linear in the equivalent nn.Sequential (activation and dropout modules
  * take indices too), as the checkpoint names its tensors. */
 static int sequential_index(const bp_model *m, int l) {
@@ -79,7 +77,8 @@ static int print_params(const char *path, const bp_model *m, int dump_all, cli_j
         return cli_lib_fail(CMD_INFO, path);
     }
     char sum[32];
-    snprintf(sum, sizeof sum, "fnv1a64:%016" PRIx64, cli_fnv1a(FNV_OFFSET, p, n * sizeof(float)));
+    snprintf(sum, sizeof sum, "fnv1a64:%016" PRIx64,
+             cli_fnv1a(CLI_FNV_BASIS, p, n * sizeof(float)));
     if (j) {
         cli_json_begin(j, "parameters", '{');
         cli_json_int(j, "count", (long long)n);
@@ -108,7 +107,8 @@ static void print_optimizer(bp_checkpoint *ck, bp_model *m, cli_json *j) {
     int64_t steps = 0;
     int ok = state && bp_optimizer_get_state(opt, state, n, &steps) == BP_OK;
     char sum[32];
-    snprintf(sum, sizeof sum, "fnv1a64:%016" PRIx64, ok ? cli_fnv1a(FNV_OFFSET, state, n * 4) : 0);
+    snprintf(sum, sizeof sum, "fnv1a64:%016" PRIx64,
+             ok ? cli_fnv1a(CLI_FNV_BASIS, state, n * 4) : 0);
     if (j && ok) {
         cli_json_begin(j, "optimizer", '{');
         cli_json_int(j, "steps", steps);

@@ -152,7 +152,7 @@ static const opt_spec SPECS[] = {
     {"classes", OT_INT, OFF(classes), TRAIN | LRFIND, FROZEN, "0", "N", "data",
      "class labels: train N classes, labels 0..N-1 (0: 1 + the largest label; needed when the "
      "labels are far more than the distinct ones seen)",
-     .hi = 1 << 24},
+     .hi = CLI_MAX_CLASSES},
     {"header", OT_BOOL, OFF(header), TRAIN | EVAL | PREDICT | LRFIND, DATA_FORMAT | OF_AUTO, "auto",
      "", "data", "the CSV files have a header row (--no-header: they do not; default: detect)"},
     {"delimiter", OT_STR, OFF(delimiter), TRAIN | EVAL | PREDICT | LRFIND, DATA_FORMAT, ",", "C",

@@ -3,13 +3,10 @@
  * of its name with the temporary suffix). A run that would fail at its first save fails here
  * instead, before an epoch of training is lost. */
 #define _XOPEN_SOURCE 700 /* realpath */
-#include <errno.h>
-#include <fcntl.h>
 #include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <unistd.h>
 
 #include "cli.h"
 
@@ -189,85 +186,13 @@ static int check_clashes(int cmd, const file_set *in, const file_set *out) {
     return 0;
 }
 
-/* The temporary file proves the folder takes a file of that name; for a file that exists it
- * must also take the owner and group the replaced file has (the writer gives them). */
-static int probe(int cmd, const char *flag, const char *path, const char *target, const char *dir,
-                 const struct stat *old) {
-    const char *base = base_of(target);
-    char *tmp = bp_file_temp_name(target);
-    if (!tmp) return cli_fail(cmd, "out of memory"), CLI_EXIT_FAIL;
-    long name_max = pathconf(dir, _PC_NAME_MAX);
-    size_t tmp_len = strlen(base_of(tmp));
-    int fd = name_max > 0 && tmp_len > (size_t)name_max
-                 ? (errno = ENAMETOOLONG, -1)
-                 : open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-    int err = errno, rc = 0;
-    if (fd >= 0) {
-        if (old && fchown(fd, old->st_uid, old->st_gid) != 0) {
-            cli_fail(cmd,
-                     "%s: cannot replace '%s': it belongs to user %ld, group %ld, which a new "
-                     "file of ours cannot be given (%s): write it elsewhere",
-                     flag, path, (long)old->st_uid, (long)old->st_gid, strerror(errno));
-            rc = CLI_EXIT_FAIL;
-        }
-        close(fd);
-        unlink(tmp);
-    } else if (err == ENAMETOOLONG) {
-        cli_fail(cmd,
-                 "%s: cannot write '%s': its name is %zu bytes, %zu with the suffix '%s' of the "
-                 "file written before it is renamed, over the %ld a name may have in '%s': "
-                 "choose a shorter name",
-                 flag, path, strlen(base), tmp_len, tmp + strlen(target),
-                 name_max > 0 ? name_max : 255, dir);
-        rc = CLI_EXIT_FAIL;
-    } else if (err != EEXIST) { /* EEXIST: a dead process of our pid left one; saving replaces it */
-        cli_fail(cmd, "%s: cannot write '%s': cannot create a file in folder '%s': %s", flag, path,
-                 dir, strerror(err));
-        rc = CLI_EXIT_FAIL;
-    }
-    free(tmp);
-    return rc;
-}
-
-/* The output can be created: the file a write to its path lands on (a symlink's target; never
- * a process's open file under /proc) is a regular file or nothing, its folder is there, and a
- * file of its temporary name, with the owner and group of the file it replaces, can be made in
- * it (which also proves the name short enough and the filesystem writable). */
+/* The output can be written (bp_file_check): a path that cannot name an output is a usage
+ * error, a place that refuses it a failure. */
 int cli_check_writable(int cmd, const char *flag, const char *path) {
-    struct stat sb;
-    const char *base = base_of(path);
-    if (!base[0] || !strcmp(base, ".") || !strcmp(base, "..") ||
-        (stat(path, &sb) == 0 && S_ISDIR(sb.st_mode))) {
-        cli_usage_error(cmd, "%s: '%s' is a folder; give a file name", flag, path);
-        return CLI_EXIT_USAGE;
-    }
-    char *target = bp_file_target(path, NULL);
-    if (!target) return cli_lib_fail(cmd, flag);
-    int exists = stat(target, &sb) == 0, rc = 0;
-    if (exists && !S_ISREG(sb.st_mode)) {
-        cli_usage_error(cmd,
-                        "%s: '%s' is %s, not a regular file; it cannot be replaced: give a file "
-                        "name",
-                        flag, path, bp_file_kind(sb.st_mode));
-        free(target);
-        return CLI_EXIT_USAGE;
-    }
-    char dir[PATH_MAX];
-    cli_folder_of(target, dir, sizeof dir);
-    struct stat db;
-    const char *bad = NULL;
-    if (stat(dir, &db) != 0)
-        bad = errno == ENOENT || errno == ENOTDIR ? "does not exist" : strerror(errno);
-    else if (!S_ISDIR(db.st_mode))
-        bad = "is not a folder";
-    if (bad) {
-        cli_fail(cmd, "%s: cannot write '%s': folder '%s' %s", flag, path, dir, bad);
-        rc = CLI_EXIT_FAIL;
-    } else {
-        rc = probe(cmd, flag, path, target, dir, exists ? &sb : NULL);
-    }
-    free(target);
-    return rc;
+    bp_status st = bp_file_check(path);
+    if (st == BP_OK) return 0;
+    cli_fail(cmd, "%s: %s", flag, bp_last_error());
+    return st == BP_ERR_INVALID_ARGUMENT ? CLI_EXIT_USAGE : CLI_EXIT_FAIL;
 }
 
 int cli_check_names(int cmd, const cli_options *o) {

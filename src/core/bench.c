@@ -3,6 +3,8 @@
 
 #include "backprop/bench.h"
 
+#include "backprop/train.h"
+
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -101,6 +103,8 @@ static bp_status check_op(const bp_device *d, int i, const bp_bench_op *op) {
     return BP_OK;
 }
 
+static bp_status check_options(const char *who, const bp_bench_options *o);
+
 static bp_status check_args(const bp_device *d, const bp_bench_op *ops, int n_ops,
                             const bp_bench_options *o, const bp_bench_result *r) {
     if (!d || !ops || !r)
@@ -110,23 +114,26 @@ static bp_status check_args(const bp_device *d, const bp_bench_op *ops, int n_op
                                : "result");
     if (n_ops < 1)
         return bp_error(BP_ERR_INVALID_ARGUMENT, "%s: n_ops is %d, expected >= 1", fn, n_ops);
+    bp_status st = check_options(fn, o);
+    for (int i = 0; i < n_ops && st == BP_OK; ++i)
+        st = check_op(d, i, &ops[i]);
+    return st;
+}
+
+static bp_status check_options(const char *who, const bp_bench_options *o) {
     if (o->warmup < 0 || o->warmup > 1000000)
-        return bp_error(BP_ERR_INVALID_ARGUMENT, "%s: options.warmup is %d, expected 0..10^6", fn,
+        return bp_error(BP_ERR_INVALID_ARGUMENT, "%s: options.warmup is %d, expected 0..10^6", who,
                         o->warmup);
     if (o->repeats < 1 || o->repeats > 1000000)
-        return bp_error(BP_ERR_INVALID_ARGUMENT, "%s: options.repeats is %d, expected 1..10^6", fn,
+        return bp_error(BP_ERR_INVALID_ARGUMENT, "%s: options.repeats is %d, expected 1..10^6", who,
                         o->repeats);
     if (!(o->min_sample_seconds >= 0.0 && o->min_sample_seconds <= 3600.0))
         return bp_error(BP_ERR_INVALID_ARGUMENT,
-                        "%s: options.min_sample_seconds is %g, expected 0..3600", fn,
+                        "%s: options.min_sample_seconds is %g, expected 0..3600", who,
                         o->min_sample_seconds);
     if (o->max_inner < 1)
-        return bp_error(BP_ERR_INVALID_ARGUMENT, "%s: options.max_inner is %d, expected >= 1", fn,
+        return bp_error(BP_ERR_INVALID_ARGUMENT, "%s: options.max_inner is %d, expected >= 1", who,
                         o->max_inner);
-    for (int i = 0; i < n_ops; ++i) {
-        bp_status st = check_op(d, i, &ops[i]);
-        if (st != BP_OK) return st;
-    }
     return BP_OK;
 }
 
@@ -390,12 +397,27 @@ static double now(void) {
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
-/* Seconds of `times` runs, up to the device finishing them. */
-static bp_status timed(const bp_bench_op *ops, int n_ops, const bench_mem *mem, int times,
-                       double *seconds) {
+/* What is timed: `times` runs of it, up to the device finishing them. */
+typedef struct timed_work {
+    bp_status (*run)(const struct timed_work *w, int times);
+    const char *who;        /* the entry, for messages */
+    const bp_bench_op *ops; /* bp_bench_run */
+    int n_ops;
+    const bench_mem *mem;
+    bp_model *model; /* bp_bench_train */
+    bp_optimizer *optimizer;
+    const bp_loss_config *loss;
+    const bp_tensor *x, *target;
+} timed_work;
+
+static bp_status run_ops(const timed_work *w, int times) {
+    bp_status st = run_list(w->ops, w->n_ops, w->mem, times);
+    return st == BP_OK ? w->mem->d->ops->synchronize(w->mem->d) : st;
+}
+
+static bp_status timed(const timed_work *w, int times, double *seconds) {
     double t0 = now();
-    bp_status st = run_list(ops, n_ops, mem, times);
-    if (st == BP_OK) st = mem->d->ops->synchronize(mem->d);
+    bp_status st = w->run(w, times);
     *seconds = now() - t0;
     return st;
 }
@@ -411,27 +433,32 @@ static double quantile(const double *sorted, int n, double q) {
     return sorted[lo] + (pos - lo) * (sorted[hi] - sorted[lo]);
 }
 
-static bp_status measure(const bp_bench_op *ops, int n_ops, const bench_mem *mem,
-                         const bp_bench_options *o, bp_bench_result *r) {
+/* Sorts t[0..n) into its median, extremes and quartiles. */
+static bp_bench_stats stats_of(double *t, int n) {
+    qsort(t, (size_t)n, sizeof *t, cmp_double);
+    bp_bench_stats s = {quantile(t, n, 0.5), t[0], t[n - 1], quantile(t, n, 0.25),
+                        quantile(t, n, 0.75)};
+    return s;
+}
+
+/* The warm-up, one timed run to size a sample (`inner` runs lasting min_sample_seconds), then
+ * the samples: seconds of one run, into *stats. */
+static bp_status measure(const timed_work *w, const bp_bench_options *o, bp_bench_stats *stats,
+                         int *inner_out) {
     double *t = malloc((size_t)o->repeats * sizeof *t);
-    if (!t) return bp_error(BP_ERR_OUT_OF_MEMORY, "%s: no host memory", fn);
+    if (!t) return bp_error(BP_ERR_OUT_OF_MEMORY, "%s: no host memory", w->who);
     double one = 0.0;
-    bp_status st = run_list(ops, n_ops, mem, o->warmup);
-    if (st == BP_OK) st = mem->d->ops->synchronize(mem->d);
-    if (st == BP_OK) st = timed(ops, n_ops, mem, 1, &one);
+    bp_status st = o->warmup > 0 ? w->run(w, o->warmup) : BP_OK;
+    if (st == BP_OK) st = timed(w, 1, &one);
     double want = one > 0.0 ? ceil(o->min_sample_seconds / one) : (double)o->max_inner;
     int inner = want < 1.0 ? 1 : want > (double)o->max_inner ? o->max_inner : (int)want;
     for (int s = 0; s < o->repeats && st == BP_OK; ++s) {
-        st = timed(ops, n_ops, mem, inner, &t[s]);
+        st = timed(w, inner, &t[s]);
         t[s] /= inner;
     }
     if (st == BP_OK) {
-        qsort(t, (size_t)o->repeats, sizeof *t, cmp_double);
-        bp_bench_stats s = {quantile(t, o->repeats, 0.5), t[0], t[o->repeats - 1],
-                            quantile(t, o->repeats, 0.25), quantile(t, o->repeats, 0.75)};
-        r->seconds = s;
-        r->samples = o->repeats;
-        r->inner = inner;
+        *stats = stats_of(t, o->repeats);
+        *inner_out = inner;
     }
     free(t);
     return st;
@@ -453,8 +480,101 @@ bp_status bp_bench_run(bp_device *device, const bp_bench_op *ops, int n_ops,
         r.bytes += op_bytes(&ops[i]);
     }
     st = alloc_operands(&mem, ops, n_ops);
-    if (st == BP_OK) st = measure(ops, n_ops, &mem, &o, &r);
+    timed_work w = {run_ops, fn, ops, n_ops, &mem, NULL, NULL, NULL, NULL, NULL};
+    if (st == BP_OK) st = measure(&w, &o, &r.seconds, &r.inner);
+    r.samples = o.repeats;
     free_operands(&mem);
     if (st == BP_OK) *result = r;
     return st;
+}
+
+/* ---- a whole training step ---------------------------------------------------------------- */
+
+static const char *const fn_train = "bp_bench_train";
+
+/* `times` steps queued without waiting (loss_value NULL), then their results read with a wait:
+ * the time includes the device's work, and a refused step or a step the device did not run
+ * fails the sample. */
+static bp_status run_steps(const timed_work *w, int times) {
+    bp_status st = BP_OK;
+    for (int i = 0; i < times && st == BP_OK; ++i)
+        st = bp_train_step(w->model, w->optimizer, w->loss, w->x, w->target, NULL);
+    bp_step_totals totals;
+    memset(&totals, 0, sizeof totals);
+    if (st == BP_OK) st = bp_train_results(w->optimizer, 1, &totals);
+    if (st == BP_OK && totals.steps != times)
+        st = bp_error(BP_ERR_DEVICE, "%s: %d steps were queued, %lld reported", fn_train, times,
+                      (long long)totals.steps);
+    return st;
+}
+
+/* The step in parts, each timed to the device's end: forward and loss, zero_grad and
+ * backward, the optimizer's update; `inner` of each per sample. */
+static bp_status time_parts(const timed_work *w, const bp_bench_options *o, int inner,
+                            bp_bench_train_result *r) {
+    double *t = calloc(3 * (size_t)o->repeats, sizeof *t);
+    if (!t) return bp_error(BP_ERR_OUT_OF_MEMORY, "%s: no host memory", fn_train);
+    bp_device *dev = bp_model_device(w->model);
+    bp_status st = BP_OK;
+    for (int s = 0; s < o->repeats && st == BP_OK; ++s)
+        for (int i = 0; i < inner && st == BP_OK; ++i) {
+            double t0 = now();
+            st = bp_model_forward(w->model, w->x, BP_MODE_TRAINING, NULL);
+            if (st == BP_OK) st = bp_model_loss(w->model, w->loss, w->target, NULL);
+            if (st == BP_OK) st = bp_device_synchronize(dev);
+            double t1 = now();
+            if (st == BP_OK) st = bp_model_zero_grad(w->model);
+            if (st == BP_OK) st = bp_model_backward(w->model, NULL);
+            if (st == BP_OK) st = bp_device_synchronize(dev);
+            double t2 = now();
+            if (st == BP_OK) st = bp_optimizer_step(w->optimizer);
+            if (st == BP_OK) st = bp_device_synchronize(dev);
+            double t3 = now();
+            t[s] += (t1 - t0) / inner;
+            t[o->repeats + s] += (t2 - t1) / inner;
+            t[2 * o->repeats + s] += (t3 - t2) / inner;
+        }
+    if (st == BP_OK) {
+        r->forward_seconds = stats_of(t, o->repeats);
+        r->backward_seconds = stats_of(t + o->repeats, o->repeats);
+        r->update_seconds = stats_of(t + 2 * o->repeats, o->repeats);
+    }
+    free(t);
+    return st;
+}
+
+bp_status bp_bench_train(bp_model *model, bp_optimizer *optimizer, const bp_loss_config *loss,
+                         const bp_tensor *x, const bp_tensor *target,
+                         const bp_bench_options *options, bp_bench_train_result *result) {
+    bp_bench_options o = options ? *options : bp_bench_options_default();
+    const char *null = !model       ? "model"
+                       : !optimizer ? "optimizer"
+                       : !loss      ? "loss"
+                       : !x         ? "x"
+                       : !target    ? "target"
+                       : !result    ? "result"
+                                    : NULL;
+    if (null) return bp_error(BP_ERR_INVALID_ARGUMENT, "%s: %s is NULL", fn_train, null);
+    bp_status st = check_options(fn_train, &o);
+    if (st != BP_OK) return st;
+    bp_bench_train_result r;
+    memset(&r, 0, sizeof r);
+    timed_work w = {run_steps, fn_train, NULL, 0, NULL, model, optimizer, loss, x, target};
+    bp_device *dev = bp_model_device(model);
+    bp_device_counters c0, c1;
+    /* The counters around the samples alone: the warm-up's first steps set things up. */
+    st = o.warmup > 0 ? run_steps(&w, o.warmup) : BP_OK;
+    o.warmup = 0;
+    if (st == BP_OK) st = bp_device_get_counters(dev, &c0);
+    if (st == BP_OK) st = measure(&w, &o, &r.seconds, &r.inner);
+    if (st == BP_OK) st = bp_device_get_counters(dev, &c1);
+    if (st == BP_OK) st = time_parts(&w, &o, r.inner, &r);
+    if (st != BP_OK) return st;
+    double steps = 1.0 + (double)o.repeats * r.inner; /* the sizing step and the samples */
+    r.samples = o.repeats;
+    r.samples_per_second = (double)bp_tensor_rows(x) / r.seconds.median;
+    r.launches_per_step = (double)(c1.launches - c0.launches) / steps;
+    r.host_waits_per_step = (double)(c1.host_waits - c0.host_waits) / steps;
+    *result = r;
+    return BP_OK;
 }

@@ -445,3 +445,86 @@ char *bp_file_temp_name(const char *target) {
 const char *bp_file_kind(mode_t mode) {
     return bp_atomic_kind(mode);
 }
+
+/* ---- checking an output before work starts ------------------------------------------------ */
+
+static const char *base_of(const char *path) {
+    const char *slash = strrchr(path, '/');
+    return slash ? slash + 1 : path;
+}
+
+/* Creates (and removes) the temporary file of target in dir, which proves the folder takes a
+ * file of that name, with the owner and group of the file it replaces (old, when there is one). */
+static bp_status probe(const char *path, const char *target, const char *dir,
+                       const struct stat *old) {
+    char *tmp = bp_atomic_temp_name(target);
+    if (!tmp) return bp_error(BP_ERR_OUT_OF_MEMORY, "%s: no memory", path);
+    long name_max = pathconf(dir, _PC_NAME_MAX);
+    size_t tmp_len = strlen(base_of(tmp));
+    int fd = name_max > 0 && tmp_len > (size_t)name_max
+                 ? (errno = ENAMETOOLONG, -1)
+                 : open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    int err = errno;
+    bp_status st = BP_OK;
+    if (fd >= 0) {
+        if (old && fchown(fd, old->st_uid, old->st_gid) != 0)
+            st = bp_error(BP_ERR_IO,
+                          "cannot replace '%s': it belongs to user %ld, group %ld, which a new "
+                          "file of ours cannot be given (%s): write it elsewhere",
+                          path, (long)old->st_uid, (long)old->st_gid, strerror(err = errno));
+        close(fd);
+        unlink(tmp);
+    } else if (err == ENAMETOOLONG) {
+        st = bp_error(BP_ERR_IO,
+                      "cannot write '%s': its name is %zu bytes, %zu with the suffix '%s' of the "
+                      "file written before it is renamed, over the %ld a name may have in '%s': "
+                      "choose a shorter name",
+                      path, strlen(base_of(target)), tmp_len, tmp + strlen(target),
+                      name_max > 0 ? name_max : 255, dir);
+    } else if (err !=
+               EEXIST) { /* EEXIST: a dead process of our pid left one; a write replaces it */
+        st = bp_error(BP_ERR_IO, "cannot write '%s': cannot create a file in folder '%s': %s", path,
+                      dir, strerror(err));
+    }
+    free(tmp);
+    errno = err;
+    return st;
+}
+
+/* The target's folder is there and is a folder; then the probe. */
+static bp_status check_target(const char *path, const char *target, const struct stat *old) {
+    char *dir = folder_of(target);
+    if (!dir) return bp_error(BP_ERR_OUT_OF_MEMORY, "%s: no memory", path);
+    struct stat db;
+    const char *bad = NULL;
+    if (stat(dir, &db) != 0)
+        bad = errno == ENOENT || errno == ENOTDIR ? "does not exist" : strerror(errno);
+    else if (!S_ISDIR(db.st_mode))
+        bad = "is not a folder";
+    bp_status st = bad ? bp_error(BP_ERR_IO, "cannot write '%s': folder '%s' %s", path, dir, bad)
+                       : probe(path, target, dir, old);
+    free(dir);
+    return st;
+}
+
+bp_status bp_file_check(const char *path) {
+    if (!path) return null_arg("bp_file_check", "path");
+    if (!path[0]) return bp_error(BP_ERR_INVALID_ARGUMENT, "bp_file_check: the path is empty");
+    const char *base = base_of(path);
+    struct stat sb;
+    if (!base[0] || !strcmp(base, ".") || !strcmp(base, "..") ||
+        (stat(path, &sb) == 0 && S_ISDIR(sb.st_mode)))
+        return bp_error(BP_ERR_INVALID_ARGUMENT, "'%s' is a folder; give a file name", path);
+    char *target = NULL;
+    bp_status st = bp_atomic_target(path, &target);
+    if (st != BP_OK) return st;
+    int exists = stat(target, &sb) == 0;
+    if (exists && !S_ISREG(sb.st_mode))
+        st = bp_error(BP_ERR_INVALID_ARGUMENT,
+                      "'%s' is %s, not a regular file; it cannot be replaced: give a file name",
+                      path, bp_atomic_kind(sb.st_mode));
+    else
+        st = check_target(path, target, exists ? &sb : NULL);
+    free(target);
+    return st;
+}

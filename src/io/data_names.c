@@ -8,7 +8,8 @@ BP_NAME_TABLE(bp_names_csv_target, "a CSV target kind", "class_index", "one_hot"
               "class_name", "class_auto", "no_targets");
 BP_NAME_TABLE(bp_names_scaling_kind, "a scaling", "none", "minmax", "standard", "global");
 BP_NAME_TABLE(bp_names_data_format, "a data format", "auto", "csv", "npy", "idx");
-BP_NAME_TABLE(bp_names_data_hint, "a data hint", "none", "delimiter", "values", "class_names");
+BP_NAME_TABLE(bp_names_data_hint, "a data hint", "none", "delimiter", "values", "class_names",
+              "classes", "class_count", "identifiers");
 
 BP_NAME_PAIR(bp_target_kind, bp_names_target_kind)
 BP_NAME_PAIR(bp_csv_target, bp_names_csv_target)

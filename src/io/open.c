@@ -1,5 +1,5 @@
-/* bp_dataset_open: a dataset by its content (gzip, NPY, IDX or CSV), standard input included, and
- * the diagnosis of a file that does not read as asked. */
+/* bp_dataset_open: a dataset by its content (gzip, NPY, IDX or CSV), standard input included, the
+ * diagnosis of a file that does not read as asked, and the check of its class labels. */
 #define _POSIX_C_SOURCE 200809L
 
 #include <errno.h>
@@ -71,9 +71,10 @@ static bp_status check_options(const char *path, const bp_open_options *o) {
                         "%s: options.target_kind is %d, expected BP_TARGET_CLASS or "
                         "BP_TARGET_VALUES",
                         fn, (int)o->target_kind);
-    if (o->inputs < 0)
-        return bp_error(BP_ERR_INVALID_ARGUMENT, "%s: options.inputs is %d, expected >= 0", fn,
-                        o->inputs);
+    if (o->inputs < 0 || o->max_classes < 0)
+        return bp_error(BP_ERR_INVALID_ARGUMENT, "%s: options.%s is %d, expected >= 0", fn,
+                        o->inputs < 0 ? "inputs" : "max_classes",
+                        o->inputs < 0 ? o->inputs : o->max_classes);
     if (o->targets_path && strcmp(path, "-") == 0 && strcmp(o->targets_path, "-") == 0)
         return bp_error(BP_ERR_INVALID_ARGUMENT,
                         "%s: the data and its targets are both standard input (it can be read "
@@ -275,6 +276,126 @@ static bp_dataset *open_idx(open_ctx *c, bp_status *status) {
     return bp_io_load_idx(fn, c->data, c->targets, status);
 }
 
+/* ---- class labels ----------------------------------------------------------------------- */
+
+#define MANY_CLASSES 1000 /* more than a class count this large, from few labels, is suspect */
+
+static int by_label(const void *a, const void *b) {
+    int32_t x = *(const int32_t *)a, y = *(const int32_t *)b;
+    return (x > y) - (x < y);
+}
+
+/* Distinct values among n labels in [0, top]; -1 when out of memory. */
+static int64_t distinct_labels(const int32_t *y, int64_t n, int32_t top) {
+    int64_t count = 0;
+    if (top < (1 << 24)) { /* a bitmap of 2 MB at most */
+        unsigned char *seen = calloc((size_t)top / 8 + 1, 1);
+        if (!seen) return -1;
+        for (int64_t i = 0; i < n; ++i) {
+            unsigned char bit = (unsigned char)(1u << (y[i] & 7));
+            count += !(seen[y[i] >> 3] & bit);
+            seen[y[i] >> 3] |= bit;
+        }
+        free(seen);
+        return count;
+    }
+    int32_t *copy = malloc((size_t)n * sizeof *copy);
+    if (!copy) return -1;
+    memcpy(copy, y, (size_t)n * sizeof *copy);
+    qsort(copy, (size_t)n, sizeof *copy, by_label);
+    for (int64_t i = 0; i < n; ++i)
+        count += i == 0 || copy[i] != copy[i - 1];
+    free(copy);
+    return count;
+}
+
+/* "a, b, c" of the first `classes` names of d, "..." past eight, into buf. */
+static const char *names_list(const bp_dataset *d, int classes, char *buf, size_t size) {
+    size_t at = 0;
+    buf[0] = '\0';
+    for (int i = 0; i < classes && i <= 8 && i < d->n_names && at < size; ++i)
+        at += (size_t)snprintf(buf + at, size - at, "%s%s", i ? ", " : "",
+                               i < 8 ? d->names[i] : "...");
+    return buf;
+}
+
+static bp_status refuse(open_ctx *c, bp_data_hint hint) {
+    c->report->hint = hint;
+    return BP_ERR_INVALID_ARGUMENT;
+}
+
+/* The first row whose label is `classes` or more; -1 when there is none. */
+static int64_t first_outside(const bp_dataset *d, int classes) {
+    const int32_t *y = d->y;
+    for (int64_t i = 0; i < d->n; ++i)
+        if (y[i] >= classes) return i;
+    return -1;
+}
+
+/* That row's label (or name) is not one of k classes: the message, as `who`. */
+static bp_status outside(const char *who, const char *name, const bp_dataset *d, int64_t row,
+                         int k) {
+    int32_t label = ((const int32_t *)d->y)[row];
+    char list[256];
+    if (d->n_names)
+        return bp_error(BP_ERR_INVALID_ARGUMENT,
+                        "%s: '%s': row %lld has class '%s', which is not one of the %d %s (%s)",
+                        who, name, (long long)row + 1, d->names[label], k,
+                        k == 1 ? "class" : "classes", names_list(d, k, list, sizeof list));
+    return bp_error(BP_ERR_INVALID_ARGUMENT,
+                    "%s: '%s': row %lld has label %d, outside the %d %s (labels 0 to %d)", who,
+                    name, (long long)row + 1, (int)label, k, k == 1 ? "class" : "classes", k - 1);
+}
+
+bp_status bp_dataset_check_classes(const bp_dataset *dataset, int classes, const char *name) {
+    static const char *const who = "bp_dataset_check_classes";
+    if (!dataset) return bp_error(BP_ERR_INVALID_ARGUMENT, "%s: dataset is NULL", who);
+    if (classes < 1)
+        return bp_error(BP_ERR_INVALID_ARGUMENT, "%s: classes is %d, expected >= 1", who, classes);
+    int64_t row = dataset->kind == BP_TARGET_CLASS ? first_outside(dataset, classes) : -1;
+    return row < 0 ? BP_OK : outside(who, name ? name : "the dataset", dataset, row, classes);
+}
+
+/* Class counts no data of this size supports: a typo in a label, or a column of identifiers. */
+static bp_status suspect_count(open_ctx *c, const bp_dataset *d) {
+    const bp_open_report *r = c->report;
+    if (d->n_names > MANY_CLASSES && 2 * (int64_t)d->n_names > d->n) {
+        bp_error(BP_ERR_INVALID_ARGUMENT,
+                 "%s: '%s': the target column holds %d distinct names in %lld rows: a column of "
+                 "identifiers rather than classes?",
+                 fn, c->data.name, d->n_names, (long long)d->n);
+        return refuse(c, BP_HINT_IDENTIFIERS);
+    }
+    int one_hot = r->format == BP_FORMAT_CSV && c->o.csv.target_kind == BP_CSV_ONE_HOT;
+    if (d->n_names || one_hot || d->classes <= MANY_CLASSES || d->classes <= 4 * r->distinct_labels)
+        return BP_OK;
+    bp_error(BP_ERR_INVALID_ARGUMENT,
+             "%s: '%s': row %lld has label %d, which makes %d classes, but only %lld distinct %s "
+             "appear: a typo in the data?",
+             fn, c->data.name, (long long)r->top_label_row, d->classes - 1, d->classes,
+             (long long)r->distinct_labels, r->distinct_labels == 1 ? "label" : "labels");
+    return refuse(c, BP_HINT_CLASS_COUNT);
+}
+
+/* The labels against options.max_classes, or the data's own count checked; the report's
+ * counts. */
+static bp_status check_labels(open_ctx *c, const bp_dataset *d) {
+    if (d->kind != BP_TARGET_CLASS) return BP_OK;
+    const int32_t *y = d->y;
+    int64_t top = 0;
+    for (int64_t i = 1; i < d->n; ++i)
+        if (y[i] > y[top]) top = i;
+    int64_t distinct = distinct_labels(y, d->n, y[top]);
+    if (distinct < 0) return bp_error(BP_ERR_OUT_OF_MEMORY, "%s: no memory", fn);
+    c->report->distinct_labels = distinct;
+    c->report->top_label_row = top + 1;
+    if (c->o.max_classes == 0) return suspect_count(c, d);
+    int64_t row = first_outside(d, c->o.max_classes);
+    if (row < 0) return BP_OK;
+    outside(fn, c->data.name, d, row, c->o.max_classes);
+    return refuse(c, BP_HINT_CLASSES);
+}
+
 /* ---- the call ----------------------------------------------------------------------------- */
 
 static bp_dataset *open_data(open_ctx *c, const char *path, bp_status *st) {
@@ -300,6 +421,10 @@ bp_dataset *bp_dataset_open(const char *path, const bp_open_options *options,
     memset(c.report, 0, sizeof *c.report);
     bp_status st = check_options(path, &c.o);
     bp_dataset *d = st == BP_OK ? open_data(&c, path, &st) : NULL;
+    if (d && (st = check_labels(&c, d)) != BP_OK) {
+        bp_dataset_free(d);
+        d = NULL;
+    }
     if (c.spool) fclose(c.spool);
     bp_set_status(status, st);
     return d;

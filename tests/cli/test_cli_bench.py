@@ -31,6 +31,13 @@ def test_quick_json():
               len(tiny) == 1 and tiny[0]["samples_per_s"] > 0 and
               all(k in tiny[0] for k in ("forward_seconds", "backward_seconds",
                                         "update_seconds", "device_peak_bytes")), tiny)
+        cpu = doc.get("device") == "cpu"
+        check("the tiny row has the device's launches and host waits per step and its graph "
+              "switch (none and off on the CPU)",
+              len(tiny) == 1 and tiny[0]["launches_per_step"] >= 0 and
+              tiny[0]["host_syncs_per_step"] >= 0 and isinstance(tiny[0]["graph"], bool) and
+              (not cpu or (tiny[0]["launches_per_step"] == 0 and not tiny[0]["graph"])) and
+              "launches and" in r.out and "host waits per step" in r.out, tiny)
         shape = [row for row in rows if row.get("what") == "gemm_step_shapes" and
                  row.get("before_config") == "tiny" and row.get("precision") == "fp32"]
         check("tiny has the SGEMM rate at its own 5 GEMM shapes (2 layers: 2 NT, 2 TN, 1 NN) "

@@ -32,7 +32,7 @@ def test_suspicious_labels(d):
     write_csv(os.path.join(d, "typo.csv"), rows_with_label(blobs(300, 1), 56, 1000000))
     r = run("train", "--train", "typo.csv", *SMALL, cwd=d, timeout=300)
     check("a label typo of 1000000 is refused, naming the row and the label, suggesting --classes",
-          r.rc == 2 and "typo.csv: row 57 has label 1000000" in r.err and "1000001 classes" in r.err
+          r.rc == 2 and "typo.csv': row 57 has label 1000000" in r.err and "1000001 classes" in r.err
           and "4 distinct labels" in r.err and "--classes" in r.err and "model:" not in r.out, r)
     write_csv(os.path.join(d, "wide.csv"), rows_with_label(blobs(300, 2), 9, 1500))
     r = run("train", "--train", "wide.csv", *SMALL, cwd=d)
@@ -42,7 +42,8 @@ def test_suspicious_labels(d):
           r.rc == 0 and re.search(r"model: 3-4-1501 ", r.out) is not None, r)
     r = run("train", "--train", "wide.csv", *SMALL, "--classes", "1000", cwd=d)
     check("--classes 1000 with a label 1500: exit 2 naming the row and the label",
-          r.rc == 2 and "--classes 1000: row 10 of wide.csv has label 1500" in r.err, r)
+          r.rc == 2 and "wide.csv': row 10 has label 1500, outside the 1000 classes" in r.err
+          and "--classes 1000" in r.err, r)
     r = run("train", "--train", "train.csv", *SMALL, "--classes", "5", cwd=d)
     check("--classes 5 for labels 0..2 trains 5 outputs",
           r.rc == 0 and "model: 3-4-5 " in r.out and "5 classes" in r.out, r)
@@ -55,7 +56,7 @@ def test_test_labels(d):
     write_csv(os.path.join(d, "test5.csv"), rows_with_label(blobs(40, 4), 6, 5))
     r = run("train", "--train", "train.csv", "--test", "test5.csv", *SMALL, cwd=d)
     check("a test label beyond the training classes: exit 2 naming the file, row and label",
-          r.rc == 2 and "test5.csv: row 7 has label 5" in r.err and "3 classes" in r.err
+          r.rc == 2 and "test5.csv': row 7 has label 5" in r.err and "3 classes" in r.err
           and "model:" not in r.out, r)
     r = run("train", "--train", "train.csv", "--test", "test5.csv", "--layers", "3,4,6", *SMALL,
             cwd=d)
@@ -63,8 +64,8 @@ def test_test_labels(d):
     r = run("train", "--train", "train.csv", *SMALL, "--save", "m.st", cwd=d)
     r = run("eval", "m.st", "--input", "test5.csv", cwd=d)
     check("eval: a label outside the model's classes names the file, row and label",
-          r.rc == 2 and "test5.csv: row 7 has label 5, but the model in m.st has 3 classes"
-          in r.err, r)
+          r.rc == 2 and "test5.csv': row 7 has label 5" in r.err
+          and "3 classes" in r.err and "the model in m.st" in r.err, r)
     r = run("predict", "m.st", "--input", "test5.csv", "--output", "p.csv", cwd=d)
     check("predict: likewise", r.rc == 2 and "row 7 has label 5" in r.err, r)
 

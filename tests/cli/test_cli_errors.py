@@ -31,7 +31,7 @@ def test_fit_checks(d):
     write_csv(os.path.join(d, "label7.csv"), rows)
     r = run("eval", "m.st", "--input", "label7.csv", cwd=d)
     check("eval on labels up to 7 for 3 outputs: exit 2 naming the row, the label and 3 classes",
-          r.rc == 2 and "label7.csv: row 1 has label 7" in r.err and "3 classes" in r.err, r)
+          r.rc == 2 and "label7.csv': row 1 has label 7" in r.err and "3 classes" in r.err, r)
     r = run("train", "--train", "train.csv", "--target-kind", "class", "--loss", "mse", *SMALL,
             cwd=d)
     check("--loss mse on class labels: exit 2 with a hint", r.rc == 2 and "--loss mse" in r.err, r)

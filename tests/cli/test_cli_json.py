@@ -181,6 +181,43 @@ def test_escaping(d):
           out is not None and out["checkpoint"] == "m\ufffd.st", p.stdout[:200])
 
 
+def fnv1a64(data):
+    """FNV-1a, 64 bits, as its authors define it (offset basis 14695981039346656037)."""
+    h = 14695981039346656037
+    for b in data:
+        h = ((h ^ b) * 1099511628211) % (1 << 64)
+    return h
+
+
+def is_number(text):
+    try:
+        float(text)
+        return True
+    except ValueError:
+        return False
+
+
+def test_checksum(d):
+    """info's parameter checksum is the standard FNV-1a 64 of the float32 parameters in the
+    order --dump-weights prints them, as text and as JSON."""
+    write_csv(os.path.join(d, "train.csv"), blobs(60, 4))
+    r = run("train", "--train", "train.csv", "--hidden", "2", "--epochs", "1", "--seed", "5",
+            "--quiet", "--save", "m.st", cwd=d)
+    check("a 3-2-3 model trains", r.rc == 0, r)
+    r = run("info", "m.st", "--dump-weights", cwd=d)
+    values = [float(line) for line in r.out.splitlines() if is_number(line)]
+    data = b"".join(struct.pack("<f", v) for v in values)
+    want = "fnv1a64:%016x" % fnv1a64(data)
+    check("%d parameters, checksum %s (FNV-1a 64 computed here)" % (len(values), want),
+          len(values) == 3 * 2 + 2 + 2 * 3 + 3 and "parameters: 17, checksum %s\n" % want in r.out,
+          r)
+    j = one_object(run("info", "m.st", "--json", cwd=d).out)
+    check("the JSON checksum is the same",
+          j is not None and j["parameters"]["checksum"] == want, j)
+    check("FNV-1a 64 of b'a' is af63dc4c8601ec8c (its authors' test vector)",
+          fnv1a64(b"a") == 0xaf63dc4c8601ec8c)
+
+
 def main():
     with tempdir() as d:
         test_train_eval_info(d)
@@ -188,6 +225,8 @@ def main():
         test_nulls_regression_and_failures(d)
     with tempdir() as d:
         test_escaping(d)
+    with tempdir() as d:
+        test_checksum(d)
     finish()
 
 

@@ -115,13 +115,13 @@ def test_names(d):
         extra = ["--output", "q.csv"] if cmd == "predict" else []
         r = run(cmd, "m.st", "--input", "emu.csv", *extra, cwd=d)
         check("%s: an unknown name is exit 2 naming the file, the row and the name" % cmd,
-              r.rc == 2 and "emu.csv: row 7 has class 'emu'" in r.err and "m.st" in r.err, r)
+              r.rc == 2 and "emu.csv': row 7 has class 'emu'" in r.err and "m.st" in r.err, r)
     r = run("train", "--train", "train.csv", "--test", "emu.csv", *SMALL, cwd=d)
-    check("train --test: likewise", r.rc == 2 and "emu.csv: row 7 has class 'emu'" in r.err, r)
+    check("train --test: likewise", r.rc == 2 and "emu.csv': row 7 has class 'emu'" in r.err, r)
     r = run("train", "--resume", "m.st", "--train", "emu.csv", "--epochs", "5", "--quiet",
             "--save", "r.st", cwd=d)
     check("--resume: a training name the run does not know is exit 2 naming row and name",
-          r.rc == 2 and "emu.csv: row 7 has class 'emu'" in r.err
+          r.rc == 2 and "emu.csv': row 7 has class 'emu'" in r.err
           and "the run in m.st" in r.err, r)
 
     # --resume maps the names: 2 epochs + 2 more is bitwise 4 at once.
