@@ -111,10 +111,11 @@ typedef struct bp_bench_train_result {
     int samples;               /* = repeats */
     int inner;                 /* steps in each sample */
     double samples_per_second; /* x's rows over the median step */
-    /* bp_device_get_counters over the timed steps (the sample-sizing one and the samples),
-     * per step: the work queued, and the waits for the device, the one wait at the end of
-     * each sample included (1 / inner per step). 0 on the CPU, which counts none. */
-    double launches_per_step, host_waits_per_step;
+    /* bp_device_get_counters over the timed bp_train_step calls (the sample-sizing one and
+     * the samples; not the wait that ends a sample), per step: the work queued outside a
+     * recorded graph, the waits for the device, and the graphs replayed (1 when CUDA graphs
+     * run each step). 0 on the CPU, which counts none. */
+    double launches_per_step, host_waits_per_step, graph_launches_per_step;
 } bp_bench_train_result;
 
 /* Times bp_train_step(model, optimizer, loss, x, target) as a training loop runs it, with

@@ -21,6 +21,7 @@ typedef struct bench_opts {
     int quick, warmup, repeats;
     int no_limits; /* for peak-memory runs: the limit buffers would stay in the heap's RSS */
     int threads;   /* bp_device_options.threads (0: the default) */
+    int no_graphs; /* bp_device_options.graphs 0 */
     const char *precisions; /* --precision LIST; NULL: every mode on a GPU, fp32 on the CPU */
     bp_precision prec[BP_PRECISION_COUNT_];
     int n_prec;
@@ -423,7 +424,7 @@ static int bench_e2e(bp_device *shared, const bench_opts *o, const e2e_config *c
         goto done;
     }
     const sample_stats ss = tr.seconds;
-    int graph = bp_device_get_kind(dev) == BP_DEVICE_CUDA && bp_device_get_options(dev).graphs;
+    int graph = tr.graph_launches_per_step > 0.0; /* replayed, not only switched on */
     bp_device_stats ds;
     bp_device_get_stats(dev, &ds);
     long hwm_kb = proc_status_kb("VmHWM");
@@ -504,6 +505,7 @@ void cli_bench_help(FILE *f) {
             "  --precision LIST fp32, tf32, bf16, comma-separated: a GEMM column and a training\n"
             "                   row each (default all three on a GPU; fp32 on the CPU)\n"
             "  --threads N      CPU threads (0, the default: the backend's choice)\n"
+            "  --no-graphs      CUDA: queue each op of a training step, no CUDA graph\n"
             "  --quick          few repeats and a small sweep (a check that finishes fast)\n"
             "  --warmup N       untimed calls before timing (default 2; --quick 1)\n"
             "  --repeats N      timed samples per row; median, min, max, IQR (default 10)\n"
@@ -514,7 +516,7 @@ void cli_bench_help(FILE *f) {
 }
 
 static int parse(int argc, char **argv, bench_opts *o) {
-    *o = (bench_opts){"auto", NULL, "S,M,L,XL", NULL, 0, -1, -1, 0, 0, NULL, {0}, 0};
+    *o = (bench_opts){"auto", NULL, "S,M,L,XL", NULL, 0, -1, -1, 0, 0, 0, NULL, {0}, 0};
     /* A flag sets text, or num from its value in [lo, hi], or (lo -1) num to 1. */
     const struct {
         const char *flag, **text;
@@ -528,7 +530,8 @@ static int parse(int argc, char **argv, bench_opts *o) {
                  {"--repeats", NULL, &o->repeats, 1, 1000000},
                  {"--threads", NULL, &o->threads, 0, 4096}, /* bp_device_options */
                  {"--quick", NULL, &o->quick, -1, 0},
-                 {"--no-limits", NULL, &o->no_limits, -1, 0}};
+                 {"--no-limits", NULL, &o->no_limits, -1, 0},
+                 {"--no-graphs", NULL, &o->no_graphs, -1, 0}};
     const int n_flags = (int)(sizeof flags / sizeof flags[0]);
     for (int i = 0; i < argc; ++i) {
         const char *a = argv[i];
@@ -620,6 +623,7 @@ int cli_cmd_bench(int argc, char **argv) {
     bp_status st;
     bp_device_options dopts = bp_device_options_default();
     dopts.threads = o.threads;
+    dopts.graphs = !o.no_graphs;
     bp_device *dev = bp_device_open_ex(o.device, &dopts, &st);
     if (!dev) {
         fprintf(stderr, "backprop bench: --device %s: %s\n", o.device, bp_last_error());

@@ -58,6 +58,7 @@ typedef struct cli_options {
     int64_t memory_limit; /* bytes the device may hold; 0: no limit */
     int threads;          /* CPU threads (bp_device_options.threads); 0: the default */
     int memory_check;     /* bp_device_options.check_memory */
+    int graphs;           /* bp_device_options.graphs */
     /* lr-find */
     double start_lr, end_lr;
     int steps;

@@ -201,6 +201,9 @@ static const opt_spec SPECS[] = {
      "run",
      "refuse at once a model larger than the device's free memory, naming the sizes (no: let "
      "the allocations decide)"},
+    {"graphs", OT_BOOL, OFF(graphs), TRAIN | LRFIND, 0, "yes", "", "run",
+     "CUDA: record a training step as a CUDA graph and replay it (no: queue each op; the same "
+     "results)"},
     /* lr-find */
     {"start-lr", OT_FLOAT, OFF(start_lr), LRFIND, OF_LO_OPEN, "1e-7", "LR", "lr-find",
      "first learning rate of the range test", .hi = FMAX},

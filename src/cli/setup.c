@@ -11,6 +11,7 @@ int cli_open_device(int cmd, const cli_options *o, bp_device **dev) {
     bp_device_options opts = bp_device_options_default();
     opts.threads = o->threads;
     opts.check_memory = o->memory_check;
+    opts.graphs = o->graphs;
     *dev = bp_device_open_ex(o->device, &opts, &st);
     if (!*dev) return cli_lib_fail(cmd, "--device");
     /* Before anything is allocated on it, so the limit covers the model, the optimizer state,

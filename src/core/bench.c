@@ -408,6 +408,7 @@ typedef struct timed_work {
     bp_optimizer *optimizer;
     const bp_loss_config *loss;
     const bp_tensor *x, *target;
+    bp_device_counters *steps_did; /* what the bp_train_step calls asked of the device */
 } timed_work;
 
 static bp_status run_ops(const timed_work *w, int times) {
@@ -480,7 +481,7 @@ bp_status bp_bench_run(bp_device *device, const bp_bench_op *ops, int n_ops,
         r.bytes += op_bytes(&ops[i]);
     }
     st = alloc_operands(&mem, ops, n_ops);
-    timed_work w = {run_ops, fn, ops, n_ops, &mem, NULL, NULL, NULL, NULL, NULL};
+    timed_work w = {run_ops, fn, ops, n_ops, &mem, NULL, NULL, NULL, NULL, NULL, NULL};
     if (st == BP_OK) st = measure(&w, &o, &r.seconds, &r.inner);
     r.samples = o.repeats;
     free_operands(&mem);
@@ -496,9 +497,17 @@ static const char *const fn_train = "bp_bench_train";
  * the time includes the device's work, and a refused step or a step the device did not run
  * fails the sample. */
 static bp_status run_steps(const timed_work *w, int times) {
-    bp_status st = BP_OK;
+    bp_device *dev = bp_model_device(w->model);
+    bp_device_counters c0, c1;
+    bp_status st = bp_device_get_counters(dev, &c0);
     for (int i = 0; i < times && st == BP_OK; ++i)
         st = bp_train_step(w->model, w->optimizer, w->loss, w->x, w->target, NULL);
+    if (st == BP_OK) st = bp_device_get_counters(dev, &c1);
+    if (st == BP_OK && w->steps_did) {
+        w->steps_did->launches += c1.launches - c0.launches;
+        w->steps_did->host_waits += c1.host_waits - c0.host_waits;
+        w->steps_did->graph_launches += c1.graph_launches - c0.graph_launches;
+    }
     bp_step_totals totals;
     memset(&totals, 0, sizeof totals);
     if (st == BP_OK) st = bp_train_results(w->optimizer, 1, &totals);
@@ -559,22 +568,23 @@ bp_status bp_bench_train(bp_model *model, bp_optimizer *optimizer, const bp_loss
     if (st != BP_OK) return st;
     bp_bench_train_result r;
     memset(&r, 0, sizeof r);
-    timed_work w = {run_steps, fn_train, NULL, 0, NULL, model, optimizer, loss, x, target};
-    bp_device *dev = bp_model_device(model);
-    bp_device_counters c0, c1;
-    /* The counters around the samples alone: the warm-up's first steps set things up. */
+    bp_device_counters did;
+    memset(&did, 0, sizeof did);
+    timed_work w = {run_steps, fn_train, NULL, 0, NULL, model, optimizer, loss, x, target, NULL};
+    /* Counted after the warm-up, whose first steps set things up (a graph's recording). */
     st = o.warmup > 0 ? run_steps(&w, o.warmup) : BP_OK;
     o.warmup = 0;
-    if (st == BP_OK) st = bp_device_get_counters(dev, &c0);
+    w.steps_did = &did;
     if (st == BP_OK) st = measure(&w, &o, &r.seconds, &r.inner);
-    if (st == BP_OK) st = bp_device_get_counters(dev, &c1);
+    w.steps_did = NULL;
     if (st == BP_OK) st = time_parts(&w, &o, r.inner, &r);
     if (st != BP_OK) return st;
     double steps = 1.0 + (double)o.repeats * r.inner; /* the sizing step and the samples */
     r.samples = o.repeats;
     r.samples_per_second = (double)bp_tensor_rows(x) / r.seconds.median;
-    r.launches_per_step = (double)(c1.launches - c0.launches) / steps;
-    r.host_waits_per_step = (double)(c1.host_waits - c0.host_waits) / steps;
+    r.launches_per_step = (double)did.launches / steps;
+    r.host_waits_per_step = (double)did.host_waits / steps;
+    r.graph_launches_per_step = (double)did.graph_launches / steps;
     *result = r;
     return BP_OK;
 }

@@ -123,10 +123,16 @@ bp_status bp_steps_drain(bp_optimizer *o, int wait) {
     bp_step_ring *r = o->ring;
     if (!r) return BP_OK;
     const bp_backend_ops *ops = o->device->ops;
+    int done = 0;
+    /* one wait, for the newest: the device has then passed every older mark too */
+    if (wait && r->count > 0) {
+        bp_status st = ops->mark_done(
+            o->device, r->slot[(r->head + r->count - 1) % BP_STEP_SLOTS].mark, 1, &done);
+        if (st != BP_OK) return st;
+    }
     while (r->count > 0) {
         step_slot *s = &r->slot[r->head];
-        int done = 0;
-        bp_status st = ops->mark_done(o->device, s->mark, wait, &done);
+        bp_status st = ops->mark_done(o->device, s->mark, 0, &done);
         if (st != BP_OK) return st;
         if (!done) return BP_OK;
         r->head = (r->head + 1) % BP_STEP_SLOTS;

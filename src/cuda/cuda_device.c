@@ -24,14 +24,14 @@ int bp_cuda_device_count(void) {
 
 /* The counters of the handle this thread entered last: the launchers in kernels/ know only a
  * stream. */
-static _Thread_local bp_device_counters *entered;
+static _Thread_local bp_cuda_impl *entered;
 
 void bp_cu_note_launch(void) {
-    if (entered) entered->launches++;
+    if (entered && !entered->recording) entered->counters.launches++;
 }
 
 void bp_cu_note_wait(void) {
-    if (entered) entered->host_waits++;
+    if (entered) entered->counters.host_waits++;
 }
 
 void bp_cuda_counters(const bp_device *device, bp_device_counters *out) {
@@ -39,7 +39,7 @@ void bp_cuda_counters(const bp_device *device, bp_device_counters *out) {
 }
 
 bp_status bp_cuda_enter(const bp_device *device) {
-    entered = &bp_cuda_impl_of(device)->counters;
+    entered = bp_cuda_impl_of(device);
     int index = bp_cuda_impl_of(device)->index;
     BP_CUDA_TRY(device, cudaSetDevice(index), "cudaSetDevice(%d)", index);
     return BP_OK;

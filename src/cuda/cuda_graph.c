@@ -10,6 +10,7 @@ bp_status bp_cuda_graph_begin(bp_device *device) {
         device,
         cudaStreamBeginCapture(bp_cuda_impl_of(device)->stream, cudaStreamCaptureModeGlobal),
         "cudaStreamBeginCapture(global)");
+    bp_cuda_impl_of(device)->recording = 1;
     return BP_OK;
 }
 
@@ -33,6 +34,7 @@ static cudaError_t make_exec(cudaGraph_t g, void **exec) {
 bp_status bp_cuda_graph_end(bp_device *device, void **exec) {
     BP_CUDA_ENTER(device);
     cudaGraph_t g = NULL;
+    bp_cuda_impl_of(device)->recording = 0;
     cudaError_t err = cudaStreamEndCapture(bp_cuda_impl_of(device)->stream, &g);
     if (err == cudaSuccess) err = make_exec(g, exec);
     if (g) cudaGraphDestroy(g);

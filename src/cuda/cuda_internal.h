@@ -39,6 +39,7 @@ typedef struct bp_cuda_impl {
     int stage_next;
     int64_t *host_result; /* pinned, one value read back by check_labels */
     bp_device_counters counters; /* bp_cu_note_launch and bp_cu_note_wait add to them */
+    int recording; /* a graph is being recorded: its launches are counted when it replays */
 } bp_cuda_impl;
 
 /* Count one queued work item (a kernel: every BP_LAUNCH; a GEMM; a copy) or one wait for the
