@@ -183,15 +183,24 @@ void bp_cuda_host_free(bp_device *device, void *ptr) {
     if (cudaFreeHost(ptr) != cudaSuccess) (void)cudaGetLastError();
 }
 
-/* host is pinned (host_alloc's), so the copy is queued and nothing waits. */
-bp_status bp_cuda_download_async(bp_device *device, void *host, const void *src, size_t bytes) {
+/* One copy between device memory and pinned host memory (host_alloc's), queued: nothing
+ * waits. An upload's host bytes stay unchanged until the copy has run (the caller's mark says
+ * when). */
+static bp_status copy_async(bp_device *device, void *dst, const void *src, size_t bytes,
+                            enum cudaMemcpyKind kind, const char *what) {
     BP_CUDA_ENTER(device);
     bp_cu_note_launch();
-    BP_CUDA_TRY(
-        device,
-        cudaMemcpyAsync(host, src, bytes, cudaMemcpyDeviceToHost, bp_cuda_impl_of(device)->stream),
-        "download_async: cudaMemcpyAsync(device to host, %zu bytes from %p)", bytes, src);
+    BP_CUDA_TRY(device, cudaMemcpyAsync(dst, src, bytes, kind, bp_cuda_impl_of(device)->stream),
+                "%s: cudaMemcpyAsync(%zu bytes from %p to %p)", what, bytes, src, dst);
     return BP_OK;
+}
+
+bp_status bp_cuda_download_async(bp_device *device, void *host, const void *src, size_t bytes) {
+    return copy_async(device, host, src, bytes, cudaMemcpyDeviceToHost, "download_async");
+}
+
+bp_status bp_cuda_upload_async(bp_device *device, void *dst, const void *host, size_t bytes) {
+    return copy_async(device, dst, host, bytes, cudaMemcpyHostToDevice, "upload_async");
 }
 
 bp_status bp_cuda_mark_create(bp_device *device, void **mark) {
@@ -233,17 +242,5 @@ bp_status bp_cuda_mark_done(bp_device *device, void *mark, int wait, int *done) 
     }
     BP_CUDA_TRY(device, err, "mark: cudaEventQuery");
     *done = 1;
-    return BP_OK;
-}
-
-/* host is pinned (host_alloc's) and stays unchanged until the copy has run (the caller's mark
- * says when), so the copy is queued and nothing waits. */
-bp_status bp_cuda_upload_async(bp_device *device, void *dst, const void *host, size_t bytes) {
-    BP_CUDA_ENTER(device);
-    bp_cu_note_launch();
-    BP_CUDA_TRY(
-        device,
-        cudaMemcpyAsync(dst, host, bytes, cudaMemcpyHostToDevice, bp_cuda_impl_of(device)->stream),
-        "upload_async: cudaMemcpyAsync(host to device, %zu bytes to %p)", bytes, dst);
     return BP_OK;
 }
