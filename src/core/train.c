@@ -211,9 +211,10 @@ typedef struct step_key {
 } step_key;
 
 struct bp_step_graph {
-    void *exec;   /* the recorded step, for key */
-    step_key key; /* of exec, or of the last step run eagerly */
+    void *exec;   /* the recorded step (kept for cudaGraphExecUpdate when stale) */
+    step_key key; /* of the last step */
     int repeats;  /* steps in a row with key */
+    int current;  /* exec was recorded for key */
     int broken;   /* a recording failed: this optimizer runs its steps eagerly from now on */
 };
 
@@ -255,9 +256,10 @@ static bp_status run_graph(bp_model *m, bp_optimizer *o, const bp_loss_config *l
     int same = memcmp(&key, &g->key, sizeof key) == 0;
     g->repeats = same ? g->repeats + 1 : 1;
     g->key = key;
+    if (!same) g->current = 0; /* exec holds another key's step: never replayed again */
     if (g->repeats < 2) return BP_OK;
     const bp_backend_ops *ops = m->device->ops;
-    if (!same || !g->exec) {
+    if (!g->current || !g->exec) {
         bp_status st = ops->graph_begin(m->device);
         if (st != BP_OK) return BP_OK;
         bp_status rec = enqueue_step(m, o, loss, x, target, denom, call);
@@ -266,6 +268,7 @@ static bp_status run_graph(bp_model *m, bp_optimizer *o, const bp_loss_config *l
             g->broken = 1;
             return BP_OK;
         }
+        g->current = 1;
     }
     *ran = 1;
     return ops->graph_launch(m->device, g->exec);
