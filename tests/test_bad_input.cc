@@ -202,12 +202,10 @@ TEST_P(BadInput, NonFiniteInputNamesRowAndColumn) {
     std::vector<float> bad = xs;
     bad[2 * 6 + 3] = std::numeric_limits<float>::quiet_NaN();
     ASSERT_EQ(bp_tensor_upload(x, bad.data(), bad.size()), BP_OK);
-    expect_error(bp_train_step(model, opt, &ce, x, y, &loss), BP_ERR_NON_FINITE,
-                 "x[2, 3] is nan");
+    expect_error(bp_train_step(model, opt, &ce, x, y, &loss), BP_ERR_NON_FINITE, "x[2, 3] is nan");
     bad[2 * 6 + 3] = std::numeric_limits<float>::infinity();
     ASSERT_EQ(bp_tensor_upload(x, bad.data(), bad.size()), BP_OK);
-    expect_error(bp_train_step(model, opt, &ce, x, y, &loss), BP_ERR_NON_FINITE,
-                 "x[2, 3] is inf");
+    expect_error(bp_train_step(model, opt, &ce, x, y, &loss), BP_ERR_NON_FINITE, "x[2, 3] is inf");
     expect_unchanged();
 }
 

@@ -96,8 +96,8 @@ BP_API bp_status bp_device_get_stats(const bp_device *device, bp_device_stats *s
 /* What a handle has asked of its device since it was opened, for benchmarks and tests (CUDA;
  * on the CPU, which runs every op as it is called, all are 0). */
 typedef struct bp_device_counters {
-    uint64_t launches;   /* work queued: kernels, cuBLAS/cuBLASLt GEMMs, copies */
-    uint64_t host_waits; /* calls that waited for the device (synchronize, a read back, ...) */
+    uint64_t launches;       /* work queued: kernels, cuBLAS/cuBLASLt GEMMs, copies */
+    uint64_t host_waits;     /* calls that waited for the device (synchronize, a read back, ...) */
     uint64_t graph_launches; /* captured training steps replayed (bp_device_options.graphs) */
 } bp_device_counters;
 

@@ -46,9 +46,9 @@ typedef struct bp_step_result {
 /* The steps read since the last bp_train_results. */
 typedef struct bp_step_totals {
     int64_t steps;
-    double loss_sum;         /* of their mean losses */
-    int64_t correct, rows;   /* sums over the cross-entropy steps */
-    bp_step_result last;     /* the newest (all zero when steps is 0) */
+    double loss_sum;       /* of their mean losses */
+    int64_t correct, rows; /* sums over the cross-entropy steps */
+    bp_step_result last;   /* the newest (all zero when steps is 0) */
 } bp_step_totals;
 
 /* Reads the results of the optimizer's steps that the device has finished (wait 0: without

@@ -75,7 +75,7 @@ struct bp_model {
     float *bgrad;   /* [widest]: a fused bias gradient before it is added (accumulating) */
     void *scratch;  /* gemm_ex scratch, scratch_bytes (NULL when none) */
     size_t scratch_bytes;
-    float *row_loss; /* [max_batch]: each row's loss, then (cross-entropy) its class match */
+    float *row_loss;      /* [max_batch]: each row's loss, then (cross-entropy) its class match */
     bp_step_state *state; /* device memory: what a training step leaves for the host */
     float *scalars;       /* BP_SCALAR_COUNT: the first floats of state */
 

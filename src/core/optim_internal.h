@@ -24,7 +24,7 @@ struct bp_optimizer {
     float *state; /* device memory: SGD momentum, or Adam m then v */
     size_t state_size;
     bp_plateau_state plateau;
-    struct bp_step_ring *ring; /* step.c: the results of queued steps; NULL before the first */
+    struct bp_step_ring *ring;   /* step.c: the results of queued steps; NULL before the first */
     struct bp_step_graph *graph; /* train.c: the captured step (CUDA graphs); NULL when none */
 };
 
@@ -34,7 +34,7 @@ struct bp_optimizer {
 typedef struct bp_step_found {
     int32_t reason; /* BP_REFUSED_*; 0: none */
     int64_t step;
-    float loss;     /* its mean loss */
+    float loss; /* its mean loss */
     float norm2;
     int64_t bad_row;
     int later; /* steps queued behind it, which did nothing */

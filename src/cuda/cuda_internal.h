@@ -37,7 +37,7 @@ typedef struct bp_cuda_impl {
     void *stage[BP_CUDA_STAGE_SLOTS];
     cudaEvent_t stage_done[BP_CUDA_STAGE_SLOTS]; /* recorded after the slot's last copy */
     int stage_next;
-    int64_t *host_result; /* pinned, one value read back by check_labels */
+    int64_t *host_result;        /* pinned, one value read back by check_labels */
     bp_device_counters counters; /* bp_cu_note_launch and bp_cu_note_wait add to them */
     int recording; /* a graph is being recorded: its launches are counted when it replays */
 } bp_cuda_impl;
@@ -145,8 +145,8 @@ bp_status bp_cuda_bce_logits(bp_device *device, int rows, int cols, const float 
                              const float *target, float grad_scale, float *grad, float *row_loss);
 bp_status bp_cuda_check_labels(bp_device *device, int rows, const int32_t *labels, int classes,
                                int64_t *bad_index);
-bp_status bp_cuda_check_labels_into(bp_device *device, int rows, const int32_t *labels,
-                                    int classes, bp_step_state *state);
+bp_status bp_cuda_check_labels_into(bp_device *device, int rows, const int32_t *labels, int classes,
+                                    bp_step_state *state);
 bp_status bp_cuda_step_decide(bp_device *device, bp_step_state *state, float clip_norm);
 bp_status bp_cuda_sum(bp_device *device, size_t n, const float *x, float *out);
 bp_status bp_cuda_sum_squares(bp_device *device, size_t n, const float *x, float *out);
