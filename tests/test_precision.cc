@@ -994,6 +994,82 @@ TEST_P(PrecisionTest, ARefusedPlanIsComposedAndTrainsTheSame) {
     }
 }
 
+// ---- a plan refused when it runs ---------------------------------------------------------
+// A plan's algorithm was chosen for the model's largest batch; a shorter batch asks cuBLASLt's
+// heuristic again (src/cuda/cuda_lt.c), which may refuse that shape. Here every plain GEMM is
+// refused from the second step on, so the five-row steps' GEMMs without an epilogue are
+// refused when they run, after their plans were made: they are composed for those calls and
+// said once per plan, and the model trains to what the unrefused one does.
+
+// A 16-row AdamW step, then four of the first five rows, of train_refused's network; what
+// stderr said during the short steps into *said.
+std::vector<float> train_refused_later(bp_device *dev, bp_precision p, const Refusal *r,
+                                       std::string *said) {
+    Net n;
+    n.widths = {12, 32, 24, 10};
+    n.acts = {BP_ACT_RELU, BP_ACT_GELU_TANH, BP_ACT_IDENTITY};
+    n.max_batch = 16;
+    ModelPtr m = make_model(dev, n, p);
+    if (!m) return {};
+    bp_optim_config oc = bp_optim_config_default(BP_OPTIM_ADAMW);
+    OptimPtr o(bp_optimizer_create(m.get(), &oc, nullptr));
+    EXPECT_TRUE(o);
+    if (!o) return {};
+    auto xv = bpt::uniform(16 * 12, -1.0f, 1.0f, 21);
+    std::vector<int32_t> yv(16);
+    for (int i = 0; i < 16; ++i)
+        yv[i] = i % 10;
+    TensorPtr x, y, x5, y5;
+    bpt::upload_f32(dev, 16, 12, xv, &x);
+    bpt::upload_target(dev, BP_LOSS_CROSS_ENTROPY, 16, 1, {}, yv, &y);
+    bpt::upload_f32(dev, 5, 12, std::vector<float>(xv.begin(), xv.begin() + 5 * 12), &x5);
+    bpt::upload_target(dev, BP_LOSS_CROSS_ENTROPY, 5, 1, {},
+                       std::vector<int32_t>(yv.begin(), yv.begin() + 5), &y5);
+    bp_loss_config ce = {BP_LOSS_CROSS_ENTROPY, 0.0f};
+    float loss = 0.0f;
+    EXPECT_EQ(BP_OK, bp_train_step(m.get(), o.get(), &ce, x.get(), y.get(), &loss))
+        << bp_last_error();
+    if (r) setenv("CUDAEMU_LT_REFUSE", (std::string(r->how) + ":" + r->what).c_str(), 1);
+    ::testing::internal::CaptureStderr();
+    bool ok = true;
+    for (int s = 0; s < 4 && ok; ++s) {
+        ok = bp_train_step(m.get(), o.get(), &ce, x5.get(), y5.get(), &loss) == BP_OK;
+        EXPECT_TRUE(ok) << "short step " << s << ": " << bp_last_error();
+    }
+    *said = ::testing::internal::GetCapturedStderr();
+    unsetenv("CUDAEMU_LT_REFUSE");
+    return ok ? bpt::params_of(m.get()) : std::vector<float>{};
+}
+
+TEST_P(PrecisionTest, APlanRefusedWhenItRunsIsComposedAndTrainsTheSame) {
+    if (GetParam().backend != "cuda")
+        GTEST_SKIP() << "cuBLASLt's refusals are emulated on the CUDA device only";
+    BPT_OPEN_OR_SKIP(raw, GetParam().backend);
+    DevicePtr dev(raw);
+    std::string said;
+    std::vector<float> want = train_refused_later(dev.get(), mode(), nullptr, &said);
+    ASSERT_FALSE(want.empty());
+    EXPECT_EQ(std::string::npos, said.find("refused when it ran")) << said;
+    // As ARefusedPlanIsComposedAndTrainsTheSame: the same network, five steps, the same bounds.
+    double tol = mode() == BP_PRECISION_FP32 ? 2e-5 : mode() == BP_PRECISION_TF32 ? 1e-3 : 1e-2;
+    for (const Refusal &r : {Refusal{"unsupported", "DEFAULT"}, Refusal{"invalid", "DEFAULT"},
+                             Refusal{"empty", "DEFAULT"}}) {
+        SCOPED_TRACE(std::string(r.how) + ":" + r.what);
+        std::vector<float> got = train_refused_later(dev.get(), mode(), &r, &said);
+        ASSERT_EQ(got.size(), want.size()) << "a step failed: " << bp_last_error();
+        EXPECT_LE(bpt::rel_err(got, want), tol);
+        // Said once per refused plan, not once per call: the plain GEMMs of the network are
+        // at most its 3 dW, the last layer's forward and layer 0's dX (the other dX carry
+        // the fused derivative; the ReLU and GELU layers fuse forward), 4 steps of calls.
+        size_t lines = 0;
+        for (size_t at = said.find("refused when it ran"); at != std::string::npos;
+             at = said.find("refused when it ran", at + 1))
+            ++lines;
+        EXPECT_GE(lines, 1u) << said;
+        EXPECT_LE(lines, 5u) << said;
+    }
+}
+
 INSTANTIATE_TEST_SUITE_P(Modes, PrecisionTest, ::testing::ValuesIn(all_mode_params()),
                          mode_param_name);
 
