@@ -25,6 +25,7 @@
 #include "support.h"
 #include "support_files.h"
 #include "support_model.h"
+#include "tf32_probe.h"
 
 namespace {
 
@@ -309,25 +310,13 @@ Tol rounded_tol(bp_precision p) {
     }
 }
 
-// Whether dev truncates TF32 operands, seen through a 1 x 1 tf32 model: w = 1 + 2^-11 + 2^-13
-// lies above half-way between its TF32 neighbours 1 and 1 + 2^-10, so rounding to nearest
-// (ties either way) gives 1 + 2^-10 and only truncation gives 1 (a composed fp32 product, w).
+// Whether dev truncates TF32 operands, seen through a 1 x 1 tf32 model (tests/tf32_probe.c):
+// rounding to nearest, either tie rule, and a composed fp32 product give other bits.
 bool truncates_tf32(bp_device *dev) {
-    Net n;
-    n.widths = {1, 1};
-    n.acts = {BP_ACT_IDENTITY};
-    n.max_batch = 1;
-    ModelPtr m = make_model(dev, n, BP_PRECISION_TF32);
-    if (!m) return false;
-    const float params[] = {1.0f + 0x1p-11f + 0x1p-13f, 0.0f};
-    EXPECT_EQ(BP_OK, bp_model_set_params(m.get(), params, 2));
-    TensorPtr tx, tout;
-    bpt::upload_f32(dev, 1, 1, {1.0f}, &tx);
-    bpt::new_tensor(dev, BP_F32, 1, 1, &tout);
-    EXPECT_EQ(BP_OK, bp_model_forward(m.get(), tx.get(), BP_MODE_INFERENCE, tout.get()));
-    float y = 0.0f;
-    EXPECT_EQ(BP_OK, bp_tensor_download(tout.get(), &y, 1));
-    return y == 1.0f;
+    bpt_tf32_rounding r = BPT_TF32_OTHER;
+    float y[4];
+    EXPECT_EQ(BP_OK, bpt_tf32_rounding_of(dev, 1, 4, 1, &r, y)) << bp_last_error();
+    return r == BPT_TF32_TRUNCATION;
 }
 
 // A fused GELU epilogue on a GPU may take its tanh from a fast approximation (PTX's
