@@ -987,9 +987,11 @@ TEST_P(PrecisionTest, ARefusedPlanIsComposedAndTrainsTheSame) {
 // ---- a plan refused when it runs ---------------------------------------------------------
 // A plan's algorithm was chosen for the model's largest batch; a shorter batch asks cuBLASLt's
 // heuristic again (src/cuda/cuda_lt.c), which may refuse that shape. Here every plain GEMM is
-// refused from the second step on, so the five-row steps' GEMMs without an epilogue are
-// refused when they run, after their plans were made: they are composed for those calls and
-// said once per plan, and the model trains to what the unrefused one does.
+// refused from the second step on (and the last layer's fused bias), so the five-row steps'
+// GEMMs without an epilogue (and the bias) are refused when they run, after their plans were
+// made: they are composed for those calls and said once per plan, and the model trains to what
+// the unrefused one does. (A fused activation refused when it runs is still an error: its saved
+// state is in the backend's own format; docs/precision.md.)
 
 // A 16-row AdamW step, then four of the first five rows, of train_refused's network; what
 // stderr said during the short steps into *said.
@@ -1043,7 +1045,8 @@ TEST_P(PrecisionTest, APlanRefusedWhenItRunsIsComposedAndTrainsTheSame) {
     // As ARefusedPlanIsComposedAndTrainsTheSame: the same network, five steps, the same bounds.
     double tol = mode() == BP_PRECISION_FP32 ? 2e-5 : mode() == BP_PRECISION_TF32 ? 1e-3 : 1e-2;
     for (const Refusal &r : {Refusal{"unsupported", "DEFAULT"}, Refusal{"invalid", "DEFAULT"},
-                             Refusal{"empty", "DEFAULT"}}) {
+                             Refusal{"empty", "DEFAULT"}, Refusal{"invalid", "BIAS"},
+                             Refusal{"empty", "BIAS,DEFAULT"}}) {
         SCOPED_TRACE(std::string(r.how) + ":" + r.what);
         std::vector<float> got = train_refused_later(dev.get(), mode(), &r, &said);
         ASSERT_EQ(got.size(), want.size()) << "a step failed: " << bp_last_error();
@@ -1055,7 +1058,11 @@ TEST_P(PrecisionTest, APlanRefusedWhenItRunsIsComposedAndTrainsTheSame) {
         std::istringstream in(said);
         for (std::string line; std::getline(in, line);)
             if (line.find("refused when it ran") != std::string::npos) ++lines[line];
-        EXPECT_FALSE(lines.empty()) << said;
+        // The plain GEMMs' plans always exist at creation; the bias's may have been composed
+        // there already (cudaemu's variant 3 refuses BIAS), leaving nothing to refuse later.
+        if (std::string(r.what).find("DEFAULT") != std::string::npos) {
+            EXPECT_FALSE(lines.empty()) << said;
+        }
         for (const auto &l : lines)
             EXPECT_EQ(1, l.second) << l.first;
     }

@@ -219,13 +219,47 @@ typedef struct model_plan {
     int said;
 } model_plan;
 
+/* A fused bias without an activation (BP_EPI_BIAS_ACT, identity, nothing saved), composed: the
+ * fp32 product, then the bias added in fp32 and the sum stored once in c's type, as the
+ * epilogue does. A bf16 c takes the product in the scratch after the operands' copies. */
+static bp_status composed_bias(bp_model *m, const bp_gemm_desc *g) {
+    const bp_backend_ops *ops = m->device->ops;
+    bp_gemm_desc p = *g;
+    p.epilogue = BP_EPI_NONE;
+    p.bias = NULL;
+    p.c_type = BP_EL_F32;
+    if (g->c_type == BP_EL_F32) {
+        bp_status st = composed_gemm(m, &p);
+        return st != BP_OK ? st
+                           : ops->bias_act_forward(m->device, g->m, g->n, g->bias, (float *)g->c,
+                                                   (float *)g->c, BP_ACT_IDENTITY, g->slope);
+    }
+    size_t operands = 0;
+    if (g->ab_type == BP_EL_BF16)
+        operands = round256(extent_a(g) * sizeof(float)) + round256(extent_b(g) * sizeof(float));
+    float *acc = (float *)((char *)g->scratch + operands);
+    p.c = acc;
+    bp_status st = composed_gemm(m, &p);
+    return st != BP_OK
+               ? st
+               : ops->bias_act_forward_ex(m->device, g->m, g->n, g->bias, acc, g->c, g->c_type,
+                                          g->c, g->c_type, BP_ACT_IDENTITY, g->slope);
+}
+
+/* Whether a GEMM refused when it runs can be composed: one without an epilogue, or a bias
+ * alone over rows of the output's width. */
+static int composable(const bp_gemm_desc *g) {
+    if (g->epilogue == BP_EPI_NONE) return 1;
+    return g->epilogue == BP_EPI_BIAS_ACT && g->act == BP_ACT_IDENTITY && !g->aux && g->ldc == g->n;
+}
+
 /* A planned GEMM the backend refused when it ran: its heuristic, asked again for a shape or
  * alignment the plan was not made for (a short last batch, a caller's x or dx at another
- * alignment), offered nothing. Without an epilogue it is composed, this call only (the plan
- * keeps its algorithm for the shapes it fits), and said once per plan. A fused epilogue is
- * not: the backend keeps the activation's state in its own format (the forward's aux, which
- * the fused backward reads), which no plain entry writes or reads. Out of memory is never a
- * refusal.
+ * alignment), offered nothing. Without an epilogue, or with a bias alone, it is composed, this
+ * call only (the plan keeps its algorithm for the shapes it fits), and said once per plan. An
+ * epilogue with an activation is not: the backend keeps the activation's state in its own
+ * format (the forward's aux, which the fused backward reads), which no plain entry writes or
+ * reads. Out of memory is never a refusal.
  * In a step recorded as a graph (train.c), the first step of a shape runs eagerly, so the
  * refusal, the scratch's allocation and the line on stderr happen there; the recording asks
  * the heuristic again, is refused again and records the composed GEMM, which its replays run
@@ -235,8 +269,11 @@ static bp_status refused_at_run_time(bp_model *m, const bp_gemm_desc *g, model_p
     if (st == BP_ERR_OUT_OF_MEMORY) return st;
     char why[512];
     snprintf(why, sizeof why, "%s", bp_last_error());
-    if (g->epilogue != BP_EPI_NONE)
-        return bp_error(st, "%s (a fused epilogue, refused when it ran: it is not composed)", why);
+    if (!composable(g))
+        return bp_error(st,
+                        "%s (a fused epilogue with an activation, refused when it ran: it is not "
+                        "composed)",
+                        why);
     bp_gemm_desc c = *g;
     size_t need = composed_bytes(g);
     if (need > m->scratch_bytes) {
@@ -257,7 +294,7 @@ static bp_status refused_at_run_time(bp_model *m, const bp_gemm_desc *g, model_p
                 "one in fp32): %s\n",
                 g->m, g->n, g->k, m->device->name, why);
     }
-    return composed_gemm(m, &c);
+    return c.epilogue == BP_EPI_NONE ? composed_gemm(m, &c) : composed_bias(m, &c);
 }
 
 bp_status bp_model_gemm(bp_model *m, const bp_gemm_desc *g, void *plan) {
@@ -301,7 +338,7 @@ static bp_status make_plan(bp_model *m, const bp_gemm_desc *g, void **plan, size
         return bp_error(BP_ERR_OUT_OF_MEMORY, "bp_model_create: no host memory for a GEMM plan");
     }
     p->backend = backend;
-    if (g->epilogue == BP_EPI_NONE) p->compose_bytes = composed_bytes(g);
+    if (composable(g)) p->compose_bytes = composed_bytes(g);
     *plan = p;
     return BP_OK;
 }
