@@ -332,10 +332,8 @@ bool truncates_tf32(bp_device *dev) {
 // stored value by 2^-8, an RMS move of sqrt(d 2^-8) = 1.4e-3 per layer in place of d (observed
 // 3.9e-3 in all on dx, variant 1). The CPU's tanh is libm's: nothing added there.
 Tol fast_tanh_allowance(const std::string &backend, bp_precision p, bp_activation act, int layers) {
-    if (backend != "cuda" || act != BP_ACT_GELU_TANH) return {0.0, 0.0};
-    double d = std::exp2(-10.987);
-    if (p == BP_PRECISION_BF16) d = std::sqrt(d * 0x1p-8);
-    return {layers * d, 2 * layers * d};
+    bpt::FastTanh f = bpt::fast_tanh_allowance(backend, p, act, layers);
+    return {f.fwd, f.grad};
 }
 
 // Fresh random parameters that keep activations of order 1 through the layers (weights
