@@ -43,8 +43,8 @@
 # $BUILD_DIR/gpu-check/), rewritten after every part, so a kill leaves what was done. With OUT
 # set, at most six files land there: the report, gpu-check-logs.txt (each part's last lines),
 # tests.log (the whole suite's output), probe.txt (the probe's whole output), bench.json,
-# torch.json. The last lines printed are the
-# summary table. Exit status: 0 when no part failed, 1 otherwise.
+# torch.json. The last lines printed are the summary table. Exit status: 0 when no part
+# failed, 1 otherwise.
 #
 # Dry run: GPU_CHECK_DRYRUN=1 (scripts/gpu-dryrun.sh sets it, in a chroot without a GPU) runs
 # every part on the CPU with small settings; every CUDA case must then skip for the one reason
