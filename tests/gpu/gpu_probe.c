@@ -30,9 +30,7 @@ static void on_log(int level, const char *function, const char *message) {
 #endif
 
 static int tf32_part(bp_device *dev) {
-    const struct {
-        int k, n, rows;
-    } shapes[] = {{1, 4, 1}, {256, 64, 64}};
+    const struct { int k, n, rows; } shapes[] = {{1, 4, 1}, {256, 64, 64}};
     int bad = 0;
     printf("## TF32 rounding of GEMM operands (tests/tf32_probe.c)\n");
     for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; ++i) {
