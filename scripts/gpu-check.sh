@@ -10,6 +10,11 @@
 #   build      GoogleTest from the bundle's sources, then backprop: Release, -DBP_CUDA=ON, Ninja,
 #              CMAKE_CUDA_ARCHITECTURES=90, -lineinfo, BP_WERROR=OFF (another toolchain's new
 #              warnings must not stop the only run); the test binary must list its cases
+#   probe      what only the hardware can say (tests/gpu/gpu_probe.c, into probe.txt): the TF32
+#              rounding the GPU gives GEMM operands (nearest-even, truncation or half-away, at a
+#              1x1x1 and a 64x64x256 GEMM), and cuBLASLt's log of the algorithm and epilogue it
+#              chose for each GEMM of a ReLU/GELU model in fp32, tf32 and bf16, with the
+#              library's line for any plan it composed instead
 #   tests      the whole gtest suite on the GPU
 #   memcheck, racecheck, initcheck, synccheck
 #              compute-sanitizer over a subset chosen to fit: every op on CUDA, the cross-device
@@ -36,9 +41,10 @@
 # Output: the report (markdown: date, GPU, driver, nvcc, commit, every part) and the log tails
 # go to $OUT when it is set (else the report to benchmarks/results/, the logs stay in
 # $BUILD_DIR/gpu-check/), rewritten after every part, so a kill leaves what was done. With OUT
-# set, at most five files land there: the report, gpu-check-logs.txt (each part's last lines),
-# tests.log (the whole suite's output), bench.json, torch.json. The last lines printed are the
-# summary table. Exit status: 0 when no part failed, 1 otherwise.
+# set, at most six files land there: the report, gpu-check-logs.txt (each part's last lines),
+# tests.log (the whole suite's output), probe.txt (the probe's whole output), bench.json,
+# torch.json. The last lines printed are the summary table. Exit status: 0 when no part
+# failed, 1 otherwise.
 #
 # Dry run: GPU_CHECK_DRYRUN=1 (scripts/gpu-dryrun.sh sets it, in a chroot without a GPU) runs
 # every part on the CPU with small settings; every CUDA case must then skip for the one reason
@@ -53,7 +59,7 @@
 #   GPU_CHECK_CAP_SCALE=1      multiplies every cap and the default budget (a slow machine)
 #   SANITIZER_CASES=<regex>    case-insensitive regex over full case names for the sanitizers
 #   GPU_CHECK_MPI=OFF          BP_MPI for the build (AUTO or ON where the machine has MPI)
-#   BP_TESTS, BP_CLI, BP_MPI_TESTS   the binaries, when the build puts them elsewhere
+#   BP_TESTS, BP_CLI, BP_MPI_TESTS, BP_GPU_PROBE   the binaries, when the build puts them elsewhere
 set -u -o pipefail
 
 cd "$(dirname "$0")/.." || exit 2
@@ -73,6 +79,7 @@ TOOLS=$ROOT/scripts/gpucheck.py
 BP_TESTS=${BP_TESTS:-$BUILD_DIR/tests/bp_tests}
 BP_CLI=${BP_CLI:-$BUILD_DIR/backprop}
 BP_MPI_TESTS=${BP_MPI_TESTS:-$BUILD_DIR/tests/bp_mpi_tests}
+BP_GPU_PROBE=${BP_GPU_PROBE:-$BUILD_DIR/tests/bp_gpu_probe}
 CUDA_MODULE=$BUILD_DIR/libbackprop_cuda.so
 # MPI stays off unless asked for: an unknown MPI found on that machine must not be able to
 # break the one build the window has.
@@ -142,7 +149,7 @@ write_report() {
     fi
     if [ -n "${OUT:-}" ]; then
         local f
-        for f in tests.log bench.json torch.json; do
+        for f in tests.log probe.txt bench.json torch.json; do
             [ -f "$STATE/$f" ] && cp "$STATE/$f" "$OUT/$f"
         done
     fi
@@ -356,6 +363,28 @@ exec "%s" "$@"
     [ -f "$CUDA_MODULE" ] && RUN_ENV+=(BP_CUDA_MODULE="$CUDA_MODULE")
 }
 
+# ---- the probe: TF32 rounding, cuBLASLt's choices -------------------------------------------
+probe() {
+    part_begin probe 30 || return
+    if [ $BUILT != 1 ] || [ ! -x "$BP_GPU_PROBE" ]; then
+        part_end SKIP "not built (see the build part; $BP_GPU_PROBE)"
+        return
+    fi
+    run_env
+    step "${RUN_ENV[@]}" "$BP_GPU_PROBE" "$DEVICE"
+    cp "$LOG" "$STATE/probe.txt"
+    local tf32 lines
+    tf32=$(grep '^tf32 ' "$LOG" | sed 's/ (probes.*//' | paste -sd ';' | sed 's/;/; /g')
+    lines=$(grep -c '^  \[' "$LOG")
+    local what="${tf32:-no TF32 line}; $lines cuBLASLt log lines (probe.txt)"
+    [ "$DRY" = 1 ] && what="dry run on the CPU, not the GPU's rounding: $what"
+    if [ $RC -eq 0 ]; then
+        part_end PASS "$what"
+    else
+        part_end FAIL "bp_gpu_probe exited $RC: $(grep -m1 FAILED "$LOG" | cut -c1-200); $what"
+    fi
+}
+
 # ---- the whole suite ------------------------------------------------------------------------
 tests() {
     part_begin tests 100 || return
@@ -533,6 +562,7 @@ nccl() {
 
 setup
 build
+probe
 tests
 sanitize memcheck 60
 sanitize racecheck 60

@@ -1,5 +1,7 @@
 #include "support_model.h"
 
+#include <cmath>
+
 namespace bpt {
 
 void new_tensor(bp_device *dev, bp_dtype dtype, int64_t rows, int64_t cols, TensorPtr *t) {
@@ -23,6 +25,14 @@ void upload_target(bp_device *dev, bp_loss_kind kind, int64_t rows, int64_t cols
     } else {
         ASSERT_NO_FATAL_FAILURE(upload_f32(dev, rows, cols, target, t));
     }
+}
+
+FastTanh fast_tanh_allowance(const std::string &backend, bp_precision p, bp_activation act,
+                             int layers) {
+    if (backend != "cuda" || act != BP_ACT_GELU_TANH) return {0.0, 0.0};
+    double d = std::exp2(-10.987);
+    if (p == BP_PRECISION_BF16) d = std::sqrt(d * 0x1p-8);
+    return {layers * d, 2 * layers * d};
 }
 
 std::vector<float> params_of(const bp_model *m) {

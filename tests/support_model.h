@@ -6,6 +6,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <string>
 #include <vector>
 
 #include "backprop/backprop.h"
@@ -52,6 +53,15 @@ void upload_f32(bp_device *dev, int64_t rows, int64_t cols, const std::vector<fl
 void upload_target(bp_device *dev, bp_loss_kind kind, int64_t rows, int64_t cols,
                    const std::vector<float> &target, const std::vector<int32_t> &labels,
                    TensorPtr *t);
+
+// What a fused GELU epilogue's fast tanh may add on `backend` (test_precision.cc derives it):
+// relative, norm-wise, on a network's output (fwd) and on its gradients (grad), for `layers`
+// GELU (tanh form) layers in precision p; zero but on the CUDA backend.
+struct FastTanh {
+    double fwd, grad;
+};
+FastTanh fast_tanh_allowance(const std::string &backend, bp_precision p, bp_activation act,
+                             int layers);
 
 // The model's flat parameters, and the optimizer's state and step count, on the host.
 std::vector<float> params_of(const bp_model *m);

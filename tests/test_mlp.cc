@@ -315,21 +315,31 @@ TEST_P(MlpTest, ForwardLossBackwardMatchReference) {
         std::vector<float> out_inf;
         ASSERT_NO_FATAL_FAILURE(
             lib_forward_loss(model.get(), dev.get(), c, c.x, BP_MODE_INFERENCE, &out_inf, nullptr));
-        EXPECT_LT(bpt::rel_err(out_inf, ref.out), 1e-5) << "inference forward";
+        // A fused GELU (tanh form) epilogue on a GPU may take its tanh from a fast approximation
+        // (tanh.approx, relative error up to 2^-10.987 = d): bpt::fast_tanh_allowance adds d
+        // per such layer forward and 2d to the gradients, as test_precision.cc derives it (the
+        // same limits there); zero on the CPU. Observed on cudaemu's variant 3, 2 layers (limits
+        // 1e-5 + 9.8e-4 and 2e-5 + 2e-3): 7.5e-4 forward, 3.4e-5 loss, 9.6e-4 worst gradient
+        // block, 5.0e-4 dx (was 1e-5 and 2e-5 for every backend).
+        const bpt::FastTanh fast = bpt::fast_tanh_allowance(
+            GetParam(), BP_PRECISION_FP32, BP_ACT_GELU_TANH,
+            (int)std::count(c.acts.begin(), c.acts.end(), BP_ACT_GELU_TANH));
+        const double fwd_tol = 1e-5 + fast.fwd, grad_tol = 2e-5 + fast.grad;
+        EXPECT_LT(bpt::rel_err(out_inf, ref.out), fwd_tol) << "inference forward";
 
         LibOut lib;
         ASSERT_NO_FATAL_FAILURE(lib_eval(model.get(), dev.get(), c, &lib));
         double e_fwd = bpt::rel_err(lib.out, ref.out);
-        EXPECT_LT(e_fwd, 1e-5) << "training forward";
+        EXPECT_LT(e_fwd, fwd_tol) << "training forward";
         // The mean loss: one fp32 reduction over <= 30 elements on top of the forward error.
         double e_loss = rel_err_scalar(lib.loss, ref.loss);
-        EXPECT_LT(e_loss, 1e-5) << "loss " << lib.loss << " vs reference " << ref.loss;
+        EXPECT_LT(e_loss, fwd_tol) << "loss " << lib.loss << " vs reference " << ref.loss;
         // Gradients: 2e-5, a little looser than the forward since backward sums terms of both
         // signs (cancellation) and goes through three layers twice; observed ~1e-6.
         double e_grad = bpt::rel_err(lib.grads, ref.dparams);
         double e_dx = bpt::rel_err(lib.dx, ref.dx);
-        EXPECT_LT(e_grad, 2e-5) << "parameter gradients";
-        EXPECT_LT(e_dx, 2e-5) << "dx";
+        EXPECT_LT(e_grad, grad_tol) << "parameter gradients";
+        EXPECT_LT(e_dx, grad_tol) << "dx";
         // Per-layer gradient blocks too, so a small layer cannot hide in the global norm.
         bpref_mlp net = ref_net(c);
         for (int l = 0; l < net.n_layers; ++l) {
@@ -340,8 +350,8 @@ TEST_P(MlpTest, ForwardLossBackwardMatchReference) {
             std::vector<double> rw(ref.dparams.begin() + w_off, ref.dparams.begin() + b_off);
             std::vector<float> gb(lib.grads.begin() + b_off, lib.grads.begin() + end);
             std::vector<double> rb(ref.dparams.begin() + b_off, ref.dparams.begin() + end);
-            EXPECT_LT(bpt::rel_err(gw, rw), 2e-5) << "dW" << l;
-            EXPECT_LT(bpt::rel_err(gb, rb), 2e-5) << "db" << l;
+            EXPECT_LT(bpt::rel_err(gw, rw), grad_tol) << "dW" << l;
+            EXPECT_LT(bpt::rel_err(gb, rb), grad_tol) << "db" << l;
         }
         worst_fwd = std::max(worst_fwd, e_fwd);
         worst_loss = std::max(worst_loss, e_loss);

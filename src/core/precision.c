@@ -3,9 +3,11 @@
  * rounding happens is in docs/precision.md; the order of the ops is in pass.c. */
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "backprop/status.h"
+#include "core/device_internal.h"
 #include "core/error.h"
 #include "core/model_internal.h"
 
@@ -206,6 +208,95 @@ static bp_status composed_gemm(bp_model *m, const bp_gemm_desc *g) {
     return st;
 }
 
+/* A backend plan as the model keeps it, with what composing its GEMM takes should the backend
+ * refuse it when it runs: the scratch for its bf16 operands' fp32 copies (compose_bytes at the
+ * plan's shape; allocated on the first refusal that needs more than the model's scratch) and
+ * whether the refusal was said. */
+typedef struct model_plan {
+    void *backend;
+    size_t compose_bytes;
+    void *scratch;
+    int said;
+} model_plan;
+
+/* A fused bias without an activation (BP_EPI_BIAS_ACT, identity, nothing saved), composed: the
+ * fp32 product, then the bias added in fp32 and the sum stored once in c's type, as the
+ * epilogue does. A bf16 c takes the product in the scratch after the operands' copies. */
+static bp_status composed_bias(bp_model *m, const bp_gemm_desc *g) {
+    const bp_backend_ops *ops = m->device->ops;
+    bp_gemm_desc p = *g;
+    p.epilogue = BP_EPI_NONE;
+    p.bias = NULL;
+    p.c_type = BP_EL_F32;
+    if (g->c_type == BP_EL_F32) {
+        bp_status st = composed_gemm(m, &p);
+        return st != BP_OK ? st
+                           : ops->bias_act_forward(m->device, g->m, g->n, g->bias, (float *)g->c,
+                                                   (float *)g->c, BP_ACT_IDENTITY, g->slope);
+    }
+    size_t operands = 0;
+    if (g->ab_type == BP_EL_BF16)
+        operands = round256(extent_a(g) * sizeof(float)) + round256(extent_b(g) * sizeof(float));
+    float *acc = (float *)((char *)g->scratch + operands);
+    p.c = acc;
+    bp_status st = composed_gemm(m, &p);
+    return st != BP_OK
+               ? st
+               : ops->bias_act_forward_ex(m->device, g->m, g->n, g->bias, acc, g->c, g->c_type,
+                                          g->c, g->c_type, BP_ACT_IDENTITY, g->slope);
+}
+
+/* Whether a GEMM refused when it runs can be composed: one without an epilogue, or a bias
+ * alone over rows of the output's width. */
+static int composable(const bp_gemm_desc *g) {
+    if (g->epilogue == BP_EPI_NONE) return 1;
+    return g->epilogue == BP_EPI_BIAS_ACT && g->act == BP_ACT_IDENTITY && !g->aux && g->ldc == g->n;
+}
+
+/* A planned GEMM the backend refused when it ran: its heuristic, asked again for a shape or
+ * alignment the plan was not made for (a short last batch, a caller's x or dx at another
+ * alignment), offered nothing. Without an epilogue, or with a bias alone, it is composed, this
+ * call only (the plan keeps its algorithm for the shapes it fits), and said once per plan. An
+ * epilogue with an activation is not: the backend keeps the activation's state in its own
+ * format (the forward's aux, which the fused backward reads), which no plain entry writes or
+ * reads. Out of memory is never a refusal.
+ * In a step recorded as a graph (train.c), the first step of a shape runs eagerly, so the
+ * refusal, the scratch's allocation and the line on stderr happen there; the recording asks
+ * the heuristic again, is refused again and records the composed GEMM, which its replays run
+ * without asking. */
+static bp_status refused_at_run_time(bp_model *m, const bp_gemm_desc *g, model_plan *p,
+                                     bp_status st) {
+    if (st == BP_ERR_OUT_OF_MEMORY) return st;
+    char why[512];
+    snprintf(why, sizeof why, "%s", bp_last_error());
+    if (!composable(g))
+        return bp_error(st,
+                        "%s (a fused epilogue with an activation, refused when it ran: it is not "
+                        "composed)",
+                        why);
+    bp_gemm_desc c = *g;
+    size_t need = composed_bytes(g);
+    if (need > m->scratch_bytes) {
+        if (need > p->compose_bytes)
+            return bp_error(st, "%s (refused when it ran, and larger than its plan)", why);
+        if (!p->scratch) {
+            bp_status a = bp_dev_alloc(m->device, p->compose_bytes,
+                                       "a GEMM composed when its plan was refused", &p->scratch);
+            if (a != BP_OK) return a;
+        }
+        c.scratch = p->scratch;
+    }
+    if (!p->said) {
+        p->said = 1;
+        fprintf(stderr,
+                "backprop: a GEMM (m=%d n=%d k=%d) on %s was refused when it ran, composed of "
+                "the plain entries for such calls instead (slower; the same roundings, a TF32 "
+                "one in fp32): %s\n",
+                g->m, g->n, g->k, m->device->name, why);
+    }
+    return c.epilogue == BP_EPI_NONE ? composed_gemm(m, &c) : composed_bias(m, &c);
+}
+
 bp_status bp_model_gemm(bp_model *m, const bp_gemm_desc *g, void *plan) {
     const bp_backend_ops *ops = m->device->ops;
     if (plan == BP_PLAN_COMPOSED) return composed_gemm(m, g);
@@ -213,7 +304,10 @@ bp_status bp_model_gemm(bp_model *m, const bp_gemm_desc *g, void *plan) {
         return ops->gemm(m->device, g->trans_a, g->trans_b, g->m, g->n, g->k, g->alpha,
                          (const float *)g->a, g->lda, (const float *)g->b, g->ldb, g->beta,
                          (float *)g->c, g->ldc);
-    return ops->gemm_ex(m->device, g, plan);
+    if (!plan) return ops->gemm_ex(m->device, g, NULL);
+    model_plan *p = (model_plan *)plan;
+    bp_status st = ops->gemm_ex(m->device, g, p->backend);
+    return st == BP_OK ? st : refused_at_run_time(m, g, p, st);
 }
 
 /* ---- plans ----------------------------------------------------------------------------- */
@@ -234,11 +328,28 @@ static int may_fuse(const bp_model *m, int l) {
 
 static bp_status make_plan(bp_model *m, const bp_gemm_desc *g, void **plan, size_t *aux) {
     size_t unused = 0;
-    return m->device->ops->gemm_plan(m->device, g, plan, aux ? aux : &unused);
+    void *backend = NULL;
+    *plan = NULL;
+    bp_status st = m->device->ops->gemm_plan(m->device, g, &backend, aux ? aux : &unused);
+    if (st != BP_OK) return st;
+    model_plan *p = calloc(1, sizeof *p);
+    if (!p) {
+        m->device->ops->gemm_plan_free(m->device, backend);
+        return bp_error(BP_ERR_OUT_OF_MEMORY, "bp_model_create: no host memory for a GEMM plan");
+    }
+    p->backend = backend;
+    if (composable(g)) p->compose_bytes = composed_bytes(g);
+    *plan = p;
+    return BP_OK;
 }
 
 static void free_plan(bp_model *m, void **plan) {
-    if (*plan && *plan != BP_PLAN_COMPOSED) m->device->ops->gemm_plan_free(m->device, *plan);
+    if (*plan && *plan != BP_PLAN_COMPOSED) {
+        model_plan *p = (model_plan *)*plan;
+        m->device->ops->gemm_plan_free(m->device, p->backend);
+        bp_dev_free(m->device, p->scratch, p->compose_bytes);
+        free(p);
+    }
     *plan = NULL;
 }
 
