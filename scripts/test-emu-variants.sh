@@ -15,10 +15,6 @@
 #   - the 50-step CPU comparisons of 1, 1000 and 4097 rows (of the rows ones, 7 stays: the
 #     same comparison at the size that costs 20 s, not 150), and the PyTorch interop (PyTorch's
 #     side, not the device's).
-#   - the PyTorch golden case with fused GELU (tanh form) layers, sgd_gelu_tanh_mse: it holds
-#     the device to PyTorch's float32 run with libm's tanh at 1e-5, which variant 3's fast
-#     tanh in the GELU epilogue (tanh.approx, 2^-11) misses by 3.2e-4; its bound for a fast
-#     tanh is not derived yet (the other variants run that layer composed and pass it).
 # The 50-step comparisons in each precision mode stay. cudaemu's own tests (CudaEmu*) are left
 # out: they pin the default device (variant 0's TF32 rounding, every epilogue offered), which a
 # variant changes on purpose.
@@ -38,7 +34,7 @@ cmake --build build-emu -j"$jobs"
 subset='/cuda|CrossDevice|CudaDevice'
 skip='Convergence|SpiralsReach99Percent|FiniteDifferencesOfLibraryLoss|Determinism|TwoThreads'
 skip="$skip|Resumed|TwoCudaRuns|OptimTest\.Schedules|PyTorch|TorchOptim|CudaEmu"
-skip="$skip|Rows/CrossDevice\.FiftySteps.*/(1|1000|4097)\$|GoldenTest\.FiveStepsMatchTorch/cuda_sgd_gelu_tanh_mse"
+skip="$skip|Rows/CrossDevice\.FiftySteps.*/(1|1000|4097)\$"
 declare -a summary=()
 start=$SECONDS
 (cd build-emu && ctest --output-on-failure -R 'EmuVariant')

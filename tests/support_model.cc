@@ -29,7 +29,8 @@ void upload_target(bp_device *dev, bp_loss_kind kind, int64_t rows, int64_t cols
 
 FastTanh fast_tanh_allowance(const std::string &backend, bp_precision p, bp_activation act,
                              int layers) {
-    if (backend != "cuda" || act != BP_ACT_GELU_TANH) return {0.0, 0.0};
+    // fp32 products never fuse GELU (src/cuda/cuda_lt.c, lt_epilogue), so no allowance there
+    if (backend != "cuda" || act != BP_ACT_GELU_TANH || p == BP_PRECISION_FP32) return {0.0, 0.0};
     double d = std::exp2(-10.987);
     if (p == BP_PRECISION_BF16) d = std::sqrt(d * 0x1p-8);
     return {layers * d, 2 * layers * d};
