@@ -21,7 +21,9 @@
 #              runs, the CUDA device cases, one short training (SANITIZER_CASES)
 #   bench      backprop bench --device cuda --quick: S, M, L and XL in fp32, tf32 and bf16, each
 #              training row beside the rate of its own GEMM shapes in that precision, measured
-#              in the same run, and the GEMM sweep in each precision
+#              in the same run, and the GEMM sweep in each precision; then the training rows
+#              again with --no-graphs (each op queued, no CUDA graph), with each row's launches,
+#              host waits and graph use per step (bp_device_get_counters)
 #   fashion    the README's default training (backprop train --data fashion-mnist) on cuda:
 #              time and test accuracy (the bundle's files, else a generated set of that shape)
 #   torch      PyTorch on the same GPU for S, M, L, XL: fp32, TF32, bf16 autocast
@@ -41,9 +43,9 @@
 # Output: the report (markdown: date, GPU, driver, nvcc, commit, every part) and the log tails
 # go to $OUT when it is set (else the report to benchmarks/results/, the logs stay in
 # $BUILD_DIR/gpu-check/), rewritten after every part, so a kill leaves what was done. With OUT
-# set, at most six files land there: the report, gpu-check-logs.txt (each part's last lines),
-# tests.log (the whole suite's output), probe.txt (the probe's whole output), bench.json,
-# torch.json. The last lines printed are the summary table. Exit status: 0 when no part
+# set, at most seven files land there: the report, gpu-check-logs.txt (each part's last
+# lines), tests.log (the whole suite's output), probe.txt (the probe's whole output),
+# bench.json, bench-nographs.json, torch.json. The last lines printed are the summary table. Exit status: 0 when no part
 # failed, 1 otherwise.
 #
 # Dry run: GPU_CHECK_DRYRUN=1 (scripts/gpu-dryrun.sh sets it, in a chroot without a GPU) runs
@@ -149,7 +151,7 @@ write_report() {
     fi
     if [ -n "${OUT:-}" ]; then
         local f
-        for f in tests.log probe.txt bench.json torch.json; do
+        for f in tests.log probe.txt bench.json bench-nographs.json torch.json; do
             [ -f "$STATE/$f" ] && cp "$STATE/$f" "$OUT/$f"
         done
     fi
@@ -469,10 +471,19 @@ bench() {
     local args=(bench --device "$DEVICE" --quick --json "$STATE/bench.json")
     [ "$DRY" = 1 ] && args+=(--config 'tiny,S,XL')
     step "${RUN_ENV[@]}" "$BP_CLI" "${args[@]}"
-    if [ $RC -eq 0 ]; then
-        part_end PASS "$([ "$DRY" = 1 ] && echo 'dry run on the CPU, not GPU figures: ')$("$PY" "$TOOLS" note-bench "$STATE/bench.json")"
-    else
+    if [ $RC -ne 0 ]; then
         part_end FAIL "backprop ${args[*]} exited $RC: $(tail -1 "$LOG")"
+        return
+    fi
+    # The same training rows queued op by op (no CUDA graph), beside the graphed ones above
+    local eager=(bench --device "$DEVICE" --quick --only train --no-limits --no-graphs
+        --json "$STATE/bench-nographs.json")
+    [ "$DRY" = 1 ] && eager+=(--config 'tiny,S')
+    step "${RUN_ENV[@]}" "$BP_CLI" "${eager[@]}"
+    if [ $RC -eq 0 ]; then
+        part_end PASS "$([ "$DRY" = 1 ] && echo 'dry run on the CPU, not GPU figures: ')$("$PY" "$TOOLS" note-bench "$STATE/bench.json" "$STATE/bench-nographs.json")"
+    else
+        part_end FAIL "backprop ${eager[*]} exited $RC: $(tail -1 "$LOG")"
     fi
 }
 

@@ -11,7 +11,8 @@
                                                skips must skip for "no CUDA device"); prints
                                                STATUS<TAB>note, writes the details to JSON
     gpucheck.py sanitizer LOG                  the compute-sanitizer summary line of a log
-    gpucheck.py note-bench JSON                one line on `backprop bench --json` output
+    gpucheck.py note-bench JSON [EAGER_JSON]   one line on `backprop bench --json` output (and the
+                                               same rows run with --no-graphs)
     gpucheck.py note-torch JSON                one line on torch_mlp_cuda.py --json output
     gpucheck.py fashion-data DIR               a generated set of Fashion-MNIST's shape (IDX, gz)
     gpucheck.py report STATE REPORT TAILS      the markdown report and the log tails
@@ -202,11 +203,25 @@ def step_share(r):
     return r.get("fraction_of_step_shape_gemm", r.get("fraction_of_step_shape_sgemm", 0))
 
 
-def note_bench(path):
+def step_counts(r):
+    """A training row's device work per step: launches, host waits, graph or not."""
+    if "launches_per_step" not in r:
+        return "n/a"
+    return "%.1f launches, %.2f waits%s" % (r["launches_per_step"], r.get("host_syncs_per_step", 0),
+                                          ", graph" if r.get("graph") else "")
+
+
+def train_rows(doc):
+    return {(r["config"], r.get("precision", "fp32")): r for r in (doc or {}).get("rows", [])
+            if r["section"] == "train" and "skipped" not in r}
+
+
+def note_bench(path, eager_path=None):
     doc = read_json(path)
     if not doc:
         print("no JSON from backprop bench")
         return
+    eager = train_rows(read_json(eager_path)) if eager_path else {}
     parts = []
     for r in doc["rows"]:
         if r["section"] != "train":
@@ -214,11 +229,15 @@ def note_bench(path):
         name = "%s %s" % (r["config"], r.get("precision", "fp32"))
         if "skipped" in r:
             parts.append("%s skipped (%s)" % (name, r["skipped"]))
-        else:
-            share = step_share(r)
-            parts.append("%s %.0f samples/s%s" % (
-                name, r["samples_per_s"],
-                " (%.0f%% of its GEMMs at its shapes)" % (100 * share) if share else ""))
+            continue
+        share = step_share(r)
+        e = eager.get((r["config"], r.get("precision", "fp32")))
+        parts.append("%s %.0f samples/s%s, %s%s" % (
+            name, r["samples_per_s"],
+            " (%.0f%% of its GEMMs at its shapes)" % (100 * share) if share else "",
+            step_counts(r),
+            "; without graphs %.0f samples/s, %s" % (e["samples_per_s"], step_counts(e))
+            if e else ""))
     print("; ".join(parts))
 
 
@@ -311,6 +330,7 @@ def bench_section(state, dry):
     lim = {r.get("what"): r for r in doc["rows"] if r["section"] == "limit"
            and "before_config" not in r}
     shape = step_shape_rows(doc)
+    eager = train_rows(read_json(os.path.join(state, "bench-nographs.json")))
     near = {r["before_config"]: r for r in doc["rows"] if r["section"] == "limit"
             and r.get("what") == "sgemm_2048" and "before_config" in r}
     rows = []
@@ -319,11 +339,14 @@ def bench_section(state, dry):
             continue
         c, p = r["config"], r.get("precision", "fp32")
         if "skipped" in r:
-            rows.append([c, p, "skipped: " + r["skipped"], "", "", "", "", ""])
+            rows.append([c, p, "skipped: " + r["skipped"], "", "", "", "", "", "", ""])
             continue
         ours[(c, p)] = r
+        e = eager.get((c, p))
         rows.append([c, p, "%s, batch %d, %s" % (r["layers"], r["batch"], r["optimizer"]),
                      "%.0f" % r["samples_per_s"], "%.3f" % (r["step_seconds"]["median"] * 1e3),
+                     step_counts(r),
+                     "%.0f (%s)" % (e["samples_per_s"], step_counts(e)) if e else "n/a",
                      "%.0f" % r["gflops"],
                      "%.0f (%.0f%%)" % (shape[(c, p)]["gflops"], 100 * step_share(r))
                      if (c, p) in shape else "n/a",
@@ -337,7 +360,9 @@ def bench_section(state, dry):
         "%.0f" % lim["sgemm_2048"]["gflops"] if "sgemm_2048" in lim else "n/a",
         "%.0f" % lim["copy"]["gbps"] if "copy" in lim else "n/a"))
     out.append("")
-    out += table(["config", "precision", "model", "samples/s", "step ms", "GFLOP/s",
+    out += table(["config", "precision", "model", "samples/s", "step ms",
+                  "per step (bp_device_get_counters)", "without graphs: samples/s (per step)",
+                  "GFLOP/s",
                   "its GEMMs alone at the step's shapes, same precision, GFLOP/s (step's share)",
                   "SGEMM 2048^3 just before"], rows)
     return out, ours
@@ -491,8 +516,8 @@ def main(argv):
         tally(argv[2], argv[3], argv[4], argv[5], int(argv[6]) if len(argv) == 7 else None)
     elif cmd == "sanitizer" and len(argv) == 3:
         sanitizer_summary(argv[2])
-    elif cmd == "note-bench" and len(argv) == 3:
-        note_bench(argv[2])
+    elif cmd == "note-bench" and len(argv) in (3, 4):
+        note_bench(argv[2], argv[3] if len(argv) == 4 else None)
     elif cmd == "note-torch" and len(argv) == 3:
         note_torch(argv[2])
     elif cmd == "fashion-data" and len(argv) == 3:
