@@ -134,6 +134,126 @@ __global__ void __launch_bounds__(kRowThreads)
     if (lane == 0 && row_loss) row_loss[row] = (float)loss;
 }
 
+// The loss head of a training step (loss_head in core/backend.h) in one block: each warp takes
+// rows warp, warp + kHeadWarps, ...; a row's loss and gradient are made as softmax_xent_kernel
+// and elem_loss_kernel make them with a warp a row, so its fp32 loss and its gradient are those
+// bits. The block then sums the rows' losses (lane 0 of each warp in double, in its row order,
+// then the warps in order), the matches, the first bad class, and after a barrier (the
+// gradient written by the block's own threads is then visible to all of them) each column of
+// the gradient, 32 columns at a time, in col_sum_kernel's way with kHeadWarps row lanes. One
+// block because the core hands it at most BP_LOSS_HEAD_MAX_ELEMS elements: no atomics and no
+// second launch to combine blocks.
+constexpr int kHeadThreads = 1024;
+constexpr int kHeadWarps = kHeadThreads / kWarp;
+static_assert(kHeadWarps == kWarp, "warp 0 combines one value per warp, a lane each");
+
+// Cross-entropy of one row: its gradient (and bf16 copy), its loss, and in *first the first
+// column holding the row's largest logit (LLONG_MAX when every logit is NaN), as class_match.
+__device__ __forceinline__ double xent_head_row(int cols, const float *z, int label,
+                                                float smoothing, float grad_scale, float *g,
+                                                uint16_t *g_lp, int lane, long long *first) {
+    float m = row_max<kWarp>(z, cols, lane, nullptr);
+    float lse = m + (float)log(row_sum_exp<kWarp>(z, cols, m, lane, nullptr));
+    double loss = 0.0;
+    long long at = LLONG_MAX;
+    for (int j = lane; j < cols; j += kWarp) {
+        float q = bp_xent_target(j, label, smoothing, cols);
+        if (q != 0.0f) loss += (double)q * ((double)lse - (double)z[j]);
+        float v = grad_scale * bp_xent_grad_elem(z[j], lse, q);
+        g[j] = v;
+        if (g_lp) g_lp[j] = bp_f32_to_bf16(v);
+        if (z[j] == m && j < at) at = j;
+    }
+    *first = warp_allreduce(at, MinOp());
+    return warp_allreduce(loss, SumOp());
+}
+
+template <typename Elem>
+__device__ __forceinline__ double elem_head_row(int cols, const float *x, const float *t,
+                                                float grad_scale, float *g, uint16_t *g_lp,
+                                                int lane) {
+    double loss = 0.0;
+    for (int j = lane; j < cols; j += kWarp) {
+        float d;
+        loss += Elem()(x[j], t[j], &d);
+        float v = grad_scale * d;
+        g[j] = v;
+        if (g_lp) g_lp[j] = bp_f32_to_bf16(v);
+    }
+    return warp_allreduce(loss, SumOp());
+}
+
+// KIND: BP_LOSS_CROSS_ENTROPY, BP_LOSS_MSE or BP_LOSS_BCE_LOGITS.
+template <int KIND>
+__global__ void __launch_bounds__(kHeadThreads)
+    loss_head_kernel(int rows, int cols, const float *logits, const void *target, float smoothing,
+                     float grad_scale, float *grad, uint16_t *grad_lp, float *bias_grad,
+                     int accumulate, long long first_row, bp_step_state *state) {
+    __shared__ double red_loss[kHeadWarps];
+    __shared__ long long red_count[kHeadWarps], red_bad[kHeadWarps];
+    __shared__ double part[kHeadWarps][kWarp + 1];
+    const int warp = threadIdx.x / kWarp, lane = threadIdx.x % kWarp;
+    double loss = 0.0;
+    long long matches = 0, bad = LLONG_MAX;
+    for (int row = warp; row < rows; row += kHeadWarps) {
+        const size_t base = (size_t)row * cols;
+        uint16_t *g_lp = grad_lp ? grad_lp + base : nullptr;
+        double row_loss;
+        if constexpr (KIND == BP_LOSS_CROSS_ENTROPY) {
+            const int label = ((const int32_t *)target)[row];
+            long long first;
+            row_loss = xent_head_row(cols, logits + base, label, smoothing, grad_scale, grad + base,
+                                     g_lp, lane, &first);
+            matches += first == (long long)label;
+            if ((label < 0 || label >= cols) && row < bad) bad = row;
+        } else {
+            const float *t = (const float *)target + base;
+            if constexpr (KIND == BP_LOSS_MSE)
+                row_loss = elem_head_row<MseElem>(cols, logits + base, t, grad_scale, grad + base,
+                                                  g_lp, lane);
+            else
+                row_loss = elem_head_row<BceElem>(cols, logits + base, t, grad_scale, grad + base,
+                                                  g_lp, lane);
+        }
+        loss += (double)(float)row_loss; // the row's loss as row_loss holds it, then summed
+    }
+    if (lane == 0) {
+        red_loss[warp] = loss;
+        red_count[warp] = matches;
+        red_bad[warp] = bad;
+    }
+    __syncthreads();
+    if (warp == 0) {
+        double total = warp_allreduce(red_loss[lane], SumOp());
+        long long count = warp_allreduce(red_count[lane], SumOp());
+        long long first = warp_allreduce(red_bad[lane], MinOp());
+        if (lane == 0) {
+            state->loss = accumulate ? state->loss + (float)total : (float)total;
+            if (KIND == BP_LOSS_CROSS_ENTROPY) {
+                state->match = accumulate ? state->match + (float)count : (float)count;
+                long long at = first == LLONG_MAX ? LLONG_MAX : first_row + first;
+                state->bad_row = accumulate && state->bad_row < at ? state->bad_row : at;
+            }
+        }
+    }
+    for (int c0 = 0; c0 < cols; c0 += kWarp) { // the same trip count in every thread
+        const int c = c0 + lane;
+        double acc = 0.0;
+        if (c < cols)
+            for (int r = warp; r < rows; r += kHeadWarps)
+                acc += grad[(size_t)r * cols + c];
+        part[warp][lane] = acc;
+        __syncthreads();
+        if (warp == 0 && c < cols) {
+            double s = part[0][lane];
+            for (int k = 1; k < kHeadWarps; ++k)
+                s += part[k][lane];
+            bias_grad[c] = accumulate ? bias_grad[c] + (float)s : (float)s;
+        }
+        __syncthreads(); // part is written again by the next tile
+    }
+}
+
 } // namespace
 } // namespace bp_cu
 
@@ -186,4 +306,16 @@ extern "C" cudaError_t bp_cu_bce_logits(cudaStream_t stream, int rows, int cols,
         (rows, cols, logits, target, grad_scale, grad, row_loss);
         return cudaGetLastError();
     });
+}
+
+extern "C" cudaError_t bp_cu_loss_head(cudaStream_t stream, const bp_loss_head_args *a) {
+    void (*kernel)(int, int, const float *, const void *, float, float, float *, uint16_t *,
+                   float *, int, long long, bp_step_state *) =
+        a->kind == BP_LOSS_CROSS_ENTROPY ? loss_head_kernel<BP_LOSS_CROSS_ENTROPY>
+        : a->kind == BP_LOSS_MSE         ? loss_head_kernel<BP_LOSS_MSE>
+                                         : loss_head_kernel<BP_LOSS_BCE_LOGITS>;
+    BP_LAUNCH(1, kHeadThreads, 0, stream, kernel)
+    (a->rows, a->cols, a->logits, a->target, a->smoothing, a->grad_scale, a->grad, a->grad_lp,
+     a->bias_grad, a->accumulate, (long long)a->first_row, a->state);
+    return cudaGetLastError();
 }

@@ -84,6 +84,7 @@ struct bp_model {
     int batch;
     int trained_forward; /* the last forward was in training mode */
     int have_loss;
+    int head_done; /* the loss was loss_head's: the last layer's dz and bias gradient are made */
     uint64_t forward_calls; /* training forwards (and steps) so far: the dropout streams */
     uint64_t dropout_stream;
     int64_t dropout_row0;
@@ -107,6 +108,17 @@ bp_status bp_model_forward_rows(bp_model *m, const float *x, int rows, bp_mode m
  * accumulate: add the row-loss sum into the device scalar instead of replacing it. */
 bp_status bp_model_loss_rows(bp_model *m, const bp_loss_config *loss, const void *target,
                              float grad_scale, int accumulate);
+
+/* Whether a training step's loss head on micro-batches of at most rows rows runs as the
+ * backend's loss_head: the backend has it, the last layer's output is its z, and the rows fit. */
+int bp_model_fused_head(const bp_model *m, int64_t rows);
+
+/* The loss of the last training forward through loss_head (bp_model_fused_head must hold for
+ * m->batch rows): also the last layer's bias gradient and its dz in gemm_type, which the
+ * backward that follows, with overwrite = !accumulate, starts from; first_row is the rows'
+ * first index in the step's target (the first bad class is reported by its index there). */
+bp_status bp_model_loss_head(bp_model *m, const bp_loss_config *loss, const void *target,
+                             float grad_scale, int accumulate, int64_t first_row);
 
 /* overwrite: write the parameter gradients (GEMM beta 0) instead of adding into them, so a
  * training step need not zero the whole gradient buffer first: that fill was a full extra pass

@@ -40,6 +40,7 @@ static const bp_backend_ops bp_cuda_ops = {
     .counters = bp_cuda_counters,
     .check_labels_into = bp_cuda_check_labels_into,
     .step_decide = bp_cuda_step_decide,
+    .loss_head = bp_cuda_loss_head,
     .host_alloc = bp_cuda_host_alloc,
     .host_free = bp_cuda_host_free,
     .download_async = bp_cuda_download_async,

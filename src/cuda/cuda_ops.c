@@ -95,6 +95,18 @@ bp_status bp_cuda_bce_logits(bp_device *device, int rows, int cols, const float 
     return BP_OK;
 }
 
+bp_status bp_cuda_loss_head(bp_device *device, const bp_loss_head_args *a) {
+    if (a->rows <= 0 || a->cols <= 0) return BP_OK;
+    if ((int64_t)a->rows * a->cols > BP_LOSS_HEAD_MAX_ELEMS)
+        return bp_error(BP_ERR_INVALID_ARGUMENT,
+                        "loss_head: %d rows of %d columns, more than its %lld elements", a->rows,
+                        a->cols, (long long)BP_LOSS_HEAD_MAX_ELEMS);
+    BP_CUDA_ENTER(device);
+    BP_CUDA_TRY(device, bp_cu_loss_head(stream_of(device), a),
+                "loss_head kernel (loss %d, rows=%d, cols=%d)", (int)a->kind, a->rows, a->cols);
+    return BP_OK;
+}
+
 /* A scan on the device, then an 8-byte read back into pinned memory (this entry waits). */
 bp_status bp_cuda_check_labels(bp_device *device, int rows, const int32_t *labels, int classes,
                                int64_t *bad_index) {
