@@ -14,6 +14,7 @@
 
 #include "backprop/model.h"
 #include "core/backend.h"
+#include "kernels/bp_math.h"
 
 // One launch site for two compilers. nvcc compiles BP_LAUNCH(grid, block, smem, stream, k)(args)
 // to the usual k<<<grid, block, smem, stream>>>(args), the same launch as writing it out. The
@@ -61,6 +62,13 @@ __device__ __forceinline__ bool bp_cu_take_gate(bp_update_args *a) {
     a->bc2_sqrt = a->gate->bc2_sqrt;
     a->decay_factor = a->gate->decay_factor;
     return true;
+}
+
+// step_decide of core/backend.h, by one thread: the refusal (unless one is set already) and the
+// clip coefficient, from the state's loss, squared norm and first bad row.
+__device__ __forceinline__ void bp_cu_decide(bp_step_state *s, float clip_norm) {
+    if (!s->refused) s->refused = bp_step_refusal(s->bad_row, s->loss, s->norm2);
+    s->scale = bp_clip_scale(s->norm2, clip_norm);
 }
 
 struct SumOp {

@@ -64,6 +64,18 @@ __global__ void __launch_bounds__(BP_CU_REDUCE_BLOCKS)
     if (threadIdx.x == 0) *out = (float)v;
 }
 
+// Pass 2 of the gradient's squared norm in a training step, and the step's decision after it
+// (norm_decide of core/backend.h): the same sum as sum_final_kernel, into state->norm2, then
+// step_decide's rule by thread 0, which holds the sum; one launch fewer than the two apart.
+__global__ void __launch_bounds__(BP_CU_REDUCE_BLOCKS)
+    norm_decide_kernel(const double *__restrict__ partials, bp_step_state *state, float clip_norm) {
+    __shared__ double red[BP_CU_REDUCE_BLOCKS / kWarp];
+    double v = group_allreduce<BP_CU_REDUCE_BLOCKS>(partials[threadIdx.x], SumOp(), 0.0, red);
+    if (threadIdx.x != 0) return;
+    state->norm2 = (float)v;
+    bp_cu_decide(state, clip_norm);
+}
+
 // check_labels: the smallest bad row index (LLONG_MAX: none), in the same two passes.
 __global__ void __launch_bounds__(kSumThreads)
     labels_partials_kernel(int rows, const int32_t *__restrict__ labels, int classes,
@@ -113,6 +125,17 @@ extern "C" cudaError_t bp_cu_sum(cudaStream_t stream, size_t n, const float *x, 
     cudaError_t err = cudaGetLastError();
     if (err != cudaSuccess) return err;
     BP_LAUNCH(1, BP_CU_REDUCE_BLOCKS, 0, stream, sum_final_kernel)(partials, out);
+    return cudaGetLastError();
+}
+
+extern "C" cudaError_t bp_cu_norm_decide(cudaStream_t stream, size_t n, const float *x,
+                                         void *scratch, bp_step_state *state, float clip_norm) {
+    double *partials = (double *)scratch;
+    BP_LAUNCH(BP_CU_REDUCE_BLOCKS, kSumThreads, 0, stream, sum_partials_kernel<true>)
+    (n, x, partials);
+    cudaError_t err = cudaGetLastError();
+    if (err != cudaSuccess) return err;
+    BP_LAUNCH(1, BP_CU_REDUCE_BLOCKS, 0, stream, norm_decide_kernel)(partials, state, clip_norm);
     return cudaGetLastError();
 }
 

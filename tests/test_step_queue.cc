@@ -343,21 +343,23 @@ TEST_P(StepQueue, ASteadyStepWaitsForNothing) {
     EXPECT_EQ(tot.steps, 13);
 }
 
-// The fused loss head (core/backend.h's loss_head) against the separate entries it stands for,
-// on the same backend: a second device whose table lacks it. With 8 rows every double sum of
-// both (row losses, matches, bias-gradient columns) is exact, and the gradients are made by the
-// same expressions, so the two train bitwise alike, in fp32 and bf16, with and without
-// accumulation and label smoothing. The fused step makes fewer launches: the label check's two,
-// and per micro-batch the loss, its sum, the matches, their sum, the bias gradient (and in bf16
-// the gradient's cast) for the head's one.
-TEST_P(StepQueue, TheFusedLossHeadTrainsAsTheSeparateEntries) {
+// The fused loss head and norm_decide (core/backend.h's loss_head, norm_decide) against the
+// separate entries they stand for, on the same backend: a second device whose table lacks them.
+// With 8 rows every double sum of both (row losses, matches, bias-gradient columns) is exact, and
+// the gradients are made by the same expressions, so the two train bitwise alike, in fp32 and bf16,
+// with and without accumulation and label smoothing. The fused step makes fewer launches: the label
+// check's two, and per micro-batch the loss, its sum, the matches, their sum, the bias gradient
+// (and in bf16 the gradient's cast) for the head's one.
+TEST_P(StepQueue, TheFusedEntriesTrainAsTheSeparateOnes) {
     if (!bp_device_available(GetParam().c_str())) GTEST_SKIP() << GetParam() << " not available";
     // graphs off: a replay counts as one launch, whatever it holds
     DevicePtr fused = open_with_graphs(GetParam(), 0);
     ASSERT_TRUE(fused) << bp_last_error();
-    if (!fused->ops->loss_head) GTEST_SKIP() << GetParam() << " has no fused loss head";
+    if (!fused->ops->loss_head || !fused->ops->norm_decide)
+        GTEST_SKIP() << GetParam() << " has no fused entries";
     bp_backend_ops plain_ops = *fused->ops;
     plain_ops.loss_head = nullptr;
+    plain_ops.norm_decide = nullptr;
     const bp_loss_config smoothed = {BP_LOSS_CROSS_ENTROPY, 0.1f};
     for (bp_precision precision : {BP_PRECISION_FP32, BP_PRECISION_BF16})
         for (int accum : {1, 2}) {
@@ -388,7 +390,8 @@ TEST_P(StepQueue, TheFusedLossHeadTrainsAsTheSeparateEntries) {
             EXPECT_EQ(ta.loss_sum, tb.loss_sum);
             EXPECT_EQ(ta.correct, tb.correct);
             EXPECT_TRUE(same_bits(snapshot(&a), snapshot(&b)));
-            uint64_t saved = 2 + (uint64_t)accum * (precision == BP_PRECISION_BF16 ? 5 : 4);
+            // and norm_decide's one for the norm's final pass and step_decide's
+            uint64_t saved = 3 + (uint64_t)accum * (precision == BP_PRECISION_BF16 ? 5 : 4);
             EXPECT_EQ((pb1.launches - pb0.launches) - (fa1.launches - fa0.launches), saved * steps)
                 << "launches a step saved";
         }

@@ -235,6 +235,11 @@ typedef struct bp_backend_ops {
      * INT64_MAX (with accumulate, the smaller of that and the value there); the other losses
      * leave match and bad_row alone. */
     bp_status (*loss_head)(bp_device *device, const bp_loss_head_args *args);
+    /* Optional (NULL: the core calls sum_squares into state->norm2, then step_decide): the two
+     * in one entry, with their results. The refusal needs the whole gradient's norm before the
+     * update writes anything, so the norm is a pass of its own, not part of the update. */
+    bp_status (*norm_decide)(bp_device *device, size_t n, const float *grads, bp_step_state *state,
+                             float clip_norm);
     /* Host memory the device copies into without waiting (pinned on a GPU), and back. */
     bp_status (*host_alloc)(bp_device *device, size_t bytes, void **out);
     void (*host_free)(bp_device *device, void *ptr);

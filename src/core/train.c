@@ -201,8 +201,12 @@ static bp_status enqueue_step(bp_model *m, bp_optimizer *o, const bp_loss_config
         st = ops->check_labels_into(d, (int)x->rows, target->data, cols, m->state);
     for (int i = 0; i < k && st == BP_OK; ++i)
         st = micro_batch(m, loss, x, target, i, k, (float)(1.0 / denom), call, 0);
-    if (st == BP_OK) st = ops->sum_squares(d, m->n_params, m->grads, m->scalars + BP_SCALAR_NORM2);
-    if (st == BP_OK) st = ops->step_decide(d, m->state, (float)o->config.clip_norm);
+    float clip = (float)o->config.clip_norm;
+    if (st == BP_OK && ops->norm_decide)
+        st = ops->norm_decide(d, m->n_params, m->grads, m->state, clip);
+    else if (st == BP_OK)
+        st = ops->sum_squares(d, m->n_params, m->grads, m->scalars + BP_SCALAR_NORM2);
+    if (st == BP_OK && !ops->norm_decide) st = ops->step_decide(d, m->state, clip);
     if (st != BP_OK) return st;
     bp_update_args a = bp_optimizer_update_args(o, 1.0f);
     a.gate = m->state;

@@ -41,6 +41,7 @@ static const bp_backend_ops bp_cuda_ops = {
     .check_labels_into = bp_cuda_check_labels_into,
     .step_decide = bp_cuda_step_decide,
     .loss_head = bp_cuda_loss_head,
+    .norm_decide = bp_cuda_norm_decide,
     .host_alloc = bp_cuda_host_alloc,
     .host_free = bp_cuda_host_free,
     .download_async = bp_cuda_download_async,

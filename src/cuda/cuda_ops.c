@@ -148,6 +148,15 @@ bp_status bp_cuda_step_decide(bp_device *device, bp_step_state *state, float cli
     return BP_OK;
 }
 
+bp_status bp_cuda_norm_decide(bp_device *device, size_t n, const float *grads, bp_step_state *state,
+                              float clip_norm) {
+    BP_CUDA_ENTER(device);
+    bp_cuda_impl *impl = bp_cuda_impl_of(device);
+    BP_CUDA_TRY(device, bp_cu_norm_decide(impl->stream, n, grads, impl->scratch, state, clip_norm),
+                "norm_decide kernels (n=%zu, clip_norm %g)", n, (double)clip_norm);
+    return BP_OK;
+}
+
 /* n = 0 still launches (the grid is fixed), so *out becomes 0. */
 static bp_status reduce(bp_device *device, size_t n, const float *x, int squares, float *out) {
     BP_CUDA_ENTER(device);
