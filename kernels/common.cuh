@@ -121,6 +121,33 @@ __device__ __forceinline__ T group_allreduce(T v, Op op, T identity, T *smem) {
     }
 }
 
+// Column sums, out[c] = beta * out[c] + sum_r x[r, c] (beta 0 or 1; with 0, out is not read, as
+// in BLAS), for the tile of kColTile columns of block blockIdx.x, whose kRowLanes x kColTile
+// threads all call it: its kRowLanes rows of threads each sum the rows r = lane, lane +
+// kRowLanes, ... of a column, then lane 0 adds the kRowLanes partials in order. A warp reads 32
+// neighbouring columns of one row: coalesced. Sums are kept in double, as the CPU backend keeps
+// them, and rounded to float once.
+constexpr int kColTile = 32;
+constexpr int kRowLanes = 16;
+
+__device__ __forceinline__ void col_sum_tile(int rows, int cols, const float *__restrict__ x,
+                                             float beta, float *__restrict__ out,
+                                             double (*partial)[kColTile]) {
+    const int c = blockIdx.x * kColTile + threadIdx.x;
+    double acc = 0.0;
+    if (c < cols)
+        for (unsigned r = threadIdx.y; r < (unsigned)rows; r += kRowLanes) // no int overflow
+            acc += x[(size_t)r * cols + c];
+    partial[threadIdx.y][threadIdx.x] = acc;
+    __syncthreads();
+    if (threadIdx.y != 0 || c >= cols) return;
+    double s = partial[0][threadIdx.x];
+#pragma unroll
+    for (int k = 1; k < kRowLanes; ++k)
+        s += partial[k][threadIdx.x];
+    out[c] = beta != 0.0f ? beta * out[c] + (float)s : (float)s;
+}
+
 // Row kernels: a group of threads owns a row, one warp (8 rows per kRowThreads-thread block)
 // when the row is short, the whole kRowThreads-thread block when it is long.
 constexpr int kRowThreads = 256;

@@ -12,30 +12,11 @@
 namespace bp_cu {
 namespace {
 
-// col_sum: one block per tile of kColTile columns; its kRowLanes rows of threads each sum the
-// rows r = lane, lane + kRowLanes, ... of a column, then lane 0 adds the kRowLanes partials in
-// order. A warp reads 32 neighbouring columns of one row: coalesced. Sums are kept in double,
-// as the CPU backend keeps them, and rounded to float once.
-constexpr int kColTile = 32;
-constexpr int kRowLanes = 16;
-
+// col_sum (common.cuh's col_sum_tile), one block per tile of kColTile columns.
 __global__ void col_sum_kernel(int rows, int cols, const float *__restrict__ x, float beta,
                                float *__restrict__ out) {
     __shared__ double partial[kRowLanes][kColTile];
-    const int c = blockIdx.x * kColTile + threadIdx.x;
-    double acc = 0.0;
-    if (c < cols)
-        for (unsigned r = threadIdx.y; r < (unsigned)rows; r += kRowLanes) // no int overflow
-            acc += x[(size_t)r * cols + c];
-    partial[threadIdx.y][threadIdx.x] = acc;
-    __syncthreads();
-    if (threadIdx.y != 0 || c >= cols) return;
-    double s = partial[0][threadIdx.x];
-#pragma unroll
-    for (int k = 1; k < kRowLanes; ++k)
-        s += partial[k][threadIdx.x];
-    // beta is 0 or 1; with 0, out is not read (it may hold garbage or NaN), as in BLAS.
-    out[c] = beta != 0.0f ? beta * out[c] + (float)s : (float)s;
+    col_sum_tile(rows, cols, x, beta, out, partial);
 }
 
 // sum / sum_squares, pass 1: block b sums x[i] (or x[i]^2) in double over the grid-stride

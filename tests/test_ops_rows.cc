@@ -279,9 +279,10 @@ TEST_P(RowOps, Cast) {
 
 // loss_head (the fused loss of a training step), where the backend has it: against the float64
 // reference as the separate entries are held (1e-5 row losses and cross-entropy gradients, 1e-6
-// the element-wise gradients and the column sums), its gradient and bf16 copy bitwise those of
-// the separate entries where they share a layout (a warp a row, up to 512 columns), the matches
-// exact, and accumulate adding into what is there.
+// the element-wise gradients and the column sums), its gradient bitwise that of the separate
+// entries and its bf16 copy that rounded, the matches exact, and accumulate adding into what is
+// there. On CUDA the shapes of up to 2^16 logits and 512 columns run as one block, the others
+// (257 rows of 512 columns, and every shape past 512 columns) in two launches.
 struct HeadRun {
     bp_step_state state;
     std::vector<float> grad, bias;
@@ -295,11 +296,23 @@ HeadRun run_head(bp_device *dev, bp_loss_kind kind, int rows, int cols, const vo
     HeadRun out;
     Guarded<float> dg(dev, n), db(dev, bias_before);
     Guarded<uint16_t> dlp(dev, n);
+    Guarded<float> scratch(dev, 2 * (size_t)rows);
     bpt::DevBuf ds(dev, sizeof(bp_step_state));
     EXPECT_EQ(BP_OK, dev->ops->upload(dev, ds.f(), &before, sizeof before));
-    bp_loss_head_args a = {
-        kind,   rows,       cols,      (const float *)logits,  target, 0.1f, 0.37f, dg.p(), dlp.p(),
-        db.p(), accumulate, first_row, (bp_step_state *)ds.f()};
+    bp_loss_head_args a = {kind,
+                           rows,
+                           cols,
+                           (const float *)logits,
+                           target,
+                           0.1f,
+                           0.37f,
+                           dg.p(),
+                           dlp.p(),
+                           db.p(),
+                           accumulate,
+                           first_row,
+                           (bp_step_state *)ds.f(),
+                           scratch.p()};
     EXPECT_EQ(BP_OK, dev->ops->loss_head(dev, &a)) << bp_last_error();
     EXPECT_EQ(BP_OK, dev->ops->download(dev, &out.state, ds.f(), sizeof out.state));
     out.grad = dg.get();
@@ -308,6 +321,7 @@ HeadRun run_head(bp_device *dev, bp_loss_kind kind, int rows, int cols, const vo
     dg.expect_guards("grad");
     dlp.expect_guards("grad_lp");
     db.expect_guards("bias_grad");
+    scratch.expect_guards("row_scratch");
     return out;
 }
 
@@ -325,7 +339,6 @@ TEST_P(RowOps, LossHead) {
     if (!ops->loss_head) GTEST_SKIP() << "this backend has no fused loss head";
     each_shape([&](int rows, int cols, uint32_t seed) {
         size_t n = (size_t)rows * cols;
-        if ((int64_t)n > BP_LOSS_HEAD_MAX_ELEMS) return; // the core never asks for it
         auto z = bpt::uniform(n, -3.0f, 3.0f, seed);
         auto labels = random_labels(rows, cols, seed + 1);
         for (int r = 0; r < rows; r += 2) // both answers of the match in every shape
@@ -381,7 +394,6 @@ TEST_P(RowOps, LossHead) {
                     lp_wrong += h.grad_lp[i] != bp_f32_to_bf16(h.grad[i]);
                 EXPECT_EQ(0u, lp_wrong) << "grad_lp is not grad rounded to bf16";
             }
-            if (cols > 512) continue; // the separate entries take a block a row there
             Guarded<float> sg(dev, n), sl(dev, rows);
             if (ce)
                 BPT_OPS_OK(ops->softmax_xent(dev, rows, cols, dz.p(), dl.p(), 0.1f, 0.37f, sg.p(),
@@ -435,6 +447,39 @@ TEST_P(LossHeadOps, Edges) {
     h = run_head(dev, BP_LOSS_CROSS_ENTROPY, 3, cols, dz.p(), dl.p(), 1, head_state(0, 0, 200),
                  zero, 0);
     EXPECT_EQ(h.state.bad_row, 200) << "no bad row in rows 0-2";
+    // The same past 512 columns (CUDA's two launches): the first of two bad rows, the matches.
+    {
+        const int wide = 600;
+        std::vector<float> zw = bpt::uniform((size_t)5 * wide, -1.0f, 1.0f, 12);
+        std::vector<int32_t> lw = {1, 700, 3, -5, 2};
+        zw[0 * wide + 1] = 2.0f;   // row 0 matches
+        zw[2 * wide + 100] = 2.0f; // row 2 does not
+        zw[4 * wide + 2] = 2.0f;   // row 4 matches
+        Guarded<float> dzw(dev, zw);
+        Guarded<int32_t> dlw(dev, lw);
+        h = run_head(dev, BP_LOSS_CROSS_ENTROPY, 5, wide, dzw.p(), dlw.p(), 0,
+                     head_state(0, 0, INT64_MAX), std::vector<float>(wide, 0.0f), 10);
+        EXPECT_EQ(h.state.bad_row, 11);
+        EXPECT_EQ(h.state.match, 2.0f);
+        h = run_head(dev, BP_LOSS_CROSS_ENTROPY, 5, wide, dzw.p(), dlw.p(), 1, head_state(1, 1, 4),
+                     std::vector<float>(wide, 0.0f), 10);
+        EXPECT_EQ(h.state.bad_row, 4);
+        EXPECT_EQ(h.state.match, 3.0f);
+    }
+    // Two bad rows met by the same thread or warp (a warp takes every 32nd row of a small head;
+    // a thread of the sums every 512th of a large one): the first is reported.
+    for (int wide : {4, 513}) {
+        SCOPED_TRACE(::testing::Message() << wide << " columns");
+        const int n_rows = wide == 4 ? 40 : 520, late = wide == 4 ? 35 : 515;
+        std::vector<int32_t> lb(n_rows, 0);
+        lb[3] = wide;
+        lb[late] = -1;
+        Guarded<float> dzb(dev, bpt::uniform((size_t)n_rows * wide, -1.0f, 1.0f, 13));
+        Guarded<int32_t> dlb(dev, lb);
+        h = run_head(dev, BP_LOSS_CROSS_ENTROPY, n_rows, wide, dzb.p(), dlb.p(), 0,
+                     head_state(0, 0, INT64_MAX), std::vector<float>(wide, 0.0f));
+        EXPECT_EQ(h.state.bad_row, 3);
+    }
     // A row of NaN logits: no match, the loss NaN (the step is refused).
     std::vector<float> zn = z;
     for (int c = 0; c < cols; ++c)

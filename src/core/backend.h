@@ -100,7 +100,7 @@ enum {
  * z (no activation, dropout, norm or residual). */
 typedef struct bp_loss_head_args {
     bp_loss_kind kind;
-    int rows, cols; /* rows * cols <= BP_LOSS_HEAD_MAX_ELEMS */
+    int rows, cols;
     const float *logits;
     const void *target; /* cross-entropy: int32 classes [rows]; else fp32 [rows, cols] */
     float smoothing;    /* cross-entropy's label smoothing */
@@ -111,10 +111,8 @@ typedef struct bp_loss_head_args {
     int accumulate;    /* add into state->loss, match and bias_grad; else write them */
     int64_t first_row; /* the rows' first index in the step's target (for bad_row) */
     bp_step_state *state;
+    float *row_scratch; /* [2 * rows] floats the backend may use */
 } bp_loss_head_args;
-
-/* What the core hands loss_head at most: a backend may run it as one block. */
-#define BP_LOSS_HEAD_MAX_ELEMS ((int64_t)1 << 16)
 
 /* Arguments of one optimizer update over a flat buffer of n floats. */
 typedef struct bp_update_args {

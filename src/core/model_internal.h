@@ -75,7 +75,8 @@ struct bp_model {
     float *bgrad;   /* [widest]: a fused bias gradient before it is added (accumulating) */
     void *scratch;  /* gemm_ex scratch, scratch_bytes (NULL when none) */
     size_t scratch_bytes;
-    float *row_loss;      /* [max_batch]: each row's loss, then (cross-entropy) its class match */
+    float *row_loss;      /* [2 * max_batch]: each row's loss, then (cross-entropy) its class
+                             match; loss_head's row_scratch */
     bp_step_state *state; /* device memory: what a training step leaves for the host */
     float *scalars;       /* BP_SCALAR_COUNT: the first floats of state */
 
@@ -109,12 +110,12 @@ bp_status bp_model_forward_rows(bp_model *m, const float *x, int rows, bp_mode m
 bp_status bp_model_loss_rows(bp_model *m, const bp_loss_config *loss, const void *target,
                              float grad_scale, int accumulate);
 
-/* Whether a training step's loss head on micro-batches of at most rows rows runs as the
- * backend's loss_head: the backend has it, the last layer's output is its z, and the rows fit. */
-int bp_model_fused_head(const bp_model *m, int64_t rows);
+/* Whether a training step's loss head runs as the backend's loss_head: the backend has it and
+ * the last layer's output is its z. */
+int bp_model_fused_head(const bp_model *m);
 
-/* The loss of the last training forward through loss_head (bp_model_fused_head must hold for
- * m->batch rows): also the last layer's bias gradient and its dz in gemm_type, which the
+/* The loss of the last training forward through loss_head (bp_model_fused_head must hold):
+ * also the last layer's bias gradient and its dz in gemm_type, which the
  * backward that follows, with overwrite = !accumulate, starts from; first_row is the rows'
  * first index in the step's target (the first bad class is reported by its index there). */
 bp_status bp_model_loss_head(bp_model *m, const bp_loss_config *loss, const void *target,

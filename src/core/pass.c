@@ -193,10 +193,9 @@ bp_status bp_model_loss_rows(bp_model *m, const bp_loss_config *loss, const void
     return st;
 }
 
-int bp_model_fused_head(const bp_model *m, int64_t rows) {
+int bp_model_fused_head(const bp_model *m) {
     const bp_layer *last = &m->layers[m->n_layers - 1];
-    return m->device->ops->loss_head && !bp_layer_has_own_output(last) &&
-           !bp_layer_is_block(last) && rows * last->out <= BP_LOSS_HEAD_MAX_ELEMS;
+    return m->device->ops->loss_head && !bp_layer_has_own_output(last) && !bp_layer_is_block(last);
 }
 
 bp_status bp_model_loss_head(bp_model *m, const bp_loss_config *loss, const void *target,
@@ -215,7 +214,8 @@ bp_status bp_model_loss_head(bp_model *m, const bp_loss_config *loss, const void
                            m->grads + last->b_off,
                            accumulate,
                            first_row,
-                           m->state};
+                           m->state,
+                           m->row_loss};
     bp_status st = m->device->ops->loss_head(m->device, &a);
     m->have_loss = m->head_done = st == BP_OK;
     return st;

@@ -75,12 +75,6 @@ static bp_status report_nonfinite(bp_model *m, const bp_optimizer *o, const bp_t
                     where, (long long)o->steps);
 }
 
-/* Whether the micro-batches of a step on x run the backend's fused loss head: decided for the
- * step (its largest micro-batch), so that they all do or none does. */
-static int fused_head(const bp_model *m, const bp_tensor *x, int k) {
-    return bp_model_fused_head(m, (x->rows + k - 1) / k);
-}
-
 /* Runs micro-batch i of k over the rows of x and target; x's first row is row0 of the step's
  * (global) batch, and call is the step's dropout stream. */
 static bp_status micro_batch(bp_model *m, const bp_loss_config *loss, const bp_tensor *x,
@@ -90,7 +84,7 @@ static bp_status micro_batch(bp_model *m, const bp_loss_config *loss, const bp_t
     const float *xr = (const float *)x->data + lo * x->cols;
     const char *tr = (const char *)target->data + (size_t)(lo * target->cols) * 4;
     bp_status st = bp_model_forward_rows(m, xr, (int)(hi - lo), BP_MODE_TRAINING, call, row0 + lo);
-    if (st == BP_OK && fused_head(m, x, k))
+    if (st == BP_OK && bp_model_fused_head(m))
         st = bp_model_loss_head(m, loss, tr, grad_scale, i > 0, lo);
     else if (st == BP_OK)
         st = bp_model_loss_rows(m, loss, tr, grad_scale, i > 0);
@@ -197,7 +191,7 @@ static bp_status enqueue_step(bp_model *m, bp_optimizer *o, const bp_loss_config
     int k = o->config.accum_steps, cols = m->widths[m->n_layers];
     bp_status st = BP_OK;
     /* the fused head checks the classes of its rows itself */
-    if (loss->kind == BP_LOSS_CROSS_ENTROPY && !fused_head(m, x, k))
+    if (loss->kind == BP_LOSS_CROSS_ENTROPY && !bp_model_fused_head(m))
         st = ops->check_labels_into(d, (int)x->rows, target->data, cols, m->state);
     for (int i = 0; i < k && st == BP_OK; ++i)
         st = micro_batch(m, loss, x, target, i, k, (float)(1.0 / denom), call, 0);

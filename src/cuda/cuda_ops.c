@@ -97,13 +97,9 @@ bp_status bp_cuda_bce_logits(bp_device *device, int rows, int cols, const float 
 
 bp_status bp_cuda_loss_head(bp_device *device, const bp_loss_head_args *a) {
     if (a->rows <= 0 || a->cols <= 0) return BP_OK;
-    if ((int64_t)a->rows * a->cols > BP_LOSS_HEAD_MAX_ELEMS)
-        return bp_error(BP_ERR_INVALID_ARGUMENT,
-                        "loss_head: %d rows of %d columns, more than its %lld elements", a->rows,
-                        a->cols, (long long)BP_LOSS_HEAD_MAX_ELEMS);
     BP_CUDA_ENTER(device);
     BP_CUDA_TRY(device, bp_cu_loss_head(stream_of(device), a),
-                "loss_head kernel (loss %d, rows=%d, cols=%d)", (int)a->kind, a->rows, a->cols);
+                "loss_head kernels (loss %d, rows=%d, cols=%d)", (int)a->kind, a->rows, a->cols);
     return BP_OK;
 }
 

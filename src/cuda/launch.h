@@ -69,7 +69,7 @@ cudaError_t bp_cu_softmax_xent(cudaStream_t stream, int rows, int cols, const fl
 cudaError_t bp_cu_class_match(cudaStream_t stream, int rows, int cols, const float *logits,
                               const int32_t *labels, float *match);
 
-/* loss_head of core/backend.h: one block (a->rows * a->cols <= BP_LOSS_HEAD_MAX_ELEMS). */
+/* loss_head of core/backend.h: one kernel for a small head, two for a larger one. */
 cudaError_t bp_cu_loss_head(cudaStream_t stream, const bp_loss_head_args *a);
 
 cudaError_t bp_cu_mse(cudaStream_t stream, int rows, int cols, const float *pred,
