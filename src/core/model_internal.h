@@ -114,10 +114,10 @@ bp_status bp_model_loss_rows(bp_model *m, const bp_loss_config *loss, const void
  * the last layer's output is its z. */
 int bp_model_fused_head(const bp_model *m);
 
-/* The loss of the last training forward through loss_head (bp_model_fused_head must hold):
- * also the last layer's bias gradient and its dz in gemm_type, which the
- * backward that follows, with overwrite = !accumulate, starts from; first_row is the rows'
- * first index in the step's target (the first bad class is reported by its index there). */
+/* The loss of the last training forward through loss_head (bp_model_fused_head must hold),
+ * with the last layer's bias gradient and its dz in gemm_type, which the backward that follows
+ * (with overwrite = !accumulate) starts from. first_row is the rows' first index in the step's
+ * target: the first bad class is reported by its index there. */
 bp_status bp_model_loss_head(bp_model *m, const bp_loss_config *loss, const void *target,
                              float grad_scale, int accumulate, int64_t first_row);
 
