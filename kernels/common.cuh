@@ -14,6 +14,7 @@
 
 #include "backprop/model.h"
 #include "core/backend.h"
+#include "kernels/bp_math.h"
 
 // One launch site for two compilers. nvcc compiles BP_LAUNCH(grid, block, smem, stream, k)(args)
 // to the usual k<<<grid, block, smem, stream>>>(args), the same launch as writing it out. The
@@ -61,6 +62,13 @@ __device__ __forceinline__ bool bp_cu_take_gate(bp_update_args *a) {
     a->bc2_sqrt = a->gate->bc2_sqrt;
     a->decay_factor = a->gate->decay_factor;
     return true;
+}
+
+// step_decide of core/backend.h, by one thread: the refusal (unless one is set already) and the
+// clip coefficient, from the state's loss, squared norm and first bad row.
+__device__ __forceinline__ void bp_cu_decide(bp_step_state *s, float clip_norm) {
+    if (!s->refused) s->refused = bp_step_refusal(s->bad_row, s->loss, s->norm2);
+    s->scale = bp_clip_scale(s->norm2, clip_norm);
 }
 
 struct SumOp {
@@ -111,6 +119,33 @@ __device__ __forceinline__ T group_allreduce(T v, Op op, T identity, T *smem) {
         T w = lane < GROUP / kWarp ? smem[lane] : identity;
         return warp_allreduce(w, op);
     }
+}
+
+// Column sums, out[c] = beta * out[c] + sum_r x[r, c] (beta 0 or 1; with 0, out is not read, as
+// in BLAS), for the tile of kColTile columns of block blockIdx.x, whose kRowLanes x kColTile
+// threads all call it: its kRowLanes rows of threads each sum the rows r = lane, lane +
+// kRowLanes, ... of a column, then lane 0 adds the kRowLanes partials in order. A warp reads 32
+// neighbouring columns of one row: coalesced. Sums are kept in double, as the CPU backend keeps
+// them, and rounded to float once.
+constexpr int kColTile = 32;
+constexpr int kRowLanes = 16;
+
+__device__ __forceinline__ void col_sum_tile(int rows, int cols, const float *__restrict__ x,
+                                             float beta, float *__restrict__ out,
+                                             double (*partial)[kColTile]) {
+    const int c = blockIdx.x * kColTile + threadIdx.x;
+    double acc = 0.0;
+    if (c < cols)
+        for (unsigned r = threadIdx.y; r < (unsigned)rows; r += kRowLanes) // no int overflow
+            acc += x[(size_t)r * cols + c];
+    partial[threadIdx.y][threadIdx.x] = acc;
+    __syncthreads();
+    if (threadIdx.y != 0 || c >= cols) return;
+    double s = partial[0][threadIdx.x];
+#pragma unroll
+    for (int k = 1; k < kRowLanes; ++k)
+        s += partial[k][threadIdx.x];
+    out[c] = beta != 0.0f ? beta * out[c] + (float)s : (float)s;
 }
 
 // Row kernels: a group of threads owns a row, one warp (8 rows per kRowThreads-thread block)

@@ -12,30 +12,11 @@
 namespace bp_cu {
 namespace {
 
-// col_sum: one block per tile of kColTile columns; its kRowLanes rows of threads each sum the
-// rows r = lane, lane + kRowLanes, ... of a column, then lane 0 adds the kRowLanes partials in
-// order. A warp reads 32 neighbouring columns of one row: coalesced. Sums are kept in double,
-// as the CPU backend keeps them, and rounded to float once.
-constexpr int kColTile = 32;
-constexpr int kRowLanes = 16;
-
+// col_sum (common.cuh's col_sum_tile), one block per tile of kColTile columns.
 __global__ void col_sum_kernel(int rows, int cols, const float *__restrict__ x, float beta,
                                float *__restrict__ out) {
     __shared__ double partial[kRowLanes][kColTile];
-    const int c = blockIdx.x * kColTile + threadIdx.x;
-    double acc = 0.0;
-    if (c < cols)
-        for (unsigned r = threadIdx.y; r < (unsigned)rows; r += kRowLanes) // no int overflow
-            acc += x[(size_t)r * cols + c];
-    partial[threadIdx.y][threadIdx.x] = acc;
-    __syncthreads();
-    if (threadIdx.y != 0 || c >= cols) return;
-    double s = partial[0][threadIdx.x];
-#pragma unroll
-    for (int k = 1; k < kRowLanes; ++k)
-        s += partial[k][threadIdx.x];
-    // beta is 0 or 1; with 0, out is not read (it may hold garbage or NaN), as in BLAS.
-    out[c] = beta != 0.0f ? beta * out[c] + (float)s : (float)s;
+    col_sum_tile(rows, cols, x, beta, out, partial);
 }
 
 // sum / sum_squares, pass 1: block b sums x[i] (or x[i]^2) in double over the grid-stride
@@ -62,6 +43,18 @@ __global__ void __launch_bounds__(BP_CU_REDUCE_BLOCKS)
     __shared__ double red[BP_CU_REDUCE_BLOCKS / kWarp];
     double v = group_allreduce<BP_CU_REDUCE_BLOCKS>(partials[threadIdx.x], SumOp(), 0.0, red);
     if (threadIdx.x == 0) *out = (float)v;
+}
+
+// Pass 2 of the gradient's squared norm in a training step, and the step's decision after it
+// (norm_decide of core/backend.h): the same sum as sum_final_kernel, into state->norm2, then
+// step_decide's rule by thread 0, which holds the sum; one launch fewer than the two apart.
+__global__ void __launch_bounds__(BP_CU_REDUCE_BLOCKS)
+    norm_decide_kernel(const double *__restrict__ partials, bp_step_state *state, float clip_norm) {
+    __shared__ double red[BP_CU_REDUCE_BLOCKS / kWarp];
+    double v = group_allreduce<BP_CU_REDUCE_BLOCKS>(partials[threadIdx.x], SumOp(), 0.0, red);
+    if (threadIdx.x != 0) return;
+    state->norm2 = (float)v;
+    bp_cu_decide(state, clip_norm);
 }
 
 // check_labels: the smallest bad row index (LLONG_MAX: none), in the same two passes.
@@ -113,6 +106,17 @@ extern "C" cudaError_t bp_cu_sum(cudaStream_t stream, size_t n, const float *x, 
     cudaError_t err = cudaGetLastError();
     if (err != cudaSuccess) return err;
     BP_LAUNCH(1, BP_CU_REDUCE_BLOCKS, 0, stream, sum_final_kernel)(partials, out);
+    return cudaGetLastError();
+}
+
+extern "C" cudaError_t bp_cu_norm_decide(cudaStream_t stream, size_t n, const float *x,
+                                         void *scratch, bp_step_state *state, float clip_norm) {
+    double *partials = (double *)scratch;
+    BP_LAUNCH(BP_CU_REDUCE_BLOCKS, kSumThreads, 0, stream, sum_partials_kernel<true>)
+    (n, x, partials);
+    cudaError_t err = cudaGetLastError();
+    if (err != cudaSuccess) return err;
+    BP_LAUNCH(1, BP_CU_REDUCE_BLOCKS, 0, stream, norm_decide_kernel)(partials, state, clip_norm);
     return cudaGetLastError();
 }
 

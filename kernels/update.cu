@@ -41,8 +41,7 @@ template <int DECOUPLED> __global__ void adam_kernel(bp_update_args a) {
 }
 
 __global__ void step_decide_kernel(bp_step_state *s, float clip_norm) {
-    if (!s->refused) s->refused = bp_step_refusal(s->bad_row, s->loss, s->norm2);
-    s->scale = bp_clip_scale(s->norm2, clip_norm);
+    bp_cu_decide(s, clip_norm);
 }
 
 } // namespace

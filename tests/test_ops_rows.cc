@@ -277,6 +277,248 @@ TEST_P(RowOps, Cast) {
     });
 }
 
+// loss_head (the fused loss of a training step), where the backend has it: against the float64
+// reference as the separate entries are held (1e-5 row losses and cross-entropy gradients, 1e-6
+// the element-wise gradients and the column sums), its gradient bitwise that of the separate
+// entries and its bf16 copy that rounded, the matches exact, and accumulate adding into what is
+// there. On CUDA the shapes of up to 2^16 logits and 512 columns run as one block, the others
+// (257 rows of 512 columns, and every shape past 512 columns) in two launches.
+struct HeadRun {
+    bp_step_state state;
+    std::vector<float> grad, bias;
+    std::vector<uint16_t> grad_lp;
+};
+
+HeadRun run_head(bp_device *dev, bp_loss_kind kind, int rows, int cols, const void *logits,
+                 const void *target, int accumulate, const bp_step_state &before,
+                 const std::vector<float> &bias_before, int64_t first_row = 0) {
+    size_t n = (size_t)rows * cols;
+    HeadRun out;
+    Guarded<float> dg(dev, n), db(dev, bias_before);
+    Guarded<uint16_t> dlp(dev, n);
+    Guarded<float> scratch(dev, 2 * (size_t)rows);
+    bpt::DevBuf ds(dev, sizeof(bp_step_state));
+    EXPECT_EQ(BP_OK, dev->ops->upload(dev, ds.f(), &before, sizeof before));
+    bp_loss_head_args a = {kind,
+                           rows,
+                           cols,
+                           (const float *)logits,
+                           target,
+                           0.1f,
+                           0.37f,
+                           dg.p(),
+                           dlp.p(),
+                           db.p(),
+                           accumulate,
+                           first_row,
+                           (bp_step_state *)ds.f(),
+                           scratch.p()};
+    EXPECT_EQ(BP_OK, dev->ops->loss_head(dev, &a)) << bp_last_error();
+    EXPECT_EQ(BP_OK, dev->ops->download(dev, &out.state, ds.f(), sizeof out.state));
+    out.grad = dg.get();
+    out.grad_lp = dlp.get();
+    out.bias = db.get();
+    dg.expect_guards("grad");
+    dlp.expect_guards("grad_lp");
+    db.expect_guards("bias_grad");
+    scratch.expect_guards("row_scratch");
+    return out;
+}
+
+bp_step_state head_state(float loss, float match, int64_t bad_row) {
+    bp_step_state s;
+    std::memset(&s, 0, sizeof s);
+    s.loss = loss;
+    s.match = match;
+    s.bad_row = bad_row;
+    s.norm2 = 7.0f; // not the head's: left alone
+    return s;
+}
+
+TEST_P(RowOps, LossHead) {
+    if (!ops->loss_head) GTEST_SKIP() << "this backend has no fused loss head";
+    each_shape([&](int rows, int cols, uint32_t seed) {
+        size_t n = (size_t)rows * cols;
+        auto z = bpt::uniform(n, -3.0f, 3.0f, seed);
+        auto labels = random_labels(rows, cols, seed + 1);
+        for (int r = 0; r < rows; r += 2) // both answers of the match in every shape
+            z[(size_t)r * cols + labels[r]] = 4.0f;
+        auto t = bpt::uniform(n, 0.0f, 1.0f, seed + 2);
+        Guarded<float> dz(dev, z), dt(dev, t);
+        Guarded<int32_t> dl(dev, labels);
+        auto zd = bpt::to_double(z), td = bpt::to_double(t);
+        for (bp_loss_kind kind : {BP_LOSS_CROSS_ENTROPY, BP_LOSS_MSE, BP_LOSS_BCE_LOGITS}) {
+            SCOPED_TRACE(::testing::Message() << "loss " << (int)kind);
+            bool ce = kind == BP_LOSS_CROSS_ENTROPY;
+            std::vector<double> gref(n), lref(rows), mref(rows), bref(cols);
+            if (ce)
+                bpref_softmax_xent(rows, cols, zd.data(), labels.data(), 0.1, 0.37f, gref.data(),
+                                   lref.data());
+            else
+                (kind == BP_LOSS_MSE ? bpref_mse : bpref_bce_logits)(
+                    rows, cols, zd.data(), td.data(), 0.37f, gref.data(), lref.data());
+            bpref_class_match(rows, cols, z.data(), labels.data(), mref.data());
+            double loss_ref = 0.0, match_ref = 0.0;
+            for (int r = 0; r < rows; ++r)
+                loss_ref += lref[r], match_ref += mref[r];
+            bpref_col_sum(rows, cols, gref.data(), 0.0, bref.data());
+            const void *target = ce ? (const void *)dl.p() : (const void *)dt.p();
+            for (int accumulate = 0; accumulate <= 1; ++accumulate) {
+                SCOPED_TRACE(accumulate ? "accumulate" : "write");
+                // Written: NaN before (never read); added: onto values.
+                bp_step_state before =
+                    accumulate ? head_state(1.5f, 2.0f, INT64_MAX) : head_state(NAN, NAN, 5);
+                auto bias0 = accumulate ? bpt::uniform(cols, -1.0f, 1.0f, seed + 3)
+                                        : std::vector<float>(cols, NAN);
+                HeadRun h =
+                    run_head(dev, kind, rows, cols, dz.p(), target, accumulate, before, bias0, 40);
+                std::vector<float> lsum = {h.state.loss}, msum = {h.state.match};
+                double base = accumulate ? 1.5 : 0.0;
+                EXPECT_LE(bpt::rel_err(lsum, std::vector<double>{base + loss_ref}), 1e-5)
+                    << "loss sum";
+                EXPECT_LE(bpt::rel_err(h.grad, gref), ce ? 1e-5 : 1e-6) << "grad";
+                std::vector<double> bwant(cols);
+                for (int c = 0; c < cols; ++c)
+                    bwant[c] = bref[c] + (accumulate ? bias0[c] : 0.0);
+                EXPECT_LE(bpt::rel_err(h.bias, bwant), 1e-6) << "bias gradient";
+                EXPECT_EQ(h.state.norm2, 7.0f);
+                if (ce) {
+                    EXPECT_EQ(msum[0], (float)(match_ref + (accumulate ? 2.0 : 0.0)));
+                    EXPECT_EQ(h.state.bad_row, INT64_MAX);
+                } else { // the element-wise losses leave the classes' fields alone
+                    EXPECT_EQ(0, std::memcmp(&h.state.match, &before.match, sizeof(float)));
+                    EXPECT_EQ(h.state.bad_row, before.bad_row);
+                }
+                size_t lp_wrong = 0;
+                for (size_t i = 0; i < n; ++i)
+                    lp_wrong += h.grad_lp[i] != bp_f32_to_bf16(h.grad[i]);
+                EXPECT_EQ(0u, lp_wrong) << "grad_lp is not grad rounded to bf16";
+            }
+            Guarded<float> sg(dev, n), sl(dev, rows);
+            if (ce)
+                BPT_OPS_OK(ops->softmax_xent(dev, rows, cols, dz.p(), dl.p(), 0.1f, 0.37f, sg.p(),
+                                             sl.p()));
+            else
+                BPT_OPS_OK((kind == BP_LOSS_MSE ? ops->mse : ops->bce_logits)(
+                    dev, rows, cols, dz.p(), dt.p(), 0.37f, sg.p(), sl.p()));
+            HeadRun h = run_head(dev, kind, rows, cols, dz.p(), target, 0,
+                                 head_state(0, 0, INT64_MAX), std::vector<float>(cols, 0.0f));
+            auto g = sg.get();
+            EXPECT_EQ(0, std::memcmp(g.data(), h.grad.data(), n * sizeof(float)))
+                << "the gradient differs from the separate entry's";
+        }
+        expect_unchanged(dz, z, "logits");
+        expect_unchanged(dl, labels, "labels");
+        expect_unchanged(dt, t, "target");
+    });
+}
+
+// The cases a step must get right: classes out of range (the first, by its index in the step's
+// target, and the smaller of two micro-batches' when accumulating), a row of NaN logits (never a
+// match, a NaN loss), a tie (the first largest), one class, and logits of 1e30 (finite losses).
+class LossHeadOps : public bpt::BackendOpsTest {};
+
+TEST_P(LossHeadOps, Edges) {
+    if (!ops->loss_head) GTEST_SKIP() << "this backend has no fused loss head";
+    const int rows = 6, cols = 4;
+    std::vector<float> z = {
+        1.0f,   2.0f,   3.0f,   0.5f,  // row 0: class 2 largest, label 2: a match
+        1e30f,  -1e30f, 0.0f,   2.0f,  // row 1: class 0 by far, label 1: loss 2e30, finite
+        5.0f,   1.0f,   5.0f,   -2.0f, // row 2: a tie of 0 and 2, label 2: no match
+        0.0f,   0.0f,   0.0f,   0.0f,  // row 3: class 7, out of range
+        1.0f,   1.0f,   1.0f,   9.0f,  // row 4: class -1, out of range
+        -1e30f, -1e30f, -1e30f, 1e30f, // row 5: label 3 at 1e30: a match
+    };
+    std::vector<int32_t> labels = {2, 1, 2, 7, -1, 3};
+    Guarded<float> dz(dev, z);
+    Guarded<int32_t> dl(dev, labels);
+    std::vector<float> zero(cols, 0.0f);
+    HeadRun h = run_head(dev, BP_LOSS_CROSS_ENTROPY, rows, cols, dz.p(), dl.p(), 0,
+                         head_state(0, 0, INT64_MAX), zero, 100);
+    EXPECT_EQ(h.state.bad_row, 103) << "the first bad row, by its index in the step's target";
+    EXPECT_EQ(h.state.match, 2.0f);
+    EXPECT_TRUE(std::isfinite(h.state.loss));
+    EXPECT_GE(h.state.loss, 1e30f);
+    EXPECT_TRUE(all_finite(h.grad));
+    // an earlier micro-batch's bad row stays; a later one's does not replace it
+    h = run_head(dev, BP_LOSS_CROSS_ENTROPY, rows, cols, dz.p(), dl.p(), 1, head_state(0, 0, 60),
+                 zero, 100);
+    EXPECT_EQ(h.state.bad_row, 60);
+    h = run_head(dev, BP_LOSS_CROSS_ENTROPY, 3, cols, dz.p(), dl.p(), 1, head_state(0, 0, 200),
+                 zero, 0);
+    EXPECT_EQ(h.state.bad_row, 200) << "no bad row in rows 0-2";
+    // The same past 512 columns (CUDA's two launches): the first of two bad rows, the matches.
+    {
+        const int wide = 600;
+        std::vector<float> zw = bpt::uniform((size_t)5 * wide, -1.0f, 1.0f, 12);
+        std::vector<int32_t> lw = {1, 700, 3, -5, 2};
+        zw[0 * wide + 1] = 2.0f;   // row 0 matches
+        zw[2 * wide + 100] = 2.0f; // row 2 does not
+        zw[4 * wide + 2] = 2.0f;   // row 4 matches
+        Guarded<float> dzw(dev, zw);
+        Guarded<int32_t> dlw(dev, lw);
+        h = run_head(dev, BP_LOSS_CROSS_ENTROPY, 5, wide, dzw.p(), dlw.p(), 0,
+                     head_state(0, 0, INT64_MAX), std::vector<float>(wide, 0.0f), 10);
+        EXPECT_EQ(h.state.bad_row, 11);
+        EXPECT_EQ(h.state.match, 2.0f);
+        h = run_head(dev, BP_LOSS_CROSS_ENTROPY, 5, wide, dzw.p(), dlw.p(), 1, head_state(1, 1, 4),
+                     std::vector<float>(wide, 0.0f), 10);
+        EXPECT_EQ(h.state.bad_row, 4);
+        EXPECT_EQ(h.state.match, 3.0f);
+    }
+    // Two bad rows met by the same thread or warp (a warp takes every 32nd row of a small head;
+    // a thread of the sums every 512th of a large one): the first is reported.
+    for (int wide : {4, 513}) {
+        SCOPED_TRACE(::testing::Message() << wide << " columns");
+        const int n_rows = wide == 4 ? 40 : 520, late = wide == 4 ? 35 : 515;
+        std::vector<int32_t> lb(n_rows, 0);
+        lb[3] = wide;
+        lb[late] = -1;
+        Guarded<float> dzb(dev, bpt::uniform((size_t)n_rows * wide, -1.0f, 1.0f, 13));
+        Guarded<int32_t> dlb(dev, lb);
+        h = run_head(dev, BP_LOSS_CROSS_ENTROPY, n_rows, wide, dzb.p(), dlb.p(), 0,
+                     head_state(0, 0, INT64_MAX), std::vector<float>(wide, 0.0f));
+        EXPECT_EQ(h.state.bad_row, 3);
+    }
+    // A row of NaN logits: no match, the loss NaN (the step is refused).
+    std::vector<float> zn = z;
+    for (int c = 0; c < cols; ++c)
+        zn[c] = NAN;
+    Guarded<float> dzn(dev, zn);
+    h = run_head(dev, BP_LOSS_CROSS_ENTROPY, 3, cols, dzn.p(), dl.p(), 0,
+                 head_state(0, 0, INT64_MAX), zero);
+    EXPECT_EQ(h.state.match, 0.0f);
+    EXPECT_TRUE(std::isnan(h.state.loss));
+    // One class: every row matches it, the unsmoothed loss and gradient are 0; smoothing 0.1
+    // over one class is no smoothing.
+    std::vector<float> z1 = {3.0f, -7.0f, 1e30f};
+    std::vector<int32_t> l1 = {0, 0, 0};
+    Guarded<float> dz1(dev, z1);
+    Guarded<int32_t> dl1(dev, l1);
+    h = run_head(dev, BP_LOSS_CROSS_ENTROPY, 3, 1, dz1.p(), dl1.p(), 0, head_state(0, 0, INT64_MAX),
+                 {0.0f});
+    EXPECT_EQ(h.state.match, 3.0f);
+    EXPECT_EQ(h.state.loss, 0.0f);
+    EXPECT_EQ(h.state.bad_row, INT64_MAX);
+    for (float g : h.grad)
+        EXPECT_EQ(g, 0.0f);
+    EXPECT_EQ(h.bias[0], 0.0f);
+    // Every row of one class, the last layer's bias gradient its column sums: against the
+    // reference, and the gradient's columns summing to 0 in the reference.
+    std::vector<int32_t> same(rows, 1);
+    Guarded<int32_t> dsame(dev, same);
+    auto zs = bpt::uniform((size_t)rows * cols, -2.0f, 2.0f, 11);
+    Guarded<float> dzs(dev, zs);
+    h = run_head(dev, BP_LOSS_CROSS_ENTROPY, rows, cols, dzs.p(), dsame.p(), 0,
+                 head_state(0, 0, INT64_MAX), zero);
+    auto zsd = bpt::to_double(zs);
+    std::vector<double> gref((size_t)rows * cols), lref(rows), bref(cols);
+    bpref_softmax_xent(rows, cols, zsd.data(), same.data(), 0.1, 0.37f, gref.data(), lref.data());
+    bpref_col_sum(rows, cols, gref.data(), 0.0, bref.data());
+    EXPECT_LE(bpt::rel_err(h.bias, bref), 1e-6);
+    EXPECT_EQ(h.state.bad_row, INT64_MAX);
+}
+
 std::vector<Param> params() {
     std::vector<Param> p;
     for (const std::string &b : bpt::all_backends())
@@ -289,5 +531,8 @@ INSTANTIATE_TEST_SUITE_P(Layouts, RowOps, ::testing::ValuesIn(params()),
                          [](const ::testing::TestParamInfo<Param> &i) {
                              return std::get<0>(i.param) + "_" + std::get<1>(i.param).name;
                          });
+
+INSTANTIATE_TEST_SUITE_P(Backends, LossHeadOps, ::testing::ValuesIn(bpt::all_backends()),
+                         bpt::backend_param_name);
 
 } // namespace

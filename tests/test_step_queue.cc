@@ -14,6 +14,7 @@
 #include <string>
 #include <vector>
 
+#include "core/backend.h"
 #include "cudaemu/include/cudaemu.h"
 #include "support.h"
 #include "support_model.h"
@@ -36,16 +37,20 @@ struct Trainer {
 };
 
 // Adam with norm clipping at 0.05, so the device's clip coefficient is below 1 in every step.
-void make_run(bp_device *dev, Trainer *r) {
-    bp_mlp_config cfg = bp_mlp_config_default(2, kWidths);
+void make_run(bp_device *dev, Trainer *r, int accum = 1, bp_precision precision = BP_PRECISION_FP32,
+              int outputs = kWidths[2]) {
+    const int widths[] = {kWidths[0], kWidths[1], outputs};
+    bp_mlp_config cfg = bp_mlp_config_default(2, widths);
     cfg.seed = 5;
     cfg.max_batch = kRows;
+    cfg.precision = precision;
     bp_status st;
     r->model.reset(bp_model_create(dev, &cfg, &st));
     ASSERT_TRUE(r->model) << bp_last_error();
     bp_optim_config oc = bp_optim_config_default(BP_OPTIM_ADAM);
     oc.lr = 0.01;
     oc.clip_norm = 0.05;
+    oc.accum_steps = accum;
     r->opt.reset(bp_optimizer_create(r->model.get(), &oc, &st));
     ASSERT_TRUE(r->opt) << bp_last_error();
     ASSERT_NO_FATAL_FAILURE(bpt::new_tensor(dev, BP_F32, kRows, kWidths[0], &r->x));
@@ -177,6 +182,20 @@ TEST_P(StepQueue, AQueuedBadLabelIsReportedLaterNamingTheRow) {
     ASSERT_NO_FATAL_FAILURE(make_run(dev.get(), &r));
     std::vector<int32_t> y = batch_y(2);
     y[5] = kWidths[2];
+    expect_reported_later(&r, batch_x(2), y, BP_ERR_INVALID_ARGUMENT,
+                          "target row 5 holds a class outside [0, 4)");
+}
+
+// The same in the second of two micro-batches: its row is named by its index in the step's
+// batch (the loss head of the second micro-batch sees it as its own row 1).
+TEST_P(StepQueue, ABadLabelInALaterMicroBatchIsNamedByItsRowInTheBatch) {
+    BPT_OPEN_OR_SKIP(raw, GetParam());
+    DevicePtr dev(raw);
+    Trainer r;
+    ASSERT_NO_FATAL_FAILURE(make_run(dev.get(), &r, 2));
+    std::vector<int32_t> y = batch_y(2);
+    y[5] = -1;
+    y[7] = kWidths[2];
     expect_reported_later(&r, batch_x(2), y, BP_ERR_INVALID_ARGUMENT,
                           "target row 5 holds a class outside [0, 4)");
 }
@@ -323,6 +342,64 @@ TEST_P(StepQueue, ASteadyStepWaitsForNothing) {
     bp_step_totals tot;
     BPT_OK(bp_train_results(r.opt.get(), 1, &tot));
     EXPECT_EQ(tot.steps, 13);
+}
+
+// The fused loss head and norm_decide (core/backend.h's loss_head, norm_decide) against the
+// separate entries they stand for, on the same backend: a second device whose table lacks them.
+// With 8 rows every double sum of both (row losses, matches, bias-gradient columns) is exact, and
+// the gradients are made by the same expressions, so the two train bitwise alike, in fp32 and bf16,
+// with and without accumulation and label smoothing. The fused step makes fewer launches: the label
+// check's two, and per micro-batch the loss, its sum, the matches, their sum, the bias gradient
+// (and in bf16 the gradient's cast) for the head's one.
+TEST_P(StepQueue, TheFusedEntriesTrainAsTheSeparateOnes) {
+    if (!bp_device_available(GetParam().c_str())) GTEST_SKIP() << GetParam() << " not available";
+    // graphs off: a replay counts as one launch, whatever it holds
+    DevicePtr fused = open_with_graphs(GetParam(), 0);
+    ASSERT_TRUE(fused) << bp_last_error();
+    if (!fused->ops->loss_head || !fused->ops->norm_decide)
+        GTEST_SKIP() << GetParam() << " has no fused entries";
+    bp_backend_ops plain_ops = *fused->ops;
+    plain_ops.loss_head = nullptr;
+    plain_ops.norm_decide = nullptr;
+    const bp_loss_config smoothed = {BP_LOSS_CROSS_ENTROPY, 0.1f};
+    for (int outputs : {kWidths[2], 600}) // one kernel; two past 512 columns
+        for (bp_precision precision : {BP_PRECISION_FP32, BP_PRECISION_BF16})
+            for (int accum : {1, 2}) {
+                SCOPED_TRACE(::testing::Message()
+                             << outputs << " outputs, " << bp_precision_name(precision)
+                             << ", accum_steps " << accum);
+                DevicePtr plain = open_with_graphs(GetParam(), 0);
+                ASSERT_TRUE(plain) << bp_last_error();
+                plain->ops = &plain_ops; // the same backend, composing the head from its entries
+                Trainer a, b;
+                ASSERT_NO_FATAL_FAILURE(make_run(fused.get(), &a, accum, precision, outputs));
+                ASSERT_NO_FATAL_FAILURE(make_run(plain.get(), &b, accum, precision, outputs));
+                bp_device_counters fa0, fa1, pb0, pb1;
+                BPT_OK(bp_device_get_counters(fused.get(), &fa0));
+                BPT_OK(bp_device_get_counters(plain.get(), &pb0));
+                const int steps = 6;
+                for (int step = 0; step < steps; ++step)
+                    for (Trainer *t : {&a, &b}) {
+                        upload_batch(t, batch_x(step), batch_y(step));
+                        BPT_OK(bp_train_step(t->model.get(), t->opt.get(), &smoothed, t->x.get(),
+                                             t->y.get(), nullptr));
+                    }
+                BPT_OK(bp_device_get_counters(fused.get(), &fa1));
+                BPT_OK(bp_device_get_counters(plain.get(), &pb1));
+                bp_step_totals ta, tb;
+                BPT_OK(bp_train_results(a.opt.get(), 1, &ta));
+                BPT_OK(bp_train_results(b.opt.get(), 1, &tb));
+                EXPECT_EQ(ta.steps, steps);
+                EXPECT_EQ(ta.loss_sum, tb.loss_sum);
+                EXPECT_EQ(ta.correct, tb.correct);
+                EXPECT_TRUE(same_bits(snapshot(&a), snapshot(&b)));
+                // and norm_decide's one for the norm's final pass and step_decide's
+                uint64_t saved = 3 + (uint64_t)accum * (precision == BP_PRECISION_BF16 ? 5 : 4) -
+                                 (outputs > 512 ? (uint64_t)accum : 0);
+                EXPECT_EQ((pb1.launches - pb0.launches) - (fa1.launches - fa0.launches),
+                          saved * steps)
+                    << "launches a step saved";
+            }
 }
 
 INSTANTIATE_TEST_SUITE_P(Backends, StepQueue, ::testing::ValuesIn(bpt::all_backends()),

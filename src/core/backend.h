@@ -94,6 +94,26 @@ enum {
     BP_REFUSED_GRAD = 3   /* the gradient's squared norm is not finite */
 };
 
+/* The loss head of a training step in one op (loss_head): what softmax_xent, mse or bce_logits,
+ * the column sums of the row losses and of class_match, the label check, the last layer's bias
+ * gradient and the bf16 cast of its gradient do in turn, for a last layer whose output is its
+ * z (no activation, dropout, norm or residual). */
+typedef struct bp_loss_head_args {
+    bp_loss_kind kind;
+    int rows, cols;
+    const float *logits;
+    const void *target; /* cross-entropy: int32 classes [rows]; else fp32 [rows, cols] */
+    float smoothing;    /* cross-entropy's label smoothing */
+    float grad_scale;
+    float *grad;       /* [rows, cols]: grad_scale * d(row loss)/d(logits) */
+    uint16_t *grad_lp; /* NULL, or [rows, cols]: grad rounded by bp_f32_to_bf16 */
+    float *bias_grad;  /* [cols]: the column sums of grad (added with accumulate) */
+    int accumulate;    /* add into state->loss, match and bias_grad; else write them */
+    int64_t first_row; /* the rows' first index in the step's target (for bad_row) */
+    bp_step_state *state;
+    float *row_scratch; /* [2 * rows] floats the backend may use */
+} bp_loss_head_args;
+
 /* Arguments of one optimizer update over a flat buffer of n floats. */
 typedef struct bp_update_args {
     bp_optim_kind kind;
@@ -205,6 +225,19 @@ typedef struct bp_backend_ops {
      * already) and state->scale = min(clip_norm / (sqrt(norm2) + 1e-6), 1) in fp32 as PyTorch's
      * clip_grad_norm_ (1 when clip_norm is 0). */
     bp_status (*step_decide)(bp_device *device, bp_step_state *state, float clip_norm);
+    /* Optional (NULL: the core calls the separate entries). The loss head of bp_loss_head_args,
+     * its sums as the separate entries make them (the rows' fp32 losses, the matches and each
+     * column of grad summed in double, rounded once), bitwise the same at every call:
+     * state->loss and, for cross-entropy, state->match = the sums (added with accumulate);
+     * state->bad_row = first_row + the first row whose class is outside [0, cols), or
+     * INT64_MAX (with accumulate, the smaller of that and the value there); the other losses
+     * leave match and bad_row alone. */
+    bp_status (*loss_head)(bp_device *device, const bp_loss_head_args *args);
+    /* Optional (NULL: the core calls sum_squares into state->norm2, then step_decide): the two
+     * in one entry, with their results. The refusal needs the whole gradient's norm before the
+     * update writes anything, so the norm is a pass of its own, not part of the update. */
+    bp_status (*norm_decide)(bp_device *device, size_t n, const float *grads, bp_step_state *state,
+                             float clip_norm);
     /* Host memory the device copies into without waiting (pinned on a GPU), and back. */
     bp_status (*host_alloc)(bp_device *device, size_t bytes, void **out);
     void (*host_free)(bp_device *device, void *ptr);

@@ -178,7 +178,7 @@ static size_t layout_workspace(bp_model *m, char *base) {
     if (m->has_blocks) BP_TAKE(m->dbuf[2], b * widest * sizeof(float));
     if (any_fused_bwd(m)) BP_TAKE(m->bgrad, widest * sizeof(float));
     if (m->scratch_bytes) BP_TAKE(m->scratch, m->scratch_bytes);
-    BP_TAKE(m->row_loss, b * sizeof(float));
+    BP_TAKE(m->row_loss, 2 * b * sizeof(float));
     BP_TAKE(m->state, sizeof(bp_step_state));
     m->scalars = base ? (float *)m->state : NULL;
 #undef BP_TAKE

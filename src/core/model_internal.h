@@ -75,7 +75,8 @@ struct bp_model {
     float *bgrad;   /* [widest]: a fused bias gradient before it is added (accumulating) */
     void *scratch;  /* gemm_ex scratch, scratch_bytes (NULL when none) */
     size_t scratch_bytes;
-    float *row_loss;      /* [max_batch]: each row's loss, then (cross-entropy) its class match */
+    float *row_loss;      /* [2 * max_batch]: each row's loss, then (cross-entropy) its class
+                             match; loss_head's row_scratch */
     bp_step_state *state; /* device memory: what a training step leaves for the host */
     float *scalars;       /* BP_SCALAR_COUNT: the first floats of state */
 
@@ -84,6 +85,7 @@ struct bp_model {
     int batch;
     int trained_forward; /* the last forward was in training mode */
     int have_loss;
+    int head_done; /* the loss was loss_head's: the last layer's dz and bias gradient are made */
     uint64_t forward_calls; /* training forwards (and steps) so far: the dropout streams */
     uint64_t dropout_stream;
     int64_t dropout_row0;
@@ -107,6 +109,17 @@ bp_status bp_model_forward_rows(bp_model *m, const float *x, int rows, bp_mode m
  * accumulate: add the row-loss sum into the device scalar instead of replacing it. */
 bp_status bp_model_loss_rows(bp_model *m, const bp_loss_config *loss, const void *target,
                              float grad_scale, int accumulate);
+
+/* Whether a training step's loss head runs as the backend's loss_head: the backend has it and
+ * the last layer's output is its z. */
+int bp_model_fused_head(const bp_model *m);
+
+/* The loss of the last training forward through loss_head (bp_model_fused_head must hold),
+ * with the last layer's bias gradient and its dz in gemm_type, which the backward that follows
+ * (with overwrite = !accumulate) starts from. first_row is the rows' first index in the step's
+ * target: the first bad class is reported by its index there. */
+bp_status bp_model_loss_head(bp_model *m, const bp_loss_config *loss, const void *target,
+                             float grad_scale, int accumulate, int64_t first_row);
 
 /* overwrite: write the parameter gradients (GEMM beta 0) instead of adding into them, so a
  * training step need not zero the whole gradient buffer first: that fill was a full extra pass

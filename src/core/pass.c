@@ -84,6 +84,7 @@ bp_status bp_model_forward_rows(bp_model *m, const float *x, int rows, bp_mode m
     int training = mode == BP_MODE_TRAINING;
     m->trained_forward = 0;
     m->have_loss = 0;
+    m->head_done = 0;
     bp_status st = BP_OK;
     if (m->x_lp)
         st = m->device->ops->cast(m->device, (size_t)rows * (size_t)m->widths[0], x, BP_EL_F32,
@@ -188,6 +189,35 @@ bp_status bp_model_loss_rows(bp_model *m, const bp_loss_config *loss, const void
         st = ops->col_sum(d, rows, 1, m->row_loss, accumulate ? 1.0f : 0.0f,
                           m->scalars + BP_SCALAR_MATCH);
     m->have_loss = st == BP_OK;
+    m->head_done = 0;
+    return st;
+}
+
+int bp_model_fused_head(const bp_model *m) {
+    const bp_layer *last = &m->layers[m->n_layers - 1];
+    return m->device->ops->loss_head && !bp_layer_has_own_output(last) && !bp_layer_is_block(last);
+}
+
+bp_status bp_model_loss_head(bp_model *m, const bp_loss_config *loss, const void *target,
+                             float grad_scale, int accumulate, int64_t first_row) {
+    const bp_layer *last = &m->layers[m->n_layers - 1];
+    /* bf16 mode: dz_lp[0], the buffer the backward's first layer_grad_in would cast into */
+    bp_loss_head_args a = {loss->kind,
+                           m->batch,
+                           last->out,
+                           last->a,
+                           target,
+                           loss->label_smoothing,
+                           grad_scale,
+                           m->dout,
+                           m->gemm_type == BP_EL_BF16 ? m->dz_lp[0] : NULL,
+                           m->grads + last->b_off,
+                           accumulate,
+                           first_row,
+                           m->state,
+                           m->row_loss};
+    bp_status st = m->device->ops->loss_head(m->device, &a);
+    m->have_loss = m->head_done = st == BP_OK;
     return st;
 }
 
@@ -363,6 +393,10 @@ bp_status bp_model_backward_rows(bp_model *m, float *dx, int overwrite) {
     int rows = m->batch;
     float beta = overwrite ? 0.0f : 1.0f;
     grad_state gs = {m->dout, NULL, 1};
+    if (m->head_done) { /* as layer_grad_in of the last layer would leave it */
+        gs.dz = m->gemm_type == BP_EL_BF16 ? m->dz_lp[0] : (const void *)m->dout;
+        gs.lp = 0;
+    }
     bp_status st = BP_OK;
     for (int l = m->n_layers - 1; l >= 0 && st == BP_OK; --l) {
         const bp_layer *L = &m->layers[l];
@@ -400,5 +434,7 @@ bp_status bp_model_backward(bp_model *model, bp_tensor *dx) {
             return bp_error(BP_ERR_SHAPE_MISMATCH, "%s: dx has %lld rows, the batch has %d", fn,
                             (long long)dx->rows, model->batch);
     }
+    /* after a training step's fused head: its dz again from dout, its bias gradient added */
+    model->head_done = 0;
     return bp_model_backward_rows(model, dx ? dx->data : NULL, 0);
 }

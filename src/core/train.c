@@ -84,7 +84,10 @@ static bp_status micro_batch(bp_model *m, const bp_loss_config *loss, const bp_t
     const float *xr = (const float *)x->data + lo * x->cols;
     const char *tr = (const char *)target->data + (size_t)(lo * target->cols) * 4;
     bp_status st = bp_model_forward_rows(m, xr, (int)(hi - lo), BP_MODE_TRAINING, call, row0 + lo);
-    if (st == BP_OK) st = bp_model_loss_rows(m, loss, tr, grad_scale, i > 0);
+    if (st == BP_OK && bp_model_fused_head(m))
+        st = bp_model_loss_head(m, loss, tr, grad_scale, i > 0, lo);
+    else if (st == BP_OK)
+        st = bp_model_loss_rows(m, loss, tr, grad_scale, i > 0);
     /* The first micro-batch writes the gradients every layer owns (W and b: the whole flat
      * buffer), which stands in for zeroing it first. */
     if (st == BP_OK) st = bp_model_backward_rows(m, NULL, i == 0);
@@ -187,12 +190,17 @@ static bp_status enqueue_step(bp_model *m, bp_optimizer *o, const bp_loss_config
     bp_device *d = m->device;
     int k = o->config.accum_steps, cols = m->widths[m->n_layers];
     bp_status st = BP_OK;
-    if (loss->kind == BP_LOSS_CROSS_ENTROPY)
+    /* the fused head checks the classes of its rows itself */
+    if (loss->kind == BP_LOSS_CROSS_ENTROPY && !bp_model_fused_head(m))
         st = ops->check_labels_into(d, (int)x->rows, target->data, cols, m->state);
     for (int i = 0; i < k && st == BP_OK; ++i)
         st = micro_batch(m, loss, x, target, i, k, (float)(1.0 / denom), call, 0);
-    if (st == BP_OK) st = ops->sum_squares(d, m->n_params, m->grads, m->scalars + BP_SCALAR_NORM2);
-    if (st == BP_OK) st = ops->step_decide(d, m->state, (float)o->config.clip_norm);
+    float clip = (float)o->config.clip_norm;
+    if (st == BP_OK && ops->norm_decide)
+        st = ops->norm_decide(d, m->n_params, m->grads, m->state, clip);
+    else if (st == BP_OK)
+        st = ops->sum_squares(d, m->n_params, m->grads, m->scalars + BP_SCALAR_NORM2);
+    if (st == BP_OK && !ops->norm_decide) st = ops->step_decide(d, m->state, clip);
     if (st != BP_OK) return st;
     bp_update_args a = bp_optimizer_update_args(o, 1.0f);
     a.gate = m->state;

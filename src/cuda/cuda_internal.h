@@ -145,9 +145,12 @@ bp_status bp_cuda_bce_logits(bp_device *device, int rows, int cols, const float 
                              const float *target, float grad_scale, float *grad, float *row_loss);
 bp_status bp_cuda_check_labels(bp_device *device, int rows, const int32_t *labels, int classes,
                                int64_t *bad_index);
+bp_status bp_cuda_loss_head(bp_device *device, const bp_loss_head_args *args);
 bp_status bp_cuda_check_labels_into(bp_device *device, int rows, const int32_t *labels, int classes,
                                     bp_step_state *state);
 bp_status bp_cuda_step_decide(bp_device *device, bp_step_state *state, float clip_norm);
+bp_status bp_cuda_norm_decide(bp_device *device, size_t n, const float *grads, bp_step_state *state,
+                              float clip_norm);
 bp_status bp_cuda_sum(bp_device *device, size_t n, const float *x, float *out);
 bp_status bp_cuda_sum_squares(bp_device *device, size_t n, const float *x, float *out);
 bp_status bp_cuda_dropout(bp_device *device, size_t n, const float *x, float *y, uint64_t seed,

@@ -95,6 +95,14 @@ bp_status bp_cuda_bce_logits(bp_device *device, int rows, int cols, const float 
     return BP_OK;
 }
 
+bp_status bp_cuda_loss_head(bp_device *device, const bp_loss_head_args *a) {
+    if (a->rows <= 0 || a->cols <= 0) return BP_OK;
+    BP_CUDA_ENTER(device);
+    BP_CUDA_TRY(device, bp_cu_loss_head(stream_of(device), a),
+                "loss_head kernels (loss %d, rows=%d, cols=%d)", (int)a->kind, a->rows, a->cols);
+    return BP_OK;
+}
+
 /* A scan on the device, then an 8-byte read back into pinned memory (this entry waits). */
 bp_status bp_cuda_check_labels(bp_device *device, int rows, const int32_t *labels, int classes,
                                int64_t *bad_index) {
@@ -133,6 +141,15 @@ bp_status bp_cuda_step_decide(bp_device *device, bp_step_state *state, float cli
     BP_CUDA_ENTER(device);
     BP_CUDA_TRY(device, bp_cu_step_decide(stream_of(device), state, clip_norm),
                 "step_decide kernel (clip_norm %g)", (double)clip_norm);
+    return BP_OK;
+}
+
+bp_status bp_cuda_norm_decide(bp_device *device, size_t n, const float *grads, bp_step_state *state,
+                              float clip_norm) {
+    BP_CUDA_ENTER(device);
+    bp_cuda_impl *impl = bp_cuda_impl_of(device);
+    BP_CUDA_TRY(device, bp_cu_norm_decide(impl->stream, n, grads, impl->scratch, state, clip_norm),
+                "norm_decide kernels (n=%zu, clip_norm %g)", n, (double)clip_norm);
     return BP_OK;
 }
 

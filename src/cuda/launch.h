@@ -50,6 +50,10 @@ cudaError_t bp_cu_col_sum(cudaStream_t stream, int rows, int cols, const float *
 cudaError_t bp_cu_sum(cudaStream_t stream, size_t n, const float *x, int squares, void *scratch,
                       float *out);
 
+/* sum_squares of x into state->norm2, then step_decide (norm_decide of core/backend.h). */
+cudaError_t bp_cu_norm_decide(cudaStream_t stream, size_t n, const float *x, void *scratch,
+                              bp_step_state *state, float clip_norm);
+
 /* *result (device memory) = the first row with a label outside [0, classes), or INT64_MAX
  * when none; scratch: BP_CU_SCRATCH_BYTES. */
 cudaError_t bp_cu_check_labels(cudaStream_t stream, int rows, const int32_t *labels, int classes,
@@ -64,6 +68,9 @@ cudaError_t bp_cu_softmax_xent(cudaStream_t stream, int rows, int cols, const fl
 /* match[r] = 1.0f when row r's first largest logit is at labels[r], else 0. */
 cudaError_t bp_cu_class_match(cudaStream_t stream, int rows, int cols, const float *logits,
                               const int32_t *labels, float *match);
+
+/* loss_head of core/backend.h: one kernel for a small head, two for a larger one. */
+cudaError_t bp_cu_loss_head(cudaStream_t stream, const bp_loss_head_args *a);
 
 cudaError_t bp_cu_mse(cudaStream_t stream, int rows, int cols, const float *pred,
                       const float *target, float grad_scale, float *grad, float *row_loss);
