@@ -62,10 +62,10 @@ static void json_row(const char *section, const char *fmt, ...) {
 
 static void json_stats(const char *name, const sample_stats *s) {
     if (!g_json) return;
-    fprintf(g_json,
-            ", \"%s\": {\"median\": %.6e, \"min\": %.6e, \"max\": %.6e, \"q1\": %.6e, \"q3\": "
-            "%.6e}",
-            name, s->median, s->min, s->max, s->q1, s->q3);
+    fprintf(
+        g_json,
+        ", \"%s\": {\"median\": %.6e, \"min\": %.6e, \"max\": %.6e, \"q1\": %.6e, \"q3\": %.6e}",
+        name, s->median, s->min, s->max, s->q1, s->q3);
 }
 
 static void json_end(void) {
@@ -125,8 +125,8 @@ typedef struct limits {
 } limits;
 
 static void print_rule(void) {
-    printf("------------------------------------------------------------------------------------"
-           "----------------\n");
+    printf("---------------------------------------------------------------------------------------"
+           "-------------\n");
 }
 
 static void report_gemm(const char *tcase, const bp_bench_op *g, const bp_bench_result *r,
@@ -135,17 +135,17 @@ static void report_gemm(const char *tcase, const bp_bench_op *g, const bp_bench_
     const sample_stats *s = &r->seconds;
     double rate = r->flops / s->median;
     const char *pn = bp_precision_name(g->precision);
-    printf("gemm %-2s %s %5dx%5dx%5d  %8.2f GFLOP/s  (min %.3f ms, med %.3f, max %.3f)  %.3g "
-           "GFLOP %.3g MB  %5.1f%% of sgemm limit\n",
+    printf("gemm %-2s %s %5dx%5dx%5d  %8.2f GFLOP/s  (min %.3f ms, med %.3f, max %.3f)  %.3g GFLOP "
+           "%.3g MB  %5.1f%% of sgemm limit\n",
            tcase, pn, m, n, k, rate / 1e9, s->min * 1e3, s->median * 1e3, s->max * 1e3,
            r->flops / 1e9, r->bytes / 1e6,
            lim->gemm_flops > 0 ? 100.0 * rate / lim->gemm_flops : 0.0);
-    json_row("op",
-             "\"op\": \"gemm\", \"case\": \"%s\", \"precision\": \"%s\", \"m\": %d, \"n\": %d, "
-             "\"k\": %d, \"flops\": %.6e, \"bytes\": %.6e, \"gflops\": %.4f, "
-             "\"fraction_of_limit\": %.4f",
-             tcase, pn, m, n, k, r->flops, r->bytes, rate / 1e9,
-             lim->gemm_flops > 0 ? rate / lim->gemm_flops : 0.0);
+    json_row(
+        "op",
+        "\"op\": \"gemm\", \"case\": \"%s\", \"precision\": \"%s\", \"m\": %d, \"n\": %d, \"k\": "
+        "%d, \"flops\": %.6e, \"bytes\": %.6e, \"gflops\": %.4f, \"fraction_of_limit\": %.4f",
+        tcase, pn, m, n, k, r->flops, r->bytes, rate / 1e9,
+        lim->gemm_flops > 0 ? rate / lim->gemm_flops : 0.0);
     json_stats("seconds", s);
 }
 
@@ -153,8 +153,8 @@ static void report_mem(const char *name, const char *shape, const bp_bench_resul
                        const limits *lim) {
     const sample_stats *s = &r->seconds;
     double rate = r->bytes / s->median;
-    printf("%-22s %-14s %8.2f GB/s   (min %.3f ms, med %.3f, max %.3f)  %.3g MB moved  %5.1f%% "
-           "of copy bandwidth\n",
+    printf("%-22s %-14s %8.2f GB/s   (min %.3f ms, med %.3f, max %.3f)  %.3g MB moved  %5.1f%% of "
+           "copy bandwidth\n",
            name, shape, rate / 1e9, s->min * 1e3, s->median * 1e3, s->max * 1e3, r->bytes / 1e6,
            lim->bandwidth > 0 ? 100.0 * rate / lim->bandwidth : 0.0);
     json_row("op",
@@ -444,8 +444,8 @@ static int bench_e2e(bp_device *shared, const bench_opts *o, const e2e_config *c
            ss.median * 1e3, ss.min * 1e3, ss.max * 1e3, ss.q1 * 1e3, ss.q3 * 1e3, tr.samples,
            tr.inner, sps, gf / 1e9, lim->gemm_flops > 0 ? 100.0 * gf / lim->gemm_flops : 0.0);
     if (step_gemm_rate > 0)
-        printf("     %.1f%% of the %s GEMMs' rate at the step's own shapes (their time alone: "
-               "%.4g ms)\n",
+        printf("     %.1f%% of the %s GEMMs' rate at the step's own shapes (their time alone: %.4g "
+               "ms)\n",
                100.0 * gf / step_gemm_rate, pn, flops / step_gemm_rate * 1e3);
     printf("     parts (median ms): forward+loss %.3f, zero_grad+backward %.3f, norm+update %.3f\n",
            tr.forward_seconds.median * 1e3, tr.backward_seconds.median * 1e3,
@@ -453,8 +453,8 @@ static int bench_e2e(bp_device *shared, const bench_opts *o, const e2e_config *c
     printf("     device: %.1f launches and %.2f host waits per step (bp_device_get_counters), CUDA "
            "graphs %s\n",
            tr.launches_per_step, tr.host_waits_per_step, graph ? "on" : "off");
-    printf("     napkin: %.4g GFLOP/step (6*B*sum(in*out) - 2*B*in0*out0), >= %.4g MB/step; "
-           "limit time %.3f ms = %.1f%% of measured\n",
+    printf("     napkin: %.4g GFLOP/step (6*B*sum(in*out) - 2*B*in0*out0), >= %.4g MB/step; limit "
+           "time %.3f ms = %.1f%% of measured\n",
            flops / 1e9, bytes / 1e6, t_lim * 1e3, 100.0 * t_lim / ss.median);
     printf("     memory: device peak %.2f MiB (bp_device_get_stats), process VmHWM - VmRSS at "
            "start %.2f MiB\n",
@@ -463,12 +463,11 @@ static int bench_e2e(bp_device *shared, const bench_opts *o, const e2e_config *c
     json_row("train",
              "\"config\": \"%s\", \"precision\": \"%s\", \"layers\": \"%s\", \"batch\": %d, "
              "\"optimizer\": \"%s\", \"params\": %.0f, \"flops_per_step\": %.6e, "
-             "\"bytes_per_step\": %.6e, "
-             "\"samples_per_s\": %.3f, \"gflops\": %.4f, \"fraction_of_sgemm\": %.4f, "
-             "\"fraction_of_step_shape_gemm\": %.4f, "
-             "\"limit_seconds\": %.6e, \"device_peak_bytes\": %zu, \"process_hwm_delta_kib\": "
-             "%ld, \"warmup\": %d, \"repeats\": %d, \"steps_per_sample\": %d, "
-             "\"launches_per_step\": %.4f, \"host_syncs_per_step\": %.4f, \"graph\": %s",
+             "\"bytes_per_step\": %.6e, \"samples_per_s\": %.3f, \"gflops\": %.4f, "
+             "\"fraction_of_sgemm\": %.4f, \"fraction_of_step_shape_gemm\": %.4f, "
+             "\"limit_seconds\": %.6e, \"device_peak_bytes\": %zu, \"process_hwm_delta_kib\": %ld, "
+             "\"warmup\": %d, \"repeats\": %d, \"steps_per_sample\": %d, \"launches_per_step\": "
+             "%.4f, \"host_syncs_per_step\": %.4f, \"graph\": %s",
              c->name, pn, layers, c->batch, optim_name(c->opt), p, flops, bytes, sps, gf / 1e9,
              lim->gemm_flops > 0 ? gf / lim->gemm_flops : 0.0,
              step_gemm_rate > 0 ? gf / step_gemm_rate : 0.0, t_lim,

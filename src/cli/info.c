@@ -71,7 +71,7 @@ static void dump(const bp_model *m, const float *p, cli_json *j) {
 static int print_params(const char *path, const bp_model *m, int dump_all, cli_json *j) {
     size_t n = bp_model_n_params(m);
     float *p = malloc((n ? n : 1) * sizeof(float));
-    if (!p) return cli_fail(CMD_INFO, "out of memory"), CLI_EXIT_FAIL;
+    if (!p) return cli_fail(CMD_INFO, "out of memory");
     if (bp_model_get_params(m, p, n) != BP_OK) {
         free(p);
         return cli_lib_fail(CMD_INFO, path);
@@ -190,7 +190,7 @@ static int info_json(bp_checkpoint *ck, bp_model *m, int verified, int dump_all)
     char *text = NULL;
     size_t size = 0;
     FILE *f = open_memstream(&text, &size);
-    if (!f) return cli_fail(CMD_INFO, "out of memory"), CLI_EXIT_FAIL;
+    if (!f) return cli_fail(CMD_INFO, "out of memory");
     cli_json j;
     cli_json_open(&j, f);
     cli_json_str(&j, "checkpoint", bp_checkpoint_path(ck));

@@ -69,8 +69,8 @@ static const opt_spec SPECS[] = {
     {"init", OT_CHOICE, OFF(init), TRAIN | LRFIND, FROZEN, "torch", "NAME", "model",
      "weight initialisation", .choices = "torch|he-uniform|he-normal|xavier-uniform|xavier-normal"},
     {"precision", OT_CHOICE, OFF(precision), TRAIN | LRFIND, FROZEN, "fp32", "MODE", "model",
-     "arithmetic of the matrix products: fp32, tf32 (TF32 operands) or bf16 (mixed precision, "
-     "fp32 master weights); on the CPU the GPU's numbers, not its speed",
+     "arithmetic of the matrix products: fp32, tf32 (TF32 operands) or bf16 (mixed precision, fp32 "
+     "master weights); on the CPU the GPU's numbers, not its speed",
      .choices = "fp32|tf32|bf16"},
     /* loss and optimizer */
     {"loss", OT_CHOICE, OFF(loss), TRAIN | LRFIND, FROZEN, "auto", "NAME", "training",
@@ -132,8 +132,8 @@ static const opt_spec SPECS[] = {
     {"test-targets", OT_STR, OFF(test_targets), TRAIN | EVAL | PREDICT, DATA_IN, "", "FILE.npy",
      "data", "targets of --test"},
     {"input", OT_STR, OFF(input), EVAL | PREDICT, OF_IN, "", "FILE", "data",
-     "data to evaluate or predict (.csv, .npy, or - for standard input; like --test; predict: "
-     "a CSV as wide as the model's input, or an NPY without --targets, has no targets)"},
+     "data to evaluate or predict (.csv, .npy, or - for standard input; like --test; predict: a "
+     "CSV as wide as the model's input, or an NPY without --targets, has no targets)"},
     {"train-images", OT_STR, OFF(train_images), TRAIN | LRFIND, DATA_IN, "", "FILE", "data",
      "training images, IDX (optionally .gz)"},
     {"train-labels", OT_STR, OFF(train_labels), TRAIN | LRFIND, DATA_IN, "", "FILE", "data",
@@ -189,8 +189,8 @@ static const opt_spec SPECS[] = {
     {"quiet", OT_BOOL, OFF(quiet), TRAIN | EVAL | PREDICT | LRFIND, 0, "no", "", "run",
      "no progress bar or periodic lines"},
     {"distributed", OT_BOOL, OFF(distributed), TRAIN, 0, "no", "", "run",
-     "train data-parallel over the ranks of an MPI job (mpirun -np N backprop train ...); on "
-     "by itself when started as several ranks"},
+     "train data-parallel over the ranks of an MPI job (mpirun -np N backprop train ...); on by "
+     "itself when started as several ranks"},
     {"threads", OT_INT, OFF(threads), TRAIN | EVAL | PREDICT | LRFIND, 0, "0", "N", "run",
      "CPU threads for the loops, the matrix engine and the BLAS (0: the default, see README)",
      .hi = 4096},
@@ -199,8 +199,8 @@ static const opt_spec SPECS[] = {
      .hi = 9007199254740991.0},
     {"memory-check", OT_BOOL, OFF(memory_check), TRAIN | EVAL | PREDICT | LRFIND, 0, "yes", "",
      "run",
-     "refuse at once a model larger than the device's free memory, naming the sizes (no: let "
-     "the allocations decide)"},
+     "refuse at once a model larger than the device's free memory, naming the sizes (no: let the "
+     "allocations decide)"},
     {"graphs", OT_BOOL, OFF(graphs), TRAIN | LRFIND, 0, "yes", "", "run",
      "CUDA: record a training step as a CUDA graph and replay it (no: queue each op; the same "
      "results)"},
@@ -223,8 +223,8 @@ static const opt_spec SPECS[] = {
      "format of --output (auto: from its extension; CSV for -, standard output)",
      .choices = "auto|csv|npy"},
     {"json", OT_BOOL, OFF(json), TRAIN | EVAL | INFO, 0, "no", "", "output",
-     "print one JSON object on standard output (train: the summary at the end); the rest goes "
-     "to standard error"},
+     "print one JSON object on standard output (train: the summary at the end); the rest goes to "
+     "standard error"},
     {"train-acc", OT_CHOICE, OFF(train_acc), TRAIN, 0, "on", "HOW", "run",
      "the progress bar's train accuracy (classes), counted by each step from its own logits",
      .choices = "on|off"},
@@ -384,9 +384,9 @@ static int check_bounds(int cmd, const opt_spec *s, double v, const char *text, 
     int lo_open = (s->flags & OF_LO_OPEN) != 0, hi_open = (s->flags & OF_HI_OPEN) != 0;
     if (!(v < s->lo || (v == s->lo && lo_open)) && !(v > s->hi || (v == s->hi && hi_open)))
         return 0;
-    cli_usage_error(cmd, "%s: '%s' is out of range (must be in %s%s, %s%s)", label, text,
-                    lo_open ? "(" : "[", cli_num(s->lo), cli_num(s->hi), hi_open ? ")" : "]");
-    return CLI_EXIT_USAGE;
+    return cli_usage_error(cmd, "%s: '%s' is out of range (must be in %s%s, %s%s)", label, text,
+                           lo_open ? "(" : "[", cli_num(s->lo), cli_num(s->hi),
+                           hi_open ? ")" : "]");
 }
 
 /* Parses text for spec s into its field of o; prints a usage error naming label on failure. */
@@ -399,13 +399,13 @@ static int set_value(int cmd, cli_options *o, const opt_spec *s, const char *tex
     switch (s->type) {
     case OT_FLOAT:
         if (!parse_double(text, &d))
-            return cli_usage_error(cmd, "%s: '%s' is not a number", label, text), CLI_EXIT_USAGE;
+            return cli_usage_error(cmd, "%s: '%s' is not a number", label, text);
         if (check_bounds(cmd, s, d, text, label)) return CLI_EXIT_USAGE;
         *(double *)field = d;
         return 0;
     case OT_INT:
         if (!parse_int64(text, &i64))
-            return cli_usage_error(cmd, "%s: '%s' is not an integer", label, text), CLI_EXIT_USAGE;
+            return cli_usage_error(cmd, "%s: '%s' is not an integer", label, text);
         if (check_bounds(cmd, s, (double)i64, text, label)) return CLI_EXIT_USAGE;
         if (s->offset == OFF(seed) || s->offset == OFF(memory_limit))
             *(int64_t *)field = i64;
@@ -413,18 +413,14 @@ static int set_value(int cmd, cli_options *o, const opt_spec *s, const char *tex
             *(int *)field = (int)i64;
         return 0;
     case OT_BOOL:
-        if (!parse_bool(text, (s->flags & OF_AUTO) != 0, &b)) {
-            cli_usage_error(cmd, "%s: '%s' is not yes or no%s", label, text,
-                            s->flags & OF_AUTO ? " or auto" : "");
-            return CLI_EXIT_USAGE;
-        }
+        if (!parse_bool(text, (s->flags & OF_AUTO) != 0, &b))
+            return cli_usage_error(cmd, "%s: '%s' is not yes or no%s", label, text,
+                                   s->flags & OF_AUTO ? " or auto" : "");
         *(int *)field = b;
         return 0;
     case OT_CHOICE:
-        if ((b = choice_index(s->choices, text)) < 0) {
-            cli_usage_error(cmd, "%s: '%s' is not one of %s", label, text, s->choices);
-            return CLI_EXIT_USAGE;
-        }
+        if ((b = choice_index(s->choices, text)) < 0)
+            return cli_usage_error(cmd, "%s: '%s' is not one of %s", label, text, s->choices);
         *(int *)field = b;
         return 0;
     case OT_LIST:
@@ -441,10 +437,8 @@ static int set_value(int cmd, cli_options *o, const opt_spec *s, const char *tex
         }
         return 0;
     case OT_STR: {
-        if (s->offset == OFF(device) && !device_name_ok(text)) {
-            cli_usage_error(cmd, "%s: '%s' is not cpu, cuda, cuda:N or auto", label, text);
-            return CLI_EXIT_USAGE;
-        }
+        if (s->offset == OFF(device) && !device_name_ok(text))
+            return cli_usage_error(cmd, "%s: '%s' is not cpu, cuda, cuda:N or auto", label, text);
         char *copy = cli_strdup(text);
         free(*(char **)field);
         *(char **)field = copy;
@@ -467,7 +461,7 @@ static int set_index(int cmd, cli_options *o, int index, const char *text, const
 int cli_set_option(int cmd, cli_options *o, const char *name, const char *text, const char *source,
                    int given) {
     int i = find_spec(name, strlen(name));
-    if (i < 0) return cli_usage_error(cmd, "%s: unknown option '%s'", source, name), CLI_EXIT_USAGE;
+    if (i < 0) return cli_usage_error(cmd, "%s: unknown option '%s'", source, name);
     char label[512];
     snprintf(label, sizeof label, "%s: %s", source, name);
     return set_index(cmd, o, i, text, label, given);
@@ -520,13 +514,13 @@ static int config_line(int cmd, cli_options *o, char *line, const char *label) {
     if (value && n >= 2 && (value[0] == '"' || value[0] == '\'') && value[n - 1] == value[0])
         value[n - 1] = '\0', ++value;
     int i = find_spec(key, strlen(key));
-    if (i < 0) return cli_usage_error(cmd, "%s: unknown option '%s'", label, key), CLI_EXIT_USAGE;
+    if (i < 0) return cli_usage_error(cmd, "%s: unknown option '%s'", label, key);
     if (!(SPECS[i].cmds & cmd)) return 0;
     if (i == find_spec("config", 6))
-        return cli_usage_error(cmd, "%s: a config file cannot name another", label), CLI_EXIT_USAGE;
+        return cli_usage_error(cmd, "%s: a config file cannot name another", label);
     if (!value) {
         if (SPECS[i].type != OT_BOOL)
-            return cli_usage_error(cmd, "%s: %s needs '= value'", label, key), CLI_EXIT_USAGE;
+            return cli_usage_error(cmd, "%s: %s needs '= value'", label, key);
         value = "yes";
     }
     char where[600];
@@ -536,10 +530,7 @@ static int config_line(int cmd, cli_options *o, char *line, const char *label) {
 
 static int read_config(int cmd, cli_options *o, const char *path) {
     FILE *f = fopen(path, "r");
-    if (!f) {
-        cli_usage_error(cmd, "--config: cannot read '%s': %s", path, strerror(errno));
-        return CLI_EXIT_USAGE;
-    }
+    if (!f) return cli_usage_error(cmd, "--config: cannot read '%s': %s", path, strerror(errno));
     char line[4096], label[600];
     int rc = 0;
     for (int number = 1; !rc && fgets(line, sizeof line, f); ++number) {
@@ -600,8 +591,7 @@ static int parse_flag(int cmd, int argc, char **argv, int *k, flag_value *fv) {
     snprintf(fv->label, sizeof fv->label, "--%s", SPECS[i].name);
     fv->index = i;
     if (SPECS[i].type == OT_BOOL) {
-        if (negated && eq)
-            return cli_usage_error(cmd, "%.*s takes no value", (int)len, arg), CLI_EXIT_USAGE;
+        if (negated && eq) return cli_usage_error(cmd, "%.*s takes no value", (int)len, arg);
         fv->value = negated ? "no" : eq ? eq + 1 : "yes";
         return 0;
     }
@@ -610,8 +600,7 @@ static int parse_flag(int cmd, int argc, char **argv, int *k, flag_value *fv) {
     } else if (*k + 1 < argc) {
         fv->value = argv[++*k];
     } else {
-        return cli_usage_error(cmd, "--%s needs a value (%s)", SPECS[i].name, SPECS[i].metavar),
-               CLI_EXIT_USAGE;
+        return cli_usage_error(cmd, "--%s needs a value (%s)", SPECS[i].name, SPECS[i].metavar);
     }
     return 0;
 }
@@ -621,14 +610,14 @@ static int takes_positional(int cmd) {
 }
 
 int cli_parse(int cmd, int argc, char **argv, cli_options *o) {
-    if (set_defaults(o)) return cli_fail(cmd, "out of memory"), CLI_EXIT_FAIL;
+    if (set_defaults(o)) return cli_fail(cmd, "out of memory");
     for (int k = 0; k < argc; ++k)
         if (is_help(argv[k]))
             return cli_print_help(cmd, stdout), -1;
         else if (strcmp(argv[k], "--") == 0)
             break;
     flag_value *fv = calloc((size_t)argc + 1, sizeof *fv);
-    if (!fv) return cli_fail(cmd, "out of memory"), CLI_EXIT_FAIL;
+    if (!fv) return cli_fail(cmd, "out of memory");
     int n = 0, rc = 0, config = -1, only_positional = 0;
     for (int k = 0; k < argc && !rc; ++k) {
         const char *a = argv[k];
@@ -730,8 +719,8 @@ void cli_print_help(int cmd, FILE *f) {
     }
     fprintf(f, "\n  %-26s this text\n", "--help");
     if (cmd == CMD_TRAIN)
-        fprintf(f, "\nExit status: 0 done, 1 a runtime failure, 2 a usage error, 128 + the signal "
-                   "when\nSIGINT (130), SIGTERM (143) or SIGHUP (129) stopped the run (its step "
-                   "saved with --save).\nExample: backprop train --data fashion-mnist --save "
-                   "fm.st\n");
+        fprintf(f,
+                "\nExit status: 0 done, 1 a runtime failure, 2 a usage error, 128 + the signal "
+                "when\nSIGINT (130), SIGTERM (143) or SIGHUP (129) stopped the run (its step saved "
+                "with --save).\nExample: backprop train --data fashion-mnist --save fm.st\n");
 }

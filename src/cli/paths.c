@@ -199,10 +199,9 @@ int cli_check_names(int cmd, const cli_options *o) {
     for (int i = 0; i < cli_option_count(); ++i) {
         if (!(cli_option_has(i, OF_IN) || cli_option_has(i, OF_OUT)) || !o->given[i]) continue;
         if (cli_option_text(o, cli_option_name(i))[0]) continue;
-        cli_usage_error(cmd, "--%s: the file name is empty%s", cli_option_name(i),
-                        cli_option_has(i, OF_OUT) ? " (leave the option out to write nothing)"
-                                                  : "");
-        return CLI_EXIT_USAGE;
+        return cli_usage_error(
+            cmd, "--%s: the file name is empty%s", cli_option_name(i),
+            cli_option_has(i, OF_OUT) ? " (leave the option out to write nothing)" : "");
     }
     return 0;
 }

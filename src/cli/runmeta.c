@@ -197,8 +197,7 @@ static int meta_number(int cmd, const bp_checkpoint *ck, const char *key, double
     if (!v) return 0;
     double x = strtod(v, &end);
     if (end != v && !*end) return *out = x, 0;
-    cli_fail(cmd, "%s: run.%s is '%s', not a number", bp_checkpoint_path(ck), key, v);
-    return CLI_EXIT_FAIL;
+    return cli_fail(cmd, "%s: run.%s is '%s', not a number", bp_checkpoint_path(ck), key, v);
 }
 
 int cli_read_run_state(int cmd, const bp_checkpoint *ck, cli_run_state *rs) {
@@ -206,13 +205,11 @@ int cli_read_run_state(int cmd, const bp_checkpoint *ck, cli_run_state *rs) {
                                        "epoch_loss_n", "best_epoch",     "best_metric",
                                        "bad_epochs",   "train_seconds"};
     double v[8] = {0, 0, 0, 0, 0, NAN, 0, 0};
-    if (!bp_checkpoint_meta(ck, "format")) {
-        cli_fail(cmd,
-                 "--resume: '%s' has no run.* entries: it was not saved by backprop train, "
-                 "so there is no run to continue",
-                 bp_checkpoint_path(ck));
-        return CLI_EXIT_FAIL;
-    }
+    if (!bp_checkpoint_meta(ck, "format"))
+        return cli_fail(cmd,
+                        "--resume: '%s' has no run.* entries: it was not saved by backprop train, "
+                        "so there is no run to continue",
+                        bp_checkpoint_path(ck));
     for (int i = 0; i < 8; ++i)
         if (meta_number(cmd, ck, keys[i], &v[i])) return CLI_EXIT_FAIL;
     /* The seed is a 64-bit integer: read it exactly, not through a double. */
@@ -237,16 +234,15 @@ int cli_read_model_meta(int cmd, const bp_checkpoint *ck, int features, float **
     double smoothing = 0.0;
     *offset = malloc((size_t)features * sizeof(float));
     *scale = malloc((size_t)features * sizeof(float));
-    if (!*offset || !*scale) return cli_fail(cmd, "out of memory"), CLI_EXIT_FAIL;
+    if (!*offset || !*scale) return cli_fail(cmd, "out of memory");
     if (meta_number(cmd, ck, "label_smoothing", &smoothing)) return CLI_EXIT_FAIL;
     if (!o || !s) { /* a checkpoint from the library alone: no scaling */
         for (int j = 0; j < features; ++j)
             (*offset)[j] = 0.0f, (*scale)[j] = 1.0f;
     } else if (cli_parse_floats(o, *offset, (size_t)features) != features ||
                cli_parse_floats(s, *scale, (size_t)features) != features) {
-        cli_fail(cmd, "%s: run.scale_offset / run.scale_scale are not %d numbers each",
-                 bp_checkpoint_path(ck), features);
-        return CLI_EXIT_FAIL;
+        return cli_fail(cmd, "%s: run.scale_offset / run.scale_scale are not %d numbers each",
+                        bp_checkpoint_path(ck), features);
     }
     bp_scaling_kind sk = BP_SCALE_NONE;
     *scaling = sname && bp_scaling_kind_parse(sname, &sk) == BP_OK ? (int)sk : BP_SCALE_NONE;
@@ -296,7 +292,7 @@ int cli_read_class_names(int cmd, const bp_checkpoint *ck, int outputs, cli_name
     names->n = 0;
     names->v = NULL;
     if (!v) return 0;
-    if (cli_names_split(names, v)) return cli_fail(cmd, "out of memory"), CLI_EXIT_FAIL;
+    if (cli_names_split(names, v)) return cli_fail(cmd, "out of memory");
     if (outputs <= 0 || names->n == outputs) return 0;
     cli_fail(cmd, "%s: run.class_names holds %d names, but the model has %d outputs",
              bp_checkpoint_path(ck), names->n, outputs);

@@ -122,10 +122,9 @@ static int step_failed(trainer *t, bp_status st, int epoch, int64_t b) {
      * struck this rank alone. */
     t->agreed_failure = st == BP_ERR_NON_FINITE || st == BP_ERR_REMOTE ||
                         st == BP_ERR_INVALID_ARGUMENT || st == BP_ERR_SHAPE_MISMATCH;
-    cli_fail(CMD_TRAIN, "epoch %d, step %lld/%lld: %s%s", epoch + 1, (long long)b + 1,
-             (long long)t->s.steps_per_epoch, bp_last_error(),
-             st == BP_ERR_NON_FINITE ? " (stopped; try a lower --lr or --clip 1)" : "");
-    return CLI_EXIT_FAIL;
+    return cli_fail(CMD_TRAIN, "epoch %d, step %lld/%lld: %s%s", epoch + 1, (long long)b + 1,
+                    (long long)t->s.steps_per_epoch, bp_last_error(),
+                    st == BP_ERR_NON_FINITE ? " (stopped; try a lower --lr or --clip 1)" : "");
 }
 
 /* Saves where the run stands mid-epoch after SIGINT, SIGTERM or SIGHUP (sig), unless --save
@@ -141,13 +140,11 @@ static int interrupted(trainer *t, int sig, int epoch, int64_t b) {
     if (cli_rank > 0) return CLI_EXIT_SIGNAL + sig; /* rank 0 saves and says so */
     if (t->save && t->s.o.early_stop == 0 && (t->saved_now || save(t, &rs) == 0))
         fprintf(stderr,
-                "interrupted by %s at epoch %d, step %lld: saved %s (continue with --resume "
-                "%s)\n",
+                "interrupted by %s at epoch %d, step %lld: saved %s (continue with --resume %s)\n",
                 cli_signal_name(sig), epoch + 1, (long long)b, t->save, t->save);
     else if (t->save && t->s.o.early_stop > 0)
         fprintf(stderr,
-                "interrupted by %s at epoch %d, step %lld: %s keeps the best epoch so far "
-                "(%d)\n",
+                "interrupted by %s at epoch %d, step %lld: %s keeps the best epoch so far (%d)\n",
                 cli_signal_name(sig), epoch + 1, (long long)b, t->save, t->s.rs.best_epoch);
     else
         fprintf(stderr, "interrupted by %s at epoch %d, step %lld\n", cli_signal_name(sig),
@@ -302,13 +299,10 @@ static int make_optimizer(trainer *t) {
         return t->opt ? 0 : cli_lib_fail(CMD_TRAIN, "--resume");
     }
     bp_optim_config c = cli_optim_config(&s->o, s->steps_per_epoch);
-    if (c.schedule.kind == BP_SCHEDULE_COSINE &&
-        c.schedule.warmup_steps >= c.schedule.total_steps) {
-        cli_usage_error(CMD_TRAIN, "--warmup: %s %s is not shorter than the run (%d %s)",
-                        cli_num(s->o.warmup), s->o.warmup == 1 ? "epoch" : "epochs", s->o.epochs,
-                        cli_plural(s->o.epochs, "epoch", "epochs"));
-        return CLI_EXIT_USAGE;
-    }
+    if (c.schedule.kind == BP_SCHEDULE_COSINE && c.schedule.warmup_steps >= c.schedule.total_steps)
+        return cli_usage_error(CMD_TRAIN, "--warmup: %s %s is not shorter than the run (%d %s)",
+                               cli_num(s->o.warmup), s->o.warmup == 1 ? "epoch" : "epochs",
+                               s->o.epochs, cli_plural(s->o.epochs, "epoch", "epochs"));
     t->opt = bp_optimizer_create(s->m, &c, &st);
     return t->opt ? 0 : cli_lib_fail(CMD_TRAIN, "creating the optimizer");
 }
@@ -453,7 +447,7 @@ static int prepare(trainer *t) {
     t->best = o->early_stop > 0 ? malloc(n * sizeof(float)) : NULL;
     t->warned = calloc(2 * (size_t)bp_model_n_layers(s->m), sizeof(int));
     if (!t->grads || !t->warned || (o->early_stop > 0 && !t->best))
-        return cli_fail(CMD_TRAIN, "out of memory"), CLI_EXIT_FAIL;
+        return cli_fail(CMD_TRAIN, "out of memory");
     if (s->resuming && s->rs.best_epoch > 0 && t->best &&
         bp_model_get_params(s->m, t->best, n) != BP_OK) /* the checkpoint is the best so far */
         return cli_lib_fail(CMD_TRAIN, "");
