@@ -16,20 +16,10 @@
 #define META_FORMAT "backprop-cli 1"
 
 typedef struct meta_list {
-    bp_meta_entry *e;
-    char **owned; /* every key and value, freed together */
-    size_t n, cap, n_owned;
+    bp_meta_entry *e; /* every key and value malloc'd by add, freed together */
+    size_t n, cap;
     int oom;
 } meta_list;
-
-static char *own(meta_list *l, char *s) {
-    if (!s) {
-        l->oom = 1;
-        return NULL;
-    }
-    l->owned[l->n_owned++] = s;
-    return s;
-}
 
 static void add(meta_list *l, const char *key, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
@@ -49,9 +39,9 @@ static void add(meta_list *l, const char *key, const char *fmt, ...) {
         vsnprintf(value, (size_t)len + 1, fmt, ap);
         va_end(ap);
     }
-    l->e[l->n].key = own(l, cli_strdup(key));
-    l->e[l->n].value = own(l, value);
-    l->n++;
+    l->e[l->n].key = cli_strdup(key);
+    l->e[l->n++].value = value;
+    if (!value) l->oom = 1;
 }
 
 /* add() of a malloc'd value (NULL: out of memory), which it frees. */
@@ -143,8 +133,7 @@ int cli_checkpoint_save(int cmd, const char *path, const bp_model *m, const bp_o
     memset(&l, 0, sizeof l);
     l.cap = 32 + (size_t)cli_option_count();
     l.e = calloc(l.cap, sizeof *l.e);
-    l.owned = calloc(2 * l.cap, sizeof *l.owned);
-    l.oom = !l.e || !l.owned;
+    l.oom = !l.e;
     add_state(&l, d, loss, rs);
     char key[96];
     for (int i = 0; i < cli_option_count(); ++i)
@@ -157,12 +146,13 @@ int cli_checkpoint_save(int cmd, const char *path, const bp_model *m, const bp_o
         }
     int rc = 0;
     if (l.oom)
-        rc = (cli_fail(cmd, "out of memory"), CLI_EXIT_FAIL);
+        rc = cli_fail(cmd, "out of memory");
     else if (bp_checkpoint_save(path, m, opt, l.e, l.n) != BP_OK)
         rc = cli_lib_fail(cmd, "saving the checkpoint");
-    for (size_t i = 0; l.owned && i < l.n_owned; ++i)
-        free(l.owned[i]);
-    free(l.owned);
+    for (size_t i = 0; i < l.n; ++i) {
+        free((char *)l.e[i].key);
+        free((char *)l.e[i].value);
+    }
     free(l.e);
     return rc;
 }
@@ -260,6 +250,7 @@ static int wanted(int i, int which) {
 }
 
 char *cli_stored_option(const bp_checkpoint *ck, int index) {
+    if (!cli_option_has(index, OF_STORE)) return NULL; /* bench's --precision is not train's */
     char key[96];
     snprintf(key, sizeof key, "cfg.%s", cli_option_name(index));
     const char *v = bp_checkpoint_meta(ck, key);
