@@ -98,16 +98,15 @@ static int csv_delimiter(int cmd, const cli_options *o, char *out) {
 static int no_target_column(const load_ctx *lc, const char *flag, const char *path, int cols) {
     const char *noun = cli_plural(cols, "column", "columns");
     if (!lc->unlabeled)
-        cli_usage_error(lc->cmd,
-                        "%s: '%s' has %d %s, the model's %d inputs, and no target column: %s needs "
-                        "labels (predict reads data without them)",
-                        flag, path, cols, noun, lc->model_inputs, cli_command_name(lc->cmd));
-    else
-        cli_usage_error(lc->cmd,
-                        "--target-column %s: '%s' has %d %s, the model's %d inputs, so no column "
-                        "is left for a target (leave --target-column out to predict from it)",
-                        lc->o->target_column, path, cols, noun, lc->model_inputs);
-    return CLI_EXIT_USAGE;
+        return cli_usage_error(lc->cmd,
+                               "%s: '%s' has %d %s, the model's %d inputs, and no target column: "
+                               "%s needs labels (predict reads data without them)",
+                               flag, path, cols, noun, lc->model_inputs, cli_command_name(lc->cmd));
+    return cli_usage_error(
+        lc->cmd,
+        "--target-column %s: '%s' has %d %s, the model's %d inputs, so no column is left for a "
+        "target (leave --target-column out to predict from it)",
+        lc->o->target_column, path, cols, noun, lc->model_inputs);
 }
 
 /* A failed open: the library's message, with the flag that fixes what its second reading
@@ -115,24 +114,21 @@ static int no_target_column(const load_ctx *lc, const char *flag, const char *pa
 static int open_failed(const load_ctx *lc, const bp_open_report *r) {
     const char *why = bp_last_error();
     int cmd = lc->cmd;
-    if (r->hint == BP_HINT_CLASSES)
-        cli_usage_error(cmd, "%s: %s", why, lc->whose);
-    else if (r->hint == BP_HINT_CLASS_COUNT)
-        cli_usage_error(cmd,
-                        "%s (to train that many classes anyway give --classes with that count; for "
-                        "values, --loss mse)",
-                        why);
-    else if (r->hint == BP_HINT_IDENTIFIERS)
-        cli_usage_error(cmd, "%s (--target-column names the label column)", why);
-    else if (r->hint == BP_HINT_VALUES)
-        cli_usage_error(cmd, "%s: give --loss mse (or --target-kind values)", why);
-    else if (r->hint == BP_HINT_CLASS_NAMES)
-        cli_usage_error(cmd, "%s: give --target-kind names", why);
-    else if (r->hint == BP_HINT_DELIMITER)
-        cli_usage_error(cmd, "%s: give --delimiter %s", why, delimiter_flag(r->delimiter));
-    else
-        return cli_lib_fail(cmd, "");
-    return CLI_EXIT_USAGE;
+    if (r->hint == BP_HINT_CLASSES) return cli_usage_error(cmd, "%s: %s", why, lc->whose);
+    if (r->hint == BP_HINT_CLASS_COUNT)
+        return cli_usage_error(cmd,
+                               "%s (to train that many classes anyway give --classes with that "
+                               "count; for values, --loss mse)",
+                               why);
+    if (r->hint == BP_HINT_IDENTIFIERS)
+        return cli_usage_error(cmd, "%s (--target-column names the label column)", why);
+    if (r->hint == BP_HINT_VALUES)
+        return cli_usage_error(cmd, "%s: give --loss mse (or --target-kind values)", why);
+    if (r->hint == BP_HINT_CLASS_NAMES)
+        return cli_usage_error(cmd, "%s: give --target-kind names", why);
+    if (r->hint == BP_HINT_DELIMITER)
+        return cli_usage_error(cmd, "%s: give --delimiter %s", why, delimiter_flag(r->delimiter));
+    return cli_lib_fail(cmd, "");
 }
 
 /* The options of one open: the format by the file's extension (standard input by its
@@ -166,23 +162,20 @@ static int known_format(const char *path) {
 
 /* A data file by its extension (standard input by its content): .csv, or .npy with a targets
  * .npy (predict: or without, for data to predict from). */
-static bp_dataset *load_file(const load_ctx *lc, const char *flag, const char *path,
-                             const char *tflag, const char *targets, int *rc) {
-    int cmd = lc->cmd;
+static int load_file(const load_ctx *lc, const char *flag, const char *path, const char *tflag,
+                     const char *targets, bp_dataset **out) {
+    int cmd = lc->cmd, rc;
     int train = strcmp(flag, "--train") == 0;
     bp_open_options oo;
-    if (!is_stdin(path) && !known_format(path)) {
-        cli_usage_error(cmd,
-                        "%s: cannot tell the format of '%s' from its name: use .csv or .npy (IDX "
-                        "files go with --%s-images and --%s-labels)",
-                        flag, path, train ? "train" : "test", train ? "train" : "test");
-        *rc = CLI_EXIT_USAGE;
-        return NULL;
-    }
-    if (!is_stdin(path) && (*rc = readable(cmd, flag, path)) != 0) return NULL;
+    if (!is_stdin(path) && !known_format(path))
+        return cli_usage_error(cmd,
+                               "%s: cannot tell the format of '%s' from its name: use .csv or .npy "
+                               "(IDX files go with --%s-images and --%s-labels)",
+                               flag, path, train ? "train" : "test", train ? "train" : "test");
+    if (!is_stdin(path) && (rc = readable(cmd, flag, path)) != 0) return rc;
     int npy = cli_has_ext(path, ".npy");
-    if (npy && targets[0] && (*rc = readable(cmd, tflag, targets)) != 0) return NULL;
-    if ((*rc = open_options(lc, path, targets, &oo)) != 0) return NULL;
+    if (npy && targets[0] && (rc = readable(cmd, tflag, targets)) != 0) return rc;
+    if ((rc = open_options(lc, path, targets, &oo)) != 0) return rc;
     const bp_open_report *r = lc->report;
     bp_dataset *ds = bp_dataset_open(path, &oo, lc->report, NULL);
     if (r->targets_ignored) cli_warn(cmd, "%s is ignored: %s is CSV", tflag, path);
@@ -190,33 +183,32 @@ static bp_dataset *load_file(const load_ctx *lc, const char *flag, const char *p
     if ((ds && r->no_targets && !lc->unlabeled) || (!ds && cols && oo.csv.targets)) {
         bp_dataset_free(ds);
         const char *shown = is_stdin(path) ? "standard input" : path;
-        if (cols) return *rc = no_target_column(lc, flag, shown, cols), NULL;
-        cli_usage_error(cmd, "%s: '%s' is NPY features; give its targets with %s FILE.npy", flag,
-                        shown, tflag);
-        return *rc = CLI_EXIT_USAGE, NULL;
+        if (cols) return no_target_column(lc, flag, shown, cols);
+        return cli_usage_error(cmd, "%s: '%s' is NPY features; give its targets with %s FILE.npy",
+                               flag, shown, tflag);
     }
-    if (!ds) *rc = open_failed(lc, r);
-    return ds;
+    *out = ds;
+    return ds ? 0 : open_failed(lc, r);
 }
 
 /* An IDX pair (images, labels): through bp_dataset_open, which checks the labels. */
-static bp_dataset *load_idx(const load_ctx *lc, const char *images, const char *labels, int *rc) {
+static int load_idx(const load_ctx *lc, const char *images, const char *labels, bp_dataset **out) {
     bp_open_options oo = bp_open_options_default();
     oo.format = BP_FORMAT_IDX;
     oo.targets_path = labels;
     oo.max_classes = lc->max_classes;
-    bp_dataset *ds = bp_dataset_open(images, &oo, lc->report, NULL);
-    if (!ds) *rc = open_failed(lc, lc->report);
-    return ds;
+    *out = bp_dataset_open(images, &oo, lc->report, NULL);
+    return *out ? 0 : open_failed(lc, lc->report);
 }
 
-static bp_dataset *load_named(const load_ctx *lc, int test, int *rc) {
+static int load_named(const load_ctx *lc, int test, bp_dataset **out) {
     char images[1024], labels[1024];
-    int cmd = lc->cmd;
-    if ((*rc = check_named(cmd, lc->o)) != 0) return NULL;
-    if ((*rc = named_file(cmd, lc->o, test ? 2 : 0, images, sizeof images)) != 0) return NULL;
-    if ((*rc = named_file(cmd, lc->o, test ? 3 : 1, labels, sizeof labels)) != 0) return NULL;
-    return load_idx(lc, images, labels, rc);
+    int cmd = lc->cmd, rc;
+    if ((rc = check_named(cmd, lc->o)) ||
+        (rc = named_file(cmd, lc->o, test ? 2 : 0, images, sizeof images)) ||
+        (rc = named_file(cmd, lc->o, test ? 3 : 1, labels, sizeof labels)))
+        return rc;
+    return load_idx(lc, images, labels, out);
 }
 
 static int idx_pair(int cmd, const char *images, const char *labels, const char *what) {
@@ -240,16 +232,16 @@ static int load_source(const load_ctx *lc, int test, const char *flag, const cha
     const char *images = test ? o->test_images : o->train_images;
     const char *labels = test ? o->test_labels : o->train_labels;
     if (o->data[0]) {
-        *ds = load_named(lc, test, &rc);
+        rc = load_named(lc, test, ds);
         snprintf(name, sizeof d->test_name, "%s (%s)", o->data, test ? "test" : "train");
     } else if (path[0]) {
-        *ds = load_file(lc, flag, path, tflag, targets, &rc);
+        rc = load_file(lc, flag, path, tflag, targets, ds);
         snprintf(name, sizeof d->test_name, "%s", is_stdin(path) ? "standard input" : path);
     } else if (images[0]) {
         if ((rc = readable(cmd, test ? "--test-images" : "--train-images", images)) ||
             (rc = readable(cmd, test ? "--test-labels" : "--train-labels", labels)))
             return rc;
-        *ds = load_idx(lc, images, labels, &rc);
+        rc = load_idx(lc, images, labels, ds);
         snprintf(name, sizeof d->test_name, "%s", images);
     }
     return rc;

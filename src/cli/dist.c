@@ -45,16 +45,14 @@ int cli_dist_start(int cmd, cli_options *o, bp_comm **comm) {
     if (!o->distributed && launched <= 1) return 0;
     if (!bp_distributed_available()) {
         if (o->distributed)
-            cli_usage_error(cmd,
-                            "--distributed: this backprop was built without MPI (build it with "
-                            "-DBP_MPI=ON and OpenMPI: apt-get install libopenmpi-dev openmpi-bin)");
-        else
-            cli_usage_error(
-                cmd,
-                "started as %d MPI ranks, but this backprop was built without MPI: every rank "
-                "would train alone and write the same files (build it with -DBP_MPI=ON)",
-                launched);
-        return CLI_EXIT_USAGE;
+            return cli_usage_error(
+                cmd, "--distributed: this backprop was built without MPI (build it with "
+                     "-DBP_MPI=ON and OpenMPI: apt-get install libopenmpi-dev openmpi-bin)");
+        return cli_usage_error(
+            cmd,
+            "started as %d MPI ranks, but this backprop was built without MPI: every rank would "
+            "train alone and write the same files (build it with -DBP_MPI=ON)",
+            launched);
     }
     bp_status st;
     *comm = bp_comm_create(&st);

@@ -219,10 +219,8 @@ int cli_cmd_info(int argc, char **argv) {
     cli_options o;
     int rc = cli_parse(CMD_INFO, argc, argv, &o);
     const char *path = o.positional ? o.positional : o.checkpoint ? o.checkpoint : "";
-    if (!rc && !path[0]) {
-        cli_usage_error(CMD_INFO, "no checkpoint: give it as the first argument");
-        rc = CLI_EXIT_USAGE;
-    }
+    if (!rc && !path[0])
+        rc = cli_usage_error(CMD_INFO, "no checkpoint: give it as the first argument");
     bp_checkpoint *ck = NULL;
     bp_device *dev = NULL;
     bp_model *m = NULL;

@@ -166,11 +166,9 @@ int cli_cmd_lrfind(int argc, char **argv) {
     int rc = cli_session_setup(&s, CMD_LRFIND, argc, argv);
     bp_optimizer *opt = NULL;
     curve c = {0};
-    if (!rc && !(s.o.end_lr > s.o.start_lr)) {
-        cli_usage_error(CMD_LRFIND, "--end-lr %g must be above --start-lr %g", s.o.end_lr,
-                        s.o.start_lr);
-        rc = CLI_EXIT_USAGE;
-    }
+    if (!rc && !(s.o.end_lr > s.o.start_lr))
+        rc = cli_usage_error(CMD_LRFIND, "--end-lr %g must be above --start-lr %g", s.o.end_lr,
+                             s.o.start_lr);
     if (!rc && !(opt = range_optimizer(&s, s.o.steps))) rc = CLI_EXIT_FAIL;
     if (!rc) {
         size_t n = (size_t)s.o.steps;

@@ -2,7 +2,6 @@
  * and data (for predict with or without targets, from a file or standard input). */
 #define _POSIX_C_SOURCE 200809L
 #include <errno.h>
-#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -114,13 +113,11 @@ static int setup(inference *r, int cmd, int argc, char **argv) {
         r->loss.kind = r->d.kind == BP_TARGET_CLASS ? BP_LOSS_CROSS_ENTROPY : BP_LOSS_MSE;
         if (cmd == CMD_PREDICT) rc = check_outputs_kind(cmd, o, r->loss.kind, r->ckpt);
     }
-    if (!rc && !r->names.n && r->d.names.n) {
-        cli_usage_error(
+    if (!rc && !r->names.n && r->d.names.n)
+        rc = cli_usage_error(
             cmd,
             "%s has class names as labels (%s), but the model in %s was trained on class indices",
             r->d.test_name, cli_names_list(&r->d.names), r->ckpt);
-        rc = CLI_EXIT_USAGE;
-    }
     if (!rc) rc = cli_check_model_fits(cmd, r->m, &r->d, r->ckpt);
     if (!rc) rc = cli_data_scale(cmd, &r->d, scaling, offset, scale);
     free(offset);

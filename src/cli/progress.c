@@ -33,11 +33,6 @@ void cli_progress_start(cli_progress *p, int epoch, int epochs, int64_t steps, i
     if (p->run.last_epoch == 0) p->run.last_epoch = epochs;
 }
 
-void cli_progress_score(cli_progress *p, int64_t right, int64_t rows) {
-    p->right += right;
-    p->scored += rows;
-}
-
 /* ---- what the bar says ---- */
 
 /* Seconds as tqdm writes them: 00:04, 1:02:03; "?" when unknown. */
@@ -258,7 +253,10 @@ static void draw(cli_progress *p, double now) {
 void cli_progress_results(cli_progress *p, const bp_step_totals *t, int scored) {
     p->loss_sum += t->loss_sum;
     p->loss_n += t->steps;
-    if (scored) cli_progress_score(p, t->correct, t->rows);
+    if (scored) {
+        p->right += t->correct;
+        p->scored += t->rows;
+    }
 }
 
 void cli_progress_step(cli_progress *p, int rows) {

@@ -1,8 +1,6 @@
 /* From options and data to a device, a model and an optimizer configuration; the checks that
  * the model fits the data run here, before any training. */
 #include <math.h>
-#include <stdlib.h>
-#include <string.h>
 
 #include "cli.h"
 

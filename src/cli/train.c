@@ -96,10 +96,6 @@ static int scores(const trainer *t) {
            (!o->quiet || o->json);
 }
 
-static void prepare_scoring(trainer *t) {
-    t->prog.run.has_acc = scores(t);
-}
-
 /* The losses and counts of the steps the device has finished (wait: of every step queued),
  * into the bar; a step refused since is reported here. The loop never waits for a step. */
 static bp_status collect(trainer *t, int wait) {
@@ -455,7 +451,7 @@ static int prepare(trainer *t) {
     t->prog.quiet = o->quiet;
     t->prog.run.last_epoch =
         o->stop_after > 0 && o->stop_after < o->epochs ? o->stop_after : o->epochs;
-    prepare_scoring(t);
+    t->prog.run.has_acc = scores(t);
     return make_optimizer(t);
 }
 
