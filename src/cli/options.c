@@ -681,8 +681,8 @@ static const char *const CMD_SUMMARY[] = {
     "Runs a checkpoint over data and writes its outputs as CSV or NPY.",
     "Prints a checkpoint's layers, optimizer, run state and parameter checksums.",
     "Learning-rate range test: raises the rate exponentially and suggests one.",
-    "Measures the device limits (sgemm at 2048^3, copy bandwidth), per-op throughput\nand "
-    "training-step throughput, each with its FLOPs, bytes and % of the limit.",
+    ("Measures the device limits (sgemm at 2048^3, copy bandwidth), per-op throughput\nand "
+     "training-step throughput, each with its FLOPs, bytes and % of the limit."),
 };
 
 static const char *const CMD_USAGE[] = {
