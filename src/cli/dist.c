@@ -87,7 +87,7 @@ static int check_options(cli_session *s) {
     const cli_options *o = &s->o;
     char what[64];
     for (int i = 0; i < cli_option_count(); ++i) {
-        const char *name = cli_option_name(i), *text = cli_option_text(o, name);
+        const char *name = cli_option_name(i), *text = o->text[i];
         int ends_the_run = strcmp(name, "stop-after") == 0;
         if (!ends_the_run && (!cli_option_has(i, OF_STORE) || cli_option_has(i, OF_DATA))) continue;
         snprintf(what, sizeof what, "--%s", name);

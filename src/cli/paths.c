@@ -62,7 +62,7 @@ static void collect_inputs(int cmd, const cli_options *o, const char *checkpoint
     char label[128];
     for (int i = 0; i < cli_option_count(); ++i) {
         if (!cli_option_has(i, OF_IN)) continue;
-        if (standard_stream(cli_option_name(i), cli_option_text(o, cli_option_name(i)))) {
+        if (standard_stream(cli_option_name(i), o->text[i])) {
             snprintf(label, sizeof label, "--%s", cli_option_name(i));
             add(in, label, "-", 0);
             in->f[in->n - 1].file = "/dev/stdin";
@@ -70,7 +70,7 @@ static void collect_inputs(int cmd, const cli_options *o, const char *checkpoint
         }
         flag_label(o, i, strcmp(cli_option_name(i), "resume") ? checkpoint : NULL, label,
                    sizeof label);
-        add(in, label, cli_option_text(o, cli_option_name(i)), 0);
+        add(in, label, o->text[i], 0);
     }
     if (cmd != CMD_TRAIN && cmd != CMD_LRFIND && checkpoint)
         add(in, "the checkpoint", checkpoint, 0);
@@ -90,9 +90,9 @@ static void collect_outputs(int cmd, const cli_options *o, file_set *out) {
     for (int i = 0; i < cli_option_count(); ++i) {
         if (!cli_option_has(i, OF_OUT) || !cli_option_of(i, cmd)) continue;
         const char *name = cli_option_name(i);
-        if (standard_stream(name, cli_option_text(o, name))) continue;
+        if (standard_stream(name, o->text[i])) continue;
         snprintf(label, sizeof label, "--%s", name);
-        add(out, label, cli_option_text(o, name), cmd == CMD_TRAIN && !strcmp(name, "save"));
+        add(out, label, o->text[i], cmd == CMD_TRAIN && !strcmp(name, "save"));
     }
     /* Without --save a resumed run saves back to the checkpoint it continues. */
     if (cmd == CMD_TRAIN && o->resume[0] && !o->save[0])
@@ -144,7 +144,7 @@ int cli_check_writable(int cmd, const char *flag, const char *path) {
 int cli_check_names(int cmd, const cli_options *o) {
     for (int i = 0; i < cli_option_count(); ++i) {
         if (!(cli_option_has(i, OF_IN) || cli_option_has(i, OF_OUT)) || !o->given[i]) continue;
-        if (cli_option_text(o, cli_option_name(i))[0]) continue;
+        if (o->text[i][0]) continue;
         return cli_usage_error(
             cmd, "--%s: the file name is empty%s", cli_option_name(i),
             cli_option_has(i, OF_OUT) ? " (leave the option out to write nothing)" : "");
