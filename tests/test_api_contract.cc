@@ -172,6 +172,9 @@ TEST(ApiContract, ModelOptimizerTrain) {
     EXPECT_FAILS(INVALID, "bp_model_backward", bp_model_backward(nullptr, nullptr));
     EXPECT_FAILS(INVALID, "bp_model_zero_grad", bp_model_zero_grad(nullptr));
     EXPECT_FAILS(INVALID, "bp_model_grad_norm", bp_model_grad_norm(nullptr, &v));
+    double norms[2];
+    EXPECT_FAILS(INVALID, "bp_model_layer_grad_norms: model is NULL",
+                 bp_model_layer_grad_norms(nullptr, norms, 2));
 
     bp_optim_config oc = bp_optim_config_default(BP_OPTIM_SGD);
     EXPECT_CTOR_FAILS(INVALID, "bp_optimizer_create", bp_optimizer_create(nullptr, &oc, &st),
@@ -201,6 +204,10 @@ TEST(ApiContract, ModelOptimizerTrain) {
     EXPECT_FAILS(INVALID, "bp_model_set_params", bp_model_set_params(m, nullptr, 1));
     EXPECT_NE(bp_model_get_params(m, f, 1), BP_OK); // count must be bp_model_n_params
     EXPECT_FAILS(INVALID, "bp_model_grad_norm", bp_model_grad_norm(m, nullptr));
+    EXPECT_FAILS(INVALID, "bp_model_layer_grad_norms: norms is NULL",
+                 bp_model_layer_grad_norms(m, nullptr, bp_model_n_layers(m)));
+    EXPECT_FAILS(INVALID, "is not the model's",
+                 bp_model_layer_grad_norms(m, norms, bp_model_n_layers(m) + 1));
     EXPECT_FAILS(INVALID, "bp_model_forward",
                  bp_model_forward(m, nullptr, BP_MODE_TRAINING, nullptr));
     EXPECT_FAILS(INVALID, "bp_optimizer_get_state", bp_optimizer_get_state(o, nullptr, 1, &steps));

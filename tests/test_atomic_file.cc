@@ -382,4 +382,52 @@ TEST_F(AtomicFile, CheckRefusesANameTooLongForItsSuffix) {
     EXPECT_TRUE(entries(dir_.path()).empty());
 }
 
+// ---- bp_file_same: two names of one file ----
+
+// bp_file_same(a, b) and what it says of how they meet ("-" for no file in common).
+std::string same(const std::string &a, const std::string &b) {
+    const char *how = "unset";
+    int r = bp_file_same(a.c_str(), b.c_str(), &how);
+    return r ? std::string(how) : "-";
+}
+
+TEST(BpFileSame, NullIsNoFile) {
+    const char *how = "unset";
+    EXPECT_EQ(0, bp_file_same(nullptr, "/", &how));
+    EXPECT_STREQ("", how);
+    EXPECT_EQ(0, bp_file_same("/", nullptr, nullptr));
+    EXPECT_EQ(1, bp_file_same("/", "/", nullptr));
+}
+
+TEST_F(AtomicFile, SameFindsOneFileThroughLinksAndOtherPaths) {
+    ASSERT_EQ(0, mkdir(dir_.file("sub").c_str(), 0755));
+    std::string f = dir_.file("sub/data.csv"), other = dir_.file("other.csv");
+    bpt::write_file(f, "x\n");
+    bpt::write_file(other, "x\n");
+    ASSERT_EQ(0, symlink("sub/data.csv", dir_.file("soft.csv").c_str()));
+    ASSERT_EQ(0, link(f.c_str(), dir_.file("hard.csv").c_str()));
+    EXPECT_EQ("", same(f, f));
+    EXPECT_EQ("through a link", same(dir_.file("soft.csv"), f));
+    EXPECT_EQ("through a link", same(f, dir_.file("soft.csv")));
+    EXPECT_EQ("through a link", same(dir_.file("hard.csv"), f));
+    EXPECT_EQ("by another path", same(dir_.file("sub/../sub/data.csv"), f));
+    EXPECT_EQ("-", same(other, f)); // the same bytes are another file
+    EXPECT_EQ("-", same(dir_.file("sub"), f));
+}
+
+TEST_F(AtomicFile, SameTellsFilesNotThereYetByTheirResolvedFolder) {
+    ASSERT_EQ(0, mkdir(dir_.file("sub").c_str(), 0755));
+    ASSERT_EQ(0, symlink("sub", dir_.file("to-sub").c_str()));
+    std::string a = dir_.file("sub/new.st");
+    EXPECT_EQ("", same(a, a));
+    EXPECT_EQ("by another path", same(dir_.file("to-sub/new.st"), a));
+    EXPECT_EQ("by another path", same(dir_.file("sub/./new.st"), a));
+    EXPECT_EQ("-", same(dir_.file("sub/other.st"), a));
+    EXPECT_EQ("-", same(dir_.file("none/new.st"), dir_.file("none/new.st"))) // no such folder
+        << "a folder that cannot be resolved proves nothing";
+    bpt::write_file(dir_.file("sub/there.st"), "x");
+    EXPECT_EQ("-", same(a, dir_.file("sub/there.st"))); // one there, one not
+    EXPECT_TRUE(entries(dir_.file("sub")) == std::set<std::string>{"there.st"});
+}
+
 } // namespace

@@ -522,6 +522,24 @@ TEST_P(MlpTest, GradientAccumulationAndZeroGrad) {
             sq += (double)v * v;
         BPT_OK(bp_model_grad_norm(model.get(), &norm));
         EXPECT_LT(rel_err_scalar(norm, std::sqrt(sq)), 1e-6);
+        // bp_model_layer_grad_norms: each layer's weight and bias, in double, exactly the sums
+        // taken here; their squares add up to the global norm's.
+        int layers = bp_model_n_layers(model.get());
+        std::vector<double> norms(layers, -1.0);
+        BPT_OK(bp_model_layer_grad_norms(model.get(), norms.data(), layers));
+        double total = 0.0;
+        for (int l = 0; l < layers; ++l) {
+            size_t w, b, out = (size_t)bp_model_width(model.get(), l + 1);
+            BPT_OK(bp_model_layer_offsets(model.get(), l, &w, &b));
+            double s = 0.0;
+            for (size_t i = 0; i < out * (size_t)bp_model_width(model.get(), l); ++i)
+                s += (double)once.grads[w + i] * once.grads[w + i];
+            for (size_t i = 0; i < out; ++i)
+                s += (double)once.grads[b + i] * once.grads[b + i];
+            EXPECT_EQ(std::sqrt(s), norms[l]) << "layer " << l;
+            total += norms[l] * norms[l];
+        }
+        EXPECT_LT(rel_err_scalar(norm, std::sqrt(total)), 1e-6);
     }
 }
 

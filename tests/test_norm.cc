@@ -365,6 +365,51 @@ TEST(NormCheckpoint, TensorNamesAreThoseOfTheTorchModule) {
     }
     EXPECT_EQ(1e-6f, bp_model_norm_eps(back.get()));
     EXPECT_EQ(bpt::params_of(m.get()), bpt::params_of(back.get()));
+
+    // The model lists those tensors in its flat buffer's order (bp_checkpoint_tensor).
+    ASSERT_EQ((int)want.size(), bp_checkpoint_n_tensors(m.get()));
+    size_t at = 0;
+    for (int i = 0; i < (int)want.size(); ++i) {
+        bp_param_tensor t;
+        BPT_OK(bp_checkpoint_tensor(m.get(), i, &t));
+        EXPECT_EQ(want[i].name, t.name);
+        ASSERT_EQ((int)want[i].shape.size(), t.ndim) << t.name;
+        EXPECT_EQ((int64_t)want[i].shape[0], t.shape[0]) << t.name;
+        EXPECT_EQ(t.ndim == 2 ? (int64_t)want[i].shape[1] : 1, t.shape[1]) << t.name;
+        EXPECT_EQ(at, t.offset) << t.name;
+        at += (size_t)(t.shape[0] * t.shape[1]);
+    }
+    EXPECT_EQ(bp_model_n_params(m.get()), at);
+    size_t w = 0, b = 0;
+    BPT_OK(bp_model_layer_offsets(m.get(), 1, &w, &b));
+    bp_param_tensor lin;
+    BPT_OK(bp_checkpoint_tensor(m.get(), 4, &lin));
+    EXPECT_STREQ("2.body.1.weight", lin.name);
+    EXPECT_EQ(w, lin.offset); // layer 1's Linear
+}
+
+TEST(NormCheckpoint, ATensorOutOfRangeOrNullIsRefused) {
+    DevicePtr dev(bp_device_open("cpu", nullptr));
+    const int widths[] = {4, 6, 2};
+    bp_mlp_config cfg = bp_mlp_config_default(2, widths);
+    ModelPtr m(bp_model_create(dev.get(), &cfg, nullptr));
+    ASSERT_NE(nullptr, m.get()) << bp_last_error();
+    EXPECT_EQ(4, bp_checkpoint_n_tensors(m.get()));
+    EXPECT_EQ(0, bp_checkpoint_n_tensors(nullptr));
+    bp_param_tensor t;
+    EXPECT_EQ(BP_ERR_INVALID_ARGUMENT, bp_checkpoint_tensor(nullptr, 0, &t));
+    EXPECT_NE(nullptr, strstr(bp_last_error(), "bp_checkpoint_tensor: model is NULL"));
+    EXPECT_EQ(BP_ERR_INVALID_ARGUMENT, bp_checkpoint_tensor(m.get(), 0, nullptr));
+    EXPECT_NE(nullptr, strstr(bp_last_error(), "out is NULL"));
+    for (int bad : {-1, 4}) {
+        EXPECT_EQ(BP_ERR_INVALID_ARGUMENT, bp_checkpoint_tensor(m.get(), bad, &t));
+        EXPECT_NE(nullptr, strstr(bp_last_error(), "is outside the model's 4 tensors"))
+            << bp_last_error();
+    }
+    BPT_OK(bp_checkpoint_tensor(m.get(), 3, &t));
+    EXPECT_STREQ("2.bias", t.name); // the ReLU module takes index 1
+    EXPECT_EQ(1, t.ndim);
+    EXPECT_EQ(2, t.shape[0]);
 }
 
 TEST(NormCheckpoint, APlainModelWritesNoNormKeys) {

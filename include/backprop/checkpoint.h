@@ -180,6 +180,19 @@ BP_API float *bp_checkpoint_read_array(bp_checkpoint *checkpoint, const char *na
 /* bp_checkpoint_verify on an open handle: every tensor against its checksum. */
 BP_API bp_status bp_checkpoint_check(bp_checkpoint *checkpoint, int *verified);
 
+/* A parameter tensor of a model as a checkpoint names it (above). */
+typedef struct bp_param_tensor {
+    char name[64];    /* "0.weight", "3.bias" (a norm), "2.body.1.weight" (a residual's Linear) */
+    int ndim;         /* 2 for a Linear's weight [out, in], 1 for a bias or a norm's vector */
+    int64_t shape[2]; /* shape[1] is 1 when ndim is 1 */
+    size_t offset;    /* floats into the flat parameter buffer (bp_model_get_params) */
+} bp_param_tensor;
+
+/* The model's parameter tensors, in the order of its flat buffer: how many (0 for NULL), and
+ * tensor `index` (BP_ERR_INVALID_ARGUMENT for NULL or an index out of range). */
+BP_API int bp_checkpoint_n_tensors(const bp_model *model);
+BP_API bp_status bp_checkpoint_tensor(const bp_model *model, int index, bp_param_tensor *out);
+
 #ifdef __cplusplus
 }
 #endif

@@ -69,6 +69,13 @@ BP_API char *bp_file_target(const char *path, bp_status *status);
  * folder must take. */
 BP_API char *bp_file_temp_name(const char *target);
 
+/* Whether paths a and b name one file, so that writing one replaces the other: both exist and
+ * are one inode (links followed: a symlink or a hard link is the file it reaches), or neither
+ * exists and both name one entry of one folder (the folders resolved). 1 or 0; 0 for a NULL
+ * path. *how (may be NULL) says how two names reach the file: "" for the same name, "through a
+ * link" (either is a symlink, or two names of one inode), "by another path" (a/../a, ./a). */
+BP_API int bp_file_same(const char *a, const char *b, const char **how);
+
 /* What a file of this st_mode is, for messages: "a regular file", "a folder", "a device",
  * "a pipe (FIFO)", "a socket", "not a regular file". */
 BP_API const char *bp_file_kind(mode_t mode);

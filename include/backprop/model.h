@@ -225,6 +225,12 @@ BP_API bp_status bp_model_predict(bp_model *model, const float *x, int64_t rows,
 /* The global L2 norm of all gradients. Waits for the device. */
 BP_API bp_status bp_model_grad_norm(bp_model *model, float *norm);
 
+/* The L2 norm of each layer's Linear gradients (its weight and bias; a norm's scale and shift
+ * are not counted), in double, into norms[0..count), count being n_layers: how the gradient's
+ * size changes with depth (vanishing or exploding gradients). Copies the gradients to the host
+ * and waits for the device. */
+BP_API bp_status bp_model_layer_grad_norms(const bp_model *model, double *norms, int count);
+
 #ifdef __cplusplus
 }
 #endif

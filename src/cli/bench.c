@@ -5,7 +5,6 @@
  * Ops are timed alone by bp_bench_run (bench.h), training steps by bp_bench_train: the
  * command uses the public API only. */
 #define _POSIX_C_SOURCE 200809L
-#include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -14,29 +13,15 @@
 
 #include "cli.h"
 
-#define CMD_BENCH 0 /* options.c does not know bench: its messages go through bench_fail */
-
+/* What the measurements take from the options, resolved. */
 typedef struct bench_opts {
-    const char *device, *json, *configs, *only;
     int quick, warmup, repeats;
-    int no_limits; /* for peak-memory runs: the limit buffers would stay in the heap's RSS */
-    int threads;   /* bp_device_options.threads (0: the default) */
-    int no_graphs; /* bp_device_options.graphs 0 */
-    const char *precisions; /* --precision LIST; NULL: every mode on a GPU, fp32 on the CPU */
-    bp_precision prec[BP_PRECISION_COUNT_];
+    bp_precision prec[BP_PRECISION_COUNT_]; /* --precision */
     int n_prec;
 } bench_opts;
 
 /* One measured row: seconds over the repeats. */
 typedef bp_bench_stats sample_stats;
-
-/* "backprop bench: WHAT: <the library's detail>"; returns CLI_EXIT_FAIL. */
-static int bench_fail(const char *what) {
-    fflush(stdout);
-    const char *detail = bp_last_error();
-    fprintf(stderr, "backprop bench: %s: %s\n", what, detail[0] ? detail : "failed");
-    return CLI_EXIT_FAIL;
-}
 
 /* ---- JSON, written as the rows are measured ---- */
 static FILE *g_json;
@@ -62,10 +47,10 @@ static void json_row(const char *section, const char *fmt, ...) {
 
 static void json_stats(const char *name, const sample_stats *s) {
     if (!g_json) return;
-    fprintf(g_json,
-            ", \"%s\": {\"median\": %.6e, \"min\": %.6e, \"max\": %.6e, \"q1\": %.6e, \"q3\": "
-            "%.6e}",
-            name, s->median, s->min, s->max, s->q1, s->q3);
+    fprintf(
+        g_json,
+        ", \"%s\": {\"median\": %.6e, \"min\": %.6e, \"max\": %.6e, \"q1\": %.6e, \"q3\": %.6e}",
+        name, s->median, s->min, s->max, s->q1, s->q3);
 }
 
 static void json_end(void) {
@@ -125,8 +110,8 @@ typedef struct limits {
 } limits;
 
 static void print_rule(void) {
-    printf("------------------------------------------------------------------------------------"
-           "----------------\n");
+    printf("---------------------------------------------------------------------------------------"
+           "-------------\n");
 }
 
 static void report_gemm(const char *tcase, const bp_bench_op *g, const bp_bench_result *r,
@@ -135,17 +120,17 @@ static void report_gemm(const char *tcase, const bp_bench_op *g, const bp_bench_
     const sample_stats *s = &r->seconds;
     double rate = r->flops / s->median;
     const char *pn = bp_precision_name(g->precision);
-    printf("gemm %-2s %s %5dx%5dx%5d  %8.2f GFLOP/s  (min %.3f ms, med %.3f, max %.3f)  %.3g "
-           "GFLOP %.3g MB  %5.1f%% of sgemm limit\n",
+    printf("gemm %-2s %s %5dx%5dx%5d  %8.2f GFLOP/s  (min %.3f ms, med %.3f, max %.3f)  %.3g GFLOP "
+           "%.3g MB  %5.1f%% of sgemm limit\n",
            tcase, pn, m, n, k, rate / 1e9, s->min * 1e3, s->median * 1e3, s->max * 1e3,
            r->flops / 1e9, r->bytes / 1e6,
            lim->gemm_flops > 0 ? 100.0 * rate / lim->gemm_flops : 0.0);
-    json_row("op",
-             "\"op\": \"gemm\", \"case\": \"%s\", \"precision\": \"%s\", \"m\": %d, \"n\": %d, "
-             "\"k\": %d, \"flops\": %.6e, \"bytes\": %.6e, \"gflops\": %.4f, "
-             "\"fraction_of_limit\": %.4f",
-             tcase, pn, m, n, k, r->flops, r->bytes, rate / 1e9,
-             lim->gemm_flops > 0 ? rate / lim->gemm_flops : 0.0);
+    json_row(
+        "op",
+        "\"op\": \"gemm\", \"case\": \"%s\", \"precision\": \"%s\", \"m\": %d, \"n\": %d, \"k\": "
+        "%d, \"flops\": %.6e, \"bytes\": %.6e, \"gflops\": %.4f, \"fraction_of_limit\": %.4f",
+        tcase, pn, m, n, k, r->flops, r->bytes, rate / 1e9,
+        lim->gemm_flops > 0 ? rate / lim->gemm_flops : 0.0);
     json_stats("seconds", s);
 }
 
@@ -153,8 +138,8 @@ static void report_mem(const char *name, const char *shape, const bp_bench_resul
                        const limits *lim) {
     const sample_stats *s = &r->seconds;
     double rate = r->bytes / s->median;
-    printf("%-22s %-14s %8.2f GB/s   (min %.3f ms, med %.3f, max %.3f)  %.3g MB moved  %5.1f%% "
-           "of copy bandwidth\n",
+    printf("%-22s %-14s %8.2f GB/s   (min %.3f ms, med %.3f, max %.3f)  %.3g MB moved  %5.1f%% of "
+           "copy bandwidth\n",
            name, shape, rate / 1e9, s->min * 1e3, s->median * 1e3, s->max * 1e3, r->bytes / 1e6,
            lim->bandwidth > 0 ? 100.0 * rate / lim->bandwidth : 0.0);
     json_row("op",
@@ -265,7 +250,7 @@ static int bench_elementwise(bp_device *dev, const bench_opts *o, const limits *
         char shape[32];
         snprintf(shape, sizeof shape, "%dx%d", rows, (int)op.n);
         bp_bench_result r;
-        if (time_ops(dev, o, &op, 1, 1, &r) != BP_OK) return bench_fail("bench ops");
+        if (time_ops(dev, o, &op, 1, 1, &r) != BP_OK) return cli_lib_fail(CMD_BENCH, "bench ops");
         report_mem(names[i], shape, &r, lim);
     }
     return 0;
@@ -368,9 +353,10 @@ static int bench_e2e(bp_device *shared, const bench_opts *o, const e2e_config *c
     limits near = *lim;
     double step_gemm_rate = 0; /* FLOP/s of this config's own GEMM shapes, measured here */
     if (lim->gemm_flops > 0) {
-        if (measure_sgemm(shared, o, c->name, &near.gemm_flops)) return bench_fail("sgemm 2048");
+        if (measure_sgemm(shared, o, c->name, &near.gemm_flops))
+            return cli_lib_fail(CMD_BENCH, "sgemm 2048");
         if (measure_step_gemms(shared, o, c, prec, &step_gemm_rate))
-            return bench_fail("the GEMMs at the step's shapes");
+            return cli_lib_fail(CMD_BENCH, "the GEMMs at the step's shapes");
         lim = &near;
     }
     long base_kb = reset_peak_rss() == 0 ? proc_status_kb("VmRSS") : -1;
@@ -378,7 +364,7 @@ static int bench_e2e(bp_device *shared, const bench_opts *o, const e2e_config *c
     /* A handle of its own: its peak_bytes is this config's alone. */
     bp_device_options dopts = bp_device_get_options(shared);
     bp_device *dev = bp_device_open_ex(dn, &dopts, &st);
-    if (!dev) return bench_fail(c->name);
+    if (!dev) return cli_lib_fail(CMD_BENCH, c->name);
     int rc = CLI_EXIT_FAIL;
     bp_device_stats ds0;
     bp_device_get_stats(dev, &ds0);
@@ -399,9 +385,9 @@ static int bench_e2e(bp_device *shared, const bench_opts *o, const e2e_config *c
     int32_t *hy = hx ? malloc((size_t)c->batch * sizeof(int32_t)) : NULL;
     if (!hy) {
         if (m && opt && x && y)
-            bench_fail("out of memory");
+            cli_lib_fail(CMD_BENCH, "out of memory");
         else
-            bench_fail(c->name);
+            cli_lib_fail(CMD_BENCH, c->name);
         goto done;
     }
     uint32_t s = 12345;
@@ -413,14 +399,14 @@ static int bench_e2e(bp_device *shared, const bench_opts *o, const e2e_config *c
         hy[r] = (int32_t)((r * 31 + 7) % classes);
     if (bp_tensor_upload(x, hx, nx) != BP_OK ||
         bp_tensor_upload(y, hy, (size_t)c->batch) != BP_OK) {
-        bench_fail(c->name);
+        cli_lib_fail(CMD_BENCH, c->name);
         goto done;
     }
     /* A sample lasts min_sample seconds: one small step is within timer and scheduler noise. */
     bp_bench_options bo = {o->warmup, o->repeats, o->quick ? 0.02 : 0.2, 1000};
     bp_bench_train_result tr;
     if (bp_bench_train(m, opt, &loss, x, y, &bo, &tr) != BP_OK) {
-        bench_fail(c->name);
+        cli_lib_fail(CMD_BENCH, c->name);
         goto done;
     }
     const sample_stats ss = tr.seconds;
@@ -444,8 +430,8 @@ static int bench_e2e(bp_device *shared, const bench_opts *o, const e2e_config *c
            ss.median * 1e3, ss.min * 1e3, ss.max * 1e3, ss.q1 * 1e3, ss.q3 * 1e3, tr.samples,
            tr.inner, sps, gf / 1e9, lim->gemm_flops > 0 ? 100.0 * gf / lim->gemm_flops : 0.0);
     if (step_gemm_rate > 0)
-        printf("     %.1f%% of the %s GEMMs' rate at the step's own shapes (their time alone: "
-               "%.4g ms)\n",
+        printf("     %.1f%% of the %s GEMMs' rate at the step's own shapes (their time alone: %.4g "
+               "ms)\n",
                100.0 * gf / step_gemm_rate, pn, flops / step_gemm_rate * 1e3);
     printf("     parts (median ms): forward+loss %.3f, zero_grad+backward %.3f, norm+update %.3f\n",
            tr.forward_seconds.median * 1e3, tr.backward_seconds.median * 1e3,
@@ -453,8 +439,8 @@ static int bench_e2e(bp_device *shared, const bench_opts *o, const e2e_config *c
     printf("     device: %.1f launches and %.2f host waits per step (bp_device_get_counters), CUDA "
            "graphs %s\n",
            tr.launches_per_step, tr.host_waits_per_step, graph ? "on" : "off");
-    printf("     napkin: %.4g GFLOP/step (6*B*sum(in*out) - 2*B*in0*out0), >= %.4g MB/step; "
-           "limit time %.3f ms = %.1f%% of measured\n",
+    printf("     napkin: %.4g GFLOP/step (6*B*sum(in*out) - 2*B*in0*out0), >= %.4g MB/step; limit "
+           "time %.3f ms = %.1f%% of measured\n",
            flops / 1e9, bytes / 1e6, t_lim * 1e3, 100.0 * t_lim / ss.median);
     printf("     memory: device peak %.2f MiB (bp_device_get_stats), process VmHWM - VmRSS at "
            "start %.2f MiB\n",
@@ -463,12 +449,11 @@ static int bench_e2e(bp_device *shared, const bench_opts *o, const e2e_config *c
     json_row("train",
              "\"config\": \"%s\", \"precision\": \"%s\", \"layers\": \"%s\", \"batch\": %d, "
              "\"optimizer\": \"%s\", \"params\": %.0f, \"flops_per_step\": %.6e, "
-             "\"bytes_per_step\": %.6e, "
-             "\"samples_per_s\": %.3f, \"gflops\": %.4f, \"fraction_of_sgemm\": %.4f, "
-             "\"fraction_of_step_shape_gemm\": %.4f, "
-             "\"limit_seconds\": %.6e, \"device_peak_bytes\": %zu, \"process_hwm_delta_kib\": "
-             "%ld, \"warmup\": %d, \"repeats\": %d, \"steps_per_sample\": %d, "
-             "\"launches_per_step\": %.4f, \"host_syncs_per_step\": %.4f, \"graph\": %s",
+             "\"bytes_per_step\": %.6e, \"samples_per_s\": %.3f, \"gflops\": %.4f, "
+             "\"fraction_of_sgemm\": %.4f, \"fraction_of_step_shape_gemm\": %.4f, "
+             "\"limit_seconds\": %.6e, \"device_peak_bytes\": %zu, \"process_hwm_delta_kib\": %ld, "
+             "\"warmup\": %d, \"repeats\": %d, \"steps_per_sample\": %d, \"launches_per_step\": "
+             "%.4f, \"host_syncs_per_step\": %.4f, \"graph\": %s",
              c->name, pn, layers, c->batch, optim_name(c->opt), p, flops, bytes, sps, gf / 1e9,
              lim->gemm_flops > 0 ? gf / lim->gemm_flops : 0.0,
              step_gemm_rate > 0 ? gf / step_gemm_rate : 0.0, t_lim,
@@ -492,105 +477,20 @@ done:
 }
 
 /* ---- the command ---- */
-void cli_bench_help(FILE *f) {
-    fprintf(f,
-            "usage: backprop bench [options]\n\n"
-            "Measures the device limits (sgemm at 2048^3, copy bandwidth), per-op throughput\n"
-            "and training-step throughput, each with its FLOPs, bytes and %% of the limit.\n\n"
-            "options:\n"
-            "  --config LIST    training configs, comma-separated: S, M, L, XL, tiny\n"
-            "                   (default S,M,L,XL; XL runs on a GPU only)\n"
-            "  --only WHAT      ops (per-op only) or train (training steps only)\n"
-            "  --device NAME    cpu, cuda, cuda:N, auto (default auto)\n"
-            "  --precision LIST fp32, tf32, bf16, comma-separated: a GEMM column and a training\n"
-            "                   row each (default all three on a GPU; fp32 on the CPU)\n"
-            "  --threads N      CPU threads (0, the default: the backend's choice)\n"
-            "  --no-graphs      CUDA: queue each op of a training step, no CUDA graph\n"
-            "  --quick          few repeats and a small sweep (a check that finishes fast)\n"
-            "  --warmup N       untimed calls before timing (default 2; --quick 1)\n"
-            "  --repeats N      timed samples per row; median, min, max, IQR (default 10)\n"
-            "  --json FILE      also write every row as JSON\n"
-            "  --no-limits      skip the limit measurements (their 256 MiB buffers stay in the\n"
-            "                   process's resident set and hide a config's peak memory)\n"
-            "  --help           this text\n");
-}
-
-static int parse(int argc, char **argv, bench_opts *o) {
-    *o = (bench_opts){"auto", NULL, "S,M,L,XL", NULL, 0, -1, -1, 0, 0, 0, NULL, {0}, 0};
-    /* A flag sets text, or num from its value in [lo, hi], or (lo -1) num to 1. */
-    const struct {
-        const char *flag, **text;
-        int *num, lo, hi;
-    } flags[] = {{"--config", &o->configs, NULL, 0, 0},
-                 {"--only", &o->only, NULL, 0, 0},
-                 {"--device", &o->device, NULL, 0, 0},
-                 {"--json", &o->json, NULL, 0, 0},
-                 {"--precision", &o->precisions, NULL, 0, 0},
-                 {"--warmup", NULL, &o->warmup, 0, 1000000},
-                 {"--repeats", NULL, &o->repeats, 1, 1000000},
-                 {"--threads", NULL, &o->threads, 0, 4096}, /* bp_device_options */
-                 {"--quick", NULL, &o->quick, -1, 0},
-                 {"--no-limits", NULL, &o->no_limits, -1, 0},
-                 {"--no-graphs", NULL, &o->no_graphs, -1, 0}};
-    const int n_flags = (int)(sizeof flags / sizeof flags[0]);
-    for (int i = 0; i < argc; ++i) {
-        const char *a = argv[i];
-        if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) return cli_bench_help(stdout), -1;
-        int k = 0;
-        while (k < n_flags && strcmp(a, flags[k].flag) != 0)
-            ++k;
-        if (k == n_flags) {
-            fprintf(stderr, "backprop bench: %s: unknown option (see backprop bench --help)\n", a);
-            return CLI_EXIT_USAGE;
-        }
-        if (flags[k].lo < 0) {
-            *flags[k].num = 1;
-            continue;
-        }
-        if (i + 1 >= argc) {
-            fprintf(stderr, "backprop bench: %s needs a value\n", a);
-            return CLI_EXIT_USAGE;
-        }
-        const char *v = argv[++i];
-        if (flags[k].text) {
-            *flags[k].text = v;
-            continue;
-        }
-        char *end;
-        errno = 0;
-        long x = strtol(v, &end, 10);
-        if (errno || *end || end == v || x < flags[k].lo || x > flags[k].hi) {
-            fprintf(stderr, "backprop bench: %s: '%s' is not an integer in [%d, %d]\n", a, v,
-                    flags[k].lo, flags[k].hi);
-            return CLI_EXIT_USAGE;
-        }
-        *flags[k].num = (int)x;
-    }
-    if (o->only && strcmp(o->only, "ops") && strcmp(o->only, "train")) {
-        fprintf(stderr, "backprop bench: --only: '%s' is not one of ops, train\n", o->only);
-        return CLI_EXIT_USAGE;
-    }
-    if (o->warmup < 0) o->warmup = o->quick ? 1 : 2;
-    if (o->repeats < 0) o->repeats = o->quick ? 3 : 10;
-    return 0;
-}
-
 /* Resolves --precision (default: every mode on a GPU, fp32 alone on the CPU, whose tf32 and bf16
- * modes are the GPU's reference numbers, not a speed) into o->prec; 0 or a usage error. */
-static int pick_precisions(bench_opts *o, const bp_device *dev) {
+ * modes are the GPU's reference numbers, not a speed) into b->prec; 0 or a usage error. */
+static int pick_precisions(const cli_options *o, const bp_device *dev, bench_opts *b) {
     const char *list = o->precisions;
-    if (!list) list = bp_device_get_kind(dev) == BP_DEVICE_CUDA ? "fp32,tf32,bf16" : "fp32";
+    if (!list[0]) list = bp_device_get_kind(dev) == BP_DEVICE_CUDA ? "fp32,tf32,bf16" : "fp32";
     char buf[64];
     snprintf(buf, sizeof buf, "%s", list);
-    o->n_prec = 0;
+    b->n_prec = 0;
     for (char *save = NULL, *t = strtok_r(buf, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
         bp_precision found;
-        if (bp_precision_parse(t, &found) != BP_OK || o->n_prec >= BP_PRECISION_COUNT_) {
-            fprintf(stderr, "backprop bench: --precision: '%s' is not one of fp32, tf32, bf16\n",
-                    t);
-            return CLI_EXIT_USAGE;
-        }
-        o->prec[o->n_prec++] = found;
+        if (bp_precision_parse(t, &found) != BP_OK || b->n_prec >= BP_PRECISION_COUNT_)
+            return cli_usage_error(CMD_BENCH, "--precision: '%s' is not one of fp32, tf32, bf16",
+                                   t);
+        b->prec[b->n_prec++] = found;
     }
     return 0;
 }
@@ -604,58 +504,42 @@ static int pick_configs(const char *list, int *picked, int *n) {
         int found = -1;
         for (int i = 0; i < N_CONFIGS; ++i)
             if (strcmp(CONFIGS[i].name, t) == 0) found = i;
-        if (found < 0 || *n >= N_CONFIGS) {
-            fprintf(stderr, "backprop bench: --config: '%s' is not one of S, M, L, XL, tiny\n", t);
-            return CLI_EXIT_USAGE;
-        }
+        if (found < 0 || *n >= N_CONFIGS)
+            return cli_usage_error(CMD_BENCH, "--config: '%s' is not one of S, M, L, XL, tiny", t);
         picked[(*n)++] = found;
     }
     return 0;
 }
 
-int cli_cmd_bench(int argc, char **argv) {
-    bench_opts o;
-    int rc = parse(argc, argv, &o);
-    if (rc) return rc < 0 ? CLI_EXIT_OK : rc;
-    int picked[N_CONFIGS], n_picked = 0;
-    if ((rc = pick_configs(o.configs, picked, &n_picked))) return rc;
-    if (o.json && cli_check_writable(CMD_BENCH, "--json", o.json)) return CLI_EXIT_FAIL;
-    bp_status st;
-    bp_device_options dopts = bp_device_options_default();
-    dopts.threads = o.threads;
-    dopts.graphs = !o.no_graphs;
-    bp_device *dev = bp_device_open_ex(o.device, &dopts, &st);
-    if (!dev) {
-        fprintf(stderr, "backprop bench: --device %s: %s\n", o.device, bp_last_error());
-        return CLI_EXIT_FAIL;
-    }
-    if ((rc = pick_precisions(&o, dev))) {
-        bp_device_close(dev);
-        return rc;
-    }
-    bp_file *af = NULL;
-    if (o.json) {
-        if (!(af = bp_file_open(o.json, NULL))) {
-            fprintf(stderr, "backprop bench: --json %s: %s\n", o.json, strerror(errno));
-            bp_device_close(dev);
-            return CLI_EXIT_FAIL;
-        }
-        g_json = bp_file_stream(af);
-        g_json_rows = g_json_open = 0;
-    }
+/* The options (through the table of options.c), the configs and the --json file, checked
+ * before the device is opened. */
+static int setup(int argc, char **argv, cli_options *o, bench_opts *b, int *picked, int *n) {
+    int rc = cli_parse(CMD_BENCH, argc, argv, o);
+    if (!rc) rc = cli_check_names(CMD_BENCH, o);
+    if (!rc) rc = pick_configs(o->configs, picked, n);
+    if (!rc && o->json_file[0]) rc = cli_check_writable(CMD_BENCH, "--json", o->json_file);
+    b->quick = o->quick;
+    /* --quick's counts, unless given */
+    b->warmup = o->quick && !cli_option_given(o, "warmup") ? 1 : o->warmup_calls;
+    b->repeats = o->quick && !cli_option_given(o, "repeats") ? 3 : o->repeats;
+    return rc;
+}
+
+/* The run's header: the device, the date, the counts and the matrix engines. */
+static void print_header(bp_device *dev, const cli_options *o, const bench_opts *b) {
     time_t now = time(NULL);
     char date[32];
     strftime(date, sizeof date, "%Y-%m-%dT%H:%M:%SZ", gmtime(&now));
     const char *omp = getenv("OMP_NUM_THREADS"), *blas = getenv("OPENBLAS_NUM_THREADS");
     printf("backprop bench on %s, %s; warm-up %d, repeats %d%s; OMP_NUM_THREADS=%s "
            "OPENBLAS_NUM_THREADS=%s\n",
-           bp_device_name(dev), date, o.warmup, o.repeats, o.quick ? " (--quick)" : "",
+           bp_device_name(dev), date, b->warmup, b->repeats, b->quick ? " (--quick)" : "",
            omp ? omp : "unset", blas ? blas : "unset");
     if (g_json)
         fprintf(g_json,
                 "{\n  \"device\": \"%s\", \"date\": \"%s\", \"warmup\": %d, \"repeats\": %d, "
                 "\"quick\": %s, \"omp_num_threads\": \"%s\", \"openblas_num_threads\": \"%s\",\n  ",
-                bp_device_name(dev), date, o.warmup, o.repeats, o.quick ? "true" : "false",
+                bp_device_name(dev), date, b->warmup, b->repeats, b->quick ? "true" : "false",
                 omp ? omp : "unset", blas ? blas : "unset");
     for (int p = 0; p < BP_PRECISION_COUNT_; ++p) {
         char engine[160];
@@ -664,37 +548,55 @@ int cli_cmd_bench(int argc, char **argv) {
         if (g_json)
             fprintf(g_json, "\"engine_%s\": \"%s\", ", bp_precision_name((bp_precision)p), engine);
     }
-    if (g_json) fprintf(g_json, "\"threads_option\": %d,\n  \"rows\": [", o.threads);
+    if (g_json) fprintf(g_json, "\"threads_option\": %d,\n  \"rows\": [", o->threads);
+}
+
+/* The sections --only asks for. */
+static int run_sections(bp_device *dev, const cli_options *o, const bench_opts *b,
+                        const int *picked, int n_picked) {
     limits lim = {0, 0};
-    rc = 0;
     print_rule();
-    if (o.no_limits)
+    if (o->no_limits)
         printf("limits: not measured (--no-limits); %% of limit columns read 0\n");
-    else if (measure_limits(dev, &o, &lim))
-        rc = bench_fail("measuring the limits");
-    if (rc == 0 && (!o.only || strcmp(o.only, "ops") == 0)) {
+    else if (measure_limits(dev, b, &lim))
+        return cli_lib_fail(CMD_BENCH, "measuring the limits");
+    if (o->only != ONLY_TRAIN) {
         print_rule();
-        if (bench_gemms(dev, &o, &lim)) rc = bench_fail("gemm");
-        if (rc == 0 && bench_elementwise(dev, &o, &lim)) rc = CLI_EXIT_FAIL;
+        if (bench_gemms(dev, b, &lim)) return cli_lib_fail(CMD_BENCH, "gemm");
+        if (bench_elementwise(dev, b, &lim)) return CLI_EXIT_FAIL;
     }
-    if (rc == 0 && (!o.only || strcmp(o.only, "train") == 0)) {
-        print_rule();
-        printf("training steps: FLOPs count GEMMs only: forward 2*B*in*out per layer, backward "
-               "4*B*in*out per layer\nless the first layer's dx (2*B*in0*out0)\n");
-        for (int i = 0; i < n_picked && rc == 0; ++i)
-            for (int p = 0; p < o.n_prec && rc == 0; ++p)
-                rc = bench_e2e(dev, &o, &CONFIGS[picked[i]], o.prec[p], &lim);
-    }
-    if (g_json) {
-        json_end();
-        if (rc == 0) {
-            if (bp_file_commit(af) != BP_OK) {
-                fprintf(stderr, "backprop bench: --json %s: %s\n", o.json, strerror(errno));
-                rc = CLI_EXIT_FAIL;
-            }
-        } else
-            bp_file_abort(af);
-    }
-    bp_device_close(dev);
+    if (o->only == ONLY_OPS) return 0;
+    print_rule();
+    printf("training steps: FLOPs count GEMMs only: forward 2*B*in*out per layer, backward "
+           "4*B*in*out per layer\nless the first layer's dx (2*B*in0*out0)\n");
+    int rc = 0;
+    for (int i = 0; i < n_picked && rc == 0; ++i)
+        for (int p = 0; p < b->n_prec && rc == 0; ++p)
+            rc = bench_e2e(dev, b, &CONFIGS[picked[i]], b->prec[p], &lim);
     return rc;
+}
+
+int cli_cmd_bench(int argc, char **argv) {
+    cli_options o;
+    bench_opts b;
+    int picked[N_CONFIGS], n_picked = 0;
+    bp_device *dev = NULL;
+    bp_file *af = NULL;
+    int rc = setup(argc, argv, &o, &b, picked, &n_picked);
+    if (!rc) rc = cli_open_device(CMD_BENCH, &o, &dev);
+    if (!rc) rc = pick_precisions(&o, dev, &b);
+    if (!rc && o.json_file[0] && !(af = bp_file_open(o.json_file, NULL)))
+        rc = cli_lib_fail(CMD_BENCH, "--json");
+    if (!rc) {
+        g_json = af ? bp_file_stream(af) : NULL;
+        g_json_rows = g_json_open = 0;
+        print_header(dev, &o, &b);
+        rc = run_sections(dev, &o, &b, picked, n_picked);
+    }
+    if (g_json) json_end();
+    if (af && rc == 0 && bp_file_commit(af) != BP_OK) rc = cli_lib_fail(CMD_BENCH, "--json");
+    if (af && rc) bp_file_abort(af);
+    bp_device_close(dev);
+    cli_options_free(&o);
+    return rc < 0 ? CLI_EXIT_OK : rc;
 }

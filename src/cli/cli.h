@@ -23,8 +23,6 @@ int cli_cmd_eval(int argc, char **argv);
 int cli_cmd_predict(int argc, char **argv);
 int cli_cmd_info(int argc, char **argv);
 int cli_cmd_lrfind(int argc, char **argv);
-/* bench.c: parses its own flags (it shares no option with the others). */
 int cli_cmd_bench(int argc, char **argv);
-void cli_bench_help(FILE *f);
 
 #endif

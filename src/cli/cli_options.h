@@ -7,8 +7,17 @@
 
 #define CLI_MAX_WIDTHS 64 /* widths in --layers / --hidden */
 
-/* Subcommands, as bits so an option can belong to several. */
-enum { CMD_TRAIN = 1, CMD_EVAL = 2, CMD_PREDICT = 4, CMD_INFO = 8, CMD_LRFIND = 16, CMD_ALL = 31 };
+/* Subcommands, as bits so an option can belong to several. CMD_ALL: those that read --config
+ * files (bench's --config names its training configs). */
+enum {
+    CMD_TRAIN = 1,
+    CMD_EVAL = 2,
+    CMD_PREDICT = 4,
+    CMD_INFO = 8,
+    CMD_LRFIND = 16,
+    CMD_BENCH = 32,
+    CMD_ALL = 31
+};
 
 typedef struct cli_int_list {
     int n;
@@ -27,6 +36,7 @@ enum { OUT_AUTO, OUT_CLASS, OUT_PROBS, OUT_LOGITS };
 enum { TK_NAMES = TK_VALUES + 1 };
 enum { FMT_AUTO, FMT_CSV, FMT_NPY };
 enum { ACC_ON, ACC_OFF };
+enum { ONLY_ALL, ONLY_OPS, ONLY_TRAIN }; /* bench --only */
 
 /* Every option of every subcommand; the table in options.c maps names onto these fields. */
 typedef struct cli_options {
@@ -67,6 +77,11 @@ typedef struct cli_options {
     int output_format; /* FMT_* */
     int json;          /* train, eval, info: one JSON object on stdout */
     int train_acc;     /* ACC_* */
+    /* bench */
+    char *configs, *precisions, *json_file;
+    int only, quick, warmup_calls, repeats, no_limits;
+
+    int cmd; /* the subcommand parsed for: names are looked up among its options first */
 
     /* Per option (index into the table): given by the user (file or flag), and its text. */
     unsigned char *given;
@@ -76,8 +91,9 @@ typedef struct cli_options {
 
 /* ---- options.c ---- */
 const char *cli_command_name(int cmd);
-/* Parses argv (after the subcommand) into o: defaults, then --config FILE, then flags. On a
- * usage error prints it and returns CLI_EXIT_USAGE; for --help prints help and returns -1. */
+/* Parses argv (after the subcommand) into o (bench: no --config file): defaults, then --config
+ * FILE, then flags. On a usage error prints it and returns CLI_EXIT_USAGE; for --help prints help
+ * and returns -1. */
 int cli_parse(int cmd, int argc, char **argv, cli_options *o);
 void cli_options_free(cli_options *o);
 void cli_print_help(int cmd, FILE *f);

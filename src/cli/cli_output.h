@@ -46,7 +46,7 @@ typedef struct cli_progress {
     double ema_steps, ema_samples, ema_seconds;
     int ema_n;
     int64_t drawn_step, drawn_samples;
-    /* Train accuracy of the epoch: rows scored and right (see cli_progress_score). */
+    /* Train accuracy of the epoch: rows scored and right (cli_progress_results). */
     int64_t scored, right;
     cli_progress_run run; /* kept by cli_progress_start */
 } cli_progress;
@@ -55,9 +55,6 @@ void cli_progress_start(cli_progress *p, int epoch, int epochs, int64_t steps, i
 void cli_progress_step(cli_progress *p, int rows);
 /* The losses (and, scored, the train accuracy) of the steps the device has finished. */
 void cli_progress_results(cli_progress *p, const bp_step_totals *t, int scored);
-/* Whether to score the next batch for the train accuracy: always with full, else while scoring
- * has taken under 2% of the epoch's time (the first batch always). */
-void cli_progress_score(cli_progress *p, int64_t right, int64_t rows);
 void cli_progress_clear(cli_progress *p);
 void cli_table_header(int accuracy);
 void cli_table_row(const cli_epoch_row *r, int accuracy);

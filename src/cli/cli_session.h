@@ -38,7 +38,8 @@ int cli_read_model_meta(int cmd, const bp_checkpoint *ck, int features, float **
  * options (STORED_FORMATS: how to read them). */
 enum { STORED_ALL = 0, STORED_SOURCES = 1, STORED_FORMATS = 2 };
 int cli_apply_stored_options(int cmd, const bp_checkpoint *ck, cli_options *o, int which);
-/* The run.cfg value of option `index` (malloc'd; NULL when absent). Data paths (--train, --test,
+/* The run.cfg value of option `index` (malloc'd; NULL when absent or not OF_STORE). Data paths
+ * (--train, --test,
  * --data-dir...) are kept relative to the checkpoint's folder: this is such a path from here. */
 char *cli_stored_option(const bp_checkpoint *ck, int index);
 /* The class names stored with a model (run.class_names; none: n 0), which must be as many as

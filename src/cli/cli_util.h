@@ -13,8 +13,9 @@
 
 /* ---- util.c ---- */
 double cli_now(void); /* monotonic seconds */
-void cli_usage_error(int cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-void cli_fail(int cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* "backprop CMD: <message>" on stderr; they return CLI_EXIT_USAGE and CLI_EXIT_FAIL. */
+int cli_usage_error(int cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+int cli_fail(int cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void cli_warn(int cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* Prints "backprop CMD: WHAT: <bp_last_error()>" and returns CLI_EXIT_FAIL. */
 int cli_lib_fail(int cmd, const char *what);

@@ -22,8 +22,7 @@ int cli_targets_are_values(const cli_options *o, bp_loss_kind loss, int loss_kno
 
 static int readable(int cmd, const char *flag, const char *path) {
     if (access(path, R_OK) == 0) return 0;
-    cli_fail(cmd, "%s: cannot read '%s': %s", flag, path, strerror(errno));
-    return CLI_EXIT_FAIL;
+    return cli_fail(cmd, "%s: cannot read '%s': %s", flag, path, strerror(errno));
 }
 
 int cli_named_file(const cli_options *o, int which, char *path, size_t size) {
@@ -39,18 +38,17 @@ int cli_named_file(const cli_options *o, int which, char *path, size_t size) {
 /* path of one file of a named dataset, the .gz when present, else the plain one. */
 static int named_file(int cmd, const cli_options *o, int which, char *path, size_t size) {
     if (cli_named_file(o, which, path, size) == 0) return 0;
-    cli_fail(cmd, "--data %s: cannot read '%s(.gz)': %s%s", o->data, path, strerror(errno),
-             strcmp(o->data, "fashion-mnist") == 0
-                 ? " (install Debian's dataset-fashion-mnist, or give --data-dir)"
-                 : "");
-    return CLI_EXIT_FAIL;
+    return cli_fail(cmd, "--data %s: cannot read '%s(.gz)': %s%s", o->data, path, strerror(errno),
+                    strcmp(o->data, "fashion-mnist") == 0
+                        ? " (install Debian's dataset-fashion-mnist, or give --data-dir)"
+                        : "");
 }
 
 static int check_named(int cmd, const cli_options *o) {
     for (size_t i = 0; i < sizeof NAMED / sizeof NAMED[0]; ++i)
         if (strcmp(o->data, NAMED[i]) == 0) return 0;
-    cli_usage_error(cmd, "--data: '%s' is not a named dataset (fashion-mnist, mnist)", o->data);
-    return CLI_EXIT_USAGE;
+    return cli_usage_error(cmd, "--data: '%s' is not a named dataset (fashion-mnist, mnist)",
+                           o->data);
 }
 
 /* How a delimiter is given on the command line. */
@@ -89,10 +87,8 @@ static bp_csv_target label_kind(const load_ctx *lc) {
 static int csv_delimiter(int cmd, const cli_options *o, char *out) {
     const char *delim = o->delimiter;
     if (strcmp(delim, "tab") == 0 || strcmp(delim, "\\t") == 0) delim = "\t";
-    if (strlen(delim) != 1) {
-        cli_usage_error(cmd, "--delimiter: '%s' is not one character", o->delimiter);
-        return CLI_EXIT_USAGE;
-    }
+    if (strlen(delim) != 1)
+        return cli_usage_error(cmd, "--delimiter: '%s' is not one character", o->delimiter);
     *out = delim[0];
     return 0;
 }
@@ -102,16 +98,15 @@ static int csv_delimiter(int cmd, const cli_options *o, char *out) {
 static int no_target_column(const load_ctx *lc, const char *flag, const char *path, int cols) {
     const char *noun = cli_plural(cols, "column", "columns");
     if (!lc->unlabeled)
-        cli_usage_error(lc->cmd,
-                        "%s: '%s' has %d %s, the model's %d inputs, and no target column: %s "
-                        "needs labels (predict reads data without them)",
-                        flag, path, cols, noun, lc->model_inputs, cli_command_name(lc->cmd));
-    else
-        cli_usage_error(lc->cmd,
-                        "--target-column %s: '%s' has %d %s, the model's %d inputs, so no column "
-                        "is left for a target (leave --target-column out to predict from it)",
-                        lc->o->target_column, path, cols, noun, lc->model_inputs);
-    return CLI_EXIT_USAGE;
+        return cli_usage_error(lc->cmd,
+                               "%s: '%s' has %d %s, the model's %d inputs, and no target column: "
+                               "%s needs labels (predict reads data without them)",
+                               flag, path, cols, noun, lc->model_inputs, cli_command_name(lc->cmd));
+    return cli_usage_error(
+        lc->cmd,
+        "--target-column %s: '%s' has %d %s, the model's %d inputs, so no column is left for a "
+        "target (leave --target-column out to predict from it)",
+        lc->o->target_column, path, cols, noun, lc->model_inputs);
 }
 
 /* A failed open: the library's message, with the flag that fixes what its second reading
@@ -119,24 +114,21 @@ static int no_target_column(const load_ctx *lc, const char *flag, const char *pa
 static int open_failed(const load_ctx *lc, const bp_open_report *r) {
     const char *why = bp_last_error();
     int cmd = lc->cmd;
-    if (r->hint == BP_HINT_CLASSES)
-        cli_usage_error(cmd, "%s: %s", why, lc->whose);
-    else if (r->hint == BP_HINT_CLASS_COUNT)
-        cli_usage_error(cmd,
-                        "%s (to train that many classes anyway give --classes with that count; "
-                        "for values, --loss mse)",
-                        why);
-    else if (r->hint == BP_HINT_IDENTIFIERS)
-        cli_usage_error(cmd, "%s (--target-column names the label column)", why);
-    else if (r->hint == BP_HINT_VALUES)
-        cli_usage_error(cmd, "%s: give --loss mse (or --target-kind values)", why);
-    else if (r->hint == BP_HINT_CLASS_NAMES)
-        cli_usage_error(cmd, "%s: give --target-kind names", why);
-    else if (r->hint == BP_HINT_DELIMITER)
-        cli_usage_error(cmd, "%s: give --delimiter %s", why, delimiter_flag(r->delimiter));
-    else
-        return cli_lib_fail(cmd, "");
-    return CLI_EXIT_USAGE;
+    if (r->hint == BP_HINT_CLASSES) return cli_usage_error(cmd, "%s: %s", why, lc->whose);
+    if (r->hint == BP_HINT_CLASS_COUNT)
+        return cli_usage_error(cmd,
+                               "%s (to train that many classes anyway give --classes with that "
+                               "count; for values, --loss mse)",
+                               why);
+    if (r->hint == BP_HINT_IDENTIFIERS)
+        return cli_usage_error(cmd, "%s (--target-column names the label column)", why);
+    if (r->hint == BP_HINT_VALUES)
+        return cli_usage_error(cmd, "%s: give --loss mse (or --target-kind values)", why);
+    if (r->hint == BP_HINT_CLASS_NAMES)
+        return cli_usage_error(cmd, "%s: give --target-kind names", why);
+    if (r->hint == BP_HINT_DELIMITER)
+        return cli_usage_error(cmd, "%s: give --delimiter %s", why, delimiter_flag(r->delimiter));
+    return cli_lib_fail(cmd, "");
 }
 
 /* The options of one open: the format by the file's extension (standard input by its
@@ -170,23 +162,20 @@ static int known_format(const char *path) {
 
 /* A data file by its extension (standard input by its content): .csv, or .npy with a targets
  * .npy (predict: or without, for data to predict from). */
-static bp_dataset *load_file(const load_ctx *lc, const char *flag, const char *path,
-                             const char *tflag, const char *targets, int *rc) {
-    int cmd = lc->cmd;
+static int load_file(const load_ctx *lc, const char *flag, const char *path, const char *tflag,
+                     const char *targets, bp_dataset **out) {
+    int cmd = lc->cmd, rc;
     int train = strcmp(flag, "--train") == 0;
     bp_open_options oo;
-    if (!is_stdin(path) && !known_format(path)) {
-        cli_usage_error(cmd,
-                        "%s: cannot tell the format of '%s' from its name: use .csv or .npy "
-                        "(IDX files go with --%s-images and --%s-labels)",
-                        flag, path, train ? "train" : "test", train ? "train" : "test");
-        *rc = CLI_EXIT_USAGE;
-        return NULL;
-    }
-    if (!is_stdin(path) && (*rc = readable(cmd, flag, path)) != 0) return NULL;
+    if (!is_stdin(path) && !known_format(path))
+        return cli_usage_error(cmd,
+                               "%s: cannot tell the format of '%s' from its name: use .csv or .npy "
+                               "(IDX files go with --%s-images and --%s-labels)",
+                               flag, path, train ? "train" : "test", train ? "train" : "test");
+    if (!is_stdin(path) && (rc = readable(cmd, flag, path)) != 0) return rc;
     int npy = cli_has_ext(path, ".npy");
-    if (npy && targets[0] && (*rc = readable(cmd, tflag, targets)) != 0) return NULL;
-    if ((*rc = open_options(lc, path, targets, &oo)) != 0) return NULL;
+    if (npy && targets[0] && (rc = readable(cmd, tflag, targets)) != 0) return rc;
+    if ((rc = open_options(lc, path, targets, &oo)) != 0) return rc;
     const bp_open_report *r = lc->report;
     bp_dataset *ds = bp_dataset_open(path, &oo, lc->report, NULL);
     if (r->targets_ignored) cli_warn(cmd, "%s is ignored: %s is CSV", tflag, path);
@@ -194,40 +183,37 @@ static bp_dataset *load_file(const load_ctx *lc, const char *flag, const char *p
     if ((ds && r->no_targets && !lc->unlabeled) || (!ds && cols && oo.csv.targets)) {
         bp_dataset_free(ds);
         const char *shown = is_stdin(path) ? "standard input" : path;
-        if (cols) return *rc = no_target_column(lc, flag, shown, cols), NULL;
-        cli_usage_error(cmd, "%s: '%s' is NPY features; give its targets with %s FILE.npy", flag,
-                        shown, tflag);
-        return *rc = CLI_EXIT_USAGE, NULL;
+        if (cols) return no_target_column(lc, flag, shown, cols);
+        return cli_usage_error(cmd, "%s: '%s' is NPY features; give its targets with %s FILE.npy",
+                               flag, shown, tflag);
     }
-    if (!ds) *rc = open_failed(lc, r);
-    return ds;
+    *out = ds;
+    return ds ? 0 : open_failed(lc, r);
 }
 
 /* An IDX pair (images, labels): through bp_dataset_open, which checks the labels. */
-static bp_dataset *load_idx(const load_ctx *lc, const char *images, const char *labels, int *rc) {
+static int load_idx(const load_ctx *lc, const char *images, const char *labels, bp_dataset **out) {
     bp_open_options oo = bp_open_options_default();
     oo.format = BP_FORMAT_IDX;
     oo.targets_path = labels;
     oo.max_classes = lc->max_classes;
-    bp_dataset *ds = bp_dataset_open(images, &oo, lc->report, NULL);
-    if (!ds) *rc = open_failed(lc, lc->report);
-    return ds;
+    *out = bp_dataset_open(images, &oo, lc->report, NULL);
+    return *out ? 0 : open_failed(lc, lc->report);
 }
 
-static bp_dataset *load_named(const load_ctx *lc, int test, int *rc) {
+static int load_named(const load_ctx *lc, int test, bp_dataset **out) {
     char images[1024], labels[1024];
-    int cmd = lc->cmd;
-    if ((*rc = check_named(cmd, lc->o)) != 0) return NULL;
-    if ((*rc = named_file(cmd, lc->o, test ? 2 : 0, images, sizeof images)) != 0) return NULL;
-    if ((*rc = named_file(cmd, lc->o, test ? 3 : 1, labels, sizeof labels)) != 0) return NULL;
-    return load_idx(lc, images, labels, rc);
+    int cmd = lc->cmd, rc;
+    if ((rc = check_named(cmd, lc->o)) ||
+        (rc = named_file(cmd, lc->o, test ? 2 : 0, images, sizeof images)) ||
+        (rc = named_file(cmd, lc->o, test ? 3 : 1, labels, sizeof labels)))
+        return rc;
+    return load_idx(lc, images, labels, out);
 }
 
 static int idx_pair(int cmd, const char *images, const char *labels, const char *what) {
-    if (!images[0] != !labels[0]) {
-        cli_usage_error(cmd, "--%s-images and --%s-labels go together", what, what);
-        return CLI_EXIT_USAGE;
-    }
+    if (!images[0] != !labels[0])
+        return cli_usage_error(cmd, "--%s-images and --%s-labels go together", what, what);
     return 0;
 }
 
@@ -246,16 +232,16 @@ static int load_source(const load_ctx *lc, int test, const char *flag, const cha
     const char *images = test ? o->test_images : o->train_images;
     const char *labels = test ? o->test_labels : o->train_labels;
     if (o->data[0]) {
-        *ds = load_named(lc, test, &rc);
+        rc = load_named(lc, test, ds);
         snprintf(name, sizeof d->test_name, "%s (%s)", o->data, test ? "test" : "train");
     } else if (path[0]) {
-        *ds = load_file(lc, flag, path, tflag, targets, &rc);
+        rc = load_file(lc, flag, path, tflag, targets, ds);
         snprintf(name, sizeof d->test_name, "%s", is_stdin(path) ? "standard input" : path);
     } else if (images[0]) {
         if ((rc = readable(cmd, test ? "--test-images" : "--train-images", images)) ||
             (rc = readable(cmd, test ? "--test-labels" : "--train-labels", labels)))
             return rc;
-        *ds = load_idx(lc, images, labels, &rc);
+        rc = load_idx(lc, images, labels, ds);
         snprintf(name, sizeof d->test_name, "%s", images);
     }
     return rc;
@@ -270,30 +256,23 @@ static int summarize(int cmd, cli_data *d) {
     d->target_width = bp_dataset_target_width(first);
     d->classes = d->kind == BP_TARGET_CLASS ? bp_dataset_classes(first) : 0;
     if (d->train && d->test) {
-        if (bp_dataset_features(d->test) != d->features) {
-            cli_usage_error(
+        if (bp_dataset_features(d->test) != d->features)
+            return cli_usage_error(
                 cmd, "the test data has %d %s, the training data %d", bp_dataset_features(d->test),
                 cli_plural(bp_dataset_features(d->test), "feature", "features"), d->features);
-            return CLI_EXIT_USAGE;
-        }
         if (bp_dataset_target_kind(d->test) != d->kind ||
-            bp_dataset_target_width(d->test) != d->target_width) {
-            cli_usage_error(cmd,
-                            "the test data's targets (%d %s) differ from the training data's "
-                            "(%d %s)",
-                            bp_dataset_target_width(d->test),
-                            bp_dataset_target_kind(d->test) == BP_TARGET_CLASS ? "class" : "values",
-                            d->target_width, d->kind == BP_TARGET_CLASS ? "class" : "values");
-            return CLI_EXIT_USAGE;
-        }
+            bp_dataset_target_width(d->test) != d->target_width)
+            return cli_usage_error(
+                cmd, "the test data's targets (%d %s) differ from the training data's (%d %s)",
+                bp_dataset_target_width(d->test),
+                bp_dataset_target_kind(d->test) == BP_TARGET_CLASS ? "class" : "values",
+                d->target_width, d->kind == BP_TARGET_CLASS ? "class" : "values");
         if (d->kind == BP_TARGET_CLASS && !bp_dataset_n_class_names(d->train) &&
-            bp_dataset_n_class_names(d->test)) {
-            cli_usage_error(cmd,
-                            "%s has class names as labels (%s), but the training data %s has "
-                            "class indices: give both the same kind of labels",
-                            d->test_name, cli_names_list(&d->names), d->train_name);
-            return CLI_EXIT_USAGE;
-        }
+            bp_dataset_n_class_names(d->test))
+            return cli_usage_error(cmd,
+                                   "%s has class names as labels (%s), but the training data %s "
+                                   "has class indices: give both the same kind of labels",
+                                   d->test_name, cli_names_list(&d->names), d->train_name);
     }
     return 0;
 }
@@ -341,19 +320,18 @@ static const char *first_names(const bp_dataset *ds, int classes) {
 int cli_check_labels(int cmd, const bp_dataset *ds, const char *name, int classes,
                      const char *whose) {
     if (!ds || bp_dataset_check_classes(ds, classes, name) == BP_OK) return 0;
-    cli_usage_error(cmd, "%s: those of %s; data to evaluate cannot add classes", bp_last_error(),
-                    whose);
-    return CLI_EXIT_USAGE;
+    return cli_usage_error(cmd, "%s: those of %s; data to evaluate cannot add classes",
+                           bp_last_error(), whose);
 }
 
 int cli_check_named_outputs(int cmd, const cli_data *d, int outputs, const char *who) {
     if (d->names.n == outputs) return 0;
-    cli_usage_error(cmd,
-                    "%s: the output layer has %d %s, but %s has %d class %s (%s): a model of "
-                    "named classes has one output per name",
-                    who, outputs, cli_plural(outputs, "unit", "units"), d->train_name, d->names.n,
-                    cli_plural(d->names.n, "name", "names"), cli_names_list(&d->names));
-    return CLI_EXIT_USAGE;
+    return cli_usage_error(cmd,
+                           "%s: the output layer has %d %s, but %s has %d class %s (%s): a model "
+                           "of named classes has one output per name",
+                           who, outputs, cli_plural(outputs, "unit", "units"), d->train_name,
+                           d->names.n, cli_plural(d->names.n, "name", "names"),
+                           cli_names_list(&d->names));
 }
 
 /* The first row of ds (0-based) whose label is `label`. */
@@ -371,29 +349,23 @@ static int check_named_classes(int cmd, const cli_options *o, cli_data *d, const
                                const char *whose) {
     const bp_dataset *t = d->train;
     int n = bp_dataset_n_class_names(t);
-    if (o->classes > 0) {
-        cli_usage_error(cmd,
-                        "--classes applies to class indices; %s has class names (%d: %s), one "
-                        "class each",
-                        d->train_name, n, first_names(t, n));
-        return CLI_EXIT_USAGE;
-    }
-    if (whose && (!known || known->n == 0)) {
-        cli_usage_error(cmd,
-                        "%s has class names as labels (%s), but %s was trained on class "
-                        "indices",
-                        d->train_name, first_names(t, n), whose);
-        return CLI_EXIT_USAGE;
-    }
+    if (o->classes > 0)
+        return cli_usage_error(
+            cmd, "--classes applies to class indices; %s has class names (%d: %s), one class each",
+            d->train_name, n, first_names(t, n));
+    if (whose && (!known || known->n == 0))
+        return cli_usage_error(
+            cmd, "%s has class names as labels (%s), but %s was trained on class indices",
+            d->train_name, first_names(t, n), whose);
     for (int k = 0; k < n; ++k)
         if (!cli_utf8_valid(name_of(t, k))) {
             char shown[160];
             cli_escape_bytes(name_of(t, k), shown, sizeof shown);
-            cli_usage_error(cmd,
-                            "%s: row %lld: the class name '%s' is not UTF-8, which checkpoints "
-                            "keep names in (convert the file, e.g. iconv -f latin1 -t utf-8)",
-                            d->train_name, (long long)row_of(t, k) + 1, shown);
-            return CLI_EXIT_USAGE;
+            return cli_usage_error(
+                cmd,
+                "%s: row %lld: the class name '%s' is not UTF-8, which checkpoints keep names in "
+                "(convert the file, e.g. iconv -f latin1 -t utf-8)",
+                d->train_name, (long long)row_of(t, k) + 1, shown);
         }
     d->classes = n;
     return 0;
@@ -405,9 +377,8 @@ static int check_classes(int cmd, const cli_options *o, cli_data *d, const cli_n
                          const char *whose, const bp_open_report *r) {
     if (d->kind != BP_TARGET_CLASS) {
         if (o->classes <= 0) return 0;
-        cli_usage_error(cmd, "--classes applies to class labels; %s has target values",
-                        d->train_name);
-        return CLI_EXIT_USAGE;
+        return cli_usage_error(cmd, "--classes applies to class labels; %s has target values",
+                               d->train_name);
     }
     int named = bp_dataset_n_class_names(d->train) > 0;
     if (named && check_named_classes(cmd, o, d, known, whose)) return CLI_EXIT_USAGE;
@@ -429,8 +400,7 @@ static int check_classes(int cmd, const cli_options *o, cli_data *d, const cli_n
  * evaluation data's. */
 static int take_names(int cmd, cli_data *d, const bp_dataset *ds) {
     if (cli_names_from_dataset(&d->names, ds) == 0) return 0;
-    cli_fail(cmd, "out of memory");
-    return CLI_EXIT_FAIL;
+    return cli_fail(cmd, "out of memory");
 }
 
 int cli_data_load_train(int cmd, const cli_options *o, int values, const cli_names *known,
@@ -447,13 +417,10 @@ int cli_data_load_train(int cmd, const cli_options *o, int values, const cli_nam
     load_ctx lc = {cmd, o, values, known, 0, 0, max, whose_classes, &report};
     int rc = idx_pair(cmd, o->train_images, o->train_labels, "train");
     int n = count_sources(o->data, o->train, o->train_images);
-    if (!rc && n != 1) {
-        cli_usage_error(cmd,
-                        "%s: give one of --data NAME, --train FILE, or --train-images and "
-                        "--train-labels",
-                        n ? "more than one training set" : "no training data");
-        return CLI_EXIT_USAGE;
-    }
+    if (!rc && n != 1)
+        return cli_usage_error(
+            cmd, "%s: give one of --data NAME, --train FILE, or --train-images and --train-labels",
+            n ? "more than one training set" : "no training data");
     if (!rc) rc = load_source(&lc, 0, "--train", o->train, "--targets", o->targets, d);
     if (!rc) rc = take_names(cmd, d, d->train);
     /* Test data (none is fine), its labels mapped onto the training set's classes. */
@@ -463,11 +430,9 @@ int cli_data_load_train(int cmd, const cli_options *o, int values, const cli_nam
     test.max_classes = CLI_MAX_CLASSES; /* checked against the model (cli_check_labels) */
     test.whose = "the most classes a model may have";
     if (!rc) rc = idx_pair(cmd, o->test_images, o->test_labels, "test");
-    if (!rc && count_sources(o->data, o->test, o->test_images) > 1) {
-        cli_usage_error(cmd, "more than one test set: give one of --data NAME, --test FILE, or "
-                             "--test-images and --test-labels");
-        return CLI_EXIT_USAGE;
-    }
+    if (!rc && count_sources(o->data, o->test, o->test_images) > 1)
+        return cli_usage_error(cmd, "more than one test set: give one of --data NAME, --test FILE, "
+                                    "or --test-images and --test-labels");
     if (!rc) rc = load_source(&test, 1, "--test", o->test, "--test-targets", o->test_targets, d);
     if (!rc) rc = summarize(cmd, d);
     if (!rc) rc = check_classes(cmd, o, d, known, whose, &train_report);
@@ -485,13 +450,11 @@ int cli_data_load_eval(int cmd, const cli_options *o, int values, const cli_name
     int rc = idx_pair(cmd, o->test_images, o->test_labels, "test");
     if (rc) return rc;
     int n = count_sources(o->input, o->test, o->test_images) + (o->data[0] != 0);
-    if (n != 1) {
-        cli_usage_error(cmd,
-                        "%s: give one of --input FILE, --data NAME (its test set), --test "
-                        "FILE, or --test-images and --test-labels",
-                        n ? "more than one data set" : "no data");
-        return CLI_EXIT_USAGE;
-    }
+    if (n != 1)
+        return cli_usage_error(cmd,
+                               "%s: give one of --input FILE, --data NAME (its test set), --test "
+                               "FILE, or --test-images and --test-labels",
+                               n ? "more than one data set" : "no data");
     int in = o->input[0] != 0;
     rc = load_source(&lc, 1, in ? "--input" : "--test", in ? o->input : o->test,
                      in ? "--targets" : "--test-targets", in ? o->targets : o->test_targets, d);
@@ -505,7 +468,7 @@ int cli_data_scale(int cmd, cli_data *d, int scaling, const float *offset, const
     size_t n = (size_t)d->features;
     d->offset = malloc(n * sizeof(float));
     d->scale = malloc(n * sizeof(float));
-    if (!d->offset || !d->scale) return cli_fail(cmd, "out of memory"), CLI_EXIT_FAIL;
+    if (!d->offset || !d->scale) return cli_fail(cmd, "out of memory");
     d->scaling = scaling;
     if (offset) {
         memcpy(d->offset, offset, n * sizeof(float));

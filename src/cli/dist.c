@@ -45,16 +45,14 @@ int cli_dist_start(int cmd, cli_options *o, bp_comm **comm) {
     if (!o->distributed && launched <= 1) return 0;
     if (!bp_distributed_available()) {
         if (o->distributed)
-            cli_usage_error(cmd, "--distributed: this backprop was built without MPI (build it "
-                                 "with -DBP_MPI=ON and OpenMPI: apt-get install libopenmpi-dev "
-                                 "openmpi-bin)");
-        else
-            cli_usage_error(cmd,
-                            "started as %d MPI ranks, but this backprop was built without "
-                            "MPI: every rank would train alone and write the same files "
-                            "(build it with -DBP_MPI=ON)",
-                            launched);
-        return CLI_EXIT_USAGE;
+            return cli_usage_error(
+                cmd, "--distributed: this backprop was built without MPI (build it with "
+                     "-DBP_MPI=ON and OpenMPI: apt-get install libopenmpi-dev openmpi-bin)");
+        return cli_usage_error(
+            cmd,
+            "started as %d MPI ranks, but this backprop was built without MPI: every rank would "
+            "train alone and write the same files (build it with -DBP_MPI=ON)",
+            launched);
     }
     bp_status st;
     *comm = bp_comm_create(&st);
@@ -89,7 +87,7 @@ static int check_options(cli_session *s) {
     const cli_options *o = &s->o;
     char what[64];
     for (int i = 0; i < cli_option_count(); ++i) {
-        const char *name = cli_option_name(i), *text = cli_option_text(o, name);
+        const char *name = cli_option_name(i), *text = o->text[i];
         int ends_the_run = strcmp(name, "stop-after") == 0;
         if (!ends_the_run && (!cli_option_has(i, OF_STORE) || cli_option_has(i, OF_DATA))) continue;
         snprintf(what, sizeof what, "--%s", name);

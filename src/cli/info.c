@@ -7,31 +7,29 @@
 
 #include "cli.h"
 
-/* Index of layer l's Linear in the equivalent nn.Sequential (activation and dropout modules
- * take indices too), as the checkpoint names its tensors. */
-static int sequential_index(const bp_model *m, int l) {
-    int index = 0;
-    for (int k = 0; k < l; ++k)
-        index +=
-            1 + (bp_model_activation(m, k) != BP_ACT_IDENTITY) + (bp_model_dropout(m, k) > 0.0f);
-    return index;
+/* The checkpoint's name of the tensor at flat offset `at` (bp_checkpoint_tensor). */
+static const char *tensor_name(const bp_model *m, size_t at, bp_param_tensor *t) {
+    for (int i = 0; i < bp_checkpoint_n_tensors(m); ++i)
+        if (bp_checkpoint_tensor(m, i, t) == BP_OK && t->offset == at) return t->name;
+    return "?";
 }
 
 static void print_layers(const bp_model *m, cli_json *j) {
     j ? cli_json_begin(j, "layers", '[') : (void)printf("layers:\n");
     for (int l = 0; l < bp_model_n_layers(m); ++l) {
-        int in = bp_model_width(m, l), out = bp_model_width(m, l + 1), q = sequential_index(m, l);
+        int in = bp_model_width(m, l), out = bp_model_width(m, l + 1);
         const char *act = cli_choice_name("act", bp_model_activation(m, l));
         double drop = (double)bp_model_dropout(m, l);
+        size_t at[2];
+        bp_param_tensor wt, bt;
+        bp_model_layer_offsets(m, l, &at[0], &at[1]);
+        const char *w = tensor_name(m, at[0], &wt), *b = tensor_name(m, at[1], &bt);
         if (!j) {
-            printf("  %d: linear %d -> %d (%d.weight [%d, %d], %d.bias [%d]), %s", l, in, out, q,
-                   out, in, q, out, act);
+            printf("  %d: linear %d -> %d (%s [%d, %d], %s [%d]), %s", l, in, out, w, out, in, b,
+                   out, act);
             drop > 0.0 ? printf(", dropout %g\n", drop) : putchar('\n');
             continue;
         }
-        char w[32], b[32];
-        snprintf(w, sizeof w, "%d.weight", q);
-        snprintf(b, sizeof b, "%d.bias", q);
         cli_json_begin(j, NULL, '{');
         cli_json_int(j, "in", in);
         cli_json_int(j, "out", out);
@@ -44,26 +42,23 @@ static void print_layers(const bp_model *m, cli_json *j) {
     if (j) cli_json_end(j, ']');
 }
 
-/* Every parameter, tensor by tensor (%.9g: exact for float32). */
+/* Every parameter, tensor by tensor in the flat buffer's order, norms included (%.9g: exact for
+ * float32). */
 static void dump(const bp_model *m, const float *p, cli_json *j) {
     if (j) cli_json_begin(j, "weights", '{');
-    for (int l = 0; l < bp_model_n_layers(m); ++l) {
-        size_t at[2], out = (size_t)bp_model_width(m, l + 1), in = (size_t)bp_model_width(m, l);
-        bp_model_layer_offsets(m, l, &at[0], &at[1]);
-        for (int part = 0; part < 2; ++part) {
-            char name[32];
-            snprintf(name, sizeof name, "%d.%s", sequential_index(m, l), part ? "bias" : "weight");
-            if (j)
-                cli_json_begin(j, name, '[');
-            else if (part)
-                printf("%s [%zu]\n", name, out);
-            else
-                printf("%s [%zu, %zu]\n", name, out, in);
-            for (size_t i = 0; i < (part ? out : out * in); ++i)
-                j ? cli_json_num(j, NULL, (double)p[at[part] + i])
-                  : (void)printf("%.9g\n", (double)p[at[part] + i]);
-            if (j) cli_json_end(j, ']');
-        }
+    bp_param_tensor t;
+    for (int i = 0; i < bp_checkpoint_n_tensors(m) && bp_checkpoint_tensor(m, i, &t) == BP_OK;
+         ++i) {
+        if (j)
+            cli_json_begin(j, t.name, '[');
+        else if (t.ndim == 2)
+            printf("%s [%lld, %lld]\n", t.name, (long long)t.shape[0], (long long)t.shape[1]);
+        else
+            printf("%s [%lld]\n", t.name, (long long)t.shape[0]);
+        for (size_t k = 0; k < (size_t)(t.shape[0] * t.shape[1]); ++k)
+            j ? cli_json_num(j, NULL, (double)p[t.offset + k])
+              : (void)printf("%.9g\n", (double)p[t.offset + k]);
+        if (j) cli_json_end(j, ']');
     }
     if (j) cli_json_end(j, '}');
 }
@@ -71,7 +66,7 @@ static void dump(const bp_model *m, const float *p, cli_json *j) {
 static int print_params(const char *path, const bp_model *m, int dump_all, cli_json *j) {
     size_t n = bp_model_n_params(m);
     float *p = malloc((n ? n : 1) * sizeof(float));
-    if (!p) return cli_fail(CMD_INFO, "out of memory"), CLI_EXIT_FAIL;
+    if (!p) return cli_fail(CMD_INFO, "out of memory");
     if (bp_model_get_params(m, p, n) != BP_OK) {
         free(p);
         return cli_lib_fail(CMD_INFO, path);
@@ -190,7 +185,7 @@ static int info_json(bp_checkpoint *ck, bp_model *m, int verified, int dump_all)
     char *text = NULL;
     size_t size = 0;
     FILE *f = open_memstream(&text, &size);
-    if (!f) return cli_fail(CMD_INFO, "out of memory"), CLI_EXIT_FAIL;
+    if (!f) return cli_fail(CMD_INFO, "out of memory");
     cli_json j;
     cli_json_open(&j, f);
     cli_json_str(&j, "checkpoint", bp_checkpoint_path(ck));
@@ -219,10 +214,8 @@ int cli_cmd_info(int argc, char **argv) {
     cli_options o;
     int rc = cli_parse(CMD_INFO, argc, argv, &o);
     const char *path = o.positional ? o.positional : o.checkpoint ? o.checkpoint : "";
-    if (!rc && !path[0]) {
-        cli_usage_error(CMD_INFO, "no checkpoint: give it as the first argument");
-        rc = CLI_EXIT_USAGE;
-    }
+    if (!rc && !path[0])
+        rc = cli_usage_error(CMD_INFO, "no checkpoint: give it as the first argument");
     bp_checkpoint *ck = NULL;
     bp_device *dev = NULL;
     bp_model *m = NULL;

@@ -39,7 +39,7 @@ static int next_batch(cli_session *s, int64_t *epoch, const bp_tensor **x, const
         if (bp_loader_start_epoch(s->loader, ++*epoch, 0) != BP_OK)
             return cli_lib_fail(CMD_LRFIND, "");
     }
-    return cli_fail(CMD_LRFIND, "the training set is empty"), CLI_EXIT_FAIL;
+    return cli_fail(CMD_LRFIND, "the training set is empty");
 }
 
 static int run_range(cli_session *s, bp_optimizer *opt, curve *c) {
@@ -134,16 +134,15 @@ static int write_outputs(const cli_session *s, const curve *c, double suggestion
                 fprintf(f, "%d,%.6g,%.6g,%.6g\n", i, c->lr[i], c->loss[i], c->smooth[i]);
             bad = bp_file_commit(a) != BP_OK;
         }
-        if (bad) {
-            cli_fail(CMD_LRFIND, "--metrics: cannot write '%s': %s", s->o.metrics, strerror(errno));
-            return CLI_EXIT_FAIL;
-        }
+        if (bad)
+            return cli_fail(CMD_LRFIND, "--metrics: cannot write '%s': %s", s->o.metrics,
+                            strerror(errno));
     }
     if (!s->o.plot[0] || c->n < 2 || !cli_gnuplot_ready(CMD_LRFIND, NULL)) return 0;
     char *g = NULL;
     size_t size = 0;
     FILE *f = open_memstream(&g, &size);
-    if (!f) return cli_fail(CMD_LRFIND, "out of memory"), CLI_EXIT_FAIL;
+    if (!f) return cli_fail(CMD_LRFIND, "out of memory");
     fprintf(f, "$d << EOD\n");
     for (int i = 0; i < c->n; ++i)
         fprintf(f, "%.6g %.6g %.6g\n", c->lr[i], c->loss[i], c->smooth[i]);
@@ -154,8 +153,8 @@ static int write_outputs(const cli_session *s, const curve *c, double suggestion
     if (suggestion > 0)
         fprintf(f, "set arrow from %.6g, graph 0 to %.6g, graph 1 nohead dt 2\n", suggestion,
                 suggestion);
-    fprintf(f, "plot $d using 1:2 with lines lc rgb '#bbbbbb' title 'loss', "
-               "$d using 1:3 with lines lw 2 title 'smoothed'\n");
+    fprintf(f, "plot $d using 1:2 with lines lc rgb '#bbbbbb' title 'loss', $d using 1:3 with "
+               "lines lw 2 title 'smoothed'\n");
     fclose(f);
     int rc = cli_gnuplot(CMD_LRFIND, g, s->o.plot);
     free(g);
@@ -167,11 +166,9 @@ int cli_cmd_lrfind(int argc, char **argv) {
     int rc = cli_session_setup(&s, CMD_LRFIND, argc, argv);
     bp_optimizer *opt = NULL;
     curve c = {0};
-    if (!rc && !(s.o.end_lr > s.o.start_lr)) {
-        cli_usage_error(CMD_LRFIND, "--end-lr %g must be above --start-lr %g", s.o.end_lr,
-                        s.o.start_lr);
-        rc = CLI_EXIT_USAGE;
-    }
+    if (!rc && !(s.o.end_lr > s.o.start_lr))
+        rc = cli_usage_error(CMD_LRFIND, "--end-lr %g must be above --start-lr %g", s.o.end_lr,
+                             s.o.start_lr);
     if (!rc && !(opt = range_optimizer(&s, s.o.steps))) rc = CLI_EXIT_FAIL;
     if (!rc) {
         size_t n = (size_t)s.o.steps;
@@ -194,8 +191,8 @@ int cli_cmd_lrfind(int argc, char **argv) {
         int min_at = 0, steep = c.n > 2 ? suggest(&c, &min_at) : -1;
         double suggestion = steep >= 0 ? c.lr[steep] : c.n ? c.lr[min_at] / 10 : 0;
         if (steep >= 0)
-            printf("suggested lr: %.3g (steepest descent of the smoothed loss); minimum loss at "
-                   "lr %.3g, / 10 = %.3g\n",
+            printf("suggested lr: %.3g (steepest descent of the smoothed loss); minimum loss at lr "
+                   "%.3g, / 10 = %.3g\n",
                    suggestion, c.lr[min_at], c.lr[min_at] / 10);
         else if (c.n)
             printf("suggested lr: %.3g (the minimum-loss lr %.3g / 10; no clear descent)\n",

@@ -1,7 +1,6 @@
 /* backprop: the command-line trainer. Dispatches to a subcommand. */
 #define _POSIX_C_SOURCE 200809L
 #include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
 
 #include "cli.h"
@@ -11,19 +10,16 @@ typedef struct command {
     int id;
     int (*run)(int argc, char **argv);
     const char *summary;
-    void (*help)(FILE *f); /* a command outside the options table prints its own help */
 } command;
 
 static const command COMMANDS[] = {
-    {"train", CMD_TRAIN, cli_cmd_train, "train an MLP (progress, table, checkpoints, resume)",
-     NULL},
-    {"eval", CMD_EVAL, cli_cmd_eval, "loss and accuracy of a checkpoint on test data", NULL},
-    {"predict", CMD_PREDICT, cli_cmd_predict, "write a checkpoint's outputs as CSV or NPY", NULL},
-    {"info", CMD_INFO, cli_cmd_info, "layers, optimizer, run state and checksums of a checkpoint",
-     NULL},
-    {"lr-find", CMD_LRFIND, cli_cmd_lrfind, "learning-rate range test with a suggested rate", NULL},
-    {"bench", 0, cli_cmd_bench, "per-op and training-step throughput with % of the device limit",
-     cli_bench_help},
+    {"train", CMD_TRAIN, cli_cmd_train, "train an MLP (progress, table, checkpoints, resume)"},
+    {"eval", CMD_EVAL, cli_cmd_eval, "loss and accuracy of a checkpoint on test data"},
+    {"predict", CMD_PREDICT, cli_cmd_predict, "write a checkpoint's outputs as CSV or NPY"},
+    {"info", CMD_INFO, cli_cmd_info, "layers, optimizer, run state and checksums of a checkpoint"},
+    {"lr-find", CMD_LRFIND, cli_cmd_lrfind, "learning-rate range test with a suggested rate"},
+    {"bench", CMD_BENCH, cli_cmd_bench,
+     "per-op and training-step throughput with % of the device limit"},
 };
 #define N_COMMANDS ((int)(sizeof COMMANDS / sizeof COMMANDS[0]))
 
@@ -59,18 +55,13 @@ int main(int argc, char **argv) {
     }
     if (strcmp(name, "help") == 0) {
         const command *c = argc > 2 ? find(argv[2]) : NULL;
-        if (c && c->help)
-            c->help(stdout);
-        else if (c)
+        if (c)
             cli_print_help(c->id, stdout);
         else
             usage(stdout);
         return argc > 2 && !c ? CLI_EXIT_USAGE : CLI_EXIT_OK;
     }
     const command *c = find(name);
-    if (!c) {
-        fprintf(stderr, "backprop: '%s' is not a command (see backprop --help)\n", name);
-        return CLI_EXIT_USAGE;
-    }
+    if (!c) return cli_usage_error(0, "'%s' is not a command (see backprop --help)", name);
     return c->run(argc - 2, argv + 2);
 }

@@ -33,6 +33,7 @@ typedef struct opt_spec {
 #define PREDICT CMD_PREDICT
 #define INFO    CMD_INFO
 #define LRFIND  CMD_LRFIND
+#define BENCH   CMD_BENCH
 /* Hyper-parameters reach the update rounded to float (bp_optim_config): beyond FLT_MAX they
  * would be infinite there. */
 #define FMAX FLT_MAX
@@ -69,8 +70,8 @@ static const opt_spec SPECS[] = {
     {"init", OT_CHOICE, OFF(init), TRAIN | LRFIND, FROZEN, "torch", "NAME", "model",
      "weight initialisation", .choices = "torch|he-uniform|he-normal|xavier-uniform|xavier-normal"},
     {"precision", OT_CHOICE, OFF(precision), TRAIN | LRFIND, FROZEN, "fp32", "MODE", "model",
-     "arithmetic of the matrix products: fp32, tf32 (TF32 operands) or bf16 (mixed precision, "
-     "fp32 master weights); on the CPU the GPU's numbers, not its speed",
+     "arithmetic of the matrix products: fp32, tf32 (TF32 operands) or bf16 (mixed precision, fp32 "
+     "master weights); on the CPU the GPU's numbers, not its speed",
      .choices = "fp32|tf32|bf16"},
     /* loss and optimizer */
     {"loss", OT_CHOICE, OFF(loss), TRAIN | LRFIND, FROZEN, "auto", "NAME", "training",
@@ -116,8 +117,8 @@ static const opt_spec SPECS[] = {
      .hi = EPOCHS_MAX},
     {"seed", OT_INT, OFF(seed), TRAIN | LRFIND, FROZEN, "1", "N", "training",
      "seed of the weights, dropout, shuffling and the validation split", .hi = 9007199254740991.0},
-    {"device", OT_STR, OFF(device), TRAIN | EVAL | PREDICT | LRFIND, 0, "auto", "NAME", "run",
-     "cpu, cuda, cuda:N or auto (a GPU when present)"},
+    {"device", OT_STR, OFF(device), TRAIN | EVAL | PREDICT | LRFIND | BENCH, 0, "auto", "NAME",
+     "run", "cpu, cuda, cuda:N or auto (a GPU when present)"},
     /* data */
     {"data", OT_STR, OFF(data), TRAIN | EVAL | PREDICT | LRFIND, DATA, "", "NAME", "data",
      "a named dataset: fashion-mnist (its train and test files)"},
@@ -132,8 +133,8 @@ static const opt_spec SPECS[] = {
     {"test-targets", OT_STR, OFF(test_targets), TRAIN | EVAL | PREDICT, DATA_IN, "", "FILE.npy",
      "data", "targets of --test"},
     {"input", OT_STR, OFF(input), EVAL | PREDICT, OF_IN, "", "FILE", "data",
-     "data to evaluate or predict (.csv, .npy, or - for standard input; like --test; predict: "
-     "a CSV as wide as the model's input, or an NPY without --targets, has no targets)"},
+     "data to evaluate or predict (.csv, .npy, or - for standard input; like --test; predict: a "
+     "CSV as wide as the model's input, or an NPY without --targets, has no targets)"},
     {"train-images", OT_STR, OFF(train_images), TRAIN | LRFIND, DATA_IN, "", "FILE", "data",
      "training images, IDX (optionally .gz)"},
     {"train-labels", OT_STR, OFF(train_labels), TRAIN | LRFIND, DATA_IN, "", "FILE", "data",
@@ -189,9 +190,9 @@ static const opt_spec SPECS[] = {
     {"quiet", OT_BOOL, OFF(quiet), TRAIN | EVAL | PREDICT | LRFIND, 0, "no", "", "run",
      "no progress bar or periodic lines"},
     {"distributed", OT_BOOL, OFF(distributed), TRAIN, 0, "no", "", "run",
-     "train data-parallel over the ranks of an MPI job (mpirun -np N backprop train ...); on "
-     "by itself when started as several ranks"},
-    {"threads", OT_INT, OFF(threads), TRAIN | EVAL | PREDICT | LRFIND, 0, "0", "N", "run",
+     "train data-parallel over the ranks of an MPI job (mpirun -np N backprop train ...); on by "
+     "itself when started as several ranks"},
+    {"threads", OT_INT, OFF(threads), TRAIN | EVAL | PREDICT | LRFIND | BENCH, 0, "0", "N", "run",
      "CPU threads for the loops, the matrix engine and the BLAS (0: the default, see README)",
      .hi = 4096},
     {"memory-limit", OT_INT, OFF(memory_limit), TRAIN | EVAL | PREDICT | LRFIND, 0, "0", "BYTES",
@@ -199,9 +200,9 @@ static const opt_spec SPECS[] = {
      .hi = 9007199254740991.0},
     {"memory-check", OT_BOOL, OFF(memory_check), TRAIN | EVAL | PREDICT | LRFIND, 0, "yes", "",
      "run",
-     "refuse at once a model larger than the device's free memory, naming the sizes (no: let "
-     "the allocations decide)"},
-    {"graphs", OT_BOOL, OFF(graphs), TRAIN | LRFIND, 0, "yes", "", "run",
+     "refuse at once a model larger than the device's free memory, naming the sizes (no: let the "
+     "allocations decide)"},
+    {"graphs", OT_BOOL, OFF(graphs), TRAIN | LRFIND | BENCH, 0, "yes", "", "run",
      "CUDA: record a training step as a CUDA graph and replay it (no: queue each op; the same "
      "results)"},
     /* lr-find */
@@ -223,11 +224,31 @@ static const opt_spec SPECS[] = {
      "format of --output (auto: from its extension; CSV for -, standard output)",
      .choices = "auto|csv|npy"},
     {"json", OT_BOOL, OFF(json), TRAIN | EVAL | INFO, 0, "no", "", "output",
-     "print one JSON object on standard output (train: the summary at the end); the rest goes "
-     "to standard error"},
+     "print one JSON object on standard output (train: the summary at the end); the rest goes to "
+     "standard error"},
     {"train-acc", OT_CHOICE, OFF(train_acc), TRAIN, 0, "on", "HOW", "run",
      "the progress bar's train accuracy (classes), counted by each step from its own logits",
      .choices = "on|off"},
+    /* bench: after the options of the same names, which lookups without a command find */
+    {"config", OT_STR, OFF(configs), BENCH, 0, "S,M,L,XL", "LIST", "bench",
+     "training configs, comma-separated: S, M, L, XL, tiny (XL runs on a GPU only)"},
+    {"only", OT_CHOICE, OFF(only), BENCH, 0, "all", "WHAT", "bench",
+     "ops (per-op only), train (training steps only) or all", .choices = "all|ops|train"},
+    {"precision", OT_STR, OFF(precisions), BENCH, 0, "", "LIST", "bench",
+     "fp32, tf32, bf16, comma-separated: a GEMM column and a training row each (default all three "
+     "on a GPU; fp32 on the CPU)"},
+    {"quick", OT_BOOL, OFF(quick), BENCH, 0, "no", "", "bench",
+     "few repeats and a small sweep (a check that finishes fast)"},
+    {"warmup", OT_INT, OFF(warmup_calls), BENCH, 0, "2", "N", "bench",
+     "untimed calls before timing; 1 with --quick unless given", .hi = 1000000},
+    {"repeats", OT_INT, OFF(repeats), BENCH, 0, "10", "N", "bench",
+     "timed samples per row: median, min, max, IQR; 3 with --quick unless given", .lo = 1,
+     .hi = 1000000},
+    {"json", OT_STR, OFF(json_file), BENCH, OF_OUT, "", "FILE", "bench",
+     "also write every row as JSON"},
+    {"no-limits", OT_BOOL, OFF(no_limits), BENCH, 0, "no", "", "bench",
+     "skip the limit measurements (their 256 MiB buffers stay in the process's resident set and "
+     "hide a config's peak memory)"},
 };
 #pragma GCC diagnostic pop
 
@@ -236,6 +257,7 @@ static const opt_spec SPECS[] = {
 #undef PREDICT
 #undef INFO
 #undef LRFIND
+#undef BENCH
 #undef STORED
 #undef FROZEN
 #undef DATA
@@ -244,10 +266,12 @@ static const opt_spec SPECS[] = {
 
 #define N_SPECS ((int)(sizeof SPECS / sizeof SPECS[0]))
 
-static const char *const CMD_NAMES[] = {"train", "eval", "predict", "info", "lr-find"};
+#define N_CMDS 6
+static const char *const CMD_NAMES[N_CMDS] = {"train", "eval",    "predict",
+                                              "info",  "lr-find", "bench"};
 
 const char *cli_command_name(int cmd) {
-    for (int i = 0; i < 5; ++i)
+    for (int i = 0; i < N_CMDS; ++i)
         if (cmd == 1 << i) return CMD_NAMES[i];
     return "";
 }
@@ -265,19 +289,24 @@ int cli_option_of(int index, int cmd) {
     return (SPECS[index].cmds & (unsigned)cmd) != 0;
 }
 
-static int find_spec(const char *name, size_t len) {
-    for (int i = 0; i < N_SPECS; ++i)
-        if (strlen(SPECS[i].name) == len && strncmp(SPECS[i].name, name, len) == 0) return i;
-    return -1;
+/* The option called name (len bytes) of cmd, else the first of that name; -1 when none. */
+static int find_spec(int cmd, const char *name, size_t len) {
+    int first = -1;
+    for (int i = 0; i < N_SPECS; ++i) {
+        if (strlen(SPECS[i].name) != len || strncmp(SPECS[i].name, name, len) != 0) continue;
+        if (SPECS[i].cmds & (unsigned)cmd) return i;
+        if (first < 0) first = i;
+    }
+    return first;
 }
 
 int cli_option_given(const cli_options *o, const char *name) {
-    int i = find_spec(name, strlen(name));
+    int i = find_spec(o->cmd, name, strlen(name));
     return i >= 0 && o->given && o->given[i];
 }
 
 const char *cli_option_text(const cli_options *o, const char *name) {
-    int i = find_spec(name, strlen(name));
+    int i = find_spec(o->cmd, name, strlen(name));
     return i >= 0 && o->text && o->text[i] ? o->text[i] : "";
 }
 
@@ -299,7 +328,7 @@ const char *cli_choice_name(const char *option, int value) {
     static char bufs[8][64]; /* rotating, so one printf may hold several */
     static int next;
     char *buf = bufs[next++ % 8];
-    int i = find_spec(option, strlen(option));
+    int i = find_spec(0, option, strlen(option));
     if (i < 0 || !SPECS[i].choices) return "";
     const char *p = SPECS[i].choices;
     for (int k = 0; k < value && p; ++k) {
@@ -384,9 +413,9 @@ static int check_bounds(int cmd, const opt_spec *s, double v, const char *text, 
     int lo_open = (s->flags & OF_LO_OPEN) != 0, hi_open = (s->flags & OF_HI_OPEN) != 0;
     if (!(v < s->lo || (v == s->lo && lo_open)) && !(v > s->hi || (v == s->hi && hi_open)))
         return 0;
-    cli_usage_error(cmd, "%s: '%s' is out of range (must be in %s%s, %s%s)", label, text,
-                    lo_open ? "(" : "[", cli_num(s->lo), cli_num(s->hi), hi_open ? ")" : "]");
-    return CLI_EXIT_USAGE;
+    return cli_usage_error(cmd, "%s: '%s' is out of range (must be in %s%s, %s%s)", label, text,
+                           lo_open ? "(" : "[", cli_num(s->lo), cli_num(s->hi),
+                           hi_open ? ")" : "]");
 }
 
 /* Parses text for spec s into its field of o; prints a usage error naming label on failure. */
@@ -399,13 +428,13 @@ static int set_value(int cmd, cli_options *o, const opt_spec *s, const char *tex
     switch (s->type) {
     case OT_FLOAT:
         if (!parse_double(text, &d))
-            return cli_usage_error(cmd, "%s: '%s' is not a number", label, text), CLI_EXIT_USAGE;
+            return cli_usage_error(cmd, "%s: '%s' is not a number", label, text);
         if (check_bounds(cmd, s, d, text, label)) return CLI_EXIT_USAGE;
         *(double *)field = d;
         return 0;
     case OT_INT:
         if (!parse_int64(text, &i64))
-            return cli_usage_error(cmd, "%s: '%s' is not an integer", label, text), CLI_EXIT_USAGE;
+            return cli_usage_error(cmd, "%s: '%s' is not an integer", label, text);
         if (check_bounds(cmd, s, (double)i64, text, label)) return CLI_EXIT_USAGE;
         if (s->offset == OFF(seed) || s->offset == OFF(memory_limit))
             *(int64_t *)field = i64;
@@ -413,38 +442,31 @@ static int set_value(int cmd, cli_options *o, const opt_spec *s, const char *tex
             *(int *)field = (int)i64;
         return 0;
     case OT_BOOL:
-        if (!parse_bool(text, (s->flags & OF_AUTO) != 0, &b)) {
-            cli_usage_error(cmd, "%s: '%s' is not yes or no%s", label, text,
-                            s->flags & OF_AUTO ? " or auto" : "");
-            return CLI_EXIT_USAGE;
-        }
+        if (!parse_bool(text, (s->flags & OF_AUTO) != 0, &b))
+            return cli_usage_error(cmd, "%s: '%s' is not yes or no%s", label, text,
+                                   s->flags & OF_AUTO ? " or auto" : "");
         *(int *)field = b;
         return 0;
     case OT_CHOICE:
-        if ((b = choice_index(s->choices, text)) < 0) {
-            cli_usage_error(cmd, "%s: '%s' is not one of %s", label, text, s->choices);
-            return CLI_EXIT_USAGE;
-        }
+        if ((b = choice_index(s->choices, text)) < 0)
+            return cli_usage_error(cmd, "%s: '%s' is not one of %s", label, text, s->choices);
         *(int *)field = b;
         return 0;
     case OT_LIST:
         if (!parse_list(text, (cli_int_list *)field, &b)) {
             if (b)
-                cli_usage_error(cmd, "%s: width %d of '%s' is out of range (must be in [1, %ld])",
-                                label, b, text, WIDTH_MAX);
-            else
-                cli_usage_error(cmd,
-                                "%s: '%s' is not a list of widths (up to %d comma-separated "
-                                "integers in [1, %ld])",
-                                label, text, CLI_MAX_WIDTHS, WIDTH_MAX);
-            return CLI_EXIT_USAGE;
+                return cli_usage_error(cmd,
+                                       "%s: width %d of '%s' is out of range (must be in [1, %ld])",
+                                       label, b, text, WIDTH_MAX);
+            return cli_usage_error(
+                cmd,
+                "%s: '%s' is not a list of widths (up to %d comma-separated integers in [1, %ld])",
+                label, text, CLI_MAX_WIDTHS, WIDTH_MAX);
         }
         return 0;
     case OT_STR: {
-        if (s->offset == OFF(device) && !device_name_ok(text)) {
-            cli_usage_error(cmd, "%s: '%s' is not cpu, cuda, cuda:N or auto", label, text);
-            return CLI_EXIT_USAGE;
-        }
+        if (s->offset == OFF(device) && !device_name_ok(text))
+            return cli_usage_error(cmd, "%s: '%s' is not cpu, cuda, cuda:N or auto", label, text);
         char *copy = cli_strdup(text);
         free(*(char **)field);
         *(char **)field = copy;
@@ -466,15 +488,16 @@ static int set_index(int cmd, cli_options *o, int index, const char *text, const
 
 int cli_set_option(int cmd, cli_options *o, const char *name, const char *text, const char *source,
                    int given) {
-    int i = find_spec(name, strlen(name));
-    if (i < 0) return cli_usage_error(cmd, "%s: unknown option '%s'", source, name), CLI_EXIT_USAGE;
+    int i = find_spec(cmd, name, strlen(name));
+    if (i < 0) return cli_usage_error(cmd, "%s: unknown option '%s'", source, name);
     char label[512];
     snprintf(label, sizeof label, "%s: %s", source, name);
     return set_index(cmd, o, i, text, label, given);
 }
 
-static int set_defaults(cli_options *o) {
+static int set_defaults(int cmd, cli_options *o) {
     memset(o, 0, sizeof *o);
+    o->cmd = cmd;
     o->given = calloc(N_SPECS, 1);
     o->text = calloc(N_SPECS, sizeof(char *));
     if (!o->given || !o->text) return CLI_EXIT_FAIL;
@@ -519,14 +542,14 @@ static int config_line(int cmd, cli_options *o, char *line, const char *label) {
     size_t n = strlen(value ? value : "");
     if (value && n >= 2 && (value[0] == '"' || value[0] == '\'') && value[n - 1] == value[0])
         value[n - 1] = '\0', ++value;
-    int i = find_spec(key, strlen(key));
-    if (i < 0) return cli_usage_error(cmd, "%s: unknown option '%s'", label, key), CLI_EXIT_USAGE;
+    int i = find_spec(cmd, key, strlen(key));
+    if (i < 0) return cli_usage_error(cmd, "%s: unknown option '%s'", label, key);
     if (!(SPECS[i].cmds & cmd)) return 0;
-    if (i == find_spec("config", 6))
-        return cli_usage_error(cmd, "%s: a config file cannot name another", label), CLI_EXIT_USAGE;
+    if (SPECS[i].offset == OFF(config))
+        return cli_usage_error(cmd, "%s: a config file cannot name another", label);
     if (!value) {
         if (SPECS[i].type != OT_BOOL)
-            return cli_usage_error(cmd, "%s: %s needs '= value'", label, key), CLI_EXIT_USAGE;
+            return cli_usage_error(cmd, "%s: %s needs '= value'", label, key);
         value = "yes";
     }
     char where[600];
@@ -536,10 +559,7 @@ static int config_line(int cmd, cli_options *o, char *line, const char *label) {
 
 static int read_config(int cmd, cli_options *o, const char *path) {
     FILE *f = fopen(path, "r");
-    if (!f) {
-        cli_usage_error(cmd, "--config: cannot read '%s': %s", path, strerror(errno));
-        return CLI_EXIT_USAGE;
-    }
+    if (!f) return cli_usage_error(cmd, "--config: cannot read '%s': %s", path, strerror(errno));
     char line[4096], label[600];
     int rc = 0;
     for (int number = 1; !rc && fgets(line, sizeof line, f); ++number) {
@@ -568,21 +588,22 @@ static int is_help(const char *a) {
 }
 
 static int unknown_flag(int cmd, const char *arg, size_t len) {
-    int i = find_spec(arg + 2, len - 2);
-    if (i >= 0) {
+    unsigned cmds = 0; /* of every option of that name */
+    for (int i = 0; i < N_SPECS; ++i)
+        if (strlen(SPECS[i].name) == len - 2 && strncmp(SPECS[i].name, arg + 2, len - 2) == 0)
+            cmds |= SPECS[i].cmds;
+    if (cmds) {
         char owners[64] = "";
-        for (int c = 0; c < 5; ++c)
-            if (SPECS[i].cmds & (1 << c)) {
+        for (int c = 0; c < N_CMDS; ++c)
+            if (cmds & (1u << c)) {
                 if (owners[0]) strcat(owners, ", ");
                 strcat(owners, CMD_NAMES[c]);
             }
-        cli_usage_error(cmd, "%.*s: not an option of %s (it belongs to %s)", (int)len, arg,
-                        cli_command_name(cmd), owners);
-    } else {
-        cli_usage_error(cmd, "%.*s: unknown option (see backprop %s --help)", (int)len, arg,
-                        cli_command_name(cmd));
+        return cli_usage_error(cmd, "%.*s: not an option of %s (it belongs to %s)", (int)len, arg,
+                               cli_command_name(cmd), owners);
     }
-    return CLI_EXIT_USAGE;
+    return cli_usage_error(cmd, "%.*s: unknown option (see backprop %s --help)", (int)len, arg,
+                           cli_command_name(cmd));
 }
 
 /* One "--name[=value]" (taking the next argument as the value when needed) into *fv. */
@@ -590,9 +611,9 @@ static int parse_flag(int cmd, int argc, char **argv, int *k, flag_value *fv) {
     const char *arg = argv[*k];
     const char *eq = strchr(arg, '=');
     size_t len = eq ? (size_t)(eq - arg) : strlen(arg);
-    int i = find_spec(arg + 2, len - 2), negated = 0;
+    int i = find_spec(cmd, arg + 2, len - 2), negated = 0;
     if (i < 0 && len > 5 && strncmp(arg + 2, "no-", 3) == 0) {
-        i = find_spec(arg + 5, len - 5);
+        i = find_spec(cmd, arg + 5, len - 5);
         negated = i >= 0 && SPECS[i].type == OT_BOOL;
         if (!negated) i = -1;
     }
@@ -600,8 +621,7 @@ static int parse_flag(int cmd, int argc, char **argv, int *k, flag_value *fv) {
     snprintf(fv->label, sizeof fv->label, "--%s", SPECS[i].name);
     fv->index = i;
     if (SPECS[i].type == OT_BOOL) {
-        if (negated && eq)
-            return cli_usage_error(cmd, "%.*s takes no value", (int)len, arg), CLI_EXIT_USAGE;
+        if (negated && eq) return cli_usage_error(cmd, "%.*s takes no value", (int)len, arg);
         fv->value = negated ? "no" : eq ? eq + 1 : "yes";
         return 0;
     }
@@ -610,8 +630,7 @@ static int parse_flag(int cmd, int argc, char **argv, int *k, flag_value *fv) {
     } else if (*k + 1 < argc) {
         fv->value = argv[++*k];
     } else {
-        return cli_usage_error(cmd, "--%s needs a value (%s)", SPECS[i].name, SPECS[i].metavar),
-               CLI_EXIT_USAGE;
+        return cli_usage_error(cmd, "--%s needs a value (%s)", SPECS[i].name, SPECS[i].metavar);
     }
     return 0;
 }
@@ -621,14 +640,14 @@ static int takes_positional(int cmd) {
 }
 
 int cli_parse(int cmd, int argc, char **argv, cli_options *o) {
-    if (set_defaults(o)) return cli_fail(cmd, "out of memory"), CLI_EXIT_FAIL;
+    if (set_defaults(cmd, o)) return cli_fail(cmd, "out of memory");
     for (int k = 0; k < argc; ++k)
         if (is_help(argv[k]))
             return cli_print_help(cmd, stdout), -1;
         else if (strcmp(argv[k], "--") == 0)
             break;
     flag_value *fv = calloc((size_t)argc + 1, sizeof *fv);
-    if (!fv) return cli_fail(cmd, "out of memory"), CLI_EXIT_FAIL;
+    if (!fv) return cli_fail(cmd, "out of memory");
     int n = 0, rc = 0, config = -1, only_positional = 0;
     for (int k = 0; k < argc && !rc; ++k) {
         const char *a = argv[k];
@@ -636,15 +655,14 @@ int cli_parse(int cmd, int argc, char **argv, cli_options *o) {
             only_positional = 1;
         } else if (!only_positional && a[0] == '-' && a[1] == '-' && a[2]) {
             rc = parse_flag(cmd, argc, argv, &k, &fv[n]);
-            if (!rc && strcmp(SPECS[fv[n].index].name, "config") == 0) config = n;
+            if (!rc && SPECS[fv[n].index].offset == OFF(config)) config = n;
             ++n;
         } else if (!only_positional && a[0] == '-' && a[1]) {
             rc = unknown_flag(cmd, a, strlen(a));
         } else if (takes_positional(cmd) && !o->positional) {
             o->positional = a;
         } else {
-            cli_usage_error(cmd, "unexpected argument '%s'", a);
-            rc = CLI_EXIT_USAGE;
+            rc = cli_usage_error(cmd, "unexpected argument '%s'", a);
         }
     }
     /* The file first, so the flags override it whatever their order. */
@@ -663,6 +681,8 @@ static const char *const CMD_SUMMARY[] = {
     "Runs a checkpoint over data and writes its outputs as CSV or NPY.",
     "Prints a checkpoint's layers, optimizer, run state and parameter checksums.",
     "Learning-rate range test: raises the rate exponentially and suggests one.",
+    ("Measures the device limits (sgemm at 2048^3, copy bandwidth), per-op throughput\nand "
+     "training-step throughput, each with its FLOPs, bytes and % of the limit."),
 };
 
 static const char *const CMD_USAGE[] = {
@@ -671,6 +691,7 @@ static const char *const CMD_USAGE[] = {
     "backprop predict CHECKPOINT --input FILE|- --output FILE.csv|FILE.npy|- [options]",
     "backprop info CHECKPOINT [--dump-weights]",
     "backprop lr-find [data and model options] [--start-lr 1e-7 --end-lr 10 --steps 100]",
+    "backprop bench [options]",
 };
 
 /* Writes text from column col, wrapped before column HELP_WIDTH onto lines indented by
@@ -715,12 +736,13 @@ static void print_option(const opt_spec *s, FILE *f) {
 
 void cli_print_help(int cmd, FILE *f) {
     int c = 0;
-    while (c < 5 && cmd != 1 << c)
+    while (c < N_CMDS && cmd != 1 << c)
         ++c;
-    if (c == 5) return;
+    if (c == N_CMDS) return;
     fprintf(f, "usage: %s\n\n%s\n", CMD_USAGE[c], CMD_SUMMARY[c]);
-    static const char *const groups[] = {"model", "training", "data", "run", "lr-find", "output"};
-    for (int g = 0; g < 6; ++g) {
+    static const char *const groups[] = {"model",   "training", "data", "run",
+                                         "lr-find", "output",   "bench"};
+    for (int g = 0; g < 7; ++g) {
         int printed = 0;
         for (int i = 0; i < N_SPECS; ++i) {
             if (!(SPECS[i].cmds & cmd) || strcmp(SPECS[i].group, groups[g]) != 0) continue;
@@ -730,8 +752,8 @@ void cli_print_help(int cmd, FILE *f) {
     }
     fprintf(f, "\n  %-26s this text\n", "--help");
     if (cmd == CMD_TRAIN)
-        fprintf(f, "\nExit status: 0 done, 1 a runtime failure, 2 a usage error, 128 + the signal "
-                   "when\nSIGINT (130), SIGTERM (143) or SIGHUP (129) stopped the run (its step "
-                   "saved with --save).\nExample: backprop train --data fashion-mnist --save "
-                   "fm.st\n");
+        fprintf(f,
+                "\nExit status: 0 done, 1 a runtime failure, 2 a usage error, 128 + the signal "
+                "when\nSIGINT (130), SIGTERM (143) or SIGHUP (129) stopped the run (its step saved "
+                "with --save).\nExample: backprop train --data fashion-mnist --save fm.st\n");
 }

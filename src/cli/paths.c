@@ -2,26 +2,18 @@
  * or another output, and every output can be written (its folder, its permissions, the length
  * of its name with the temporary suffix). A run that would fail at its first save fails here
  * instead, before an epoch of training is lost. */
-#define _XOPEN_SOURCE 700 /* realpath */
-#include <limits.h>
-#include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 
 #include "cli.h"
 
 #define MAX_FILES 64
 
-/* A file by its identity: device and inode when it exists (stat follows links, so a symlink
- * or a hard link is the file it reaches), else its resolved path. */
+/* A file the command reads or writes; bp_file_same tells whether two are one. */
 typedef struct file_ref {
-    char flag[80]; /* "--save", "--train (the run's, from m.st)", "the checkpoint" */
-    const char *path;
-    int exists;
-    dev_t dev;
-    ino_t ino;
-    char *resolved; /* realpath of the folder, then the name; for files not there yet */
-    int in_place;   /* the checkpoint a resumed run saves back to */
+    char flag[80];           /* "--save", "--train (the run's, from m.st)", "the checkpoint" */
+    const char *path, *file; /* as given, and as compared: standard input ("-") is /dev/stdin,
+                                which a redirection (< file) makes a file like any other */
+    int in_place;            /* the checkpoint a resumed run saves back to */
 } file_ref;
 
 typedef struct file_set {
@@ -45,47 +37,10 @@ static const char *base_of(const char *path) {
 static void add(file_set *s, const char *flag, const char *path, int in_place) {
     if (!path || !path[0] || s->n == MAX_FILES) return;
     file_ref *r = &s->f[s->n++];
-    memset(r, 0, sizeof *r);
-    snprintf(r->flag, sizeof r->flag, "%s", flag);
+    snprintf(r->flag, sizeof r->flag, "%.79s", flag);
     r->path = path;
+    r->file = path;
     r->in_place = in_place;
-    struct stat sb;
-    if (stat(path, &sb) == 0) {
-        r->exists = 1;
-        r->dev = sb.st_dev;
-        r->ino = sb.st_ino;
-        return;
-    }
-    char dir[PATH_MAX], real[PATH_MAX];
-    cli_folder_of(path, dir, sizeof dir);
-    if (!realpath(dir, real)) return; /* a missing folder: the write check says so */
-    size_t n = strlen(real) + strlen(base_of(path)) + 2;
-    r->resolved = malloc(n);
-    if (r->resolved) snprintf(r->resolved, n, "%s/%s", real, base_of(path));
-}
-
-/* Standard input, which a redirection (< file) makes a file like any other input. */
-static void add_stdin(file_set *s, const char *flag) {
-    struct stat sb;
-    if (s->n == MAX_FILES || fstat(0, &sb) != 0) return;
-    file_ref *r = &s->f[s->n++];
-    memset(r, 0, sizeof *r);
-    snprintf(r->flag, sizeof r->flag, "%.60s", flag);
-    r->path = "-";
-    r->exists = 1;
-    r->dev = sb.st_dev;
-    r->ino = sb.st_ino;
-}
-
-static void free_set(file_set *s) {
-    for (int i = 0; i < s->n; ++i)
-        free(s->f[i].resolved);
-}
-
-static int same_file(const file_ref *a, const file_ref *b) {
-    if (a->exists && b->exists) return a->dev == b->dev && a->ino == b->ino;
-    if (a->exists || b->exists) return 0;
-    return a->resolved && b->resolved && strcmp(a->resolved, b->resolved) == 0;
 }
 
 /* "--train" for a flag the user gave; "the run's --train (from m.st)" for one a checkpoint
@@ -107,21 +62,22 @@ static void collect_inputs(int cmd, const cli_options *o, const char *checkpoint
     char label[128];
     for (int i = 0; i < cli_option_count(); ++i) {
         if (!cli_option_has(i, OF_IN)) continue;
-        if (standard_stream(cli_option_name(i), cli_option_text(o, cli_option_name(i)))) {
+        if (standard_stream(cli_option_name(i), o->text[i])) {
             snprintf(label, sizeof label, "--%s", cli_option_name(i));
-            add_stdin(in, label);
+            add(in, label, "-", 0);
+            in->f[in->n - 1].file = "/dev/stdin";
             continue;
         }
         flag_label(o, i, strcmp(cli_option_name(i), "resume") ? checkpoint : NULL, label,
                    sizeof label);
-        add(in, label, cli_option_text(o, cli_option_name(i)), 0);
+        add(in, label, o->text[i], 0);
     }
     if (cmd != CMD_TRAIN && cmd != CMD_LRFIND && checkpoint)
         add(in, "the checkpoint", checkpoint, 0);
     static char named[4][1024]; /* --data's files: named datasets are inputs too */
     for (int k = 0; o->data[0] && k < 4; ++k)
         if (cli_named_file(o, k, named[k], sizeof named[k]) == 0) {
-            snprintf(label, sizeof label, "--data %.40s (%s)", o->data, base_of(named[k]));
+            snprintf(label, sizeof label, "--data %.40s (%.60s)", o->data, base_of(named[k]));
             add(in, label, named[k], 0);
         }
 }
@@ -134,54 +90,44 @@ static void collect_outputs(int cmd, const cli_options *o, file_set *out) {
     for (int i = 0; i < cli_option_count(); ++i) {
         if (!cli_option_has(i, OF_OUT) || !cli_option_of(i, cmd)) continue;
         const char *name = cli_option_name(i);
-        if (standard_stream(name, cli_option_text(o, name))) continue;
+        if (standard_stream(name, o->text[i])) continue;
         snprintf(label, sizeof label, "--%s", name);
-        add(out, label, cli_option_text(o, name), cmd == CMD_TRAIN && !strcmp(name, "save"));
+        add(out, label, o->text[i], cmd == CMD_TRAIN && !strcmp(name, "save"));
     }
     /* Without --save a resumed run saves back to the checkpoint it continues. */
     if (cmd == CMD_TRAIN && o->resume[0] && !o->save[0])
         add(out, "--resume (saved back to)", o->resume, 1);
 }
 
-/* How two paths of one file differ, for the message. */
-static const char *how_same(const file_ref *a, const file_ref *b) {
-    if (strcmp(b->path, "-") == 0) return "standard input is redirected from it";
-    if (strcmp(a->path, b->path) == 0) return "";
-    struct stat sa, sb;
-    int link = (lstat(a->path, &sa) == 0 && S_ISLNK(sa.st_mode)) ||
-               (lstat(b->path, &sb) == 0 && S_ISLNK(sb.st_mode));
-    char ra[PATH_MAX], rb[PATH_MAX];
-    if (a->exists && b->exists && realpath(a->path, ra) && realpath(b->path, rb) &&
-        strcmp(ra, rb) != 0)
-        link = 1; /* two names of one inode: a hard link */
-    return link ? "through a link" : "by another path";
-}
-
-static int clash(int cmd, const file_ref *out, const file_ref *other, int other_is_input) {
-    const char *how = how_same(out, other);
+/* how: the way two names reach the file (bp_file_same). */
+static int clash(int cmd, const file_ref *out, const file_ref *other, int other_is_input,
+                 const char *how) {
     char note[64] = "";
+    if (other->file != other->path) /* standard input, compared as /dev/stdin */
+        how = "standard input is redirected from it";
     if (how[0])
         snprintf(note, sizeof note, " (%s%s)", other_is_input ? "the same file, " : "", how);
     if (other_is_input)
-        cli_usage_error(cmd,
-                        "%s '%s' would overwrite %s '%s'%s: write it elsewhere (an output never "
-                        "replaces a file the command reads)",
-                        out->flag, out->path, other->flag, other->path, note);
-    else
-        cli_usage_error(cmd, "%s '%s' and %s '%s' are the same file%s: give each its own name",
-                        other->flag, other->path, out->flag, out->path, note);
-    return CLI_EXIT_USAGE;
+        return cli_usage_error(cmd,
+                               "%s '%s' would overwrite %s '%s'%s: write it elsewhere (an output "
+                               "never replaces a file the command reads)",
+                               out->flag, out->path, other->flag, other->path, note);
+    return cli_usage_error(cmd, "%s '%s' and %s '%s' are the same file%s: give each its own name",
+                           other->flag, other->path, out->flag, out->path, note);
 }
 
 static int check_clashes(int cmd, const file_set *in, const file_set *out) {
+    const char *how;
     for (int a = 0; a < out->n; ++a) {
+        const file_ref *o = &out->f[a];
         for (int b = 0; b < in->n; ++b) {
-            int resumed = out->f[a].in_place && strcmp(in->f[b].flag, "--resume") == 0;
-            if (!resumed && same_file(&out->f[a], &in->f[b]))
-                return clash(cmd, &out->f[a], &in->f[b], 1);
+            int resumed = o->in_place && strcmp(in->f[b].flag, "--resume") == 0;
+            if (!resumed && bp_file_same(o->file, in->f[b].file, &how))
+                return clash(cmd, o, &in->f[b], 1, how);
         }
         for (int b = 0; b < a; ++b)
-            if (same_file(&out->f[a], &out->f[b])) return clash(cmd, &out->f[a], &out->f[b], 0);
+            if (bp_file_same(o->file, out->f[b].file, &how))
+                return clash(cmd, o, &out->f[b], 0, how);
     }
     return 0;
 }
@@ -198,11 +144,10 @@ int cli_check_writable(int cmd, const char *flag, const char *path) {
 int cli_check_names(int cmd, const cli_options *o) {
     for (int i = 0; i < cli_option_count(); ++i) {
         if (!(cli_option_has(i, OF_IN) || cli_option_has(i, OF_OUT)) || !o->given[i]) continue;
-        if (cli_option_text(o, cli_option_name(i))[0]) continue;
-        cli_usage_error(cmd, "--%s: the file name is empty%s", cli_option_name(i),
-                        cli_option_has(i, OF_OUT) ? " (leave the option out to write nothing)"
-                                                  : "");
-        return CLI_EXIT_USAGE;
+        if (o->text[i][0]) continue;
+        return cli_usage_error(
+            cmd, "--%s: the file name is empty%s", cli_option_name(i),
+            cli_option_has(i, OF_OUT) ? " (leave the option out to write nothing)" : "");
     }
     return 0;
 }
@@ -215,7 +160,5 @@ int cli_check_outputs(int cmd, const cli_options *o, const char *checkpoint) {
     int rc = check_clashes(cmd, &in, &out);
     for (int k = 0; k < out.n && !rc; ++k)
         rc = cli_check_writable(cmd, out.f[k].flag, out.f[k].path);
-    free_set(&in);
-    free_set(&out);
     return rc;
 }

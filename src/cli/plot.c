@@ -160,8 +160,7 @@ int cli_gnuplot(int cmd, const char *script, const char *path) {
         snprintf(detail, sizeof detail, "gnuplot wrote no complete PNG: %s", why);
     if (detail[0]) {
         bp_file_abort(a);
-        cli_fail(cmd, "--plot: %s; %s is unchanged", detail, path);
-        return CLI_EXIT_FAIL;
+        return cli_fail(cmd, "--plot: %s; %s is unchanged", detail, path);
     }
     if (bp_file_commit(a) != BP_OK) return cli_lib_fail(cmd, "--plot");
     fprintf(stderr, "plot written to %s\n", path);
@@ -175,7 +174,7 @@ int cli_plot_history(int cmd, const cli_history *h, const char *path, int accura
     char *s = NULL;
     size_t size = 0;
     FILE *f = open_memstream(&s, &size);
-    if (!f) return cli_fail(cmd, "out of memory"), CLI_EXIT_FAIL;
+    if (!f) return cli_fail(cmd, "out of memory");
     int has_val = 0;
     fprintf(f, "set datafile missing '?'\n$d << EOD\n");
     for (int i = 0; i < h->n; ++i) {
@@ -188,8 +187,8 @@ int cli_plot_history(int cmd, const cli_history *h, const char *path, int accura
             fprintf(f, "%d %.6g ? ?\n", r->epoch, r->train_loss);
     }
     fprintf(f,
-            "EOD\nset grid\nset xlabel 'epoch'\nset key top right\n%s%s"
-            "set title 'loss'\nplot $d using 1:2 with linespoints title 'train'",
+            "EOD\nset grid\nset xlabel 'epoch'\nset key top right\n%s%sset title 'loss'\nplot $d "
+            "using 1:2 with linespoints title 'train'",
             h->n <= 20 ? "set xtics 1\n" : "", has_val ? "set multiplot layout 1,2\n" : "");
     if (has_val)
         fprintf(f,

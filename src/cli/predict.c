@@ -2,7 +2,6 @@
  * and data (for predict with or without targets, from a file or standard input). */
 #define _POSIX_C_SOURCE 200809L
 #include <errno.h>
-#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -38,30 +37,24 @@ static int output_npy(const cli_options *o) {
 }
 
 static int check_output(int cmd, const cli_options *o) {
-    if (!o->output[0]) {
-        cli_usage_error(cmd, "--output FILE.csv, FILE.npy or - (standard output) is required");
-        return CLI_EXIT_USAGE;
-    }
+    if (!o->output[0])
+        return cli_usage_error(cmd,
+                               "--output FILE.csv, FILE.npy or - (standard output) is required");
     if (to_stdout(o)) {
-        if (output_npy(o) && isatty(STDOUT_FILENO)) {
-            cli_usage_error(cmd, "--output - --output-format npy: standard output is a terminal, "
-                                 "and NPY is binary: redirect it to a file or a pipe");
-            return CLI_EXIT_USAGE;
-        }
+        if (output_npy(o) && isatty(STDOUT_FILENO))
+            return cli_usage_error(cmd,
+                                   "--output - --output-format npy: standard output is a terminal, "
+                                   "and NPY is binary: redirect it to a file or a pipe");
         return 0;
     }
     int npy = cli_has_ext(o->output, ".npy");
-    if (!npy && !cli_has_ext(o->output, ".csv")) {
-        cli_usage_error(cmd, "--output: '%s' must end in .csv or .npy (or be -, standard output)",
-                        o->output);
-        return CLI_EXIT_USAGE;
-    }
-    if (o->output_format != FMT_AUTO && (o->output_format == FMT_NPY) != npy) {
-        cli_usage_error(cmd, "--output-format %s: '%s' ends in .%s",
-                        cli_choice_name("output-format", o->output_format), o->output,
-                        npy ? "npy" : "csv");
-        return CLI_EXIT_USAGE;
-    }
+    if (!npy && !cli_has_ext(o->output, ".csv"))
+        return cli_usage_error(
+            cmd, "--output: '%s' must end in .csv or .npy (or be -, standard output)", o->output);
+    if (o->output_format != FMT_AUTO && (o->output_format == FMT_NPY) != npy)
+        return cli_usage_error(cmd, "--output-format %s: '%s' ends in .%s",
+                               cli_choice_name("output-format", o->output_format), o->output,
+                               npy ? "npy" : "csv");
     return 0;
 }
 
@@ -75,12 +68,11 @@ static int check_outputs_kind(int cmd, const cli_options *o, bp_loss_kind loss, 
     else if (o->outputs == OUT_PROBS && loss == BP_LOSS_MSE)
         bad = "its outputs are values, not probabilities";
     if (!bad) return 0;
-    cli_usage_error(cmd,
-                    "--outputs %s: the model in %s was trained with --loss %s: %s (use --outputs "
-                    "%s or logits)",
-                    cli_choice_name("outputs", o->outputs), ckpt, bp_loss_kind_name(loss), bad,
-                    loss == BP_LOSS_MSE ? "auto" : "probs");
-    return CLI_EXIT_USAGE;
+    return cli_usage_error(
+        cmd,
+        "--outputs %s: the model in %s was trained with --loss %s: %s (use --outputs %s or logits)",
+        cli_choice_name("outputs", o->outputs), ckpt, bp_loss_kind_name(loss), bad,
+        loss == BP_LOSS_MSE ? "auto" : "probs");
 }
 
 /* The checkpoint, the model on the device, and the data named by flags or, when none, by the
@@ -94,10 +86,9 @@ static int setup(inference *r, int cmd, int argc, char **argv) {
     if (cmd == CMD_PREDICT && (rc = check_output(cmd, o))) return rc; /* before any loading */
     if (o->json) cli_human = stderr;
     r->ckpt = o->positional ? o->positional : o->checkpoint;
-    if (!r->ckpt[0]) {
-        cli_usage_error(cmd, "no checkpoint: give it as the first argument or with --checkpoint");
-        return CLI_EXIT_USAGE;
-    }
+    if (!r->ckpt[0])
+        return cli_usage_error(cmd,
+                               "no checkpoint: give it as the first argument or with --checkpoint");
     if (!(r->ck = cli_checkpoint_open(cmd, NULL, r->ckpt, NULL))) return CLI_EXIT_FAIL;
     if (!any_source_given(o) && (rc = cli_apply_stored_options(cmd, r->ck, o, STORED_SOURCES)))
         return rc;
@@ -122,13 +113,11 @@ static int setup(inference *r, int cmd, int argc, char **argv) {
         r->loss.kind = r->d.kind == BP_TARGET_CLASS ? BP_LOSS_CROSS_ENTROPY : BP_LOSS_MSE;
         if (cmd == CMD_PREDICT) rc = check_outputs_kind(cmd, o, r->loss.kind, r->ckpt);
     }
-    if (!rc && !r->names.n && r->d.names.n) {
-        cli_usage_error(cmd,
-                        "%s has class names as labels (%s), but the model in %s was trained on "
-                        "class indices",
-                        r->d.test_name, cli_names_list(&r->d.names), r->ckpt);
-        rc = CLI_EXIT_USAGE;
-    }
+    if (!rc && !r->names.n && r->d.names.n)
+        rc = cli_usage_error(
+            cmd,
+            "%s has class names as labels (%s), but the model in %s was trained on class indices",
+            r->d.test_name, cli_names_list(&r->d.names), r->ckpt);
     if (!rc) rc = cli_check_model_fits(cmd, r->m, &r->d, r->ckpt);
     if (!rc) rc = cli_data_scale(cmd, &r->d, scaling, offset, scale);
     free(offset);
@@ -237,11 +226,9 @@ static int save_npy(int cmd, const char *path, const table *t) {
 static int write_stdout(int cmd, const cli_options *o, const table *t) {
     if (output_npy(o)) return save_npy(cmd, "-", t);
     int bad = write_csv(t, stdout);
-    if (bad) return cli_fail(cmd, "out of memory"), CLI_EXIT_FAIL;
-    if (fflush(stdout) != 0 || ferror(stdout)) {
-        cli_fail(cmd, "--output -: writing standard output failed: %s", strerror(errno));
-        return CLI_EXIT_FAIL;
-    }
+    if (bad) return cli_fail(cmd, "out of memory");
+    if (fflush(stdout) != 0 || ferror(stdout))
+        return cli_fail(cmd, "--output -: writing standard output failed: %s", strerror(errno));
     return 0;
 }
 
@@ -249,19 +236,13 @@ static int write_predictions(int cmd, const cli_options *o, const table *t) {
     if (to_stdout(o)) return write_stdout(cmd, o, t);
     if (output_npy(o)) return save_npy(cmd, o->output, t);
     bp_file *a = bp_file_open(o->output, NULL);
-    if (!a) {
-        cli_fail(cmd, "--output: cannot write '%s': %s", o->output, strerror(errno));
-        return CLI_EXIT_FAIL;
-    }
+    if (!a) return cli_fail(cmd, "--output: cannot write '%s': %s", o->output, strerror(errno));
     if (write_csv(t, bp_file_stream(a))) {
         bp_file_abort(a);
-        cli_fail(cmd, "out of memory");
-        return CLI_EXIT_FAIL;
+        return cli_fail(cmd, "out of memory");
     }
-    if (bp_file_commit(a) != BP_OK) {
-        cli_fail(cmd, "--output: writing '%s' failed: %s", o->output, strerror(errno));
-        return CLI_EXIT_FAIL;
-    }
+    if (bp_file_commit(a) != BP_OK)
+        return cli_fail(cmd, "--output: writing '%s' failed: %s", o->output, strerror(errno));
     return 0;
 }
 
@@ -283,7 +264,7 @@ static int predict(inference *r, table *t, int32_t **cls, float **v) {
     *cls = with_cls ? malloc(n * sizeof **cls) : NULL;
     *v = what != OUT_CLASS ? malloc(n * (size_t)t->k * sizeof **v) : NULL;
     if ((with_cls && !*cls) || (what != OUT_CLASS && !*v))
-        return cli_fail(CMD_PREDICT, "out of memory"), CLI_EXIT_FAIL;
+        return cli_fail(CMD_PREDICT, "out of memory");
     /* max_batch (--batch) rows at a time */
     if ((*cls && bp_model_predict(r->m, x, t->n, BP_PREDICT_CLASS, *cls) != BP_OK) ||
         (*v && bp_model_predict(r->m, x, t->n, form, *v) != BP_OK))

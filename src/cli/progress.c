@@ -33,11 +33,6 @@ void cli_progress_start(cli_progress *p, int epoch, int epochs, int64_t steps, i
     if (p->run.last_epoch == 0) p->run.last_epoch = epochs;
 }
 
-void cli_progress_score(cli_progress *p, int64_t right, int64_t rows) {
-    p->right += right;
-    p->scored += rows;
-}
-
 /* ---- what the bar says ---- */
 
 /* Seconds as tqdm writes them: 00:04, 1:02:03; "?" when unknown. */
@@ -100,6 +95,7 @@ typedef struct bar_text {
 
 static void bar_texts(const cli_progress *p, double now, bar_text *t) {
     char a[24], b[24];
+    memset(t, 0, sizeof *t); /* an item left empty is not shown */
     snprintf(t->head, sizeof t->head, "epoch %d/%d:", p->epoch, p->epochs);
     int pct = p->steps ? (int)(100 * p->step / p->steps) : 0;
     snprintf(t->pct, sizeof t->pct, "%3d%%", pct);
@@ -116,13 +112,9 @@ static void bar_texts(const cli_progress *p, double now, bar_text *t) {
     if (p->loss_n)
         snprintf(t->item[ITEM_LOSS], sizeof t->item[0], "loss=%.4f",
                  p->loss_sum / (double)p->loss_n);
-    else
-        t->item[ITEM_LOSS][0] = '\0';
     if (p->run.has_acc && p->scored)
         snprintf(t->item[ITEM_ACC], sizeof t->item[0], "acc=%.1f%%",
                  100.0 * (double)p->right / (double)p->scored);
-    else
-        t->item[ITEM_ACC][0] = '\0';
     clock_text(now - p->run.start, a, sizeof a);
     clock_text(run_left(p), b, sizeof b);
     snprintf(t->item[ITEM_RUN], sizeof t->item[0], "run %s<%s", a, b);
@@ -258,7 +250,10 @@ static void draw(cli_progress *p, double now) {
 void cli_progress_results(cli_progress *p, const bp_step_totals *t, int scored) {
     p->loss_sum += t->loss_sum;
     p->loss_n += t->steps;
-    if (scored) cli_progress_score(p, t->correct, t->rows);
+    if (scored) {
+        p->right += t->correct;
+        p->scored += t->rows;
+    }
 }
 
 void cli_progress_step(cli_progress *p, int rows) {

@@ -16,20 +16,10 @@
 #define META_FORMAT "backprop-cli 1"
 
 typedef struct meta_list {
-    bp_meta_entry *e;
-    char **owned; /* every key and value, freed together */
-    size_t n, cap, n_owned;
+    bp_meta_entry *e; /* every key and value malloc'd by add, freed together */
+    size_t n, cap;
     int oom;
 } meta_list;
-
-static char *own(meta_list *l, char *s) {
-    if (!s) {
-        l->oom = 1;
-        return NULL;
-    }
-    l->owned[l->n_owned++] = s;
-    return s;
-}
 
 static void add(meta_list *l, const char *key, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
@@ -49,9 +39,9 @@ static void add(meta_list *l, const char *key, const char *fmt, ...) {
         vsnprintf(value, (size_t)len + 1, fmt, ap);
         va_end(ap);
     }
-    l->e[l->n].key = own(l, cli_strdup(key));
-    l->e[l->n].value = own(l, value);
-    l->n++;
+    l->e[l->n].key = cli_strdup(key);
+    l->e[l->n++].value = value;
+    if (!value) l->oom = 1;
 }
 
 /* add() of a malloc'd value (NULL: out of memory), which it frees. */
@@ -143,8 +133,7 @@ int cli_checkpoint_save(int cmd, const char *path, const bp_model *m, const bp_o
     memset(&l, 0, sizeof l);
     l.cap = 32 + (size_t)cli_option_count();
     l.e = calloc(l.cap, sizeof *l.e);
-    l.owned = calloc(2 * l.cap, sizeof *l.owned);
-    l.oom = !l.e || !l.owned;
+    l.oom = !l.e;
     add_state(&l, d, loss, rs);
     char key[96];
     for (int i = 0; i < cli_option_count(); ++i)
@@ -157,12 +146,13 @@ int cli_checkpoint_save(int cmd, const char *path, const bp_model *m, const bp_o
         }
     int rc = 0;
     if (l.oom)
-        rc = (cli_fail(cmd, "out of memory"), CLI_EXIT_FAIL);
+        rc = cli_fail(cmd, "out of memory");
     else if (bp_checkpoint_save(path, m, opt, l.e, l.n) != BP_OK)
         rc = cli_lib_fail(cmd, "saving the checkpoint");
-    for (size_t i = 0; l.owned && i < l.n_owned; ++i)
-        free(l.owned[i]);
-    free(l.owned);
+    for (size_t i = 0; i < l.n; ++i) {
+        free((char *)l.e[i].key);
+        free((char *)l.e[i].value);
+    }
     free(l.e);
     return rc;
 }
@@ -197,8 +187,7 @@ static int meta_number(int cmd, const bp_checkpoint *ck, const char *key, double
     if (!v) return 0;
     double x = strtod(v, &end);
     if (end != v && !*end) return *out = x, 0;
-    cli_fail(cmd, "%s: run.%s is '%s', not a number", bp_checkpoint_path(ck), key, v);
-    return CLI_EXIT_FAIL;
+    return cli_fail(cmd, "%s: run.%s is '%s', not a number", bp_checkpoint_path(ck), key, v);
 }
 
 int cli_read_run_state(int cmd, const bp_checkpoint *ck, cli_run_state *rs) {
@@ -206,13 +195,11 @@ int cli_read_run_state(int cmd, const bp_checkpoint *ck, cli_run_state *rs) {
                                        "epoch_loss_n", "best_epoch",     "best_metric",
                                        "bad_epochs",   "train_seconds"};
     double v[8] = {0, 0, 0, 0, 0, NAN, 0, 0};
-    if (!bp_checkpoint_meta(ck, "format")) {
-        cli_fail(cmd,
-                 "--resume: '%s' has no run.* entries: it was not saved by backprop train, "
-                 "so there is no run to continue",
-                 bp_checkpoint_path(ck));
-        return CLI_EXIT_FAIL;
-    }
+    if (!bp_checkpoint_meta(ck, "format"))
+        return cli_fail(cmd,
+                        "--resume: '%s' has no run.* entries: it was not saved by backprop train, "
+                        "so there is no run to continue",
+                        bp_checkpoint_path(ck));
     for (int i = 0; i < 8; ++i)
         if (meta_number(cmd, ck, keys[i], &v[i])) return CLI_EXIT_FAIL;
     /* The seed is a 64-bit integer: read it exactly, not through a double. */
@@ -237,16 +224,15 @@ int cli_read_model_meta(int cmd, const bp_checkpoint *ck, int features, float **
     double smoothing = 0.0;
     *offset = malloc((size_t)features * sizeof(float));
     *scale = malloc((size_t)features * sizeof(float));
-    if (!*offset || !*scale) return cli_fail(cmd, "out of memory"), CLI_EXIT_FAIL;
+    if (!*offset || !*scale) return cli_fail(cmd, "out of memory");
     if (meta_number(cmd, ck, "label_smoothing", &smoothing)) return CLI_EXIT_FAIL;
     if (!o || !s) { /* a checkpoint from the library alone: no scaling */
         for (int j = 0; j < features; ++j)
             (*offset)[j] = 0.0f, (*scale)[j] = 1.0f;
     } else if (cli_parse_floats(o, *offset, (size_t)features) != features ||
                cli_parse_floats(s, *scale, (size_t)features) != features) {
-        cli_fail(cmd, "%s: run.scale_offset / run.scale_scale are not %d numbers each",
-                 bp_checkpoint_path(ck), features);
-        return CLI_EXIT_FAIL;
+        return cli_fail(cmd, "%s: run.scale_offset / run.scale_scale are not %d numbers each",
+                        bp_checkpoint_path(ck), features);
     }
     bp_scaling_kind sk = BP_SCALE_NONE;
     *scaling = sname && bp_scaling_kind_parse(sname, &sk) == BP_OK ? (int)sk : BP_SCALE_NONE;
@@ -264,6 +250,7 @@ static int wanted(int i, int which) {
 }
 
 char *cli_stored_option(const bp_checkpoint *ck, int index) {
+    if (!cli_option_has(index, OF_STORE)) return NULL; /* bench's --precision is not train's */
     char key[96];
     snprintf(key, sizeof key, "cfg.%s", cli_option_name(index));
     const char *v = bp_checkpoint_meta(ck, key);
@@ -296,7 +283,7 @@ int cli_read_class_names(int cmd, const bp_checkpoint *ck, int outputs, cli_name
     names->n = 0;
     names->v = NULL;
     if (!v) return 0;
-    if (cli_names_split(names, v)) return cli_fail(cmd, "out of memory"), CLI_EXIT_FAIL;
+    if (cli_names_split(names, v)) return cli_fail(cmd, "out of memory");
     if (outputs <= 0 || names->n == outputs) return 0;
     cli_fail(cmd, "%s: run.class_names holds %d names, but the model has %d outputs",
              bp_checkpoint_path(ck), names->n, outputs);

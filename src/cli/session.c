@@ -18,29 +18,21 @@ static int resume_options(cli_session *s) {
 static int check_loss(cli_session *s) {
     const cli_data *d = &s->d;
     int cmd = s->cmd;
-    if (s->loss.kind == BP_LOSS_CROSS_ENTROPY && d->kind != BP_TARGET_CLASS) {
-        cli_usage_error(cmd,
-                        "--loss ce needs class labels, but %s has %d target values per "
-                        "sample (use --loss mse or bce, or --target-kind class)",
-                        d->train_name, d->target_width);
-        return CLI_EXIT_USAGE;
-    }
-    if (s->loss.kind != BP_LOSS_CROSS_ENTROPY && d->kind == BP_TARGET_CLASS) {
-        cli_usage_error(cmd,
-                        "--loss %s needs target values, but %s has class labels (use "
-                        "--target-kind values)",
-                        cli_choice_name("loss", s->o.loss), d->train_name);
-        return CLI_EXIT_USAGE;
-    }
+    if (s->loss.kind == BP_LOSS_CROSS_ENTROPY && d->kind != BP_TARGET_CLASS)
+        return cli_usage_error(cmd,
+                               "--loss ce needs class labels, but %s has %d target values per "
+                               "sample (use --loss mse or bce, or --target-kind class)",
+                               d->train_name, d->target_width);
+    if (s->loss.kind != BP_LOSS_CROSS_ENTROPY && d->kind == BP_TARGET_CLASS)
+        return cli_usage_error(
+            cmd,
+            "--loss %s needs target values, but %s has class labels (use --target-kind values)",
+            cli_choice_name("loss", s->o.loss), d->train_name);
     if (s->loss.kind != BP_LOSS_CROSS_ENTROPY && s->o.label_smoothing > 0.0 &&
-        cli_option_given(&s->o, "label-smoothing")) {
-        cli_usage_error(cmd, "--label-smoothing applies to --loss ce only");
-        return CLI_EXIT_USAGE;
-    }
-    if (s->cmd == CMD_TRAIN && s->o.early_stop > 0 && !d->val) {
-        cli_usage_error(cmd, "--early-stop needs a validation set (--val-split F > 0)");
-        return CLI_EXIT_USAGE;
-    }
+        cli_option_given(&s->o, "label-smoothing"))
+        return cli_usage_error(cmd, "--label-smoothing applies to --loss ce only");
+    if (s->cmd == CMD_TRAIN && s->o.early_stop > 0 && !d->val)
+        return cli_usage_error(cmd, "--early-stop needs a validation set (--val-split F > 0)");
     return 0;
 }
 
@@ -49,12 +41,11 @@ static int check_resumed_width(cli_session *s) {
     const char *v = bp_checkpoint_meta(s->ck, "features");
     int width = v ? atoi(v) : s->d.features;
     if (width == s->d.features) return 0;
-    cli_usage_error(s->cmd,
-                    "--resume: the run in %s was trained on %d %s, but %s has %d: give it the "
-                    "data it was trained on",
-                    s->o.resume, width, cli_plural(width, "feature", "features"), s->d.train_name,
-                    s->d.features);
-    return CLI_EXIT_USAGE;
+    return cli_usage_error(s->cmd,
+                           "--resume: the run in %s was trained on %d %s, but %s has %d: give it "
+                           "the data it was trained on",
+                           s->o.resume, width, cli_plural(width, "feature", "features"),
+                           s->d.train_name, s->d.features);
 }
 
 static int setup_scaling(cli_session *s) {
@@ -98,22 +89,19 @@ static int setup_model(cli_session *s) {
 static int check_batch(cli_session *s) {
     const cli_options *o = &s->o;
     int64_t n = bp_dataset_size(s->d.train);
-    if (cli_ranks == 1 && o->accum > o->batch) {
-        cli_usage_error(s->cmd,
-                        "--accum %d is larger than --batch %d: each batch is split into --accum "
-                        "micro-batches of a row or more; use --accum %d or less, or a larger "
-                        "--batch",
-                        o->accum, o->batch, o->batch);
-        return CLI_EXIT_USAGE;
-    }
-    if (cli_option_given(o, "batch") && o->batch > n) {
-        cli_usage_error(s->cmd,
-                        "--batch %d is larger than the %lld training %s%s: use --batch %lld or "
-                        "less (--batch %lld: one step per epoch over all of them)",
-                        o->batch, (long long)n, cli_plural(n, "sample", "samples"),
-                        s->d.val ? " left after --val-split" : "", (long long)n, (long long)n);
-        return CLI_EXIT_USAGE;
-    }
+    if (cli_ranks == 1 && o->accum > o->batch)
+        return cli_usage_error(
+            s->cmd,
+            "--accum %d is larger than --batch %d: each batch is split into --accum micro-batches "
+            "of a row or more; use --accum %d or less, or a larger --batch",
+            o->accum, o->batch, o->batch);
+    if (cli_option_given(o, "batch") && o->batch > n)
+        return cli_usage_error(s->cmd,
+                               "--batch %d is larger than the %lld training %s%s: use --batch %lld "
+                               "or less (--batch %lld: one step per epoch over all of them)",
+                               o->batch, (long long)n, cli_plural(n, "sample", "samples"),
+                               s->d.val ? " left after --val-split" : "", (long long)n,
+                               (long long)n);
     return 0;
 }
 

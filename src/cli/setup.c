@@ -1,8 +1,6 @@
 /* From options and data to a device, a model and an optimizer configuration; the checks that
  * the model fits the data run here, before any training. */
 #include <math.h>
-#include <stdlib.h>
-#include <string.h>
 
 #include "cli.h"
 
@@ -33,55 +31,42 @@ static int data_outputs(const cli_data *d) {
 /* in and out are the model's widths; who names them in messages ("--layers", "the model in
  * X"). */
 static int check_fit(int cmd, int in, int out, const cli_data *d, const char *who) {
-    if (in != d->features) {
-        cli_usage_error(cmd, "%s: the input width %d does not match the %d %s of %s", who, in,
-                        d->features, cli_plural(d->features, "feature", "features"),
-                        d->train ? d->train_name : d->test_name);
-        return CLI_EXIT_USAGE;
-    }
+    if (in != d->features)
+        return cli_usage_error(cmd, "%s: the input width %d does not match the %d %s of %s", who,
+                               in, d->features, cli_plural(d->features, "feature", "features"),
+                               d->train ? d->train_name : d->test_name);
     if (d->train && d->names.n && cli_check_named_outputs(cmd, d, out, who)) return CLI_EXIT_USAGE;
-    if (d->train && d->kind == BP_TARGET_CLASS && d->classes > out) {
-        cli_usage_error(cmd,
-                        "%s: the data has %d classes (labels up to %d, row %lld of %s) but the "
-                        "output layer has %d %s",
-                        who, d->classes, d->classes - 1, (long long)d->top_row + 1, d->train_name,
-                        out, cli_plural(out, "unit", "units"));
-        return CLI_EXIT_USAGE;
-    }
+    if (d->train && d->kind == BP_TARGET_CLASS && d->classes > out)
+        return cli_usage_error(cmd,
+                               "%s: the data has %d classes (labels up to %d, row %lld of %s) but "
+                               "the output layer has %d %s",
+                               who, d->classes, d->classes - 1, (long long)d->top_row + 1,
+                               d->train_name, out, cli_plural(out, "unit", "units"));
     /* Test and evaluation data are measured against the model, never widen it. */
     if (d->kind == BP_TARGET_CLASS && d->test &&
         cli_check_labels(cmd, d->test, d->test_name, out, d->train ? "the model" : who))
         return CLI_EXIT_USAGE;
-    if (d->kind == BP_TARGET_VALUES && d->target_width != out) {
-        cli_usage_error(cmd,
-                        "%s: the output width %d does not match the %d target %s per "
-                        "sample",
-                        who, out, d->target_width, cli_plural(d->target_width, "value", "values"));
-        return CLI_EXIT_USAGE;
-    }
+    if (d->kind == BP_TARGET_VALUES && d->target_width != out)
+        return cli_usage_error(
+            cmd, "%s: the output width %d does not match the %d target %s per sample", who, out,
+            d->target_width, cli_plural(d->target_width, "value", "values"));
     return 0;
 }
 
 int cli_resolve_widths(int cmd, const cli_options *o, const cli_data *d, cli_int_list *w) {
     if (cli_option_given(o, "layers") || o->layers.n > 0) {
-        if (o->layers.n < 2) {
-            cli_usage_error(cmd, "--layers: needs at least an input and an output width, got %d",
-                            o->layers.n);
-            return CLI_EXIT_USAGE;
-        }
+        if (o->layers.n < 2)
+            return cli_usage_error(
+                cmd, "--layers: needs at least an input and an output width, got %d", o->layers.n);
         *w = o->layers;
         return check_fit(cmd, w->v[0], w->v[w->n - 1], d, "--layers");
     }
-    if (o->hidden.n + 2 > CLI_MAX_WIDTHS) {
-        cli_usage_error(cmd, "--hidden: at most %d widths", CLI_MAX_WIDTHS - 2);
-        return CLI_EXIT_USAGE;
-    }
+    if (o->hidden.n + 2 > CLI_MAX_WIDTHS)
+        return cli_usage_error(cmd, "--hidden: at most %d widths", CLI_MAX_WIDTHS - 2);
     int out = data_outputs(d);
-    if (out < 1) {
-        cli_usage_error(cmd, "%s: no classes or target values to learn",
-                        d->train ? d->train_name : d->test_name);
-        return CLI_EXIT_USAGE;
-    }
+    if (out < 1)
+        return cli_usage_error(cmd, "%s: no classes or target values to learn",
+                               d->train ? d->train_name : d->test_name);
     w->n = 0;
     w->v[w->n++] = d->features;
     for (int i = 0; i < o->hidden.n; ++i)

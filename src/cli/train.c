@@ -20,8 +20,9 @@ typedef struct trainer {
     int monitor_acc;  /* early stopping watches the metric (else the loss) */
     cli_history hist;
     cli_progress prog;
-    float *grads, *best;
-    int *warned; /* [layer][2] warnings given */
+    float *best;
+    double *norms; /* per layer, --grad-check's */
+    int *warned;   /* [layer][2] warnings given */
     float last_lr;
     double wall_start;
     int agreed_failure; /* every rank failed at the same step: each can end cleanly */
@@ -30,19 +31,6 @@ typedef struct trainer {
 } trainer;
 
 /* ---- the gradient-norm monitor ---- */
-
-static double layer_norm(const bp_model *m, const float *g, int l) {
-    size_t w, b;
-    bp_model_layer_offsets(m, l, &w, &b);
-    size_t nw = (size_t)bp_model_width(m, l) * (size_t)bp_model_width(m, l + 1);
-    size_t nb = (size_t)bp_model_width(m, l + 1);
-    double sum = 0.0;
-    for (size_t i = 0; i < nw; ++i)
-        sum += (double)g[w + i] * g[w + i];
-    for (size_t i = 0; i < nb; ++i)
-        sum += (double)g[b + i] * g[b + i];
-    return sqrt(sum);
-}
 
 static void grad_warn(trainer *t, int l, int kind, double norm, int epoch, int64_t step) {
     bp_model *m = t->s.m;
@@ -59,28 +47,28 @@ static void grad_warn(trainer *t, int l, int kind, double norm, int epoch, int64
 
 /* Every layer's norm at the run's first check when --grad-check was given: how the gradient's
  * size changes with depth at the start (docs/deep-mlp.md). */
-static void print_norms(trainer *t, int64_t global) {
+static void print_norms(trainer *t, int64_t global, const double *norms) {
     bp_model *m = t->s.m;
     cli_progress_clear(&t->prog);
     fprintf(cli_out(), "gradient norms at step %lld, layer 0 to %d:", (long long)global,
             bp_model_n_layers(m) - 1);
     for (int l = 0; l < bp_model_n_layers(m); ++l)
-        fprintf(cli_out(), " %.2g", layer_norm(m, t->grads, l));
+        fprintf(cli_out(), " %.2g", norms[l]);
     fputc('\n', cli_out());
 }
 
-/* Per-layer norms from a host copy of the gradients: only every --grad-check steps, since the
- * copy costs a device read of the whole buffer. */
+/* Per-layer norms (bp_model_layer_grad_norms): only every --grad-check steps, since they cost a
+ * device read of the whole gradient buffer. */
 static int check_grads(trainer *t, int epoch, int64_t step, int64_t global) {
     bp_model *m = t->s.m;
-    if (bp_model_get_grads(m, t->grads, bp_model_n_params(m)) != BP_OK)
+    double *norms = t->norms;
+    if (bp_model_layer_grad_norms(m, norms, bp_model_n_layers(m)) != BP_OK)
         return cli_lib_fail(CMD_TRAIN, "reading gradients");
     if (global == t->s.o.grad_check && cli_rank == 0 && cli_option_given(&t->s.o, "grad-check"))
-        print_norms(t, global);
+        print_norms(t, global, norms);
     for (int l = 0; l < bp_model_n_layers(m); ++l) {
-        double norm = layer_norm(m, t->grads, l);
-        if (norm < VANISHING) grad_warn(t, l, 0, norm, epoch, step);
-        if (norm > EXPLODING) grad_warn(t, l, 1, norm, epoch, step);
+        if (norms[l] < VANISHING) grad_warn(t, l, 0, norms[l], epoch, step);
+        if (norms[l] > EXPLODING) grad_warn(t, l, 1, norms[l], epoch, step);
     }
     return 0;
 }
@@ -94,10 +82,6 @@ static int scores(const trainer *t) {
     const cli_options *o = &t->s.o;
     return t->s.loss.kind == BP_LOSS_CROSS_ENTROPY && o->train_acc != ACC_OFF && cli_rank == 0 &&
            (!o->quiet || o->json);
-}
-
-static void prepare_scoring(trainer *t) {
-    t->prog.run.has_acc = scores(t);
 }
 
 /* The losses and counts of the steps the device has finished (wait: of every step queued),
@@ -122,10 +106,9 @@ static int step_failed(trainer *t, bp_status st, int epoch, int64_t b) {
      * struck this rank alone. */
     t->agreed_failure = st == BP_ERR_NON_FINITE || st == BP_ERR_REMOTE ||
                         st == BP_ERR_INVALID_ARGUMENT || st == BP_ERR_SHAPE_MISMATCH;
-    cli_fail(CMD_TRAIN, "epoch %d, step %lld/%lld: %s%s", epoch + 1, (long long)b + 1,
-             (long long)t->s.steps_per_epoch, bp_last_error(),
-             st == BP_ERR_NON_FINITE ? " (stopped; try a lower --lr or --clip 1)" : "");
-    return CLI_EXIT_FAIL;
+    return cli_fail(CMD_TRAIN, "epoch %d, step %lld/%lld: %s%s", epoch + 1, (long long)b + 1,
+                    (long long)t->s.steps_per_epoch, bp_last_error(),
+                    st == BP_ERR_NON_FINITE ? " (stopped; try a lower --lr or --clip 1)" : "");
 }
 
 /* Saves where the run stands mid-epoch after SIGINT, SIGTERM or SIGHUP (sig), unless --save
@@ -141,13 +124,11 @@ static int interrupted(trainer *t, int sig, int epoch, int64_t b) {
     if (cli_rank > 0) return CLI_EXIT_SIGNAL + sig; /* rank 0 saves and says so */
     if (t->save && t->s.o.early_stop == 0 && (t->saved_now || save(t, &rs) == 0))
         fprintf(stderr,
-                "interrupted by %s at epoch %d, step %lld: saved %s (continue with --resume "
-                "%s)\n",
+                "interrupted by %s at epoch %d, step %lld: saved %s (continue with --resume %s)\n",
                 cli_signal_name(sig), epoch + 1, (long long)b, t->save, t->save);
     else if (t->save && t->s.o.early_stop > 0)
         fprintf(stderr,
-                "interrupted by %s at epoch %d, step %lld: %s keeps the best epoch so far "
-                "(%d)\n",
+                "interrupted by %s at epoch %d, step %lld: %s keeps the best epoch so far (%d)\n",
                 cli_signal_name(sig), epoch + 1, (long long)b, t->save, t->s.rs.best_epoch);
     else
         fprintf(stderr, "interrupted by %s at epoch %d, step %lld\n", cli_signal_name(sig),
@@ -302,13 +283,10 @@ static int make_optimizer(trainer *t) {
         return t->opt ? 0 : cli_lib_fail(CMD_TRAIN, "--resume");
     }
     bp_optim_config c = cli_optim_config(&s->o, s->steps_per_epoch);
-    if (c.schedule.kind == BP_SCHEDULE_COSINE &&
-        c.schedule.warmup_steps >= c.schedule.total_steps) {
-        cli_usage_error(CMD_TRAIN, "--warmup: %s %s is not shorter than the run (%d %s)",
-                        cli_num(s->o.warmup), s->o.warmup == 1 ? "epoch" : "epochs", s->o.epochs,
-                        cli_plural(s->o.epochs, "epoch", "epochs"));
-        return CLI_EXIT_USAGE;
-    }
+    if (c.schedule.kind == BP_SCHEDULE_COSINE && c.schedule.warmup_steps >= c.schedule.total_steps)
+        return cli_usage_error(CMD_TRAIN, "--warmup: %s %s is not shorter than the run (%d %s)",
+                               cli_num(s->o.warmup), s->o.warmup == 1 ? "epoch" : "epochs",
+                               s->o.epochs, cli_plural(s->o.epochs, "epoch", "epochs"));
     t->opt = bp_optimizer_create(s->m, &c, &st);
     return t->opt ? 0 : cli_lib_fail(CMD_TRAIN, "creating the optimizer");
 }
@@ -449,11 +427,11 @@ static int prepare(trainer *t) {
     t->accuracy = cli_metric_is_accuracy(s->loss.kind);
     t->monitor_acc = o->monitor == MON_AUTO ? t->accuracy : o->monitor == MON_ACC;
     size_t n = bp_model_n_params(s->m);
-    t->grads = malloc(n * sizeof(float));
     t->best = o->early_stop > 0 ? malloc(n * sizeof(float)) : NULL;
     t->warned = calloc(2 * (size_t)bp_model_n_layers(s->m), sizeof(int));
-    if (!t->grads || !t->warned || (o->early_stop > 0 && !t->best))
-        return cli_fail(CMD_TRAIN, "out of memory"), CLI_EXIT_FAIL;
+    t->norms = malloc((size_t)bp_model_n_layers(s->m) * sizeof(double));
+    if (!t->warned || !t->norms || (o->early_stop > 0 && !t->best))
+        return cli_fail(CMD_TRAIN, "out of memory");
     if (s->resuming && s->rs.best_epoch > 0 && t->best &&
         bp_model_get_params(s->m, t->best, n) != BP_OK) /* the checkpoint is the best so far */
         return cli_lib_fail(CMD_TRAIN, "");
@@ -461,7 +439,7 @@ static int prepare(trainer *t) {
     t->prog.quiet = o->quiet;
     t->prog.run.last_epoch =
         o->stop_after > 0 && o->stop_after < o->epochs ? o->stop_after : o->epochs;
-    prepare_scoring(t);
+    t->prog.run.has_acc = scores(t);
     return make_optimizer(t);
 }
 
@@ -493,9 +471,9 @@ int cli_cmd_train(int argc, char **argv) {
         bp_comm_abort(t.s.comm, rc);
     bp_optimizer_free(t.opt);
     cli_history_free(&t.hist);
-    free(t.grads);
     free(t.best);
     free(t.warned);
+    free(t.norms);
     cli_session_free(&t.s);
     return rc < 0 ? CLI_EXIT_OK : rc;
 }

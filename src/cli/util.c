@@ -7,7 +7,6 @@
 #include <string.h>
 #include <strings.h>
 #include <time.h>
-#include <unistd.h>
 
 #include "cli.h"
 
@@ -39,18 +38,20 @@ static void message(int cmd, const char *kind, const char *fmt, va_list ap) {
     fprintf(stderr, "%s\n", buf);
 }
 
-void cli_usage_error(int cmd, const char *fmt, ...) {
+int cli_usage_error(int cmd, const char *fmt, ...) {
     va_list ap;
     va_start(ap, fmt);
     message(cmd, "", fmt, ap);
     va_end(ap);
+    return CLI_EXIT_USAGE;
 }
 
-void cli_fail(int cmd, const char *fmt, ...) {
+int cli_fail(int cmd, const char *fmt, ...) {
     va_list ap;
     va_start(ap, fmt);
     message(cmd, "", fmt, ap);
     va_end(ap);
+    return CLI_EXIT_FAIL;
 }
 
 void cli_warn(int cmd, const char *fmt, ...) {
@@ -63,11 +64,8 @@ void cli_warn(int cmd, const char *fmt, ...) {
 
 int cli_lib_fail(int cmd, const char *what) {
     const char *detail = bp_last_error();
-    if (what && what[0])
-        cli_fail(cmd, "%s: %s", what, detail[0] ? detail : "failed");
-    else
-        cli_fail(cmd, "%s", detail[0] ? detail : "failed");
-    return CLI_EXIT_FAIL;
+    if (what && what[0]) return cli_fail(cmd, "%s: %s", what, detail[0] ? detail : "failed");
+    return cli_fail(cmd, "%s", detail[0] ? detail : "failed");
 }
 
 char *cli_strdup(const char *s) {

@@ -496,3 +496,29 @@ bp_status bp_model_grad_norm(bp_model *model, float *norm) {
     if (st == BP_OK) *norm = (float)sqrt((double)s[BP_SCALAR_NORM2]);
     return st;
 }
+
+bp_status bp_model_layer_grad_norms(const bp_model *model, double *norms, int count) {
+    const char *fn = "bp_model_layer_grad_norms";
+    if (!model || !norms)
+        return bp_error(BP_ERR_INVALID_ARGUMENT, "%s: %s is NULL", fn, model ? "norms" : "model");
+    if (count != model->n_layers)
+        return bp_error(BP_ERR_INVALID_ARGUMENT, "%s: count %d is not the model's %d layers", fn,
+                        count, model->n_layers);
+    float *g = malloc(model->n_params * sizeof(float) + 1);
+    if (!g)
+        return bp_error(BP_ERR_OUT_OF_MEMORY, "%s: no host memory for %zu floats", fn,
+                        model->n_params);
+    bp_status st = bp_model_get_grads(model, g, model->n_params);
+    for (int l = 0; st == BP_OK && l < model->n_layers; ++l) {
+        size_t w, b, out = (size_t)model->widths[l + 1], nw = out * (size_t)model->widths[l];
+        bp_model_layer_offsets(model, l, &w, &b);
+        double sum = 0.0; /* in double: a layer may hold millions of squares */
+        for (size_t i = 0; i < nw; ++i)
+            sum += (double)g[w + i] * g[w + i];
+        for (size_t i = 0; i < out; ++i)
+            sum += (double)g[b + i] * g[b + i];
+        norms[l] = sqrt(sum);
+    }
+    free(g);
+    return st;
+}

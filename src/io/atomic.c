@@ -528,3 +528,45 @@ bp_status bp_file_check(const char *path) {
     free(target);
     return st;
 }
+
+/* ---- two names of one file ---------------------------------------------------------------- */
+
+/* A file not there yet by its folder, resolved, and its name; NULL when the folder cannot be. */
+static char *resolved_name(const char *path) {
+    char *dir = folder_of(path), real[PATH_MAX];
+    char *out = NULL;
+    if (dir && realpath(dir, real)) {
+        size_t n = strlen(real) + strlen(base_of(path)) + 2;
+        if ((out = malloc(n))) snprintf(out, n, "%s/%s", real, base_of(path));
+    }
+    free(dir);
+    return out;
+}
+
+/* Whether two names of one file differ through a link: either is a symlink, or (both there)
+ * they resolve apart, two names of one inode. */
+static int through_link(const char *a, const char *b, int both_exist) {
+    struct stat la, lb;
+    if ((lstat(a, &la) == 0 && S_ISLNK(la.st_mode)) || (lstat(b, &lb) == 0 && S_ISLNK(lb.st_mode)))
+        return 1;
+    char ra[PATH_MAX], rb[PATH_MAX];
+    return both_exist && realpath(a, ra) && realpath(b, rb) && strcmp(ra, rb) != 0;
+}
+
+int bp_file_same(const char *a, const char *b, const char **how) {
+    if (how) *how = "";
+    if (!a || !b) return 0;
+    struct stat sa, sb;
+    int in_a = stat(a, &sa) == 0, in_b = stat(b, &sb) == 0, same = 0;
+    if (in_a && in_b) {
+        same = sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;
+    } else if (!in_a && !in_b) {
+        char *ra = resolved_name(a), *rb = resolved_name(b);
+        same = ra && rb && strcmp(ra, rb) == 0;
+        free(ra);
+        free(rb);
+    }
+    if (same && how && strcmp(a, b) != 0)
+        *how = through_link(a, b, in_a && in_b) ? "through a link" : "by another path";
+    return same;
+}

@@ -1323,3 +1323,44 @@ bp_status bp_checkpoint_verify(const char *path, int *verified) {
     bp_checkpoint_close(ck);
     return st;
 }
+
+/* ---- the names of a model's tensors --------------------------------------------------------- */
+
+/* The plan of model's parameters (p->items NULL when it could not be made). */
+static bp_status model_plan(const bp_model *model, plan *p, const char *fn) {
+    ckpt_model cm;
+    memset(&cm, 0, sizeof cm);
+    memset(p, 0, sizeof *p);
+    bp_status st = describe_model(model, &cm, fn);
+    if (st == BP_OK) st = make_plan(p, &cm, NULL, fn);
+    ckpt_model_free(&cm);
+    return st;
+}
+
+int bp_checkpoint_n_tensors(const bp_model *model) {
+    plan p;
+    int n = model && model_plan(model, &p, "bp_checkpoint_n_tensors") == BP_OK ? (int)p.n : 0;
+    if (model) free(p.items);
+    return n;
+}
+
+bp_status bp_checkpoint_tensor(const bp_model *model, int index, bp_param_tensor *out) {
+    const char *fn = "bp_checkpoint_tensor";
+    if (!model || !out)
+        return bp_error(BP_ERR_INVALID_ARGUMENT, "%s: %s is NULL", fn, model ? "out" : "model");
+    plan p;
+    bp_status st = model_plan(model, &p, fn);
+    if (st == BP_OK && (index < 0 || (size_t)index >= p.n))
+        st = bp_error(BP_ERR_INVALID_ARGUMENT, "%s: index %d is outside the model's %zu tensors",
+                      fn, index, p.n);
+    if (st == BP_OK) {
+        const plan_item *it = &p.items[index];
+        snprintf(out->name, sizeof out->name, "%s", it->name);
+        out->ndim = it->ndim;
+        out->shape[0] = (int64_t)it->shape[0];
+        out->shape[1] = it->ndim == 2 ? (int64_t)it->shape[1] : 1;
+        out->offset = it->offset;
+    }
+    free(p.items);
+    return st;
+}

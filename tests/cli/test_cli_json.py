@@ -218,9 +218,40 @@ def test_checksum(d):
           fnv1a64(b"a") == 0xaf63dc4c8601ec8c)
 
 
+def test_norm_names(d):
+    """A model with norms and a residual layer: info names each layer's Linear as the
+    checkpoint does (bp_checkpoint_tensor), and --dump-weights prints every tensor of the file,
+    the norms' too, so the checksum is again the FNV-1a of what it prints."""
+    write_csv(os.path.join(d, "train.csv"), blobs(60, 4))
+    r = run("train", "--train", "train.csv", "--hidden", "8,8", "--norm", "layernorm",
+            "--residual", "--epochs", "1", "--quiet", "--save", "n.st", cwd=d)
+    check("a 3-8-8-3 model with norms and a residual layer trains", r.rc == 0, r)
+    with open(os.path.join(d, "n.st"), "rb") as f:
+        size = struct.unpack("<Q", f.read(8))[0]
+        header = json.loads(f.read(size))
+    names = [k for k in header if k != "__metadata__" and not k.startswith("optimizer.")]
+    text = run("info", "n.st", "--dump-weights", cwd=d).out
+    dumped = [l.split(" [")[0] for l in text.splitlines() if l.endswith("]") and " [" in l
+              and not l.startswith(" ")]
+    check("--dump-weights prints every tensor of the file, by its name",
+          sorted(dumped) == sorted(names) and "2.body.1.weight" in dumped, (dumped, names))
+    j = one_object(run("info", "n.st", "--json", cwd=d).out)
+    check("the layers name their Linear as the file does (layer 1: 2.body.1.weight)",
+          j is not None and [l["weight"] for l in j["layers"]] ==
+          ["0.weight", "2.body.1.weight", "4.weight"], j and j["layers"])
+    values = [float(l) for l in text.splitlines() if l and (l[0].isdigit() or l[0] == "-")
+              and "[" not in l and ":" not in l]
+    data = b"".join(struct.pack("<f", v) for v in values)
+    check("the parameter checksum is the FNV-1a 64 of the dumped values",
+          j is not None and j["parameters"]["checksum"] == "fnv1a64:%016x" % fnv1a64(data)
+          and j["parameters"]["count"] == len(values), (len(values), j and j["parameters"]))
+
+
 def main():
     with tempdir() as d:
         test_train_eval_info(d)
+    with tempdir() as d:
+        test_norm_names(d)
     with tempdir() as d:
         test_nulls_regression_and_failures(d)
     with tempdir() as d:

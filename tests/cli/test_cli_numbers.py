@@ -53,6 +53,7 @@ CASES = {
     "start-lr": ("lr-find", ["0", "1e39"]),
     "end-lr": ("lr-find", ["0", "1e39"]),
     "steps": ("lr-find", ["4", "10000001", "4294967301"]),
+    "repeats": ("bench", ["0", "1000001", BIG_INT]),  # bench's --warmup: at the end
 }
 # The largest accepted value of some ranges: a run of one epoch that must start.
 ACCEPTED = [("warmup", "1000000"), ("step-size", "1000000"), ("lr", "3.4e38"), ("clip", "3.4e38")]
@@ -77,6 +78,8 @@ def main():
                 args = [cmd] + base + ["--" + flag, v]
                 if cmd == "lr-find":
                     args = [cmd, "--train", "data.csv", "--hidden", "4", "--quiet", "--" + flag, v]
+                if cmd == "bench":
+                    args = [cmd, "--" + flag, v]
                 r = run(*args, cwd=d)
                 check("--%s %s: exit 2 naming --%s and its range" % (flag, v, flag),
                       r.rc == 2 and ("--%s:" % flag) in r.err and

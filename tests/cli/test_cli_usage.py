@@ -6,7 +6,7 @@ import os
 
 from clitest import blobs, check, finish, run, tempdir, write_csv
 
-COMMANDS = ["train", "eval", "predict", "info", "lr-find"]
+COMMANDS = ["train", "eval", "predict", "info", "lr-find", "bench"]
 
 
 def test_help():
@@ -41,6 +41,10 @@ def test_usage_errors():
         (["train", "-x"], "-x", "unknown option"),
         (["train", "stray"], "unexpected argument 'stray'", None),
         (["train", "--nesterov=maybe"], "--nesterov: 'maybe' is not yes or no", None),
+        # bench's flags go through the same table
+        (["bench", "--quick=maybe"], "--quick: 'maybe' is not yes or no", None),
+        (["bench", "--lr", "0.1"], "--lr: not an option of bench", None),
+        (["bench", "--only", "all-ops"], "--only: 'all-ops' is not one of all|ops|train", None),
     ]
     for args, needle, extra in cases:
         r = run(*args)
