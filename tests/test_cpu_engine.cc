@@ -3,8 +3,11 @@
 // uses, and at one thread count (and one ISA) a training run repeats bit for bit.
 #include <gtest/gtest.h>
 
+#include <atomic>
+#include <cstdlib>
 #include <cstring>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "support.h"
@@ -155,6 +158,36 @@ TEST(CpuEngine, TheThreadsOptionIsTheEnginesCount) {
     EXPECT_EQ(BP_ERR_INVALID_ARGUMENT, bp_device_matrix_engine(dev, (bp_precision)7, text, 8));
     EXPECT_EQ(BP_ERR_INVALID_ARGUMENT, bp_device_matrix_engine(dev, BP_PRECISION_FP32, text, 0));
     bp_device_close(dev);
+}
+
+// The default count leaves out the cores other processes keep busy, never those of this
+// process's own threads: a thread of ours spinning (as an OpenMP team does after its last loop)
+// must not take a core from the next device opened. With the machine quiet, counting it cost a
+// core (2 -> 1 on 2 cores). Another process's load moves between calls, so a few tries; under a
+// steady outside load that already leaves 1 core the case cannot tell and passes.
+TEST(CpuEngine, TheDefaultCountDoesNotCountTheProcesssOwnThreads) {
+    if (std::getenv("OMP_NUM_THREADS"))
+        GTEST_SKIP() << "OMP_NUM_THREADS is set: it is the default count, nothing is measured";
+    if (bp_cpu_default_threads() < 2 && std::thread::hardware_concurrency() < 2)
+        GTEST_SKIP() << "one core: there is no second core to lose";
+    // The default count while a thread of this process spins
+    auto with_spinner = [] {
+        std::atomic<bool> stop{false};
+        std::thread spinner([&stop] {
+            while (!stop.load(std::memory_order_relaxed)) {
+            }
+        });
+        int n = bp_cpu_default_threads();
+        stop = true;
+        spinner.join();
+        return n;
+    };
+    int without = 0, with = 0;
+    for (int attempt = 0; attempt < 5 && (attempt == 0 || with != without); ++attempt) {
+        with = with_spinner();
+        without = bp_cpu_default_threads();
+    }
+    EXPECT_EQ(without, with) << "a spinning thread of this process took a core from the default";
 }
 
 } // namespace

@@ -1,9 +1,11 @@
 /* Threads: one count per CPU device (bp_device_options.threads) for the backend's loops, the
  * matrix engine and the BLAS, and the default count. */
 #define _GNU_SOURCE
+#include <dirent.h>
 #include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <time.h>
 #ifdef _OPENMP
 #include <omp.h>
@@ -46,13 +48,40 @@ static int runnable_tasks(void) {
     return running;
 }
 
+/* This process's own threads that are running or ready to run (state R in
+ * /proc/self/task/TID/stat), this one included; 1 where they cannot be read. */
+static int own_runnable_tasks(void) {
+    DIR *d = opendir("/proc/self/task");
+    if (!d) return 1;
+    int own = 0;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        if (e->d_name[0] < '0' || e->d_name[0] > '9') continue;
+        char path[64], line[512];
+        snprintf(path, sizeof path, "/proc/self/task/%.20s/stat", e->d_name);
+        FILE *f = fopen(path, "r");
+        if (!f) continue; /* the thread ended */
+        size_t n = fread(line, 1, sizeof line - 1, f);
+        fclose(f);
+        line[n] = '\0';
+        /* The state follows the name's closing parenthesis (a name may hold one too) */
+        const char *close = strrchr(line, ')');
+        if (close && close[1] == ' ' && close[2] == 'R') ++own;
+    }
+    closedir(d);
+    return own < 1 ? 1 : own;
+}
+
 /* The cores this process may run on that no other task is using right now: the cores of its
- * affinity mask (at most OpenMP's count) less the other runnable tasks, at least 1. A thread
- * team larger than the free cores waits at every barrier for a thread that shares its core
- * with another process: a small model then ran 4-30x slower on 2 threads than on 1 with one of
- * two cores busy. The runnable count moves from moment to moment, so it is read a few times
- * and the smallest taken (the others' steady load). When OMP_NUM_THREADS is set, that is the
- * count: a user (and a test that compares bits across runs) chose it. */
+ * affinity mask (at most OpenMP's count) less the runnable tasks of other processes, at
+ * least 1. A thread team larger than the free cores waits at every barrier for a thread that
+ * shares its core with another process: a small model then ran 4-30x slower on 2 threads than
+ * on 1 with one of two cores busy. The process's own threads are not others: an OpenMP team
+ * spinning after its last parallel loop would otherwise take a core from the next device
+ * opened (backprop bench's training rows ran on 1 of 2 cores after its limit measurements).
+ * The runnable count moves from moment to moment, so it is read a few times and the smallest
+ * taken (the others' steady load). When OMP_NUM_THREADS is set, that is the count: a user
+ * (and a test that compares bits across runs) chose it. */
 int bp_cpu_default_threads(void) {
 #ifdef _OPENMP
     int max = omp_get_max_threads();
@@ -65,7 +94,9 @@ int bp_cpu_default_threads(void) {
         if (i) nanosleep(&(struct timespec){0, 1000000}, NULL);
         int r = runnable_tasks();
         if (r < 1) return cores < 1 ? 1 : cores;
-        if (others < 0 || r - 1 < others) others = r - 1;
+        int other = r - own_runnable_tasks();
+        if (other < 0) other = 0; /* the two files are read at different moments */
+        if (others < 0 || other < others) others = other;
     }
     int free_cores = cores - others;
     return free_cores < 1 ? 1 : free_cores;
