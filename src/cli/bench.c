@@ -426,9 +426,13 @@ static int bench_e2e(bp_device *shared, const bench_opts *o, const e2e_config *c
     printf("%-4s %s batch %d %s %s softmax-CE, %.0f params\n", c->name, layers, c->batch,
            optim_name(c->opt), pn, p);
     printf("     step %.3f ms (min %.3f, max %.3f, IQR %.3f-%.3f; %d samples of %d steps): %.0f "
-           "samples/s, %.2f GFLOP/s = %.1f%% of sgemm limit\n",
+           "samples/s, %.2f GFLOP/s",
            ss.median * 1e3, ss.min * 1e3, ss.max * 1e3, ss.q1 * 1e3, ss.q3 * 1e3, tr.samples,
-           tr.inner, sps, gf / 1e9, lim->gemm_flops > 0 ? 100.0 * gf / lim->gemm_flops : 0.0);
+           tr.inner, sps, gf / 1e9);
+    if (lim->gemm_flops > 0)
+        printf(" = %.1f%% of sgemm limit\n", 100.0 * gf / lim->gemm_flops);
+    else
+        printf(" (no limits measured)\n");
     if (step_gemm_rate > 0)
         printf("     %.1f%% of the %s GEMMs' rate at the step's own shapes (their time alone: %.4g "
                "ms)\n",
@@ -439,9 +443,11 @@ static int bench_e2e(bp_device *shared, const bench_opts *o, const e2e_config *c
     printf("     device: %.1f launches and %.2f host waits per step (bp_device_get_counters), CUDA "
            "graphs %s\n",
            tr.launches_per_step, tr.host_waits_per_step, graph ? "on" : "off");
-    printf("     napkin: %.4g GFLOP/step (6*B*sum(in*out) - 2*B*in0*out0), >= %.4g MB/step; limit "
-           "time %.3f ms = %.1f%% of measured\n",
-           flops / 1e9, bytes / 1e6, t_lim * 1e3, 100.0 * t_lim / ss.median);
+    printf("     napkin: %.4g GFLOP/step (6*B*sum(in*out) - 2*B*in0*out0), >= %.4g MB/step",
+           flops / 1e9, bytes / 1e6);
+    if (t_lim > 0)
+        printf("; limit time %.3f ms = %.1f%% of measured", t_lim * 1e3, 100.0 * t_lim / ss.median);
+    printf("\n");
     printf("     memory: device peak %.2f MiB (bp_device_get_stats), process VmHWM - VmRSS at "
            "start %.2f MiB\n",
            (double)(ds.peak_bytes - ds0.bytes_in_use) / 1048576.0,

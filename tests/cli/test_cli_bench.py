@@ -81,6 +81,16 @@ def test_precisions():
     check("an unknown precision exits 2 naming it", r.rc == 2 and "'fp64'" in r.err, r)
 
 
+def test_no_limits():
+    """--no-limits: no limit is measured, so no row claims a share of one."""
+    r = run("bench", "--only", "train", "--config", "tiny", "--repeats", "2", "--device", "cpu",
+            "--no-limits", timeout=120)
+    check("bench --no-limits exits 0 with a training row", r.rc == 0 and "samples/s" in r.out, r)
+    check("bench --no-limits prints no share of an unmeasured limit",
+          "of sgemm limit" not in r.out and "limit time" not in r.out
+          and "(no limits measured)" in r.out, r)
+
+
 def test_usage():
     r = run("bench", "--help")
     check("bench --help exits 0 with its usage",
@@ -99,6 +109,7 @@ def test_usage():
 
 if __name__ == "__main__":
     test_usage()
+    test_no_limits()
     test_quick_json()
     test_precisions()
     finish()
