@@ -483,19 +483,35 @@ done:
 }
 
 /* ---- the command ---- */
+/* A comma-separated list of the user's into buf: whole and without an empty item (strtok_r
+ * would skip one silently); 0 or a usage error naming the flag. */
+static int copy_list(const char *flag, const char *list, char *buf, size_t cap) {
+    size_t n = strlen(list);
+    if (n >= cap)
+        return cli_usage_error(CMD_BENCH, "%s: the list is longer than %zu characters", flag,
+                               cap - 1);
+    if (!n || list[0] == ',' || list[n - 1] == ',' || strstr(list, ",,"))
+        return cli_usage_error(CMD_BENCH, "%s: '%s' has an empty item", flag, list);
+    memcpy(buf, list, n + 1);
+    return 0;
+}
+
 /* Resolves --precision (default: every mode on a GPU, fp32 alone on the CPU, whose tf32 and bf16
  * modes are the GPU's reference numbers, not a speed) into b->prec; 0 or a usage error. */
 static int pick_precisions(const cli_options *o, const bp_device *dev, bench_opts *b) {
     const char *list = o->precisions;
     if (!list[0]) list = bp_device_get_kind(dev) == BP_DEVICE_CUDA ? "fp32,tf32,bf16" : "fp32";
     char buf[64];
-    snprintf(buf, sizeof buf, "%s", list);
     b->n_prec = 0;
+    if (copy_list("--precision", list, buf, sizeof buf)) return CLI_EXIT_USAGE;
     for (char *save = NULL, *t = strtok_r(buf, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
         bp_precision found;
-        if (bp_precision_parse(t, &found) != BP_OK || b->n_prec >= BP_PRECISION_COUNT_)
+        if (bp_precision_parse(t, &found) != BP_OK)
             return cli_usage_error(CMD_BENCH, "--precision: '%s' is not one of fp32, tf32, bf16",
                                    t);
+        for (int i = 0; i < b->n_prec; ++i)
+            if (b->prec[i] == found)
+                return cli_usage_error(CMD_BENCH, "--precision: '%s' is named twice", t);
         b->prec[b->n_prec++] = found;
     }
     return 0;
@@ -505,13 +521,16 @@ static int pick_precisions(const cli_options *o, const bp_device *dev, bench_opt
 static int pick_configs(const char *list, int *picked, int *n) {
     *n = 0;
     char buf[128];
-    snprintf(buf, sizeof buf, "%s", list);
+    if (copy_list("--config", list, buf, sizeof buf)) return CLI_EXIT_USAGE;
     for (char *save = NULL, *t = strtok_r(buf, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
         int found = -1;
         for (int i = 0; i < N_CONFIGS; ++i)
             if (strcmp(CONFIGS[i].name, t) == 0) found = i;
-        if (found < 0 || *n >= N_CONFIGS)
+        if (found < 0)
             return cli_usage_error(CMD_BENCH, "--config: '%s' is not one of S, M, L, XL, tiny", t);
+        for (int i = 0; i < *n; ++i)
+            if (picked[i] == found)
+                return cli_usage_error(CMD_BENCH, "--config: '%s' is named twice", t);
         picked[(*n)++] = found;
     }
     return 0;

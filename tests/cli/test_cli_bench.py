@@ -105,6 +105,17 @@ def test_usage():
     check("an unknown flag exits 2 naming it", r.rc == 2 and "--bogus" in r.err, r)
     r = run("--help")
     check("top-level --help lists bench", r.rc == 0 and "bench" in r.out, r)
+    for flag, bad in (("--config", "tiny,,S"), ("--config", ",tiny"), ("--precision", "fp32,")):
+        r = run("bench", flag, bad, "--device", "cpu")
+        check("%s %s: an empty item exits 2 naming it" % (flag, bad),
+              r.rc == 2 and ("'%s' has an empty item" % bad) in r.err, r)
+    for flag, twice in (("--config", "tiny,S,tiny"), ("--precision", "bf16,bf16")):
+        r = run("bench", flag, twice, "--device", "cpu")
+        check("%s %s: a name given twice exits 2 naming it" % (flag, twice),
+              r.rc == 2 and "is named twice" in r.err, r)
+    r = run("bench", "--config", ",".join(["tiny"] * 40), "--device", "cpu")
+    check("a --config list past its buffer exits 2, not cut short",
+          r.rc == 2 and "the list is longer than" in r.err, r)
 
 
 if __name__ == "__main__":
