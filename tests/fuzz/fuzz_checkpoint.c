@@ -1,6 +1,7 @@
-/* libFuzzer: a safetensors checkpoint through every reader: the checksums, the model, the
- * optimizer, a metadata key and a float array. A mutator changes one tensor's shape as sizes
- * (fuzz_mutate.h) and its data_offsets to span what the shape claims after 64-bit wrapping. */
+/* libFuzzer: a safetensors checkpoint through every reader: the checksums, the model (and its
+ * tensors as a checkpoint names them), the optimizer, a metadata key and a float array. A
+ * mutator changes one tensor's shape as sizes (fuzz_mutate.h) and its data_offsets to span what
+ * the shape claims after 64-bit wrapping. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -22,6 +23,16 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     bp_model *m = bp_checkpoint_load_model(path, device, 0, &st);
     if (!m != (st != BP_OK) || (!m && !bp_last_error()[0])) abort();
     if (m) {
+        /* The tensors a loaded model names (backprop info's list) tile its flat buffer in order */
+        size_t next = 0;
+        for (int i = 0; i < bp_checkpoint_n_tensors(m); ++i) {
+            bp_param_tensor t;
+            if (bp_checkpoint_tensor(m, i, &t) != BP_OK || t.offset != next ||
+                !memchr(t.name, '\0', sizeof t.name) || t.shape[0] < 1 || t.shape[1] < 1)
+                abort();
+            next += (size_t)t.shape[0] * (size_t)t.shape[1];
+        }
+        if (next != bp_model_n_params(m)) abort();
         bp_optimizer *o = bp_checkpoint_load_optimizer(path, m, &st);
         if (!o != (st != BP_OK)) abort();
         bp_optimizer_free(o);
